@@ -1,0 +1,8 @@
+"""The one exception type for a user's mistakes."""
+
+
+class PortingError(ValueError):
+    """Bad input to `porting`: the message names the value received and what was expected.
+
+    Subclasses ValueError so that ``except ValueError`` in user code also catches it.
+    """

@@ -1,0 +1,61 @@
+"""Which implementation computes the Knet side.
+
+- "reference": the NumPy reimplementation in `porting.knet._reference` (always available).
+- "julia" / "julia-nnlib": Knet itself (or NNlib, on a Julia too new for Knet) through juliacall;
+  provided by `porting.bridge` when a Julia installation is found.
+- "auto": the best available, with the reason recorded in the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from porting.errors import PortingError
+
+BACKEND_CHOICES = ("auto", "reference", "julia", "julia-nnlib", "worker")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A backend picked for a call: the implementation and why it was picked."""
+
+    name: str
+    impl: Any  # module or object with conv4/deconv4/pool/mat
+    reason: str
+
+
+def _reference() -> Resolved:
+    from porting.knet import _reference
+
+    return Resolved(_reference.NAME, _reference, "requested")
+
+
+def resolve(backend: str) -> Resolved:
+    """Turn a `backend=` argument into an implementation; never downloads anything."""
+    if not isinstance(backend, str) or backend not in BACKEND_CHOICES:
+        raise PortingError(
+            f"backend={backend!r}: expected one of {', '.join(map(repr, BACKEND_CHOICES))}"
+        )
+    if backend == "reference":
+        return _reference()
+    from porting.bridge import resolve_backend  # imports no Julia; discovery only
+
+    return resolve_backend(backend)
+
+
+class KnetResult(np.ndarray):
+    """A Julia-indexed result array that remembers which backend computed it (`.backend`)."""
+
+    backend: str | None = None
+
+    def __array_finalize__(self, obj):
+        self.backend = getattr(obj, "backend", None)
+
+
+def tag(y: np.ndarray, name: str) -> KnetResult:
+    out = y.view(KnetResult)
+    out.backend = name
+    return out

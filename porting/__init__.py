@@ -6,11 +6,14 @@ need them.
 
 from porting.errors import PortingError
 
+# The functions are bound eagerly (NumPy only) so that they, not their modules of the same
+# name, are `porting.compare` and `porting.diagnose`; import other names from the modules.
+from porting.compare import compare  # noqa: E402  (isort: skip)
+
 __version__ = "0.1.0"
 __all__ = ["PortingError", "__version__", "compare", "verify_conv4", "diagnose"]
 
 _LAZY = {
-    "compare": ("porting.compare", "compare"),
     "verify_conv4": ("porting.verify", "verify_conv4"),
     "diagnose": ("porting.diagnose", "diagnose"),
 }

@@ -57,7 +57,7 @@ def conv4(w, x, *, padding=0, stride=1, dilation=1, mode=0, alpha=1, backend="au
     geom.output_size(x.shape[:-2], w.shape[:-2])  # validates
     alpha = as_scalar(alpha, "alpha")
     b = resolve(backend)
-    return tag(b.impl.conv4(w, x, geom, alpha), b.name)
+    return tag(b.impl.conv4(w, x, geom, alpha), b)
 
 
 def deconv4(w, x, *, padding=0, stride=1, dilation=1, mode=0, alpha=1, backend="auto"):
@@ -71,7 +71,7 @@ def deconv4(w, x, *, padding=0, stride=1, dilation=1, mode=0, alpha=1, backend="
     geom.transpose_output_size(x.shape[:-2], w.shape[:-2])  # validates
     alpha = as_scalar(alpha, "alpha")
     b = resolve(backend)
-    return tag(b.impl.deconv4(w, x, geom, alpha), b.name)
+    return tag(b.impl.deconv4(w, x, geom, alpha), b)
 
 
 def pool(x, *, window=2, padding=0, stride=None, mode=0, alpha=1, backend="auto"):
@@ -85,7 +85,7 @@ def pool(x, *, window=2, padding=0, stride=None, mode=0, alpha=1, backend="auto"
     geom.output_size(x.shape[:-2])  # validates
     alpha = as_scalar(alpha, "alpha")
     b = resolve(backend)
-    return tag(b.impl.pool(x, geom, alpha), b.name)
+    return tag(b.impl.pool(x, geom, alpha), b)
 
 
 def mat(x, *, dims=None, backend="auto"):
@@ -101,4 +101,4 @@ def mat(x, *, dims=None, backend="auto"):
     if isinstance(dims, bool) or not isinstance(dims, int) or not 0 <= dims <= x.ndim:
         raise PortingError(f"dims={dims!r}: expected an integer from 0 to ndims(x) = {x.ndim}")
     b = resolve(backend)
-    return tag(b.impl.mat(x, dims), b.name)
+    return tag(b.impl.mat(x, dims), b)

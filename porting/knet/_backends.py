@@ -47,15 +47,19 @@ def resolve(backend: str) -> Resolved:
 
 
 class KnetResult(np.ndarray):
-    """A Julia-indexed result array that remembers which backend computed it (`.backend`)."""
+    """A Julia-indexed result array that remembers which backend computed it (`.backend`) and
+    why that backend was picked (`.backend_reason`)."""
 
     backend: str | None = None
+    backend_reason: str | None = None
 
     def __array_finalize__(self, obj):
         self.backend = getattr(obj, "backend", None)
+        self.backend_reason = getattr(obj, "backend_reason", None)
 
 
-def tag(y: np.ndarray, name: str) -> KnetResult:
-    out = y.view(KnetResult)
-    out.backend = name
+def tag(y: np.ndarray, resolved: Resolved) -> KnetResult:
+    out = np.asarray(y).view(KnetResult)
+    out.backend = resolved.name
+    out.backend_reason = resolved.reason
     return out

@@ -1,0 +1,282 @@
+"""Compare two results with a tolerance derived from floating-point arithmetic.
+
+A result element that is a sum of K products, computed in a format with machine epsilon `eps`,
+carries an error of order `sqrt(K) * eps * S` in practice, where `S = sum(|w*x|)` is the sum of
+the magnitudes added (DOMAIN.md: float32 on CPUs and GPUs stays within about 3 eps * S; TF32
+reaches 1e-4 * S). The tolerance used here is, element by element,
+
+    tol_i = (sqrt(K) + 2) * eps * S_i + (sqrt(K) + 2) * tiny
+
+- `sqrt(K)`: accumulation of K rounded terms (random-walk growth);
+- `+ 1`: rounding of the inputs into the lower precision when the two sides differ;
+- `+ 1`: rounding of the result itself;
+- `tiny`: the smallest normal number, so results that underflow are not flagged.
+
+`eps` is that of the lower-precision side (or of `precision=` when the computation ran in a
+format other than the one its result is stored in). `S` is `magnitude=` when given (e.g. the
+same convolution applied to `|w|` and `|x|`, which `verify_conv4` computes), otherwise `|expected|`
+(right for element-wise results; under cancellation it is too strict, so pass `magnitude`).
+
+The comparison is one pass over the data in cache-sized chunks, holding no input-sized buffers
+beyond at most one copy when the two arrays differ in memory order.
+
+>>> import numpy as np
+>>> compare(np.float32([1, 2, 3]), np.float32([1, 2, 3])).ok
+True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from porting.errors import PortingError
+
+__all__ = ["compare", "Comparison", "Tolerance"]
+
+_CHUNK = 1 << 15  # elements per chunk: a few chunk-sized temporaries stay in L2
+
+
+def _as_float(a, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(a)
+    except Exception as e:  # noqa: BLE001
+        raise PortingError(f"{name} must be an array, got {type(a).__name__}: {e}") from None
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise PortingError(
+            f"{name} has dtype {arr.dtype} (shape {arr.shape}); expected a floating-point array"
+        )
+    return arr
+
+
+def _precision_dtype(precision) -> np.dtype:
+    if precision in ("tf32", "TF32"):
+        return np.dtype(np.float32)  # storage; eps handled by caller
+    try:
+        dt = np.dtype(precision)
+    except TypeError:
+        dt = None
+    if dt is None or not np.issubdtype(dt, np.floating):
+        raise PortingError(
+            f"precision={precision!r}: expected a floating-point dtype such as 'float32', "
+            "'float64', 'float16' or 'tf32'"
+        )
+    return dt
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How the tolerance was derived: `tol_i = factor * eps * S_i + factor * tiny`."""
+
+    k: int
+    precision: str
+    eps: float
+    factor: float
+    magnitude: str  # where S came from
+
+    @property
+    def formula(self) -> str:
+        return (
+            f"(sqrt(K)+2)*eps*S with K={self.k}, eps={self.eps:.3g} ({self.precision}), "
+            f"S = {self.magnitude}"
+        )
+
+
+@dataclass
+class Comparison:
+    """Outcome of `compare`. `ok` is True when every element is within its tolerance and the
+    non-finite values (NaN, +-Inf) sit at the same positions on both sides."""
+
+    ok: bool
+    shape: tuple[int, ...]
+    expected_dtype: str
+    actual_dtype: str
+    tolerance: Tolerance
+    n_elements: int
+    n_mismatched: int
+    n_nonfinite_mismatched: int
+    max_abs_error: float
+    max_rel_error: float  # max |e - a| / S over finite elements
+    max_ulp: float  # max |e - a| in ULPs of the lower-precision side at |expected|
+    max_error_to_tolerance: float  # max |e - a| / tol: < 1 means within bounds
+    worst_index: tuple[int, ...] | None
+    worst_expected: float | None
+    worst_actual: float | None
+    worst_tolerance: float | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tolerance"]["formula"] = self.tolerance.formula
+        return d
+
+    def __str__(self) -> str:
+        verdict = "agree" if self.ok else "DIFFER"
+        lines = [
+            f"{verdict}: {self.n_mismatched} of {self.n_elements} elements outside tolerance"
+            + (f" ({self.n_nonfinite_mismatched} NaN/Inf mismatches)" if self.n_nonfinite_mismatched else ""),
+            f"  shape {self.shape}, expected {self.expected_dtype}, actual {self.actual_dtype}",
+            f"  max abs error {self.max_abs_error:.3g}, max error / S {self.max_rel_error:.3g}, "
+            f"max {self.max_ulp:.3g} ULP ({self.tolerance.precision})",
+            f"  error / tolerance at worst element {self.max_error_to_tolerance:.3g} "
+            f"(tolerance {self.tolerance.formula})",
+        ]
+        if self.worst_index is not None:
+            lines.append(
+                f"  worst at {self.worst_index}: expected {self.worst_expected!r}, "
+                f"actual {self.worst_actual!r}, tolerance {self.worst_tolerance:.3g}"
+            )
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _flat_views(expected: np.ndarray, actual: np.ndarray, magnitude: np.ndarray | None):
+    """1-D views in one common memory order; at most one of them is copied."""
+    order = "F" if expected.flags.f_contiguous and not expected.flags.c_contiguous else "C"
+    arrays = [expected, actual] + ([magnitude] if magnitude is not None else [])
+    flat = []
+    for arr in arrays:
+        contiguous = arr.flags.f_contiguous if order == "F" else arr.flags.c_contiguous
+        flat.append(arr.ravel(order=order) if contiguous else np.asarray(arr).ravel(order=order))
+    return order, flat
+
+
+def compare(expected, actual, *, k: int = 1, magnitude=None, precision=None) -> Comparison:
+    """Compare `actual` with `expected` element by element, with a float-derived tolerance.
+
+    `k` is the number of terms summed per element (conv4: kernel volume x input channels);
+    `magnitude` the sum of magnitudes per element (same shape), default `|expected|`;
+    `precision` the format the lower-precision side computed in (default: the lower of the
+    two dtypes; 'tf32' for TensorFloat-32 accumulation). Shapes must match exactly.
+
+    >>> import numpy as np
+    >>> c = compare(np.float64([1.0, 2.0]), np.float32([1.0, 2.0000002]))
+    >>> c.ok, c.max_ulp
+    (True, 1.0)
+    """
+    e = _as_float(expected, "expected")
+    a = _as_float(actual, "actual")
+    if e.shape != a.shape:
+        raise PortingError(
+            f"expected has shape {e.shape} but actual has shape {a.shape}; shapes must match "
+            "exactly (no broadcasting). A layout mix-up? Convert with porting.layout first."
+        )
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise PortingError(f"k={k!r}: expected a positive integer (terms summed per element)")
+    m = None
+    if magnitude is not None:
+        m = _as_float(magnitude, "magnitude")
+        if m.shape != e.shape:
+            raise PortingError(
+                f"magnitude has shape {m.shape}; expected the shape of expected, {e.shape}"
+            )
+    lower = e.dtype if e.dtype.itemsize <= a.dtype.itemsize else a.dtype
+    if precision is None:
+        prec_name, eps, tiny = str(lower), float(np.finfo(lower).eps), float(np.finfo(lower).tiny)
+    elif str(precision).lower() == "tf32":
+        prec_name, eps, tiny = "tf32", 2.0**-10, float(np.finfo(np.float32).tiny)
+    else:
+        dt = _precision_dtype(precision)
+        prec_name, eps, tiny = str(dt), float(np.finfo(dt).eps), float(np.finfo(dt).tiny)
+    factor = math.sqrt(int(k)) + 2.0
+    tol_info = Tolerance(
+        k=int(k),
+        precision=prec_name,
+        eps=eps,
+        factor=factor,
+        magnitude="sum of magnitudes (given)" if m is not None else "|expected| (no magnitude given)",
+    )
+    if e.dtype != a.dtype:
+        work = np.dtype(np.float64)
+    else:
+        work = np.promote_types(e.dtype, np.float32)  # float16 inputs are compared in float32
+    _, flat = _flat_views(e, a, m)
+    fe, fa = flat[0], flat[1]
+    fm = flat[2] if m is not None else None
+    n = fe.size
+    scale = work.type(factor * eps)
+    floor = work.type(factor * tiny)
+    big = work.type(np.finfo(work).max)
+
+    n_bad = n_nonfinite_bad = 0
+    max_abs = max_rel = max_ulp = 0.0
+    worst_ratio = -1.0
+    worst_flat = -1
+    first_nonfinite_bad = -1
+    for start in range(0, n, _CHUNK):
+        stop = min(start + _CHUNK, n)
+        ce = fe[start:stop].astype(work, copy=False)
+        ca = fa[start:stop].astype(work, copy=False)
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = np.subtract(ce, ca)  # inf - inf -> NaN, handled below
+        np.abs(d, out=d)
+        mag = np.abs(ce) if fm is None else np.abs(fm[start:stop].astype(work, copy=False))
+        tol = mag * scale
+        tol += floor
+        np.minimum(tol, big, out=tol)  # an infinite expected value must not accept anything
+        within = d <= tol  # False for NaN differences and infinite errors
+        if not within.all():
+            bad_idx = np.flatnonzero(~within)
+            be, ba = ce[bad_idx], ca[bad_idx]
+            same_nonfinite = (np.isnan(be) & np.isnan(ba)) | (~np.isfinite(be) & (be == ba))
+            real_bad = bad_idx[~same_nonfinite]
+            if real_bad.size:
+                n_bad += real_bad.size
+                nonfinite = ~(np.isfinite(ce[real_bad]) & np.isfinite(ca[real_bad]))
+                n_nonfinite_bad += int(nonfinite.sum())
+                if first_nonfinite_bad < 0 and nonfinite.any():
+                    first_nonfinite_bad = start + int(real_bad[np.argmax(nonfinite)])
+            # keep NaN/Inf out of the statistics below
+            finite = np.isfinite(d)
+            if not finite.all():
+                d = np.where(finite, d, 0.0)
+        if d.size:
+            ratio = d / tol
+            i = int(np.argmax(ratio))
+            if ratio[i] > worst_ratio:
+                worst_ratio, worst_flat = float(ratio[i]), start + i
+            max_abs = max(max_abs, float(d.max()))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel = d / mag
+                rel[mag == 0] = 0.0
+                ulp = d / np.spacing(np.abs(ce).astype(lower, copy=False)).astype(work, copy=False)
+            max_rel = max(max_rel, float(np.nanmax(rel)))
+            max_ulp = max(max_ulp, float(np.nanmax(ulp)))
+
+    worst_index = worst_e = worst_a = worst_t = None
+    if first_nonfinite_bad >= 0 and worst_ratio <= 1.0:
+        worst_flat = first_nonfinite_bad  # only NaN/Inf placement differs: show that
+    if worst_flat >= 0:
+        order = "F" if e.flags.f_contiguous and not e.flags.c_contiguous else "C"
+        worst_index = tuple(int(i) for i in np.unravel_index(worst_flat, e.shape, order=order))
+        worst_e = float(e[worst_index])
+        worst_a = float(a[worst_index])
+        mv = abs(float(m[worst_index])) if m is not None else abs(worst_e)
+        worst_t = factor * eps * mv + factor * tiny
+    notes = []
+    if m is None and k > 1:
+        notes.append(
+            "no magnitude given: the tolerance scales with |expected|, which is too strict "
+            "where the sum cancels; pass magnitude= (e.g. the op applied to |w| and |x|)"
+        )
+    return Comparison(
+        ok=n_bad == 0,
+        shape=tuple(e.shape),
+        expected_dtype=str(e.dtype),
+        actual_dtype=str(a.dtype),
+        tolerance=tol_info,
+        n_elements=int(n),
+        n_mismatched=int(n_bad),
+        n_nonfinite_mismatched=int(n_nonfinite_bad),
+        max_abs_error=max_abs,
+        max_rel_error=max_rel,
+        max_ulp=max_ulp,
+        max_error_to_tolerance=max(worst_ratio, 0.0),
+        worst_index=worst_index,
+        worst_expected=worst_e,
+        worst_actual=worst_a,
+        worst_tolerance=worst_t,
+        notes=notes,
+    )

@@ -24,7 +24,7 @@ from porting.geometry import ConvGeometry
 __all__ = ["verify_conv4", "VerifyReport", "versions"]
 
 
-def versions(*, tensorflow: bool = True) -> dict[str, str]:
+def versions(*, tensorflow: bool = True) -> dict[str, str | None]:
     """Versions of what took part: Python, NumPy, porting, and TensorFlow/Keras if imported."""
     import porting
 
@@ -53,7 +53,7 @@ class VerifyReport:
     spatial: str
     shapes: dict[str, tuple[int, ...]]
     dtypes: dict[str, str]
-    versions: dict[str, str]
+    versions: dict[str, str | None]
     diagnosis: Any = None  # filled in when the sides differ and a diagnosis could be made
     notes: list[str] = field(default_factory=list)
 
@@ -123,8 +123,8 @@ def verify_conv4(
 
     `w` `(W1, ..., Cin, Cout)` and `x` `(X1, ..., Cin, N)` are Julia-indexed, as they come out
     of Julia. The Knet side runs `porting.knet.conv4` on `knet=` ("auto", "reference", "julia",
-    ...); the TensorFlow side runs `tf.nn.convolution` on `activations_to_tf(x, spatial)` and
-    `kernel_to_tf(w, mode, spatial)` in `dtype` (default: the inputs' dtype; e.g. Knet in
+    ...); the TensorFlow side runs `porting.tf.conv` (explicit symmetric padding, never "SAME")
+    on `activations_to_tf(x, spatial)` and `kernel_to_tf(w, mode, spatial)` in `dtype` (default: the inputs' dtype; e.g. Knet in
     Float64 against TensorFlow in float32). The comparison's tolerance comes from the lower
     precision, K = kernel volume x input channels, and the sum of magnitudes per output.
     """

@@ -1,0 +1,34 @@
+"""
+    PortingKnet
+
+The Julia side of the `porting` toolkit: Knet's `conv4`, `deconv4`, `pool` and `mat` with Knet's
+exact CPU semantics, and `export_model`, which writes a Knet model's parameters to `.npz` plus a
+JSON description that Python reads without Julia.
+
+Knet itself is used when the active environment can load it (Knet 1.4.10 installs only on
+Julia <= 1.9); otherwise the same arithmetic runs on NNlib, the library Knet's CPU path calls.
+`backend_name()` says which: `"julia"` (Knet) or `"julia-nnlib"`.
+
+Arrays are Julia arrays in Knet's layout, `(X1, ..., Xd, C, N)` for data and
+`(W1, ..., Wd, Cin, Cout)` for kernels. `conv4` with `mode=0` (the default) computes true
+convolution (the kernel rotated 180 degrees in every spatial dimension); `mode=1` computes
+cross-correlation, which is what TensorFlow, Keras and PyTorch call convolution.
+
+The array functions are not exported, so that `using Knet, PortingKnet` stays unambiguous:
+call them as `PortingKnet.conv4` etc.
+"""
+module PortingKnet
+
+using LinearAlgebra: lmul!
+import JSON
+import NNlib
+import NPZ
+import TOML
+
+export export_model
+
+include("backend.jl")
+include("ops.jl")
+include("export.jl")
+
+end # module

@@ -1,0 +1,290 @@
+# export_model: a Knet model's parameters to <prefix>.npz plus a JSON description of its layers.
+# The JSON schema is documented in julia/README.md ("Export format"); keep the two in step.
+
+const EXPORT_FORMAT = "porting-knet-export"
+const EXPORT_VERSION = 1
+
+const ACTIVATIONS = Dict{Symbol,String}(
+    :relu => "relu", :sigm => "sigm", :sigmoid => "sigm", :σ => "sigm", :tanh => "tanh",
+    :elu => "elu", :softmax => "softmax", :identity => "identity",
+)
+
+const CONV_DEFAULTS = (padding=0, stride=1, dilation=1, mode=0)
+const POOL_DEFAULTS = (window=2, padding=0, stride=nothing, mode=0)
+
+"""
+    export_model(prefix, model; conv=(;), pool=(;)) -> (npz = "<prefix>.npz", json = "<prefix>.json")
+
+Write `model`'s parameters to `<prefix>.npz` (NPZ.jl: each array Fortran-ordered with Julia's
+size, so `numpy.load` gives Julia-indexed arrays) and a description of its layers, in order, to
+`<prefix>.json` (schema: README.md, "Export format"). A failed export writes neither file.
+
+`model` may be
+- a tutorial-style chain: any struct with a field `layers` (a tuple or vector), whose layers are
+  structs with fields `w`, `b`, `f` (and optionally `p` or `pdrop`, the dropout probability):
+  `ndims(w) == 2` is a dense layer `f.(w * mat(x) .+ b)`; `ndims(w)` 3, 4 or 5 is a conv layer
+  `f.(pool(conv4(w, x) .+ b))`, as in Knet's tutorial `Conv`. `w` and `b` may be Knet `Param`s.
+  Chains may nest; a chain may also hold the functions `mat`, `pool` and the activations.
+- a vector of arrays alternating weight and bias, as in Knet's examples (`lenet.jl`, `mlp.jl`):
+  conv layers compute `pool(relu.(conv4(w, x) .+ b))`, dense layers `relu.(w * mat(x) .+ b)`,
+  and the last layer has no activation.
+- a `Dict` of such arrays with keys `w1, b1, w2, b2, ...` (strings or symbols), read in
+  numeric order, with the vector's conventions.
+
+Layers are recognized by their fields and shapes, never by type name. Conv keywords come from the
+layer's own fields named `padding`, `stride`, `dilation`, `mode` when it has them, else from
+`conv` (a NamedTuple applied to every conv layer), else Knet's defaults. Every conv layer pools
+with `pool` (a NamedTuple of Knet `pool` keywords; default: Knet's, window 2) unless
+`pool=nothing`, for models whose conv layers do not pool.
+
+```julia
+julia> export_model("lenet", model)
+(npz = "lenet.npz", json = "lenet.json")
+```
+"""
+function export_model(prefix::AbstractString, model; conv=NamedTuple(), pool=NamedTuple())
+    base = replace(String(prefix), r"\.(npz|json)$" => "")
+    npz_path, json_path = base * ".npz", base * ".json"
+    for path in (npz_path, json_path)
+        isdir(path) && throw(ArgumentError("export_model: $path is a directory; expected a file path prefix"))
+    end
+    conv isa NamedTuple ||
+        throw(ArgumentError("export_model: conv=$(repr(conv)); expected a NamedTuple of conv4 keywords"))
+    opts = (conv=conv, pool=pool)
+    layers = Dict{String,Any}[]
+    _collect!(layers, model, opts)
+    isempty(layers) && throw(ArgumentError("export_model: found no layers in $(typeof(model))"))
+
+    arrays = Dict{String,Any}()
+    for (i, layer) in enumerate(layers)
+        name = "layer$i"
+        layer["name"] = name
+        params = Dict{String,Any}()
+        for (pname, a) in pop!(layer, "arrays")
+            key = "$name.$pname"
+            arrays[key] = a
+            params[pname] = Dict{String,Any}("key" => key, "size" => collect(size(a)),
+                                             "eltype" => string(eltype(a)))
+        end
+        layer["params"] = params
+    end
+    knet = _loaded_module(KNET_ID)
+    doc = Dict{String,Any}(
+        "format" => EXPORT_FORMAT,
+        "version" => EXPORT_VERSION,
+        "julia_version" => string(VERSION),
+        "knet_version" => knet === nothing ? nothing : package_version(knet),
+        "nnlib_version" => package_version(NNlib),
+        "model_type" => string(nameof(typeof(model))),
+        "npz" => basename(npz_path),
+        "layers" => layers,
+    )
+    # Both files are written under temporary names first, then moved into place, the .json
+    # last: a failed export leaves no partial file, and a .json always has its .npz.
+    tmp_npz, tmp_json = npz_path * ".partial", json_path * ".partial"
+    try
+        NPZ.npzwrite(tmp_npz, arrays)
+        write(tmp_json, JSON.json(doc, 2))
+        mv(tmp_npz, npz_path; force=true)
+        mv(tmp_json, json_path; force=true)
+    finally
+        rm(tmp_npz; force=true)
+        rm(tmp_json; force=true)
+    end
+    return (npz=npz_path, json=json_path)
+end
+
+# ---- walking the model ---------------------------------------------------------------------
+
+function _collect!(layers, m, opts)
+    if m isa AbstractDict
+        _dict_layers!(layers, m, opts)
+    elseif m isa Union{Tuple,AbstractVector}
+        if !isempty(m) && all(_is_arraylike, m)
+            _array_layers!(layers, collect(m), opts, "vector")
+        else
+            foreach(l -> _collect!(layers, l, opts), m)
+        end
+    elseif _is_param_layer(m)
+        push!(layers, _param_layer(m, opts))
+    elseif hasproperty(m, :layers)
+        _collect!(layers, getproperty(m, :layers), opts)
+    elseif m isa Function
+        push!(layers, _function_layer(m, layers))
+    elseif _dropout_prob(m) !== nothing && length(propertynames(m)) == 1
+        push!(layers, _layer("dropout", string(nameof(typeof(m))); dropout=_dropout_prob(m)))
+    else
+        throw(ArgumentError("export_model: layer $(length(layers) + 1) is a $(typeof(m)), which is " *
+                            "not a layer (fields w, b, f), a chain (field layers), an array list, " *
+                            "a Dict of arrays, or one of the functions mat, pool, " *
+                            join(sort!(unique(values(ACTIVATIONS))), ", ")))
+    end
+    return layers
+end
+
+_is_param_layer(m) = !(m isa AbstractArray) && all(s -> hasproperty(m, s), (:w, :b, :f))
+
+function _is_arraylike(x)
+    x isa AbstractArray && return true
+    x isa Number && return true          # e.g. a scalar bias, `w = Any[randn(1,13), 0.0]`
+    v = _value(x)
+    return v isa AbstractArray || v isa Number
+end
+
+"""Unwrap a Knet/AutoGrad `Param` (its `value`), or return `x`."""
+function _value(x)
+    ag = _loaded_module(AUTOGRAD_ID)
+    if ag !== nothing && isdefined(ag, :value)
+        x = _call_latest(ag, :value, x)
+    end
+    if !(x isa AbstractArray || x isa Number) && hasproperty(x, :value)
+        x = getproperty(x, :value)      # a Param when AutoGrad is not loaded
+    end
+    return x
+end
+
+function _array(x, what::AbstractString)
+    v = _value(x)
+    v isa Number && (v = fill(v))       # a 0-dimensional array
+    v isa AbstractArray ||
+        throw(ArgumentError("export_model: $what is a $(typeof(x)); expected an array or a Knet Param"))
+    a = v isa Array ? v : Array(v)      # e.g. a KnetArray or CuArray, copied to the CPU
+    isbitstype(eltype(a)) && eltype(a) <: Number ||
+        throw(ArgumentError("export_model: $what has element type $(eltype(a)); expected numbers"))
+    return a
+end
+
+function _activation_name(f, desc::AbstractString)
+    name = f isa Function ? get(ACTIVATIONS, nameof(f), nothing) : nothing
+    name === nothing &&
+        throw(ArgumentError("export_model: $desc has activation $(repr(f)); expected one of the " *
+                            "named functions relu, sigm, tanh, elu, softmax, identity"))
+    return name
+end
+
+function _dropout_prob(m)
+    for field in (:p, :pdrop)
+        if hasproperty(m, field)
+            p = getproperty(m, field)
+            p isa Real && return Float64(p)
+        end
+    end
+    return nothing
+end
+
+function _layer(kind, julia_type; arrays=Pair{String,Any}[], activation=nothing, conv=nothing,
+                pool=nothing, order=nothing, dropout=nothing, dims=nothing)
+    return Dict{String,Any}("kind" => kind, "julia_type" => julia_type, "arrays" => arrays,
+                            "activation" => activation, "conv" => conv, "pool" => pool,
+                            "order" => order, "dropout" => dropout, "dims" => dims)
+end
+
+function _check_keywords(what::AbstractString, kw::NamedTuple, defaults::NamedTuple)
+    for k in keys(kw)
+        k in keys(defaults) ||
+            throw(ArgumentError("export_model: $what keyword $k; expected one of " *
+                                join(keys(defaults), ", ")))
+    end
+end
+
+function _conv_entry(nd::Int, sources::NamedTuple...)
+    foreach(src -> _check_keywords("conv", src, CONV_DEFAULTS), sources)
+    kw = merge(CONV_DEFAULTS, sources...)
+    kw.mode in (0, 1) || throw(ArgumentError("export_model: conv mode=$(repr(kw.mode)); expected 0 or 1"))
+    return Dict{String,Any}("padding" => collect(_spatial(kw.padding, nd, :padding)),
+                            "stride" => collect(_spatial(kw.stride, nd, :stride)),
+                            "dilation" => collect(_spatial(kw.dilation, nd, :dilation)),
+                            "mode" => Int(kw.mode))
+end
+
+function _pool_entry(nd::Int, pool)
+    pool === nothing && return nothing
+    pool isa NamedTuple ||
+        throw(ArgumentError("export_model: pool=$(repr(pool)); expected a NamedTuple of pool keywords or nothing"))
+    _check_keywords("pool", pool, POOL_DEFAULTS)
+    kw = merge(POOL_DEFAULTS, pool)
+    kw.mode in 0:3 || throw(ArgumentError("export_model: pool mode=$(repr(kw.mode)); expected 0 to 3"))
+    window = _spatial(kw.window, nd, :window)
+    stride = kw.stride === nothing ? window : _spatial(kw.stride, nd, :stride)
+    return Dict{String,Any}("window" => collect(window),
+                            "padding" => collect(_spatial(kw.padding, nd, :padding)),
+                            "stride" => collect(stride), "mode" => Int(kw.mode))
+end
+
+function _wb_layer(w, b, activation, dropout, opts, own_conv, order, julia_type)
+    if ndims(w) == 2
+        return _layer("dense", julia_type; arrays=Pair{String,Any}["w" => w, "b" => b],
+                      activation=activation, dropout=dropout)
+    elseif 3 <= ndims(w) <= 5
+        nd = ndims(w) - 2
+        return _layer("conv", julia_type; arrays=Pair{String,Any}["w" => w, "b" => b],
+                      activation=activation, dropout=dropout,
+                      conv=_conv_entry(nd, opts.conv, own_conv), pool=_pool_entry(nd, opts.pool),
+                      order=order)
+    end
+    throw(ArgumentError("export_model: a weight of size $(size(w)) is neither dense (2 dimensions) " *
+                        "nor conv (3, 4 or 5 dimensions)"))
+end
+
+function _param_layer(l, opts)
+    tname = string(nameof(typeof(l)))
+    desc = "a $tname layer"
+    w, b = _array(getproperty(l, :w), "$desc's w"), _array(getproperty(l, :b), "$desc's b")
+    own = NamedTuple(s => getproperty(l, s) for s in keys(CONV_DEFAULTS) if hasproperty(l, s))
+    # The tutorial's Conv computes f.(pool(conv4(w, x) .+ b)): pooling before the activation.
+    return _wb_layer(w, b, _activation_name(getproperty(l, :f), desc), _dropout_prob(l), opts,
+                     own, "pool-activation", tname)
+end
+
+function _array_layers!(layers, ws::AbstractVector, opts, julia_type)
+    isodd(length(ws)) &&
+        throw(ArgumentError("export_model: a list of arrays must alternate weight and bias " *
+                            "(w1, b1, w2, b2, ...); got $(length(ws)) arrays"))
+    n = length(ws) ÷ 2
+    for i in 1:n
+        w, b = _array(ws[2i-1], "array $(2i-1)"), _array(ws[2i], "array $(2i)")
+        # Knet's lenet.jl computes pool(relu.(conv4(w, x) .+ b)): pooling after the activation.
+        push!(layers, _wb_layer(w, b, i == n ? "identity" : "relu", nothing, opts, NamedTuple(),
+                                "activation-pool", julia_type))
+    end
+    return layers
+end
+
+function _dict_layers!(layers, d::AbstractDict, opts)
+    groups = Dict{Int,Dict{Char,Any}}()
+    for (k, v) in d
+        m = match(r"^([wb])(\d+)$", string(k))
+        m === nothing &&
+            throw(ArgumentError("export_model: Dict key $(repr(k)) is not of the form w1, b1, w2, b2, ... " *
+                                "(keys: $(join(sort!(string.(collect(keys(d)))), ", ")))"))
+        get!(groups, parse(Int, m.captures[2]), Dict{Char,Any}())[m.captures[1][1]] = v
+    end
+    ws = Any[]
+    for i in sort!(collect(keys(groups)))
+        g = groups[i]
+        (haskey(g, 'w') && haskey(g, 'b')) ||
+            throw(ArgumentError("export_model: Dict has $(haskey(g, 'w') ? "w$i but no b$i" : "b$i but no w$i")"))
+        push!(ws, g['w'], g['b'])
+    end
+    return _array_layers!(layers, ws, opts, "dict")
+end
+
+function _function_layer(f::Function, layers)
+    name = nameof(f)
+    name === :mat && return _layer("mat", "function")
+    # dims: the dimension softmax normalizes over, Knet's default 1 (element-wise ones ignore it)
+    haskey(ACTIVATIONS, name) &&
+        return _layer("activation", "function"; activation=ACTIVATIONS[name], dims=1)
+    index = length(layers) + 1
+    if name === :pool
+        # Knet's pool with its defaults; the number of spatial dimensions is the last conv's.
+        last_conv = findlast(l -> l["kind"] == "conv", layers)
+        last_conv === nothing &&
+            throw(ArgumentError("export_model: layer $index is the function pool but no conv layer " *
+                                "precedes it, so its number of spatial dimensions is unknown"))
+        nd = length(layers[last_conv]["conv"]["padding"])
+        return _layer("pool", "function"; pool=_pool_entry(nd, NamedTuple()))
+    end
+    throw(ArgumentError("export_model: layer $index is the function $name; expected mat, pool or " *
+                        "one of relu, sigm, tanh, elu, softmax, identity"))
+end

@@ -1,0 +1,282 @@
+# julia --project=julia -e 'import Pkg; Pkg.test()'
+#
+# 1. The golden vectors in tests/golden/knet_golden.json (the same file the Python tests read),
+#    with the tolerance rule stated in its header, on every backend available here: "julia"
+#    (Knet) when the environment has Knet, and "julia-nnlib" always.
+# 2. export_model round trips: arrays come back bit-identical from the .npz, and running the
+#    layers as the .json describes them reproduces the model's own forward pass.
+
+using Test
+using PortingKnet
+import JSON
+import NPZ
+
+const GOLDEN = get(ENV, "PORTING_KNET_GOLDEN",
+                   joinpath(@__DIR__, "..", "..", "tests", "golden", "knet_golden.json"))
+const ELTYPES = Dict("Float32" => Float32, "Float64" => Float64)
+
+julia_array(spec, T) = reshape(T.(spec["data"]), Int.(spec["size"])...)
+
+inputs(case) = Dict(k => julia_array(v, ELTYPES[case["eltype"]]) for (k, v) in case["inputs"])
+
+_kwarg(v) = v isa AbstractVector ? Tuple(Int.(v)) : v
+kwargs(case) = Dict{Symbol,Any}(Symbol(k) => _kwarg(v) for (k, v) in case["kwargs"])
+
+function run_case(case; override...)
+    a, kw = inputs(case), merge(kwargs(case), Dict{Symbol,Any}(override))
+    op = case["op"]
+    op == "conv4" && return PortingKnet.conv4(a["w"], a["x"]; kw...)
+    op == "deconv4" && return PortingKnet.deconv4(a["w"], a["x"]; kw...)
+    op == "pool" && return PortingKnet.pool(a["x"]; kw...)
+    op == "mat" && return PortingKnet.mat(a["x"]; kw...)
+    error("unknown op $(repr(op)) in case $(case["name"])")
+end
+
+"""Elementwise tolerance: the rule in the golden file's "tolerance" header."""
+function tolerance(case, expected::AbstractArray{Float64})
+    if case["digits"] !== nothing
+        digits, extra = case["digits"], something(case["source_error"], 0.0)
+        return map(expected) do e
+            exponent = floor(log10(abs(e) > 0 ? abs(e) : 1.0))
+            0.5 * 10.0^(exponent - digits + 1) + extra
+        end
+    end
+    T = ELTYPES[case["eltype"]]
+    a, kw = inputs(case), case["kwargs"]
+    alpha = abs(get(kw, "alpha", 1))
+    x = Float64.(a["x"])
+    if case["op"] in ("conv4", "deconv4")
+        w = Float64.(a["w"])
+        K, M = length(w), alpha * sum(abs, w) * maximum(abs, x)
+    elseif case["op"] == "pool"
+        window = get(kw, "window", 2)
+        K = window isa AbstractVector ? prod(window) : window^(ndims(x) - 2)
+        M = alpha * maximum(abs, x)
+    else
+        K, M = 0, 0.0
+    end
+    return fill(K * eps(T) * M, size(expected))
+end
+
+"""(within tolerance?, description of the worst element) for a result `got`."""
+function check(case, got)
+    expected = julia_array(case["expected"], Float64)
+    size(got) == size(expected) || return false, "size $(size(got)), expected $(size(expected))"
+    err = abs.(Float64.(got) .- expected)
+    tol = tolerance(case, expected)
+    ratio = map((e, t) -> t > 0 ? e / t : (e > 0 ? Inf : 0.0), err, tol)
+    i = argmax(ratio)
+    msg = "$(case["name"]): worst at $(Tuple(i)): got $(got[i]), expected $(expected[i]), " *
+          "|error| $(err[i]) vs tolerance $(tol[i])"
+    return all(err .<= tol), msg
+end
+
+backends() = PortingKnet.knet_module() === nothing ? ["julia-nnlib"] : ["julia", "julia-nnlib"]
+
+# ---- helpers for the export_model tests ---------------------------------------------------
+
+# Tutorial-style layers, defined here as a user script would (export_model never sees these names).
+struct TConv; w; b; f; p; end
+struct TDense; w; b; f; p; end
+struct TChain; layers; end
+struct FakeParam; value; end      # stands in for AutoGrad.Param (a `value` field)
+relu(x) = max(zero(x), x)
+
+val(p) = p isa FakeParam ? p.value : p
+(c::TConv)(x) = c.f.(PortingKnet.pool(PortingKnet.conv4(val(c.w), x) .+ val(c.b)))
+(d::TDense)(x) = d.f.(val(d.w) * PortingKnet.mat(x) .+ val(d.b))
+(c::TChain)(x) = foldl((y, l) -> l(y), c.layers; init=x)
+
+# Deterministic stand-ins for random weights.
+fixture(T, dims...) = T.(reshape(sin.(1:prod(dims)) ./ 2, dims...))
+
+const ACT = Dict("relu" => relu, "identity" => identity)
+
+"""Run the layers as the export's JSON describes them: what a loader must do."""
+function run_export(doc, arrays, x)
+    for l in doc["layers"]
+        kind = l["kind"]
+        if kind == "pool"
+            q = l["pool"]
+            x = PortingKnet.pool(x; window=Tuple(q["window"]), padding=Tuple(q["padding"]),
+                                 stride=Tuple(q["stride"]), mode=q["mode"])
+            continue
+        elseif kind == "mat"
+            x = PortingKnet.mat(x)
+            continue
+        elseif kind == "activation"
+            x = ACT[l["activation"]].(x)
+            continue
+        end
+        w, b = (arrays[l["params"][name]["key"]] for name in ("w", "b"))
+        f = ACT[l["activation"]]
+        if kind == "conv"
+            c, q = l["conv"], l["pool"]
+            z = PortingKnet.conv4(w, x; padding=Tuple(c["padding"]), stride=Tuple(c["stride"]),
+                                  dilation=Tuple(c["dilation"]), mode=c["mode"]) .+ b
+            pooling = q === nothing ? identity :
+                (y -> PortingKnet.pool(y; window=Tuple(q["window"]), padding=Tuple(q["padding"]),
+                                       stride=Tuple(q["stride"]), mode=q["mode"]))
+            x = l["order"] == "pool-activation" ? f.(pooling(z)) : pooling(f.(z))
+        elseif kind == "dense"
+            x = f.(w * PortingKnet.mat(x) .+ b)
+        else
+            error("unexpected layer kind $kind")
+        end
+    end
+    return x
+end
+
+function read_export(files)
+    doc = JSON.parsefile(files.json)
+    arrays = NPZ.npzread(files.npz)
+    return doc, arrays
+end
+
+# ---- tests --------------------------------------------------------------------------------
+
+@testset "PortingKnet" begin
+
+@testset "versions and backend" begin
+    v = PortingKnet.versions()
+    @test v["julia"] == string(VERSION)
+    @test v["nnlib"] isa String
+    @test v["backend"] == PortingKnet.backend_name()
+    @test v["backend"] in ("julia", "julia-nnlib")
+    @test (v["knet"] === nothing) == (v["backend"] == "julia-nnlib")
+    @test (v["knet_error"] === nothing) == (v["backend"] == "julia")
+    @test_throws ArgumentError PortingKnet.select_backend!("tensorflow")
+    @test PortingKnet.select_backend!("julia-nnlib") == "julia-nnlib"
+    @test PortingKnet.select_backend!("auto") == v["backend"]
+end
+
+if isfile(GOLDEN)
+    golden = JSON.parsefile(GOLDEN)
+    @test golden["format"] == "porting-knet-golden" && golden["version"] == 1
+    for backend in backends()
+        PortingKnet.select_backend!(backend)
+        @testset "golden $backend: $(case["name"])" for case in golden["cases"]
+            got = run_case(case)
+            @test eltype(got) == ELTYPES[case["eltype"]]
+            ok, msg = check(case, got)
+            ok || @error msg
+            @test ok
+            # The tolerance is tight enough that the wrong flip fails every case whose kernel
+            # is not symmetric under a 180-degree rotation.
+            if case["op"] in ("conv4", "deconv4")
+                w = inputs(case)["w"]
+                nd = ndims(w) - 2
+                rotated = w[ntuple(i -> i <= nd ? reverse(axes(w, i)) : axes(w, i), ndims(w))...]
+                if w != rotated
+                    flipped_ok, _ = check(case, run_case(case; mode=1 - get(case["kwargs"], "mode", 0)))
+                    @test !flipped_ok
+                end
+            end
+        end
+    end
+    PortingKnet.select_backend!("auto")
+else
+    @warn "golden vectors not found at $GOLDEN (set PORTING_KNET_GOLDEN); skipping them"
+end
+
+@testset "argument errors" begin
+    w, x = ones(Float32, 3, 3, 2, 4), ones(Float32, 8, 6, 2, 5)
+    @test size(PortingKnet.conv4(w, x; padding=1)) == (8, 6, 4, 5)
+    @test size(PortingKnet.conv4(w, x; padding=(1, 0), stride=[1, 2])) == (8, 2, 4, 5)
+    @test_throws ArgumentError PortingKnet.conv4(w, x; mode=2)
+    @test_throws ArgumentError PortingKnet.conv4(w, x; padding=(1, 1, 1))
+    @test_throws ArgumentError PortingKnet.conv4(w, Float64.(x))
+    @test_throws DimensionMismatch PortingKnet.conv4(ones(Float32, 3, 3, 4), x)
+    @test_throws ArgumentError PortingKnet.pool(x; mode=4)
+    @test_throws ArgumentError PortingKnet.mat(x; dims=5)
+    @test eltype(PortingKnet.conv4(w, x)) == Float32
+    # A non-Array input (here a strided view) gives the same result as its copy.
+    big = ones(Float32, 8, 6, 2, 10)
+    @test PortingKnet.conv4(w, view(big, :, :, :, 1:5)) == PortingKnet.conv4(w, x)
+end
+
+@testset "export_model" begin
+    model = TChain((TConv(FakeParam(fixture(Float32, 5, 5, 1, 4)), fixture(Float32, 1, 1, 4, 1), relu, 0),
+                    TConv(fixture(Float32, 3, 3, 4, 6), fixture(Float32, 1, 1, 6, 1), relu, 0.25),
+                    TDense(FakeParam(fixture(Float32, 10, 72)), fixture(Float32, 10), relu, 0.5),
+                    TDense(fixture(Float32, 3, 10), fixture(Float32, 3), identity, 0)))
+    x = fixture(Float32, 20, 24, 1, 2)   # conv, pool, conv, pool: 3x4x6x2, so mat order matters
+    mktempdir() do dir
+        files = export_model(joinpath(dir, "lenet"), model)
+        @test files == (npz=joinpath(dir, "lenet.npz"), json=joinpath(dir, "lenet.json"))
+        @test !any(endswith(".partial"), readdir(dir))
+        doc, arrays = read_export(files)
+        @test doc["format"] == "porting-knet-export" && doc["version"] == 1
+        @test doc["julia_version"] == string(VERSION)
+        @test [l["kind"] for l in doc["layers"]] == ["conv", "conv", "dense", "dense"]
+        @test [l["name"] for l in doc["layers"]] == ["layer1", "layer2", "layer3", "layer4"]
+        @test [l["activation"] for l in doc["layers"]] == ["relu", "relu", "relu", "identity"]
+        @test [l["dropout"] for l in doc["layers"]] == [0.0, 0.25, 0.5, 0.0]
+        @test [l["julia_type"] for l in doc["layers"]] == ["TConv", "TConv", "TDense", "TDense"]
+        conv1 = doc["layers"][1]
+        @test conv1["conv"] == Dict("padding" => [0, 0], "stride" => [1, 1], "dilation" => [1, 1], "mode" => 0)
+        @test conv1["pool"] == Dict("window" => [2, 2], "padding" => [0, 0], "stride" => [2, 2], "mode" => 0)
+        @test conv1["order"] == "pool-activation"
+        dense1 = doc["layers"][3]
+        @test dense1["conv"] === nothing && dense1["pool"] === nothing && dense1["order"] === nothing
+        @test all(l -> l["dims"] === nothing, doc["layers"])
+        originals = [(model.layers[i].w, model.layers[i].b) for i in 1:4]
+        for (l, (w, b)) in zip(doc["layers"], originals)
+            for (name, orig) in (("w", w), ("b", b))
+                orig = val(orig)
+                entry = l["params"][name]
+                @test entry["key"] == "$(l["name"]).$name"
+                @test entry["size"] == collect(size(orig)) && entry["eltype"] == "Float32"
+                @test arrays[entry["key"]] == orig && eltype(arrays[entry["key"]]) == Float32
+            end
+        end
+        @test run_export(doc, arrays, x) == model(x)
+
+        # Functions as layers: pool (Knet's defaults), mat, an activation; nested chains.
+        flat = TChain((TChain((TConv(model.layers[2].w, model.layers[2].b, identity, 0),)),
+                       PortingKnet.pool, relu, PortingKnet.mat, model.layers[3]))
+        doc, arrays = read_export(export_model(joinpath(dir, "functions"), flat; pool=nothing))
+        @test [l["kind"] for l in doc["layers"]] == ["conv", "pool", "activation", "mat", "dense"]
+        @test doc["layers"][2]["pool"] == Dict("window" => [2, 2], "padding" => [0, 0],
+                                               "stride" => [2, 2], "mode" => 0)
+        @test doc["layers"][3]["activation"] == "relu" && doc["layers"][3]["dims"] == 1
+        @test all(l -> isempty(l["params"]), doc["layers"][2:4])
+        x2 = fixture(Float32, 8, 10, 4, 2)        # conv 3x3: 6x8, pool: 3x4, 3*4*6 = 72
+        flat_forward(x) = model.layers[3](PortingKnet.mat(relu.(PortingKnet.pool(
+            PortingKnet.conv4(model.layers[2].w, x) .+ model.layers[2].b))))
+        @test run_export(doc, arrays, x2) == flat_forward(x2)
+
+        # Conv keywords from export_model's keywords; no pooling.
+        files = export_model(joinpath(dir, "nopool.npz"), TChain([model.layers[2]]);
+                             conv=(padding=1, mode=1), pool=nothing)
+        @test files.json == joinpath(dir, "nopool.json")
+        doc, _ = read_export(files)
+        @test doc["layers"][1]["conv"]["padding"] == [1, 1] && doc["layers"][1]["conv"]["mode"] == 1
+        @test doc["layers"][1]["pool"] === nothing
+    end
+end
+
+@testset "export_model: arrays and Dicts (Knet's examples)" begin
+    ws = Any[fixture(Float64, 5, 5, 1, 3), fixture(Float64, 1, 1, 3, 1), fixture(Float64, 4, 48), fixture(Float64, 4, 1)]
+    x = fixture(Float64, 12, 12, 1, 2)
+    # lenet.jl style: pool(relu.(conv4(w, x) .+ b)), then a final layer without activation.
+    expected = ws[3] * PortingKnet.mat(PortingKnet.pool(relu.(PortingKnet.conv4(ws[1], x) .+ ws[2]))) .+ ws[4]
+    mktempdir() do dir
+        for model in (ws, Dict("w1" => ws[1], "b1" => ws[2], :w2 => ws[3], :b2 => ws[4]))
+            doc, arrays = read_export(export_model(joinpath(dir, "m"), model))
+            @test [l["kind"] for l in doc["layers"]] == ["conv", "dense"]
+            @test [l["activation"] for l in doc["layers"]] == ["relu", "identity"]
+            @test doc["layers"][1]["order"] == "activation-pool"
+            @test run_export(doc, arrays, x) == expected
+        end
+        @test_throws ArgumentError export_model(joinpath(dir, "odd"), ws[1:3])
+        @test_throws ArgumentError export_model(joinpath(dir, "key"), Dict("weights" => ws[1]))
+        @test_throws ArgumentError export_model(joinpath(dir, "act"),
+                                                TChain((TDense(ws[3], ws[4], x -> 2x, 0),)))
+        mkdir(joinpath(dir, "isdir.json"))
+        @test_throws ArgumentError export_model(joinpath(dir, "isdir"), ws)
+        @test !isfile(joinpath(dir, "act.npz")) && !isfile(joinpath(dir, "act.json"))
+    end
+end
+
+end # @testset "PortingKnet"

@@ -1,0 +1,485 @@
+"""TensorFlow ops on TensorFlow-layout NumPy arrays, with Knet's geometry expressed exactly.
+
+`conv`, `conv_transpose` and `pool` take channels-last arrays, `(N, *spatial, C)` with 1-3
+spatial dimensions chosen by rank, and return NumPy arrays of the input's dtype. They compute
+cross-correlation, as TensorFlow does (Knet `mode=1`); `knet_conv4_via_tf` and friends take
+Julia-indexed Knet arrays, convert them with `porting.layout` (rotating mode-0 kernels) and call
+these. TensorFlow is imported on first use, never by `import porting`.
+
+>>> import numpy as np
+>>> conv(np.ones((2, 8, 6, 3), np.float32), np.ones((3, 3, 3, 4), np.float32), padding=1).shape
+(2, 8, 6, 4)
+
+How Knet's geometry is expressed in TensorFlow:
+
+- Padding is symmetric in Knet: the input is padded explicitly (`tf.pad`) and the op runs
+  "VALID". "SAME" is never used: it puts the odd extra row at the bottom/right.
+- Stride and dilation together: `tf.nn.convolution` refuses them; `tf.nn.conv1d`/`conv2d`
+  accept them on every CPU kernel (oneDNN and Eigen, float32 and float64; checked against the
+  reference in tests/test_agreement.py), so 1-D and 2-D use those. The CPU Conv3D kernel only
+  supports dilation in oneDNN float32, so a dilated 3-D conv runs `tf.nn.convolution` at stride
+  1 (which TF lowers to space_to_batch + undilated Conv3D: the same products, no extra terms)
+  and keeps every `stride`-th output, which are exactly the strided conv's outputs.
+- Transposed conv with dilation: the CPU backprop-input kernels refuse dilation (except oneDNN
+  float32), so it is computed as what it is by definition, the gradient with respect to the
+  input of the dilated conv above (`tf.GradientTape`), which uses only kernels every build has.
+- Max pooling: NNlib's maxpool starts each window at `nextfloat(typemin(T))` = -floatmax and
+  keeps `xv > m`, so NaN never wins and a window holding only NaN/-Inf gives -floatmax, not
+  -Inf. NaN is mapped to -Inf before pooling and the result is clamped at -floatmax (TF's
+  MaxPool also starts from the lowest finite value; the clamp makes every path agree).
+- `alpha` is applied as Knet's `lmul!` does: the product in float64, rounded once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+
+from porting._checks import as_float_array, as_scalar, check_choice
+from porting.errors import PortingError
+from porting.geometry import ConvGeometry, PoolGeometry
+
+__all__ = [
+    "conv",
+    "conv_transpose",
+    "pool",
+    "knet_conv4_via_tf",
+    "knet_deconv4_via_tf",
+    "knet_pool_via_tf",
+    "versions",
+]
+
+# Lines TensorFlow 2.21 writes to stderr at import before its logging is set up, so that
+# TF_CPP_MIN_LOG_LEVEL cannot silence them; dropped while that variable asks for quiet.
+_IMPORT_NOISE = (
+    "oneDNN custom operations are on",
+    "All log messages before absl::InitializeLog() is called",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+)
+
+
+@contextlib.contextmanager
+def _drop_native_stderr_lines(patterns: tuple[str, ...]):
+    """Capture file descriptor 2 (where TF's C++ logs go); re-emit every line but `patterns`."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines = tmp.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not any(p in line for p in patterns))
+            if kept:
+                os.write(2, kept.encode())
+
+
+def _import_tf():
+    """Import TensorFlow quietly (TF_CPP_MIN_LOG_LEVEL=2 unless the user set it)."""
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and hasattr(tf, "nn"):
+        return tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet = os.environ["TF_CPP_MIN_LOG_LEVEL"].strip() not in ("", "0")
+    try:
+        with _drop_native_stderr_lines(_IMPORT_NOISE) if quiet else contextlib.nullcontext():
+            import tensorflow as tf
+    except ImportError as e:
+        raise ImportError(
+            f"porting.tf needs TensorFlow, which could not be imported ({e}); "
+            "install it with `pip install tensorflow`"
+        ) from e
+    return tf
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of TensorFlow and Keras (None when Keras is not installed)."""
+    tf = _import_tf()
+    try:
+        import keras
+
+        keras_version = keras.__version__
+    except ImportError:
+        keras_version = None
+    return {"tensorflow": tf.__version__, "keras": keras_version}
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _conv_inputs(x, w, op: str, w_channel_axis: int, w_layout: str, channels: str):
+    x = as_float_array(x, "x", ndim=(3, 4, 5))
+    w = as_float_array(w, "w", ndim=(3, 4, 5))
+    if w.ndim != x.ndim:
+        raise PortingError(
+            f"{op}: w has {w.ndim} dimensions (shape {w.shape}) but x has {x.ndim} "
+            f"(shape {x.shape}); expected w as {w_layout} with as many spatial dimensions as "
+            "x (N, *spatial, C)"
+        )
+    if w.dtype != x.dtype:
+        raise PortingError(
+            f"{op}: w is {w.dtype} but x is {x.dtype}; expected one dtype for both "
+            "(convert one with .astype)"
+        )
+    if w.shape[w_channel_axis] != x.shape[-1]:
+        raise PortingError(
+            f"{op}: kernel has {w.shape[w_channel_axis]} {channels} but x has {x.shape[-1]} "
+            f"channels (w shape {w.shape}, TensorFlow layout {w_layout}; x shape {x.shape}, "
+            "channels last)"
+        )
+    return x, w
+
+
+def _scale(tf, y, alpha: float, dtype: np.dtype):
+    """Knet's `lmul!(alpha, y)`: the product formed in float64 and rounded once to `dtype`."""
+    if alpha == 1:
+        return y
+    return tf.cast(tf.cast(y, tf.float64) * alpha, dtype)
+
+
+def _to_numpy(y, dtype: np.dtype) -> np.ndarray:
+    out = np.asarray(y)
+    if out.dtype != dtype:  # TF changed the dtype behind our back: never report such numbers
+        raise RuntimeError(
+            f"TensorFlow returned {out.dtype} for a {dtype} computation; this is a TensorFlow "
+            "bug (porting.tf passes tensors to avoid the known one), please report it"
+        )
+    return out
+
+
+def _pad(tf, x, padding: tuple[int, ...], value: float):
+    if not any(padding):
+        return x
+    return tf.pad(x, [[0, 0], *([p, p] for p in padding), [0, 0]], constant_values=value)
+
+
+def _every(y, stride: tuple[int, ...]):
+    """Keep every stride-th element along each spatial axis: `y[:, ::s1, ::s2, :]`."""
+    if all(s == 1 for s in stride):
+        return y
+    return y[(slice(None), *(slice(None, None, s) for s in stride), slice(None))]
+
+
+# --------------------------------------------------------------------------- convolution
+
+
+def _conv_valid(tf, x, w, stride: tuple[int, ...], dilation: tuple[int, ...]):
+    """Cross-correlation of an already padded `x` with `w`, "VALID", any stride and dilation."""
+    nd = len(stride)
+    dilated = any(d > 1 for d in dilation)
+    if nd == 1:
+        return tf.nn.conv1d(x, w, stride=list(stride), padding="VALID", dilations=list(dilation))
+    if nd == 2:
+        return tf.nn.conv2d(
+            x, w, strides=[1, *stride, 1], padding="VALID", dilations=[1, *dilation, 1]
+        )
+    if not dilated:
+        return tf.nn.conv3d(
+            x, w, strides=[1, *stride, 1], padding="VALID", dilations=[1, 1, 1, 1, 1]
+        )
+    # Conv3D on the CPU has no dilation (bar oneDNN float32): the stride-1 dilated conv (space
+    # to batch + undilated Conv3D, the same products) then every stride-th output. Output i of
+    # the strided conv is output i*stride of the stride-1 conv, and the counts agree:
+    # ceil((Xp - Kext + 1) / s) == 1 + floor((Xp - Kext) / s).
+    return _dilated_then_subsampled(tf, x, w, stride, dilation)
+
+
+def _dilated_then_subsampled(tf, x, w, stride, dilation):
+    y = tf.nn.convolution(x, w, strides=1, padding="VALID", dilations=list(dilation))
+    return _every(y, stride)
+
+
+def conv(x, w, *, padding=0, stride=1, dilation=1, alpha=1) -> np.ndarray:
+    """Cross-correlation in TensorFlow with Knet's symmetric padding, stride and dilation.
+
+    `x` is `(N, *spatial, Cin)`, `w` is `(*K, Cin, Cout)` (TensorFlow layout, 1-3 spatial
+    dimensions); the result is `(N, *Y, Cout)`, `Yi = 1 + (Xi + 2 p - ((Ki-1) d + 1)) // s`,
+    in the input's dtype. `padding`, `stride` and `dilation` are scalars or one value per
+    spatial axis in TensorFlow's order. This is Knet's `conv4(...; mode=1)`.
+
+    >>> conv(np.ones((1, 5, 5, 3)), np.ones((3, 3, 3, 1)), padding=1)[0, :2, :2, 0]
+    array([[12., 18.],
+           [18., 27.]])
+    """
+    x, w = _conv_inputs(x, w, "conv", -2, "(*K, Cin, Cout)", "input channels (Cin)")
+    geom = ConvGeometry.from_knet(
+        x.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=1
+    )
+    geom.output_size(x.shape[1:-1], w.shape[:-2])  # validates sizes against the kernel
+    alpha = as_scalar(alpha, "alpha")
+    tf = _import_tf()
+    xt = _pad(tf, tf.convert_to_tensor(x), geom.padding, 0.0)
+    y = _conv_valid(tf, xt, tf.convert_to_tensor(w), geom.stride, geom.dilation)
+    return _to_numpy(_scale(tf, y, alpha, x.dtype), x.dtype)
+
+
+def conv_transpose(x, w, *, padding=0, stride=1, dilation=1, alpha=1) -> np.ndarray:
+    """Transposed convolution: the gradient of `conv(y, w, ...)` with respect to `y`.
+
+    `x` is `(N, *spatial, Cx)`, `w` is the kernel of the forward conv that maps Cy to Cx, in
+    TensorFlow conv layout `(*K, Cy, Cx)`; the result is `(N, *Y, Cy)` with
+    `Yi = (Xi - 1) s + (Ki - 1) d + 1 - 2 p`: the full transposed conv with `padding` cropped
+    from both ends. This is Knet's `deconv4(...; mode=1)` in TensorFlow layout.
+
+    >>> conv_transpose(np.ones((1, 3, 3, 1)), np.ones((2, 2, 4, 1)), stride=2).shape
+    (1, 6, 6, 4)
+    """
+    x, w = _conv_inputs(x, w, "conv_transpose", -1, "(*K, Cy, Cx)", "Cx channels")
+    nd = x.ndim - 2
+    geom = ConvGeometry.from_knet(nd, padding=padding, stride=stride, dilation=dilation, mode=1)
+    geom.transpose_output_size(x.shape[1:-1], w.shape[:-2])  # validates
+    alpha = as_scalar(alpha, "alpha")
+    tf = _import_tf()
+    kext = geom.effective_kernel(w.shape[:-2])
+    full = tuple(
+        (xi - 1) * s + k for xi, s, k in zip(x.shape[1:-1], geom.stride, kext, strict=True)
+    )
+    full_shape = (x.shape[0], *full, w.shape[-2])
+    xt, wt = tf.convert_to_tensor(x), tf.convert_to_tensor(w)
+    if all(d == 1 for d in geom.dilation):
+        y = tf.nn.conv_transpose(
+            xt, wt, output_shape=full_shape, strides=list(geom.stride), padding="VALID"
+        )
+    else:
+        # The CPU backprop-input kernels refuse dilation, so take the gradient of the forward
+        # conv built from kernels that exist everywhere (stride-1 dilated conv, then every
+        # stride-th output); its adjoint is exactly the transposed conv.
+        z = tf.zeros(full_shape, dtype=xt.dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            out = _dilated_then_subsampled(tf, z, wt, geom.stride, geom.dilation)
+        y = tape.gradient(out, z, output_gradients=xt)
+    crop = (slice(None), *(slice(p, f - p) for p, f in zip(geom.padding, full, strict=True)))
+    return _to_numpy(_scale(tf, y[(*crop, slice(None))], alpha, x.dtype), x.dtype)
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+def _pool_by_slices(tf, x, window, stride, out_size, combine):
+    """Pool by combining one strided slice per window offset (exact for max; a sum for mean)."""
+    acc = None
+    for off in itertools.product(*(range(k) for k in window)):
+        part = x[
+            (
+                slice(None),
+                *(
+                    slice(o, o + (y - 1) * s + 1, s)
+                    for o, y, s in zip(off, out_size, stride, strict=True)
+                ),
+                slice(None),
+            )
+        ]
+        acc = part if acc is None else combine(acc, part)
+    return acc
+
+
+def _native_pool_ok(nd: int, dtype: np.dtype) -> bool:
+    # TF 2.21 has no float64 MaxPool3D/AvgPool3D kernel on the CPU (nor on the GPU).
+    return dtype == np.float32 or nd < 3
+
+
+def pool(x, *, window=2, padding=0, stride=None, mode=0, alpha=1) -> np.ndarray:
+    """Knet's CPU `pool` on a TensorFlow-layout array `(N, *spatial, C)`.
+
+    - `mode=0` or `3`: max; padded cells never win, NaN never wins (NNlib compares with `>`),
+      a window of only NaN/-Inf gives -Inf (bit-exact with Knet's CPU).
+    - `mode=1`: mean dividing by `prod(window)`, padding counted as zeros.
+    - `mode=2`: Knet's CPU warns and runs mode 1; so does this (with a warning).
+
+    `stride` defaults to `window`. Parameters are scalars or one value per spatial axis in
+    TensorFlow's order. The result has the input's dtype.
+
+    >>> pool(np.arange(16.0).reshape(1, 4, 4, 1))[0, :, :, 0]
+    array([[ 5.,  7.],
+           [13., 15.]])
+    """
+    x = as_float_array(x, "x", ndim=(3, 4, 5))
+    geom = PoolGeometry.from_knet(
+        x.ndim - 2, window=window, padding=padding, stride=stride, mode=mode
+    )
+    return _pool(x, geom, as_scalar(alpha, "alpha"))
+
+
+def _pool(x: np.ndarray, geom: PoolGeometry, alpha: float) -> np.ndarray:
+    """`pool` on a validated TF-layout array; `geom` in TF axis order. Warns for mode 2."""
+    out_size = geom.output_size(x.shape[1:-1])  # validates
+    if geom.mode == 2:
+        warnings.warn(
+            "pool mode=2 (average excluding padding) exists only on Knet's GPU (cuDNN); Knet's "
+            "CPU warns and runs mode=1 (padding counted as zeros), and so does porting. "
+            + (
+                "With padding=0 both modes give the same numbers: pass mode=1 to silence this."
+                if not any(geom.padding)
+                else "If the Knet model ran on a GPU, its averages near the border divide by "
+                "the number of real cells instead: compare against a GPU run, or pass mode=1 "
+                "if the CPU behaviour is what you want."
+            ),
+            UserWarning,
+            stacklevel=3,  # the caller of pool / knet_pool_via_tf
+        )
+    tf = _import_tf()
+    # A tensor, never the NumPy array: TF 2.21's eager MaxPool returns float32 for a float64
+    # NumPy input on every call but the first in a process.
+    xt = tf.convert_to_tensor(x)
+    native = _native_pool_ok(geom.nd, x.dtype)
+    ksize, strides = list(geom.window), list(geom.stride)
+    if geom.is_max:
+        neg_inf = tf.constant(-np.inf, dtype=xt.dtype)
+        xt = tf.where(tf.math.is_nan(xt), neg_inf, xt)
+        xp = _pad(tf, xt, geom.padding, -np.inf)
+        if native:
+            y = tf.nn.max_pool(xp, ksize=ksize, strides=strides, padding="VALID")
+        else:
+            y = _pool_by_slices(tf, xp, geom.window, geom.stride, out_size, tf.maximum)
+        # NNlib's starting value: a window of only NaN/-Inf gives -floatmax.
+        y = tf.maximum(y, tf.constant(np.finfo(x.dtype).min, dtype=xt.dtype))
+    else:
+        xp = _pad(tf, xt, geom.padding, 0.0)
+        if native:
+            # "VALID" windows are all full, so AvgPool divides by prod(window): padding counts.
+            y = tf.nn.avg_pool(xp, ksize=ksize, strides=strides, padding="VALID")
+        else:
+            total = _pool_by_slices(tf, xp, geom.window, geom.stride, out_size, tf.add)
+            y = total / tf.constant(float(np.prod(geom.window)), dtype=xt.dtype)
+    return _to_numpy(_scale(tf, y, alpha, x.dtype), x.dtype)
+
+
+# --------------------------------------------------------------------------- Knet arrays
+
+
+def _knet_conv_args(w, x, op: str, cin_axis: int, **geometry):
+    from porting import layout
+
+    check_choice(geometry["spatial"], "spatial", layout.SPATIAL_CHOICES)
+    x = as_float_array(x, "x", ndim=(3, 4, 5))
+    w = as_float_array(w, "w", ndim=(3, 4, 5))
+    if w.ndim != x.ndim:
+        raise PortingError(
+            f"{op}: w has {w.ndim} dimensions (shape {w.shape}) but x has {x.ndim} "
+            f"(shape {x.shape}); expected the same rank: spatial dimensions plus two"
+        )
+    if w.shape[cin_axis] != x.shape[-2]:
+        raise PortingError(
+            f"{op}: kernel has {w.shape[cin_axis]} input channels but x has {x.shape[-2]} "
+            f"(w shape {w.shape}, x shape {x.shape}, Julia-indexed)"
+        )
+    geom = ConvGeometry.from_knet(
+        x.ndim - 2,
+        padding=geometry["padding"],
+        stride=geometry["stride"],
+        dilation=geometry["dilation"],
+        mode=geometry["mode"],
+    )
+    return w, x, geom
+
+
+def knet_conv4_via_tf(
+    w, x, *, padding=0, stride=1, dilation=1, mode=0, alpha=1, spatial="reverse"
+) -> np.ndarray:
+    """Knet `conv4(w, x; ...)` computed by TensorFlow; Julia-indexed in, TensorFlow layout out.
+
+    `w` `(W1, ..., Cin, Cout)` and `x` `(X1, ..., Cin, N)` are converted with
+    `porting.layout` (`kernel_to_tf` rotates mode-0 kernels), per-dimension parameters are
+    reordered with `spatial_to_tf`, and `conv` runs. The result is `(N, *Y, Cout)` in TF order.
+
+    >>> knet_conv4_via_tf(np.ones((3, 3, 2, 4)), np.ones((8, 6, 2, 5)), padding=1).shape
+    (5, 6, 8, 4)
+    """
+    from porting import layout
+
+    w, x, geom = _knet_conv_args(
+        w,
+        x,
+        "conv4",
+        -2,
+        padding=padding,
+        stride=stride,
+        dilation=dilation,
+        mode=mode,
+        spatial=spatial,
+    )
+    geom.output_size(x.shape[:-2], w.shape[:-2])  # errors name Julia's dimensions
+    return conv(
+        layout.activations_to_tf(x, spatial),
+        layout.kernel_to_tf(w, mode, spatial),
+        padding=layout.spatial_to_tf(geom.padding, spatial),
+        stride=layout.spatial_to_tf(geom.stride, spatial),
+        dilation=layout.spatial_to_tf(geom.dilation, spatial),
+        alpha=alpha,
+    )
+
+
+def knet_deconv4_via_tf(
+    w, x, *, padding=0, stride=1, dilation=1, mode=0, alpha=1, spatial="reverse"
+) -> np.ndarray:
+    """Knet `deconv4(w, x; ...)` computed by TensorFlow; Julia-indexed in, TensorFlow layout out.
+
+    `w` is `(W1, ..., Cy, Cx)`, `x` `(X1, ..., Cx, N)`; the result is `(N, *Y, Cy)` in TF order.
+
+    >>> knet_deconv4_via_tf(np.ones((2, 2, 3, 4)), np.ones((5, 4, 4, 1)), stride=2).shape
+    (1, 8, 10, 3)
+    """
+    from porting import layout
+
+    w, x, geom = _knet_conv_args(
+        w,
+        x,
+        "deconv4",
+        -1,
+        padding=padding,
+        stride=stride,
+        dilation=dilation,
+        mode=mode,
+        spatial=spatial,
+    )
+    geom.transpose_output_size(x.shape[:-2], w.shape[:-2])
+    return conv_transpose(
+        layout.activations_to_tf(x, spatial),
+        layout.kernel_to_tf(w, mode, spatial),
+        padding=layout.spatial_to_tf(geom.padding, spatial),
+        stride=layout.spatial_to_tf(geom.stride, spatial),
+        dilation=layout.spatial_to_tf(geom.dilation, spatial),
+        alpha=alpha,
+    )
+
+
+def knet_pool_via_tf(
+    x, *, window=2, padding=0, stride=None, mode=0, alpha=1, spatial="reverse"
+) -> np.ndarray:
+    """Knet's CPU `pool(x; ...)` computed by TensorFlow; Julia-indexed in, TF layout out.
+
+    >>> knet_pool_via_tf(np.ones((6, 4, 3, 2)), window=2).shape
+    (2, 2, 3, 3)
+    """
+    from porting import layout
+
+    check_choice(spatial, "spatial", layout.SPATIAL_CHOICES)
+    x = as_float_array(x, "x", ndim=(3, 4, 5))
+    geom = PoolGeometry.from_knet(
+        x.ndim - 2, window=window, padding=padding, stride=stride, mode=mode
+    )
+    geom.output_size(x.shape[:-2])  # errors name Julia's dimensions
+    geom_tf = PoolGeometry(
+        window=layout.spatial_to_tf(geom.window, spatial),
+        padding=layout.spatial_to_tf(geom.padding, spatial),
+        stride=layout.spatial_to_tf(geom.stride, spatial),
+        mode=geom.mode,
+    )
+    return _pool(layout.activations_to_tf(x, spatial), geom_tf, as_scalar(alpha, "alpha"))

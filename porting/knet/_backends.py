@@ -2,7 +2,9 @@
 
 - "reference": the NumPy reimplementation in `porting.knet._reference` (always available).
 - "julia" / "julia-nnlib": Knet itself (or NNlib, on a Julia too new for Knet) through juliacall;
-  provided by `porting.bridge` when a Julia installation is found.
+  provided by `porting.bridge` when a Julia installation is found (in a worker process by
+  default; `PORTING_JULIA_WORKER=no` for in-process).
+- "worker": what "auto" would pick, run in a separate process (`porting.bridge.worker`).
 - "auto": the best available, with the reason recorded in the result.
 """
 

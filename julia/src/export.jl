@@ -272,7 +272,8 @@ end
 function _function_layer(f::Function, layers)
     name = nameof(f)
     name === :mat && return _layer("mat", "function")
-    # dims: the dimension softmax normalizes over, Knet's default 1 (element-wise ones ignore it)
+    # dims: the dimension softmax normalizes over; 1 = per sample over the features (Knet's bare
+    # softmax(x) uses dims=:, the whole array, which has no per-sample Keras equivalent)
     haskey(ACTIVATIONS, name) &&
         return _layer("activation", "function"; activation=ACTIVATIONS[name], dims=1)
     index = length(layers) + 1

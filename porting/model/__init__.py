@@ -1,0 +1,76 @@
+"""Knet models in, verified Keras 3 models out.
+
+>>> import numpy as np
+>>> from porting.model import KnetModel, Conv, Dense
+>>> rng = np.random.default_rng(0)
+>>> m = KnetModel([
+...     Conv(rng.standard_normal((3, 3, 1, 4), np.float32), np.zeros((1, 1, 4, 1), np.float32),
+...          activation="relu", pool=dict(window=2)),
+...     Dense(rng.standard_normal((2, 144), np.float32), np.zeros(2, np.float32)),
+... ], input_size=(14, 14, 1))
+>>> forward_knet(m, rng.standard_normal((14, 14, 1, 3), np.float32))[-1].shape
+(2, 3)
+
+- `KnetModel`, layers `Conv`, `Dense`, `Pool`, `Mat`, `Dropout`, `Activation` (spec).
+- `load_export(prefix)` / `save_export(model, prefix)`: the `.npz` + `.json` pair the Julia side
+  writes (`PortingKnet.export_model`).
+- `forward_knet(model, x)`: every layer's Knet output, Julia-indexed.
+- `to_keras(model, spatial=...)`, `save_keras(km, path)` (atomic), `export_savedmodel`,
+  `load_keras` (TensorFlow imported on use only).
+- `verify_model(model, x, keras_model=..., mode="each"|"whole")`: layer-by-layer report.
+"""
+
+from porting.model.export import load_export, save_export
+from porting.model.forward import KnetOutputs, forward_knet
+from porting.model.spec import (
+    ACTIVATIONS,
+    Activation,
+    Conv,
+    Dense,
+    Dropout,
+    KnetModel,
+    Mat,
+    Pool,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "Conv",
+    "Dense",
+    "Dropout",
+    "KnetModel",
+    "Mat",
+    "Pool",
+    "KnetOutputs",
+    "forward_knet",
+    "load_export",
+    "save_export",
+    "to_keras",
+    "save_keras",
+    "export_savedmodel",
+    "load_keras",
+    "convert_weights",
+    "verify_model",
+    "ModelReport",
+]
+
+_LAZY = {
+    "to_keras": "porting.model.convert",
+    "save_keras": "porting.model.convert",
+    "export_savedmodel": "porting.model.convert",
+    "load_keras": "porting.model.convert",
+    "convert_weights": "porting.model.convert",
+    "verify_model": "porting.model.verify",
+    "ModelReport": "porting.model.verify",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'porting.model' has no attribute {name!r}")

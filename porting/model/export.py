@@ -1,0 +1,362 @@
+"""Read and write the Knet model export: `<prefix>.npz` (weights) + `<prefix>.json` (structure).
+
+This is the pair `PortingKnet.export_model(prefix, model)` writes on the Julia side (schema in
+julia/README.md). The `.npz` holds each weight as NPZ.jl writes it: Fortran-ordered, shape =
+Julia's `size()`. The `.json`:
+
+    {"format": "porting-knet-export", "version": 1,
+     "input_size": [28, 28, 1],                       (optional: one sample, batch left out)
+     "layers": [
+       {"name": "conv1", "kind": "conv",
+        "params": {"w": {"key": "conv1.w", "size": [5, 5, 1, 20], "eltype": "Float32"},
+                   "b": {"key": "conv1.b", "size": [1, 1, 20, 1], "eltype": "Float32"}},
+        "activation": "relu",
+        "conv": {"padding": 0, "stride": 1, "dilation": 1, "mode": 0},
+        "pool": {"window": 2, "padding": 0, "stride": 2, "mode": 0},
+        "dropout": 0.0},
+       {"name": "mat1", "kind": "mat"}, ...]}
+
+Kinds: conv, dense, pool (keywords in "pool"), mat, dropout (probability in "dropout"),
+activation (name in "activation"; softmax may carry "dims"). Keywords are integers or lists
+(one per spatial dimension, Julia order). A conv layer's "order" is "pool-activation" (Knet's
+tutorial `Conv`, the default) or "activation-pool" (Knet's `lenet.jl`). Keys the Julia side adds
+for information (`julia_version`, `julia_type`, ...) are ignored, null values mean "not set",
+and `"npz"` names the arrays file when present. "input_size" is porting's own optional addition
+(the Julia exporter cannot know it): without it, give the input (`--input`) when converting.
+Every problem raises `PortingError` naming the file, the layer and what was expected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from porting.errors import PortingError
+from porting.model.spec import KINDS, Activation, Conv, Dense, Dropout, KnetModel, Mat, Pool
+
+__all__ = ["load_export", "save_export", "export_paths", "FORMAT", "VERSION"]
+
+FORMAT = "porting-knet-export"
+VERSION = 1
+_ELTYPES = {"Float32": np.dtype(np.float32), "Float64": np.dtype(np.float64)}
+
+
+def export_paths(path) -> tuple[Path, Path]:
+    """`prefix`, `prefix.json` or `prefix.npz` -> (`prefix.json`, `prefix.npz`)."""
+    p = Path(os.fspath(path))
+    if p.is_dir():
+        raise PortingError(
+            f"{p} is a directory; expected a model export: a prefix, <prefix>.json or <prefix>.npz"
+        )
+    if p.suffix in (".json", ".npz"):
+        stem = p.with_suffix("")
+    else:
+        stem = p
+    return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".npz")
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        raise PortingError(f"{path}: no such file; expected the model export's .json (structure)")
+    if path.is_dir():
+        raise PortingError(f"{path} is a directory; expected the model export's .json file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        doc = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PortingError(
+            f"{path}: cannot read as JSON ({e}); the file may be truncated"
+        ) from None
+    if not isinstance(doc, dict):
+        raise PortingError(
+            f"{path}: expected a JSON object with 'format' and 'layers', got {type(doc).__name__}"
+        )
+    fmt = doc.get("format")
+    if fmt != FORMAT:
+        raise PortingError(
+            f"{path}: format {fmt!r}; expected {FORMAT!r} (written by PortingKnet.export_model)"
+        )
+    version = doc.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise PortingError(f"{path}: version {version!r}; expected an integer >= 1")
+    if version > VERSION:
+        raise PortingError(
+            f"{path}: export version {version} is newer than this porting reads ({VERSION}); "
+            "upgrade porting"
+        )
+    layers = doc.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise PortingError(f"{path}: 'layers' must be a non-empty list of layer objects")
+    return doc
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise PortingError(f"{path}: no such file; expected the model export's .npz (weights)")
+    if path.is_dir():
+        raise PortingError(f"{path} is a directory; expected the model export's .npz file")
+    from porting import io
+
+    arrays = io.load(path, format="npz")
+    return {k: v for k, v in arrays.items() if isinstance(v, np.ndarray)}
+
+
+def _param(spec, what: str, where: str, arrays: dict, npz: Path):
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or "key" not in spec:
+        raise PortingError(
+            f"{where}: params.{what} = {spec!r}; expected {{'key', 'size', 'eltype'}}"
+        )
+    key = spec["key"]
+    if key not in arrays:
+        have = ", ".join(sorted(arrays)[:8]) + (" ..." if len(arrays) > 8 else "")
+        raise PortingError(
+            f"{where}: {what} is {key!r} in the .json but {npz} has no such array (it has {have})"
+        )
+    a = arrays[key]
+    size = spec.get("size")
+    if size is not None:
+        try:
+            size = tuple(int(s) for s in size)
+        except (TypeError, ValueError):
+            raise PortingError(
+                f"{where}: {what}.size = {spec.get('size')!r}; expected a list of integers"
+            ) from None
+        if tuple(a.shape) != size:
+            hint = ""
+            if tuple(a.shape) == size[::-1] and len(size) > 1:
+                hint = (
+                    " (the dims are reversed: the array was written in C order; NPZ.jl writes "
+                    "Julia arrays Fortran-ordered with Julia's size)"
+                )
+            raise PortingError(
+                f"{where}: {what} ({key!r}) has shape {tuple(a.shape)} in {npz.name} but the .json "
+                f"says Julia size {size}{hint}"
+            )
+    eltype = spec.get("eltype")
+    if eltype is not None:
+        want = _ELTYPES.get(eltype)
+        if want is None:
+            raise PortingError(f"{where}: {what}.eltype {eltype!r}; expected Float32 or Float64")
+        if a.dtype != want:
+            raise PortingError(
+                f"{where}: {what} ({key!r}) is {a.dtype} in {npz.name} but the .json says {eltype}"
+            )
+    return a
+
+
+def _keywords(d, where: str, section: str, allowed: set[str]) -> dict:
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise PortingError(f"{where}: '{section}' = {d!r}; expected an object of keywords")
+    extra = sorted(set(d) - allowed)
+    if extra:
+        raise PortingError(
+            f"{where}: '{section}' has unknown keys {extra}; expected some of {sorted(allowed)}"
+        )
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if v is not None}
+
+
+def _dropout(value, where):
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PortingError(f"{where}: dropout {value!r}; expected a probability")
+    return float(value)
+
+
+def _layer_from_json(i: int, d, arrays: dict, npz: Path):
+    if not isinstance(d, dict):
+        raise PortingError(f"layer {i + 1}: expected a JSON object, got {d!r}"[:200])
+    name = d.get("name")
+    kind = d.get("kind")
+    where = f"layer {i + 1}" + (f" ({name!r})" if name else "")
+    if kind not in KINDS:
+        raise PortingError(f"{where}: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    params = d.get("params") or {}
+    if not isinstance(params, dict):
+        raise PortingError(f"{where}: 'params' = {params!r}; expected an object")
+    where = f"{kind} layer {name!r}" if name else f"{kind} layer {i + 1}"
+    if kind in ("conv", "dense"):
+        w = _param(params.get("w"), "w", where, arrays, npz)
+        if w is None:
+            raise PortingError(f"{where}: has no params.w; a {kind} layer needs a weight")
+        b = _param(params.get("b"), "b", where, arrays, npz)
+        if kind == "dense":
+            return Dense(
+                w,
+                b,
+                activation=d.get("activation") or "identity",
+                dropout=_dropout(d.get("dropout"), where),
+                name=name,
+            )
+        conv = _keywords(
+            d.get("conv"), where, "conv", {"padding", "stride", "dilation", "mode", "alpha"}
+        )
+        pool = d.get("pool")
+        if pool is not None:
+            pool = _keywords(pool, where, "pool", {"window", "padding", "stride", "mode", "alpha"})
+        order = d.get("order") or "pool-activation"
+        if order not in ("pool-activation", "activation-pool"):
+            raise PortingError(
+                f"{where}: order {order!r}; expected 'pool-activation' (Knet tutorial) or 'activation-pool'"
+            )
+        return Conv(
+            w,
+            b,
+            activation=d.get("activation") or "identity",
+            pool=pool,
+            dropout=_dropout(d.get("dropout"), where),
+            activation_before_pool=(order == "activation-pool"),
+            name=name,
+            **conv,
+        )
+    if kind == "pool":
+        kw = _keywords(
+            d.get("pool"), where, "pool", {"window", "padding", "stride", "mode", "alpha"}
+        )
+        return Pool(**kw, name=name)
+    if kind == "mat":
+        return Mat(name=name)
+    if kind == "dropout":
+        return Dropout(_dropout(d.get("dropout"), where), name=name)
+    dims = d.get("dims")
+    return Activation(
+        d.get("activation") or "identity", dims=1 if dims is None else dims, name=name
+    )
+
+
+def load_export(path) -> KnetModel:
+    """Load a Knet model from its export pair; `path` is the prefix, the .json or the .npz.
+
+    Weights come back Julia-indexed (as `porting.io.load` reads NPZ.jl files) and are checked
+    against the sizes and element types the .json records.
+    """
+    json_path, npz_path = export_paths(path)
+    doc = _read_json(json_path)
+    npz_name = doc.get("npz")
+    if isinstance(npz_name, str) and npz_name and Path(os.fspath(path)).suffix != ".npz":
+        npz_path = json_path.parent / Path(npz_name).name  # the .json names its arrays file
+    arrays = _read_npz(npz_path)
+    layers = [_layer_from_json(i, d, arrays, npz_path) for i, d in enumerate(doc["layers"])]
+    input_size = doc.get("input_size")
+    if input_size is None and isinstance(layers[0], Dense):
+        input_size = (int(layers[0].w.shape[1]),)  # a dense-first model's input is fixed
+    model = KnetModel(layers, input_size=input_size, name=str(doc.get("name") or json_path.stem))
+    model.source = str(json_path.with_suffix(""))
+    return model
+
+
+def _layer_to_json(layer, keys: dict) -> dict:
+    d: dict = {"name": layer.name, "kind": layer.kind, "params": {}}
+    for pname, arr in layer.params().items():
+        key = f"{layer.name}.{pname}"
+        keys[key] = arr
+        d["params"][pname] = {
+            "key": key,
+            "size": list(arr.shape),
+            "eltype": "Float32" if arr.dtype == np.float32 else "Float64",
+        }
+
+    def val(v):
+        return list(v) if isinstance(v, tuple) else v
+
+    if isinstance(layer, Conv):
+        d["activation"] = layer.activation
+        d["conv"] = {k: val(getattr(layer, k)) for k in ("padding", "stride", "dilation", "mode")}
+        if layer.alpha != 1:
+            d["conv"]["alpha"] = layer.alpha
+        p = layer.pool
+        d["pool"] = (
+            None
+            if p is None
+            else {
+                "window": val(p.window),
+                "padding": val(p.padding),
+                "stride": val(p.window if p.stride is None else p.stride),
+                "mode": p.mode,
+                **({"alpha": p.alpha} if p.alpha != 1 else {}),
+            }
+        )
+        d["order"] = "activation-pool" if layer.activation_before_pool else "pool-activation"
+        d["dropout"] = layer.dropout
+    elif isinstance(layer, Dense):
+        d["activation"] = layer.activation
+        d["dropout"] = layer.dropout
+    elif isinstance(layer, Pool):
+        d["pool"] = {
+            "window": val(layer.window),
+            "padding": val(layer.padding),
+            "stride": val(layer.window if layer.stride is None else layer.stride),
+            "mode": layer.mode,
+            **({"alpha": layer.alpha} if layer.alpha != 1 else {}),
+        }
+    elif isinstance(layer, Dropout):
+        d["dropout"] = layer.p
+    elif isinstance(layer, Activation):
+        d["activation"] = layer.function
+        if layer.dims != 1:
+            d["dims"] = layer.dims
+    if not d["params"]:
+        del d["params"]
+    return d
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path, suffix: str):
+    """Yield a temporary path in `target`'s directory; on success move it onto `target`
+    (`os.replace`), on any failure remove it, so `target` is never left half-written.
+
+    The temporary file is not created here (the writer creates it, with the usual permissions).
+    """
+    tmp_path = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{suffix}")
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def _dumps(doc: dict) -> str:
+    """JSON with one layer per line (readable, diff-friendly)."""
+    head = {k: v for k, v in doc.items() if k != "layers"}
+    lines = ["{"]
+    lines += [f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in head.items()]
+    lines.append('  "layers": [')
+    layers = [f"    {json.dumps(layer)}" for layer in doc["layers"]]
+    lines.append(",\n".join(layers))
+    lines += ["  ]", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def save_export(model: KnetModel, prefix) -> tuple[str, str]:
+    """Write `model` as `<prefix>.npz` (Fortran-ordered arrays, Julia sizes, as NPZ.jl writes
+    them) and `<prefix>.json` (schema above); both atomically. Returns the two paths."""
+    json_path, npz_path = export_paths(prefix)
+    if not json_path.parent.is_dir():
+        raise PortingError(f"{json_path.parent}: no such directory for the export {prefix}")
+    keys: dict[str, np.ndarray] = {}
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "name": model.name,
+        "npz": npz_path.name,
+        "layers": [_layer_to_json(layer, keys) for layer in model.layers],
+    }
+    if model.input_size is not None:
+        doc["input_size"] = list(model.input_size)
+    with atomic_path(npz_path, ".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: np.asfortranarray(v) for k, v in keys.items()})  # type: ignore[arg-type]
+    with atomic_path(json_path, ".json") as tmp:
+        tmp.write_text(_dumps(doc), encoding="utf-8")
+    return str(json_path), str(npz_path)

@@ -1,0 +1,677 @@
+"""Layer-by-layer verification of a converted model: Knet side vs Keras side, same input.
+
+Two modes:
+
+- `mode="each"` (per-layer isolation): every Keras layer group is fed the *Knet* output of the
+  previous layer (converted to TensorFlow layout), so each row measures that layer's own error
+  and a broken layer cannot hide behind, or blame, its neighbours. The whole Keras model is also
+  run once for the end-to-end drift.
+- `mode="whole"`: the Keras model runs end to end, as it will in use; errors propagate.
+
+Tolerance of a row (through `porting.compare`, `tol = (sqrt(K) + 2) * eps * S`): `K` is the
+number of terms a layer sums per output (conv: kernel volume x Cin, dense: in-features, +1 for
+the bias; mean pool: window) and `S`, per output element, the same layer applied to magnitudes
+(`conv4(|w|, |x|) .+ |b|`, `|w| * mat(|x|) .+ |b|`, pooled the same way) and passed through
+each activation's Lipschitz bound, plus the activation's own rounding where it has some.
+
+Whole-model mode adds the error that *arrives* at a layer. The incoming error is measured, not
+modelled: `E = |Keras input - Knet input|` of that layer, element by element, is pushed through
+the layer's absolute-value bound (`conv4(|w|, E)`, `|w| * E`, max over the pooling window,
+Lipschitz constants of the activations: relu, tanh, elu 1, sigm 1/4, softmax's first-order
+bound) and added to the tolerance (`S += bound(E) / ((sqrt(K) + 2) eps)`). That bound holds for
+any incoming error, so a correct float32 model is never flagged however deep it is, while a
+layer whose own error exceeds its rounding budget still is; after a diverging layer the next
+ones carry its error in their budget, so the first divergent layer is the one named.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from porting import layout
+from porting._checks import check_choice
+from porting.compare import Comparison, compare
+from porting.errors import PortingError
+from porting.knet import _reference
+from porting.model import convert as mconvert
+from porting.model._weights import kernel_to_keras
+from porting.model.forward import check_input, forward_knet
+from porting.model.spec import Activation, Conv, Dense, KnetModel, Pool
+
+__all__ = ["verify_model", "ModelReport", "LayerRow", "default_input", "MODES"]
+
+MODES = ("each", "whole")
+_ROUND = 4.0  # rounding allowance of exp-based activations, in units of (sqrt(K)+2) eps |f|
+# The incoming error is carried into the tolerance through float arithmetic of its own (scaled
+# by 1/((sqrt(K)+2) eps), then back): 0.1% more covers that rounding.
+_SAFETY = 1.001
+
+
+@dataclass
+class LayerRow:
+    """One Knet layer's comparison."""
+
+    index: int
+    name: str
+    kind: str
+    shape: tuple[int, ...]  # Julia size of the output, batch last
+    k: int
+    comparison: Comparison
+
+    @property
+    def ok(self) -> bool:
+        return self.comparison.ok
+
+    @property
+    def max_abs_error(self) -> float:
+        return self.comparison.max_abs_error
+
+    @property
+    def error_to_tolerance(self) -> float:
+        return self.comparison.max_error_to_tolerance
+
+    def to_dict(self) -> dict:
+        c = self.comparison
+        return {
+            "index": self.index,
+            "name": self.name,
+            "kind": self.kind,
+            "shape": list(self.shape),
+            "k": self.k,
+            "ok": self.ok,
+            "max_abs_error": c.max_abs_error,
+            "max_rel_error": c.max_rel_error,
+            "max_ulp": c.max_ulp,
+            "error_to_tolerance": c.max_error_to_tolerance,
+            "n_mismatched": c.n_mismatched,
+            "comparison": c.to_dict(),
+        }
+
+
+@dataclass
+class ModelReport:
+    """What `verify_model` compared and how each layer fared (`str()` is a readable table)."""
+
+    ok: bool
+    mode: str
+    spatial: str
+    rows: list[LayerRow]
+    first_divergent: str | None
+    end_to_end: dict
+    knet_backend: str
+    knet_backend_reason: str
+    dtypes: dict[str, str]
+    input_shape: tuple[int, ...]
+    versions: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    diagnosis: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        diag = self.diagnosis
+        return {
+            "ok": self.ok,
+            "mode": self.mode,
+            "spatial": self.spatial,
+            "first_divergent": self.first_divergent,
+            "end_to_end": self.end_to_end,
+            "knet_backend": self.knet_backend,
+            "knet_backend_reason": self.knet_backend_reason,
+            "dtypes": self.dtypes,
+            "input_shape": list(self.input_shape),
+            "layers": [r.to_dict() for r in self.rows],
+            "timings": self.timings,
+            "diagnosis": diag.to_dict() if hasattr(diag, "to_dict") else diag,
+            "notes": self.notes,
+            "versions": self.versions,
+        }
+
+    def _headline(self) -> str:
+        what = (
+            "each layer fed the Knet input"
+            if self.mode == "each"
+            else "whole model, errors propagate"
+        )
+        if self.ok:
+            return f"OK: the Keras model computes what the Knet model computes ({what})"
+        return f"MISMATCH: first divergent layer {self.first_divergent!r} ({what})"
+
+    def _footer(self) -> list[str]:
+        e = self.end_to_end
+        lines = [
+            f"end to end: max abs error {e['max_abs_error']:.3g} "
+            f"({e['max_rel_error']:.3g} of max |output| {e['max_abs_expected']:.3g}), "
+            f"max {e['max_ulp']:.3g} ULP",
+            f"Knet side: backend {self.knet_backend!r} ({self.knet_backend_reason}), "
+            f"{self.dtypes['knet']}; Keras side: {self.dtypes['keras']}, spatial={self.spatial!r} "
+            f"({'X1 is the width' if self.spatial == 'reverse' else 'X1 is the height'}); "
+            f"input {self.input_shape}",
+            "tolerance per layer: (sqrt(K)+2)*eps*S, S = the layer on |w|, |x| (+|b|)"
+            + (
+                "; plus the incoming error pushed through the layer's bound"
+                if self.mode == "whole"
+                else ""
+            ),
+        ]
+        if self.diagnosis is not None:
+            lines.append("diagnosis: " + str(self.diagnosis).replace("\n", "\n  "))
+        lines += [f"note: {n}" for n in self.notes]
+        lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in self.versions.items()))
+        return lines
+
+    def __str__(self) -> str:
+        try:
+            return self._rich_text()
+        except ImportError:  # pragma: no cover - rich is a dependency
+            return self._plain_text()
+
+    def _plain_text(self) -> str:
+        lines = [self._headline()]
+        lines.append(
+            f"  {'layer':<14}{'kind':<11}{'shape':<20}{'K':>7}{'max abs err':>13}{'err/tol':>10}  ok"
+        )
+        for r in self.rows:
+            lines.append(
+                f"  {r.name:<14}{r.kind:<11}{str(r.shape):<20}{r.k:>7}{r.max_abs_error:>13.3g}"
+                f"{r.error_to_tolerance:>10.3g}  {'yes' if r.ok else 'NO'}"
+            )
+        lines += ["  " + line for line in self._footer()]
+        return "\n".join(lines)
+
+    def _rich_text(self) -> str:
+        import io
+
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(show_edge=False, pad_edge=False)
+        columns: tuple[tuple[str, Literal["left", "right", "center"]], ...] = (
+            ("layer", "left"),
+            ("kind", "left"),
+            ("shape (Julia)", "left"),
+            ("K", "right"),
+            ("max abs err", "right"),
+            ("err / tol", "right"),
+            ("ok", "center"),
+        )
+        for col, just in columns:
+            table.add_column(col, justify=just)
+        for r in self.rows:
+            table.add_row(
+                r.name,
+                r.kind,
+                str(r.shape),
+                str(r.k),
+                f"{r.max_abs_error:.3g}",
+                f"{r.error_to_tolerance:.3g}",
+                "yes" if r.ok else "[bold red]NO[/]",
+            )
+        buf = io.StringIO()
+        console = Console(
+            file=buf, width=110, force_terminal=False, color_system=None, highlight=False
+        )
+        console.print(self._headline(), markup=False, highlight=False)
+        console.print(table)
+        for line in self._footer():
+            console.print(line, markup=False, highlight=False)
+        return buf.getvalue().rstrip("\n")
+
+
+# --------------------------------------------------------------------------- magnitudes
+
+
+def _pool_mag(s: np.ndarray, pool: Pool, nd: int) -> np.ndarray:
+    g = pool.geometry(nd)
+    if not g.is_max:
+        g = type(g)(window=g.window, padding=g.padding, stride=g.stride, mode=1)
+    return _reference.pool(s, g, abs(float(pool.alpha)))
+
+
+def _act_mag(fn: str, s: np.ndarray, out: np.ndarray, dims: int = 1) -> np.ndarray:
+    """Push a magnitude/error bound `s` through activation `fn` (output `out`) and add the
+    activation's own rounding."""
+    if fn in ("identity", "relu"):
+        return s
+    a = np.abs(out)
+    if fn == "sigm":
+        return 0.25 * s + _ROUND * a
+    if fn == "tanh":
+        return s + _ROUND * a
+    if fn == "elu":
+        return s + _ROUND * (a + np.where(out < 0, out + 1, 0))
+    if fn == "softmax":
+        axis = dims - 1
+        n = out.shape[axis]
+        first = out * (s + (out * s).sum(axis=axis, keepdims=True))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spread = np.where(out > 0, np.log(out.max(axis=axis, keepdims=True)) - np.log(out), 0.0)
+        return first + out * (_ROUND + spread + n)
+    raise PortingError(f"unknown activation {fn!r}")  # pragma: no cover
+
+
+def _abs_conv(layer: Conv, a: np.ndarray, wd) -> np.ndarray:
+    """`conv4(|w|, a)` (Julia layout) for the tolerance. Computed by TensorFlow, which is 3-4x
+    faster than the NumPy reference here; it only sets the scale of the bound (a relative error
+    of 1e-6 in S is immaterial), so the check does not depend on it being bit-exact."""
+    g = layer.geometry
+    try:
+        from porting import tf as ptf
+    except ImportError:  # pragma: no cover - Keras needs TensorFlow anyway
+        return _reference.conv4(
+            np.abs(layer.w).astype(wd, copy=False), a, g, abs(float(layer.alpha))
+        )
+    # spatial="keep": Julia's axis order is TF's; a conv is the same under either mapping.
+    k = kernel_to_keras(np.abs(layer.w).astype(wd, copy=False), g.mode, "keep")
+    y = ptf.conv(
+        layout.activations_to_tf(a, "keep"),
+        k,
+        padding=g.padding,
+        stride=g.stride,
+        dilation=g.dilation,
+        alpha=abs(float(layer.alpha)),
+    )
+    return layout.activations_from_tf(y, "keep")
+
+
+def _magnitude(step, x_in, e_in, y_out, extra, scale, wd) -> np.ndarray:
+    """S for one layer (Julia layout): the layer applied to |w|, |x| (+ e_in * scale)."""
+    layer = step.layer
+    a = np.abs(np.asarray(x_in, dtype=wd))
+    if e_in is not None:
+        a = a + e_in.astype(wd, copy=False) * wd.type(scale)
+    if isinstance(layer, Conv):
+        s = _abs_conv(layer, a, wd)
+        if layer.b is not None:
+            shape = [1] * s.ndim
+            shape[-2] = layer.b.size
+            s = s + np.abs(layer.b.reshape(-1)).astype(wd).reshape(shape)
+        order = ["act", "pool"] if layer.activation_before_pool else ["pool", "act"]
+        for what in order:
+            if what == "pool" and layer.pool is not None:
+                s = _pool_mag(s, layer.pool, layer.nd)
+            elif what == "act" and layer.activation != "identity":
+                act_out = extra.get("act_out", y_out) if layer.activation_before_pool else y_out
+                s = _act_mag(layer.activation, s, np.asarray(act_out, dtype=wd))
+        return s
+    if isinstance(layer, Dense):
+        a2 = a if a.ndim == 2 else a.reshape((-1, a.shape[-1]), order="F")
+        s = np.abs(layer.w).astype(wd, copy=False) @ a2
+        if layer.b is not None:
+            s += np.abs(layer.bias_vector).astype(wd)[:, None]
+        return _act_mag(layer.activation, s, np.asarray(y_out, dtype=wd))
+    if isinstance(layer, Pool):
+        return _pool_mag(a, layer, a.ndim - 2)
+    if isinstance(layer, Activation):
+        return _act_mag(layer.function, a, np.asarray(y_out, dtype=wd), layer.dims)
+    if layer.kind == "mat":
+        return a.reshape((-1, a.shape[-1]), order="F")
+    return a  # dropout
+
+
+# --------------------------------------------------------------------------- running
+
+
+def default_input(
+    model: KnetModel, input_size=None, *, batch: int = 2, seed: int = 0
+) -> np.ndarray:
+    """A deterministic Julia-indexed input `(input_size..., batch)` in the model's dtype:
+    uniform in [-1, 1) from `np.random.default_rng(seed)`."""
+    size = input_size if input_size is not None else model.input_size
+    if size is None:
+        raise PortingError(
+            "no input given and the model has no input_size; pass x (Julia-indexed, batch "
+            "last) or input_size=(X1, ..., C)"
+        )
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1.0, 1.0, size=(*size, batch)).astype(model.dtype)
+    return np.asfortranarray(x)
+
+
+@contextlib.contextmanager
+def _no_tf32(allow: bool, notes: list[str]):
+    """TensorFlow enables TF32 on Ampere+ GPUs; verification runs in true float32 unless told."""
+    from porting import tf as ptf
+
+    tf = ptf._import_tf()
+    cfg = tf.config.experimental
+    before = cfg.tensor_float_32_execution_enabled()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus and before and not allow:
+        cfg.enable_tensor_float_32_execution(False)
+        notes.append(
+            "TF32 was disabled while verifying (TensorFlow enables it by default on this GPU); "
+            "a model run with TF32 differs by about 1e-4 relative: verify with allow_tf32=True "
+            "to check it at TF32 tolerance"
+        )
+    try:
+        yield
+    finally:
+        if gpus and before and not allow:
+            cfg.enable_tensor_float_32_execution(True)
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+def _keras_dtype(keras_model) -> np.dtype:
+    return np.dtype(keras_model.inputs[0].dtype)
+
+
+def verify_model(
+    model: KnetModel,
+    x=None,
+    *,
+    keras_model=None,
+    mode: str = "each",
+    spatial: str | None = None,
+    knet: str = "auto",
+    allow_tf32: bool = False,
+    progress: bool = False,
+    diagnose: bool = True,
+) -> ModelReport:
+    """Run the Knet side and the Keras side of `model` on `x` and compare every layer.
+
+    `x` is Julia-indexed `(X1, ..., C, N)` in the model's dtype (default: `default_input`).
+    `keras_model` defaults to `to_keras(model, spatial=spatial)`; a model loaded from disk works
+    too (layers are matched by name). `spatial` defaults to the convention the Keras model was
+    converted with, else "reverse". `knet` picks the Knet backend (`porting.knet`). Returns a
+    `ModelReport`; `report.ok` is True when every layer is within its tolerance.
+    """
+    check_choice(mode, "mode", MODES)
+    t_start = time.perf_counter()
+    if x is None:
+        x = default_input(model)
+    x = check_input(model, x)
+    if keras_model is None:
+        spatial = spatial or "reverse"
+        keras_model = mconvert.to_keras(model, spatial=spatial, input_size=x.shape[:-1])
+    else:
+        spatial = spatial or mconvert.spatial_of(keras_model)
+    check_choice(spatial, "spatial", layout.SPATIAL_CHOICES)
+    steps = mconvert.plan(model, x.shape[:-1])
+    groups = mconvert.keras_groups(keras_model, model)
+    kdt = _keras_dtype(keras_model)
+    want = (x.shape[-1], *mconvert._tf_sample_shape(tuple(x.shape[:-1]), spatial))
+    have = tuple(keras_model.inputs[0].shape)
+    if len(have) != len(want) or any(
+        h is not None and h != w for h, w in zip(have[1:], want[1:], strict=True)
+    ):
+        raise PortingError(
+            f"the Keras model takes input {have} but x {x.shape} is {want} in TensorFlow layout "
+            f"(spatial={spatial!r}); was it converted with another spatial convention or input size?"
+        )
+    notes: list[str] = []
+    timings: dict[str, float] = {}
+    lower = kdt if kdt.itemsize <= model.dtype.itemsize else model.dtype
+    eps = float(np.finfo(lower).eps)
+    wd = model.dtype
+    precision = "tf32" if allow_tf32 else None
+
+    with _progress(progress, len(steps)) as bar, _no_tf32(allow_tf32, notes):
+        task = bar.add_task("Knet side", total=len(steps) + 2) if bar is not None else None
+
+        def advance(desc):
+            if bar is not None:
+                bar.update(task, advance=1, description=desc)
+
+        t0 = time.perf_counter()
+        knet_out = forward_knet(model, x, backend=knet, keep_extras=True)
+        timings["knet_forward_s"] = time.perf_counter() - t0
+        advance("Keras side")
+
+        import keras  # imported by to_keras / the caller's model already
+
+        x_tf = layout.activations_to_tf(x, spatial) if x.ndim > 2 else np.ascontiguousarray(x.T)
+        x_tf = x_tf.astype(kdt, copy=False)
+        t0 = time.perf_counter()
+        if mode == "whole":
+            probe = keras.Model(keras_model.inputs[0], [g[-1].output for g in groups])
+            outs = probe(x_tf, training=False)
+            outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+            actual = [np.asarray(t) for t in outs]
+            final_actual = actual[-1]
+        else:
+            actual = []
+            final_actual = np.asarray(keras_model(x_tf, training=False))
+        timings["keras_forward_s"] = time.perf_counter() - t0
+        advance("comparing layers")
+
+        rows: list[LayerRow] = []
+        prev_knet = x
+        prev_flat = None
+        prev_actual_j = x.astype(kdt).astype(x.dtype) if kdt != x.dtype else None
+        t_keras_each = 0.0
+        first_bad = None
+        for i, (step, group) in enumerate(zip(steps, groups, strict=True)):
+            layer = step.layer
+            y_knet = knet_out[i]
+            expected = mconvert.julia_to_tf(y_knet, step.flat_from, spatial)
+            if mode == "each":
+                t0 = time.perf_counter()
+                inp = mconvert.julia_to_tf(prev_knet, prev_flat, spatial).astype(kdt, copy=False)
+                t = inp
+                for lay in group:
+                    t = lay(t, training=False) if _takes_training(lay) else lay(t)
+                a_i = np.asarray(t)
+                t_keras_each += time.perf_counter() - t0
+                e_in = None
+            else:
+                a_i = actual[i]
+                e_in = None
+                if prev_actual_j is not None:
+                    e_in = np.abs(
+                        prev_actual_j.astype(wd, copy=False) - np.asarray(prev_knet, dtype=wd)
+                    )
+            k = _layer_k(step)
+            scale = _SAFETY / ((math.sqrt(k) + 2.0) * eps)
+            mag = _magnitude(step, prev_knet, e_in, y_knet, knet_out.extras[i], scale, wd)
+            mag_tf = mconvert.julia_to_tf(mag, step.flat_from, spatial)
+            if a_i.shape != expected.shape:
+                raise PortingError(
+                    f"{layer.label}: the Keras layers {[g.name for g in group]} give shape "
+                    f"{a_i.shape}, Knet's output is {y_knet.shape} ({expected.shape} in TensorFlow "
+                    "layout); the Keras model does not match this Knet model"
+                )
+            with np.errstate(
+                over="ignore", divide="ignore", invalid="ignore"
+            ):  # ULP figures near 0
+                comp = compare(expected, a_i, k=k, magnitude=mag_tf, precision=precision)
+            rows.append(LayerRow(i, str(layer.name), layer.kind, tuple(y_knet.shape), k, comp))
+            if not comp.ok and first_bad is None:
+                first_bad = (a_i, mag_tf)
+            if mode == "whole":
+                prev_actual_j = mconvert.tf_to_julia(a_i, step.flat_from, spatial)
+            prev_knet, prev_flat = y_knet, step.flat_from
+            advance(f"compared {layer.name}")
+        if mode == "each":
+            timings["keras_layers_s"] = t_keras_each
+
+    diagnosis = None
+    first_i = next((i for i, r in enumerate(rows) if not r.ok), None)
+    if diagnose and first_i is not None:
+        x_in = x if first_i == 0 else knet_out[first_i - 1]
+        in_flat = None if first_i == 0 else steps[first_i - 1].flat_from
+        diagnosis = _diagnose_layer(
+            steps[first_i],
+            groups[first_i],
+            x_in,
+            in_flat,
+            knet_out[first_i],
+            rows[first_i],
+            first_bad,
+            spatial,
+            kdt,
+            notes,
+        )
+    expected_final = mconvert.julia_to_tf(knet_out.final, steps[-1].flat_from, spatial)
+    end = _end_to_end(expected_final, final_actual)
+    first = next((r.name for r in rows if not r.ok), None)
+    ok = first is None
+    if any(isinstance(s.layer, (Conv, Pool)) and _pool_mode(s.layer) == 2 for s in steps):
+        notes.append(
+            "pool mode=2 runs as mode=1 (padding counted), as on Knet's CPU; on a GPU Knet's "
+            "mode 2 excludes padding"
+        )
+    if kdt != model.dtype:
+        notes.append(
+            f"Knet side in {model.dtype}, Keras side in {kdt}: tolerances use {lower}'s eps"
+        )
+    report = ModelReport(
+        ok=ok,
+        mode=mode,
+        spatial=spatial,
+        rows=rows,
+        first_divergent=first,
+        end_to_end=end,
+        knet_backend=knet_out.backend,
+        knet_backend_reason=knet_out.backend_reason,
+        dtypes={"knet": str(model.dtype), "keras": str(kdt)},
+        input_shape=tuple(x.shape),
+        versions=_versions(),
+        timings=timings,
+        diagnosis=diagnosis,
+        notes=notes,
+    )
+    report.timings["total_s"] = time.perf_counter() - t_start
+    return report
+
+
+def _diagnose_layer(step, group, x_in, in_flat, y_knet, row, bad, spatial, kdt, notes):
+    """`porting.diagnose` on the first divergent layer.
+
+    For conv and dense layers the linear part (`conv4(w, x) .+ b`, `w * mat(x) .+ b`) is
+    diagnosed with the weights and the layer's Knet input, so that hypotheses (kernel flip,
+    transposed axes, flatten order, ...) are tested by recomputation: the Keras layers up to the
+    conv/dense one are run on the Knet input. When that part agrees, the pooling or activation
+    after it is at fault, and the layer's outputs are diagnosed on their own.
+    """
+    try:
+        from porting.diagnose import diagnose
+    except ImportError:  # pragma: no cover - porting.diagnose ships with porting
+        return None
+    layer = step.layer
+    expected = mconvert.julia_to_tf(y_knet, step.flat_from, spatial)
+    try:
+        if isinstance(layer, (Conv, Dense)):
+            t = mconvert.julia_to_tf(x_in, in_flat, spatial).astype(kdt, copy=False)
+            for lay in group:
+                if _takes_training(lay):
+                    continue
+                t = lay(t)
+                if lay.name == layer.name:
+                    break
+            a_lin = np.asarray(t)
+            from porting import knet as pknet
+
+            if isinstance(layer, Conv):
+                g = layer.geometry
+                e_lin = np.asarray(
+                    pknet.conv4(
+                        layer.w,
+                        x_in,
+                        padding=g.padding,
+                        stride=g.stride,
+                        dilation=g.dilation,
+                        mode=g.mode,
+                        alpha=layer.alpha,
+                        backend="reference",
+                    )
+                )
+                if layer.b is not None:
+                    shape = [1] * e_lin.ndim
+                    shape[-2] = layer.b.size
+                    e_lin = e_lin + layer.b.reshape(shape)
+                kw = dict(
+                    w=layer.w,
+                    x=x_in,
+                    bias=layer.b,
+                    padding=g.padding,
+                    stride=g.stride,
+                    dilation=g.dilation,
+                    mode=g.mode,
+                    alpha=layer.alpha,
+                )
+                e_lin_tf = layout.activations_to_tf(e_lin, spatial)
+            else:
+                x2 = x_in if x_in.ndim == 2 else x_in.reshape((-1, x_in.shape[-1]), order="F")
+                e_lin = layer.w @ x2 + (0 if layer.b is None else layer.bias_vector[:, None])
+                e_lin_tf = np.ascontiguousarray(e_lin.T)
+                x_arg = x_in
+                if x_in.ndim == 2 and step.dense_input is not None:  # give diagnose mat's input
+                    x_arg = x_in.reshape((*step.dense_input, x_in.shape[-1]), order="F")
+                kw = dict(w=layer.w, x=x_arg, bias=layer.b)
+            d = diagnose(e_lin_tf, a_lin, spatial=spatial, **kw)
+            if d.cause != "rounding":
+                return d
+            notes.append(
+                f"{layer.name}: its {'conv4' if isinstance(layer, Conv) else 'w * mat(x)'} .+ b part "
+                "agrees; the difference comes after it (pooling or activation)"
+            )
+        actual, mag_tf = bad
+        return diagnose(expected, actual, k=row.k, magnitude=mag_tf)
+    except Exception as e:  # noqa: BLE001 - a diagnosis must never hide the report itself
+        notes.append(f"no diagnosis for {layer.name}: {type(e).__name__}: {e}"[:300])
+        return None
+
+
+def _pool_mode(layer) -> int | None:
+    if isinstance(layer, Pool):
+        return layer.mode
+    if isinstance(layer, Conv) and layer.pool is not None:
+        return layer.pool.mode
+    return None
+
+
+def _layer_k(step) -> int:
+    layer = step.layer
+    if isinstance(layer, (Conv, Dense)):
+        return layer.k
+    if isinstance(layer, Pool) and layer.mode not in (0, 3):
+        nd = len(step.in_size) - 1
+        return int(np.prod(layer.geometry(nd).window))
+    return 1
+
+
+def _takes_training(lay) -> bool:
+    return lay.__class__.__name__ == "Dropout"
+
+
+def _end_to_end(expected: np.ndarray, actual: np.ndarray) -> dict:
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        c = compare(expected, actual)
+    peak = float(np.max(np.abs(expected))) if expected.size else 0.0
+    return {
+        "max_abs_error": c.max_abs_error,
+        "max_abs_expected": peak,
+        "max_rel_error": c.max_abs_error / peak if peak else 0.0,
+        "max_ulp": c.max_ulp,
+        "shape_tf": list(expected.shape),
+    }
+
+
+def _versions() -> dict:
+    from porting.verify import versions
+
+    try:
+        return versions()
+    except Exception:  # noqa: BLE001 - versions are informative only
+        return versions(tensorflow=False)

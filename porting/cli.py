@@ -12,7 +12,7 @@ import importlib
 import pkgutil
 import sys
 
-from porting.errors import PortingError
+from porting.errors import MissingDependencyError, PortingError
 
 
 def _commands():
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args._run(args))
-    except PortingError as e:
+    except (PortingError, MissingDependencyError) as e:
         print(f"porting {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

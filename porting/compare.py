@@ -238,7 +238,7 @@ def compare(expected, actual, *, k: int = 1, magnitude=None, precision=None) -> 
             if ratio[i] > worst_ratio:
                 worst_ratio, worst_flat = float(ratio[i]), start + i
             max_abs = max(max_abs, float(d.max()))
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 rel = d / mag
                 rel[mag == 0] = 0.0
                 ulp = d / np.spacing(np.abs(ce).astype(lower, copy=False)).astype(work, copy=False)

@@ -6,3 +6,10 @@ class PortingError(ValueError):
 
     Subclasses ValueError so that ``except ValueError`` in user code also catches it.
     """
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency (TensorFlow, matplotlib, juliacall, ...) is not installed.
+
+    The message says what to install. The CLI prints it and exits 2.
+    """

@@ -101,10 +101,12 @@ def _import_tf():
         with _drop_native_stderr_lines(_IMPORT_NOISE) if quiet else contextlib.nullcontext():
             import tensorflow as tf
     except ImportError as e:
-        raise ImportError(
-            f"porting.tf needs TensorFlow, which could not be imported ({e}); "
-            "install it with `pip install tensorflow`"
-        ) from e
+        from porting.errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            f"this needs TensorFlow, which could not be imported ({e}); install it with "
+            "`pip install \"porting[tf-cpu]\"` (CPU wheel) or `pip install \"porting[tf]\"`"
+        ) from None
     return tf
 
 

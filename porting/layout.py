@@ -140,10 +140,10 @@ def kernel_to_tf(w, mode: int = 0, spatial: str = "reverse") -> np.ndarray:
     a = as_float_array(w, "kernel")
     nd = _check_ndim(a, "kernel")
     perm = [*_spatial_order(nd, spatial), nd, nd + 1]
-    out = _transpose_copy(a, perm)
     if mode == 0:
-        out = np.ascontiguousarray(_rotate180(out, list(range(nd))))
-    return out
+        # Rotating every spatial axis commutes with permuting them: flip the view, copy once.
+        a = _rotate180(a, list(range(nd)))
+    return _transpose_copy(a, perm)
 
 
 def kernel_from_tf(w, mode: int = 0, spatial: str = "reverse") -> np.ndarray:
@@ -237,7 +237,7 @@ def dense_to_tf(w, input_shape=None, spatial: str = "reverse") -> np.ndarray:
     a = as_float_array(w, "dense weight", ndim=2)
     n_out, n_in = a.shape
     if input_shape is None:
-        return np.ascontiguousarray(a.T)
+        return _transpose_copy(a, [1, 0])  # a copy even when a.T is already C-contiguous
     shape = _check_dense_input_shape(input_shape, n_in)
     nd = len(shape) - 1
     # Column-major feature index over (X1, ..., Xd, C) == C-order index over (C, Xd, ..., X1).
@@ -258,7 +258,7 @@ def dense_from_tf(kernel, input_shape=None, spatial: str = "reverse") -> np.ndar
     a = as_float_array(kernel, "dense kernel", ndim=2)
     n_in, n_out = a.shape
     if input_shape is None:
-        return np.ascontiguousarray(a.T)
+        return _transpose_copy(a, [1, 0])  # a copy even when a.T is already C-contiguous
     shape = _check_dense_input_shape(input_shape, n_in)
     nd = len(shape) - 1
     order = _spatial_order(nd, spatial)

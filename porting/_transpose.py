@@ -440,3 +440,43 @@ def _run(plan: _Plan, dst: np.ndarray, src: np.ndarray, threads: int) -> None:
     for f in futures:
         if not f.cancel():  # a helper that never started (pool busy elsewhere) is not awaited
             f.result()
+
+
+# --------------------------------------------------------------------------- conv kernels
+
+_KERNEL_MIN_BYTES = 1 << 18  # below this NumPy's single copy wins
+_KERNEL_TILE_ELEMS = 1 << 15  # elements per tile: source and destination stay in L1/L2
+
+
+def kernel_copy(v: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+    """C-contiguous copy of a kernel view `(taps..., Cin, Cout)` whose Cout stride is large
+    (a Knet kernel `(W..., Cin, Cout)`, Fortran-ordered, permuted and possibly rotated).
+
+    The destination is written along Cout, where the source's stride is a whole `(W..., Cin)`
+    slab; each tile takes a block of Cout and enough Cin that its source lines are reused from
+    L1, and the tiles are shared out over the copy threads. Bit-exact (NumPy copies).
+    """
+    if v.nbytes < _KERNEL_MIN_BYTES:
+        return np.array(v, order="C", copy=True)  # always a copy, even of a contiguous view
+    out = np.empty(v.shape, dtype=v.dtype)
+    cin, cout = v.shape[-2], v.shape[-1]
+    taps = int(np.prod(v.shape[:-2]))
+    bo = min(cout, 16)
+    bi = max(1, min(cin, _KERNEL_TILE_ELEMS // (bo * taps)))
+    tiles = [(slice(i, i + bi), slice(o, o + bo)) for o in range(0, cout, bo) for i in range(0, cin, bi)]
+    n = min(_threads(threads), len(tiles))
+
+    def run(part):
+        for ci, co in part:
+            np.copyto(out[..., ci, co], v[..., ci, co])
+
+    if n <= 1:
+        run(tiles)
+        return out
+    step = -(-len(tiles) // n)
+    parts = [tiles[k : k + step] for k in range(0, len(tiles), step)]
+    futures = [_executor(n - 1).submit(run, p) for p in parts[1:]]
+    run(parts[0])
+    for f in futures:
+        f.result()
+    return out

@@ -143,7 +143,9 @@ def kernel_to_tf(w, mode: int = 0, spatial: str = "reverse") -> np.ndarray:
     if mode == 0:
         # Rotating every spatial axis commutes with permuting them: flip the view, copy once.
         a = _rotate180(a, list(range(nd)))
-    return _transpose_copy(a, perm)
+    from porting._transpose import kernel_copy
+
+    return kernel_copy(a.transpose(perm))
 
 
 def kernel_from_tf(w, mode: int = 0, spatial: str = "reverse") -> np.ndarray:

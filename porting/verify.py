@@ -175,11 +175,11 @@ def verify_conv4(
         versions=versions(),
     )
     if not report.ok and diagnose:
-        report.diagnosis = _diagnose(expected, y_tf, w, x, geom, spatial)
+        report.diagnosis = _diagnose(expected, y_tf, w, x, geom, spatial, float(alpha))
     return report
 
 
-def _diagnose(expected, actual, w, x, geom, spatial):
+def _diagnose(expected, actual, w, x, geom, spatial, alpha):
     """Name the likely cause of a mismatch (porting.diagnose)."""
     from porting.diagnose import diagnose
 
@@ -192,5 +192,6 @@ def _diagnose(expected, actual, w, x, geom, spatial):
         stride=geom.stride,
         dilation=geom.dilation,
         mode=geom.mode,
+        alpha=alpha,
         spatial=spatial,
     )

@@ -457,3 +457,19 @@ def test_reverse_maps_julia_kernel_whio_to_tf_hwio_elementwise():
 def test_bad_input_raises_porting_error_naming_the_value(call, match):
     with pytest.raises(PortingError, match=match):
         call()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("mode", [0, 1])
+@pytest.mark.parametrize("spatial", ["reverse", "keep"])
+def test_large_kernels_take_the_tiled_path_and_stay_exact(threads, mode, spatial, monkeypatch):
+    monkeypatch.setenv("PORTING_THREADS", str(threads))
+    rng = np.random.default_rng(11)
+    w = np.asfortranarray(rng.standard_normal((3, 5, 70, 130)).astype(np.float32))
+    assert w.nbytes >= tr._KERNEL_MIN_BYTES  # the tiled copy, not NumPy's
+    view = w.transpose(([1, 0] if spatial == "reverse" else [0, 1]) + [2, 3])
+    want = np.ascontiguousarray(view[::-1, ::-1] if mode == 0 else view)
+    got = kernel_to_tf(w, mode, spatial)
+    assert got.flags.c_contiguous and got.dtype == w.dtype
+    assert np.array_equal(got, want)
+    assert np.array_equal(kernel_from_tf(got, mode, spatial), w)

@@ -368,7 +368,6 @@ def test_shipped_example_is_small_and_deterministic():
         "porting.model",
         "porting.model.spec",
         "porting.model.forward",
-        "porting.model._weights",
         "porting.examples.lenet",
     ],
 )

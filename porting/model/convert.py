@@ -38,7 +38,6 @@ import numpy as np
 from porting import layout
 from porting._checks import check_choice
 from porting.errors import PortingError
-from porting.model._weights import dense_to_keras, kernel_to_keras
 from porting.model.export import atomic_path
 from porting.model.spec import Activation, Conv, Dense, Dropout, KnetModel, Layer, Mat, Pool
 
@@ -56,8 +55,8 @@ __all__ = [
 ]
 
 # The converters, looked up at call time (tests replace them to prove broken ports are caught).
-_kernel_converter = kernel_to_keras
-_dense_converter = dense_to_keras
+_kernel_converter = layout.kernel_to_tf
+_dense_converter = layout.dense_to_tf
 
 # Extra facts about converted models (spatial convention), kept off the Keras object.
 _INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -40,7 +40,6 @@ from porting.compare import Comparison, compare
 from porting.errors import PortingError
 from porting.knet import _reference
 from porting.model import convert as mconvert
-from porting.model._weights import kernel_to_keras
 from porting.model.forward import check_input, forward_knet
 from porting.model.spec import Activation, Conv, Dense, KnetModel, Pool
 
@@ -214,7 +213,7 @@ class ModelReport:
             )
         buf = io.StringIO()
         console = Console(
-            file=buf, width=110, force_terminal=False, color_system=None, highlight=False
+            file=buf, width=110, force_terminal=False, force_jupyter=False, color_system=None, highlight=False
         )
         console.print(self._headline(), markup=False, highlight=False)
         console.print(table)
@@ -267,7 +266,7 @@ def _abs_conv(layer: Conv, a: np.ndarray, wd) -> np.ndarray:
             np.abs(layer.w).astype(wd, copy=False), a, g, abs(float(layer.alpha))
         )
     # spatial="keep": Julia's axis order is TF's; a conv is the same under either mapping.
-    k = kernel_to_keras(np.abs(layer.w).astype(wd, copy=False), g.mode, "keep")
+    k = layout.kernel_to_tf(np.abs(layer.w).astype(wd, copy=False), g.mode, "keep")
     y = ptf.conv(
         layout.activations_to_tf(a, "keep"),
         k,

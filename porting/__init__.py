@@ -6,16 +6,15 @@ need them.
 
 from porting.errors import PortingError
 
-# The functions are bound eagerly (NumPy only) so that they, not their modules of the same
-# name, are `porting.compare` and `porting.diagnose`; import other names from the modules.
-from porting.compare import compare  # noqa: E402  (isort: skip)
-
 __version__ = "0.1.0"
 __all__ = ["PortingError", "__version__", "compare", "verify_conv4", "diagnose"]
 
+# `compare` and `diagnose` are modules that can be called as their function
+# (porting._callable), so `porting.compare(expected, actual)` works however they were imported.
 _LAZY = {
+    "compare": ("porting.compare", None),
+    "diagnose": ("porting.diagnose", None),
     "verify_conv4": ("porting.verify", "verify_conv4"),
-    "diagnose": ("porting.diagnose", "diagnose"),
 }
 
 
@@ -24,7 +23,8 @@ def __getattr__(name):
         import importlib
 
         module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
+        mod = importlib.import_module(module)
+        value = mod if attr is None else getattr(mod, attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'porting' has no attribute {name!r}")

@@ -280,3 +280,8 @@ def compare(expected, actual, *, k: int = 1, magnitude=None, precision=None) -> 
         worst_tolerance=worst_t,
         notes=notes,
     )
+
+
+from porting._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "compare")  # `porting.compare(expected, actual)` calls compare()

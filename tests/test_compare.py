@@ -128,8 +128,6 @@ def test_fortran_and_c_ordered_inputs_compare_elementwise():
 
 
 def test_chunk_boundaries_do_not_lose_the_worst_element():
-    import porting.compare
-
     mod = sys.modules["porting.compare"]
 
     n = mod._CHUNK * 3 + 7

@@ -11,9 +11,7 @@ The module itself is callable, so `porting.diagnose(...)` works whether or not
 
 from __future__ import annotations
 
-import sys
-import types
-
+from porting._callable import make_callable
 from porting.diagnose._core import K_ASSUMED, MAX_POSITIONS, diagnose
 from porting.diagnose._result import CAUSE_MEANING, CAUSES, Diagnosis, Finding
 
@@ -28,12 +26,4 @@ __all__ = [
 ]
 
 
-class _CallableModule(types.ModuleType):
-    """`import porting.diagnose` binds the module as `porting.diagnose`; calling it calls
-    `diagnose` so that `porting.diagnose(expected, actual)` works either way."""
-
-    def __call__(self, *args, **kwargs):
-        return diagnose(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, "diagnose")

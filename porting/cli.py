@@ -18,7 +18,10 @@ from porting.errors import MissingDependencyError, PortingError
 def _commands():
     import porting.commands as pkg
 
-    mods = [importlib.import_module(f"porting.commands.{m.name}") for m in pkgutil.iter_modules(pkg.__path__)]
+    mods = [
+        importlib.import_module(f"porting.commands.{m.name}")
+        for m in pkgutil.iter_modules(pkg.__path__)
+    ]
     return sorted((m for m in mods if hasattr(m, "NAME")), key=lambda m: getattr(m, "ORDER", 50))
 
 
@@ -33,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for mod in _commands():
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
+        p = sub.add_parser(
+            mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP)
+        )
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser

@@ -116,7 +116,11 @@ class Comparison:
         verdict = "agree" if self.ok else "DIFFER"
         lines = [
             f"{verdict}: {self.n_mismatched} of {self.n_elements} elements outside tolerance"
-            + (f" ({self.n_nonfinite_mismatched} NaN/Inf mismatches)" if self.n_nonfinite_mismatched else ""),
+            + (
+                f" ({self.n_nonfinite_mismatched} NaN/Inf mismatches)"
+                if self.n_nonfinite_mismatched
+                else ""
+            ),
             f"  shape {self.shape}, expected {self.expected_dtype}, actual {self.actual_dtype}",
             f"  max abs error {self.max_abs_error:.3g}, max error / S {self.max_rel_error:.3g}, "
             f"max {self.max_ulp:.3g} ULP ({self.tolerance.precision})",
@@ -186,7 +190,9 @@ def compare(expected, actual, *, k: int = 1, magnitude=None, precision=None) -> 
         precision=prec_name,
         eps=eps,
         factor=factor,
-        magnitude="sum of magnitudes (given)" if m is not None else "|expected| (no magnitude given)",
+        magnitude="sum of magnitudes (given)"
+        if m is not None
+        else "|expected| (no magnitude given)",
     )
     if e.dtype != a.dtype:
         work = np.dtype(np.float64)

@@ -82,7 +82,9 @@ def _mpl():
     except ImportError:
         from porting.errors import MissingDependencyError
 
-        raise MissingDependencyError("plots need matplotlib: pip install 'porting[plots]'") from None
+        raise MissingDependencyError(
+            "plots need matplotlib: pip install 'porting[plots]'"
+        ) from None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

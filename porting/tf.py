@@ -105,7 +105,7 @@ def _import_tf():
 
         raise MissingDependencyError(
             f"this needs TensorFlow, which could not be imported ({e}); install it with "
-            "`pip install \"porting[tf-cpu]\"` (CPU wheel) or `pip install \"porting[tf]\"`"
+            '`pip install "porting[tf-cpu]"` (CPU wheel) or `pip install "porting[tf]"`'
         ) from None
     return tf
 

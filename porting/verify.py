@@ -75,7 +75,9 @@ class VerifyReport:
         }
 
     def __str__(self) -> str:
-        head = "OK: Knet and TensorFlow agree" if self.ok else "MISMATCH: Knet and TensorFlow differ"
+        head = (
+            "OK: Knet and TensorFlow agree" if self.ok else "MISMATCH: Knet and TensorFlow differ"
+        )
         lines = [
             f"{head} ({self.op})",
             f"  Knet side: backend {self.knet_backend!r} ({self.knet_backend_reason}), "
@@ -139,11 +141,22 @@ def verify_conv4(
     tf_dtype = _tf_dtype(dtype, np.result_type(w.dtype, x.dtype))
 
     y_knet = pknet.conv4(
-        w, x, padding=padding, stride=stride, dilation=dilation, mode=mode, alpha=alpha, backend=knet
+        w,
+        x,
+        padding=padding,
+        stride=stride,
+        dilation=dilation,
+        mode=mode,
+        alpha=alpha,
+        backend=knet,
     )
-    geom = ConvGeometry.from_knet(x.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=mode)
+    geom = ConvGeometry.from_knet(
+        x.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=mode
+    )
     # Sum of magnitudes per output element, for the tolerance (float64: it only sets a bound).
-    mag = _reference.conv4(np.abs(w).astype(np.float64), np.abs(x).astype(np.float64), geom, abs(float(alpha)))
+    mag = _reference.conv4(
+        np.abs(w).astype(np.float64), np.abs(x).astype(np.float64), geom, abs(float(alpha))
+    )
     y_tf = ptf.knet_conv4_via_tf(
         w.astype(tf_dtype, copy=False),
         x.astype(tf_dtype, copy=False),

@@ -33,7 +33,24 @@ def test_verify_conv_reads_fortran_npy_as_npzjl_writes_them(tmp_path, capsys):
     pw, px = _save(tmp_path, "w.npy", w), _save(tmp_path, "x.npy", x)
     with open(pw, "rb") as f:
         assert b"'fortran_order': True" in f.read(128)
-    assert main(["verify-conv", "--w", pw, "--x", px, "--padding", "1", "--stride", "2,1", "--knet", "reference"]) == 0
+    assert (
+        main(
+            [
+                "verify-conv",
+                "--w",
+                pw,
+                "--x",
+                px,
+                "--padding",
+                "1",
+                "--stride",
+                "2,1",
+                "--knet",
+                "reference",
+            ]
+        )
+        == 0
+    )
     assert "OK" in capsys.readouterr().out
 
 
@@ -81,7 +98,9 @@ def test_unreadable_and_directory_inputs_exit_2(tmp_path, capsys):
 
 
 def test_python_dash_m_porting_runs():
-    out = subprocess.run([sys.executable, "-m", "porting", "--help"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "porting", "--help"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "verify-conv" in out.stdout
 
 

@@ -65,8 +65,9 @@ def test_correct_float32_conv_sum_is_within_bound_and_tf32_like_is_not():
     x = r.standard_normal(k)
     exact = w @ x
     s = np.abs(w) @ np.abs(x)
-    f32 = (w.astype(np.float32) @ x.astype(np.float32))
+    f32 = w.astype(np.float32) @ x.astype(np.float32)
     assert compare(exact, f32, k=k, magnitude=s).ok
+
     # TF32-like: inputs rounded to a 10-bit mantissa before the float32 sum
     def tf32(a):
         m, ex = np.frexp(a.astype(np.float32))

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from porting import PortingError
+from porting import PortingError, knet
 from porting import tf as ptf
-from porting import knet
 
 tf = ptf._import_tf()
 ROOT = Path(__file__).resolve().parents[1]  # so that `import porting` works in a subprocess
@@ -183,7 +182,11 @@ def test_max_pool_nan_never_wins_and_empty_windows_give_minus_floatmax(dtype, nd
     # window of only NaN/-Inf gives -floatmax, as the reference does.
     lowest = float(np.finfo(dtype).min)
     assert y.ravel().tolist() == [1.0, 2.0, 3.0, lowest, lowest]
-    ref = knet.pool(np.asarray(line, dtype).reshape(10, *(1,) * (nd - 1), 1, 1), window=(2, *(1,) * (nd - 1)), backend="reference")
+    ref = knet.pool(
+        np.asarray(line, dtype).reshape(10, *(1,) * (nd - 1), 1, 1),
+        window=(2, *(1,) * (nd - 1)),
+        backend="reference",
+    )
     assert np.asarray(ref).ravel().tolist() == y.ravel().tolist()
 
 

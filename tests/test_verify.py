@@ -27,7 +27,16 @@ def test_seed002_knet_float64_vs_tf_float32_agrees():
 @pytest.mark.parametrize("mode", [0, 1])
 def test_verify_agrees_for_correct_ports(spatial, mode):
     w, x = _wx((3, 2, 4, 5), (9, 8, 4, 2))
-    r = verify_conv4(w, x, padding=(1, 0), stride=(2, 1), dilation=(1, 2), mode=mode, spatial=spatial, knet="reference")
+    r = verify_conv4(
+        w,
+        x,
+        padding=(1, 0),
+        stride=(2, 1),
+        dilation=(1, 2),
+        mode=mode,
+        spatial=spatial,
+        knet="reference",
+    )
     assert r.ok, str(r)
     # Y1 = 1 + (9 + 2 - 3) // 2 = 5; Y2 = 1 + (8 - 3) // 1 = 6
     assert r.shapes["y (Knet)"] == (5, 6, 5, 2)

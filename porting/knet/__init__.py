@@ -53,7 +53,9 @@ def conv4(w, x, *, padding=0, stride=1, dilation=1, mode=0, alpha=1, backend="au
     true convolution (kernel rotated 180 degrees), `mode=1` cross-correlation.
     """
     w, x = _conv_args(w, x, "kernel", -2)
-    geom = ConvGeometry.from_knet(x.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=mode)
+    geom = ConvGeometry.from_knet(
+        x.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=mode
+    )
     geom.output_size(x.shape[:-2], w.shape[:-2])  # validates
     alpha = as_scalar(alpha, "alpha")
     b = resolve(backend)
@@ -67,7 +69,9 @@ def deconv4(w, x, *, padding=0, stride=1, dilation=1, mode=0, alpha=1, backend="
     `Yi = (Xi - 1) stride + ((Wi - 1) dilation + 1) - 2 padding`. Same flip rule as conv4.
     """
     w, x = _conv_args(w, x, "kernel", -1)
-    geom = ConvGeometry.from_knet(x.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=mode)
+    geom = ConvGeometry.from_knet(
+        x.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=mode
+    )
     geom.transpose_output_size(x.shape[:-2], w.shape[:-2])  # validates
     alpha = as_scalar(alpha, "alpha")
     b = resolve(backend)
@@ -81,7 +85,9 @@ def pool(x, *, window=2, padding=0, stride=None, mode=0, alpha=1, backend="auto"
     (padding counts as zeros); 2 is run as 1, as Knet's CPU does (with a warning there).
     """
     x = as_float_array(x, "x", ndim=(3, 4, 5))
-    geom = PoolGeometry.from_knet(x.ndim - 2, window=window, padding=padding, stride=stride, mode=mode)
+    geom = PoolGeometry.from_knet(
+        x.ndim - 2, window=window, padding=padding, stride=stride, mode=mode
+    )
     geom.output_size(x.shape[:-2])  # validates
     alpha = as_scalar(alpha, "alpha")
     b = resolve(backend)

@@ -213,7 +213,12 @@ class ModelReport:
             )
         buf = io.StringIO()
         console = Console(
-            file=buf, width=110, force_terminal=False, force_jupyter=False, color_system=None, highlight=False
+            file=buf,
+            width=110,
+            force_terminal=False,
+            force_jupyter=False,
+            color_system=None,
+            highlight=False,
         )
         console.print(self._headline(), markup=False, highlight=False)
         console.print(table)

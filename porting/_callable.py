@@ -19,5 +19,5 @@ class _CallableModule(types.ModuleType):
 def make_callable(module_name: str, function_name: str) -> None:
     """Let the module `module_name` be called as its function `function_name`."""
     module = sys.modules[module_name]
-    module.__call_target__ = function_name
+    setattr(module, "__call_target__", function_name)  # noqa: B010
     module.__class__ = _CallableModule

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -136,9 +137,13 @@ class Comparison:
         return "\n".join(lines)
 
 
+def _memory_order(a: np.ndarray) -> Literal["C", "F"]:
+    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+
+
 def _flat_views(expected: np.ndarray, actual: np.ndarray, magnitude: np.ndarray | None):
     """1-D views in one common memory order; at most one of them is copied."""
-    order = "F" if expected.flags.f_contiguous and not expected.flags.c_contiguous else "C"
+    order = _memory_order(expected)
     arrays = [expected, actual] + ([magnitude] if magnitude is not None else [])
     flat = []
     for arr in arrays:
@@ -255,7 +260,7 @@ def compare(expected, actual, *, k: int = 1, magnitude=None, precision=None) -> 
     if first_nonfinite_bad >= 0 and worst_ratio <= 1.0:
         worst_flat = first_nonfinite_bad  # only NaN/Inf placement differs: show that
     if worst_flat >= 0:
-        order = "F" if e.flags.f_contiguous and not e.flags.c_contiguous else "C"
+        order = _memory_order(e)
         worst_index = tuple(int(i) for i in np.unravel_index(worst_flat, e.shape, order=order))
         worst_e = float(e[worst_index])
         worst_a = float(a[worst_index])

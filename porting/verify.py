@@ -28,7 +28,7 @@ def versions(*, tensorflow: bool = True) -> dict[str, str | None]:
     """Versions of what took part: Python, NumPy, porting, and TensorFlow/Keras if imported."""
     import porting
 
-    out = {
+    out: dict[str, str | None] = {
         "python": platform.python_version(),
         "numpy": np.__version__,
         "porting": porting.__version__,

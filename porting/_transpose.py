@@ -463,20 +463,28 @@ def kernel_copy(v: np.ndarray, *, threads: int | None = None) -> np.ndarray:
     taps = int(np.prod(v.shape[:-2]))
     bo = min(cout, 16)
     bi = max(1, min(cin, _KERNEL_TILE_ELEMS // (bo * taps)))
-    tiles = [(slice(i, i + bi), slice(o, o + bo)) for o in range(0, cout, bo) for i in range(0, cin, bi)]
+    tiles = [
+        (slice(i, i + bi), slice(o, o + bo)) for o in range(0, cout, bo) for i in range(0, cin, bi)
+    ]
     n = min(_threads(threads), len(tiles))
-
-    def run(part):
-        for ci, co in part:
-            np.copyto(out[..., ci, co], v[..., ci, co])
-
     if n <= 1:
-        run(tiles)
+        _kernel_tiles(out, v, tiles)
         return out
-    step = -(-len(tiles) // n)
-    parts = [tiles[k : k + step] for k in range(0, len(tiles), step)]
-    futures = [_executor(n - 1).submit(run, p) for p in parts[1:]]
-    run(parts[0])
+    # Threads draw tiles from one queue (as in `_run`): on a busy machine a thread that gets no
+    # CPU leaves its share to the others instead of holding the copy up (a static split made
+    # the caller wait for it).
+    shared = _Shared(tiles)
+    pool = _executor(n - 1)
+    futures = [pool.submit(_kernel_tiles, out, v, shared) for _ in range(n - 1)]
+    _kernel_tiles(out, v, shared)
     for f in futures:
-        f.result()
+        if not f.cancel():  # a helper that never started (pool busy elsewhere) is not awaited
+            f.result()
     return out
+
+
+def _kernel_tiles(out: np.ndarray, v: np.ndarray, tiles) -> None:
+    """Copy the `(Cin block, Cout block)` tiles `tiles` yields (a list or a `_Shared`)."""
+    copyto = np.copyto
+    for ci, co in tiles:
+        copyto(out[..., ci, co], v[..., ci, co])

@@ -473,3 +473,68 @@ def test_large_kernels_take_the_tiled_path_and_stay_exact(threads, mode, spatial
     assert got.flags.c_contiguous and got.dtype == w.dtype
     assert np.array_equal(got, want)
     assert np.array_equal(kernel_from_tf(got, mode, spatial), w)
+
+
+# --------------------------------------------------------------------------- kernel_copy
+
+
+@st.composite
+def kernel_views(draw):
+    """A kernel view as `kernel_to_tf` builds it: Julia `(W..., Cin, Cout)` in either memory
+    order, spatial axes permuted and (mode 0) reversed, plus strided and sliced sources."""
+    nd = draw(st.integers(1, 3))
+    taps = tuple(draw(st.lists(st.integers(1, 4), min_size=nd, max_size=nd)))
+    cin, cout = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    dtype = draw(st.sampled_from(FLOATS))
+    seed = draw(st.integers(0, 2**32 - 1))
+    w = as_order(special_floats(np.random.default_rng(seed), (*taps, cin, cout), dtype), "C")
+    layout = draw(st.sampled_from(["F", "C", "sliced"]))
+    if layout == "F":
+        w = np.asfortranarray(w)
+    elif layout == "sliced":  # a Fortran kernel cut out of a larger one: gaps between slabs
+        w = np.asfortranarray(np.concatenate([w, w[..., :1, :]], axis=-2))[..., :cin, :]
+    spatial = draw(st.permutations(range(nd)))
+    if draw(st.booleans()):  # mode 0: rotated 180 degrees
+        w = w[(slice(None, None, -1),) * nd]
+    return w.transpose(*spatial, nd, nd + 1)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    v=kernel_views(),
+    threads=st.sampled_from([1, 2, 3]),
+    tile=st.sampled_from([1, 37, 256]),
+)
+def test_kernel_copy_equals_numpy_with_small_tiles(v, threads, tile):
+    """Every tiling (tiny tiles, edge tiles, one tile) and thread count, shared tile queue
+    included, gives exactly np.ascontiguousarray(view) as a fresh C-contiguous array."""
+    saved = tr._KERNEL_MIN_BYTES, tr._KERNEL_TILE_ELEMS
+    tr._KERNEL_MIN_BYTES, tr._KERNEL_TILE_ELEMS = 0, tile
+    try:
+        got = tr.kernel_copy(v, threads=threads)
+    finally:
+        tr._KERNEL_MIN_BYTES, tr._KERNEL_TILE_ELEMS = saved
+    ref = np.ascontiguousarray(v)
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    assert got.flags.c_contiguous and got.flags.owndata
+    assert got.tobytes() == ref.tobytes()
+    assert not np.shares_memory(got, v)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_kernel_copy_shares_tiles_when_a_helper_never_starts(dtype, monkeypatch):
+    """With the copy pool's only thread busy elsewhere, the caller copies every tile itself."""
+    rng = np.random.default_rng(3)
+    w = np.asfortranarray(special_floats(rng, (3, 3, 96, 128), dtype))
+    v = w[::-1, ::-1].transpose(1, 0, 2, 3)
+    assert v.nbytes >= tr._KERNEL_MIN_BYTES
+    pool = tr._executor(1)
+    gate = __import__("threading").Event()
+    blockers = [pool.submit(gate.wait, 30) for _ in range(pool._max_workers)]
+    try:
+        got = tr.kernel_copy(v, threads=2)
+    finally:
+        gate.set()
+        for b in blockers:
+            b.result()
+    assert got.tobytes() == np.ascontiguousarray(v).tobytes()

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from porting.errors import PortingError
 
 __all__ = ["compare", "Comparison", "Tolerance"]
 
-_CHUNK = 1 << 15  # elements per chunk: a few chunk-sized temporaries stay in L2
+_CHUNK = 1 << 16  # elements per chunk: a few chunk-sized temporaries stay in L2
 
 
 def _as_float(a, name: str) -> np.ndarray:
@@ -99,7 +99,7 @@ class Comparison:
     n_mismatched: int
     n_nonfinite_mismatched: int
     max_abs_error: float
-    max_rel_error: float  # max |e - a| / S over finite elements
+    max_rel_error: float  # max |e - a| / (S + tiny/eps) over finite elements
     max_ulp: float  # max |e - a| in ULPs of the lower-precision side at |expected|
     max_error_to_tolerance: float  # max |e - a| / tol: < 1 means within bounds
     worst_index: tuple[int, ...] | None
@@ -150,6 +150,88 @@ def _flat_views(expected: np.ndarray, actual: np.ndarray, magnitude: np.ndarray 
         contiguous = arr.flags.f_contiguous if order == "F" else arr.flags.c_contiguous
         flat.append(arr.ravel(order=order) if contiguous else np.asarray(arr).ravel(order=order))
     return order, flat
+
+
+@dataclass(frozen=True)
+class _Consts:
+    work: np.dtype
+    lower: np.dtype
+    scale: Any
+    floor: Any
+    big: Any
+
+
+@dataclass
+class _Partial:
+    n_bad: int = 0
+    n_nonfinite_bad: int = 0
+    max_abs: float = 0.0
+    max_ulp: float = 0.0
+    worst_ratio: float = -1.0
+    worst_flat: int = -1
+    first_nonfinite_bad: int = -1
+
+
+_EXPONENT_BITS = {
+    2: (np.int16, 0x7C00),
+    4: (np.int32, 0x7F800000),
+    8: (np.int64, 0x7FF0000000000000),
+}
+
+
+def _spacing(absval: np.ndarray, lower: np.dtype) -> np.ndarray:
+    """`np.spacing(|x|)` in `lower`'s format, from the exponent bits (a few cheap passes instead
+    of a nextafter per element): the power of two of x times eps, at least the smallest
+    subnormal."""
+    x = absval.astype(lower, copy=False)
+    itype, mask = _EXPONENT_BITS[lower.itemsize]
+    p2 = np.bitwise_and(x.view(itype), itype(mask)).view(lower)
+    fi = np.finfo(lower)
+    sp = np.multiply(p2, lower.type(fi.eps))
+    return np.maximum(sp, lower.type(fi.smallest_subnormal), out=sp)
+
+
+def _scan(fe, fa, fm, lo: int, hi: int, c: _Consts) -> _Partial:
+    """The statistics of elements [lo, hi) of the flat views, one cache-sized chunk at a time."""
+    out = _Partial()
+    work = c.work
+    for start in range(lo, hi, _CHUNK):
+        stop = min(start + _CHUNK, hi)
+        ce = fe[start:stop].astype(work, copy=False)
+        ca = fa[start:stop].astype(work, copy=False)
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = np.subtract(ce, ca)  # inf - inf -> NaN, handled below
+        np.abs(d, out=d)
+        abs_e = np.abs(ce)
+        mag = abs_e if fm is None else np.abs(fm[start:stop].astype(work, copy=False))
+        tol = mag * c.scale
+        tol += c.floor
+        np.minimum(tol, c.big, out=tol)  # an infinite expected value must not accept anything
+        within = d <= tol  # False for NaN differences and infinite errors
+        if not within.all():
+            bad_idx = np.flatnonzero(~within)
+            be, ba = ce[bad_idx], ca[bad_idx]
+            same_nonfinite = (np.isnan(be) & np.isnan(ba)) | (~np.isfinite(be) & (be == ba))
+            real_bad = bad_idx[~same_nonfinite]
+            if real_bad.size:
+                out.n_bad += real_bad.size
+                nonfinite = ~(np.isfinite(ce[real_bad]) & np.isfinite(ca[real_bad]))
+                out.n_nonfinite_bad += int(nonfinite.sum())
+                if out.first_nonfinite_bad < 0 and nonfinite.any():
+                    out.first_nonfinite_bad = start + int(real_bad[np.argmax(nonfinite)])
+            # keep NaN/Inf out of the statistics below
+            finite = np.isfinite(d)
+            if not finite.all():
+                d = np.where(finite, d, 0.0)
+        ratio = d / tol
+        i = int(np.argmax(ratio))
+        if ratio[i] > out.worst_ratio:
+            out.worst_ratio, out.worst_flat = float(ratio[i]), start + i
+        out.max_abs = max(out.max_abs, float(d.max()))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            ulp = np.divide(d, _spacing(abs_e, c.lower), dtype=work)
+        out.max_ulp = max(out.max_ulp, float(np.fmax.reduce(ulp)))
+    return out
 
 
 def compare(expected, actual, *, k: int = 1, magnitude=None, precision=None) -> Comparison:
@@ -207,54 +289,36 @@ def compare(expected, actual, *, k: int = 1, magnitude=None, precision=None) -> 
     fe, fa = flat[0], flat[1]
     fm = flat[2] if m is not None else None
     n = fe.size
-    scale = work.type(factor * eps)
-    floor = work.type(factor * tiny)
-    big = work.type(np.finfo(work).max)
+    consts = _Consts(
+        work=work,
+        lower=np.dtype(lower),
+        scale=work.type(factor * eps),
+        floor=work.type(factor * tiny),
+        big=work.type(np.finfo(work).max),
+    )
+    # Two halves on two threads (NumPy releases the GIL in its loops), chunk by chunk.
+    from porting._transpose import _executor, _threads
 
-    n_bad = n_nonfinite_bad = 0
-    max_abs = max_rel = max_ulp = 0.0
-    worst_ratio = -1.0
-    worst_flat = -1
-    first_nonfinite_bad = -1
-    for start in range(0, n, _CHUNK):
-        stop = min(start + _CHUNK, n)
-        ce = fe[start:stop].astype(work, copy=False)
-        ca = fa[start:stop].astype(work, copy=False)
-        with np.errstate(invalid="ignore", over="ignore"):
-            d = np.subtract(ce, ca)  # inf - inf -> NaN, handled below
-        np.abs(d, out=d)
-        mag = np.abs(ce) if fm is None else np.abs(fm[start:stop].astype(work, copy=False))
-        tol = mag * scale
-        tol += floor
-        np.minimum(tol, big, out=tol)  # an infinite expected value must not accept anything
-        within = d <= tol  # False for NaN differences and infinite errors
-        if not within.all():
-            bad_idx = np.flatnonzero(~within)
-            be, ba = ce[bad_idx], ca[bad_idx]
-            same_nonfinite = (np.isnan(be) & np.isnan(ba)) | (~np.isfinite(be) & (be == ba))
-            real_bad = bad_idx[~same_nonfinite]
-            if real_bad.size:
-                n_bad += real_bad.size
-                nonfinite = ~(np.isfinite(ce[real_bad]) & np.isfinite(ca[real_bad]))
-                n_nonfinite_bad += int(nonfinite.sum())
-                if first_nonfinite_bad < 0 and nonfinite.any():
-                    first_nonfinite_bad = start + int(real_bad[np.argmax(nonfinite)])
-            # keep NaN/Inf out of the statistics below
-            finite = np.isfinite(d)
-            if not finite.all():
-                d = np.where(finite, d, 0.0)
-        if d.size:
-            ratio = d / tol
-            i = int(np.argmax(ratio))
-            if ratio[i] > worst_ratio:
-                worst_ratio, worst_flat = float(ratio[i]), start + i
-            max_abs = max(max_abs, float(d.max()))
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                rel = d / mag
-                rel[mag == 0] = 0.0
-                ulp = d / np.spacing(np.abs(ce).astype(lower, copy=False)).astype(work, copy=False)
-            max_rel = max(max_rel, float(np.nanmax(rel)))
-            max_ulp = max(max_ulp, float(np.nanmax(ulp)))
+    parts = max(1, min(_threads(None), 2, -(-n // (4 * _CHUNK))))
+    bounds = [n * i // parts // _CHUNK * _CHUNK for i in range(parts)] + [n]
+    if parts == 1:
+        scans = [_scan(fe, fa, fm, 0, n, consts)]
+    else:
+        futures = [
+            _executor(parts - 1).submit(_scan, fe, fa, fm, bounds[i], bounds[i + 1], consts)
+            for i in range(1, parts)
+        ]
+        scans = [_scan(fe, fa, fm, bounds[0], bounds[1], consts)] + [f.result() for f in futures]
+    n_bad = sum(p.n_bad for p in scans)
+    n_nonfinite_bad = sum(p.n_nonfinite_bad for p in scans)
+    max_abs = max(p.max_abs for p in scans)
+    max_ulp = max(p.max_ulp for p in scans)
+    best = max(scans, key=lambda p: p.worst_ratio)  # earliest part wins ties
+    worst_ratio, worst_flat = best.worst_ratio, best.worst_flat
+    nonfinite_firsts = [p.first_nonfinite_bad for p in scans if p.first_nonfinite_bad >= 0]
+    first_nonfinite_bad = nonfinite_firsts[0] if nonfinite_firsts else -1
+    # |e - a| / S, with the tolerance's floor: (S + tiny/eps) in the denominator
+    max_rel = max(worst_ratio, 0.0) * float(consts.scale)
 
     worst_index = worst_e = worst_a = worst_t = None
     if first_nonfinite_bad >= 0 and worst_ratio <= 1.0:

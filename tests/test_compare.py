@@ -145,3 +145,28 @@ def test_report_text_and_dict():
     assert "DIFFER" in text and "(sqrt(K)+2)*eps*S" in text
     d = c.to_dict()
     assert d["ok"] is False and d["tolerance"]["k"] == 1 and "formula" in d["tolerance"]
+
+
+@pytest.mark.parametrize("orders", ["CC", "FC"])
+def test_compare_holds_at_most_one_input_sized_buffer(orders):
+    # Issue 2: at most one extra input-sized buffer (here: none when the orders match, one
+    # copy when they differ). NumPy reports its allocations to tracemalloc.
+    import tracemalloc
+
+    shape = (128, 256, 256)  # 32 MB in float32
+    r = rng()
+    a = r.standard_normal(shape, dtype=np.float32)
+    b = np.array(a * np.float32(1 + 1e-7), order=orders[1])
+    a = np.array(a, order=orders[0])
+    compare(a, b)  # warm up
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    c = compare(a, b)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    assert c.ok
+    # chunk temporaries are a fixed few MB (two threads x one chunk) whatever the input size;
+    # a copy only when the memory orders differ
+    chunk_allowance = 8 << 20
+    limit = (0 if orders == "CC" else a.nbytes) + chunk_allowance
+    assert peak <= limit, f"peak extra {peak} bytes for {a.nbytes}-byte inputs"

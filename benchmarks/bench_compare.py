@@ -1,0 +1,65 @@
+"""`porting.compare` on two 256 MB arrays vs one `np.max(np.abs(a - b))` pass.
+
+Target (issue 2): at most 3x the time of the plain pass, with at most one extra input-sized
+buffer. Timings are interleaved and the best of several runs is kept; the peak extra memory is
+measured with tracemalloc (NumPy reports its allocations there). Reports, never asserts.
+
+    python benchmarks/bench_compare.py [--quick] [--mb 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import tracemalloc
+
+import numpy as np
+
+from porting.compare import compare
+
+
+def peak_extra(fn) -> int:
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    fn()
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--mb", type=int, default=256, help="size of each input array in MB")
+    args = ap.parse_args()
+    reps = 3 if args.quick else 7
+    n = args.mb * (1 << 20) // 4
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(n, dtype=np.float32)
+    b = a + a * np.float32(3e-8)  # within rounding: the common case, the full pass runs
+    cases = [("float32 vs float32", a, b), ("float64 expected vs float32", None, b)]
+    print(f"compare on {args.mb} MB inputs ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")
+    for name, e, act in cases:
+        if e is None:
+            e = a.astype(np.float64)  # a Knet Float64 result against a float32 port
+        plain, ours = [], []
+        for _ in range(reps):
+            t = time.perf_counter()
+            np.max(np.abs(e - act))
+            plain.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            c = compare(e, act)
+            ours.append(time.perf_counter() - t)
+        extra = peak_extra(lambda: compare(e, act))  # noqa: B023
+        ratio = min(ours) / min(plain)
+        print(
+            f"  {name:28s} plain {1e3 * min(plain):7.1f} ms  compare {1e3 * min(ours):7.1f} ms  "
+            f"ratio {ratio:4.2f}x (target <= 3x)  peak extra memory {extra / 2**20:6.1f} MB "
+            f"(input {e.nbytes / 2**20:.0f} MB; target <= one input)  ok={c.ok}"
+        )
+
+
+if __name__ == "__main__":
+    main()

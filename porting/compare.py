@@ -185,7 +185,7 @@ def _spacing(absval: np.ndarray, lower: np.dtype) -> np.ndarray:
     subnormal."""
     x = absval.astype(lower, copy=False)
     itype, mask = _EXPONENT_BITS[lower.itemsize]
-    p2 = np.bitwise_and(x.view(itype), itype(mask)).view(lower)
+    p2 = np.bitwise_and(x.view(itype), np.array(mask, dtype=itype)).view(lower)
     fi = np.finfo(lower)
     sp = np.multiply(p2, lower.type(fi.eps))
     return np.maximum(sp, lower.type(fi.smallest_subnormal), out=sp)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -22,9 +23,21 @@ NAME = "reference"
 DESCRIPTION = "NumPy reimplementation of Knet 1.4.10's CPU arithmetic (NNlib im2col + GEMM)"
 
 
-# Bytes of im2col (or col2im) matrix handled per GEMM batch: big enough that the GEMMs run near
-# BLAS's peak, small enough that the copy and the GEMM reading it share the last-level cache.
+# How the convolutions run (all on C-ordered `(N, C, Xd..X1)` data, the transpose of Julia's
+# arrays). The input is padded once; then either
+# - "shifted GEMMs" (stride 1 along Xd): a column matrix is built over the inner spatial dims
+#   only, over all padded rows of Xd. Kernel row i along Xd then reads that matrix shifted by i
+#   rows, a strided view that BLAS takes as it is, so the copy is Kd times smaller than a full
+#   im2col and the Kd GEMMs are summed (one add each);
+# - "im2col" (everything else, or too few channels for the former to give long GEMMs): the full
+#   column matrix, one GEMM (for a 1x1 kernel with stride 1, the input itself).
+# Both build their column matrices with one copy from a sliding-window view, batched over images
+# (or, for big images, output rows) so that a batch is about `_COL_BYTES`, and both write the
+# GEMMs straight into the result, whose transpose is the Fortran-ordered Julia-indexed result.
 _COL_BYTES = 4 << 20
+# Shifted GEMMs need a contraction (inner kernel volume x channels) at least this long to run
+# BLAS near its peak; below it, the full im2col's single longer GEMM is faster.
+_MIN_SHIFT_ROWS = 64
 
 
 def _scale(y: np.ndarray, alpha: float) -> np.ndarray:
@@ -39,11 +52,6 @@ def _flip_spatial(wt: np.ndarray, nd: int) -> np.ndarray:
     return wt[(Ellipsis, *([slice(None, None, -1)] * nd))]
 
 
-def _c_order(xt: np.ndarray) -> np.ndarray:
-    """`xt` as a C-contiguous `(N, C, Xd..X1)` array: free for Julia's (Fortran-ordered) arrays."""
-    return xt if xt.flags.c_contiguous else np.ascontiguousarray(xt)
-
-
 def _chunks(total: int, step: int) -> list[tuple[int, int]]:
     """Split range(total) into about-equal pieces of at most `step` (no small leftover piece)."""
     pieces = -(-total // max(1, step))
@@ -51,96 +59,170 @@ def _chunks(total: int, step: int) -> list[tuple[int, int]]:
     return [(a, min(total, a + size)) for a in range(0, total, size)]
 
 
-def _valid(xlen: int, ylen: int, shift: int, s: int) -> tuple[int, int, int]:
-    """Outputs `[lo, hi)` whose input index `y*s + shift` lies in `[0, xlen)`, and that index at lo."""
-    lo = max(0, -(shift // s))
-    hi = max(lo, min(ylen, (xlen - 1 - shift) // s + 1))
-    return lo, hi, lo * s + shift
+def _batches(n: int, rows: int, bytes_per_row: int) -> tuple[list, list]:
+    """Image batches and output-row batches whose column matrices are about `_COL_BYTES`."""
+    per_image = rows * bytes_per_row
+    if per_image <= _COL_BYTES:
+        return _chunks(n, _COL_BYTES // per_image), [(0, rows)]
+    return _chunks(n, 1), _chunks(rows, _COL_BYTES // bytes_per_row)
 
 
-def _correlate(
-    wt: np.ndarray,
-    xt: np.ndarray,
-    pad: tuple[int, ...],
-    stride: tuple[int, ...],
-    dil: tuple[int, ...],
-    out: np.ndarray,
-) -> np.ndarray:
-    """Cross-correlation on C-ordered `(N, C, Xd..X1)` data by im2col + GEMM, written into `out`.
+class _Scratch(threading.local):
+    """Per-thread reusable work memory for the padded input and the column matrices.
 
-    `out[n, f, y] = sum over c, k of wt[f, c, k] * x[n, c, y*stride + k*dil - pad]`, where x is
-    zero outside its bounds (`pad` may be negative: that crops). `wt` is `(F, C, Kd..K1)`, `out`
-    a C-contiguous `(N, F, Yd..Y1)` array. Padding is never materialised: each kernel offset
-    copies the in-bounds part of its shifted input into the column matrix, whose out-of-bounds
-    parts are zero. Images (or, for big images, output rows) are batched so that one column
-    matrix is about `_COL_BYTES`, and one `np.matmul` per batch writes straight into `out`.
+    Fresh large arrays on every call cost page faults, and whether glibc hands back recycled or
+    new pages depends on the process's allocation history (up to 30% of a conv4 here). Only
+    the result is allocated per call; up to `limit` bytes of work memory stay cached per thread.
+    """
+
+    limit = 64 << 20
+    buf: np.ndarray | None = None
+
+    def arrays(self, dtype, *shapes) -> list[np.ndarray]:
+        """Uninitialised arrays of `shapes`, disjoint, valid until this thread's next call."""
+        dtype = np.dtype(dtype)
+        sizes = [-(-math.prod(sh) * dtype.itemsize // 64) * 64 for sh in shapes]
+        total = sum(sizes)
+        buf = self.buf
+        if buf is None or buf.size < total:
+            buf = np.empty(total, np.uint8)
+            if total <= self.limit:
+                self.buf = buf
+        out, offset = [], 0
+        for sh, size in zip(shapes, sizes, strict=True):
+            nbytes = math.prod(sh) * dtype.itemsize
+            out.append(buf[offset : offset + nbytes].view(dtype).reshape(sh))
+            offset += size
+        return out
+
+
+_scratch = _Scratch()
+
+
+def _padded_shape(xt: np.ndarray, pad: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape of `xt` padded (cropped, for negative entries) by `pad` at both ends."""
+    return (*xt.shape[:2], *(xi + 2 * p for xi, p in zip(xt.shape[2:], pad, strict=True)))
+
+
+def _pad_into(xp: np.ndarray | None, xt: np.ndarray, pad: tuple[int, ...]) -> np.ndarray:
+    """`xt` zero-padded symmetrically by `pad` (a negative entry crops), C-ordered.
+
+    Written into `xp` (of `_padded_shape`, contents undefined) when given; without it, `xt`
+    itself (or a contiguous copy) when nothing is padded.
+    """
+    crop = tuple(
+        slice(-p, xi + p) if p < 0 else slice(None) for p, xi in zip(pad, xt.shape[2:], strict=True)
+    )
+    xt = xt[(slice(None), slice(None), *crop)]
+    if xp is None:
+        return np.ascontiguousarray(xt)
+    pos = [max(p, 0) for p in pad]
+    everything = [slice(None)] * xp.ndim
+    for j, (p, xi) in enumerate(zip(pos, xt.shape[2:], strict=True)):
+        if p:  # the two borders of spatial dim j, across every other dim
+            xp[(*everything[: 2 + j], slice(0, p))] = 0
+            xp[(*everything[: 2 + j], slice(p + xi, None))] = 0
+    xp[
+        (
+            slice(None),
+            slice(None),
+            *(slice(p, p + xi) for p, xi in zip(pos, xt.shape[2:], strict=True)),
+        )
+    ] = xt
+    return xp
+
+
+def _windows(xp: np.ndarray, dims: range, ys, ks, stride, dil) -> np.ndarray:
+    """View `(N, C, ..., Y_j..., K_j...)` over spatial `dims` of xp: `xp[..., y*s + k*d, ...]`."""
+    if not dims:
+        return xp
+    kext = [(ks[j] - 1) * dil[j] + 1 for j in dims]
+    v = sliding_window_view(xp, kext, axis=tuple(2 + j for j in dims))
+    idx = [slice(None)] * xp.ndim + [slice(None, None, dil[j]) for j in dims]
+    for j in dims:
+        idx[2 + j] = slice(0, (ys[j] - 1) * stride[j] + 1, stride[j])
+    return v[tuple(idx)]
+
+
+def _correlate(wt, xt, pad, stride, dil, out) -> np.ndarray:
+    """Cross-correlation on C-ordered data, written into `out`: see the note on `_COL_BYTES`.
+
+    `out[n, f, y] = sum over c, k of wt[f, c, k] * x[n, c, y*stride + k*dil - pad]`, x being zero
+    outside its bounds (negative `pad` crops). `wt` is `(F, C, Kd..K1)`, `xt` `(N, C, Xd..X1)`,
+    `out` a C-contiguous `(N, F, Yd..Y1)` array; tuples are in that same (reversed) order.
     """
     n, c = xt.shape[:2]
-    f = wt.shape[0]
-    xs, ys = xt.shape[2:], out.shape[2:]
-    offsets = list(itertools.product(*(range(k) for k in wt.shape[2:])))
-    rows = len(offsets) * c  # contraction length K
-    wm = np.ascontiguousarray(np.moveaxis(wt, 1, -1)).reshape(f, rows)  # (F, (offset, c))
-    rest = math.prod(ys[1:])
-    row_bytes = rows * rest * xt.dtype.itemsize  # column matrix bytes per output row of one image
-    if row_bytes * ys[0] <= _COL_BYTES:
-        img_chunks = _chunks(n, _COL_BYTES // (row_bytes * ys[0]))
-        row_chunks = [(0, ys[0])]
-    else:
-        img_chunks = _chunks(n, 1)
-        row_chunks = _chunks(ys[0], _COL_BYTES // row_bytes)
-    nb = img_chunks[0][1] - img_chunks[0][0]
-    rb = row_chunks[0][1] - row_chunks[0][0]
-    # Zeros once: with whole images per batch, every batch writes the same in-bounds parts, so the
-    # out-of-bounds parts stay zero; with row batches the zero parts move and are rewritten.
-    buf = np.zeros(nb * rows * rb * rest, dtype=xt.dtype)
-    rezero = len(row_chunks) > 1
-    # Per offset and spatial dim (except the first, which is batched): (lo, hi, input start).
-    ranges = [
-        [
-            _valid(xs[j], ys[j], k[j] * dil[j] - pad[j], stride[j])
-            for j in range(1, len(ys))
+    f, nd = wt.shape[0], xt.ndim - 2
+    ks, ys = wt.shape[2:], out.shape[2:]
+    yin = math.prod(ys[1:])
+    isz = xt.dtype.itemsize
+    out3 = out.reshape(n, f, ys[0] * yin)
+    inner_all = (slice(None),) * (nd - 1)  # the inner spatial dims, trailing every view
+    padded = any(p > 0 for p in pad)
+    xshape = _padded_shape(xt, pad)
+    inner = math.prod(ks[1:]) * c  # contraction length of a shifted GEMM
+    if stride[0] == 1 and ks[0] > 1 and inner >= _MIN_SHIFT_ROWS:
+        # col[b, k_inner.., c, h, y_inner..] = xp[b, c, h, y*s + k*d ...] over all padded rows h.
+        halo = (ks[0] - 1) * dil[0]
+        direct = nd == 1 or (all(k == 1 for k in ks[1:]) and all(s == 1 for s in stride[1:]))
+        img, rws = _batches(n, ys[0], inner * yin * isz)
+        nb, rb = img[0][1] - img[0][0], rws[0][1] - rws[0][0]
+        xp, buf, tmp = _scratch.arrays(
+            xt.dtype,
+            xshape if padded else (0,),
+            (0,) if direct else (nb * inner * (rb + halo) * yin,),
+            (nb * f * rb * yin,),
+        )
+        xp = _pad_into(xp if padded else None, xt, pad)
+        view = _windows(xp, range(1, nd), ys, ks, stride, dil)
+        view = view.transpose(0, *range(nd + 2, 2 * nd + 1), 1, *range(2, nd + 2))
+        wi = [
+            np.ascontiguousarray(np.moveaxis(wt[:, :, i], 1, -1)).reshape(f, inner)
+            for i in range(ks[0])
         ]
-        for k in offsets
-    ]
-    out4 = out.reshape(n, f, ys[0], rest)
-    for n0, n1 in img_chunks:
-        xb = xt[n0:n1]
-        for r0, r1 in row_chunks:
-            col = buf[: (n1 - n0) * rows * (r1 - r0) * rest].reshape(
-                n1 - n0, len(offsets), c, r1 - r0, *ys[1:]
-            )
-            for q, k in enumerate(offsets):
-                lo, hi, start = _valid(xs[0], r1, k[0] * dil[0] - pad[0], stride[0])
-                if lo < r0:
-                    start += (r0 - lo) * stride[0]
-                    lo = r0
-                dims = [(lo - r0, max(lo, hi) - r0, start), *ranges[q]]
-                dst = col[:, q]
-                if any(h <= lo_ for lo_, h, _ in dims):
-                    dst[...] = 0
-                    continue
-                dst[(slice(None), slice(None), *(slice(lo_, h) for lo_, h, _ in dims))] = xb[
-                    (
-                        slice(None),
-                        slice(None),
-                        *(
-                            slice(a, a + (h - lo_ - 1) * s + 1, s)
-                            for (lo_, h, a), s in zip(dims, stride, strict=True)
-                        ),
-                    )
-                ]
-                if rezero:
-                    for j, (lo_, h, _) in enumerate(dims):
-                        lead = (slice(None), slice(None), *([slice(None)] * j))
-                        if lo_ > 0:
-                            dst[(*lead, slice(0, lo_))] = 0
-                        if h < dst.shape[2 + j]:
-                            dst[(*lead, slice(h, None))] = 0
+        for n0, n1 in img:
+            m = n1 - n0
+            for r0, r1 in rws:
+                h = r1 - r0 + halo
+                part = view[(slice(n0, n1), Ellipsis, slice(r0, r1 + halo), *inner_all)]
+                if direct:  # no inner kernel dims: the padded input is the column matrix
+                    col = part.reshape(m, inner, h * yin)
+                else:
+                    col = buf[: m * inner * h * yin].reshape(part.shape)
+                    np.copyto(col, part)
+                    col = col.reshape(m, inner, h * yin)
+                p = (r1 - r0) * yin
+                o = out3[n0:n1, :, r0 * yin : r1 * yin]
+                np.matmul(wi[0], col[:, :, :p], out=o)
+                t = tmp[: m * f * p].reshape(m, f, p)
+                for i in range(1, ks[0]):
+                    s = i * dil[0] * yin
+                    np.matmul(wi[i], col[:, :, s : s + p], out=t)
+                    np.add(o, t, out=o)
+        return out
+    # Full im2col: col[b, k.., c, y..] = xp[b, c, y*s + k*d ...].
+    rows = math.prod(ks) * c
+    img, rws = _batches(n, ys[0], rows * yin * isz)
+    direct = all(k == 1 for k in ks) and all(s == 1 for s in stride)  # 1x1: x is the matrix
+    nbuf = 0 if direct else (img[0][1] - img[0][0]) * rows * (rws[0][1] - rws[0][0]) * yin
+    xp, buf = _scratch.arrays(xt.dtype, xshape if padded else (0,), (nbuf,))
+    xp = _pad_into(xp if padded else None, xt, pad)
+    view = _windows(xp, range(nd), ys, ks, stride, dil)
+    view = view.transpose(0, *range(nd + 2, 2 * nd + 2), 1, *range(2, nd + 2))
+    wm = np.ascontiguousarray(np.moveaxis(wt, 1, -1)).reshape(f, rows)
+    for n0, n1 in img:
+        m = n1 - n0
+        for r0, r1 in rws:
+            part = view[(slice(n0, n1), Ellipsis, slice(r0, r1), *inner_all)]
+            if direct:
+                col = part
+            else:
+                col = buf[: part.size].reshape(part.shape)
+                np.copyto(col, part)
             np.matmul(
                 wm,
-                col.reshape(n1 - n0, rows, (r1 - r0) * rest),
-                out=out4[n0:n1, :, r0:r1].reshape(n1 - n0, f, (r1 - r0) * rest),
+                col.reshape(m, rows, (r1 - r0) * yin),
+                out=out3[n0:n1, :, r0 * yin : r1 * yin],
             )
     return out
 
@@ -153,7 +235,7 @@ def conv4(w: np.ndarray, x: np.ndarray, geom: ConvGeometry, alpha: float = 1.0) 
     Julia-indexed result, so nothing is copied on the way out.
     """
     nd = geom.nd
-    xt = _c_order(x.T)  # (N, Cin, Xd..X1)
+    xt = x.T  # (N, Cin, Xd..X1), C-ordered for Julia's (Fortran-ordered) arrays
     wt = w.T  # (Cout, Cin, Wd..W1)
     if not geom.crosscorrelation:
         wt = _flip_spatial(wt, nd)  # mode 0: true convolution
@@ -172,7 +254,7 @@ def deconv4(w: np.ndarray, x: np.ndarray, geom: ConvGeometry, alpha: float = 1.0
     GEMM per batch gives every kernel offset's contribution, scattered into the strided outputs.
     """
     nd = geom.nd
-    xt = _c_order(x.T)  # (N, Cx, Xd..X1)
+    xt = x.T  # (N, Cx, Xd..X1)
     wt = w.T  # (Cx, Cy, Wd..W1)
     stride = geom.stride[::-1]
     dil = geom.dilation[::-1]
@@ -203,7 +285,7 @@ def deconv4(w: np.ndarray, x: np.ndarray, geom: ConvGeometry, alpha: float = 1.0
     acc = np.zeros((n, cy, *full), dtype=x.dtype)
     per_image = len(offsets) * cy * npos * x.dtype.itemsize
     for n0, n1 in _chunks(n, _COL_BYTES // max(1, per_image)):
-        z = np.matmul(wm, xt[n0:n1].reshape(n1 - n0, cx, npos))
+        z = np.matmul(wm, np.reshape(xt[n0:n1], (n1 - n0, cx, npos)))
         z = z.reshape(n1 - n0, len(offsets), cy, *xs)
         for q, off in enumerate(offsets):
             target = (
@@ -223,7 +305,8 @@ def deconv4(w: np.ndarray, x: np.ndarray, geom: ConvGeometry, alpha: float = 1.0
 def pool(x: np.ndarray, geom: PoolGeometry, alpha: float = 1.0) -> np.ndarray:
     """Knet `pool(x; window, padding, stride, mode, alpha)` on the CPU.
 
-    Modes 0 and 3: max, padded cells never win, NaN never wins (NNlib compares with `>`).
+    Modes 0 and 3: max, padded cells never win, NaN never wins (NNlib compares with `>`), and a
+    window holding only NaN/-Inf gives -floatmax (NNlib's starting value), not -Inf.
     Modes 1 and 2: mean dividing by `prod(window)`, padding counted as zeros (Knet's CPU runs
     mode 2 as mode 1).
     """
@@ -247,7 +330,9 @@ def pool(x: np.ndarray, geom: PoolGeometry, alpha: float = 1.0) -> np.ndarray:
     cols = cols[(slice(None), slice(None), *(slice(None, None, s) for s in stride))]
     axes = tuple(range(2 + nd, 2 + 2 * nd))
     if geom.is_max:
-        y = cols.max(axis=axes)
+        # NNlib's maxpool_direct! starts each window at nextfloat(typemin(T)) = -floatmax and
+        # keeps `xv > m`: NaN and -Inf never win, and a window of only those gives -floatmax.
+        y = np.maximum(cols.max(axis=axes), np.finfo(x.dtype).min)
     else:
         y = cols.sum(axis=axes, dtype=x.dtype) * x.dtype.type(1.0 / np.prod(win))
     return _scale(np.asfortranarray(y.T), alpha)

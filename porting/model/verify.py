@@ -165,23 +165,7 @@ class ModelReport:
         return lines
 
     def __str__(self) -> str:
-        try:
-            return self._rich_text()
-        except ImportError:  # pragma: no cover - rich is a dependency
-            return self._plain_text()
-
-    def _plain_text(self) -> str:
-        lines = [self._headline()]
-        lines.append(
-            f"  {'layer':<14}{'kind':<11}{'shape':<20}{'K':>7}{'max abs err':>13}{'err/tol':>10}  ok"
-        )
-        for r in self.rows:
-            lines.append(
-                f"  {r.name:<14}{r.kind:<11}{str(r.shape):<20}{r.k:>7}{r.max_abs_error:>13.3g}"
-                f"{r.error_to_tolerance:>10.3g}  {'yes' if r.ok else 'NO'}"
-            )
-        lines += ["  " + line for line in self._footer()]
-        return "\n".join(lines)
+        return self._rich_text()
 
     def _rich_text(self) -> str:
         import io
@@ -263,13 +247,9 @@ def _abs_conv(layer: Conv, a: np.ndarray, wd) -> np.ndarray:
     """`conv4(|w|, a)` (Julia layout) for the tolerance. Computed by TensorFlow, which is 3-4x
     faster than the NumPy reference here; it only sets the scale of the bound (a relative error
     of 1e-6 in S is immaterial), so the check does not depend on it being bit-exact."""
+    from porting import tf as ptf
+
     g = layer.geometry
-    try:
-        from porting import tf as ptf
-    except ImportError:  # pragma: no cover - Keras needs TensorFlow anyway
-        return _reference.conv4(
-            np.abs(layer.w).astype(wd, copy=False), a, g, abs(float(layer.alpha))
-        )
     # spatial="keep": Julia's axis order is TF's; a conv is the same under either mapping.
     k = layout.kernel_to_tf(np.abs(layer.w).astype(wd, copy=False), g.mode, "keep")
     y = ptf.conv(
@@ -568,10 +548,8 @@ def _diagnose_layer(step, group, x_in, in_flat, y_knet, row, bad, spatial, kdt, 
     conv/dense one are run on the Knet input. When that part agrees, the pooling or activation
     after it is at fault, and the layer's outputs are diagnosed on their own.
     """
-    try:
-        from porting.diagnose import diagnose
-    except ImportError:  # pragma: no cover - porting.diagnose ships with porting
-        return None
+    from porting.diagnose import diagnose
+
     layer = step.layer
     expected = mconvert.julia_to_tf(y_knet, step.flat_from, spatial)
     try:

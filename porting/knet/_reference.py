@@ -24,7 +24,7 @@ DESCRIPTION = "NumPy reimplementation of Knet 1.4.10's CPU arithmetic (NNlib im2
 
 
 # How the convolutions run (all on C-ordered `(N, C, Xd..X1)` data, the transpose of Julia's
-# arrays). The input is padded once; then either
+# arrays). Each batch of images is padded into reusable per-thread memory; then either
 # - "shifted GEMMs" (stride 1 along Xd): a column matrix is built over the inner spatial dims
 #   only, over all padded rows of Xd. Kernel row i along Xd then reads that matrix shifted by i
 #   rows, a strided view that BLAS takes as it is, so the copy is Kd times smaller than a full
@@ -44,12 +44,15 @@ def _scale(y: np.ndarray, alpha: float) -> np.ndarray:
     """Knet's `lmul!(alpha, y)` in place: each product is formed in Float64 and rounded once to
     y's type (the same numbers as `(float64(alpha) * float64(y)).astype(y.dtype)`)."""
     if alpha != 1:
-        np.multiply(y, np.float64(alpha), out=y, dtype=np.float64, casting="unsafe")
+        # Overflow to +-Inf is what Knet gives too (e.g. alpha * -floatmax from a max pool).
+        with np.errstate(over="ignore"):
+            np.multiply(y, np.float64(alpha), out=y, dtype=np.float64, casting="unsafe")
     return y
 
 
 def _flip_spatial(wt: np.ndarray, nd: int) -> np.ndarray:
-    return wt[(Ellipsis, *([slice(None, None, -1)] * nd))]
+    flip: tuple = (Ellipsis, *([slice(None, None, -1)] * nd))
+    return wt[flip]
 
 
 def _chunks(total: int, step: int) -> list[tuple[int, int]]:
@@ -99,37 +102,48 @@ class _Scratch(threading.local):
 _scratch = _Scratch()
 
 
-def _padded_shape(xt: np.ndarray, pad: tuple[int, ...]) -> tuple[int, ...]:
-    """Shape of `xt` padded (cropped, for negative entries) by `pad` at both ends."""
-    return (*xt.shape[:2], *(xi + 2 * p for xi, p in zip(xt.shape[2:], pad, strict=True)))
+class _Padder:
+    """Copies batches of images into a zero-bordered buffer (cropping negative padding).
 
-
-def _pad_into(xp: np.ndarray | None, xt: np.ndarray, pad: tuple[int, ...]) -> np.ndarray:
-    """`xt` zero-padded symmetrically by `pad` (a negative entry crops), C-ordered.
-
-    Written into `xp` (of `_padded_shape`, contents undefined) when given; without it, `xt`
-    itself (or a contiguous copy) when nothing is padded.
+    With nothing to pad and a C-contiguous input, the input's own batches are used instead.
+    The borders are zeroed once: batches only ever write the interior, at the same places.
     """
-    crop = tuple(
-        slice(-p, xi + p) if p < 0 else slice(None) for p, xi in zip(pad, xt.shape[2:], strict=True)
-    )
-    xt = xt[(slice(None), slice(None), *crop)]
-    if xp is None:
-        return np.ascontiguousarray(xt)
-    pos = [max(p, 0) for p in pad]
-    everything = [slice(None)] * xp.ndim
-    for j, (p, xi) in enumerate(zip(pos, xt.shape[2:], strict=True)):
-        if p:  # the two borders of spatial dim j, across every other dim
-            xp[(*everything[: 2 + j], slice(0, p))] = 0
-            xp[(*everything[: 2 + j], slice(p + xi, None))] = 0
-    xp[
-        (
-            slice(None),
-            slice(None),
-            *(slice(p, p + xi) for p, xi in zip(pos, xt.shape[2:], strict=True)),
+
+    def __init__(self, xt: np.ndarray, pad: tuple[int, ...]):
+        crop = tuple(
+            slice(-p, xi + p) if p < 0 else slice(None)
+            for p, xi in zip(pad, xt.shape[2:], strict=True)
         )
-    ] = xt
-    return xp
+        self.x = xt[(slice(None), slice(None), *crop)]
+        self.pos = tuple(max(p, 0) for p in pad)
+        self.copy = any(self.pos) or not self.x.flags.c_contiguous
+        self.spatial = tuple(xi + 2 * p for xi, p in zip(self.x.shape[2:], self.pos, strict=True))
+
+    def shape(self, nb: int) -> tuple[int, ...]:
+        """Scratch needed for batches of `nb` images (nothing when no copy is needed)."""
+        return (nb, self.x.shape[1], *self.spatial) if self.copy else (0,)
+
+    def start(self, buf: np.ndarray) -> None:
+        self.buf = buf
+        if self.copy:
+            everything = [slice(None)] * buf.ndim
+            for j, (p, xi) in enumerate(zip(self.pos, self.x.shape[2:], strict=True)):
+                if p:  # the two borders of spatial dim j, across every other dim
+                    buf[(*everything[: 2 + j], slice(0, p))] = 0
+                    buf[(*everything[: 2 + j], slice(p + xi, None))] = 0
+            self.interior = (
+                slice(None),
+                slice(None),
+                *(slice(p, p + xi) for p, xi in zip(self.pos, self.x.shape[2:], strict=True)),
+            )
+
+    def batch(self, n0: int, n1: int) -> np.ndarray:
+        """Images n0..n1-1, padded, as a C-contiguous `(m, C, Xd+2pd, ..)` array."""
+        if not self.copy:
+            return self.x[n0:n1]
+        xp = self.buf[: n1 - n0]
+        xp[self.interior] = self.x[n0:n1]
+        return xp
 
 
 def _windows(xp: np.ndarray, dims: range, ys, ks, stride, dil) -> np.ndarray:
@@ -158,72 +172,55 @@ def _correlate(wt, xt, pad, stride, dil, out) -> np.ndarray:
     isz = xt.dtype.itemsize
     out3 = out.reshape(n, f, ys[0] * yin)
     inner_all = (slice(None),) * (nd - 1)  # the inner spatial dims, trailing every view
-    padded = any(p > 0 for p in pad)
-    xshape = _padded_shape(xt, pad)
+    padder = _Padder(xt, pad)
     inner = math.prod(ks[1:]) * c  # contraction length of a shifted GEMM
-    if stride[0] == 1 and ks[0] > 1 and inner >= _MIN_SHIFT_ROWS:
-        # col[b, k_inner.., c, h, y_inner..] = xp[b, c, h, y*s + k*d ...] over all padded rows h.
-        halo = (ks[0] - 1) * dil[0]
+    shifted = stride[0] == 1 and ks[0] > 1 and inner >= _MIN_SHIFT_ROWS
+    if shifted:
+        # col[b, k_inner.., c, h, y_inner..] = xp[b, c, h, y*s + k*d ...] over all padded rows
+        # h; kernel row i along Xd reads it from row i*d on.
+        rows, halo = inner, (ks[0] - 1) * dil[0]
         direct = nd == 1 or (all(k == 1 for k in ks[1:]) and all(s == 1 for s in stride[1:]))
-        img, rws = _batches(n, ys[0], inner * yin * isz)
-        nb, rb = img[0][1] - img[0][0], rws[0][1] - rws[0][0]
-        xp, buf, tmp = _scratch.arrays(
-            xt.dtype,
-            xshape if padded else (0,),
-            (0,) if direct else (nb * inner * (rb + halo) * yin,),
-            (nb * f * rb * yin,),
-        )
-        xp = _pad_into(xp if padded else None, xt, pad)
-        view = _windows(xp, range(1, nd), ys, ks, stride, dil)
-        view = view.transpose(0, *range(nd + 2, 2 * nd + 1), 1, *range(2, nd + 2))
-        wi = [
-            np.ascontiguousarray(np.moveaxis(wt[:, :, i], 1, -1)).reshape(f, inner)
-            for i in range(ks[0])
-        ]
-        for n0, n1 in img:
-            m = n1 - n0
-            for r0, r1 in rws:
-                h = r1 - r0 + halo
-                part = view[(slice(n0, n1), Ellipsis, slice(r0, r1 + halo), *inner_all)]
-                if direct:  # no inner kernel dims: the padded input is the column matrix
-                    col = part.reshape(m, inner, h * yin)
-                else:
-                    col = buf[: m * inner * h * yin].reshape(part.shape)
-                    np.copyto(col, part)
-                    col = col.reshape(m, inner, h * yin)
-                p = (r1 - r0) * yin
-                o = out3[n0:n1, :, r0 * yin : r1 * yin]
-                np.matmul(wi[0], col[:, :, :p], out=o)
-                t = tmp[: m * f * p].reshape(m, f, p)
-                for i in range(1, ks[0]):
-                    s = i * dil[0] * yin
-                    np.matmul(wi[i], col[:, :, s : s + p], out=t)
-                    np.add(o, t, out=o)
-        return out
-    # Full im2col: col[b, k.., c, y..] = xp[b, c, y*s + k*d ...].
-    rows = math.prod(ks) * c
+        wms = [np.moveaxis(wt[:, :, i], 1, -1) for i in range(ks[0])]
+        dims = range(1, nd)
+    else:
+        # Full im2col: col[b, k.., c, y..] = xp[b, c, y*s + k*d ...].
+        rows, halo = math.prod(ks) * c, 0
+        direct = all(k == 1 for k in ks) and all(s == 1 for s in stride)  # 1x1: x is col
+        wms = [np.moveaxis(wt, 1, -1)]
+        dims = range(nd)
+    wms = [np.ascontiguousarray(w).reshape(f, rows) for w in wms]
     img, rws = _batches(n, ys[0], rows * yin * isz)
-    direct = all(k == 1 for k in ks) and all(s == 1 for s in stride)  # 1x1: x is the matrix
-    nbuf = 0 if direct else (img[0][1] - img[0][0]) * rows * (rws[0][1] - rws[0][0]) * yin
-    xp, buf = _scratch.arrays(xt.dtype, xshape if padded else (0,), (nbuf,))
-    xp = _pad_into(xp if padded else None, xt, pad)
-    view = _windows(xp, range(nd), ys, ks, stride, dil)
-    view = view.transpose(0, *range(nd + 2, 2 * nd + 2), 1, *range(2, nd + 2))
-    wm = np.ascontiguousarray(np.moveaxis(wt, 1, -1)).reshape(f, rows)
+    nb, rb = img[0][1] - img[0][0], rws[0][1] - rws[0][0]
+    xbuf, buf, tmp = _scratch.arrays(
+        xt.dtype,
+        padder.shape(nb),
+        (0,) if direct else (nb * rows * (rb + halo) * yin,),
+        (nb * f * rb * yin,) if len(wms) > 1 else (0,),
+    )
+    padder.start(xbuf)
     for n0, n1 in img:
         m = n1 - n0
+        view = _windows(padder.batch(n0, n1), dims, ys, ks, stride, dil)
+        view = view.transpose(0, *range(nd + 2, nd + 2 + len(dims)), 1, *range(2, nd + 2))
         for r0, r1 in rws:
-            part = view[(slice(n0, n1), Ellipsis, slice(r0, r1), *inner_all)]
-            if direct:
-                col = part
+            part = view[(slice(None), Ellipsis, slice(r0, r1 + halo), *inner_all)]
+            h = r1 - r0 + halo
+            col: np.ndarray
+            if direct:  # the (padded) input itself is the column matrix
+                col = part.reshape(m, rows, h * yin)
             else:
                 col = buf[: part.size].reshape(part.shape)
                 np.copyto(col, part)
-            np.matmul(
-                wm,
-                col.reshape(m, rows, (r1 - r0) * yin),
-                out=out3[n0:n1, :, r0 * yin : r1 * yin],
-            )
+                col = col.reshape(m, rows, h * yin)
+            p = (r1 - r0) * yin
+            o = out3[n0:n1, :, r0 * yin : r1 * yin]
+            np.matmul(wms[0], col[:, :, :p], out=o)
+            if len(wms) > 1:
+                t = tmp[: m * f * p].reshape(m, f, p)
+                for i in range(1, len(wms)):
+                    s = i * dil[0] * yin
+                    np.matmul(wms[i], col[:, :, s : s + p], out=t)
+                    np.add(o, t, out=o)
     return out
 
 

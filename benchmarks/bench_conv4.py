@@ -1,0 +1,151 @@
+"""Throughput of the reference `porting.knet.conv4` against `tf.nn.conv2d`, in the same run.
+
+The issue's target: Float32 reference conv4 on Julia-indexed inputs, as a Knet user has them
+(Fortran-ordered `(W, H, C, N)` data, `(K, K, C, F)` kernel, mode 0 as Knet's default), at
+least 0.7x the throughput of `tf.nn.conv2d` on the same numbers already in TensorFlow's layout
+(NHWC data, HWIO kernel rotated 180 degrees, explicit symmetric padding keeping the size,
+stride 1). Both use every core this process may run on (OpenBLAS and oneDNN threads).
+
+Timings on a shared machine are noisy, so the two contestants are interleaved: each round calls
+each one once untimed (so that the other library's threads, still spinning from its last call,
+have settled) and then times `--per` calls; a contestant's time is its best over all rounds.
+The script reports; it does not assert (exit status 0 whatever the ratio).
+
+    python benchmarks/bench_conv4.py            # 30 rounds, about 10 s with TF's import
+    python benchmarks/bench_conv4.py --quick    # 3 rounds, about 5 s
+
+The reference's speed is OpenBLAS's (numpy's BLAS). The OpenBLAS in numpy 2.4's wheels does not
+recognise AMD Zen 5 and runs its AVX2 ("Haswell") kernels there, about two thirds of what its
+AVX-512 kernels give (OpenMathLib/OpenBLAS#6029); the first lines say which kernels ran, and
+`OPENBLAS_CORETYPE=SkylakeX` in the environment before Python starts selects the AVX-512 ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+# Runnable from a checkout without installing (as the other benchmarks are).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SHAPES = [  # (N, H, W, C, K, F)
+    (8, 56, 56, 64, 3, 64),
+    (32, 28, 28, 32, 5, 64),
+    (1, 224, 224, 3, 7, 64),
+]
+TARGET = 0.7
+
+
+def _blas_core() -> str:
+    """OpenBLAS's kernel choice, when numpy's OpenBLAS says (best effort, Linux only)."""
+    try:
+        import ctypes
+
+        with open("/proc/self/maps") as f:
+            libs = sorted({ln.split()[-1] for ln in f if "openblas" in ln.split()[-1]})
+        for lib in libs:
+            handle = ctypes.CDLL(lib)
+            for name in (
+                "scipy_openblas_get_corename64_",
+                "openblas_get_corename64_",
+                "openblas_get_corename",
+            ):
+                fn = getattr(handle, name, None)
+                if fn is not None:
+                    fn.restype = ctypes.c_char_p
+                    return f"OpenBLAS core {fn().decode()} ({os.path.basename(lib)})"
+    except Exception:  # noqa: BLE001 - purely informational
+        pass
+    return "BLAS core unknown"
+
+
+def _inputs(shape, seed):
+    n, h, w, c, k, f = shape
+    rng = np.random.default_rng(seed)
+    x_nhwc = rng.standard_normal((n, h, w, c), dtype=np.float32)
+    w_hwio = rng.standard_normal((k, k, c, f), dtype=np.float32)
+    # Knet's view of the same numbers: x (W, H, C, N) Fortran-ordered; with mode 0 (true
+    # convolution) the Knet kernel is TF's rotated 180 degrees, (W, H) order: (K, K, C, F).
+    x_knet = np.asfortranarray(x_nhwc.transpose(2, 1, 3, 0))
+    w_knet = np.asfortranarray(w_hwio[::-1, ::-1].transpose(1, 0, 2, 3))
+    return x_nhwc, w_hwio, x_knet, w_knet
+
+
+def race(fns: dict, rounds: int, per: int) -> dict:
+    """Best time in ms of each callable, interleaved round by round, one untimed call first."""
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            fn()
+            for _ in range(per):
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: t * 1e3 for name, t in best.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few rounds (a few seconds)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 30, quick 3)")
+    ap.add_argument("--per", type=int, default=2, help="timed calls per contestant per round")
+    args = ap.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 30)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except ImportError as e:
+        print(f"TensorFlow is not importable ({e}); nothing to compare against")
+        return 0
+
+    from porting.knet import conv4
+
+    print(
+        f"numpy {np.__version__}, TensorFlow {tf.__version__}, Python {platform.python_version()}"
+    )
+    print(
+        f"{os.cpu_count()} CPUs ({len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'} usable); {_blas_core()}"
+    )
+    print(
+        f"best of {rounds} interleaved rounds x {args.per} calls; ratio = reference throughput / "
+        f"TensorFlow throughput = tf ms / reference ms; target >= {TARGET}\n"
+    )
+    head = f"{'(N, H, W, C, K, F)':<26}{'reference ms':>13}{'tf ms':>9}{'ratio':>8}  result  max rel diff"
+    print(head)
+    print("-" * len(head))
+    for i, shape in enumerate(SHAPES):
+        x_nhwc, w_hwio, x_knet, w_knet = _inputs(shape, seed=i)
+        p = shape[4] // 2
+        xt, wt = tf.constant(x_nhwc), tf.constant(w_hwio)
+        pads = [[0, 0], [p, p], [p, p], [0, 0]]
+
+        def run_tf(xt=xt, wt=wt, pads=pads):
+            return tf.nn.conv2d(xt, wt, strides=1, padding=pads).numpy()
+
+        def run_ref(w=w_knet, x=x_knet, p=p):
+            return conv4(w, x, padding=p, backend="reference")
+
+        # Same numbers first (so the timing compares like with like): NHWC vs (W, H, F, N).
+        ref, tfy = np.asarray(run_ref()).transpose(3, 1, 0, 2), run_tf()
+        err = float(np.max(np.abs(ref - tfy)) / max(np.max(np.abs(tfy)), 1e-30))
+        t = race({"reference": run_ref, "tf": run_tf}, rounds, args.per)
+        ratio = t["tf"] / t["reference"]
+        verdict = "pass" if ratio >= TARGET else "FAIL"
+        print(
+            f"{str(shape):<26}{t['reference']:>13.2f}{t['tf']:>9.2f}{ratio:>8.2f}  {verdict:<6}  {err:.1e}",
+            flush=True,
+        )
+    print(
+        "\n(noisy machines: rerun, or raise --rounds; the best-of-N times are the comparable ones)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,8 +1,12 @@
-"""Built-in examples: real cases from the reports this toolkit exists for.
+"""Built-in examples.
 
-`seed002()` is a Knet-vs-TensorFlow mismatch report: one 3x3x3 kernel, a 5x5x3 image, Knet's
-`conv4(w, x; padding=1)` in Float64 against `tf.nn.conv2d(..., padding="SAME")` in float32.
-The outputs looked mirrored: Knet's default `mode=0` is true convolution.
+- `seed002()`: a real Knet-vs-TensorFlow mismatch report: one 3x3x3 kernel, a 5x5x3 image,
+  Knet's `conv4(w, x; padding=1)` in Float64 against `tf.nn.conv2d(..., padding="SAME")` in
+  float32. The outputs looked mirrored: Knet's default `mode=0` is true convolution.
+  `porting verify-conv --example` runs it.
+- `porting.examples.lenet`: the Knet tutorial's LeNet with deterministic weights in Knet
+  layout, shipped as an export pair (`lenet.npz` + `lenet.json`).
+  `porting convert --example lenet -o lenet.keras --verify` runs it.
 """
 
 from __future__ import annotations

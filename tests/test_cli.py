@@ -115,3 +115,16 @@ def test_unknown_option_exits_2():
     with pytest.raises(SystemExit) as e:
         main(["verify-conv", "--frobnicate"])
     assert e.value.code == 2
+
+
+def test_missing_tensorflow_is_one_clear_error_with_exit_2():
+    # sys.modules["tensorflow"] = None makes `import tensorflow` fail, as on a machine without it
+    code = (
+        "import sys; sys.modules['tensorflow'] = None\n"
+        "from porting.cli import main\n"
+        "raise SystemExit(main(['verify-conv', '--example', '--knet', 'reference']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    assert "needs TensorFlow" in out.stderr and "porting[tf-cpu]" in out.stderr
+    assert "Traceback" not in out.stderr

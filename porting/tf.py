@@ -223,12 +223,28 @@ def conv(x, w, *, padding=0, stride=1, dilation=1, alpha=1) -> np.ndarray:
     geom = ConvGeometry.from_knet(
         x.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=1
     )
-    geom.output_size(x.shape[1:-1], w.shape[:-2])  # validates sizes against the kernel
+    out = geom.output_size(x.shape[1:-1], w.shape[:-2])  # validates sizes against the kernel
     alpha = as_scalar(alpha, "alpha")
     tf = _import_tf()
     xt = _pad(tf, tf.convert_to_tensor(x), geom.padding, 0.0)
-    y = _conv_valid(tf, xt, tf.convert_to_tensor(w), geom.stride, geom.dilation)
+    stride = single_output_stride(out, geom.stride)
+    y = _conv_valid(tf, xt, tf.convert_to_tensor(w), stride, geom.dilation)
+    if stride != geom.stride:
+        y = y[(slice(None), *(slice(0, o) for o in out), slice(None))]
     return _to_numpy(_scale(tf, y, alpha, x.dtype), x.dtype)
+
+
+def single_output_stride(out: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...]:
+    """The strides to run with: 1 along every axis that has a single output.
+
+    TF 2.21's oneDNN CPU convolution returns uninitialised memory (values up to 1e30, different
+    on each call) for some strided convolutions whose output is one element long along a
+    strided axis (seen with dilation and padding on the other axis; `TF_ENABLE_ONEDNN_OPTS=0`
+    avoids it). Along such an axis the stride does not matter: its one output is output 0 of
+    the stride-1 convolution, the same products in the same order, so it is run at stride 1 and
+    the first output kept.
+    """
+    return tuple(1 if o == 1 else s for o, s in zip(out, stride, strict=True))
 
 
 def conv_transpose(x, w, *, padding=0, stride=1, dilation=1, alpha=1) -> np.ndarray:

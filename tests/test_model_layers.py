@@ -185,3 +185,20 @@ def test_flatten_order_on_non_square_multichannel_input(spatial):
         input_size=x_size,
     )
     _check(m, x, spatial, modes=("each", "whole"))
+
+
+@pytest.mark.parametrize("spatial", ["reverse", "keep"])
+def test_conv_with_a_single_output_along_a_strided_axis(spatial):
+    # TF 2.21's oneDNN conv returned garbage for this geometry (one output along the strided
+    # axis); the converter runs that axis at stride 1 and crops, which must be exact.
+    rng = np.random.default_rng(17)
+    w = rng.standard_normal((3, 3, 1, 2), F32)
+    b = rng.standard_normal((1, 1, 2, 1), F32)
+    m = KnetModel(
+        [Conv(w, b, padding=(2, 1), stride=(1, 2), dilation=(2, 1), mode=1)], input_size=(2, 2, 1)
+    )
+    assert m.output_sizes == [(2, 1, 2)]
+    km = to_keras(m, spatial=spatial)
+    assert any(lay.name == "conv1__crop" for lay in km.layers)
+    for _ in range(3):  # the bad kernel gave different values on each call
+        _check(m, _x(rng, (2, 2, 1)), spatial)

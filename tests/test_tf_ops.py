@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from porting import PortingError, knet
+from porting import PortingError, knet, layout
 from porting import tf as ptf
 
 tf = ptf._import_tf()
@@ -347,3 +347,18 @@ BAD = [
 def test_bad_input_raises_porting_error(name, call, match):
     with pytest.raises(PortingError, match=match):
         call()
+
+
+@pytest.mark.parametrize("cout", [1, 2, 3])
+def test_single_output_along_a_strided_axis_is_exact(cout):
+    # TF 2.21's oneDNN conv returned uninitialised memory here (output width 1, stride 2,
+    # dilation and padding on the other axis); porting.tf runs that axis at stride 1.
+    rng = np.random.default_rng(cout)
+    w = rng.standard_normal((3, 3, 1, cout)).astype(np.float32)
+    x = rng.standard_normal((2, 2, 1, 2)).astype(np.float32)
+    kw = dict(padding=[2, 1], stride=[1, 2], dilation=[2, 1], mode=1, alpha=0.5)
+    want = layout.activations_to_tf(np.asarray(knet.conv4(w, x, backend="reference", **kw)), "keep")
+    for _ in range(3):  # the bad kernel gave different values on each call
+        got = ptf.knet_conv4_via_tf(w, x, spatial="keep", **kw)
+        assert got.shape == want.shape == (2, 2, 1, cout)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

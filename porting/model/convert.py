@@ -40,6 +40,7 @@ from porting._checks import check_choice
 from porting.errors import PortingError
 from porting.model.export import atomic_path
 from porting.model.spec import Activation, Conv, Dense, Dropout, KnetModel, Layer, Mat, Pool
+from porting.tf import single_output_stride
 
 __all__ = [
     "to_keras",
@@ -299,10 +300,15 @@ def _layers_for(keras, step: Step, spatial: str, dtype: str):
         kernel_size = layout.spatial_to_tf(
             g.effective_kernel(layer.w.shape[:nd]) if written else layer.w.shape[:nd], spatial
         )
+        # Axes with a single output run at stride 1 (TF's oneDNN conv can return garbage for a
+        # strided axis of output length 1; see porting.tf.single_output_stride) and a Cropping
+        # layer keeps that one output: the same products, so the same numbers.
+        y_size = g.output_size(step.in_size[:-1], layer.w.shape[:nd])
+        stride = single_output_stride(y_size, g.stride)
         conv = conv_cls(
             filters=int(layer.w.shape[-1]),
             kernel_size=kernel_size,
-            strides=layout.spatial_to_tf(g.stride, spatial),
+            strides=layout.spatial_to_tf(stride, spatial),
             dilation_rate=1 if written else layout.spatial_to_tf(g.dilation, spatial),
             padding="valid",
             use_bias=layer.b is not None,
@@ -310,6 +316,23 @@ def _layers_for(keras, step: Step, spatial: str, dtype: str):
             dtype=dtype,
         )
         out.append((conv, "weights"))
+        if stride != g.stride:
+            padded = [x + 2 * p for x, p in zip(step.in_size[:-1], g.padding, strict=True)]
+            extent = g.effective_kernel(layer.w.shape[:nd])
+            # stride-1 length minus the one output kept, on the axes that were changed
+            extra = [
+                (xp - k + 1) - 1 if s != s0 else 0
+                for xp, k, s, s0 in zip(padded, extent, stride, g.stride, strict=True)
+            ]
+            crop = tuple((0, c) for c in layout.spatial_to_tf(tuple(extra), spatial))
+            crop_cls = {
+                1: keras.layers.Cropping1D,
+                2: keras.layers.Cropping2D,
+                3: keras.layers.Cropping3D,
+            }[nd]
+            out.append(
+                (crop_cls(crop[0] if nd == 1 else crop, name=f"{name}__crop", dtype=dtype), None)
+            )
         conv_size = (*g.output_size(step.in_size[:-1], layer.w.shape[:nd]), layer.w.shape[-1])
         act = None
         if layer.activation != "identity":

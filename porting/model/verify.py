@@ -561,6 +561,9 @@ def _diagnose_layer(step, group, x_in, in_flat, y_knet, row, bad, spatial, kdt, 
                 t = lay(t)
                 if lay.name == layer.name:
                     break
+            crop = [lay for lay in group if lay.name == f"{layer.name}__crop"]
+            if crop:  # a single-output strided axis run at stride 1 (see convert)
+                t = crop[0](t)
             a_lin = np.asarray(t)
             from porting import knet as pknet
 

@@ -76,6 +76,29 @@ class Tolerance:
     eps: float
     factor: float
     magnitude: str  # where S came from
+    tiny: float = float(np.finfo(np.float32).tiny)
+
+    @classmethod
+    def of(cls, k: int, dtype, magnitude: str = "sum of magnitudes (given)") -> Tolerance:
+        """The tolerance `compare` uses for K-term sums computed in `dtype`.
+
+        >>> Tolerance.of(9, "float32").factor
+        5.0
+        """
+        fi = np.finfo(dtype)
+        return cls(
+            k=int(k),
+            precision=str(np.dtype(dtype)),
+            eps=float(fi.eps),
+            factor=math.sqrt(int(k)) + 2.0,
+            magnitude=magnitude,
+            tiny=float(fi.tiny),
+        )
+
+    def bound(self, magnitude) -> np.ndarray:
+        """Per-element tolerance for sums of magnitudes `magnitude` (float64)."""
+        s = np.abs(np.asarray(magnitude, dtype=np.float64))
+        return self.factor * (self.eps * s + self.tiny)
 
     @property
     def formula(self) -> str:
@@ -281,6 +304,7 @@ def compare(expected, actual, *, k: int = 1, magnitude=None, precision=None) -> 
         magnitude="sum of magnitudes (given)"
         if m is not None
         else "|expected| (no magnitude given)",
+        tiny=tiny,
     )
     if e.dtype != a.dtype:
         work = np.dtype(np.float64)

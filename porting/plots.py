@@ -181,8 +181,7 @@ def _errors(expected, actual, *, k, magnitude, precision) -> _Errors:
         err = np.abs(a - e)
     err[~(np.isfinite(e) & np.isfinite(a))] = np.nan
     mag = np.abs(np.asarray(magnitude, dtype=np.float64)) if magnitude is not None else np.abs(e)
-    tiny = float(np.finfo(_storage(t.precision)).tiny)
-    tol = t.factor * t.eps * mag + t.factor * tiny
+    tol = t.bound(mag)
     lower = _storage(t.precision)
     with np.errstate(over="ignore", invalid="ignore"):
         spacing = np.spacing(np.abs(e).astype(lower)).astype(np.float64)

@@ -1,6 +1,6 @@
 """The reference Knet ops, converted to TensorFlow's layout, agree with `porting.tf`.
 
-Tolerance (`accumulation_bound`): an output that is a sum of K products is computed by each side
+Tolerance (`porting.compare`): an output that is a sum of K products is computed by each side
 with an error of order sqrt(K) * u * S, u = eps/2 the unit roundoff and S the sum of the
 magnitudes added; the difference of two such results is within sqrt(K) * eps * S, and each side
 rounds its result (and the alpha scaling) once more, hence (sqrt(K) + 2) * eps * S. S comes from
@@ -11,15 +11,15 @@ loose to catch TF32. Max pooling involves no arithmetic and must agree bit for b
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from porting import knet, layout
+from porting import PortingError, knet, layout
 from porting import tf as ptf
+from porting.compare import Tolerance, compare
 from porting.geometry import ConvGeometry, PoolGeometry
 from porting.knet import _reference
 
@@ -28,52 +28,10 @@ ptf._import_tf()  # once, up front: TF raises the recursion limit while it impor
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True)
 
 
-# --------------------------------------------------------------------------- tolerance helper
-# Local for now; to be replaced by porting.compare once it lands.
-
-
-def accumulation_bound(magnitude: np.ndarray, k: int, dtype) -> np.ndarray:
-    """Per-element bound `(sqrt(K) + 2) * (eps * S + tiny)` for a K-term sum with magnitude S."""
-    fi = np.finfo(dtype)
-    return (np.sqrt(k) + 2.0) * (float(fi.eps) * np.asarray(magnitude, np.float64) + float(fi.tiny))
-
-
-@dataclass
-class Agreement:
-    ok: bool
-    reason: str
-    worst_ratio: float  # max |expected - actual| / bound (inf for a shape mismatch)
-    max_abs: float
-
-
-def agreement(expected: np.ndarray, actual: np.ndarray, bound: np.ndarray) -> Agreement:
-    """Do `expected` and `actual` agree elementwise within `bound`? Shapes must match exactly."""
-    expected, actual = np.asarray(expected), np.asarray(actual)
-    if expected.shape != actual.shape:
-        return Agreement(False, f"shape {expected.shape} vs {actual.shape}", np.inf, np.inf)
-    e, a = expected.astype(np.float64), actual.astype(np.float64)
-    both_finite = np.isfinite(e) & np.isfinite(a)
-    same_nonfinite = ~both_finite & ((e == a) | (np.isnan(e) & np.isnan(a)))
-    with np.errstate(invalid="ignore"):  # inf - inf where one side is non-finite
-        diff = np.abs(e - a)
-    err = np.where(both_finite, diff, np.where(same_nonfinite, 0.0, np.inf))
-    bound = np.broadcast_to(np.asarray(bound, np.float64), err.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(err == 0, 0.0, err / bound)
-    worst = float(ratio.max())
-    ok = bool((err <= bound).all())
-    return Agreement(ok, f"max |error| / bound = {worst:.3g}", worst, float(err.max()))
-
-
-def test_agreement_helper_flags_what_it_should():
-    b = np.full((2, 2), 1e-6)
-    assert agreement(np.ones((2, 2)), np.ones((2, 2)) + 5e-7, b).ok
-    bad = agreement(np.ones((2, 2)), np.ones((2, 2)) + 2e-6, b)
-    assert not bad.ok and bad.worst_ratio == pytest.approx(2.0)
-    assert not agreement(np.ones((2, 2)), np.ones((2, 3)), b[:, :1]).ok
-    assert agreement(np.array([np.nan, -np.inf]), np.array([np.nan, -np.inf]), 0.0).ok
-    assert not agreement(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), 1.0).ok
-    assert not agreement(np.array([np.inf]), np.array([-np.inf]), 1.0).ok
+def within(printed: np.ndarray, y: np.ndarray, bound: np.ndarray) -> float:
+    """max |printed - y| / bound, for the seed checks whose bound adds printing precision."""
+    assert printed.shape == y.shape
+    return float(np.max(np.abs(printed - y) / bound))
 
 
 # --------------------------------------------------------------------------- strategies
@@ -149,10 +107,8 @@ def test_conv4_reference_agrees_with_tf(case):
     k = int(np.prod(case["kernel"])) * case["cin"]
     expected = layout.activations_to_tf(np.asarray(y_knet), case["spatial"])
     assert y_tf.dtype == dt
-    res = agreement(
-        expected, y_tf, accumulation_bound(layout.activations_to_tf(mag, case["spatial"]), k, dt)
-    )
-    assert res.ok, f"{case}: {res.reason}"
+    res = compare(expected, y_tf, k=k, magnitude=layout.activations_to_tf(mag, case["spatial"]))
+    assert res.ok, f"{case}: {res}"
 
 
 @PROPERTY
@@ -182,10 +138,8 @@ def test_deconv4_reference_agrees_with_tf(case):
     k = int(np.prod(case["kernel"])) * cx
     expected = layout.activations_to_tf(np.asarray(y_knet), case["spatial"])
     assert y_tf.dtype == dt
-    res = agreement(
-        expected, y_tf, accumulation_bound(layout.activations_to_tf(mag, case["spatial"]), k, dt)
-    )
-    assert res.ok, f"{case}: {res.reason}"
+    res = compare(expected, y_tf, k=k, magnitude=layout.activations_to_tf(mag, case["spatial"]))
+    assert res.ok, f"{case}: {res}"
 
 
 @st.composite
@@ -239,11 +193,13 @@ def test_pool_reference_agrees_with_tf(case):
             case["nd"], **{k: case[k] for k in ("window", "padding", "stride", "mode")}
         )
         mag = _reference.pool(np.abs(x).astype(np.float64), geom, abs(case["alpha"]))
-        bound = accumulation_bound(
-            layout.activations_to_tf(mag, case["spatial"]), int(np.prod(case["window"])), dt
+        res = compare(
+            y_knet,
+            y_tf,
+            k=int(np.prod(case["window"])),
+            magnitude=layout.activations_to_tf(mag, case["spatial"]),
         )
-        res = agreement(y_knet, y_tf, bound)
-        assert res.ok, f"{case}: {res.reason}"
+        assert res.ok, f"{case}: {res}"
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
@@ -268,8 +224,8 @@ def test_stride_and_dilation_together(nd, dtype):
         _reference.conv4(np.abs(w).astype(np.float64), np.abs(x).astype(np.float64), geom)
     )
     assert y.shape == (2, *geom.output_size(x.shape[:-2], kernel)[::-1], 4)
-    res = agreement(ref, y, accumulation_bound(mag, int(np.prod(kernel)) * 3, dtype))
-    assert res.ok, res.reason
+    res = compare(ref, y, k=int(np.prod(kernel)) * 3, magnitude=mag)
+    assert res.ok, str(res)
 
     # deconv4 with the same w, read as (K..., Cy=3, Cx=4)
     xd = rng.standard_normal((*(4, 3, 3)[:nd], 4, 2)).astype(dtype)
@@ -291,8 +247,8 @@ def test_stride_and_dilation_together(nd, dtype):
         _reference.deconv4(np.abs(w).astype(np.float64), np.abs(xd).astype(np.float64), geom)
     )
     assert yd.shape == (2, *geom.transpose_output_size(xd.shape[:-2], kernel)[::-1], 3)
-    res = agreement(refd, yd, accumulation_bound(magd, int(np.prod(kernel)) * 4, dtype))
-    assert res.ok, res.reason
+    res = compare(refd, yd, k=int(np.prod(kernel)) * 4, magnitude=magd)
+    assert res.ok, str(res)
 
 
 def test_conv_transpose_is_the_adjoint_of_conv():
@@ -309,7 +265,7 @@ def test_conv_transpose_is_the_adjoint_of_conv():
     # Each side is one float64 sum over every product w*y*x: K = its number of terms.
     mag = np.sum(ptf.conv(np.abs(y), np.abs(w), **geom) * np.abs(x))
     k = int(np.prod(w.shape[:-1])) * x[..., 0].size
-    assert abs(lhs - rhs) <= accumulation_bound(mag, k, np.float64)
+    assert abs(lhs - rhs) <= Tolerance.of(k, np.float64).bound(mag)
 
 
 # --------------------------------------------------------------------------- broken ports
@@ -323,13 +279,14 @@ def _conv_setup(seed: int, size=(9, 7), kernel=(3, 3), cin=3, cout=4, dtype=np.f
 
 
 def _knet_side(w, x, spatial="reverse", **kw):
-    """Reference conv4 in TF layout, and the float32 tolerance for comparing a port with it."""
+    """Reference conv4 in TF layout, and `check(port)`: porting.compare of a port against it."""
     y = layout.activations_to_tf(np.asarray(knet.conv4(w, x, backend="reference", **kw)), spatial)
     geom = ConvGeometry.from_knet(x.ndim - 2, **kw)
     mag = layout.activations_to_tf(
         _reference.conv4(np.abs(w).astype(np.float64), np.abs(x).astype(np.float64), geom), spatial
     )
-    return y, accumulation_bound(mag, int(np.prod(w.shape[:-1])), w.dtype)
+    k = int(np.prod(w.shape[:-1]))
+    return y, lambda port: compare(y, port, k=k, magnitude=mag)
 
 
 # A correct float32 port sits below ratio 1; a broken one is off by about the values themselves,
@@ -339,48 +296,49 @@ BROKEN = 1e4
 
 def test_correct_port_passes_the_same_check():
     w, x = _conv_setup(20)
-    y_knet, bound = _knet_side(w, x, padding=1)
-    res = agreement(y_knet, ptf.knet_conv4_via_tf(w, x, padding=1), bound)
-    assert res.ok and res.worst_ratio < 1, res.reason
+    y_knet, check = _knet_side(w, x, padding=1)
+    res = check(ptf.knet_conv4_via_tf(w, x, padding=1))
+    assert res.ok and res.max_error_to_tolerance < 1, str(res)
 
 
 def test_broken_port_kernel_not_rotated():
     w, x = _conv_setup(21)
-    y_knet, bound = _knet_side(w, x, padding=1, mode=0)  # Knet's default: true convolution
+    y_knet, check = _knet_side(w, x, padding=1, mode=0)  # Knet's default: true convolution
     # The port copies the weights across without the 180-degree rotation.
     y_port = ptf.conv(layout.activations_to_tf(x), layout.kernel_to_tf(w, mode=1), padding=1)
-    res = agreement(y_knet, y_port, bound)
-    assert not res.ok and res.worst_ratio > BROKEN, res.reason
+    res = check(y_port)
+    assert not res.ok and res.max_error_to_tolerance > BROKEN, str(res)
 
 
 def test_broken_port_height_and_width_swapped():
     # Square kernel, non-square input: the kernel read with the other axis convention is
     # transposed, the shapes still agree, the numbers do not.
     w, x = _conv_setup(22, size=(9, 7))
-    y_knet, bound = _knet_side(w, x, spatial="reverse", padding=1, mode=1)
+    y_knet, check = _knet_side(w, x, spatial="reverse", padding=1, mode=1)
     x_tf = layout.activations_to_tf(x, "reverse")
     w_wrong = layout.kernel_to_tf(w, mode=1, spatial="keep")
     y_port = ptf.conv(x_tf, w_wrong, padding=1)
     assert y_port.shape == y_knet.shape
-    res = agreement(y_knet, y_port, bound)
-    assert not res.ok and res.worst_ratio > BROKEN, res.reason
+    res = check(y_port)
+    assert not res.ok and res.max_error_to_tolerance > BROKEN, str(res)
     # Reading the whole input the other way round changes the shape: flagged too.
     y_keep = ptf.knet_conv4_via_tf(w, x, padding=1, mode=1, spatial="keep")
-    res = agreement(y_knet, y_keep, bound)
-    assert not res.ok and "shape" in res.reason
+    with pytest.raises(PortingError, match="shape"):
+        check(y_keep)
 
 
 def test_broken_port_padding_off_by_one():
     # Stride 3 makes padding 0 and 1 give the same output size, so only the numbers differ.
     w, x = _conv_setup(23, size=(9, 9))
-    y_knet, bound = _knet_side(w, x, padding=1, stride=3, mode=1)
+    y_knet, check = _knet_side(w, x, padding=1, stride=3, mode=1)
     y_port = ptf.knet_conv4_via_tf(w, x, padding=0, stride=3, mode=1)
     assert y_port.shape == y_knet.shape
-    res = agreement(y_knet, y_port, bound)
-    assert not res.ok and res.worst_ratio > BROKEN, res.reason
+    res = check(y_port)
+    assert not res.ok and res.max_error_to_tolerance > BROKEN, str(res)
     # At stride 1 the size changes instead.
-    y_knet1, bound1 = _knet_side(w, x, padding=1, mode=1)
-    assert not agreement(y_knet1, ptf.knet_conv4_via_tf(w, x, padding=2, mode=1), bound1).ok
+    y_knet1, check1 = _knet_side(w, x, padding=1, mode=1)
+    with pytest.raises(PortingError, match="shape"):
+        check1(ptf.knet_conv4_via_tf(w, x, padding=2, mode=1))
 
 
 def test_broken_port_same_padding_with_stride_2_and_even_kernel():
@@ -388,15 +346,15 @@ def test_broken_port_same_padding_with_stride_2_and_even_kernel():
     # 4x4 kernel, stride 2, 9x9 input: "SAME" pads 3 in total, 1 before and 2 after; Knet's
     # padding=2 pads 2 on both sides and gives the same output size.
     w, x = _conv_setup(24, size=(9, 9), kernel=(4, 4))
-    y_knet, bound = _knet_side(w, x, padding=2, stride=2, mode=1)
+    y_knet, check = _knet_side(w, x, padding=2, stride=2, mode=1)
     y_port = tf.nn.conv2d(
         layout.activations_to_tf(x), layout.kernel_to_tf(w, mode=1), strides=2, padding="SAME"
     ).numpy()
     assert y_port.shape == y_knet.shape
-    res = agreement(y_knet, y_port, bound)
-    assert not res.ok and res.worst_ratio > BROKEN, res.reason
+    res = check(y_port)
+    assert not res.ok and res.max_error_to_tolerance > BROKEN, str(res)
     # The same geometry through porting.tf (explicit symmetric padding) agrees.
-    assert agreement(y_knet, ptf.knet_conv4_via_tf(w, x, padding=2, stride=2, mode=1), bound).ok
+    assert check(ptf.knet_conv4_via_tf(w, x, padding=2, stride=2, mode=1)).ok
 
 
 # --------------------------------------------------------------------------- seed 002
@@ -489,24 +447,23 @@ def test_seed002_tf_output_reproduced():
     mag = ptf.conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), padding=1)[
         0, :, :, 0
     ]
-    bound = half_unit + accumulation_bound(mag, 27, np.float32)
-    res = agreement(printed, y, bound)
-    assert res.ok, res.reason
+    bound = half_unit + Tolerance.of(27, np.float32).bound(mag)
+    assert within(printed, y, bound) <= 1
 
     # The author copied Julia's [i, j, c] straight across: spatial="keep", and TF computes
     # cross-correlation, Knet's mode=1.
     w_julia = wdata.astype(np.float32)[..., None]  # (W1, W2, Cin, Cout)
     x_julia = immat.astype(np.float32)[..., None]  # (X1, X2, Cin, N)
     y_keep = ptf.knet_conv4_via_tf(w_julia, x_julia, padding=1, mode=1, spatial="keep")[0, :, :, 0]
-    assert agreement(printed, y_keep, bound).ok
+    assert within(printed, y_keep, bound) <= 1
     # Under spatial="reverse" the same conv comes out transposed (X1 is then the width).
     y_rev = ptf.knet_conv4_via_tf(w_julia, x_julia, padding=1, mode=1, spatial="reverse")[
         0, :, :, 0
     ]
-    assert agreement(printed.T, y_rev, bound.T).ok
+    assert within(printed.T, y_rev, bound.T) <= 1
     # Knet's default mode=0 (true convolution) is what the user ran: it does not match TF.
     y_mode0 = ptf.knet_conv4_via_tf(w_julia, x_julia, padding=1, mode=0, spatial="keep")[0, :, :, 0]
-    assert agreement(printed, y_mode0, bound).worst_ratio > BROKEN
+    assert within(printed, y_mode0, bound) > BROKEN
 
 
 def test_seed002_knet_output_reproduced_through_tf():
@@ -528,8 +485,7 @@ def test_seed002_knet_output_reproduced_through_tf():
     ]
     mag = ptf.knet_conv4_via_tf(aw, ax, **kw)[0, :, :, 0]
     bound = (
-        input_bound + _half_unit_6_significant(printed) + accumulation_bound(mag, 27, np.float64)
+        input_bound + _half_unit_6_significant(printed) + Tolerance.of(27, np.float64).bound(mag)
     )
     y = ptf.knet_conv4_via_tf(w, x, **kw)[0, :, :, 0]  # mode=0, Knet's default
-    res = agreement(printed, y, bound)
-    assert res.ok, res.reason
+    assert within(printed, y, bound) <= 1

@@ -17,10 +17,8 @@ def _storage(precision: str) -> np.dtype:
 
 
 def tolerance_array(tol, magnitude) -> np.ndarray:
-    """Per-element tolerance of a porting.compare `Tolerance`, for magnitudes `magnitude`
-    (compare's own formula `factor * eps * S + factor * tiny`, with compare's parameters)."""
-    tiny = float(np.finfo(_storage(tol.precision)).tiny)
-    return tol.factor * tol.eps * np.abs(magnitude) + tol.factor * tiny
+    """Per-element tolerance of a porting.compare `Tolerance`, for magnitudes `magnitude`."""
+    return tol.bound(magnitude)
 
 
 #: The fixed vocabulary of causes, "no bug" first.

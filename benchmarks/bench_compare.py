@@ -16,7 +16,7 @@ import tracemalloc
 
 import numpy as np
 
-from porting.compare import compare
+from porting.comparison import compare
 
 
 def peak_extra(fn) -> int:

@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from porting import knet, layout  # noqa: E402
-from porting.diagnose import CAUSES, diagnose  # noqa: E402
+from porting.diagnosis import CAUSES, diagnose  # noqa: E402
 
 BROKEN = (
     "kernel_flip",
@@ -416,8 +416,8 @@ def _visible(e, a, kw, alpha=1.0) -> bool:
     """Does the bug show at all (outside porting.compare's bound, as diagnose judges it)?"""
     if e.shape != a.shape:
         return True
-    from porting.compare import compare
-    from porting.diagnose._core import _effective_precision
+    from porting.comparison import compare
+    from porting.diagnosis._core import _effective_precision
 
     w, x = kw["w"], kw["x"]
     alpha = abs(float(alpha))

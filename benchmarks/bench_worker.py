@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from porting.bridge.worker import WorkerBackend  # noqa: E402
 from porting.geometry import ConvGeometry  # noqa: E402
-from porting.knet import _reference  # noqa: E402
+from porting.knet import reference  # noqa: E402
 
 
 def median_time(fn, repeats: int) -> float:
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
         first = time.perf_counter()
         y = wk.mat(x, 3)
         first = time.perf_counter() - first
-        assert np.array_equal(y, _reference.mat(x, 3))
+        assert np.array_equal(y, reference.mat(x, 3))
         del y
         t_put = median_time(lambda: wk._put(0, x), repeats)
         t_round = median_time(lambda: wk.mat(x, 3), repeats)
@@ -111,8 +111,8 @@ def main(argv=None) -> int:
             np.random.default_rng(2).standard_normal((8, 8, 2, 1), dtype=np.float32)
         )
         g = ConvGeometry.from_knet(2, padding=1)
-        assert np.array_equal(wk.conv4(w, xs, g, 1.0), _reference.conv4(w, xs, g, 1.0))
-        t_in = per_call(lambda: _reference.conv4(w, xs, g, 1.0), calls)
+        assert np.array_equal(wk.conv4(w, xs, g, 1.0), reference.conv4(w, xs, g, 1.0))
+        t_in = per_call(lambda: reference.conv4(w, xs, g, 1.0), calls)
         t_wk = per_call(lambda: wk.conv4(w, xs, g, 1.0), calls)
         t_ping = per_call(wk.ping, calls)
         row("small conv4, in-process", t_in)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from porting.compare import Comparison, compare
+from porting.comparison import Comparison, compare
 from porting.errors import PortingError
 
 __all__ = [

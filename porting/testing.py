@@ -20,7 +20,7 @@ def assert_ported_close(expected, actual=None, *, k: int = 1, magnitude=None, pr
     if actual is None and hasattr(expected, "ok"):
         report = expected
     else:
-        from porting.compare import compare
+        from porting.comparison import compare
 
         report = compare(expected, actual, k=k, magnitude=magnitude, precision=precision)
     if not report.ok:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from porting._checks import as_float_array, check_choice
-from porting.compare import Comparison, compare
+from porting.comparison import Comparison, compare
 from porting.errors import PortingError
 from porting.geometry import ConvGeometry
 
@@ -133,7 +133,7 @@ def verify_conv4(
     from porting import knet as pknet
     from porting import layout
     from porting import tf as ptf
-    from porting.knet import _reference
+    from porting.knet import reference
 
     check_choice(spatial, "spatial", layout.SPATIAL_CHOICES)
     w = as_float_array(w, "w", ndim=(3, 4, 5))
@@ -154,7 +154,7 @@ def verify_conv4(
         x.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=mode
     )
     # Sum of magnitudes per output element, for the tolerance (float64: it only sets a bound).
-    mag = _reference.conv4(
+    mag = reference.conv4(
         np.abs(w).astype(np.float64), np.abs(x).astype(np.float64), geom, abs(float(alpha))
     )
     y_tf = ptf.knet_conv4_via_tf(
@@ -194,7 +194,7 @@ def verify_conv4(
 
 def _diagnose(expected, actual, w, x, geom, spatial, alpha):
     """Name the likely cause of a mismatch (porting.diagnose)."""
-    from porting.diagnose import diagnose
+    from porting.diagnosis import diagnose
 
     return diagnose(
         expected,

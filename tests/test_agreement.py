@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from porting import PortingError, knet, layout
 from porting import tf as ptf
-from porting.compare import Tolerance, compare
+from porting.comparison import Tolerance, compare
 from porting.geometry import ConvGeometry, PoolGeometry
-from porting.knet import _reference
+from porting.knet import reference
 
 ptf._import_tf()  # once, up front: TF raises the recursion limit while it imports
 
@@ -101,7 +101,7 @@ def test_conv4_reference_agrees_with_tf(case):
     geom = ConvGeometry.from_knet(
         case["nd"], **{k: kw[k] for k in ("padding", "stride", "dilation", "mode")}
     )
-    mag = _reference.conv4(
+    mag = reference.conv4(
         np.abs(w).astype(np.float64), np.abs(x).astype(np.float64), geom, abs(case["alpha"])
     )
     k = int(np.prod(case["kernel"])) * case["cin"]
@@ -131,7 +131,7 @@ def test_deconv4_reference_agrees_with_tf(case):
     geom = ConvGeometry.from_knet(
         case["nd"], **{k: kw[k] for k in ("padding", "stride", "dilation", "mode")}
     )
-    mag = _reference.deconv4(
+    mag = reference.deconv4(
         np.abs(w).astype(np.float64), np.abs(x).astype(np.float64), geom, abs(case["alpha"])
     )
     # At most prod(kernel) * Cx terms reach an output (fewer where the stride skips).
@@ -192,7 +192,7 @@ def test_pool_reference_agrees_with_tf(case):
         geom = PoolGeometry.from_knet(
             case["nd"], **{k: case[k] for k in ("window", "padding", "stride", "mode")}
         )
-        mag = _reference.pool(np.abs(x).astype(np.float64), geom, abs(case["alpha"]))
+        mag = reference.pool(np.abs(x).astype(np.float64), geom, abs(case["alpha"]))
         res = compare(
             y_knet,
             y_tf,
@@ -221,7 +221,7 @@ def test_stride_and_dilation_together(nd, dtype):
         )
     )
     mag = layout.activations_to_tf(
-        _reference.conv4(np.abs(w).astype(np.float64), np.abs(x).astype(np.float64), geom)
+        reference.conv4(np.abs(w).astype(np.float64), np.abs(x).astype(np.float64), geom)
     )
     assert y.shape == (2, *geom.output_size(x.shape[:-2], kernel)[::-1], 4)
     res = compare(ref, y, k=int(np.prod(kernel)) * 3, magnitude=mag)
@@ -244,7 +244,7 @@ def test_stride_and_dilation_together(nd, dtype):
         )
     )
     magd = layout.activations_to_tf(
-        _reference.deconv4(np.abs(w).astype(np.float64), np.abs(xd).astype(np.float64), geom)
+        reference.deconv4(np.abs(w).astype(np.float64), np.abs(xd).astype(np.float64), geom)
     )
     assert yd.shape == (2, *geom.transpose_output_size(xd.shape[:-2], kernel)[::-1], 3)
     res = compare(refd, yd, k=int(np.prod(kernel)) * 4, magnitude=magd)
@@ -283,7 +283,7 @@ def _knet_side(w, x, spatial="reverse", **kw):
     y = layout.activations_to_tf(np.asarray(knet.conv4(w, x, backend="reference", **kw)), spatial)
     geom = ConvGeometry.from_knet(x.ndim - 2, **kw)
     mag = layout.activations_to_tf(
-        _reference.conv4(np.abs(w).astype(np.float64), np.abs(x).astype(np.float64), geom), spatial
+        reference.conv4(np.abs(w).astype(np.float64), np.abs(x).astype(np.float64), geom), spatial
     )
     k = int(np.prod(w.shape[:-1]))
     return y, lambda port: compare(y, port, k=k, magnitude=mag)

@@ -23,7 +23,7 @@ from porting.bridge import worker as W
 from porting.bridge.worker import WorkerBackend, WorkerStartError
 from porting.errors import PortingError
 from porting.geometry import ConvGeometry, PoolGeometry
-from porting.knet import _reference as R
+from porting.knet import reference as R
 
 pytestmark = pytest.mark.skipif(
     os.name != "posix", reason="worker tests use POSIX shared memory paths"
@@ -33,7 +33,7 @@ HELPER = """
 import os
 import numpy as np
 from porting.errors import PortingError
-from porting.knet import _reference
+from porting.knet import reference
 
 NAME = "helper"
 VERSIONS = {"helper": "1"}
@@ -45,11 +45,11 @@ def conv4(w, x, geom, alpha):
         raise ValueError("something deep went wrong")
     if alpha == 4.0:
         os.abort()
-    return _reference.conv4(w, x, geom, alpha)
+    return reference.conv4(w, x, geom, alpha)
 
-deconv4 = _reference.deconv4
-pool = _reference.pool
-mat = _reference.mat
+deconv4 = reference.deconv4
+pool = reference.pool
+mat = reference.mat
 """
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from porting import PortingError
-from porting.compare import compare
+from porting.comparison import compare
 
 
 def rng():
@@ -129,7 +129,7 @@ def test_fortran_and_c_ordered_inputs_compare_elementwise():
 
 
 def test_chunk_boundaries_do_not_lose_the_worst_element():
-    mod = sys.modules["porting.compare"]
+    mod = sys.modules["porting.comparison"]
 
     n = mod._CHUNK * 3 + 7
     a = rng().standard_normal(n).astype(np.float32)

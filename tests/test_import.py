@@ -19,7 +19,8 @@ def _modules_after(code: str) -> set[str]:
 
 def test_import_porting_pulls_in_no_framework():
     mods = _modules_after(
-        "import porting, porting.layout, porting.knet, porting.compare, porting.geometry"
+        "import porting, porting.layout, porting.knet, porting.comparison, porting.geometry; "
+        "porting.compare, porting.diagnose, porting.model, porting.testing"
     )
     loaded = sorted(m for m in HEAVY if m in mods)
     assert loaded == [], f"import porting imported {loaded}"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from porting import PortingError
-from porting.knet import _reference
+from porting.knet import reference
 from porting.model import (
     Activation,
     Conv,
@@ -75,8 +75,8 @@ def test_forward_matches_hand_composed_knet_ops():
     c = m.layers[0]
     from porting.geometry import ConvGeometry, PoolGeometry
 
-    y = _reference.conv4(c.w, x, ConvGeometry.from_knet(2), 1.0) + c.b
-    y = np.maximum(_reference.pool(y, PoolGeometry.from_knet(2, window=2), 1.0), 0)
+    y = reference.conv4(c.w, x, ConvGeometry.from_knet(2), 1.0) + c.b
+    y = np.maximum(reference.pool(y, PoolGeometry.from_knet(2, window=2), 1.0), 0)
     np.testing.assert_array_equal(out["conv1"], y)
     flat = y.reshape(-1, 3, order="F")  # Knet mat: column-major
     np.testing.assert_array_equal(out["mat1"], flat)

@@ -218,7 +218,7 @@ def test_failed_write_leaves_old_file(tmp_path, monkeypatch):
 
 
 def test_diagnosis_plot(tmp_path):
-    diagnose = pytest.importorskip("porting.diagnose")
+    diagnose = pytest.importorskip("porting.diagnosis")
     e, a, m = _conv_case(mode_actual=0)
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((3, 3, 2, 4)) * 0.5).astype(np.float32)  # as in _conv_case

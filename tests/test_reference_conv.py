@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from porting.geometry import ConvGeometry
-from porting.knet import _reference, conv4, deconv4
+from porting.knet import conv4, deconv4, reference
 
 # ---------------------------------------------------------------------------------------------
 # Independent implementations (Julia-indexed arrays, no transposes, no im2col)
@@ -170,7 +170,7 @@ PATHS = {
 @pytest.fixture(params=sorted(PATHS))
 def path(request, monkeypatch):
     for name, value in PATHS[request.param].items():
-        monkeypatch.setattr(_reference, name, value)
+        monkeypatch.setattr(reference, name, value)
     return request.param
 
 

@@ -62,13 +62,17 @@ def test_report_serialises_and_prints():
 
 def test_top_level_lazy_attributes():
     assert porting.verify_conv4 is verify_conv4
-    # porting.compare / porting.diagnose are callable modules: both readings work
-    a = np.float32([1.0, 2.0])
-    assert porting.compare(a, a).ok and porting.compare.Comparison is not None
-    import porting.compare as pc
+    # porting.compare / porting.diagnose are plain functions with real signatures
+    import inspect
 
-    assert pc(a, a).ok and pc.compare(a, a).ok
+    from porting import comparison, diagnosis
+
+    a = np.float32([1.0, 2.0])
+    assert porting.compare is comparison.compare and porting.compare(a, a).ok
+    assert porting.diagnose is diagnosis.diagnose
     assert porting.diagnose(a[None, :], a[None, :]).cause == "rounding"
+    assert list(inspect.signature(porting.compare).parameters)[:2] == ["expected", "actual"]
+    assert "porting.layout" in repr(porting.layout) and "porting.testing" in repr(porting.testing)
     with pytest.raises(AttributeError):
         porting.does_not_exist  # noqa: B018
 

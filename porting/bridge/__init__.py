@@ -123,10 +123,10 @@ def clear_cache() -> None:
 
 
 def _reference(reason: str):
-    from porting.knet import _reference
+    from porting.knet import reference
     from porting.knet._backends import Resolved
 
-    return Resolved(_reference.NAME, _reference, reason)
+    return Resolved(reference.NAME, reference, reason)
 
 
 def _start(backend: str, d: Discovery, in_worker: bool):

@@ -670,9 +670,9 @@ def close_all() -> None:
 
 def _load_backend(spec: str):
     if spec == "reference":
-        from porting.knet import _reference
+        from porting.knet import reference
 
-        return _reference, "reference", {}
+        return reference, "reference", {}
     if spec in ("julia", "julia-nnlib"):
         from porting.bridge.juliacall_backend import JuliacallBackend
 

@@ -77,7 +77,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from porting.diagnose import diagnose
+    from porting.diagnosis import diagnose
 
     if (args.w is None) != (args.x is None):
         raise PortingError("give both --w W.npy and --x X.npy (the Knet side's inputs), or neither")

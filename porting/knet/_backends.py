@@ -1,6 +1,6 @@
 """Which implementation computes the Knet side.
 
-- "reference": the NumPy reimplementation in `porting.knet._reference` (always available).
+- "reference": the NumPy reimplementation in `porting.knet.reference` (always available).
 - "julia" / "julia-nnlib": Knet itself (or NNlib, on a Julia too new for Knet) through juliacall;
   provided by `porting.bridge` when a Julia installation is found (in a worker process by
   default; `PORTING_JULIA_WORKER=no` for in-process).
@@ -30,9 +30,9 @@ class Resolved:
 
 
 def _reference() -> Resolved:
-    from porting.knet import _reference
+    from porting.knet import reference
 
-    return Resolved(_reference.NAME, _reference, "requested")
+    return Resolved(reference.NAME, reference, "requested")
 
 
 def resolve(backend: str) -> Resolved:

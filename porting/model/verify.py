@@ -36,9 +36,9 @@ import numpy as np
 
 from porting import layout
 from porting._checks import check_choice
-from porting.compare import Comparison, compare
+from porting.comparison import Comparison, compare
 from porting.errors import PortingError
-from porting.knet import _reference
+from porting.knet import reference
 from porting.model import convert as mconvert
 from porting.model.forward import check_input, forward_knet
 from porting.model.spec import Activation, Conv, Dense, KnetModel, Pool
@@ -218,7 +218,7 @@ def _pool_mag(s: np.ndarray, pool: Pool, nd: int) -> np.ndarray:
     g = pool.geometry(nd)
     if not g.is_max:
         g = type(g)(window=g.window, padding=g.padding, stride=g.stride, mode=1)
-    return _reference.pool(s, g, abs(float(pool.alpha)))
+    return reference.pool(s, g, abs(float(pool.alpha)))
 
 
 def _act_mag(fn: str, s: np.ndarray, out: np.ndarray, dims: int = 1) -> np.ndarray:
@@ -548,7 +548,7 @@ def _diagnose_layer(step, group, x_in, in_flat, y_knet, row, bad, spatial, kdt, 
     conv/dense one are run on the Knet input. When that part agrees, the pooling or activation
     after it is at fault, and the layer's outputs are diagnosed on their own.
     """
-    from porting.diagnose import diagnose
+    from porting.diagnosis import diagnose
 
     layer = step.layer
     expected = mconvert.julia_to_tf(y_knet, step.flat_from, spatial)

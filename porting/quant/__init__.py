@@ -234,7 +234,7 @@ def verify_capture(
 ) -> QuantReport:
     """The NumPy half of `verify_layer`, on what was captured from a layer (in this process or
     in the worker): reference, comparison and diagnosis."""
-    from porting.compare import compare
+    from porting.comparison import compare
     from porting.quant import _ref
 
     check_choice(reference, "reference", REFERENCES)
@@ -378,7 +378,7 @@ def _diagnose_capture(cap, expected, actual, wts, reference):
             bias_quantized=b_other,
             **kw,
         )
-    from porting.diagnose import diagnose
+    from porting.diagnosis import diagnose
 
     return diagnose(expected, actual, w=w_ref, x=xj, bias=b_ref, **kw)
 
@@ -415,10 +415,10 @@ def diagnose_quantized(
     """
     from porting import layout
     from porting._checks import as_float_array
-    from porting.compare import compare
-    from porting.diagnose import Finding, diagnose
+    from porting.comparison import compare
+    from porting.diagnosis import Finding, diagnose
     from porting.geometry import ConvGeometry
-    from porting.knet import _reference
+    from porting.knet import reference
 
     d = diagnose(
         expected,
@@ -462,8 +462,8 @@ def diagnose_quantized(
             nd, padding=padding, stride=stride, dilation=dilation, mode=mode
         )
         a = float(alpha)
-        yj = _reference.conv4(wq, xa, geom, a)
-        mj = _reference.conv4(np.abs(wq), np.abs(xa), geom, abs(a))
+        yj = reference.conv4(wq, xa, geom, a)
+        mj = reference.conv4(np.abs(wq), np.abs(xa), geom, abs(a))
         k = int(np.prod(wf.shape[:-1]))
         if bq is not None:
             bv = layout.bias_to_tf(bq)

@@ -131,7 +131,7 @@ def conv2d_reference(x, kernel, bias=None, *, strides=(1, 1), padding="valid", d
     elif padding != "valid":
         raise PortingError(f"padding={padding!r}: expected 'valid' or 'same'")
     from porting.geometry import ConvGeometry
-    from porting.knet import _reference
+    from porting.knet import reference
 
     # Julia order with spatial="reverse": (W, H) -> (X1, X2); cross-correlation is mode=1.
     geom = ConvGeometry.from_knet(
@@ -143,8 +143,8 @@ def conv2d_reference(x, kernel, bias=None, *, strides=(1, 1), padding="valid", d
     )
     xj = layout.activations_from_tf(x)
     wj = layout.kernel_from_tf(kernel, mode=1)
-    y = layout.activations_to_tf(_reference.conv4(wj, xj, geom, 1.0))
-    m = layout.activations_to_tf(_reference.conv4(np.abs(wj), np.abs(xj), geom, 1.0))
+    y = layout.activations_to_tf(reference.conv4(wj, xj, geom, 1.0))
+    m = layout.activations_to_tf(reference.conv4(np.abs(wj), np.abs(xj), geom, 1.0))
     k = int(np.prod(kernel.shape[:-1]))
     if bias is not None:
         b = np.asarray(bias, dtype=np.float64).reshape(-1)

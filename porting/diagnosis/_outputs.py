@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from porting.compare import compare
-from porting.diagnose import _score
-from porting.diagnose._formats import representable
-from porting.diagnose._result import Finding, tolerance_array
+from porting.comparison import compare
+from porting.diagnosis import _score
+from porting.diagnosis._formats import representable
+from porting.diagnosis._result import Finding, tolerance_array
 
 __all__ = ["structural", "heuristics"]
 

@@ -34,8 +34,9 @@ from typing import Any, Literal
 import numpy as np
 
 from porting.errors import PortingError
+from porting.tolerance import Tolerance, precision_dtype
 
-__all__ = ["compare", "Comparison", "Tolerance"]
+__all__ = ["compare", "Comparison", "Tolerance"]  # Tolerance re-exported from porting.tolerance
 
 _CHUNK = 1 << 16  # elements per chunk: a few chunk-sized temporaries stay in L2
 
@@ -50,62 +51,6 @@ def _as_float(a, name: str) -> np.ndarray:
             f"{name} has dtype {arr.dtype} (shape {arr.shape}); expected a floating-point array"
         )
     return arr
-
-
-def _precision_dtype(precision) -> np.dtype:
-    if precision in ("tf32", "TF32"):
-        return np.dtype(np.float32)  # storage; eps handled by caller
-    try:
-        dt = np.dtype(precision)
-    except TypeError:
-        dt = None
-    if dt is None or not np.issubdtype(dt, np.floating):
-        raise PortingError(
-            f"precision={precision!r}: expected a floating-point dtype such as 'float32', "
-            "'float64', 'float16' or 'tf32'"
-        )
-    return dt
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """How the tolerance was derived: `tol_i = factor * eps * S_i + factor * tiny`."""
-
-    k: int
-    precision: str
-    eps: float
-    factor: float
-    magnitude: str  # where S came from
-    tiny: float = float(np.finfo(np.float32).tiny)
-
-    @classmethod
-    def of(cls, k: int, dtype, magnitude: str = "sum of magnitudes (given)") -> Tolerance:
-        """The tolerance `compare` uses for K-term sums computed in `dtype`.
-
-        >>> Tolerance.of(9, "float32").factor
-        5.0
-        """
-        fi = np.finfo(dtype)
-        return cls(
-            k=int(k),
-            precision=str(np.dtype(dtype)),
-            eps=float(fi.eps),
-            factor=math.sqrt(int(k)) + 2.0,
-            magnitude=magnitude,
-            tiny=float(fi.tiny),
-        )
-
-    def bound(self, magnitude) -> np.ndarray:
-        """Per-element tolerance for sums of magnitudes `magnitude` (float64)."""
-        s = np.abs(np.asarray(magnitude, dtype=np.float64))
-        return self.factor * (self.eps * s + self.tiny)
-
-    @property
-    def formula(self) -> str:
-        return (
-            f"(sqrt(K)+2)*eps*S with K={self.k}, eps={self.eps:.3g} ({self.precision}), "
-            f"S = {self.magnitude}"
-        )
 
 
 @dataclass
@@ -293,7 +238,7 @@ def compare(expected, actual, *, k: int = 1, magnitude=None, precision=None) -> 
     elif str(precision).lower() == "tf32":
         prec_name, eps, tiny = "tf32", 2.0**-10, float(np.finfo(np.float32).tiny)
     else:
-        dt = _precision_dtype(precision)
+        dt = precision_dtype(precision)
         prec_name, eps, tiny = str(dt), float(np.finfo(dt).eps), float(np.finfo(dt).tiny)
     factor = math.sqrt(int(k)) + 2.0
     tol_info = Tolerance(
@@ -379,8 +324,3 @@ def compare(expected, actual, *, k: int = 1, magnitude=None, precision=None) -> 
         worst_tolerance=worst_t,
         notes=notes,
     )
-
-
-from porting._callable import make_callable  # noqa: E402
-
-make_callable(__name__, "compare")  # `porting.compare(expected, actual)` calls compare()

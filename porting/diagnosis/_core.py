@@ -7,9 +7,9 @@ import numbers
 import numpy as np
 
 from porting._checks import check_choice
-from porting.compare import compare
-from porting.diagnose import _context, _outputs, _score
-from porting.diagnose._result import CAUSES, Diagnosis, Finding
+from porting.comparison import compare
+from porting.diagnosis import _context, _outputs, _score
+from porting.diagnosis._result import CAUSES, Diagnosis, Finding
 from porting.errors import PortingError
 from porting.layout import SPATIAL_CHOICES
 

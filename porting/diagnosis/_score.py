@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from porting.diagnose._result import _storage
+from porting.diagnosis._result import _storage
 
 BIG = 1e30  # error/tolerance recorded for a NaN/Inf that the other side does not share
 

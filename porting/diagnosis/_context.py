@@ -17,10 +17,10 @@ import numpy as np
 
 from porting import layout
 from porting._checks import as_float_array, as_scalar
-from porting.diagnose import _score
-from porting.diagnose._engine import Grid, Windows, sample_positions
-from porting.diagnose._formats import quantizers, representable, to_format
-from porting.diagnose._result import Finding, tolerance_array
+from porting.diagnosis import _score
+from porting.diagnosis._engine import Grid, Windows, sample_positions
+from porting.diagnosis._formats import quantizers, representable, to_format
+from porting.diagnosis._result import Finding, tolerance_array
 from porting.errors import PortingError
 from porting.geometry import ConvGeometry
 
@@ -293,9 +293,9 @@ class ConvContext(_Context):
         self.out_shape = self.grid.output_shape(self.x_tf.shape, self.k_tf.shape)
         self.k = int(np.prod(w.shape[:-1]))
         self.bias = _bias_tf(bias, w.shape[-1], "kernel")
-        from porting.knet import _reference
+        from porting.knet import reference
 
-        mag = _reference.conv4(np.abs(w64), np.abs(x64), geom, abs(self.alpha))
+        mag = reference.conv4(np.abs(w64), np.abs(x64), geom, abs(self.alpha))
         self.magnitude = layout.activations_to_tf(mag, spatial) + np.abs(self.bias)
         self.xs = {"x": self.x_tf}
         self.base = Spec("rounding", "knet", "Knet's conv4", self.k_tf, self.grid)

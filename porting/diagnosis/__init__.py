@@ -5,15 +5,14 @@ floating-point bound of porting.compare), `kernel_flip`, `spatial_transpose`, `p
 `flatten_order`, `precision`, `quantization`, `layout`, or `unknown`, with numeric evidence and
 the ranked alternatives. Nothing here imports TensorFlow.
 
-The module itself is callable, so `porting.diagnose(...)` works whether or not
-`porting.diagnose` was imported as a module first.
+`porting.diagnose` is this package's `diagnose` function (the package itself is
+`porting.diagnosis`).
 """
 
 from __future__ import annotations
 
-from porting._callable import make_callable
-from porting.diagnose._core import K_ASSUMED, MAX_POSITIONS, diagnose
-from porting.diagnose._result import CAUSE_MEANING, CAUSES, Diagnosis, Finding
+from porting.diagnosis._core import K_ASSUMED, MAX_POSITIONS, diagnose
+from porting.diagnosis._result import CAUSE_MEANING, CAUSES, Diagnosis, Finding
 
 __all__ = [
     "diagnose",
@@ -24,6 +23,3 @@ __all__ = [
     "K_ASSUMED",
     "MAX_POSITIONS",
 ]
-
-
-make_callable(__name__, "diagnose")

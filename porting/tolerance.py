@@ -1,0 +1,81 @@
+"""The tolerance of a floating-point result: `tol_i = (sqrt(K) + 2) * eps * S_i + (sqrt(K) + 2) * tiny`.
+
+The one place the formula lives (docs/numerics.md explains it). A result element that sums K
+rounded products in a format with machine epsilon `eps` carries an error of order
+`sqrt(K) * eps * S`, `S` being the sum of the magnitudes added (see porting.magnitude):
+
+- `sqrt(K)`: K rounded additions, growing like a random walk;
+- `+ 1`: rounding the inputs into the lower precision when the two sides differ;
+- `+ 1`: rounding the result itself;
+- `tiny`: the smallest normal number, so results that underflow are not flagged.
+
+>>> Tolerance.of(9, "float32").formula
+'(sqrt(K)+2)*eps*S with K=9, eps=1.19e-07 (float32), S = sum of magnitudes (given)'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from porting.errors import PortingError
+
+__all__ = ["Tolerance", "precision_dtype"]
+
+
+def precision_dtype(precision) -> np.dtype:
+    if precision in ("tf32", "TF32"):
+        return np.dtype(np.float32)  # storage; eps handled by caller
+    try:
+        dt = np.dtype(precision)
+    except TypeError:
+        dt = None
+    if dt is None or not np.issubdtype(dt, np.floating):
+        raise PortingError(
+            f"precision={precision!r}: expected a floating-point dtype such as 'float32', "
+            "'float64', 'float16' or 'tf32'"
+        )
+    return dt
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How the tolerance was derived: `tol_i = factor * eps * S_i + factor * tiny`."""
+
+    k: int
+    precision: str
+    eps: float
+    factor: float
+    magnitude: str  # where S came from
+    tiny: float = float(np.finfo(np.float32).tiny)
+
+    @classmethod
+    def of(cls, k: int, dtype, magnitude: str = "sum of magnitudes (given)") -> Tolerance:
+        """The tolerance `compare` uses for K-term sums computed in `dtype`.
+
+        >>> Tolerance.of(9, "float32").factor
+        5.0
+        """
+        fi = np.finfo(dtype)
+        return cls(
+            k=int(k),
+            precision=str(np.dtype(dtype)),
+            eps=float(fi.eps),
+            factor=math.sqrt(int(k)) + 2.0,
+            magnitude=magnitude,
+            tiny=float(fi.tiny),
+        )
+
+    def bound(self, magnitude) -> np.ndarray:
+        """Per-element tolerance for sums of magnitudes `magnitude` (float64)."""
+        s = np.abs(np.asarray(magnitude, dtype=np.float64))
+        return self.factor * (self.eps * s + self.tiny)
+
+    @property
+    def formula(self) -> str:
+        return (
+            f"(sqrt(K)+2)*eps*S with K={self.k}, eps={self.eps:.3g} ({self.precision}), "
+            f"S = {self.magnitude}"
+        )

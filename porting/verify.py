@@ -131,9 +131,8 @@ def verify_conv4(
     precision, K = kernel volume x input channels, and the sum of magnitudes per output.
     """
     from porting import knet as pknet
-    from porting import layout
+    from porting import layout, magnitude
     from porting import tf as ptf
-    from porting.knet import reference
 
     check_choice(spatial, "spatial", layout.SPATIAL_CHOICES)
     w = as_float_array(w, "w", ndim=(3, 4, 5))
@@ -154,9 +153,7 @@ def verify_conv4(
         x.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=mode
     )
     # Sum of magnitudes per output element, for the tolerance (float64: it only sets a bound).
-    mag = reference.conv4(
-        np.abs(w).astype(np.float64), np.abs(x).astype(np.float64), geom, abs(float(alpha))
-    )
+    mag = magnitude.conv4(w, x, geom, alpha)
     y_tf = ptf.knet_conv4_via_tf(
         w.astype(tf_dtype, copy=False),
         x.astype(tf_dtype, copy=False),

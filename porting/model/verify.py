@@ -34,11 +34,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from porting import layout
+from porting import layout, magnitude
 from porting._checks import check_choice
 from porting.comparison import Comparison, compare
 from porting.errors import PortingError
-from porting.knet import reference
 from porting.model import convert as mconvert
 from porting.model.forward import check_input, forward_knet
 from porting.model.spec import Activation, Conv, Dense, KnetModel, Pool
@@ -46,7 +45,6 @@ from porting.model.spec import Activation, Conv, Dense, KnetModel, Pool
 __all__ = ["verify_model", "ModelReport", "LayerRow", "default_input", "MODES"]
 
 MODES = ("each", "whole")
-_ROUND = 4.0  # rounding allowance of exp-based activations, in units of (sqrt(K)+2) eps |f|
 # The incoming error is carried into the tolerance through float arithmetic of its own (scaled
 # by 1/((sqrt(K)+2) eps), then back): 0.1% more covers that rounding.
 _SAFETY = 1.001
@@ -214,35 +212,6 @@ class ModelReport:
 # --------------------------------------------------------------------------- magnitudes
 
 
-def _pool_mag(s: np.ndarray, pool: Pool, nd: int) -> np.ndarray:
-    g = pool.geometry(nd)
-    if not g.is_max:
-        g = type(g)(window=g.window, padding=g.padding, stride=g.stride, mode=1)
-    return reference.pool(s, g, abs(float(pool.alpha)))
-
-
-def _act_mag(fn: str, s: np.ndarray, out: np.ndarray, dims: int = 1) -> np.ndarray:
-    """Push a magnitude/error bound `s` through activation `fn` (output `out`) and add the
-    activation's own rounding."""
-    if fn in ("identity", "relu"):
-        return s
-    a = np.abs(out)
-    if fn == "sigm":
-        return 0.25 * s + _ROUND * a
-    if fn == "tanh":
-        return s + _ROUND * a
-    if fn == "elu":
-        return s + _ROUND * (a + np.where(out < 0, out + 1, 0))
-    if fn == "softmax":
-        axis = dims - 1
-        n = out.shape[axis]
-        first = out * (s + (out * s).sum(axis=axis, keepdims=True))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            spread = np.where(out > 0, np.log(out.max(axis=axis, keepdims=True)) - np.log(out), 0.0)
-        return first + out * (_ROUND + spread + n)
-    raise PortingError(f"unknown activation {fn!r}")  # pragma: no cover
-
-
 def _abs_conv(layer: Conv, a: np.ndarray, wd) -> np.ndarray:
     """`conv4(|w|, a)` (Julia layout) for the tolerance. Computed by TensorFlow, which is 3-4x
     faster than the NumPy reference here; it only sets the scale of the bound (a relative error
@@ -272,27 +241,24 @@ def _magnitude(step, x_in, e_in, y_out, extra, scale, wd) -> np.ndarray:
     if isinstance(layer, Conv):
         s = _abs_conv(layer, a, wd)
         if layer.b is not None:
-            shape = [1] * s.ndim
-            shape[-2] = layer.b.size
-            s = s + np.abs(layer.b.reshape(-1)).astype(wd).reshape(shape)
+            s = magnitude.bias(s, layer.b)
         order = ["act", "pool"] if layer.activation_before_pool else ["pool", "act"]
         for what in order:
             if what == "pool" and layer.pool is not None:
-                s = _pool_mag(s, layer.pool, layer.nd)
+                s = magnitude.pool(s, layer.pool.geometry(layer.nd), layer.pool.alpha)
             elif what == "act" and layer.activation != "identity":
                 act_out = extra.get("act_out", y_out) if layer.activation_before_pool else y_out
-                s = _act_mag(layer.activation, s, np.asarray(act_out, dtype=wd))
+                s = magnitude.activation(layer.activation, s, np.asarray(act_out, dtype=wd))
         return s
     if isinstance(layer, Dense):
-        a2 = a if a.ndim == 2 else a.reshape((-1, a.shape[-1]), order="F")
-        s = np.abs(layer.w).astype(wd, copy=False) @ a2
+        s = magnitude.dense(layer.w, a, wd)
         if layer.b is not None:
-            s += np.abs(layer.bias_vector).astype(wd)[:, None]
-        return _act_mag(layer.activation, s, np.asarray(y_out, dtype=wd))
+            s = magnitude.bias(s, layer.bias_vector, channel_axis=0)
+        return magnitude.activation(layer.activation, s, np.asarray(y_out, dtype=wd))
     if isinstance(layer, Pool):
-        return _pool_mag(a, layer, a.ndim - 2)
+        return magnitude.pool(a, layer.geometry(a.ndim - 2), layer.alpha)
     if isinstance(layer, Activation):
-        return _act_mag(layer.function, a, np.asarray(y_out, dtype=wd), layer.dims)
+        return magnitude.activation(layer.function, a, np.asarray(y_out, dtype=wd), layer.dims)
     if layer.kind == "mat":
         return a.reshape((-1, a.shape[-1]), order="F")
     return a  # dropout

@@ -1,0 +1,92 @@
+"""The sum of magnitudes `S` that scales every tolerance (porting.tolerance), in one place.
+
+For an output that sums products `w*x`, `S = sum(|w| * |x|)` over the same terms: the same
+operation applied to the absolute values, in float64 (it only sets the scale of a bound, so
+the order of its own sums does not matter). Pooling and activations carry an incoming `S`
+(and an incoming error bound) through; see docs/numerics.md.
+
+Arrays are Julia-indexed, as in porting.knet. Nothing here imports TensorFlow.
+
+>>> import numpy as np
+>>> from porting.geometry import ConvGeometry
+>>> w = np.float32([[-1.0], [2.0]]).reshape(2, 1, 1)
+>>> x = np.float32([1.0, -3.0, 4.0]).reshape(3, 1, 1)
+>>> conv4(w, x, ConvGeometry.from_knet(1)).ravel().tolist()  # |w| * |x|, rotated kernel: 2*1 + 1*3, 2*3 + 1*4
+[5.0, 10.0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from porting.errors import PortingError
+from porting.geometry import ConvGeometry, PoolGeometry
+from porting.knet import reference
+
+__all__ = ["ROUND", "absolute", "activation", "bias", "conv4", "deconv4", "dense", "pool"]
+
+ROUND = 4.0
+"""Rounding allowance of exp-based activations, in units of `(sqrt(K)+2) eps |f|`."""
+
+
+def absolute(x, dtype=np.float64) -> np.ndarray:
+    """`|x|` as `dtype` (float64 by default)."""
+    return np.abs(np.asarray(x)).astype(dtype, copy=False)
+
+
+def conv4(w, x, geom: ConvGeometry, alpha: float = 1.0, dtype=np.float64) -> np.ndarray:
+    """`S` of Knet `conv4(w, x)`: the same convolution of `|w|` and `|x|` (times `|alpha|`)."""
+    return reference.conv4(absolute(w, dtype), absolute(x, dtype), geom, abs(float(alpha)))
+
+
+def deconv4(w, x, geom: ConvGeometry, alpha: float = 1.0, dtype=np.float64) -> np.ndarray:
+    """`S` of Knet `deconv4(w, x)`."""
+    return reference.deconv4(absolute(w, dtype), absolute(x, dtype), geom, abs(float(alpha)))
+
+
+def dense(w, x, dtype=np.float64) -> np.ndarray:
+    """`S` of `w * mat(x)` for `w` `(out, in)` and `x` `(in, N)` (or any `(..., N)`, flattened
+    column-major as Knet's `mat`)."""
+    a = absolute(x, dtype)
+    if a.ndim != 2:
+        a = a.reshape((-1, a.shape[-1]), order="F")
+    return absolute(w, dtype) @ a
+
+
+def bias(s: np.ndarray, b, channel_axis: int = -2) -> np.ndarray:
+    """`S` plus `|b|` broadcast along `channel_axis` (Knet biases are per channel/feature)."""
+    shape = [1] * s.ndim
+    b = np.asarray(b).reshape(-1)
+    shape[channel_axis] = b.size
+    return s + absolute(b, s.dtype).reshape(shape)
+
+
+def pool(s: np.ndarray, geom: PoolGeometry, alpha: float = 1.0) -> np.ndarray:
+    """`S` after Knet `pool`: the max of the magnitudes (max pooling) or their mean (mean)."""
+    if not geom.is_max:
+        geom = PoolGeometry(window=geom.window, padding=geom.padding, stride=geom.stride, mode=1)
+    return reference.pool(s, geom, abs(float(alpha)))
+
+
+def activation(fn: str, s: np.ndarray, out: np.ndarray, dims: int = 1) -> np.ndarray:
+    """Carry a magnitude (or error bound) `s` through activation `fn`, whose output is `out`,
+    and add the activation's own rounding: relu and identity pass it on, sigm halves its
+    slope bound (1/4), tanh has slope <= 1, elu <= 1 with its exp rounding, softmax along
+    Julia dimension `dims` as its Jacobian bounds it."""
+    if fn in ("identity", "relu"):
+        return s
+    a = np.abs(out)
+    if fn == "sigm":
+        return 0.25 * s + ROUND * a
+    if fn == "tanh":
+        return s + ROUND * a
+    if fn == "elu":
+        return s + ROUND * (a + np.where(out < 0, out + 1, 0))
+    if fn == "softmax":
+        axis = dims - 1
+        n = out.shape[axis]
+        first = out * (s + (out * s).sum(axis=axis, keepdims=True))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spread = np.where(out > 0, np.log(out.max(axis=axis, keepdims=True)) - np.log(out), 0.0)
+        return first + out * (ROUND + spread + n)
+    raise PortingError(f"activation {fn!r}: no magnitude rule for it")

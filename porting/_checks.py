@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -12,14 +13,14 @@ from porting.errors import PortingError
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def describe(x) -> str:
+def describe(x: object) -> str:
     """Short description of an array-like for error messages: `float32 array of shape (3, 4)`."""
     if isinstance(x, np.ndarray):
         return f"{x.dtype} array of shape {x.shape}"
     return f"{type(x).__name__} {x!r}"[:120]
 
 
-def as_float_array(x, name: str, *, ndim: Sequence[int] | int | None = None) -> np.ndarray:
+def as_float_array(x: object, name: str, *, ndim: Sequence[int] | int | None = None) -> np.ndarray:
     """Return `x` as a Float32/Float64 ndarray without copying, or raise `PortingError`.
 
     Both C- and Fortran-ordered arrays are accepted; the shape is taken as Julia's `size()`.
@@ -43,7 +44,7 @@ def as_float_array(x, name: str, *, ndim: Sequence[int] | int | None = None) -> 
     return a
 
 
-def int_tuple(value, n: int, name: str, *, minimum: int) -> tuple[int, ...]:
+def int_tuple(value: object, n: int, name: str, *, minimum: int) -> tuple[int, ...]:
     """Expand a scalar or per-dimension value to an `n`-tuple of ints >= `minimum`.
 
     >>> int_tuple(2, 3, "stride", minimum=1)
@@ -70,12 +71,49 @@ def int_tuple(value, n: int, name: str, *, minimum: int) -> tuple[int, ...]:
     return items
 
 
-def check_choice(value, name: str, choices: Sequence) -> None:
-    if value not in choices:
+def check_choice(value: object, name: str, choices: Sequence[object]) -> None:
+    """Refuse anything but one of `choices`; where they are integers, a bool or a float is
+    refused too (`mode=True` is not `mode=1`)."""
+    ok = False
+    ints = all(isinstance(c, int) and not isinstance(c, bool) for c in choices)
+    if not ints or (
+        isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool)
+    ):
+        try:
+            ok = bool(value in choices)
+        except Exception:  # noqa: BLE001 - e.g. an array: not one of the choices
+            ok = False
+    if not ok:
         raise PortingError(f"{name}={value!r}: expected one of {', '.join(map(repr, choices))}")
 
 
-def as_scalar(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.number)):
+def as_scalar(value: object, name: str) -> float:
+    """A finite real number (Knet's `alpha`), or `PortingError` naming the value.
+
+    >>> as_scalar(2, "alpha")
+    2.0
+    """
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise PortingError(f"{name}={value!r}: expected a real number")
-    return float(value)
+    try:
+        out = float(value)
+    except OverflowError:
+        raise PortingError(f"{name}={value!r}: expected a finite real number") from None
+    if not math.isfinite(out):
+        raise PortingError(f"{name}={value!r}: expected a finite real number (not NaN or Inf)")
+    return out
+
+
+def user_stacklevel() -> int:
+    """The `stacklevel` for `warnings.warn` called here that points at the first caller
+    outside the `porting` package (the user's line, however deep the call came from)."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame = sys._getframe(1)  # the function that will call warnings.warn: stacklevel 1
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level

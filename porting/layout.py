@@ -94,7 +94,11 @@ def activations_to_tf(x, spatial: str = "reverse") -> np.ndarray:
     >>> activations_to_tf(np.zeros((5, 4, 3, 2)), spatial="keep").shape
     (2, 5, 4, 3)
     """
-    a = as_float_array(x, "activations")
+    return _activations_to_tf(as_float_array(x, "activations"), spatial)
+
+
+def _activations_to_tf(a: np.ndarray, spatial: str) -> np.ndarray:
+    """`activations_to_tf` of an array already validated (float, any memory order)."""
     nd = _check_ndim(a, "activations")
     perm = [nd + 1, *_spatial_order(nd, spatial), nd]
     return _transpose_copy(a, perm)
@@ -137,7 +141,11 @@ def kernel_to_tf(w, mode: int = 0, spatial: str = "reverse") -> np.ndarray:
            [1., 0.]])
     """
     check_choice(mode, "mode", (0, 1))
-    a = as_float_array(w, "kernel")
+    return _kernel_to_tf(as_float_array(w, "kernel"), mode, spatial)
+
+
+def _kernel_to_tf(a: np.ndarray, mode: int, spatial: str) -> np.ndarray:
+    """`kernel_to_tf` of an array already validated (float, `mode` 0 or 1)."""
     nd = _check_ndim(a, "kernel")
     perm = [*_spatial_order(nd, spatial), nd, nd + 1]
     if mode == 0:

@@ -17,34 +17,64 @@ Arrays are Julia-indexed, as in porting.knet. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from porting.errors import PortingError
-from porting.geometry import ConvGeometry, PoolGeometry
+from porting.geometry import ConvDims, ConvGeometry, ConvOp, PoolDims, PoolGeometry, as_pool_dims
 from porting.knet import reference
 
-__all__ = ["ROUND", "absolute", "activation", "bias", "conv4", "deconv4", "dense", "pool"]
+__all__ = [
+    "ROUND",
+    "absolute",
+    "activation",
+    "bias",
+    "conv4",
+    "deconv4",
+    "dense",
+    "pool",
+    "of_conv",
+]
 
 ROUND = 4.0
 """Rounding allowance of exp-based activations, in units of `(sqrt(K)+2) eps |f|`."""
 
 
-def absolute(x, dtype=np.float64) -> np.ndarray:
+def absolute(x: Any, dtype: Any = np.float64) -> np.ndarray:
     """`|x|` as `dtype` (float64 by default)."""
     return np.abs(np.asarray(x)).astype(dtype, copy=False)
 
 
-def conv4(w, x, geom: ConvGeometry, alpha: float = 1.0, dtype=np.float64) -> np.ndarray:
+def conv4(
+    w: Any,
+    x: Any,
+    geom: ConvGeometry | ConvDims,
+    alpha: float = 1.0,
+    dtype: Any = np.float64,
+) -> np.ndarray:
     """`S` of Knet `conv4(w, x)`: the same convolution of `|w|` and `|x|` (times `|alpha|`)."""
     return reference.conv4(absolute(w, dtype), absolute(x, dtype), geom, abs(float(alpha)))
 
 
-def deconv4(w, x, geom: ConvGeometry, alpha: float = 1.0, dtype=np.float64) -> np.ndarray:
+def deconv4(
+    w: Any,
+    x: Any,
+    geom: ConvGeometry | ConvDims,
+    alpha: float = 1.0,
+    dtype: Any = np.float64,
+) -> np.ndarray:
     """`S` of Knet `deconv4(w, x)`."""
     return reference.deconv4(absolute(w, dtype), absolute(x, dtype), geom, abs(float(alpha)))
 
 
-def dense(w, x, dtype=np.float64) -> np.ndarray:
+def of_conv(op: ConvOp, dtype: Any = np.float64) -> np.ndarray:
+    """`S` of a validated Julia-order `ConvOp` (conv4 or deconv4), Julia-indexed."""
+    fn = deconv4 if op.dims.transposed else conv4
+    return fn(op.w, op.x, op.dims, op.alpha, dtype)
+
+
+def dense(w: Any, x: Any, dtype: Any = np.float64) -> np.ndarray:
     """`S` of `w * mat(x)` for `w` `(out, in)` and `x` `(in, N)` (or any `(..., N)`, flattened
     column-major as Knet's `mat`)."""
     a = absolute(x, dtype)
@@ -53,7 +83,7 @@ def dense(w, x, dtype=np.float64) -> np.ndarray:
     return absolute(w, dtype) @ a
 
 
-def bias(s: np.ndarray, b, channel_axis: int = -2) -> np.ndarray:
+def bias(s: np.ndarray, b: Any, channel_axis: int = -2) -> np.ndarray:
     """`S` plus `|b|` broadcast along `channel_axis` (Knet biases are per channel/feature)."""
     shape = [1] * s.ndim
     b = np.asarray(b).reshape(-1)
@@ -61,11 +91,14 @@ def bias(s: np.ndarray, b, channel_axis: int = -2) -> np.ndarray:
     return s + absolute(b, s.dtype).reshape(shape)
 
 
-def pool(s: np.ndarray, geom: PoolGeometry, alpha: float = 1.0) -> np.ndarray:
+def pool(s: np.ndarray, geom: PoolGeometry | PoolDims, alpha: float = 1.0) -> np.ndarray:
     """`S` after Knet `pool`: the max of the magnitudes (max pooling) or their mean (mean)."""
-    if not geom.is_max:
-        geom = PoolGeometry(window=geom.window, padding=geom.padding, stride=geom.stride, mode=1)
-    return reference.pool(s, geom, abs(float(alpha)))
+    dims = as_pool_dims(geom, s)
+    if not dims.is_max:
+        return reference.pool(s, dims.with_mode(1), abs(float(alpha)))
+    # A window of only padding holds no magnitude: 0, not max pooling's -floatmax.
+    out = reference.pool(s, dims, abs(float(alpha)))
+    return np.maximum(out, 0.0, out=out)
 
 
 def activation(fn: str, s: np.ndarray, out: np.ndarray, dims: int = 1) -> np.ndarray:

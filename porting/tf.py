@@ -38,12 +38,12 @@ import os
 import sys
 import tempfile
 import warnings
+from typing import Any
 
 import numpy as np
 
-from porting._checks import as_float_array, as_scalar, check_choice
-from porting.errors import PortingError
-from porting.geometry import ConvGeometry, PoolGeometry
+from porting._checks import user_stacklevel
+from porting.geometry import ConvDims, ConvOp, PoolDims, PoolOp
 
 __all__ = [
     "conv",
@@ -52,6 +52,9 @@ __all__ = [
     "knet_conv4_via_tf",
     "knet_deconv4_via_tf",
     "knet_pool_via_tf",
+    "run_conv4",
+    "run_deconv4",
+    "run_pool",
     "versions",
 ]
 
@@ -90,11 +93,11 @@ def _drop_native_stderr_lines(patterns: tuple[str, ...]):
                 os.write(2, kept.encode())
 
 
-def _import_tf():
+def _import_tf() -> Any:
     """Import TensorFlow quietly (TF_CPP_MIN_LOG_LEVEL=2 unless the user set it)."""
-    tf = sys.modules.get("tensorflow")
-    if tf is not None and hasattr(tf, "nn"):
-        return tf
+    loaded = sys.modules.get("tensorflow")
+    if loaded is not None and hasattr(loaded, "nn"):
+        return loaded
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     quiet = os.environ["TF_CPP_MIN_LOG_LEVEL"].strip() not in ("", "0")
     try:
@@ -122,30 +125,7 @@ def versions() -> dict[str, str | None]:
     return {"tensorflow": tf.__version__, "keras": keras_version}
 
 
-# --------------------------------------------------------------------------- validation
-
-
-def _conv_inputs(x, w, op: str, w_channel_axis: int, w_layout: str, channels: str):
-    x = as_float_array(x, "x", ndim=(3, 4, 5))
-    w = as_float_array(w, "w", ndim=(3, 4, 5))
-    if w.ndim != x.ndim:
-        raise PortingError(
-            f"{op}: w has {w.ndim} dimensions (shape {w.shape}) but x has {x.ndim} "
-            f"(shape {x.shape}); expected w as {w_layout} with as many spatial dimensions as "
-            "x (N, *spatial, C)"
-        )
-    if w.dtype != x.dtype:
-        raise PortingError(
-            f"{op}: w is {w.dtype} but x is {x.dtype}; expected one dtype for both "
-            "(convert one with .astype)"
-        )
-    if w.shape[w_channel_axis] != x.shape[-1]:
-        raise PortingError(
-            f"{op}: kernel has {w.shape[w_channel_axis]} {channels} but x has {x.shape[-1]} "
-            f"channels (w shape {w.shape}, TensorFlow layout {w_layout}; x shape {x.shape}, "
-            "channels last)"
-        )
-    return x, w
+# --------------------------------------------------------------------------- helpers
 
 
 def _scale(tf, y, alpha: float, dtype: np.dtype):
@@ -207,7 +187,9 @@ def _dilated_then_subsampled(tf, x, w, stride, dilation):
     return _every(y, stride)
 
 
-def conv(x, w, *, padding=0, stride=1, dilation=1, alpha=1) -> np.ndarray:
+def conv(
+    x: Any, w: Any, *, padding: Any = 0, stride: Any = 1, dilation: Any = 1, alpha: Any = 1
+) -> np.ndarray:
     """Cross-correlation in TensorFlow with Knet's symmetric padding, stride and dilation.
 
     `x` is `(N, *spatial, Cin)`, `w` is `(*K, Cin, Cout)` (TensorFlow layout, 1-3 spatial
@@ -219,17 +201,28 @@ def conv(x, w, *, padding=0, stride=1, dilation=1, alpha=1) -> np.ndarray:
     array([[12., 18.],
            [18., 27.]])
     """
-    x, w = _conv_inputs(x, w, "conv", -2, "(*K, Cin, Cout)", "input channels (Cin)")
-    geom = ConvGeometry.from_knet(
-        x.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=1
+    op = ConvOp.knet(
+        w,
+        x,
+        padding=padding,
+        stride=stride,
+        dilation=dilation,
+        mode=1,
+        alpha=alpha,
+        order="tf",
+        op="conv",
     )
-    out = geom.output_size(x.shape[1:-1], w.shape[:-2])  # validates sizes against the kernel
-    alpha = as_scalar(alpha, "alpha")
+    return _conv(op.x, op.w, op.dims, op.alpha)
+
+
+def _conv(x: np.ndarray, w: np.ndarray, dims: ConvDims, alpha: float) -> np.ndarray:
+    """`conv` on validated TF-layout arrays whose TF-order `dims` are already computed."""
     tf = _import_tf()
-    xt = _pad(tf, tf.convert_to_tensor(x), geom.padding, 0.0)
-    stride = single_output_stride(out, geom.stride)
-    y = _conv_valid(tf, xt, tf.convert_to_tensor(w), stride, geom.dilation)
-    if stride != geom.stride:
+    out = dims.y_spatial
+    xt = _pad(tf, tf.convert_to_tensor(x), dims.padding, 0.0)
+    stride = single_output_stride(out, dims.stride)
+    y = _conv_valid(tf, xt, tf.convert_to_tensor(w), stride, dims.dilation)
+    if stride != dims.stride:
         y = y[(slice(None), *(slice(0, o) for o in out), slice(None))]
     return _to_numpy(_scale(tf, y, alpha, x.dtype), x.dtype)
 
@@ -247,7 +240,9 @@ def single_output_stride(out: tuple[int, ...], stride: tuple[int, ...]) -> tuple
     return tuple(1 if o == 1 else s for o, s in zip(out, stride, strict=True))
 
 
-def conv_transpose(x, w, *, padding=0, stride=1, dilation=1, alpha=1) -> np.ndarray:
+def conv_transpose(
+    x: Any, w: Any, *, padding: Any = 0, stride: Any = 1, dilation: Any = 1, alpha: Any = 1
+) -> np.ndarray:
     """Transposed convolution: the gradient of `conv(y, w, ...)` with respect to `y`.
 
     `x` is `(N, *spatial, Cx)`, `w` is the kernel of the forward conv that maps Cy to Cx, in
@@ -258,21 +253,33 @@ def conv_transpose(x, w, *, padding=0, stride=1, dilation=1, alpha=1) -> np.ndar
     >>> conv_transpose(np.ones((1, 3, 3, 1)), np.ones((2, 2, 4, 1)), stride=2).shape
     (1, 6, 6, 4)
     """
-    x, w = _conv_inputs(x, w, "conv_transpose", -1, "(*K, Cy, Cx)", "Cx channels")
-    nd = x.ndim - 2
-    geom = ConvGeometry.from_knet(nd, padding=padding, stride=stride, dilation=dilation, mode=1)
-    geom.transpose_output_size(x.shape[1:-1], w.shape[:-2])  # validates
-    alpha = as_scalar(alpha, "alpha")
+    op = ConvOp.knet(
+        w,
+        x,
+        padding=padding,
+        stride=stride,
+        dilation=dilation,
+        mode=1,
+        alpha=alpha,
+        transposed=True,
+        order="tf",
+        op="conv_transpose",
+    )
+    return _conv_transpose(op.x, op.w, op.dims, op.alpha)
+
+
+def _conv_transpose(x: np.ndarray, w: np.ndarray, dims: ConvDims, alpha: float) -> np.ndarray:
+    """`conv_transpose` on validated TF-layout arrays with TF-order `dims`."""
     tf = _import_tf()
-    kext = geom.effective_kernel(w.shape[:-2])
+    kext = dims.effective_kernel()
     full = tuple(
-        (xi - 1) * s + k for xi, s, k in zip(x.shape[1:-1], geom.stride, kext, strict=True)
+        (xi - 1) * s + k for xi, s, k in zip(dims.x_spatial, dims.stride, kext, strict=True)
     )
     full_shape = (x.shape[0], *full, w.shape[-2])
     xt, wt = tf.convert_to_tensor(x), tf.convert_to_tensor(w)
-    if all(d == 1 for d in geom.dilation):
+    if all(d == 1 for d in dims.dilation):
         y = tf.nn.conv_transpose(
-            xt, wt, output_shape=full_shape, strides=list(geom.stride), padding="VALID"
+            xt, wt, output_shape=full_shape, strides=list(dims.stride), padding="VALID"
         )
     else:
         # The CPU backprop-input kernels refuse dilation, so take the gradient of the forward
@@ -281,9 +288,9 @@ def conv_transpose(x, w, *, padding=0, stride=1, dilation=1, alpha=1) -> np.ndar
         z = tf.zeros(full_shape, dtype=xt.dtype)
         with tf.GradientTape() as tape:
             tape.watch(z)
-            out = _dilated_then_subsampled(tf, z, wt, geom.stride, geom.dilation)
+            out = _dilated_then_subsampled(tf, z, wt, dims.stride, dims.dilation)
         y = tape.gradient(out, z, output_gradients=xt)
-    crop = (slice(None), *(slice(p, f - p) for p, f in zip(geom.padding, full, strict=True)))
+    crop = (slice(None), *(slice(p, f - p) for p, f in zip(dims.padding, full, strict=True)))
     return _to_numpy(_scale(tf, y[(*crop, slice(None))], alpha, x.dtype), x.dtype)
 
 
@@ -313,11 +320,19 @@ def _native_pool_ok(nd: int, dtype: np.dtype) -> bool:
     return dtype == np.float32 or nd < 3
 
 
-def pool(x, *, window=2, padding=0, stride=None, mode=0, alpha=1) -> np.ndarray:
+def pool(
+    x: Any,
+    *,
+    window: Any = 2,
+    padding: Any = 0,
+    stride: Any = None,
+    mode: Any = 0,
+    alpha: Any = 1,
+) -> np.ndarray:
     """Knet's CPU `pool` on a TensorFlow-layout array `(N, *spatial, C)`.
 
     - `mode=0` or `3`: max; padded cells never win, NaN never wins (NNlib compares with `>`),
-      a window of only NaN/-Inf gives -Inf (bit-exact with Knet's CPU).
+      a window of only NaN/-Inf or only padding gives -floatmax (bit-exact with Knet's CPU).
     - `mode=1`: mean dividing by `prod(window)`, padding counted as zeros.
     - `mode=2`: Knet's CPU warns and runs mode 1; so does this (with a warning).
 
@@ -328,16 +343,15 @@ def pool(x, *, window=2, padding=0, stride=None, mode=0, alpha=1) -> np.ndarray:
     array([[ 5.,  7.],
            [13., 15.]])
     """
-    x = as_float_array(x, "x", ndim=(3, 4, 5))
-    geom = PoolGeometry.from_knet(
-        x.ndim - 2, window=window, padding=padding, stride=stride, mode=mode
+    op = PoolOp.knet(
+        x, window=window, padding=padding, stride=stride, mode=mode, alpha=alpha, order="tf"
     )
-    return _pool(x, geom, as_scalar(alpha, "alpha"))
+    return _pool(op.x, op.dims, op.alpha)
 
 
-def _pool(x: np.ndarray, geom: PoolGeometry, alpha: float) -> np.ndarray:
-    """`pool` on a validated TF-layout array; `geom` in TF axis order. Warns for mode 2."""
-    out_size = geom.output_size(x.shape[1:-1])  # validates
+def _pool(x: np.ndarray, geom: PoolDims, alpha: float) -> np.ndarray:
+    """`pool` on a validated TF-layout array with TF-order dims. Warns for mode 2."""
+    out_size = geom.y_spatial
     if geom.mode == 2:
         warnings.warn(
             "pool mode=2 (average excluding padding) exists only on Knet's GPU (cuDNN); Knet's "
@@ -350,7 +364,7 @@ def _pool(x: np.ndarray, geom: PoolGeometry, alpha: float) -> np.ndarray:
                 "if the CPU behaviour is what you want."
             ),
             UserWarning,
-            stacklevel=3,  # the caller of pool / knet_pool_via_tf
+            stacklevel=user_stacklevel(),  # the first caller outside porting
         )
     tf = _import_tf()
     # A tensor, never the NumPy array: TF 2.21's eager MaxPool returns float32 for a float64
@@ -382,34 +396,22 @@ def _pool(x: np.ndarray, geom: PoolGeometry, alpha: float) -> np.ndarray:
 # --------------------------------------------------------------------------- Knet arrays
 
 
-def _knet_conv_args(w, x, op: str, cin_axis: int, **geometry):
+def _layout():
     from porting import layout
 
-    check_choice(geometry["spatial"], "spatial", layout.SPATIAL_CHOICES)
-    x = as_float_array(x, "x", ndim=(3, 4, 5))
-    w = as_float_array(w, "w", ndim=(3, 4, 5))
-    if w.ndim != x.ndim:
-        raise PortingError(
-            f"{op}: w has {w.ndim} dimensions (shape {w.shape}) but x has {x.ndim} "
-            f"(shape {x.shape}); expected the same rank: spatial dimensions plus two"
-        )
-    if w.shape[cin_axis] != x.shape[-2]:
-        raise PortingError(
-            f"{op}: kernel has {w.shape[cin_axis]} input channels but x has {x.shape[-2]} "
-            f"(w shape {w.shape}, x shape {x.shape}, Julia-indexed)"
-        )
-    geom = ConvGeometry.from_knet(
-        x.ndim - 2,
-        padding=geometry["padding"],
-        stride=geometry["stride"],
-        dilation=geometry["dilation"],
-        mode=geometry["mode"],
-    )
-    return w, x, geom
+    return layout
 
 
 def knet_conv4_via_tf(
-    w, x, *, padding=0, stride=1, dilation=1, mode=0, alpha=1, spatial="reverse"
+    w: Any,
+    x: Any,
+    *,
+    padding: Any = 0,
+    stride: Any = 1,
+    dilation: Any = 1,
+    mode: Any = 0,
+    alpha: Any = 1,
+    spatial: str = "reverse",
 ) -> np.ndarray:
     """Knet `conv4(w, x; ...)` computed by TensorFlow; Julia-indexed in, TensorFlow layout out.
 
@@ -420,32 +422,40 @@ def knet_conv4_via_tf(
     >>> knet_conv4_via_tf(np.ones((3, 3, 2, 4)), np.ones((8, 6, 2, 5)), padding=1).shape
     (5, 6, 8, 4)
     """
-    from porting import layout
-
-    w, x, geom = _knet_conv_args(
-        w,
-        x,
-        "conv4",
-        -2,
-        padding=padding,
-        stride=stride,
-        dilation=dilation,
-        mode=mode,
-        spatial=spatial,
+    _check_spatial(spatial)
+    op = ConvOp.knet(
+        w, x, padding=padding, stride=stride, dilation=dilation, mode=mode, alpha=alpha
     )
-    geom.output_size(x.shape[:-2], w.shape[:-2])  # errors name Julia's dimensions
-    return conv(
-        layout.activations_to_tf(x, spatial),
-        layout.kernel_to_tf(w, mode, spatial),
-        padding=layout.spatial_to_tf(geom.padding, spatial),
-        stride=layout.spatial_to_tf(geom.stride, spatial),
-        dilation=layout.spatial_to_tf(geom.dilation, spatial),
-        alpha=alpha,
+    return run_conv4(op, spatial)
+
+
+def _check_spatial(spatial: str) -> None:
+    from porting._checks import check_choice
+
+    check_choice(spatial, "spatial", _layout().SPATIAL_CHOICES)
+
+
+def run_conv4(op: ConvOp, spatial: str = "reverse") -> np.ndarray:
+    """`knet_conv4_via_tf` of an already validated Julia-order `porting.geometry.ConvOp`."""
+    layout = _layout()
+    return _conv(
+        layout._activations_to_tf(op.x, spatial),
+        layout._kernel_to_tf(op.w, op.dims.mode, spatial),
+        op.dims.to_tf(spatial),
+        op.alpha,
     )
 
 
 def knet_deconv4_via_tf(
-    w, x, *, padding=0, stride=1, dilation=1, mode=0, alpha=1, spatial="reverse"
+    w: Any,
+    x: Any,
+    *,
+    padding: Any = 0,
+    stride: Any = 1,
+    dilation: Any = 1,
+    mode: Any = 0,
+    alpha: Any = 1,
+    spatial: str = "reverse",
 ) -> np.ndarray:
     """Knet `deconv4(w, x; ...)` computed by TensorFlow; Julia-indexed in, TensorFlow layout out.
 
@@ -454,50 +464,52 @@ def knet_deconv4_via_tf(
     >>> knet_deconv4_via_tf(np.ones((2, 2, 3, 4)), np.ones((5, 4, 4, 1)), stride=2).shape
     (1, 8, 10, 3)
     """
-    from porting import layout
-
-    w, x, geom = _knet_conv_args(
+    _check_spatial(spatial)
+    op = ConvOp.knet(
         w,
         x,
-        "deconv4",
-        -1,
         padding=padding,
         stride=stride,
         dilation=dilation,
         mode=mode,
-        spatial=spatial,
-    )
-    geom.transpose_output_size(x.shape[:-2], w.shape[:-2])
-    return conv_transpose(
-        layout.activations_to_tf(x, spatial),
-        layout.kernel_to_tf(w, mode, spatial),
-        padding=layout.spatial_to_tf(geom.padding, spatial),
-        stride=layout.spatial_to_tf(geom.stride, spatial),
-        dilation=layout.spatial_to_tf(geom.dilation, spatial),
         alpha=alpha,
+        transposed=True,
+    )
+    return run_deconv4(op, spatial)
+
+
+def run_deconv4(op: ConvOp, spatial: str = "reverse") -> np.ndarray:
+    """`knet_deconv4_via_tf` of an already validated Julia-order transposed `ConvOp`."""
+    layout = _layout()
+    return _conv_transpose(
+        layout._activations_to_tf(op.x, spatial),
+        layout._kernel_to_tf(op.w, op.dims.mode, spatial),
+        op.dims.to_tf(spatial),
+        op.alpha,
     )
 
 
 def knet_pool_via_tf(
-    x, *, window=2, padding=0, stride=None, mode=0, alpha=1, spatial="reverse"
+    x: Any,
+    *,
+    window: Any = 2,
+    padding: Any = 0,
+    stride: Any = None,
+    mode: Any = 0,
+    alpha: Any = 1,
+    spatial: str = "reverse",
 ) -> np.ndarray:
     """Knet's CPU `pool(x; ...)` computed by TensorFlow; Julia-indexed in, TF layout out.
 
     >>> knet_pool_via_tf(np.ones((6, 4, 3, 2)), window=2).shape
     (2, 2, 3, 3)
     """
-    from porting import layout
+    _check_spatial(spatial)
+    op = PoolOp.knet(x, window=window, padding=padding, stride=stride, mode=mode, alpha=alpha)
+    return run_pool(op, spatial)
 
-    check_choice(spatial, "spatial", layout.SPATIAL_CHOICES)
-    x = as_float_array(x, "x", ndim=(3, 4, 5))
-    geom = PoolGeometry.from_knet(
-        x.ndim - 2, window=window, padding=padding, stride=stride, mode=mode
-    )
-    geom.output_size(x.shape[:-2])  # errors name Julia's dimensions
-    geom_tf = PoolGeometry(
-        window=layout.spatial_to_tf(geom.window, spatial),
-        padding=layout.spatial_to_tf(geom.padding, spatial),
-        stride=layout.spatial_to_tf(geom.stride, spatial),
-        mode=geom.mode,
-    )
-    return _pool(layout.activations_to_tf(x, spatial), geom_tf, as_scalar(alpha, "alpha"))
+
+def run_pool(op: PoolOp, spatial: str = "reverse") -> np.ndarray:
+    """`knet_pool_via_tf` of an already validated Julia-order `porting.geometry.PoolOp`."""
+    x_tf = _layout()._activations_to_tf(op.x, spatial)
+    return _pool(x_tf, op.dims.to_tf(spatial), op.alpha)

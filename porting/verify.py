@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from porting._checks import as_float_array, check_choice
+from porting._checks import check_choice
 from porting.comparison import Comparison, compare
 from porting.errors import PortingError
-from porting.geometry import ConvGeometry
+from porting.geometry import ConvOp
 
 __all__ = ["verify_conv4", "VerifyReport", "versions"]
 
@@ -57,7 +57,7 @@ class VerifyReport:
     diagnosis: Any = None  # filled in when the sides differ and a diagnosis could be made
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         diag = self.diagnosis
         return {
             "op": self.op,
@@ -95,7 +95,7 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _tf_dtype(dtype, default: np.dtype) -> np.dtype:
+def _tf_dtype(dtype: Any, default: np.dtype) -> np.dtype:
     if dtype is None:
         return default
     try:
@@ -108,16 +108,16 @@ def _tf_dtype(dtype, default: np.dtype) -> np.dtype:
 
 
 def verify_conv4(
-    w,
-    x,
+    w: Any,
+    x: Any,
     *,
-    padding=0,
-    stride=1,
-    dilation=1,
-    mode=0,
-    alpha=1,
+    padding: Any = 0,
+    stride: Any = 1,
+    dilation: Any = 1,
+    mode: Any = 0,
+    alpha: Any = 1,
     spatial: str = "reverse",
-    dtype=None,
+    dtype: Any = None,
     knet: str = "auto",
     diagnose: bool = True,
 ) -> VerifyReport:
@@ -126,58 +126,42 @@ def verify_conv4(
     `w` `(W1, ..., Cin, Cout)` and `x` `(X1, ..., Cin, N)` are Julia-indexed, as they come out
     of Julia. The Knet side runs `porting.knet.conv4` on `knet=` ("auto", "reference", "julia",
     ...); the TensorFlow side runs `porting.tf.conv` (explicit symmetric padding, never "SAME")
-    on `activations_to_tf(x, spatial)` and `kernel_to_tf(w, mode, spatial)` in `dtype` (default: the inputs' dtype; e.g. Knet in
-    Float64 against TensorFlow in float32). The comparison's tolerance comes from the lower
-    precision, K = kernel volume x input channels, and the sum of magnitudes per output.
+    on `activations_to_tf(x, spatial)` and `kernel_to_tf(w, mode, spatial)` in `dtype`
+    (default: the inputs' dtype; e.g. Knet in Float64 against TensorFlow in float32). The
+    comparison's tolerance comes from the lower precision, K = kernel volume x input channels,
+    and the sum of magnitudes per output (`porting.magnitude`).
+
+    The arguments are validated once, into a `porting.geometry.ConvOp` that both sides run.
     """
     from porting import knet as pknet
     from porting import layout, magnitude
     from porting import tf as ptf
 
     check_choice(spatial, "spatial", layout.SPATIAL_CHOICES)
-    w = as_float_array(w, "w", ndim=(3, 4, 5))
-    x = as_float_array(x, "x", ndim=(3, 4, 5))
-    tf_dtype = _tf_dtype(dtype, np.result_type(w.dtype, x.dtype))
+    op = ConvOp.knet(
+        w, x, padding=padding, stride=stride, dilation=dilation, mode=mode, alpha=alpha
+    )
+    tf_dtype = _tf_dtype(dtype, op.x.dtype)
 
-    y_knet = pknet.conv4(
-        w,
-        x,
-        padding=padding,
-        stride=stride,
-        dilation=dilation,
-        mode=mode,
-        alpha=alpha,
-        backend=knet,
-    )
-    geom = ConvGeometry.from_knet(
-        x.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=mode
-    )
+    y_knet = pknet.run_conv4(op, backend=knet)
     # Sum of magnitudes per output element, for the tolerance (float64: it only sets a bound).
-    mag = magnitude.conv4(w, x, geom, alpha)
-    y_tf = ptf.knet_conv4_via_tf(
-        w.astype(tf_dtype, copy=False),
-        x.astype(tf_dtype, copy=False),
-        padding=padding,
-        stride=stride,
-        dilation=dilation,
-        mode=mode,
-        alpha=alpha,
-        spatial=spatial,
+    mag = magnitude.of_conv(op)
+    y_tf = ptf.run_conv4(op.astype(tf_dtype), spatial)
+    expected = layout._activations_to_tf(np.asarray(y_knet), spatial)
+    comparison = compare(
+        expected, y_tf, k=op.dims.terms, magnitude=layout._activations_to_tf(mag, spatial)
     )
-    expected = layout.activations_to_tf(np.asarray(y_knet), spatial)
-    k = int(np.prod(w.shape[:-1]))
-    comparison = compare(expected, y_tf, k=k, magnitude=layout.activations_to_tf(mag, spatial))
     report = VerifyReport(
         op="conv4",
         ok=comparison.ok,
         comparison=comparison,
-        knet_backend=y_knet.backend,
-        knet_backend_reason=y_knet.backend_reason,
-        geometry=repr(geom),
+        knet_backend=str(getattr(y_knet, "backend", None)),
+        knet_backend_reason=str(getattr(y_knet, "backend_reason", None)),
+        geometry=repr(op.dims.geometry),
         spatial=spatial,
         shapes={
-            "w": tuple(w.shape),
-            "x": tuple(x.shape),
+            "w": tuple(op.w.shape),
+            "x": tuple(op.x.shape),
             "y (Knet)": tuple(y_knet.shape),
             "y (TF)": tuple(y_tf.shape),
         },
@@ -185,23 +169,23 @@ def verify_conv4(
         versions=versions(),
     )
     if not report.ok and diagnose:
-        report.diagnosis = _diagnose(expected, y_tf, w, x, geom, spatial, float(alpha))
+        report.diagnosis = _diagnose(expected, y_tf, op, spatial)
     return report
 
 
-def _diagnose(expected, actual, w, x, geom, spatial, alpha):
+def _diagnose(expected: np.ndarray, actual: np.ndarray, op: ConvOp, spatial: str) -> Any:
     """Name the likely cause of a mismatch (porting.diagnose)."""
     from porting.diagnosis import diagnose
 
     return diagnose(
         expected,
         actual,
-        w=w,
-        x=x,
-        padding=geom.padding,
-        stride=geom.stride,
-        dilation=geom.dilation,
-        mode=geom.mode,
-        alpha=alpha,
+        w=op.w,
+        x=op.x,
+        padding=op.dims.padding,
+        stride=op.dims.stride,
+        dilation=op.dims.dilation,
+        mode=op.dims.mode,
+        alpha=op.alpha,
         spatial=spatial,
     )

@@ -300,7 +300,8 @@ BAD = [
         lambda: ptf.conv(X4, W4, dilation=(1, 1, 1)),
         r"dilation=\(1, 1, 1\).*2 integers",
     ),
-    ("padding too large", lambda: ptf.conv(X4, W4, padding=3), "padding=3"),
+    ("alpha NaN", lambda: ptf.conv(X4, W4, alpha=float("nan")), "alpha=nan"),
+    ("alpha Inf", lambda: ptf.knet_pool_via_tf(XJ, alpha=np.inf), "alpha=inf"),
     (
         "input too small",
         lambda: ptf.conv(X4[:, :2, :2], np.zeros((5, 5, 3, 2), np.float32)),
@@ -319,7 +320,7 @@ BAD = [
     ),
     ("pool mode", lambda: ptf.pool(X4, mode=4), "mode=4"),
     ("pool window", lambda: ptf.pool(X4, window=0), "window=0"),
-    ("pool padding", lambda: ptf.pool(X4, window=2, padding=2), "padding=2"),
+    ("pool input too small", lambda: ptf.pool(X4[:, :1], window=4, padding=1), "window 4"),
     ("pool float16", lambda: ptf.pool(X4.astype(np.float16)), "float16"),
     ("spatial", lambda: ptf.knet_conv4_via_tf(WJ, XJ, spatial="transpose"), "spatial='transpose'"),
     ("knet mode", lambda: ptf.knet_conv4_via_tf(WJ, XJ, mode=2), "mode=2"),

@@ -100,7 +100,8 @@ def test_assert_conv4_ported_on_report_and_on_arrays():
         (dict(mode=2), "mode=2"),
         (dict(stride=0), "stride=0"),
         (dict(padding=(1, 2, 3)), "padding=\\(1, 2, 3\\)"),
-        (dict(padding=3), "padding=3 .* too large"),
+        (dict(dilation=4), "input size 6 with padding 0 is smaller than the dilated kernel"),
+        (dict(alpha=float("nan")), "alpha=nan: expected a finite"),
         (dict(knet="cuda"), "backend='cuda'"),
     ],
 )

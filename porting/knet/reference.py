@@ -17,7 +17,14 @@ import threading
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from porting.geometry import ConvGeometry, PoolGeometry
+from porting.geometry import (
+    ConvDims,
+    ConvGeometry,
+    PoolDims,
+    PoolGeometry,
+    as_conv_dims,
+    as_pool_dims,
+)
 
 NAME = "reference"
 DESCRIPTION = "NumPy reimplementation of Knet 1.4.10's CPU arithmetic (NNlib im2col + GEMM)"
@@ -224,25 +231,31 @@ def _correlate(wt, xt, pad, stride, dil, out) -> np.ndarray:
     return out
 
 
-def conv4(w: np.ndarray, x: np.ndarray, geom: ConvGeometry, alpha: float = 1.0) -> np.ndarray:
+def conv4(
+    w: np.ndarray, x: np.ndarray, geom: ConvGeometry | ConvDims, alpha: float = 1.0
+) -> np.ndarray:
     """Knet `conv4(w, x; padding, stride, dilation, mode, alpha)`, Julia-indexed in and out.
 
-    Computed on the transposes (`x.T` is `(N, Cin, Xd..X1)`, C-ordered for Julia's arrays) and
+    `w` and `x` are float ndarrays of one dtype whose shapes fit `geom` (as `porting.knet`
+    checks); a `ConvDims` brings its output size, a `ConvGeometry` is bound here. Computed on the transposes (`x.T` is `(N, Cin, Xd..X1)`, C-ordered for Julia's arrays) and
     written into a C-ordered `(N, Cout, Yd..Y1)` array whose transpose is the Fortran-ordered
     Julia-indexed result, so nothing is copied on the way out.
     """
-    nd = geom.nd
+    dims = as_conv_dims(geom, w, x)
+    nd = dims.nd
     xt = x.T  # (N, Cin, Xd..X1), C-ordered for Julia's (Fortran-ordered) arrays
     wt = w.T  # (Cout, Cin, Wd..W1)
-    if not geom.crosscorrelation:
+    if not dims.crosscorrelation:
         wt = _flip_spatial(wt, nd)  # mode 0: true convolution
-    ys = geom.output_size(x.shape[:-2], w.shape[:-2])[::-1]
+    ys = dims.y_spatial[::-1]
     out = np.empty((xt.shape[0], wt.shape[0], *ys), dtype=x.dtype)
-    _correlate(wt, xt, geom.padding[::-1], geom.stride[::-1], geom.dilation[::-1], out)
+    _correlate(wt, xt, dims.padding[::-1], dims.stride[::-1], dims.dilation[::-1], out)
     return _scale(out, alpha).T
 
 
-def deconv4(w: np.ndarray, x: np.ndarray, geom: ConvGeometry, alpha: float = 1.0) -> np.ndarray:
+def deconv4(
+    w: np.ndarray, x: np.ndarray, geom: ConvGeometry | ConvDims, alpha: float = 1.0
+) -> np.ndarray:
     """Knet `deconv4(w, x; ...)`: the gradient of conv4 with respect to its input.
 
     `w` is `(W1, ..., Cy, Cx)` and `x` is `(X1, ..., Cx, N)`; the result is `(Y1, ..., Cy, N)`.
@@ -250,26 +263,27 @@ def deconv4(w: np.ndarray, x: np.ndarray, geom: ConvGeometry, alpha: float = 1.0
     `(Wi-1)*dilation - padding` (negative: a crop), run by the conv4 code; with a stride, one
     GEMM per batch gives every kernel offset's contribution, scattered into the strided outputs.
     """
-    nd = geom.nd
+    dims = as_conv_dims(geom, w, x, transposed=True)
+    nd = dims.nd
     xt = x.T  # (N, Cx, Xd..X1)
     wt = w.T  # (Cx, Cy, Wd..W1)
-    stride = geom.stride[::-1]
-    dil = geom.dilation[::-1]
-    pad = geom.padding[::-1]
+    stride = dims.stride[::-1]
+    dil = dims.dilation[::-1]
+    pad = dims.padding[::-1]
     ksz = wt.shape[2:]
     xs = xt.shape[2:]
     n, cx, cy = xt.shape[0], wt.shape[0], wt.shape[1]
-    ys = geom.transpose_output_size(x.shape[:-2], w.shape[:-2])[::-1]
+    ys = dims.y_spatial[::-1]
     if all(s == 1 for s in stride):
         # The adjoint of correlating with k is correlating with k rotated 180 degrees.
         wc = wt.swapaxes(0, 1)  # (Cy, Cx, Wd..W1)
-        if geom.crosscorrelation:
+        if dims.crosscorrelation:
             wc = _flip_spatial(wc, nd)
         out = np.empty((n, cy, *ys), dtype=x.dtype)
         cpad = tuple((k - 1) * d - p for k, d, p in zip(ksz, dil, pad, strict=True))
         _correlate(wc, xt, cpad, stride, dil, out)
         return _scale(out, alpha).T
-    if not geom.crosscorrelation:
+    if not dims.crosscorrelation:
         wt = _flip_spatial(wt, nd)
     full = tuple(
         (xi - 1) * s + (k - 1) * d + 1 for xi, s, k, d in zip(xs, stride, ksz, dil, strict=True)
@@ -299,14 +313,16 @@ def deconv4(w: np.ndarray, x: np.ndarray, geom: ConvGeometry, alpha: float = 1.0
     return _scale(out, alpha).T
 
 
-def pool(x: np.ndarray, geom: PoolGeometry, alpha: float = 1.0) -> np.ndarray:
+def pool(x: np.ndarray, geom: PoolGeometry | PoolDims, alpha: float = 1.0) -> np.ndarray:
     """Knet `pool(x; window, padding, stride, mode, alpha)` on the CPU.
 
     Modes 0 and 3: max, padded cells never win, NaN never wins (NNlib compares with `>`), and a
     window holding only NaN/-Inf gives -floatmax (NNlib's starting value), not -Inf.
     Modes 1 and 2: mean dividing by `prod(window)`, padding counted as zeros (Knet's CPU runs
-    mode 2 as mode 1).
+    mode 2 as mode 1). Windows holding only padding (padding >= window, which NNlib computes)
+    give -floatmax (max) or 0 (mean).
     """
+    geom = as_pool_dims(geom, x)
     nd = geom.nd
     xt = x.T  # (N, C, Xd..X1)
     win = geom.window[::-1]

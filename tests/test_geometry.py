@@ -1,0 +1,310 @@
+"""Knet's CPU geometry is accepted: padding at least the (dilated) kernel extent or the pooling
+window is computed, by the reference and by porting.tf, as NNlib does.
+
+The expected values come from PyTorch in float64, written here from Knet's definitions (not
+from porting's code):
+- conv4: the input padded with zeros by `F.pad`, then `conv{1,2,3}d` (cross-correlation), the
+  kernel flipped along every spatial axis for Knet's default mode 0 (true convolution);
+- deconv4: `conv_transpose{1,2,3}d` without padding (the gradient of that conv), then
+  `padding` cropped from both ends of every spatial axis;
+- max pool: `F.pad` with -floatmax (NNlib's starting value `nextfloat(typemin(T))`; padded
+  cells are skipped, so a window of only padding gives -floatmax), then `max_pool`;
+- mean pool: `F.pad` with zeros, then `avg_pool` (every window is full: divides by the volume).
+
+Julia-indexed `(X1, .., Xd, C, N)` becomes torch's `(N, C, X1, .., Xd)` by a transpose of the
+batch/channel axes only: the spatial order is kept, which convolution does not care about.
+
+Tolerance, for sums: the two float64 results differ by at most (sqrt(K) + 2) eps S per output
+(see tests/test_agreement.py), S being the same op on |w| and |x| computed here by torch. The
+float32 TensorFlow side is held to the float32 eps against the float64 truth. Max pooling does
+no arithmetic: bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from porting import PortingError, knet, layout
+from porting.geometry import ConvGeometry, PoolGeometry
+
+torch = pytest.importorskip("torch", reason="PyTorch float64 is the independent implementation")
+F = torch.nn.functional
+ptf = pytest.importorskip("porting.tf")
+ptf._import_tf()  # once, up front: TF raises the recursion limit while it imports
+
+PROPERTY = settings(max_examples=60, deadline=None, derandomize=True)
+TF_PROPERTY = settings(max_examples=15, deadline=None, derandomize=True)
+
+
+# --------------------------------------------------------------------------- torch, from Knet's definitions
+
+
+def _t(a: np.ndarray):
+    """Julia-indexed (X.., C, N) -> torch (N, C, X..), float64."""
+    nd = a.ndim - 2
+    return torch.from_numpy(np.ascontiguousarray(np.transpose(a, (nd + 1, nd, *range(nd)))))
+
+
+def _j(t) -> np.ndarray:
+    """torch (N, C, Y..) -> Julia-indexed (Y.., C, N)."""
+    a = t.numpy()
+    nd = a.ndim - 2
+    return np.transpose(a, (*range(2, nd + 2), 1, 0))
+
+
+def _w(w: np.ndarray, mode: int):
+    """Julia kernel (W.., A, B) -> torch (B, A, W..), rotated 180 degrees for mode 0."""
+    nd = w.ndim - 2
+    t = torch.from_numpy(np.ascontiguousarray(np.transpose(w, (nd + 1, nd, *range(nd)))))
+    return torch.flip(t, dims=tuple(range(2, nd + 2))) if mode == 0 else t
+
+
+def _pad_arg(padding):
+    """F.pad's argument: last axis first, (before, after) each."""
+    out = []
+    for p in reversed(padding):
+        out += [p, p]
+    return out
+
+
+def torch_conv4(w, x, padding, stride, dilation, mode):
+    nd = x.ndim - 2
+    conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
+    xt = F.pad(_t(x), _pad_arg(padding), value=0.0)
+    return _j(conv(xt, _w(w, mode), stride=tuple(stride), dilation=tuple(dilation)))
+
+
+def torch_deconv4(w, x, padding, stride, dilation, mode):
+    nd = x.ndim - 2
+    convt = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1]
+    # torch's transposed weight is (Cin_of_transpose, Cout, K..) = (Cx, Cy, K..): Julia's
+    # (K.., Cy, Cx) with the last two axes moved to the front in that order.
+    t = torch.from_numpy(np.ascontiguousarray(np.transpose(w, (nd + 1, nd, *range(nd)))))
+    if mode == 0:
+        t = torch.flip(t, dims=tuple(range(2, nd + 2)))
+    full = convt(_t(x), t, stride=tuple(stride), dilation=tuple(dilation))
+    crop = (
+        slice(None),
+        slice(None),
+        *(slice(p, full.shape[2 + i] - p) for i, p in enumerate(padding)),
+    )
+    return _j(full[crop])
+
+
+def torch_pool(x, window, padding, stride, mode):
+    nd = x.ndim - 2
+    if mode in (0, 3):
+        xt = F.pad(_t(x), _pad_arg(padding), value=-np.finfo(x.dtype).max)
+        fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[nd - 1]
+    else:
+        xt = F.pad(_t(x), _pad_arg(padding), value=0.0)
+        fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[nd - 1]
+    return _j(fn(xt, kernel_size=tuple(window), stride=tuple(stride)))
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+@st.composite
+def conv_geometries(draw, transpose: bool = False):
+    """Any geometry NNlib computes, padding up to two beyond the dilated kernel extent."""
+    nd = draw(st.integers(1, 3))
+    kernel = tuple(draw(st.integers(1, 3 if nd < 3 else 2)) for _ in range(nd))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(nd))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    padding, size = [], []
+    for k, d, s in zip(kernel, dilation, stride, strict=True):
+        ext = (k - 1) * d + 1
+        if transpose:
+            xi = draw(st.integers(1, 4))
+            full = (xi - 1) * s + ext
+            padding.append(draw(st.integers(0, (full - 1) // 2)))  # output size >= 1
+        else:
+            p = draw(st.integers(0, ext + 2))
+            padding.append(p)
+            xi = draw(st.integers(max(1, ext - 2 * p), max(1, ext - 2 * p) + 3))
+        size.append(xi)
+    cin, cout, n = (draw(st.integers(1, 3)) for _ in range(3))
+    return {
+        "w": (*kernel, *((cout, cin) if transpose else (cin, cout))),
+        "x": (*size, cin, n),
+        "padding": tuple(padding),
+        "stride": stride,
+        "dilation": dilation,
+        "mode": draw(st.sampled_from([0, 1])),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+@st.composite
+def pool_geometries(draw):
+    nd = draw(st.integers(1, 3))
+    window = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    padding = tuple(draw(st.integers(0, k + 2)) for k in window)
+    size = tuple(
+        draw(st.integers(max(1, k - 2 * p), max(1, k - 2 * p) + 3))
+        for k, p in zip(window, padding, strict=True)
+    )
+    return {
+        "x": (*size, draw(st.integers(1, 3)), draw(st.integers(1, 2))),
+        "window": window,
+        "padding": padding,
+        "stride": stride,
+        "mode": draw(st.sampled_from([0, 1])),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+def _arrays(case, dtype=np.float64):
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal(case["x"]).astype(dtype)
+    w = rng.standard_normal(case["w"]).astype(dtype) if "w" in case else None
+    return w, x
+
+
+def _within(got, want, s, k, eps):
+    assert got.shape == want.shape, (got.shape, want.shape)
+    bound = (math.sqrt(k) + 2) * eps * s + (math.sqrt(k) + 2) * np.finfo(np.float64).tiny
+    err = np.abs(got.astype(np.float64) - want)
+    assert np.all(err <= bound), f"max error / bound {np.max(err / bound):.3g}"
+
+
+# --------------------------------------------------------------------------- reference
+
+
+@PROPERTY
+@given(conv_geometries())
+def test_reference_conv4_any_nnlib_geometry(case):
+    w, x = _arrays(case)
+    geo = {k: case[k] for k in ("padding", "stride", "dilation", "mode")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        got = knet.conv4(w, x, backend="reference", **geo)
+    want = torch_conv4(w, x, **geo)
+    s = torch_conv4(np.abs(w), np.abs(x), **geo)
+    _within(np.asarray(got), want, s, math.prod(case["w"][:-1]), np.finfo(np.float64).eps)
+
+
+@PROPERTY
+@given(conv_geometries(transpose=True))
+def test_reference_deconv4_any_nnlib_geometry(case):
+    w, x = _arrays(case)
+    geo = {k: case[k] for k in ("padding", "stride", "dilation", "mode")}
+    got = knet.deconv4(w, x, backend="reference", **geo)
+    want = torch_deconv4(w, x, **geo)
+    s = torch_deconv4(np.abs(w), np.abs(x), **geo)
+    k = math.prod(case["w"][:-2]) * case["w"][-1]
+    _within(np.asarray(got), want, s, k, np.finfo(np.float64).eps)
+
+
+@PROPERTY
+@given(pool_geometries())
+def test_reference_pool_any_nnlib_geometry(case):
+    _, x = _arrays(case)
+    geo = {k: case[k] for k in ("window", "padding", "stride", "mode")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        got = np.asarray(knet.pool(x, backend="reference", **geo))
+    want = torch_pool(x, **geo)
+    if case["mode"] == 0:
+        np.testing.assert_array_equal(got, want)  # no arithmetic: bit for bit
+    else:
+        s = torch_pool(np.abs(x), **geo)
+        _within(got, want, s, math.prod(case["window"]), np.finfo(np.float64).eps)
+
+
+# --------------------------------------------------------------------------- TensorFlow
+
+
+@TF_PROPERTY
+@given(conv_geometries(), st.sampled_from([np.float32, np.float64]))
+def test_tf_conv4_any_nnlib_geometry(case, dtype):
+    w, x = _arrays(case, dtype)
+    geo = {k: case[k] for k in ("padding", "stride", "dilation", "mode")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        got = ptf.knet_conv4_via_tf(w, x, spatial="keep", **geo)
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    want = layout.activations_to_tf(torch_conv4(w64, x64, **geo), "keep")
+    s = layout.activations_to_tf(torch_conv4(np.abs(w64), np.abs(x64), **geo), "keep")
+    _within(got, want, s, math.prod(case["w"][:-1]), np.finfo(dtype).eps)
+
+
+@TF_PROPERTY
+@given(conv_geometries(transpose=True), st.sampled_from([np.float32, np.float64]))
+def test_tf_deconv4_any_nnlib_geometry(case, dtype):
+    w, x = _arrays(case, dtype)
+    geo = {k: case[k] for k in ("padding", "stride", "dilation", "mode")}
+    got = ptf.knet_deconv4_via_tf(w, x, spatial="reverse", **geo)
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    want = layout.activations_to_tf(torch_deconv4(w64, x64, **geo), "reverse")
+    s = layout.activations_to_tf(torch_deconv4(np.abs(w64), np.abs(x64), **geo), "reverse")
+    k = math.prod(case["w"][:-2]) * case["w"][-1]
+    _within(got, want, s, k, np.finfo(dtype).eps)
+
+
+@TF_PROPERTY
+@given(pool_geometries(), st.sampled_from([np.float32, np.float64]))
+def test_tf_pool_any_nnlib_geometry(case, dtype):
+    _, x = _arrays(case, dtype)
+    geo = {k: case[k] for k in ("window", "padding", "stride", "mode")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        got = ptf.knet_pool_via_tf(x, spatial="reverse", **geo)
+    want = layout.activations_to_tf(torch_pool(x.astype(np.float64), **geo), "reverse")
+    if case["mode"] == 0:
+        # x is exact in float64 and -floatmax(float32) too: the float32 max is the same value
+        np.testing.assert_array_equal(
+            got.astype(np.float64),
+            np.where(want == -np.finfo(np.float64).max, -np.finfo(dtype).max, want),
+        )
+    else:
+        s = layout.activations_to_tf(torch_pool(np.abs(x.astype(np.float64)), **geo), "reverse")
+        _within(got, want, s, math.prod(case["window"]), np.finfo(dtype).eps)
+
+
+# --------------------------------------------------------------------------- hand-derived
+
+
+def test_padding_only_outputs_by_hand():
+    """A 1x1 kernel with padding 1 (the example of issue 9): the border is 0, the centre the
+    product; max pool window 2 with padding 2: -floatmax where only padding is seen."""
+    x = np.arange(1.0, 7.0).reshape(2, 3, 1, 1)  # X1 = 2, X2 = 3
+    w = np.full((1, 1, 1, 1), 2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        y = np.asarray(knet.conv4(w, x, padding=1, backend="reference"))[:, :, 0, 0]
+        want = np.zeros((4, 5))
+        want[1:3, 1:4] = 2.0 * x[:, :, 0, 0]
+        np.testing.assert_array_equal(y, want)
+        p = np.asarray(knet.pool(np.ones((1, 1, 1, 1)), window=2, padding=2, backend="reference"))
+    # padded extent 5, stride 2: windows [-2, -1] (only padding) and [0, 1] (sees x) per axis
+    lo = -np.finfo(np.float64).max
+    np.testing.assert_array_equal(p[:, :, 0, 0], [[lo, lo], [lo, 1.0]])
+
+
+def test_padding_only_warns_once_naming_cudnn(monkeypatch):
+    from porting import geometry
+
+    monkeypatch.setattr(geometry, "_warned", set())
+    with pytest.warns(UserWarning, match="cuDNN") as rec:
+        ConvGeometry.from_knet(1, padding=1).output_size((2,), (1,))
+        ConvGeometry.from_knet(1, padding=3).output_size((2,), (1,))
+    assert len([r for r in rec if "cuDNN" in str(r.message)]) == 1
+    assert rec[0].filename == __file__  # points at the caller, not into porting
+    with pytest.warns(UserWarning, match="refuses padding >= window"):
+        PoolGeometry.from_knet(1, window=1, padding=1).output_size((2,))
+
+
+def test_input_smaller_than_kernel_is_still_refused():
+    with pytest.raises(PortingError, match="input size 1 with padding 0 is smaller"):
+        knet.conv4(np.ones((3, 1, 1)), np.ones((1, 1, 1)), backend="reference")
+    with pytest.raises(PortingError, match="smaller than the pooling window 3"):
+        knet.pool(np.ones((1, 1, 1)), window=3, backend="reference")

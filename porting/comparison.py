@@ -34,14 +34,17 @@ from typing import Any, Literal
 import numpy as np
 
 from porting.errors import PortingError
-from porting.tolerance import Tolerance, precision_dtype
+from porting.tolerance import Tolerance, check_k, precision_dtype
 
 __all__ = ["compare", "Comparison", "Tolerance"]  # Tolerance re-exported from porting.tolerance
 
 _CHUNK = 1 << 16  # elements per chunk: a few chunk-sized temporaries stay in L2
 
 
-def _as_float(a, name: str) -> np.ndarray:
+_FORMATS = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64))
+
+
+def _as_float(a: Any, name: str) -> np.ndarray:
     try:
         arr = np.asarray(a)
     except Exception as e:  # noqa: BLE001
@@ -49,6 +52,12 @@ def _as_float(a, name: str) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.floating):
         raise PortingError(
             f"{name} has dtype {arr.dtype} (shape {arr.shape}); expected a floating-point array"
+        )
+    if arr.dtype.newbyteorder("=") not in _FORMATS:
+        raise PortingError(
+            f"{name} has dtype {arr.dtype} ({arr.dtype.itemsize * 8}-bit extended precision, "
+            f"shape {arr.shape}); expected float16, float32 or float64, the formats Knet and "
+            "TensorFlow compute in: convert it with .astype(np.float64)"
         )
     return arr
 
@@ -203,7 +212,14 @@ def _scan(fe, fa, fm, lo: int, hi: int, c: _Consts) -> _Partial:
     return out
 
 
-def compare(expected, actual, *, k: int = 1, magnitude=None, precision=None) -> Comparison:
+def compare(
+    expected: Any,
+    actual: Any,
+    *,
+    k: int = 1,
+    magnitude: Any = None,
+    precision: Any = None,
+) -> Comparison:
     """Compare `actual` with `expected` element by element, with a float-derived tolerance.
 
     `k` is the number of terms summed per element (conv4: kernel volume x input channels);
@@ -223,8 +239,7 @@ def compare(expected, actual, *, k: int = 1, magnitude=None, precision=None) -> 
             f"expected has shape {e.shape} but actual has shape {a.shape}; shapes must match "
             "exactly (no broadcasting). A layout mix-up? Convert with porting.layout first."
         )
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise PortingError(f"k={k!r}: expected a positive integer (terms summed per element)")
+    k = check_k(k)
     m = None
     if magnitude is not None:
         m = _as_float(magnitude, "magnitude")
@@ -232,7 +247,8 @@ def compare(expected, actual, *, k: int = 1, magnitude=None, precision=None) -> 
             raise PortingError(
                 f"magnitude has shape {m.shape}; expected the shape of expected, {e.shape}"
             )
-    lower = e.dtype if e.dtype.itemsize <= a.dtype.itemsize else a.dtype
+    # the format of the lower-precision side, in native byte order (ULPs are read from its bits)
+    lower = (e.dtype if e.dtype.itemsize <= a.dtype.itemsize else a.dtype).newbyteorder("=")
     if precision is None:
         prec_name, eps, tiny = str(lower), float(np.finfo(lower).eps), float(np.finfo(lower).tiny)
     elif str(precision).lower() == "tf32":

@@ -17,15 +17,45 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from porting.errors import PortingError
 
-__all__ = ["Tolerance", "precision_dtype"]
+__all__ = ["Tolerance", "precision_dtype", "check_k", "K_MAX"]
+
+K_MAX = 2**53
+"""The largest `K` accepted: a count of terms beyond what float64 holds exactly is no count of
+products any layer sums (and `sqrt(K) * eps` of that size bounds nothing)."""
 
 
-def precision_dtype(precision) -> np.dtype:
+def check_k(k: object) -> int:
+    """`k` as a positive int no larger than `K_MAX`, or `PortingError` naming it.
+
+    >>> check_k(9)
+    9
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise PortingError(f"k={_short(k)}: expected a positive integer (terms summed per element)")
+    if k > K_MAX:
+        raise PortingError(
+            f"k={_short(k)}: expected at most 2**53 terms summed per element (a larger count "
+            "is not a number of products any layer sums)"
+        )
+    return int(k)
+
+
+def _short(value: object) -> str:
+    """repr of a value for a message, cut short (a 5000-digit integer is not printed whole)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<integer of about {round(value.bit_length() * 0.30103)} digits>"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def precision_dtype(precision: Any) -> np.dtype:
     if precision in ("tf32", "TF32"):
         return np.dtype(np.float32)  # storage; eps handled by caller
     try:
@@ -52,23 +82,26 @@ class Tolerance:
     tiny: float = float(np.finfo(np.float32).tiny)
 
     @classmethod
-    def of(cls, k: int, dtype, magnitude: str = "sum of magnitudes (given)") -> Tolerance:
+    def of(
+        cls, k: int, dtype: DTypeLike, magnitude: str = "sum of magnitudes (given)"
+    ) -> Tolerance:
         """The tolerance `compare` uses for K-term sums computed in `dtype`.
 
         >>> Tolerance.of(9, "float32").factor
         5.0
         """
+        k = check_k(k)
         fi = np.finfo(dtype)
         return cls(
-            k=int(k),
+            k=k,
             precision=str(np.dtype(dtype)),
             eps=float(fi.eps),
-            factor=math.sqrt(int(k)) + 2.0,
+            factor=math.sqrt(k) + 2.0,
             magnitude=magnitude,
             tiny=float(fi.tiny),
         )
 
-    def bound(self, magnitude) -> np.ndarray:
+    def bound(self, magnitude: ArrayLike) -> np.ndarray:
         """Per-element tolerance for sums of magnitudes `magnitude` (float64)."""
         s = np.abs(np.asarray(magnitude, dtype=np.float64))
         return self.factor * (self.eps * s + self.tiny)

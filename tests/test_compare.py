@@ -107,6 +107,9 @@ def test_shapes_must_match_exactly():
         (dict(k=2.5), "k=2.5"),
         (dict(magnitude=np.zeros(3)), "magnitude has shape"),
         (dict(precision="int8"), "precision='int8'"),
+        (dict(k=float("nan")), "k=nan"),
+        (dict(k=10**30), "k=<integer of about 30 digits>: expected at most 2\\*\\*53"),
+        (dict(k=10**5000), "k=<integer of about 5000 digits>"),
     ],
 )
 def test_bad_arguments(bad, match):
@@ -117,6 +120,40 @@ def test_bad_arguments(bad, match):
 def test_non_float_input_is_rejected():
     with pytest.raises(PortingError, match="dtype int64"):
         compare(np.arange(3), np.arange(3.0))
+
+
+@pytest.mark.skipif(
+    np.dtype(np.longdouble).itemsize <= 8, reason="long double is float64 on this platform"
+)
+def test_extended_precision_is_refused_clearly():
+    e = np.ones(3, dtype=np.longdouble)
+    for args in [(e, np.ones(3)), (np.ones(3), e), (e, e)]:
+        with pytest.raises(PortingError, match=r"float128 .*extended precision.*astype"):
+            compare(*args)
+    with pytest.raises(PortingError, match="magnitude has dtype float128"):
+        compare(np.ones(3), np.ones(3), magnitude=e)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_ulps_are_read_in_the_arrays_own_byte_order(dtype):
+    """Big-endian, little-endian and mixed inputs give the same ULP distances, counted here by
+    hand with nextafter: element i of `actual` is i ULPs above `expected`."""
+    e = np.array([1.0, 3.0, 0.75, 1000.0, 2.0**-14], dtype=dtype)
+    a = e.copy()
+    for i in range(e.size):
+        for _ in range(i):
+            a[i] = np.nextafter(a[i], np.inf, dtype=dtype)
+    native = compare(e, a)
+    assert native.max_ulp == e.size - 1
+    for be, ba in [(">", ">"), (">", "<"), ("<", ">"), ("<", "<")]:
+        c = compare(e.astype(e.dtype.newbyteorder(be)), a.astype(a.dtype.newbyteorder(ba)))
+        assert c.max_ulp == e.size - 1, (be, ba, c.max_ulp)
+        assert (c.ok, c.n_mismatched, c.max_abs_error, c.worst_index) == (
+            native.ok,
+            native.n_mismatched,
+            native.max_abs_error,
+            native.worst_index,
+        )
 
 
 def test_fortran_and_c_ordered_inputs_compare_elementwise():

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -392,8 +393,10 @@ def test_bad_context_raises_porting_error():
         diagnose(layout.activations_from_tf(e), e, w=w, x=x, padding=1)  # Julia layout passed
     with pytest.raises(PortingError, match="input channels"):
         diagnose(e, e, w=w, x=x[:, :, :2, :], padding=1)
-    with pytest.raises(PortingError, match="padding=7"):
-        diagnose(e, e, w=w, x=x, padding=7)
+    with pytest.raises(PortingError, match="smaller than the dilated kernel extent 17"):
+        diagnose(e, e, w=w, x=x, padding=1, dilation=8)
+    with pytest.raises(PortingError, match="alpha=nan"):
+        diagnose(e, e, w=w, x=x, padding=1, alpha=np.nan)
     with pytest.raises(PortingError, match="mode"):
         diagnose(e, e, w=w, x=x, padding=1, mode=2)
     with pytest.raises(PortingError, match="dense weight has 7 inputs"):
@@ -467,3 +470,27 @@ def test_float16_overflow_and_garbage_values():
     a[0, 2, 3, 1] = 7.4e35
     d = diagnose(e, a, w=w, x=x, padding=1)
     assert d.cause == "unknown" and any("uninitialized memory" in n for n in d.notes)
+
+
+@pytest.mark.parametrize("fill, what", [(np.nan, "NaN everywhere"), (0.0, "0 everywhere")])
+@pytest.mark.parametrize("side", ["actual", "expected"])
+@pytest.mark.parametrize("with_inputs", [False, True])
+def test_an_empty_side_is_named_not_a_precision_format(fill, what, side, with_inputs):
+    """A side that is all NaN or all zero holds nothing to diagnose: say so (a bare zero array
+    is made of bfloat16 numbers, which used to be reported as a precision mistake)."""
+    w, x = _case(15)
+    good = _conv(w, x, padding=1)
+    empty = np.full_like(good, fill)
+    e, a = (good, empty) if side == "actual" else (empty, good)
+    args = dict(w=w, x=x, padding=1) if with_inputs else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no All-NaN slice warnings leak out
+        d = diagnose(e, a, **args)
+    assert d.cause == "unknown"
+    if with_inputs and side == "expected":
+        # the recomputation from w and x matches `a`: the arrays are diagnosed swapped
+        assert any("other way round" in n for n in d.notes)
+        side = "actual"
+    assert f"{side} is {what}" in d.evidence
+    assert "precision" not in d.evidence and "bfloat16" not in d.evidence
+    assert d.alternatives == []

@@ -118,7 +118,8 @@ def test_outputs_only_with_k(seed002_files, capsys):
         (["--w", "W"], "both --w"),
         (["--bias", "B"], "--bias needs --w"),
         (["--w", "MISSING", "--x", "MISSING"], "no such file"),
-        (["--w", "W", "--x", "X", "--padding", "9"], "padding=9"),
+        (["--w", "W", "--x", "X", "--padding", "9"], "conv4(w, x) gives (1, 21, 21, 1)"),
+        (["--w", "W", "--x", "X", "--padding", "-1"], "padding=-1"),
     ],
 )
 def test_bad_input_exits_2(seed002_files, extra, match, capsys):
@@ -172,15 +173,18 @@ def test_usage_errors_exit_2(seed002_files):
 
 def test_verify_conv_prints_the_cause_when_the_sides_differ(tmp_path, monkeypatch, capsys):
     # verify-conv calls porting.diagnose on a mismatch: a TF side without the kernel rotation
+    from dataclasses import replace
+
     import porting.tf as ptf
 
-    real = ptf.knet_conv4_via_tf
+    real = ptf.run_conv4
 
-    def broken(w, x, **kw):
-        kw["mode"] = 1 - kw["mode"]
-        return real(w, x, **kw)
+    def broken(op, spatial):
+        g = op.dims.geometry
+        flipped = replace(g, crosscorrelation=not g.crosscorrelation)
+        return real(replace(op, dims=replace(op.dims, geometry=flipped)), spatial)
 
-    monkeypatch.setattr(ptf, "knet_conv4_via_tf", broken)
+    monkeypatch.setattr(ptf, "run_conv4", broken)
     rng = np.random.default_rng(3)
     pw = _save(tmp_path, "w.npy", np.asfortranarray(rng.standard_normal((3, 2, 2, 3))))
     px = _save(tmp_path, "x.npy", np.asfortranarray(rng.standard_normal((7, 6, 2, 2))))

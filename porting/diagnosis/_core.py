@@ -217,6 +217,20 @@ def _diagnose(e, a, ctx, kk, mag, prec, tol, basis, notes, max_positions) -> Dia
                 actual=a,
                 magnitude=mag,
             )
+    empty = _empty_sides(e, a)
+    if empty is not None:
+        return Diagnosis(
+            cause="unknown",
+            confidence=1.0,
+            evidence=empty,
+            alternatives=[],
+            basis=basis,
+            comparison=comparison,
+            notes=notes,
+            expected=e,
+            actual=a,
+            magnitude=mag if e.shape == np.shape(mag) else None,
+        )
     findings: list[Finding] = []
     findings += _outputs.structural(e, a, k=kk, M=mag, prec=prec, tol=tol)
     if ctx is not None:
@@ -274,6 +288,36 @@ def _diagnose(e, a, ctx, kk, mag, prec, tol, basis, notes, max_positions) -> Dia
         expected=e,
         actual=a,
         magnitude=mag if e.shape == np.shape(mag) else None,
+    )
+
+
+def _emptiness(v: np.ndarray) -> str | None:
+    """What an array holds when it holds no information: all NaN, no finite value, all 0."""
+    finite = np.isfinite(v)
+    if not finite.any():
+        return "NaN everywhere" if np.isnan(v).all() else "NaN or Inf everywhere"
+    if not np.any(v[finite]) and finite.all():
+        return "0 everywhere"
+    return None
+
+
+def _empty_sides(e: np.ndarray, a: np.ndarray) -> str | None:
+    """Evidence when a side holds nothing to diagnose (all NaN, all non-finite or all zero):
+    no precision format, layout or geometry mistake turns values into that, so no such cause
+    is named; None when both sides hold values."""
+    sides = [(name, _emptiness(v), v) for name, v in (("expected", e), ("actual", a))]
+    empty = [(name, what, v) for name, what, v in sides if what is not None]
+    if not empty:
+        return None
+    parts = [f"{name} is {what} (all {v.size} elements)" for name, what, v in empty]
+    if len(empty) == 1:
+        other = "actual" if empty[0][0] == "expected" else "expected"
+        parts.append(f"while {other} holds values")
+    text = ", ".join(parts[:-1]) + (" and " if len(empty) == 2 else " ") + parts[-1]
+    return (
+        f"{text}: there is nothing to compare, and no layout, geometry or rounding mistake "
+        "turns values into that; the empty side did not compute (weights or inputs of NaN or "
+        "zeros, an output never written, a failed run): check its inputs first"
     )
 
 

@@ -56,15 +56,18 @@ def test_verify_conv_reads_fortran_npy_as_npzjl_writes_them(tmp_path, capsys):
 
 def test_verify_conv_exit_1_when_sides_differ(tmp_path, monkeypatch, capsys):
     # A deliberately broken TF side (kernel not rotated) must be reported as a mismatch.
+    from dataclasses import replace
+
     import porting.tf as ptf
 
-    real = ptf.knet_conv4_via_tf
+    real = ptf.run_conv4  # what verify_conv4 runs on its validated ConvOp
 
-    def broken(w, x, **kw):
-        kw["mode"] = 1 - kw["mode"]
-        return real(w, x, **kw)
+    def broken(op, spatial):
+        g = op.dims.geometry
+        flipped = replace(g, crosscorrelation=not g.crosscorrelation)
+        return real(replace(op, dims=replace(op.dims, geometry=flipped)), spatial)
 
-    monkeypatch.setattr(ptf, "knet_conv4_via_tf", broken)
+    monkeypatch.setattr(ptf, "run_conv4", broken)
     rng = np.random.default_rng(1)
     pw = _save(tmp_path, "w.npy", rng.standard_normal((3, 3, 2, 2)))
     px = _save(tmp_path, "x.npy", rng.standard_normal((6, 6, 2, 1)))

@@ -35,6 +35,9 @@ __all__ = [
     "dense",
     "pool",
     "of_conv",
+    "matmul",
+    "of_outputs",
+    "estimate",
 ]
 
 ROUND = 4.0
@@ -74,13 +77,35 @@ def of_conv(op: ConvOp, dtype: Any = np.float64) -> np.ndarray:
     return fn(op.w, op.x, op.dims, op.alpha, dtype)
 
 
+def matmul(a: Any, b: Any, *, a_is_magnitude: bool = False, dtype: Any = np.float64) -> np.ndarray:
+    """`S` of the matrix product `a @ b`: `|a| @ |b|` (`a` taken as it is when it already holds
+    magnitudes, e.g. cached im2col columns)."""
+    return (a if a_is_magnitude else absolute(a, dtype)) @ absolute(b, dtype)
+
+
 def dense(w: Any, x: Any, dtype: Any = np.float64) -> np.ndarray:
     """`S` of `w * mat(x)` for `w` `(out, in)` and `x` `(in, N)` (or any `(..., N)`, flattened
     column-major as Knet's `mat`)."""
     a = absolute(x, dtype)
     if a.ndim != 2:
         a = a.reshape((-1, a.shape[-1]), order="F")
-    return absolute(w, dtype) @ a
+    return matmul(w, a, a_is_magnitude=False, dtype=dtype)
+
+
+def of_outputs(expected: Any, magnitude: Any = None) -> np.ndarray:
+    """`S` when only the outputs are known: `|magnitude|` when given, else `|expected|` (right
+    for element-wise results; too strict where a sum cancels), as porting.compare uses it."""
+    return absolute(expected if magnitude is None else magnitude)
+
+
+def estimate(expected: Any, k: int) -> np.ndarray:
+    """A guess at `S` from the outputs of K-term sums alone: `|expected|`, but at least
+    `sqrt(K) * rms(expected)` (a sum of K random terms of that size), ignoring NaN/Inf."""
+    ef = absolute(expected)
+    finite = np.isfinite(ef)
+    fin = ef[finite]
+    rms = float(np.sqrt(np.mean(fin**2))) if fin.size else 0.0
+    return np.maximum(np.where(finite, ef, 0.0), np.sqrt(k) * rms)
 
 
 def bias(s: np.ndarray, b: Any, channel_axis: int = -2) -> np.ndarray:

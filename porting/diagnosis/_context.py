@@ -16,13 +16,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from porting import layout
+from porting import magnitude as S
 from porting._checks import as_float_array, as_scalar
 from porting.diagnosis import _score
 from porting.diagnosis._engine import Grid, Windows, sample_positions
 from porting.diagnosis._formats import quantizers, representable, to_format
 from porting.diagnosis._result import Finding, tolerance_array
 from porting.errors import PortingError
-from porting.geometry import ConvGeometry
+from porting.geometry import ConvDims, ConvGeometry, check_operands
 
 __all__ = ["ConvContext", "DenseContext", "run_hypotheses", "make_context"]
 
@@ -264,21 +265,13 @@ class ConvContext(_Context):
     def __init__(self, w, x, *, bias, padding, stride, dilation, mode, alpha, spatial):
         super().__init__()
         x = as_float_array(x, "x", ndim=(3, 4, 5))
-        if w.ndim != x.ndim:
-            raise PortingError(
-                f"w has {w.ndim} dimensions (shape {w.shape}) but x has {x.ndim} (shape {x.shape}); "
-                "expected the same rank (spatial dimensions plus two), or a 2-d dense weight"
-            )
-        if w.shape[-2] != x.shape[-2]:
-            raise PortingError(
-                f"kernel has {w.shape[-2]} input channels but x has {x.shape[-2]} (w shape "
-                f"{w.shape}, x shape {x.shape})"
-            )
+        # w and x may differ in dtype here: both are recomputed in float64
+        check_operands(w, x, op="conv4", same_dtype=False)
         nd = x.ndim - 2
         geom = ConvGeometry.from_knet(
             nd, padding=padding, stride=stride, dilation=dilation, mode=mode
         )
-        geom.output_size(x.shape[:-2], w.shape[:-2])  # validates
+        dims = ConvDims.bind(geom, w.shape, x.shape)  # validates the sizes
         self.geom, self.nd, self.spatial = geom, nd, spatial
         self.alpha = as_scalar(alpha, "alpha")
         w64, x64 = w.astype(np.float64), x.astype(np.float64)
@@ -293,10 +286,8 @@ class ConvContext(_Context):
         self.out_shape = self.grid.output_shape(self.x_tf.shape, self.k_tf.shape)
         self.k = int(np.prod(w.shape[:-1]))
         self.bias = _bias_tf(bias, w.shape[-1], "kernel")
-        from porting.knet import reference
-
-        mag = reference.conv4(np.abs(w64), np.abs(x64), geom, abs(self.alpha))
-        self.magnitude = layout.activations_to_tf(mag, spatial) + np.abs(self.bias)
+        mag = layout.activations_to_tf(S.conv4(w64, x64, dims, self.alpha), spatial)
+        self.magnitude = S.bias(mag, self.bias, channel_axis=-1)
         self.xs = {"x": self.x_tf}
         self.base = Spec("rounding", "knet", "Knet's conv4", self.k_tf, self.grid)
         self.describe = (
@@ -339,11 +330,13 @@ class ConvContext(_Context):
         if (spec.base_mag or cheap) and spec.kernel.shape == self.k_tf.shape:
             mag = self._base_mags.get(key)
             if mag is None:
-                mag = self._base_mags[key] = abs(self.alpha) * win.magnitude(
-                    self.k_tf[..., chans]
-                ) + np.abs(self.bias[chans])
+                mag = self._base_mags[key] = S.bias(
+                    abs(self.alpha) * win.magnitude(self.k_tf[..., chans]),
+                    self.bias[chans],
+                    channel_axis=-1,
+                )
         else:
-            mag = abs(self.alpha) * win.magnitude(kern) + np.abs(self.bias[chans])
+            mag = S.bias(abs(self.alpha) * win.magnitude(kern), self.bias[chans], channel_axis=-1)
         return self.finish(pred, spec.post), mag
 
     # ------------------------------------------------------------------ hypotheses
@@ -517,7 +510,7 @@ class DenseContext(_Context):
         n = x.shape[-1]
         self.feats = {"x": np.ascontiguousarray(self.x.reshape(-1, n, order="F").T)}  # mat(x)'ed
         self.out_shape = (n, n_out)
-        self.magnitude = np.abs(self.feats["x"]) @ np.abs(self.kmat) + np.abs(self.bias)
+        self.magnitude = S.bias(S.matmul(self.feats["x"], self.kmat), self.bias, channel_axis=-1)
         self.base = Spec("rounding", "knet", "Knet's w * mat(x)", self.kmat)
         self.describe = f"recomputation from w and x: dense w * mat(x), K = {n_in} terms per output"
 
@@ -544,11 +537,11 @@ class DenseContext(_Context):
         if spec.base_mag or cheap:
             mag = self._base_mags.get(spec.x_key)
             if mag is None:
-                mag = self._base_mags[spec.x_key] = np.abs(f) @ np.abs(
-                    self.kmat[:, chans]
-                ) + np.abs(self.bias[chans])
+                mag = self._base_mags[spec.x_key] = S.bias(
+                    S.matmul(f, self.kmat[:, chans]), self.bias[chans], channel_axis=-1
+                )
         else:
-            mag = np.abs(f) @ np.abs(kern) + np.abs(self.bias[chans])
+            mag = S.bias(S.matmul(f, kern), self.bias[chans], channel_axis=-1)
         return self.finish(pred, spec.post), mag
 
     def _order_text(self, order, spatial_names) -> str:

@@ -6,6 +6,7 @@ import numbers
 
 import numpy as np
 
+from porting import magnitude as S
 from porting._checks import check_choice
 from porting.comparison import compare
 from porting.diagnosis import _context, _outputs, _score
@@ -165,17 +166,14 @@ def diagnose(
             )
         kk = k if k is not None else K_ASSUMED
         if magnitude is not None:
-            mag = np.abs(_output_array(magnitude, "magnitude").astype(np.float64))
+            mag = S.of_outputs(e, _output_array(magnitude, "magnitude"))
             if mag.shape != e.shape:
                 raise PortingError(
                     f"magnitude has shape {mag.shape}; expected the shape of expected, {e.shape}"
                 )
             basis = f"outputs only, with the magnitudes given (K = {kk})"
         else:
-            ef = np.abs(e.astype(np.float64))
-            fin = ef[np.isfinite(ef)]
-            rms = float(np.sqrt(np.mean(fin**2))) if fin.size else 0.0
-            mag = np.maximum(np.where(np.isfinite(ef), ef, 0.0), np.sqrt(kk) * rms)
+            mag = S.estimate(e, kk)
             basis = (
                 f"outputs only: the float bound assumes K = {kk} terms per output with sums of "
                 f"magnitudes ~ sqrt(K) x rms(expected) (pass w and x, or k and magnitude, for "

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from porting import magnitude as S
+
 __all__ = ["Grid", "Windows", "all_positions", "sample_positions"]
 
 
@@ -103,5 +105,5 @@ class Windows:
     def magnitude(self, kernel: np.ndarray) -> np.ndarray:
         """`(P, Cout)` sums of |w*x|: the magnitudes the tolerance scales with."""
         if self._abs is None:
-            self._abs = np.abs(self.cols)
-        return self._abs @ np.abs(kernel).reshape(-1, kernel.shape[-1])
+            self._abs = S.absolute(self.cols)
+        return S.matmul(self._abs, kernel.reshape(-1, kernel.shape[-1]), a_is_magnitude=True)

@@ -234,6 +234,7 @@ def verify_capture(
 ) -> QuantReport:
     """The NumPy half of `verify_layer`, on what was captured from a layer (in this process or
     in the worker): reference, comparison and diagnosis."""
+    from porting import magnitude
     from porting.comparison import compare
     from porting.quant import _ref
 
@@ -253,7 +254,7 @@ def verify_capture(
                 "are reproduced); nothing independent to verify it against"
             )
         expected = fn(x.astype(np.float64))
-        mag, k = np.abs(expected), 1
+        mag, k = magnitude.of_outputs(expected), 1  # element-wise: S = |result|
         actual = np.asarray(cap["y"])
         if reference == "float":
             notes.append(
@@ -413,7 +414,7 @@ def diagnose_quantized(
     `quantization`, with that as evidence; otherwise porting.diagnose's answer stands, with
     the quantized hypothesis among the alternatives.
     """
-    from porting import layout
+    from porting import layout, magnitude
     from porting._checks import as_float_array
     from porting.comparison import compare
     from porting.diagnosis import Finding, diagnose
@@ -450,11 +451,11 @@ def diagnose_quantized(
     if wf.ndim == 2:  # dense: w (out, in), x (in, N) or (X1, X2, C, N)
         x2 = xa if xa.ndim == 2 else xa.reshape((-1, xa.shape[-1]), order="F")
         pred = (wq @ x2).T
-        mag = (np.abs(wq) @ np.abs(x2)).T
+        mag = magnitude.dense(wq, x2).T
         k = wf.shape[1]
         if bq is not None:
             pred = pred + bq.reshape(-1)
-            mag = mag + np.abs(bq.reshape(-1))
+            mag = magnitude.bias(mag, bq, channel_axis=-1)
             k += 1
     else:
         nd = wf.ndim - 2
@@ -463,14 +464,14 @@ def diagnose_quantized(
         )
         a = float(alpha)
         yj = reference.conv4(wq, xa, geom, a)
-        mj = reference.conv4(np.abs(wq), np.abs(xa), geom, abs(a))
+        mj = magnitude.conv4(wq, xa, geom, a)
         k = int(np.prod(wf.shape[:-1]))
         if bq is not None:
             bv = layout.bias_to_tf(bq)
             shape = [1] * yj.ndim
             shape[-2] = bv.size
             yj = yj + bv.reshape(shape)
-            mj = mj + np.abs(bv).reshape(shape)
+            mj = magnitude.bias(mj, bv)
             k += 1
         pred = layout.activations_to_tf(yj, spatial)
         mag = layout.activations_to_tf(mj, spatial)

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from porting import layout
+from porting import layout, magnitude
 from porting._checks import as_float_array
 from porting.errors import PortingError
 
@@ -144,12 +144,12 @@ def conv2d_reference(x, kernel, bias=None, *, strides=(1, 1), padding="valid", d
     xj = layout.activations_from_tf(x)
     wj = layout.kernel_from_tf(kernel, mode=1)
     y = layout.activations_to_tf(reference.conv4(wj, xj, geom, 1.0))
-    m = layout.activations_to_tf(reference.conv4(np.abs(wj), np.abs(xj), geom, 1.0))
+    m = layout.activations_to_tf(magnitude.conv4(wj, xj, geom, 1.0))
     k = int(np.prod(kernel.shape[:-1]))
     if bias is not None:
         b = np.asarray(bias, dtype=np.float64).reshape(-1)
         y = y + b
-        m = m + np.abs(b)
+        m = magnitude.bias(m, b, channel_axis=-1)
         k += 1
     return y, m, k
 
@@ -164,11 +164,11 @@ def dense_reference(x, kernel, bias=None):
             f"(kernel {kernel.shape} is (in, out), x {x.shape})"
         )
     y = x @ kernel
-    m = np.abs(x) @ np.abs(kernel)
+    m = magnitude.matmul(x, kernel)
     k = kernel.shape[0]
     if bias is not None:
         b = np.asarray(bias, dtype=np.float64).reshape(-1)
         y = y + b
-        m = m + np.abs(b)
+        m = magnitude.bias(m, b, channel_axis=-1)
         k += 1
     return y, m, k

@@ -9,7 +9,7 @@ import numpy as np
 from porting import magnitude as S
 from porting._checks import check_choice
 from porting.comparison import compare
-from porting.diagnosis import _context, _outputs, _score
+from porting.diagnosis import _context, _hypotheses, _outputs, _score
 from porting.diagnosis._result import CAUSES, Diagnosis, Finding
 from porting.errors import PortingError
 from porting.layout import SPATIAL_CHOICES
@@ -187,7 +187,7 @@ def diagnose(
 
 def _diagnose(e, a, ctx, kk, mag, prec, tol, basis, notes, max_positions) -> Diagnosis:
     if ctx is not None:
-        status = _context.check_expected(ctx, e, a, tol, max_positions)
+        status = _hypotheses.check_expected(ctx, e, a, tol, max_positions)
         if status == "swapped":
             e, a = a, e
         mag = ctx.magnitude
@@ -232,7 +232,7 @@ def _diagnose(e, a, ctx, kk, mag, prec, tol, basis, notes, max_positions) -> Dia
     findings: list[Finding] = []
     findings += _outputs.structural(e, a, k=kk, M=mag, prec=prec, tol=tol)
     if ctx is not None:
-        findings += _context.run_hypotheses(ctx, e, a, tol, prec, max_positions)
+        findings += _hypotheses.run_hypotheses(ctx, e, a, tol, prec, max_positions)
     findings += _outputs.heuristics(e, a, k=kk, M=mag, prec=prec, tol=tol, context=ctx is not None)
     best: dict[str, Finding] = {}
     for f in findings:

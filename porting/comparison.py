@@ -85,7 +85,7 @@ class Comparison:
     worst_tolerance: float | None
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["tolerance"]["formula"] = self.tolerance.formula
         return d
@@ -118,7 +118,9 @@ def _memory_order(a: np.ndarray) -> Literal["C", "F"]:
     return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
 
 
-def _flat_views(expected: np.ndarray, actual: np.ndarray, magnitude: np.ndarray | None):
+def _flat_views(
+    expected: np.ndarray, actual: np.ndarray, magnitude: np.ndarray | None
+) -> tuple[str, list[np.ndarray]]:
     """1-D views in one common memory order; at most one of them is copied."""
     order = _memory_order(expected)
     arrays = [expected, actual] + ([magnitude] if magnitude is not None else [])
@@ -167,7 +169,9 @@ def _spacing(absval: np.ndarray, lower: np.dtype) -> np.ndarray:
     return np.maximum(sp, lower.type(fi.smallest_subnormal), out=sp)
 
 
-def _scan(fe, fa, fm, lo: int, hi: int, c: _Consts) -> _Partial:
+def _scan(
+    fe: np.ndarray, fa: np.ndarray, fm: np.ndarray | None, lo: int, hi: int, c: _Consts
+) -> _Partial:
     """The statistics of elements [lo, hi) of the flat views, one cache-sized chunk at a time."""
     out = _Partial()
     work = c.work

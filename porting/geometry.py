@@ -487,7 +487,9 @@ class PoolDims:
     order: Order = "julia"
 
     @classmethod
-    def bind(cls, geometry: PoolGeometry, x_shape: tuple[int, ...], *, order: Order = "julia"):
+    def bind(
+        cls, geometry: PoolGeometry, x_shape: tuple[int, ...], *, order: Order = "julia"
+    ) -> PoolDims:
         xs = tuple(x_shape[:-2]) if order == "julia" else tuple(x_shape[1:-1])
         c = x_shape[-2] if order == "julia" else x_shape[-1]
         n = x_shape[-1] if order == "julia" else x_shape[0]

@@ -17,12 +17,18 @@ per-axis parameters and image orientation do not. All round trips are bit-exact.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from porting._checks import as_float_array, check_choice
 from porting.errors import PortingError
 
 SPATIAL_CHOICES = ("reverse", "keep")
+
+T = TypeVar("T")
 
 __all__ = [
     "activations_to_tf",
@@ -50,7 +56,7 @@ def _spatial_order(nd: int, spatial: str) -> list[int]:
     return axes[::-1] if spatial == "reverse" else axes
 
 
-def spatial_to_tf(values: tuple, spatial: str = "reverse") -> tuple:
+def spatial_to_tf(values: tuple[T, ...], spatial: str = "reverse") -> tuple[T, ...]:
     """Per-dimension parameters (padding, stride, ...) from Julia order to TF order.
 
     >>> spatial_to_tf((1, 2), "reverse")
@@ -59,7 +65,7 @@ def spatial_to_tf(values: tuple, spatial: str = "reverse") -> tuple:
     return tuple(values[i] for i in _spatial_order(len(values), spatial))
 
 
-def spatial_from_tf(values: tuple, spatial: str = "reverse") -> tuple:
+def spatial_from_tf(values: tuple[T, ...], spatial: str = "reverse") -> tuple[T, ...]:
     """Inverse of `spatial_to_tf` (both mappings are their own inverse)."""
     return spatial_to_tf(values, spatial)
 
@@ -83,7 +89,7 @@ def _check_ndim(a: np.ndarray, name: str, lo: int = 3, hi: int = 5) -> int:
 # --------------------------------------------------------------------------- activations
 
 
-def activations_to_tf(x, spatial: str = "reverse") -> np.ndarray:
+def activations_to_tf(x: ArrayLike, spatial: str = "reverse") -> np.ndarray:
     """Knet `(X1, X2, C, N)` -> TensorFlow `(N, H, W, C)` (C-contiguous copy).
 
     Works for 1-3 spatial dimensions: `(X1, C, N) -> (N, X1, C)`,
@@ -104,7 +110,7 @@ def _activations_to_tf(a: np.ndarray, spatial: str) -> np.ndarray:
     return _transpose_copy(a, perm)
 
 
-def activations_from_tf(x, spatial: str = "reverse") -> np.ndarray:
+def activations_from_tf(x: ArrayLike, spatial: str = "reverse") -> np.ndarray:
     """TensorFlow `(N, H, W, C)` -> Knet `(X1, X2, C, N)` (Fortran-contiguous, Julia-indexed).
 
     >>> activations_from_tf(np.zeros((2, 4, 5, 3))).shape
@@ -126,7 +132,7 @@ def _rotate180(a: np.ndarray, spatial_axes: list[int]) -> np.ndarray:
     return np.flip(a, axis=tuple(spatial_axes))
 
 
-def kernel_to_tf(w, mode: int = 0, spatial: str = "reverse") -> np.ndarray:
+def kernel_to_tf(w: ArrayLike, mode: int = 0, spatial: str = "reverse") -> np.ndarray:
     """Knet conv kernel `(W1, W2, Cin, Cout)` -> TensorFlow `(H, W, Cin, Cout)`.
 
     Knet `mode=0` (the default) is true convolution, so the kernel is rotated 180 degrees to get
@@ -156,7 +162,7 @@ def _kernel_to_tf(a: np.ndarray, mode: int, spatial: str) -> np.ndarray:
     return kernel_copy(a.transpose(perm))
 
 
-def kernel_from_tf(w, mode: int = 0, spatial: str = "reverse") -> np.ndarray:
+def kernel_from_tf(w: ArrayLike, mode: int = 0, spatial: str = "reverse") -> np.ndarray:
     """TensorFlow kernel `(H, W, Cin, Cout)` -> Knet `(W1, W2, Cin, Cout)` for `conv4(...; mode)`.
 
     >>> kernel_from_tf(np.zeros((3, 5, 2, 4))).shape
@@ -175,7 +181,7 @@ def kernel_from_tf(w, mode: int = 0, spatial: str = "reverse") -> np.ndarray:
 # --------------------------------------------------------------------------- biases
 
 
-def bias_to_tf(b) -> np.ndarray:
+def bias_to_tf(b: ArrayLike) -> np.ndarray:
     """Knet bias (conv `(1, 1, C, 1)`, dense `(C,)` or `(C, 1)`) -> TensorFlow `(C,)`.
 
     >>> bias_to_tf(np.zeros((1, 1, 8, 1))).shape
@@ -194,7 +200,7 @@ def bias_to_tf(b) -> np.ndarray:
     return np.ascontiguousarray(a.reshape(-1))
 
 
-def bias_from_tf(b, ndims: int = 4) -> np.ndarray:
+def bias_from_tf(b: ArrayLike, ndims: int = 4) -> np.ndarray:
     """TensorFlow bias `(C,)` -> Knet: `(1, 1, C, 1)` for `ndims=4`, `(C,)` for `ndims=1`.
 
     `ndims` is the number of dimensions of the activations the bias is added to (3-5 for
@@ -216,7 +222,7 @@ def bias_from_tf(b, ndims: int = 4) -> np.ndarray:
 # --------------------------------------------------------------------------- dense
 
 
-def _check_dense_input_shape(input_shape, n_in: int) -> tuple[int, ...]:
+def _check_dense_input_shape(input_shape: Any, n_in: int) -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in input_shape)
     except TypeError:
@@ -232,7 +238,9 @@ def _check_dense_input_shape(input_shape, n_in: int) -> tuple[int, ...]:
     return shape
 
 
-def dense_to_tf(w, input_shape=None, spatial: str = "reverse") -> np.ndarray:
+def dense_to_tf(
+    w: ArrayLike, input_shape: Sequence[int] | None = None, spatial: str = "reverse"
+) -> np.ndarray:
     """Knet dense weight `(out, in)` -> Keras `Dense` kernel `(in, out)`.
 
     When the Dense follows a conv output flattened with Knet's `mat`, pass `input_shape`, the
@@ -258,7 +266,9 @@ def dense_to_tf(w, input_shape=None, spatial: str = "reverse") -> np.ndarray:
     return _transpose_copy(w5, perm).reshape(n_in, n_out)
 
 
-def dense_from_tf(kernel, input_shape=None, spatial: str = "reverse") -> np.ndarray:
+def dense_from_tf(
+    kernel: ArrayLike, input_shape: Sequence[int] | None = None, spatial: str = "reverse"
+) -> np.ndarray:
     """Keras `Dense` kernel `(in, out)` -> Knet dense weight `(out, in)` (inverse of `dense_to_tf`).
 
     >>> dense_from_tf(np.zeros((60, 10)), input_shape=(5, 4, 3)).shape

@@ -39,6 +39,7 @@ __all__ = ["ConvContext", "DenseContext", "make_context"]
 def make_context(w, x, *, bias, padding, stride, dilation, mode, alpha, spatial, activation=None):
     w = as_float_array(w, "w", ndim=(2, 3, 4, 5))
     act = _activation(activation)
+    ctx: _Context
     if w.ndim == 2:
         ctx = DenseContext(w, x, bias=bias)
     else:
@@ -143,7 +144,9 @@ class ConvContext(_Context):
             layout.spatial_to_tf(geom.stride, spatial),
             layout.spatial_to_tf(geom.dilation, spatial),
         )
-        self.out_shape = self.grid.output_shape(self.x_tf.shape, self.k_tf.shape)
+        out_shape = self.grid.output_shape(self.x_tf.shape, self.k_tf.shape)
+        assert out_shape is not None  # ConvDims.bind has checked the sizes
+        self.out_shape = out_shape
         self.k = int(np.prod(w.shape[:-1]))
         self.bias = _bias_tf(bias, w.shape[-1], "kernel")
         mag = layout.activations_to_tf(S.conv4(w64, x64, dims, self.alpha), spatial)
@@ -272,7 +275,7 @@ class ConvContext(_Context):
                     )
                 )
         # padding_shift: each axis padded (lo, hi) other than Knet's symmetric (p, p)
-        per_axis = []
+        per_axis: list[list[tuple[tuple[int, int], bool]]] = []
         for i in range(nd):
             p = g.pads[i][0]
             n = self.x_tf.shape[1 + i]
@@ -287,8 +290,8 @@ class ConvContext(_Context):
                 if lo >= 0 and hi >= 0
             }
             opts |= {same, (0, 0)}
-            per_axis.append(sorted(opts, key=lambda t: (abs(t[0] - p) + abs(t[1] - p), t)))
-            per_axis[-1] = [(t, t == same) for t in per_axis[-1]]
+            options = sorted(opts, key=lambda t: (abs(t[0] - p) + abs(t[1] - p), t))
+            per_axis.append([(t, t == same) for t in options])
         for combo in itertools.product(*per_axis):
             pads = tuple(t for t, _ in combo)
             if pads == g.pads:

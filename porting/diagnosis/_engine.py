@@ -96,7 +96,7 @@ class Windows:
             index.append(start.reshape((p,) + (1,) * nd) + offs.reshape((1, *shape)))
         cols = xp[tuple(index)]  # (P, *ksize, Cin)
         self.cols = cols.reshape(p, -1)
-        self._abs = None
+        self._abs: np.ndarray | None = None
 
     def apply(self, kernel: np.ndarray) -> np.ndarray:
         """`(P, Cout)` outputs of `kernel` `(*ksize, Cin, Cout)` at the positions."""

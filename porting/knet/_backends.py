@@ -55,7 +55,7 @@ class KnetResult(np.ndarray):
     backend: str | None = None
     backend_reason: str | None = None
 
-    def __array_finalize__(self, obj):
+    def __array_finalize__(self, obj: Any) -> None:
         self.backend = getattr(obj, "backend", None)
         self.backend_reason = getattr(obj, "backend_reason", None)
 

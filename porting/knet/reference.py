@@ -13,6 +13,8 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -88,7 +90,7 @@ class _Scratch(threading.local):
     limit = 64 << 20
     buf: np.ndarray | None = None
 
-    def arrays(self, dtype, *shapes) -> list[np.ndarray]:
+    def arrays(self, dtype: Any, *shapes: tuple[int, ...]) -> list[np.ndarray]:
         """Uninitialised arrays of `shapes`, disjoint, valid until this thread's next call."""
         dtype = np.dtype(dtype)
         sizes = [-(-math.prod(sh) * dtype.itemsize // 64) * 64 for sh in shapes]
@@ -116,7 +118,7 @@ class _Padder:
     The borders are zeroed once: batches only ever write the interior, at the same places.
     """
 
-    def __init__(self, xt: np.ndarray, pad: tuple[int, ...]):
+    def __init__(self, xt: np.ndarray, pad: Sequence[int]) -> None:
         crop = tuple(
             slice(-p, xi + p) if p < 0 else slice(None)
             for p, xi in zip(pad, xt.shape[2:], strict=True)
@@ -153,7 +155,14 @@ class _Padder:
         return xp
 
 
-def _windows(xp: np.ndarray, dims: range, ys, ks, stride, dil) -> np.ndarray:
+def _windows(
+    xp: np.ndarray,
+    dims: range,
+    ys: Sequence[int],
+    ks: Sequence[int],
+    stride: Sequence[int],
+    dil: Sequence[int],
+) -> np.ndarray:
     """View `(N, C, ..., Y_j..., K_j...)` over spatial `dims` of xp: `xp[..., y*s + k*d, ...]`."""
     if not dims:
         return xp
@@ -165,7 +174,14 @@ def _windows(xp: np.ndarray, dims: range, ys, ks, stride, dil) -> np.ndarray:
     return v[tuple(idx)]
 
 
-def _correlate(wt, xt, pad, stride, dil, out) -> np.ndarray:
+def _correlate(
+    wt: np.ndarray,
+    xt: np.ndarray,
+    pad: Sequence[int],
+    stride: Sequence[int],
+    dil: Sequence[int],
+    out: np.ndarray,
+) -> np.ndarray:
     """Cross-correlation on C-ordered data, written into `out`: see the note on `_COL_BYTES`.
 
     `out[n, f, y] = sum over c, k of wt[f, c, k] * x[n, c, y*stride + k*dil - pad]`, x being zero
@@ -210,7 +226,8 @@ def _correlate(wt, xt, pad, stride, dil, out) -> np.ndarray:
         view = _windows(padder.batch(n0, n1), dims, ys, ks, stride, dil)
         view = view.transpose(0, *range(nd + 2, nd + 2 + len(dims)), 1, *range(2, nd + 2))
         for r0, r1 in rws:
-            part = view[(slice(None), Ellipsis, slice(r0, r1 + halo), *inner_all)]
+            idx: tuple[Any, ...] = (slice(None), Ellipsis, slice(r0, r1 + halo), *inner_all)
+            part = view[idx]
             h = r1 - r0 + halo
             col: np.ndarray
             if direct:  # the (padded) input itself is the column matrix

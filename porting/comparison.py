@@ -1,21 +1,13 @@
 """Compare two results with a tolerance derived from floating-point arithmetic.
 
-A result element that is a sum of K products, computed in a format with machine epsilon `eps`,
-carries an error of order `sqrt(K) * eps * S` in practice, where `S = sum(|w*x|)` is the sum of
-the magnitudes added (DOMAIN.md: float32 on CPUs and GPUs stays within about 3 eps * S; TF32
-reaches 1e-4 * S). The tolerance used here is, element by element,
-
-    tol_i = (sqrt(K) + 2) * eps * S_i + (sqrt(K) + 2) * tiny
-
-- `sqrt(K)`: accumulation of K rounded terms (random-walk growth);
-- `+ 1`: rounding of the inputs into the lower precision when the two sides differ;
-- `+ 1`: rounding of the result itself;
-- `tiny`: the smallest normal number, so results that underflow are not flagged.
-
+The tolerance is porting.tolerance's, element by element: `Tolerance.of(k, precision)` bounds
+a sum of K rounded products by `(sqrt(K) + 2) * eps * S + (sqrt(K) + 2) * tiny`, where `S`
+is the sum of the magnitudes added (porting.magnitude computes it; see docs/numerics.md).
 `eps` is that of the lower-precision side (or of `precision=` when the computation ran in a
 format other than the one its result is stored in). `S` is `magnitude=` when given (e.g. the
-same convolution applied to `|w|` and `|x|`, which `verify_conv4` computes), otherwise `|expected|`
-(right for element-wise results; under cancellation it is too strict, so pass `magnitude`).
+same convolution applied to `|w|` and `|x|`, which `verify_conv4` computes), otherwise
+`|expected|` (right for element-wise results; under cancellation it is too strict, so pass
+`magnitude`).
 
 The comparison is one pass over the data in cache-sized chunks, holding no input-sized buffers
 beyond at most one copy when the two arrays differ in memory order.
@@ -27,14 +19,13 @@ True
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from porting.errors import PortingError
-from porting.tolerance import Tolerance, check_k, precision_dtype
+from porting.tolerance import Tolerance, check_k
 
 __all__ = ["compare", "Comparison", "Tolerance"]  # Tolerance re-exported from porting.tolerance
 
@@ -253,25 +244,14 @@ def compare(
             )
     # the format of the lower-precision side, in native byte order (ULPs are read from its bits)
     lower = (e.dtype if e.dtype.itemsize <= a.dtype.itemsize else a.dtype).newbyteorder("=")
-    if precision is None:
-        prec_name, eps, tiny = str(lower), float(np.finfo(lower).eps), float(np.finfo(lower).tiny)
-    elif str(precision).lower() == "tf32":
-        prec_name, eps, tiny = "tf32", 2.0**-10, float(np.finfo(np.float32).tiny)
-    else:
-        dt = precision_dtype(precision)
-        prec_name, eps, tiny = str(dt), float(np.finfo(dt).eps), float(np.finfo(dt).tiny)
-    factor = math.sqrt(int(k)) + 2.0
-    tol_info = Tolerance(
-        k=int(k),
-        precision=prec_name,
-        eps=eps,
-        factor=factor,
+    tol_info = Tolerance.of(
+        k,
+        lower if precision is None else precision,
         magnitude="sum of magnitudes (given)"
         if m is not None
         else "|expected| (no magnitude given)",
-        tiny=tiny,
     )
-    if e.dtype != a.dtype:
+    if e.dtype.newbyteorder("=") != a.dtype.newbyteorder("="):
         work = np.dtype(np.float64)
     else:
         work = np.promote_types(e.dtype, np.float32)  # float16 inputs are compared in float32
@@ -282,8 +262,8 @@ def compare(
     consts = _Consts(
         work=work,
         lower=np.dtype(lower),
-        scale=work.type(factor * eps),
-        floor=work.type(factor * tiny),
+        scale=work.type(tol_info.scale),
+        floor=work.type(tol_info.floor),
     )
     # Two halves on two threads (NumPy releases the GIL in its loops), chunk by chunk.
     from porting._transpose import _executor, _threads
@@ -318,7 +298,7 @@ def compare(
         worst_e = float(e[worst_index])
         worst_a = float(a[worst_index])
         mv = abs(float(m[worst_index])) if m is not None else abs(worst_e)
-        worst_t = factor * eps * mv + factor * tiny
+        worst_t = tol_info.scale * mv + tol_info.floor
     notes = []
     if m is None and k > 1:
         notes.append(

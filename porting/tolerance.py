@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, DTypeLike
+from numpy.typing import ArrayLike
 
 from porting.errors import PortingError
 
@@ -82,24 +82,40 @@ class Tolerance:
     tiny: float = float(np.finfo(np.float32).tiny)
 
     @classmethod
-    def of(
-        cls, k: int, dtype: DTypeLike, magnitude: str = "sum of magnitudes (given)"
-    ) -> Tolerance:
-        """The tolerance `compare` uses for K-term sums computed in `dtype`.
+    def of(cls, k: int, dtype: Any, magnitude: str = "sum of magnitudes (given)") -> Tolerance:
+        """The tolerance `compare` uses for K-term sums computed in `dtype` (a float dtype, or
+        "tf32" for TensorFloat-32 arithmetic: a 10-bit mantissa, float32's range).
 
         >>> Tolerance.of(9, "float32").factor
         5.0
+        >>> Tolerance.of(4, "tf32").eps
+        0.0009765625
         """
         k = check_k(k)
-        fi = np.finfo(dtype)
+        if isinstance(dtype, str) and dtype.lower() == "tf32":
+            name, eps, tiny = "tf32", 2.0**-10, float(np.finfo(np.float32).tiny)
+        else:
+            dt = precision_dtype(dtype).newbyteorder("=")
+            fi = np.finfo(dt)
+            name, eps, tiny = str(dt), float(fi.eps), float(fi.tiny)
         return cls(
             k=k,
-            precision=str(np.dtype(dtype)),
-            eps=float(fi.eps),
+            precision=name,
+            eps=eps,
             factor=math.sqrt(k) + 2.0,
             magnitude=magnitude,
-            tiny=float(fi.tiny),
+            tiny=tiny,
         )
+
+    @property
+    def scale(self) -> float:
+        """`factor * eps`: the bound is `scale * S + floor` (the form compare's scan uses)."""
+        return self.factor * self.eps
+
+    @property
+    def floor(self) -> float:
+        """`factor * tiny`, the bound where `S` is 0."""
+        return self.factor * self.tiny
 
     def bound(self, magnitude: ArrayLike) -> np.ndarray:
         """Per-element tolerance for sums of magnitudes `magnitude` (float64)."""

@@ -18,6 +18,7 @@ import numpy as np
 from porting import layout, magnitude
 from porting._checks import as_float_array
 from porting.errors import PortingError
+from porting.geometry import check_operands
 
 __all__ = [
     "quantized_bits",
@@ -117,11 +118,7 @@ def conv2d_reference(x, kernel, bias=None, *, strides=(1, 1), padding="valid", d
     """
     x = as_float_array(x, "x", ndim=4).astype(np.float64)
     kernel = as_float_array(kernel, "kernel", ndim=4).astype(np.float64)
-    if kernel.shape[2] != x.shape[3]:
-        raise PortingError(
-            f"kernel has {kernel.shape[2]} input channels but x has {x.shape[3]} "
-            f"(kernel {kernel.shape}, x {x.shape}; both channels_last)"
-        )
+    check_operands(kernel, x, op="Conv2D", order="tf")
     padding = str(padding).lower()
     if padding == "same":
         pads = [

@@ -139,8 +139,8 @@ class ConvGeometry:
         The only requirement is NNlib's, `Xi + 2 p >= (Wi - 1) d + 1`; padding at least the
         kernel extent is computed (with a one-time warning: cuDNN may refuse it).
 
-        >>> ConvGeometry.from_knet(1, padding=2).output_size((3,), (1,))
-        (7,)
+        >>> ConvGeometry.from_knet(1, padding=2).output_size((3,), (3,))
+        (5,)
         """
         out = []
         for i, (x, k, p, s) in enumerate(
@@ -460,6 +460,18 @@ class ConvDims:
             order="tf",
         )
 
+    def tf_paddings(self) -> list[list[int]]:
+        """`tf.pad`'s paddings for a TensorFlow-order input `(N, *X, C)`: Knet's symmetric
+        padding on each spatial axis, none on the batch and channel axes.
+
+        >>> ConvOp.knet(np.ones((3, 1, 2)), np.ones((5, 1, 2)), padding=2).dims.to_tf(
+        ...     "reverse").tf_paddings()
+        [[0, 0], [2, 2], [0, 0]]
+        """
+        if self.order != "tf":
+            raise ValueError("tf_paddings: call to_tf(spatial) first")
+        return [[0, 0], *([p, p] for p in self.padding), [0, 0]]
+
     def knet_keywords(self) -> dict[str, object]:
         """Julia keywords (`padding`, `stride`, `dilation`, `mode`) that give these dims."""
         return self.geometry.knet_keywords()
@@ -535,6 +547,17 @@ class PoolDims:
             y_spatial=_spatial_to_tf(self.y_spatial, spatial),
             order="tf",
         )
+
+    def tf_paddings(self) -> list[list[int]]:
+        """`tf.pad`'s paddings for a TensorFlow-order input `(N, *X, C)`: Knet's symmetric
+        padding on each spatial axis, none on the batch and channel axes.
+
+        >>> PoolOp.knet(np.ones((5, 1, 2)), padding=1).dims.to_tf("keep").tf_paddings()
+        [[0, 0], [1, 1], [0, 0]]
+        """
+        if self.order != "tf":
+            raise ValueError("tf_paddings: call to_tf(spatial) first")
+        return [[0, 0], *([p, p] for p in self.padding), [0, 0]]
 
     def with_mode(self, mode: int) -> PoolDims:
         return replace(self, geometry=replace(self.geometry, mode=mode))

@@ -145,10 +145,11 @@ def _to_numpy(y, dtype: np.dtype) -> np.ndarray:
     return out
 
 
-def _pad(tf, x, padding: tuple[int, ...], value: float):
-    if not any(padding):
+def _pad(tf: Any, x: Any, dims: ConvDims | PoolDims, value: float) -> Any:
+    """Knet's symmetric padding of a TF-layout tensor, explicitly (never "SAME")."""
+    if not any(dims.padding):
         return x
-    return tf.pad(x, [[0, 0], *([p, p] for p in padding), [0, 0]], constant_values=value)
+    return tf.pad(x, dims.tf_paddings(), constant_values=value)
 
 
 def _every(y, stride: tuple[int, ...]):
@@ -219,7 +220,7 @@ def _conv(x: np.ndarray, w: np.ndarray, dims: ConvDims, alpha: float) -> np.ndar
     """`conv` on validated TF-layout arrays whose TF-order `dims` are already computed."""
     tf = _import_tf()
     out = dims.y_spatial
-    xt = _pad(tf, tf.convert_to_tensor(x), dims.padding, 0.0)
+    xt = _pad(tf, tf.convert_to_tensor(x), dims, 0.0)
     stride = single_output_stride(out, dims.stride)
     y = _conv_valid(tf, xt, tf.convert_to_tensor(w), stride, dims.dilation)
     if stride != dims.stride:
@@ -375,7 +376,7 @@ def _pool(x: np.ndarray, geom: PoolDims, alpha: float) -> np.ndarray:
     if geom.is_max:
         neg_inf = tf.constant(-np.inf, dtype=xt.dtype)
         xt = tf.where(tf.math.is_nan(xt), neg_inf, xt)
-        xp = _pad(tf, xt, geom.padding, -np.inf)
+        xp = _pad(tf, xt, geom, -np.inf)
         if native:
             y = tf.nn.max_pool(xp, ksize=ksize, strides=strides, padding="VALID")
         else:
@@ -383,7 +384,7 @@ def _pool(x: np.ndarray, geom: PoolDims, alpha: float) -> np.ndarray:
         # NNlib's starting value: a window of only NaN/-Inf gives -floatmax.
         y = tf.maximum(y, tf.constant(np.finfo(x.dtype).min, dtype=xt.dtype))
     else:
-        xp = _pad(tf, xt, geom.padding, 0.0)
+        xp = _pad(tf, xt, geom, 0.0)
         if native:
             # "VALID" windows are all full, so AvgPool divides by prod(window): padding counts.
             y = tf.nn.avg_pool(xp, ksize=ksize, strides=strides, padding="VALID")

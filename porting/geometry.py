@@ -50,6 +50,29 @@ Order = Literal["julia", "tf"]
 _ELEMENT_LIMIT = 1 << 62  # any array with more elements cannot exist on any machine
 
 
+def _physical_memory() -> int | None:
+    """Bytes of physical memory, or None where the system does not say."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_fits(shape: tuple[int, ...], dtype: np.dtype, what: str) -> None:
+    """Refuse an output larger than this machine's memory before allocating it (a padding of
+    10**6 must be a clear error, not a MemoryError deep in NumPy)."""
+    need = math.prod(shape) * dtype.itemsize
+    have = _physical_memory()
+    if have is not None and need > have:
+        raise PortingError(
+            f"{what} would be an array of shape {shape} ({need / 2**30:.3g} GiB of {dtype}), "
+            f"more than this machine's {have / 2**30:.3g} GiB of memory; expected a geometry "
+            "whose output fits (check padding, stride and the input size)"
+        )
+
+
 def _fmt(t: tuple[int, ...]) -> str:
     return str(t[0]) if len(set(t)) == 1 else str(t)
 
@@ -631,6 +654,7 @@ class ConvOp:
             xa.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=mode
         )
         dims = ConvDims.bind(geom, wa.shape, xa.shape, transposed=transposed, order=order)
+        _check_fits(dims.y_shape, xa.dtype, f"the {name} output")
         return cls(wa, xa, dims, as_scalar(alpha, "alpha"))
 
     def astype(self, dtype: np.dtype) -> ConvOp:
@@ -662,4 +686,6 @@ class PoolOp:
         geom = PoolGeometry.from_knet(
             xa.ndim - 2, window=window, padding=padding, stride=stride, mode=mode
         )
-        return cls(xa, PoolDims.bind(geom, xa.shape, order=order), as_scalar(alpha, "alpha"))
+        dims = PoolDims.bind(geom, xa.shape, order=order)
+        _check_fits(dims.y_shape, xa.dtype, "the pool output")
+        return cls(xa, dims, as_scalar(alpha, "alpha"))

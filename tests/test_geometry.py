@@ -308,3 +308,32 @@ def test_input_smaller_than_kernel_is_still_refused():
         knet.conv4(np.ones((3, 1, 1)), np.ones((1, 1, 1)), backend="reference")
     with pytest.raises(PortingError, match="smaller than the pooling window 3"):
         knet.pool(np.ones((1, 1, 1)), window=3, backend="reference")
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: knet.conv4(W, X, padding=float("nan")), "padding=nan: expected an integer"),
+        (lambda: knet.conv4(W, X, stride=(1, math.inf)), r"stride=\(1, inf\): expected"),
+        (lambda: knet.conv4(W, X, alpha=float("inf")), "alpha=inf: expected a finite"),
+        (lambda: knet.deconv4(W, X, alpha=np.float32("nan")), r"alpha=.*nan\)?: expected a finite"),
+        (lambda: knet.pool(X, window=float("nan")), "window=nan: expected an integer"),
+        (lambda: knet.pool(X, alpha=10**400), "alpha=1000.*: expected a finite"),
+        (lambda: knet.conv4(W, X, mode=True), "mode=True: expected one of 0, 1"),
+        (lambda: knet.pool(X, mode=1.0), "mode=1.0: expected one of"),
+        (lambda: knet.conv4(W, X, padding=10**30), "elements .*expected a size an array"),
+        (lambda: knet.conv4(W, X, padding=10**6), "GiB of memory"),
+        (lambda: knet.pool(X, padding=10**6, window=1, stride=1), "GiB of memory"),
+    ],
+)
+def test_non_finite_or_absurd_geometry_and_scale_are_bad_input(call, match):
+    """NaN, Inf, booleans, floats and sizes no machine holds are refused by name, before any
+    arithmetic (never a silently wrong answer or a MemoryError)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(PortingError, match=match):
+            call()
+
+
+W = np.ones((3, 3, 2, 2))
+X = np.ones((5, 5, 2, 1))

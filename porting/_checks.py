@@ -24,11 +24,16 @@ def as_float_array(x: object, name: str, *, ndim: Sequence[int] | int | None = N
     """Return `x` as a Float32/Float64 ndarray without copying, or raise `PortingError`.
 
     Both C- and Fortran-ordered arrays are accepted; the shape is taken as Julia's `size()`.
+    A non-native (big-endian) array is converted to native byte order (a copy).
     """
     try:
         a = np.asarray(x)
     except Exception as e:  # noqa: BLE001 - any failure to make an array is the user's input
         raise PortingError(f"{name} must be an array, got {type(x).__name__}: {e}") from None
+    if not a.dtype.isnative and a.dtype.newbyteorder("=") in FLOAT_DTYPES:
+        # a big-endian array (from a .mat or .npy written on such a machine): same values,
+        # native bytes
+        a = a.astype(a.dtype.newbyteorder("="))
     if a.dtype not in FLOAT_DTYPES:
         raise PortingError(
             f"{name} has dtype {a.dtype} ({describe(a)}); expected float32 or float64 "

@@ -337,3 +337,24 @@ def test_non_finite_or_absurd_geometry_and_scale_are_bad_input(call, match):
 
 W = np.ones((3, 3, 2, 2))
 X = np.ones((5, 5, 2, 1))
+
+
+def test_big_endian_operands_give_the_native_numbers():
+    """Arrays in the other byte order (a .mat or .npy from a big-endian machine) are read by
+    value: every op gives bit for bit what the native arrays give."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((3, 2, 2, 3)).astype(np.float32)
+    x = rng.standard_normal((6, 5, 2, 2)).astype(np.float32)
+    other = ">" if np.little_endian else "<"
+    wb, xb = w.astype(w.dtype.newbyteorder(other)), x.astype(x.dtype.newbyteorder(other))
+    assert not wb.dtype.isnative and np.array_equal(wb, w)
+    for fn in (
+        lambda a, b: knet.conv4(a, b, padding=1, backend="reference"),
+        lambda a, b: knet.deconv4(a[:, :, :, :2], b, stride=2, backend="reference"),
+        lambda a, b: knet.pool(b, window=2, backend="reference"),
+        lambda a, b: ptf.knet_conv4_via_tf(a, b, padding=1),
+        lambda a, b: layout.kernel_to_tf(a),
+    ):
+        native, swapped = np.asarray(fn(w, x)), np.asarray(fn(wb, xb))
+        assert swapped.dtype.isnative
+        np.testing.assert_array_equal(swapped, native)

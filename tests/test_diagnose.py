@@ -494,3 +494,26 @@ def test_an_empty_side_is_named_not_a_precision_format(fill, what, side, with_in
     assert f"{side} is {what}" in d.evidence
     assert "precision" not in d.evidence and "bfloat16" not in d.evidence
     assert d.alternatives == []
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_big_endian_sides_are_diagnosed_as_the_native_ones(dtype):
+    """The byte order of the arrays changes nothing: a float64 result stored big-endian is
+    float64 (not a narrower format), and the seed's kernel flip is found the same way."""
+    ex = seed002()
+    w, x = ex["w"].astype(dtype), ex["x"].astype(dtype)
+    expected = _conv(w, x, padding=1, spatial="keep")
+    actual = _conv(w, x, padding=1, mode=1, spatial="keep")  # the unrotated kernel
+    other = ">" if np.little_endian else "<"
+    native = diagnose(expected, actual, w=w, x=x, padding=1, spatial="keep")
+    swapped = diagnose(
+        expected.astype(expected.dtype.newbyteorder(other)),
+        actual.astype(actual.dtype.newbyteorder(other)),
+        w=w.astype(w.dtype.newbyteorder(other)),
+        x=x.astype(x.dtype.newbyteorder(other)),
+        padding=1,
+        spatial="keep",
+    )
+    assert native.cause == swapped.cause == "kernel_flip"
+    assert swapped.evidence == native.evidence
+    assert f"{np.dtype(dtype)} bound" in swapped.evidence

@@ -13,6 +13,7 @@ from porting.diagnosis import _context, _hypotheses, _outputs, _score
 from porting.diagnosis._result import CAUSES, Diagnosis, Finding
 from porting.errors import PortingError
 from porting.layout import SPATIAL_CHOICES
+from porting.tolerance import check_k
 
 __all__ = ["diagnose", "K_ASSUMED", "MAX_POSITIONS"]
 
@@ -38,6 +39,8 @@ def _output_array(v, name: str) -> np.ndarray:
         raise PortingError(f"{name} has shape {a.shape}; expected a non-empty array (TF layout)")
     if a.dtype.name == "bfloat16":
         a = a.astype(np.float32)
+    if not a.dtype.isnative:  # big-endian data: the same values in native bytes
+        a = a.astype(a.dtype.newbyteorder("="))
     return a
 
 
@@ -62,11 +65,7 @@ def _effective_precision(*arrays: np.ndarray) -> str:
 def _check_k(k) -> int | None:
     if k is None:
         return None
-    if isinstance(k, bool) or not isinstance(k, (numbers.Integral, np.integer)) or k < 1:
-        raise PortingError(
-            f"k={k!r}: expected a positive integer (terms summed per output element)"
-        )
-    return int(k)
+    return check_k(k)
 
 
 def diagnose(

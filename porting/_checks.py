@@ -79,6 +79,8 @@ def int_tuple(value: object, n: int, name: str, *, minimum: int) -> tuple[int, .
 def check_choice(value: object, name: str, choices: Sequence[object]) -> None:
     """Refuse anything but one of `choices`; where they are integers, a bool or a float is
     refused too (`mode=True` is not `mode=1`)."""
+    if type(value) in (int, str) and value in choices:  # the common case, fast
+        return
     ok = False
     ints = all(isinstance(c, int) and not isinstance(c, bool) for c in choices)
     if not ints or (
@@ -98,6 +100,8 @@ def as_scalar(value: object, name: str) -> float:
     >>> as_scalar(2, "alpha")
     2.0
     """
+    if type(value) in (int, float) and math.isfinite(value):  # the common case, fast
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise PortingError(f"{name}={value!r}: expected a real number")
     try:

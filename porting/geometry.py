@@ -24,6 +24,7 @@ ConvDims(conv4 x (8, 6, 2, 5), w (3, 3, 2, 4) -> y (8, 6, 4, 5); padding=1, stri
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, replace
@@ -50,6 +51,7 @@ Order = Literal["julia", "tf"]
 _ELEMENT_LIMIT = 1 << 62  # any array with more elements cannot exist on any machine
 
 
+@functools.lru_cache(maxsize=1)
 def _physical_memory() -> int | None:
     """Bytes of physical memory, or None where the system does not say."""
     import os

@@ -100,7 +100,9 @@ def as_scalar(value: object, name: str) -> float:
     >>> as_scalar(2, "alpha")
     2.0
     """
-    if type(value) in (int, float) and math.isfinite(value):  # the common case, fast
+    if type(value) is float and math.isfinite(value):  # the common cases, fast
+        return value
+    if type(value) is int and -(2**1023) < value < 2**1023:
         return float(value)
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise PortingError(f"{name}={value!r}: expected a real number")

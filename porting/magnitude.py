@@ -3,7 +3,8 @@
 For an output that sums products `w*x`, `S = sum(|w| * |x|)` over the same terms: the same
 operation applied to the absolute values, in float64 (it only sets the scale of a bound, so
 the order of its own sums does not matter). Pooling and activations carry an incoming `S`
-(and an incoming error bound) through; see docs/numerics.md.
+(and an incoming error bound) through; see docs/numerics.md#sum-of-magnitudes and
+#propagation.
 
 Arrays are Julia-indexed, as in porting.knet. Nothing here imports TensorFlow.
 

@@ -26,7 +26,10 @@ How Knet's geometry is expressed in TensorFlow:
 - Max pooling: NNlib's maxpool starts each window at `nextfloat(typemin(T))` = -floatmax and
   keeps `xv > m`, so NaN never wins and a window holding only NaN/-Inf gives -floatmax, not
   -Inf. NaN is mapped to -Inf before pooling and the result is clamped at -floatmax (TF's
-  MaxPool also starts from the lowest finite value; the clamp makes every path agree).
+  MaxPool also starts from the lowest finite value; the clamp makes every path agree). Padding
+  at least the window (which NNlib computes) gives windows of only padding: -Inf there, so
+  -floatmax after the clamp, as NNlib; mean pooling pads zeros, so 0. Convolutions pad zeros
+  explicitly whatever the padding. (docs/tensorflow.md#explicit-padding, #maxpool-start)
 - `alpha` is applied as Knet's `lmul!` does: the product in float64, rounded once.
 """
 

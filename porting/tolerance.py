@@ -1,6 +1,6 @@
 """The tolerance of a floating-point result: `tol_i = (sqrt(K) + 2) * eps * S_i + (sqrt(K) + 2) * tiny`.
 
-The one place the formula lives (docs/numerics.md explains it). A result element that sums K
+The one place the formula lives (docs/numerics.md#tolerance explains it). A result element that sums K
 rounded products in a format with machine epsilon `eps` carries an error of order
 `sqrt(K) * eps * S`, `S` being the sum of the magnitudes added (see porting.magnitude):
 

@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -77,9 +78,12 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON data: NaN and +-Inf figures (e.g. the ULP distance of a
+        NaN) become the strings "nan", "inf" and "-inf", as in `Diagnosis.to_dict`, so that
+        `json.dumps(..., allow_nan=False)` holds."""
         d = asdict(self)
         d["tolerance"]["formula"] = self.tolerance.formula
-        return d
+        return _json_safe(d)
 
     def __str__(self) -> str:
         verdict = "agree" if self.ok else "DIFFER"
@@ -103,6 +107,16 @@ class Comparison:
             )
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
 
 
 def _memory_order(a: np.ndarray) -> Literal["C", "F"]:

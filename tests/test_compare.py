@@ -207,3 +207,15 @@ def test_compare_holds_at_most_one_input_sized_buffer(orders):
     chunk_allowance = 8 << 20
     limit = (0 if orders == "CC" else a.nbytes) + chunk_allowance
     assert peak <= limit, f"peak extra {peak} bytes for {a.nbytes}-byte inputs"
+
+
+def test_report_dict_is_strict_json_with_non_finite_figures():
+    """NaN on one side only: the dict still dumps with allow_nan=False, the non-finite figures
+    as strings."""
+    import json
+
+    c = compare(np.float32([0.0, 1.0, 2.0]), np.float32([0.0, np.nan, 2.0]))
+    assert not c.ok and c.n_nonfinite_mismatched == 1
+    d = json.loads(json.dumps(c.to_dict(), allow_nan=False))
+    assert d["worst_actual"] == "nan" and d["worst_index"] == [1]
+    assert d["shape"] == [3] and d["n_mismatched"] == c.n_mismatched

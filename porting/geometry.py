@@ -81,11 +81,10 @@ def _fmt(t: tuple[int, ...]) -> str:
 
 
 def _spatial_to_tf(values: tuple[int, ...], spatial: str) -> tuple[int, ...]:
-    # the same mapping as porting.layout.spatial_to_tf (kept here so geometry imports no layout)
-    from porting.layout import SPATIAL_CHOICES
+    """Per-dimension values in TensorFlow's order: porting.layout's one mapping."""
+    from porting.layout import spatial_to_tf
 
-    check_choice(spatial, "spatial", SPATIAL_CHOICES)
-    return tuple(values[::-1]) if spatial == "reverse" else tuple(values)
+    return spatial_to_tf(values, spatial)
 
 
 # Knet's CPU path computes geometries whose outer outputs see only padding; Knet's GPU path

@@ -419,6 +419,34 @@ class ConvDims:
             )
         return cls(geometry, xs, ks, ys, int(cx), int(cy), int(n), transposed, order)
 
+    @classmethod
+    def of(
+        cls,
+        w: object,
+        x: object,
+        *,
+        padding: object = 0,
+        stride: object = 1,
+        dilation: object = 1,
+        mode: object = 0,
+        transposed: bool = False,
+    ) -> ConvDims:
+        """NNlib's `DenseConvDims(x, w; ...)`: the dims of Julia-indexed `w` and `x` under
+        Knet's keywords, validated (`ConvOp.knet` keeps the arrays too).
+
+        >>> ConvDims.of(np.ones((2, 1, 3)), np.ones((4, 1, 2)), padding=1).y_shape
+        (5, 3, 2)
+        """
+        return ConvOp.knet(
+            w,
+            x,
+            padding=padding,
+            stride=stride,
+            dilation=dilation,
+            mode=mode,
+            transposed=transposed,
+        ).dims
+
     # ---- accessors (the ConvGeometry interface, for the backends)
     @property
     def nd(self) -> int:
@@ -531,6 +559,23 @@ class PoolDims:
         c = x_shape[-2] if order == "julia" else x_shape[-1]
         n = x_shape[-1] if order == "julia" else x_shape[0]
         return cls(geometry, xs, geometry.output_size(xs), int(c), int(n), order)
+
+    @classmethod
+    def of(
+        cls,
+        x: object,
+        *,
+        window: object = 2,
+        padding: object = 0,
+        stride: object = None,
+        mode: object = 0,
+    ) -> PoolDims:
+        """NNlib's `PoolDims(x, window; ...)` for a Julia-indexed `x` under Knet's keywords.
+
+        >>> PoolDims.of(np.ones((5, 4, 3, 2)), window=2).y_shape
+        (2, 2, 3, 2)
+        """
+        return PoolOp.knet(x, window=window, padding=padding, stride=stride, mode=mode).dims
 
     @property
     def nd(self) -> int:

@@ -358,3 +358,30 @@ def test_big_endian_operands_give_the_native_numbers():
         native, swapped = np.asarray(fn(w, x)), np.asarray(fn(wb, xb))
         assert swapped.dtype.isnative
         np.testing.assert_array_equal(swapped, native)
+
+
+def test_conv_dims_sizes_and_conversions_by_hand():
+    """w (3, 2, 2, 4), x (8, 6, 2, 5), padding (1, 0), stride (2, 1): by Knet's formula
+    Y1 = 1 + (8 + 2 - 3) // 2 = 4 and Y2 = 1 + (6 - 2) // 1 = 5."""
+    from porting.geometry import ConvDims, PoolDims
+
+    kw = dict(padding=(1, 0), stride=(2, 1), dilation=1, mode=0)
+    dims = ConvDims.of(np.ones((3, 2, 2, 4)), np.ones((8, 6, 2, 5)), **kw)
+    assert dims.y_shape == (4, 5, 4, 5) and dims.terms == 3 * 2 * 2
+    assert dims.knet_keywords() == {"padding": (1, 0), "stride": (2, 1), "dilation": 1, "mode": 0}
+    tf_dims = dims.to_tf("reverse")
+    assert tf_dims.y_shape == (5, 5, 4, 4) and tf_dims.x_shape == (5, 6, 8, 2)
+    assert tf_dims.padding == (0, 1) and tf_dims.crosscorrelation  # the TF kernel is rotated
+    assert tf_dims.tf_paddings() == [[0, 0], [0, 0], [1, 1], [0, 0]]
+    assert dims.to_tf("keep").y_shape == (5, 4, 5, 4)
+    # what the two sides compute has those shapes
+    w, x = np.ones((3, 2, 2, 4)), np.ones((8, 6, 2, 5))
+    assert knet.conv4(w, x, backend="reference", **kw).shape == dims.y_shape
+    assert ptf.knet_conv4_via_tf(w, x, **kw).shape == tf_dims.y_shape
+    # deconv4 (w (W, Cy, Cx)): Yi = (Xi - 1) s + (Wi - 1) d + 1 - 2 p
+    t = ConvDims.of(
+        np.ones((3, 2, 4, 2)), np.ones((4, 5, 2, 1)), stride=2, padding=1, transposed=True
+    )
+    assert t.y_shape == ((4 - 1) * 2 + 3 - 2, (5 - 1) * 2 + 2 - 2, 4, 1)
+    p = PoolDims.of(np.ones((5, 4, 3, 2)), window=(2, 3), padding=(0, 1))
+    assert p.y_shape == (2, 2, 3, 2) and p.stride == (2, 3)

@@ -291,9 +291,9 @@ def test_padding_only_outputs_by_hand():
 
 
 def test_padding_only_warns_once_naming_cudnn(monkeypatch):
-    from porting import geometry
+    from porting.geometry import _keywords
 
-    monkeypatch.setattr(geometry, "_warned", set())
+    monkeypatch.setattr(_keywords, "_warned", set())
     with pytest.warns(UserWarning, match="cuDNN") as rec:
         ConvGeometry.from_knet(1, padding=1).output_size((2,), (1,))
         ConvGeometry.from_knet(1, padding=3).output_size((2,), (1,))

@@ -1,0 +1,315 @@
+"""Geometries bound to their operands' sizes: `ConvDims` and `PoolDims` (NNlib's
+`DenseConvDims` / `PoolDims`), with the conversions they need. Part of porting.geometry."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from porting.errors import PortingError
+from porting.geometry._keywords import (
+    ConvGeometry,
+    PoolGeometry,
+    _fmt,
+    _spatial_to_tf,
+)
+
+Order = Literal["julia", "tf"]
+
+
+_ELEMENT_LIMIT = 1 << 62  # any array with more elements cannot exist on any machine
+
+
+@dataclass(frozen=True)
+class ConvDims:
+    """A conv4/deconv4 geometry bound to its operands' sizes (NNlib's `DenseConvDims`).
+
+    `x_spatial`, `kernel` and `y_spatial` are spatial sizes in the axis order `order`
+    ("julia": `(X1, X2, ...)`; "tf": TensorFlow's). The attributes `padding`, `stride`,
+    `dilation`, `mode` and `crosscorrelation` make it usable wherever a `ConvGeometry` is.
+    """
+
+    geometry: ConvGeometry
+    x_spatial: tuple[int, ...]
+    kernel: tuple[int, ...]
+    y_spatial: tuple[int, ...]
+    channels_in: int  # x's channels
+    channels_out: int  # y's channels
+    batch: int
+    transposed: bool = False
+    order: Order = "julia"
+
+    @classmethod
+    def bind(
+        cls,
+        geometry: ConvGeometry,
+        w_shape: tuple[int, ...],
+        x_shape: tuple[int, ...],
+        *,
+        transposed: bool = False,
+        order: Order = "julia",
+    ) -> ConvDims:
+        """Bind `geometry` to operand shapes already checked by `check_operands`; computes
+        (and validates) the output size once."""
+        xs = tuple(x_shape[:-2]) if order == "julia" else tuple(x_shape[1:-1])
+        cx = x_shape[-2] if order == "julia" else x_shape[-1]
+        n = x_shape[-1] if order == "julia" else x_shape[0]
+        ks = tuple(w_shape[:-2])
+        if transposed:
+            ys = geometry.transpose_output_size(xs, ks)
+            cy = w_shape[-2]
+        else:
+            ys = geometry.output_size(xs, ks)
+            cy = w_shape[-1]
+        if math.prod(ys) * cy * n > _ELEMENT_LIMIT:
+            raise PortingError(
+                f"the output would have {math.prod(ys) * cy * n} elements (spatial {ys}, "
+                f"{cy} channels, batch {n}); expected a size an array can have"
+            )
+        return cls(geometry, xs, ks, ys, int(cx), int(cy), int(n), transposed, order)
+
+    @classmethod
+    def of(
+        cls,
+        w: object,
+        x: object,
+        *,
+        padding: object = 0,
+        stride: object = 1,
+        dilation: object = 1,
+        mode: object = 0,
+        transposed: bool = False,
+    ) -> ConvDims:
+        """NNlib's `DenseConvDims(x, w; ...)`: the dims of Julia-indexed `w` and `x` under
+        Knet's keywords, validated (`ConvOp.knet` keeps the arrays too).
+
+        >>> ConvDims.of(np.ones((2, 1, 3)), np.ones((4, 1, 2)), padding=1).y_shape
+        (5, 3, 2)
+        """
+        from porting.geometry._ops import ConvOp
+
+        return ConvOp.knet(
+            w,
+            x,
+            padding=padding,
+            stride=stride,
+            dilation=dilation,
+            mode=mode,
+            transposed=transposed,
+        ).dims
+
+    # ---- accessors (the ConvGeometry interface, for the backends)
+    @property
+    def nd(self) -> int:
+        return self.geometry.nd
+
+    @property
+    def padding(self) -> tuple[int, ...]:
+        return self.geometry.padding
+
+    @property
+    def stride(self) -> tuple[int, ...]:
+        return self.geometry.stride
+
+    @property
+    def dilation(self) -> tuple[int, ...]:
+        return self.geometry.dilation
+
+    @property
+    def crosscorrelation(self) -> bool:
+        return self.geometry.crosscorrelation
+
+    @property
+    def mode(self) -> int:
+        return self.geometry.mode
+
+    def effective_kernel(self, kernel: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        return self.geometry.effective_kernel(self.kernel if kernel is None else kernel)
+
+    # ---- sizes
+    @property
+    def terms(self) -> int:
+        """K, the number of products summed per output (at most): kernel volume x channels."""
+        return math.prod(self.kernel) * self.channels_in
+
+    @property
+    def w_shape(self) -> tuple[int, ...]:
+        cin, cout = self.channels_in, self.channels_out
+        return (*self.kernel, *((cout, cin) if self.transposed else (cin, cout)))
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        if self.order == "julia":
+            return (*self.x_spatial, self.channels_in, self.batch)
+        return (self.batch, *self.x_spatial, self.channels_in)
+
+    @property
+    def y_shape(self) -> tuple[int, ...]:
+        if self.order == "julia":
+            return (*self.y_spatial, self.channels_out, self.batch)
+        return (self.batch, *self.y_spatial, self.channels_out)
+
+    # ---- conversions
+    def to_tf(self, spatial: str) -> ConvDims:
+        """The TensorFlow side of these dims: TF axis order, cross-correlation (the kernel is
+        rotated for mode 0 by `porting.layout.kernel_to_tf`)."""
+        if self.order != "julia":
+            raise ValueError("to_tf: these dims are already in TensorFlow order")
+        return replace(
+            self,
+            geometry=self.geometry.to_tf(spatial),
+            x_spatial=_spatial_to_tf(self.x_spatial, spatial),
+            kernel=_spatial_to_tf(self.kernel, spatial),
+            y_spatial=_spatial_to_tf(self.y_spatial, spatial),
+            order="tf",
+        )
+
+    def tf_paddings(self) -> list[list[int]]:
+        """`tf.pad`'s paddings for a TensorFlow-order input `(N, *X, C)`: Knet's symmetric
+        padding on each spatial axis, none on the batch and channel axes.
+
+        >>> ConvDims.of(np.ones((3, 1, 2)), np.ones((5, 1, 2)), padding=2).to_tf(
+        ...     "reverse").tf_paddings()
+        [[0, 0], [2, 2], [0, 0]]
+        """
+        if self.order != "tf":
+            raise ValueError("tf_paddings: call to_tf(spatial) first")
+        return [[0, 0], *([p, p] for p in self.padding), [0, 0]]
+
+    def knet_keywords(self) -> dict[str, object]:
+        """Julia keywords (`padding`, `stride`, `dilation`, `mode`) that give these dims."""
+        return self.geometry.knet_keywords()
+
+    def __repr__(self) -> str:
+        g = self.geometry
+        op = "deconv4" if self.transposed else "conv4"
+        side = "" if self.order == "julia" else " (TensorFlow order)"
+        return (
+            f"ConvDims({op}{side} x {self.x_shape}, w {self.w_shape} -> y {self.y_shape}; "
+            f"padding={_fmt(g.padding)}, stride={_fmt(g.stride)}, dilation={_fmt(g.dilation)}, "
+            f"mode={g.mode})"
+        )
+
+
+@dataclass(frozen=True)
+class PoolDims:
+    """A pool geometry bound to its input's size (NNlib's `PoolDims`); see `ConvDims`."""
+
+    geometry: PoolGeometry
+    x_spatial: tuple[int, ...]
+    y_spatial: tuple[int, ...]
+    channels: int
+    batch: int
+    order: Order = "julia"
+
+    @classmethod
+    def bind(
+        cls, geometry: PoolGeometry, x_shape: tuple[int, ...], *, order: Order = "julia"
+    ) -> PoolDims:
+        xs = tuple(x_shape[:-2]) if order == "julia" else tuple(x_shape[1:-1])
+        c = x_shape[-2] if order == "julia" else x_shape[-1]
+        n = x_shape[-1] if order == "julia" else x_shape[0]
+        return cls(geometry, xs, geometry.output_size(xs), int(c), int(n), order)
+
+    @classmethod
+    def of(
+        cls,
+        x: object,
+        *,
+        window: object = 2,
+        padding: object = 0,
+        stride: object = None,
+        mode: object = 0,
+    ) -> PoolDims:
+        """NNlib's `PoolDims(x, window; ...)` for a Julia-indexed `x` under Knet's keywords.
+
+        >>> PoolDims.of(np.ones((5, 4, 3, 2)), window=2).y_shape
+        (2, 2, 3, 2)
+        """
+        from porting.geometry._ops import PoolOp
+
+        return PoolOp.knet(x, window=window, padding=padding, stride=stride, mode=mode).dims
+
+    @property
+    def nd(self) -> int:
+        return self.geometry.nd
+
+    @property
+    def window(self) -> tuple[int, ...]:
+        return self.geometry.window
+
+    @property
+    def padding(self) -> tuple[int, ...]:
+        return self.geometry.padding
+
+    @property
+    def stride(self) -> tuple[int, ...]:
+        return self.geometry.stride
+
+    @property
+    def mode(self) -> int:
+        return self.geometry.mode
+
+    @property
+    def is_max(self) -> bool:
+        return self.geometry.is_max
+
+    @property
+    def y_shape(self) -> tuple[int, ...]:
+        if self.order == "julia":
+            return (*self.y_spatial, self.channels, self.batch)
+        return (self.batch, *self.y_spatial, self.channels)
+
+    def to_tf(self, spatial: str) -> PoolDims:
+        if self.order != "julia":
+            raise ValueError("to_tf: these dims are already in TensorFlow order")
+        return replace(
+            self,
+            geometry=self.geometry.to_tf(spatial),
+            x_spatial=_spatial_to_tf(self.x_spatial, spatial),
+            y_spatial=_spatial_to_tf(self.y_spatial, spatial),
+            order="tf",
+        )
+
+    def tf_paddings(self) -> list[list[int]]:
+        """`tf.pad`'s paddings for a TensorFlow-order input `(N, *X, C)`: Knet's symmetric
+        padding on each spatial axis, none on the batch and channel axes.
+
+        >>> PoolDims.of(np.ones((5, 1, 2)), padding=1).to_tf("keep").tf_paddings()
+        [[0, 0], [1, 1], [0, 0]]
+        """
+        if self.order != "tf":
+            raise ValueError("tf_paddings: call to_tf(spatial) first")
+        return [[0, 0], *([p, p] for p in self.padding), [0, 0]]
+
+    def with_mode(self, mode: int) -> PoolDims:
+        return replace(self, geometry=replace(self.geometry, mode=mode))
+
+    def knet_keywords(self) -> dict[str, object]:
+        return self.geometry.knet_keywords()
+
+    def __repr__(self) -> str:
+        g = self.geometry
+        return (
+            f"PoolDims(pool y {self.y_shape}; window={_fmt(g.window)}, padding={_fmt(g.padding)}, "
+            f"stride={_fmt(g.stride)}, mode={g.mode})"
+        )
+
+
+def as_conv_dims(
+    geom: ConvGeometry | ConvDims, w: np.ndarray, x: np.ndarray, *, transposed: bool = False
+) -> ConvDims:
+    """`geom` as Julia-order `ConvDims` for Julia-indexed `w`, `x` (a `ConvDims` passes)."""
+    if isinstance(geom, ConvDims):
+        return geom
+    return ConvDims.bind(geom, w.shape, x.shape, transposed=transposed)
+
+
+def as_pool_dims(geom: PoolGeometry | PoolDims, x: np.ndarray) -> PoolDims:
+    """`geom` as Julia-order `PoolDims` for Julia-indexed `x` (a `PoolDims` passes)."""
+    if isinstance(geom, PoolDims):
+        return geom
+    return PoolDims.bind(geom, x.shape)

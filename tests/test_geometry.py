@@ -385,3 +385,17 @@ def test_conv_dims_sizes_and_conversions_by_hand():
     assert t.y_shape == ((4 - 1) * 2 + 3 - 2, (5 - 1) * 2 + 2 - 2, 4, 1)
     p = PoolDims.of(np.ones((5, 4, 3, 2)), window=(2, 3), padding=(0, 1))
     assert p.y_shape == (2, 2, 3, 2) and p.stride == (2, 3)
+
+
+def test_numpy_integers_are_integers_everywhere():
+    """Sizes read from files arrive as NumPy integers: they are accepted wherever a Python int
+    is, and give the same numbers."""
+    w, x = np.ones((3, 3, 2, 2)), np.arange(50.0).reshape(5, 5, 2, 1)
+    i = np.int64
+    kw = dict(padding=i(1), stride=(i(1), i(2)), dilation=np.int32(1), mode=i(0))
+    np.testing.assert_array_equal(
+        knet.conv4(w, x, backend="reference", **kw),
+        knet.conv4(w, x, padding=1, stride=(1, 2), backend="reference"),
+    )
+    assert knet.mat(x, dims=i(3), backend="reference").shape == (50, 1)
+    assert knet.pool(x, window=np.uint8(2), mode=i(1), backend="reference").shape == (2, 2, 2, 1)

@@ -138,7 +138,8 @@ def mat(x: Any, *, dims: int | None = None, backend: str = "auto") -> np.ndarray
     x = as_float_array(x, "x")
     if dims is None:
         dims = x.ndim - 1
-    if isinstance(dims, bool) or not isinstance(dims, int) or not 0 <= dims <= x.ndim:
+    if isinstance(dims, bool) or not isinstance(dims, (int, np.integer)) or not 0 <= dims <= x.ndim:
         raise PortingError(f"dims={dims!r}: expected an integer from 0 to ndims(x) = {x.ndim}")
+    dims = int(dims)  # a NumPy integer is an integer
     b = resolve(backend)
     return tag(b.impl.mat(x, dims), b)

@@ -11,13 +11,39 @@ import numpy as np
 from porting.errors import PortingError
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+INT_MAX = 2**62  # the largest geometry value accepted: no array dimension is larger
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """`repr(value)` for an error message, cut to `limit` characters; a huge integer (which
+    `repr` may refuse to print) is described by its number of digits.
+
+    >>> short_repr(10**5000)
+    '<integer of about 5000 digits>'
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<integer of about {round(value.bit_length() * 0.30103)} digits>"
+    if isinstance(value, (list, tuple)):
+        items = ", ".join(short_repr(v, limit) for v in value[:8])
+        more = ", ..." if len(value) > 8 else ""
+        text = (
+            f"({items}{more}{',' if len(value) == 1 else ''})"
+            if isinstance(value, tuple)
+            else f"[{items}{more}]"
+        )
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - anything else repr refuses
+        text = f"<{type(value).__name__} that cannot be printed>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def describe(x: object) -> str:
     """Short description of an array-like for error messages: `float32 array of shape (3, 4)`."""
     if isinstance(x, np.ndarray):
         return f"{x.dtype} array of shape {x.shape}"
-    return f"{type(x).__name__} {x!r}"[:120]
+    return f"{type(x).__name__} {short_repr(x, 110)}"
 
 
 def as_float_array(x: object, name: str, *, ndim: Sequence[int] | int | None = None) -> np.ndarray:
@@ -63,16 +89,23 @@ def int_tuple(value: object, n: int, name: str, *, minimum: int) -> tuple[int, .
             isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool) for v in seq
         ):
             raise PortingError(
-                f"{name}={value!r}: expected an integer or {n} integers (one per spatial dimension)"
+                f"{name}={short_repr(value)}: expected an integer or {n} integers (one per spatial dimension)"
             )
         items = tuple(int(v) for v in seq)
     else:
         raise PortingError(
-            f"{name}={value!r}: expected an integer or {n} integers (one per spatial dimension)"
+            f"{name}={short_repr(value)}: expected an integer or {n} integers (one per spatial dimension)"
         )
     bad = [v for v in items if v < minimum]
     if bad:
-        raise PortingError(f"{name}={value!r}: every entry must be >= {minimum}, got {bad[0]}")
+        raise PortingError(
+            f"{name}={short_repr(value)}: every entry must be >= {minimum}, got {short_repr(bad[0])}"
+        )
+    if any(v > INT_MAX for v in items):
+        raise PortingError(
+            f"{name}={short_repr(value)}: every entry must be <= 2**62 (no array dimension is "
+            "larger)"
+        )
     return items
 
 
@@ -91,7 +124,9 @@ def check_choice(value: object, name: str, choices: Sequence[object]) -> None:
         except Exception:  # noqa: BLE001 - e.g. an array: not one of the choices
             ok = False
     if not ok:
-        raise PortingError(f"{name}={value!r}: expected one of {', '.join(map(repr, choices))}")
+        raise PortingError(
+            f"{name}={short_repr(value)}: expected one of {', '.join(map(repr, choices))}"
+        )
 
 
 def as_scalar(value: object, name: str) -> float:
@@ -105,13 +140,15 @@ def as_scalar(value: object, name: str) -> float:
     if type(value) is int and -(2**1023) < value < 2**1023:
         return float(value)
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise PortingError(f"{name}={value!r}: expected a real number")
+        raise PortingError(f"{name}={short_repr(value)}: expected a real number")
     try:
         out = float(value)
     except OverflowError:
-        raise PortingError(f"{name}={value!r}: expected a finite real number") from None
+        raise PortingError(f"{name}={short_repr(value)}: expected a finite real number") from None
     if not math.isfinite(out):
-        raise PortingError(f"{name}={value!r}: expected a finite real number (not NaN or Inf)")
+        raise PortingError(
+            f"{name}={short_repr(value)}: expected a finite real number (not NaN or Inf)"
+        )
     return out
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from porting import magnitude as S
+from porting._checks import short_repr
 from porting.comparison import Comparison, compare
 from porting.errors import PortingError
 
@@ -270,7 +271,7 @@ def check_index(v, n: int, name: str, shape) -> int | None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not -n <= v < n:
         raise PortingError(
-            f"{name}={v!r}: expected None or an index in [0, {n}) for an output of shape {shape}"
+            f"{name}={short_repr(v)}: expected None or an index in [0, {n}) for an output of shape {shape}"
         )
     return int(v) % n
 

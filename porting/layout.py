@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import ArrayLike
 
-from porting._checks import as_float_array, check_choice
+from porting._checks import as_float_array, check_choice, short_repr
 from porting.errors import PortingError
 
 SPATIAL_CHOICES = ("reverse", "keep")
@@ -213,7 +213,9 @@ def bias_from_tf(b: ArrayLike, ndims: int = 4) -> np.ndarray:
     if ndims == 1:
         return a.copy()
     if ndims not in (2, 3, 4, 5):
-        raise PortingError(f"ndims={ndims!r}: expected 1 (dense) or 2-5 (activations' ndims)")
+        raise PortingError(
+            f"ndims={short_repr(ndims)}: expected 1 (dense) or 2-5 (activations' ndims)"
+        )
     shape = [1] * ndims
     shape[ndims - 2] = a.shape[0]
     return a.copy().reshape(shape)
@@ -227,7 +229,7 @@ def _check_dense_input_shape(input_shape: Any, n_in: int) -> tuple[int, ...]:
         shape = tuple(int(s) for s in input_shape)
     except TypeError:
         raise PortingError(
-            f"input_shape={input_shape!r}: expected the Julia size of one sample before mat, "
+            f"input_shape={short_repr(input_shape)}: expected the Julia size of one sample before mat, "
             "e.g. (X1, X2, C)"
         ) from None
     if not 2 <= len(shape) <= 4 or int(np.prod(shape)) != n_in:

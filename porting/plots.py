@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from porting._checks import short_repr
 from porting._plot_draw import (
     draw_heatmap,
     draw_histogram,
@@ -62,7 +63,9 @@ def _target(path) -> tuple[Path, str]:
     try:
         p = Path(os.fspath(path))
     except TypeError:
-        raise PortingError(f"path={path!r}: expected a file path such as 'errors.png'") from None
+        raise PortingError(
+            f"path={short_repr(path)}: expected a file path such as 'errors.png'"
+        ) from None
     if p.is_dir():
         raise PortingError(
             f"{p} is a directory; expected an image file path such as {p / 'errors.png'}"
@@ -221,16 +224,18 @@ def _layer_rows(report) -> tuple[list[tuple[str, float, bool | None]], str | Non
             ok = None
         else:
             raise PortingError(
-                f"layer {i}: {item!r} is neither a report row nor a (name, error/tolerance) pair"
+                f"layer {i}: {short_repr(item)} is neither a report row nor a (name, error/tolerance) pair"
             )
         try:
             ratio = float(ratio)
         except (TypeError, ValueError):
             raise PortingError(
-                f"layer {name!r}: error/tolerance {ratio!r} is not a number"
+                f"layer {name!r}: error/tolerance {short_repr(ratio)} is not a number"
             ) from None
         if math.isnan(ratio) or ratio < 0:
-            raise PortingError(f"layer {name!r}: error/tolerance {ratio!r}; expected a number >= 0")
+            raise PortingError(
+                f"layer {name!r}: error/tolerance {short_repr(ratio)}; expected a number >= 0"
+            )
         out.append((name, ratio, ok))
     if not out:
         raise PortingError("report has no layers to plot")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from porting._checks import short_repr
 from porting.errors import PortingError
 
 __all__ = ["Tolerance", "precision_dtype", "check_k", "K_MAX"]
@@ -38,21 +39,15 @@ def check_k(k: object) -> int:
     9
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise PortingError(f"k={_short(k)}: expected a positive integer (terms summed per element)")
+        raise PortingError(
+            f"k={short_repr(k)}: expected a positive integer (terms summed per element)"
+        )
     if k > K_MAX:
         raise PortingError(
-            f"k={_short(k)}: expected at most 2**53 terms summed per element (a larger count "
+            f"k={short_repr(k)}: expected at most 2**53 terms summed per element (a larger count "
             "is not a number of products any layer sums)"
         )
     return int(k)
-
-
-def _short(value: object) -> str:
-    """repr of a value for a message, cut short (a 5000-digit integer is not printed whole)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return f"<integer of about {round(value.bit_length() * 0.30103)} digits>"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def precision_dtype(precision: Any) -> np.dtype:
@@ -64,7 +59,7 @@ def precision_dtype(precision: Any) -> np.dtype:
         dt = None
     if dt is None or not np.issubdtype(dt, np.floating):
         raise PortingError(
-            f"precision={precision!r}: expected a floating-point dtype such as 'float32', "
+            f"precision={short_repr(precision)}: expected a floating-point dtype such as 'float32', "
             "'float64', 'float16' or 'tf32'"
         )
     return dt

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from porting._checks import check_choice
+from porting._checks import check_choice, short_repr
 from porting.comparison import Comparison, compare
 from porting.errors import PortingError
 from porting.geometry import ConvOp
@@ -103,7 +103,9 @@ def _tf_dtype(dtype: Any, default: np.dtype) -> np.dtype:
     except TypeError:
         dt = None
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise PortingError(f"dtype={dtype!r}: expected 'float32', 'float64' or None (the inputs')")
+        raise PortingError(
+            f"dtype={short_repr(dtype)}: expected 'float32', 'float64' or None (the inputs')"
+        )
     return dt
 
 

@@ -373,6 +373,17 @@ def test_diagnose_imports_no_tensorflow():
         ({"magnitude": np.ones((5,))}, "magnitude has shape"),
         ({"bias": np.ones(2)}, "bias and activation are used only"),
         ({"max_positions": 0}, "max_positions"),
+        ({"k": 10**5000}, "k=<integer of about 5000 digits>: expected at most 2"),
+        ({"expected": np.ones((1, 4, 4, 2), np.longdouble)}, "dtype float128"),
+        ({"w": np.ones((3, 3, 2, 2)), "x": np.ones((4, 4, 2, 1)), "alpha": np.inf}, "alpha=inf"),
+        (
+            {"w": np.ones((3, 3, 2, 2)), "x": np.ones((4, 4, 2, 1)), "padding": 10**5000},
+            "padding=<",
+        ),
+        (
+            {"w": np.ones((3, 3, 2, 2)), "x": np.ones((4, 4, 2, 1)), "activation": "x" * 9000},
+            "x\\.\\.\\.:",
+        ),
     ],
 )
 def test_bad_input_raises_porting_error(kwargs, match):
@@ -517,3 +528,9 @@ def test_big_endian_sides_are_diagnosed_as_the_native_ones(dtype):
     assert native.cause == swapped.cause == "kernel_flip"
     assert swapped.evidence == native.evidence
     assert f"{np.dtype(dtype)} bound" in swapped.evidence
+
+
+def test_a_huge_max_positions_means_all_positions():
+    w, x = _case(15)
+    e = _conv(w, x, padding=1)
+    assert diagnose(e, e, w=w, x=x, padding=1, max_positions=10**5000).cause == "rounding"

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from porting import magnitude as S
-from porting._checks import check_choice
+from porting._checks import check_choice, short_repr
 from porting.comparison import compare
 from porting.diagnosis import _context, _hypotheses, _outputs, _score
 from porting.diagnosis._result import CAUSES, Diagnosis, Finding
@@ -127,7 +127,11 @@ def diagnose(
         or not isinstance(max_positions, (numbers.Integral, np.integer))
         or max_positions < 1
     ):
-        raise PortingError(f"max_positions={max_positions!r}: expected a positive integer")
+        raise PortingError(
+            f"max_positions={short_repr(max_positions)}: expected a positive integer"
+        )
+    # a limit: any value beyond the number of outputs an array can have means "all of them"
+    max_positions = min(int(max_positions), 2**62)
     if (w is None) != (x is None):
         raise PortingError("pass both w and x (the Knet side's inputs), or neither")
     notes: list[str] = []

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from porting._checks import short_repr
 from porting.diagnosis._engine import Grid
 from porting.diagnosis._formats import to_format
 from porting.errors import PortingError
@@ -162,6 +163,6 @@ def _activation(act):
     if act in ACTIVATIONS:
         return ACTIVATIONS[act]
     raise PortingError(
-        f"activation={act!r}: expected None, {', '.join(map(repr, ACTIVATIONS))} or an "
+        f"activation={short_repr(act)}: expected None, {', '.join(map(repr, ACTIVATIONS))} or an "
         "element-wise NumPy function"
     )

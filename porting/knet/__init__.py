@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from porting._checks import as_float_array
+from porting._checks import as_float_array, short_repr
 from porting.errors import PortingError
 from porting.geometry import ConvOp, PoolOp
 from porting.knet._backends import BACKEND_CHOICES, KnetResult, resolve, tag
@@ -139,7 +139,9 @@ def mat(x: Any, *, dims: int | None = None, backend: str = "auto") -> np.ndarray
     if dims is None:
         dims = x.ndim - 1
     if isinstance(dims, bool) or not isinstance(dims, (int, np.integer)) or not 0 <= dims <= x.ndim:
-        raise PortingError(f"dims={dims!r}: expected an integer from 0 to ndims(x) = {x.ndim}")
+        raise PortingError(
+            f"dims={short_repr(dims)}: expected an integer from 0 to ndims(x) = {x.ndim}"
+        )
     dims = int(dims)  # a NumPy integer is an integer
     b = resolve(backend)
     return tag(b.impl.mat(x, dims), b)

@@ -53,7 +53,7 @@ KNET_MAX_JULIA: tuple[int, int] = (1, 9)  # Knet 1.4.10 resolves only on Julia <
 JULIACALL_PIN = ">=0.9.26,<0.9.29"  # the porting[julia] extra, see pyproject.toml
 
 # juliacall version range (lo inclusive, hi exclusive) -> Julia range it runs (lo inclusive,
-# hi exclusive). From DOMAIN.md "Julia, Knet and juliacall versions".
+# hi exclusive). See docs/julia-versions.md#juliacall-julia.
 JULIACALL_MATRIX: tuple[tuple[Version, Version | None, Version, Version | None, str], ...] = (
     ((0, 9, 29), None, (1, 10, 3), None, "Julia >= 1.10.3"),
     ((0, 9, 26), (0, 9, 29), (1, 9, 0), (1, 10, 0), "Julia ~1.9 (1.9.x)"),

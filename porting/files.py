@@ -79,6 +79,8 @@ class Terminated(KeyboardInterrupt):
 
 
 def _describe(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a file"
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):
@@ -319,10 +321,14 @@ def _stem(name: str) -> str:
     return f"{name[:80]}~{digest}"
 
 
-def temp_path(target: Path) -> Path:
-    """A fresh temporary name beside `target` that `sweep_stale` recognises."""
+def temp_path(target: Path, suffix: str = "") -> Path:
+    """A fresh temporary name beside `target` that `sweep_stale` recognises; `suffix` is for
+    writers that insist on one (Keras wants ``.keras``)."""
+    if not re.fullmatch(r"(\.[A-Za-z0-9]{1,16})?", suffix):
+        raise ValueError(f"suffix {suffix!r}: expected '' or a short extension such as '.keras'")
     return target.with_name(
         f".{_stem(target.name)}.{_host()}-{os.getpid()}-{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
+        f"{suffix}"
     )
 
 
@@ -351,7 +357,7 @@ def sweep_stale(target: Any) -> list[Path]:
     parent = t.parent if str(t.parent) else Path(".")
     pattern = re.compile(
         r"^\." + re.escape(_stem(t.name)) + r"\.(?P<host>[A-Za-z0-9]+)-(?P<pid>\d{1,10})-"
-        r"[0-9a-f]{12}(?:\.old)?" + re.escape(TEMP_SUFFIX) + r"$"
+        r"[0-9a-f]{12}(?:\.old)?" + re.escape(TEMP_SUFFIX) + r"(?:\.[A-Za-z0-9]{1,16})?$"
     )
     removed: list[Path] = []
     try:
@@ -455,11 +461,11 @@ def _remove(p: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(target: Any, *, directory: bool = False) -> Iterator[Path]:
+def atomic_write(target: Any, *, directory: bool = False, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `target`; when the block ends normally, move it onto
     `target` under the rule in the module docstring. The writer creates the temporary (a file,
     or a directory when `directory=True`); on any failure it is removed and `target` is left as
-    it was.
+    it was. `suffix` ends the temporary's name, for writers that insist on one.
 
     A directory target is replaced as a whole (the old one is moved aside, the new one renamed
     in, the old one removed); callers check first that it holds nothing they did not write.
@@ -467,7 +473,7 @@ def atomic_write(target: Any, *, directory: bool = False) -> Iterator[Path]:
     t = _real_target(Path(os.fspath(target)))
     parent = t.parent if str(t.parent) else Path(".")
     sweep_stale(t)
-    tmp = temp_path(t)
+    tmp = temp_path(t, suffix)
     aside: Path | None = None
     with terminate_as_interrupt():
         try:
@@ -486,7 +492,7 @@ def atomic_write(target: Any, *, directory: bool = False) -> Iterator[Path]:
                 mode = old_mode if old_mode is not None else 0o666 & ~_umask()
             os.chmod(tmp, mode)
             if directory and old_mode is not None:
-                aside = tmp.with_name(tmp.name.replace(TEMP_SUFFIX, ".old" + TEMP_SUFFIX))
+                aside = tmp.with_name(tmp.name.replace(TEMP_SUFFIX, ".old" + TEMP_SUFFIX, 1))
                 os.replace(t, aside)
             os.replace(tmp, t)
             _fsync_path(parent, directory=True)

@@ -89,6 +89,23 @@ def _load_model(args):
     return lenet(), lenet_input(), "built-in example: Knet LeNet (tutorial layers, dense 800->128)"
 
 
+def _check_distinct(args) -> None:
+    """An output that is an input, or outputs that coincide or nest: refused before any work."""
+    from porting.files import check_distinct
+
+    inputs = {"--input": args.input}
+    if args.model and not args.example:
+        from porting.model.export import export_paths
+
+        json_path, npz_path = export_paths(args.model)
+        inputs.update({"MODEL (.json)": json_path, "MODEL (.npz)": npz_path})
+    check_distinct(
+        inputs,
+        {"-o/--output": args.output, "--savedmodel": args.savedmodel},
+        directories=("--savedmodel",),
+    )
+
+
 def run(args) -> int:
     from porting.model import convert as mconvert
 
@@ -99,6 +116,7 @@ def run(args) -> int:
         mconvert.check_keras_path(args.output)
     if args.savedmodel:
         mconvert.check_savedmodel_path(args.savedmodel)
+    _check_distinct(args)
 
     model, x, source = _load_model(args)
     if args.input:

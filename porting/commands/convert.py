@@ -112,11 +112,11 @@ def run(args) -> int:
     if not (args.output or args.savedmodel or args.verify):
         raise PortingError("nothing to do: give -o OUT.keras, --savedmodel DIR and/or --verify")
     # Paths first: a bad target fails before any work, and nothing is written.
+    _check_distinct(args)
     if args.output:
         mconvert.check_keras_path(args.output)
     if args.savedmodel:
         mconvert.check_savedmodel_path(args.savedmodel)
-    _check_distinct(args)
 
     model, x, source = _load_model(args)
     if args.input:

@@ -292,7 +292,7 @@ def test_bfloat16_big_endian_and_integer_scalars_come_back_as_values(tmp_path):
 # 5. Paths the system cannot use, and malformed structures inside valid containers
 
 
-def test_unusable_paths_are_named(tmp_path):
+def test_unusable_paths_are_named(tmp_path, monkeypatch):
     long = tmp_path / ("w" * 5000 + ".npy")
     msg = porting_error(pio.load, long)
     assert "file name too long" in msg and ("5000" in msg or "5004" in msg)
@@ -304,16 +304,29 @@ def test_unusable_paths_are_named(tmp_path):
     np.save(through_file, np.ones(2))
     msg = porting_error(pio.load, through_file / "w.npy")
     assert "not a directory" in msg
-    if os.geteuid() != 0:  # root reads any directory
-        locked = tmp_path / "locked"
-        locked.mkdir()
-        np.save(locked / "w.npy", np.ones(2))
-        locked.chmod(0)
-        try:
-            msg = porting_error(pio.load, locked / "w.npy")
-            assert "permission denied" in msg
-        finally:
-            locked.chmod(0o755)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    np.save(locked / "w.npy", np.ones(2))
+    locked.chmod(0)
+    try:
+        if os.geteuid() == 0:  # root reads any directory: make stat fail as it would for a user
+            real_stat = os.stat
+
+            def stat(path, *a, **k):
+                if str(path).startswith(str(locked) + os.sep):
+                    raise PermissionError(13, "Permission denied", str(path))
+                return real_stat(path, *a, **k)
+
+            monkeypatch.setattr(os, "stat", stat)
+        msg = porting_error(pio.load, locked / "w.npy")
+        assert "permission denied" in msg and "locked" in msg
+        monkeypatch.undo()
+        r = cli("diagnose", str(locked / "w.npy"), str(through_file))
+        if os.geteuid() != 0:
+            assert r.returncode == 2 and "permission denied" in r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        locked.chmod(0o755)
 
 
 def test_malformed_structures_are_named(tmp_path):
@@ -460,3 +473,50 @@ def _leaves(tree, seen=None):
             yield from _leaves(v, seen)
     else:
         yield tree
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Reading JLD2 type names from the bytes: any corruption gives None, never an exception
+
+
+def test_type_name_reader_survives_any_corruption(tmp_path):
+    hypothesis = pytest.importorskip("hypothesis", reason="property test needs hypothesis")
+    from hypothesis import strategies as st
+
+    from porting.io import _h5raw
+
+    real = (
+        GOLDEN / "real-models" / "KnetML_NNHelferlein.jl__test_save_lenet.jld2" if GOLDEN else None
+    )
+    if real is None or not real.is_file():
+        real = tmp_path / "m.jld2"
+        with jl.Jld2Writer(real) as f:
+            f.struct("layer", "Main.Conv", {"w": np.ones((2, 2), np.float32)})
+    with h5py.File(real, "r") as f:
+        addrs = [h5py.h5o.get_info(f["_types"][k].id).addr for k in f["_types"]]
+    names = [_h5raw.string_attribute(real, a, "julia_type") for a in addrs]
+    assert names[0] == "Core.DataType" and all(isinstance(n, str) and n for n in names)
+    data = real.read_bytes()
+    target = tmp_path / "mutated.jld2"
+
+    @hypothesis.settings(max_examples=300, deadline=None, database=None)
+    @hypothesis.given(st.sampled_from(addrs), st.data(), st.booleans())
+    def check(addr, draw, truncate):
+        # most edits land in the object header and the heap the reader walks
+        near = st.integers(512 + addr, min(512 + addr + 160, len(data) - 1))
+        anywhere = st.integers(0, len(data) - 1)
+        edits = draw.draw(
+            st.lists(
+                st.tuples(st.one_of(near, anywhere), st.integers(0, 255)), min_size=1, max_size=6
+            )
+        )
+        mutated = bytearray(data)
+        for at, value in edits:
+            mutated[at] = value
+        if truncate:
+            mutated = mutated[: edits[0][0]]
+        target.write_bytes(bytes(mutated))
+        got = _h5raw.string_attribute(target, addr, "julia_type")
+        assert got is None or isinstance(got, str)
+
+    check()

@@ -8,6 +8,7 @@ back dense; its dense size is charged to the budget before it is expanded.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -30,6 +31,7 @@ def _scan(p: Path, budget: Budget) -> None:
         if len(head) < 128 or head[126:128] not in (b"IM", b"MI"):
             return  # a v4 file (no header): scipy reads it; nothing is compressed
         order = "<" if head[126:128] == b"IM" else ">"
+        size = os.fstat(fh.fileno()).st_size
         index = 0
         while True:
             tag = fh.read(8)
@@ -41,6 +43,10 @@ def _scan(p: Path, budget: Budget) -> None:
             if mtype >> 16:  # small data element: 4 bytes packed in the tag
                 continue
             if mtype != _MI_COMPRESSED:
+                if fh.tell() + nbytes > size:
+                    raise corrupt(
+                        p, "mat5", f"element {index} claims {nbytes} bytes past the end of the file"
+                    )
                 budget.take(f"element {index}", (nbytes,), 1, "MAT v5 data element")
                 fh.seek(nbytes + (-nbytes % 8), 1)
                 continue

@@ -32,6 +32,7 @@ no NaN/Infinity literals, no huge integers, no unbounded nesting.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import json
@@ -41,6 +42,7 @@ import shutil
 import signal
 import socket
 import stat
+import sys
 import threading
 import time
 import uuid
@@ -380,6 +382,12 @@ def sweep_stale(target: Any) -> list[Path]:
             continue
         path = Path(entry.path)
         try:
+            if ".old" + TEMP_SUFFIX in entry.name and not os.path.lexists(t):
+                # a run killed between moving the old directory aside and moving the new one
+                # in: the old one is the user's data, put it back
+                os.replace(path, t)
+                removed.append(path)
+                continue
             if stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(path)
             else:
@@ -447,9 +455,34 @@ def _fsync_tree(root: Path) -> None:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it where the system allows (Linux), since
+    setting it even briefly races with other threads creating files."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the system or file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _remove(p: Path) -> None:
@@ -467,8 +500,10 @@ def atomic_write(target: Any, *, directory: bool = False, suffix: str = "") -> I
     or a directory when `directory=True`); on any failure it is removed and `target` is left as
     it was. `suffix` ends the temporary's name, for writers that insist on one.
 
-    A directory target is replaced as a whole (the old one is moved aside, the new one renamed
-    in, the old one removed); callers check first that it holds nothing they did not write.
+    A directory target is replaced as a whole: swapped with the new one in one step where the
+    system allows (Linux ``renameat2``), else moved aside just before the new one is renamed in
+    (a run killed in between leaves the old one aside, and the next write puts it back); then
+    the old one is removed. Callers check first that it holds nothing they did not write.
     """
     t = _real_target(Path(os.fspath(target)))
     parent = t.parent if str(t.parent) else Path(".")
@@ -492,9 +527,16 @@ def atomic_write(target: Any, *, directory: bool = False, suffix: str = "") -> I
                 mode = old_mode if old_mode is not None else 0o666 & ~_umask()
             os.chmod(tmp, mode)
             if directory and old_mode is not None:
+                # swap atomically where possible (the target is never missing), else move the
+                # old directory aside first (a kill in between is repaired by `sweep_stale`)
                 aside = tmp.with_name(tmp.name.replace(TEMP_SUFFIX, ".old" + TEMP_SUFFIX, 1))
-                os.replace(t, aside)
-            os.replace(tmp, t)
+                if _exchange(tmp, t):
+                    os.replace(tmp, aside)
+                else:
+                    os.replace(t, aside)
+                    os.replace(tmp, t)
+            else:
+                os.replace(tmp, t)
             _fsync_path(parent, directory=True)
         except BaseException:
             _remove(tmp)

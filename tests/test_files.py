@@ -226,7 +226,20 @@ def test_killed_writes_leave_the_target_and_no_temporaries(tmp_path):
     lookalike.write_text("user file")
     mconvert.save_keras(FakeKeras(), target)  # ... until the next write to that target
     assert _names(tmp_path) == sorted([lookalike.name, "model.keras"])
+    lookalike.unlink()
     assert target.read_bytes() == b"PK\x03\x04 new model"
+    # a directory moved aside by a run killed before the new one went in is put back
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(dead.stdout)
+    sm = tmp_path / "sm"
+    aside = files.temp_path(sm).name.replace(".porting-tmp", ".old.porting-tmp")
+    aside = aside.replace(f"-{os.getpid()}-", f"-{pid}-")
+    (tmp_path / aside).mkdir()
+    (tmp_path / aside / "saved_model.pb").write_bytes(b"old graph")
+    assert files.sweep_stale(sm) == [tmp_path / aside]
+    assert (sm / "saved_model.pb").read_bytes() == b"old graph"
     # the CLI turns SIGTERM into the same cleanup and exits 143
     code = "import os, signal; from porting import cli; import porting.commands.doctor as d; "
     code += "d.run = lambda a: os.kill(os.getpid(), signal.SIGTERM); raise SystemExit(cli.main(['doctor']))"

@@ -74,8 +74,9 @@ class Budget:
             )
         self.used += n
 
-    def visit(self, name: str) -> None:
-        self.objects += 1
+    def visit(self, name: str, n: int = 1) -> None:
+        """Account for `n` more objects (a group, a dataset, a struct record, a cell...)."""
+        self.objects += n
         if self.objects > self.max_objects:
             raise PortingError(
                 f"{self.path}: more than {self.max_objects} objects to read (at {name!r}); "

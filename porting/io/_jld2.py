@@ -162,6 +162,7 @@ class _Reader:
             if names == {"re", "im"}:  # Array{Complex{T}}
                 return numeric(complex_from_record(data, "re", "im"), self.p, name).T
             flat = data.ravel(order="C")  # Julia's linear order
+            self.w.budget.visit(name, flat.size)  # each record becomes a Python value
             member_types = self.member_types(tid) if jtype else {}
             return [
                 self.record(r, tid, jtype, obj, f"{name}[{i}]", depth, member_types)
@@ -169,6 +170,7 @@ class _Reader:
             ]
         if cls == h5t.REFERENCE:
             if isinstance(data, np.ndarray):
+                self.w.budget.visit(name, data.size)
                 return [
                     self.member(r, f"{name}[{i}]", depth)
                     for i, r in enumerate(data.ravel(order="C"), start=1)
@@ -184,6 +186,7 @@ class _Reader:
             raise self.unreadable(name, jtype, TypeError("opaque Julia bits"))
         a = np.asarray(data)
         if a.dtype.kind == "O":  # variable-length sequences
+            self.w.budget.visit(name, a.size)
             return [self.member(x, f"{name}[{i}]", depth) for i, x in enumerate(a.ravel(), 1)]
         a = numeric(a, self.p, name)
         if "dimensions" in obj.attrs:  # JLD2's zero-dimensional Array{T,0}

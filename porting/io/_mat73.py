@@ -89,6 +89,7 @@ def _convert(w: Walker, obj, name: str, depth: int) -> Any:
         raise PortingError(f"{p}: {name!r} cannot be read ({short(e)})") from None
     if cls == "cell" or h5py.check_ref_dtype(obj.dtype) is not None:
         refs = np.asarray(data).ravel(order="C")  # C order of reversed dims = Julia's order
+        w.budget.visit(name, refs.size)
         return [
             None if not r else _value(w, w.deref(r, f"{name}[{i}]"), f"{name}[{i}]", depth + 1)
             for i, r in enumerate(refs, start=1)

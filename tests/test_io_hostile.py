@@ -201,6 +201,18 @@ def test_reference_graphs_are_walked_once_and_bounded(tmp_path):
         ds[0] = ds.ref
     msg = porting_error(pio.load, tmp_path / "cycle.jld2")
     assert "cycle" in msg and "'loop" in msg
+    for kind, suffix in (("jld2", "jld2"), ("mat73", "mat")):
+        with julia_h5(tmp_path / f"groups.{suffix}", kind) as f:  # a group linked into itself
+            g = f.create_group("g")
+            g["x"] = np.ones(2)
+            g["loop"] = g
+        msg = porting_error(pio.load, tmp_path / f"groups.{suffix}")
+        assert "cycle" in msg and "loop" in msg
+        with julia_h5(tmp_path / f"soft.{suffix}", kind) as f:  # soft links pointing at each other
+            f["a"] = h5py.SoftLink("/b")
+            f["b"] = h5py.SoftLink("/a")
+        msg = porting_error(pio.load, tmp_path / f"soft.{suffix}")
+        assert "soft links nest" in msg
 
 
 # ---------------------------------------------------------------------------------------------

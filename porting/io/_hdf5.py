@@ -101,7 +101,16 @@ class Walker:
             try:
                 return group[key]
             except Exception as e:  # noqa: BLE001
-                raise PortingError(f"{self.p}: {name!r} cannot be read ({short(e)})") from None
+                hint = ""
+                if "datatype message" in str(e):
+                    hint = (
+                        "; its type is encoded in a form the HDF5 library under h5py does not "
+                        "read (some JLD2 versions write these for custom Julia types): re-save "
+                        "the weights as plain arrays"
+                    )
+                raise PortingError(
+                    f"{self.p}: {name!r} cannot be read ({short(e)}){hint}"
+                ) from None
         raise PortingError(
             f"{self.p}: {name!r} is an HDF5 link of an unknown kind ({type(link).__name__}); "
             "expected groups and datasets"

@@ -407,10 +407,16 @@ def _raise_terminated(signum, frame) -> None:  # noqa: ARG001
 
 
 @contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt(*, redeliver: bool = False) -> Iterator[None]:
     """Inside this block SIGTERM raises `Terminated` (a KeyboardInterrupt) in the main thread,
     so every ``finally``/``except BaseException`` cleanup runs as it does for Ctrl-C. Outside
-    the main thread, or when a handler other than the default is installed, nothing changes."""
+    the main thread, or when a handler other than the default is installed (the CLI's own, a
+    host application's), nothing changes.
+
+    With `redeliver`, a `Terminated` that leaves the block is turned back into the signal once
+    the cleanup has run, so a program that did not ask for the exception still ends the way
+    SIGTERM ends it (the library's writes use this; the CLI catches `Terminated` and exits 143).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -425,6 +431,11 @@ def terminate_as_interrupt() -> Iterator[None]:
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
+    except Terminated:
+        signal.signal(signal.SIGTERM, previous)
+        if redeliver:
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -510,7 +521,7 @@ def atomic_write(target: Any, *, directory: bool = False, suffix: str = "") -> I
     sweep_stale(t)
     tmp = temp_path(t, suffix)
     aside: Path | None = None
-    with terminate_as_interrupt():
+    with terminate_as_interrupt(redeliver=True):
         try:
             yield tmp
             if not tmp.exists():

@@ -47,11 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from porting.files import Terminated, terminate_as_interrupt
+
     try:
-        return int(args._run(args))
+        with terminate_as_interrupt():  # SIGTERM cleans up as Ctrl-C does
+            return int(args._run(args))
     except (PortingError, MissingDependencyError) as e:
         print(f"porting {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

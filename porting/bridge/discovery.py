@@ -718,10 +718,10 @@ def _disk_cache_put(key: str, result: Probe) -> None:
             data = {}
         data = dict(list(data.items())[-15:])  # keep the file small
         data[key] = {k: v for k, v in result.to_dict().items() if k != "cached"}
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fp:
+        from porting.files import atomic_write
+
+        with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as fp:
             json.dump(data, fp)
-        os.replace(tmp, path)
     except OSError:
         pass  # a cache that cannot be written is only slower
 

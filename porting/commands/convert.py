@@ -89,12 +89,30 @@ def _load_model(args):
     return lenet(), lenet_input(), "built-in example: Knet LeNet (tutorial layers, dense 800->128)"
 
 
+def _check_distinct(args) -> None:
+    """An output that is an input, or outputs that coincide or nest: refused before any work."""
+    from porting.files import check_distinct
+
+    inputs = {"--input": args.input}
+    if args.model and not args.example:
+        from porting.model.export import export_paths
+
+        json_path, npz_path = export_paths(args.model)
+        inputs.update({"MODEL (.json)": json_path, "MODEL (.npz)": npz_path})
+    check_distinct(
+        inputs,
+        {"-o/--output": args.output, "--savedmodel": args.savedmodel},
+        directories=("--savedmodel",),
+    )
+
+
 def run(args) -> int:
     from porting.model import convert as mconvert
 
     if not (args.output or args.savedmodel or args.verify):
         raise PortingError("nothing to do: give -o OUT.keras, --savedmodel DIR and/or --verify")
     # Paths first: a bad target fails before any work, and nothing is written.
+    _check_distinct(args)
     if args.output:
         mconvert.check_keras_path(args.output)
     if args.savedmodel:

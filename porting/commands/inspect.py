@@ -42,7 +42,11 @@ def run(args) -> int:
                 "key": args.key,
                 "numbering": "1-based, as in Julia",
                 "entries": [
-                    {"path": prefix + e.path if e.path else args.key, "kind": e.kind, "summary": e.summary}
+                    {
+                        "path": prefix + e.path if e.path else args.key,
+                        "kind": e.kind,
+                        "summary": e.summary,
+                    }
                     for e in entries(node, depth=args.depth)
                 ],
             }

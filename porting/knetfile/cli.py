@@ -93,7 +93,9 @@ def _geometry(args):
 
 
 def _jld2_only_flags(args) -> list[str]:
-    used = [f"--{n.replace('_', '-')}" for n in GEOMETRY_FLAGS if getattr(args, n, None) is not None]
+    used = [
+        f"--{n.replace('_', '-')}" for n in GEOMETRY_FLAGS if getattr(args, n, None) is not None
+    ]
     for flag in ("key", "structure"):
         if getattr(args, flag, None) is not None:
             used.append(f"--{flag}")
@@ -116,9 +118,7 @@ def load_for_convert(args):
         return None
     from porting.knetfile.load import load_model
 
-    fm = load_model(
-        args.model, args.key, structure=args.structure, geometry=_geometry(args)
-    )
+    fm = load_model(args.model, args.key, structure=args.structure, geometry=_geometry(args))
     if fm.model.input_size is None and args.input_size is None and args.input is None:
         raise PortingError(
             f"{fm.source}: the file does not record the input size (a conv model's weights do "

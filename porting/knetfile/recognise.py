@@ -386,9 +386,10 @@ def _is_batchnorm(d: dict) -> bool:
     keys = set(d)
     if {"mean", "var", "bias", "scale"} <= keys or {"momentum", "mean", "var"} <= keys:
         return True
-    return any(
-        isinstance(v, dict) and {"momentum", "mean", "var"} <= set(v) for v in d.values()
-    ) and not {"w", "b"} <= keys
+    return (
+        any(isinstance(v, dict) and {"momentum", "mean", "var"} <= set(v) for v in d.values())
+        and not {"w", "b"} <= keys
+    )
 
 
 _ACT_FIELDS = ("f", "actf", "activation")
@@ -398,7 +399,9 @@ def _activation(d: dict, path: str) -> Setting:
     for n in _ACT_FIELDS:
         if n in d:
             act = functions.activation(d[n], _join(path, n))
-            return Setting("activation", act, FILE, f"{n} = {d[n] if d[n] is not None else 'nothing'}")
+            return Setting(
+                "activation", act, FILE, f"{n} = {d[n] if d[n] is not None else 'nothing'}"
+            )
     return Setting(
         "activation",
         "identity",
@@ -577,7 +580,9 @@ def _keywords(value: Any, path: str, allowed: tuple[str, ...], geometry: Geometr
                     f"{path}: the file stores the keyword list without {name} (Knet's default "
                     f"{name}={default} applies) but --{what}-{name} {flag} was given; drop the flag"
                 )
-            out[name] = Setting(name, default, DEFAULT, "not among the stored keywords")
+            out[name] = Setting(
+                name, default, FILE, "not among the stored keywords: Knet's default"
+            )
     if "alpha" in pairs:
         out["alpha"] = Setting("alpha", pairs["alpha"], FILE, "stored keyword")
     return out, list(out.values()), note
@@ -590,7 +595,9 @@ def _pool_layer(d: dict, path: str, geometry: Geometry):
         d["kwargs"], _join(path, "kwargs"), ("window", "padding", "stride", "mode"), geometry
     )
     layer = _build(Pool, path, name=None, **_conv_kw(kw))
-    return layer, LayerReport("pool", path, "pool layer (kwargs): pool(x; kwargs...)", settings, [note])
+    return layer, LayerReport(
+        "pool", path, "pool layer (kwargs): pool(x; kwargs...)", settings, [note]
+    )
 
 
 def _layers21_conv(d: dict, path: str):

@@ -93,7 +93,7 @@ def from_structure(
         params = d.get("params") or {}
         if not isinstance(params, dict):
             raise PortingError(f"{where}: 'params' = {params!r}; expected an object")
-        new_params = {}
+        new_params: dict[str, Any] = {}
         notes = []
         for pname, spec in params.items():
             if spec is None:
@@ -101,7 +101,7 @@ def from_structure(
                 continue
             if not isinstance(spec, dict) or not isinstance(spec.get("key"), str):
                 raise PortingError(
-                    f"{where}: params.{pname} = {spec!r:.80}; expected {{\"key\": \"path/in/file\"}}"
+                    f'{where}: params.{pname} = {spec!r:.80}; expected {{"key": "path/in/file"}}'
                 )
             path = spec["key"]
             try:
@@ -120,7 +120,15 @@ def from_structure(
             notes.append(f"{pname} {tuple(w.array.shape)} from {full} ({w.stored_as})")
         d["params"] = new_params
         layers_json.append(d)
-        reports.append(LayerReport(str(d.get("kind")), f"{sname} layer {i}", "structure file layer", _settings(d), notes))
+        reports.append(
+            LayerReport(
+                str(d.get("kind")),
+                f"{sname} layer {i}",
+                "structure file layer",
+                _settings(d),
+                notes,
+            )
+        )
     model_doc = {k: v for k, v in doc.items() if k not in ("layers", "npz")}
     model_doc["layers"] = layers_json
     model = _load(model_doc, npz, tokens, sname, source)
@@ -141,7 +149,8 @@ def _settings(d: dict) -> list[Setting]:
             else Setting("activation", "identity", DEFAULT, "the structure file gives none")
         )
     if kind == "conv":
-        conv = d.get("conv") if isinstance(d.get("conv"), dict) else {}
+        raw = d.get("conv")
+        conv: dict = raw if isinstance(raw, dict) else {}
         for name, default in (("padding", 0), ("stride", 1), ("dilation", 1), ("mode", 0)):
             if conv.get(name) is not None:
                 out.append(Setting(name, conv[name], STRUCTURE))
@@ -154,7 +163,11 @@ def _settings(d: dict) -> list[Setting]:
             else Setting("pool", None, DEFAULT, "the structure file gives none")
         )
         out.append(
-            Setting("order", d.get("order") or "pool-activation", STRUCTURE if d.get("order") else DEFAULT)
+            Setting(
+                "order",
+                d.get("order") or "pool-activation",
+                STRUCTURE if d.get("order") else DEFAULT,
+            )
         )
     if kind == "pool":
         out.append(Setting("pool", d.get("pool") or {}, STRUCTURE))

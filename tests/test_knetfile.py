@@ -233,6 +233,25 @@ def test_layers21_conv_takes_its_geometry_from_the_struct():
     assert (layer.padding, layer.stride, layer.mode, layer.activation) == (1, 2, 1, "relu")
 
 
+def test_layers21_linear_and_dropout():
+    w = np.arange(6, dtype=F32).reshape(2, 3)
+    lin = {
+        "w": param(w),
+        "bias": param(np.ones(2, F32)),
+        "winit": None,
+        "binit": None,
+        "inputsize": 3,
+        "outputsize": 2,
+        "activation": "Knet.Ops21.sigm",
+        "dropout": 0,
+    }
+    rec = recognise({"layers": [{"p": 0.3}, lin]}, "", Geometry())
+    drop, dense = rec.layers
+    assert (drop.kind, drop.p) == ("dropout", 0.3)
+    assert dense.kind == "dense" and dense.activation == "sigm" and dense.w[1, 0] == 3.0
+    assert rec.input_size == (3,)  # dropout keeps the size: the input is w's 3 columns
+
+
 @pytest.mark.parametrize(
     "node, words",
     [

@@ -136,7 +136,8 @@ def _from_bytes(node: dict, where: str) -> tuple[np.ndarray, str]:
     per = nbytes // n
     # Knet's matrix product and convolution on KnetArrays take Float32 or Float64 only
     # (cuBLAS Sgemm/Dgemm), so the bytes per element name the element type.
-    dtype = {4: np.dtype("<f4"), 8: np.dtype("<f8")}.get(per)
+    dtypes: dict[int, np.dtype] = {4: np.dtype("<f4"), 8: np.dtype("<f8")}
+    dtype = dtypes.get(per)
     if dtype is None:
         raise PortingError(
             f"{where}: a KnetArray of dims {dims} with {per} bytes per element; porting reads "

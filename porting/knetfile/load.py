@@ -194,7 +194,7 @@ def entries(tree: Any, *, depth: int = 8, items: int = 20) -> list[Entry]:
         )
         if path:
             out.append(Entry(path, level, "container", label))
-        if level >= depth:
+        if path and level >= depth:
             return
         for name, child in kids[:items]:
             walk(child, f"{path}/{name}" if path else name, level + 1 if path else level)

@@ -377,3 +377,12 @@ def test_dummy_mlp_from_the_gpu_is_refused_saying_why():
 def test_wcnn_needs_a_structure_file():
     with pytest.raises(PortingError, match="list of 8 arrays.*--structure"):
         load_model(REAL / WCNN)
+
+
+@pytest.mark.parametrize("module", ["functions", "arrays", "tree"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"porting.knetfile.{module}"))
+    assert result.attempted > 0 and result.failed == 0

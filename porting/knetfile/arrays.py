@@ -15,12 +15,13 @@ shape of that dict (JLD2 does not keep Julia's type parameters in a form h5py re
   pointer, never the numbers.
 
 >>> import numpy as np
->>> weight({"value": np.ones((2, 3), np.float32), "opt": None}, "w").shape
+>>> weight({"value": np.ones((2, 3), np.float32), "opt": None}, "w").array.shape
 (2, 3)
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,7 +122,7 @@ def _from_bytes(node: dict, where: str) -> tuple[np.ndarray, str]:
     assert ptr is not None
     dims = _dims(node, where)
     raw = np.asarray(ptr["ptr"])
-    n = int(np.prod(dims, dtype=np.int64))
+    n = math.prod(dims)  # Python ints: no overflow for hostile dims
     nbytes = int(ptr.get("len", raw.size))
     if raw.dtype != np.uint8 or raw.ndim != 1 or raw.size != nbytes or n == 0:
         raise PortingError(

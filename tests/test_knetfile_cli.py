@@ -196,6 +196,27 @@ def test_convert_hamzaco_q_network_verified_and_matches_a_float64_forward(tmp_pa
     assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, np.max(np.abs(want)))
 
 
+def lenet_forward(torch, x, P, dense_act):
+    """Knet LeNet in PyTorch float64, from Knet's definitions: conv4 (mode 0, true convolution:
+    kernel flipped) .+ b, relu, pool (max, window 2), mat (X1 fastest), dense_act.(w*x .+ b),
+    then w*x .+ b. x is Julia's (X1, X2, C, N); P the four (w, b) pairs in Julia sizes."""
+    F = torch.nn.functional
+
+    def T(a):
+        return torch.tensor(np.ascontiguousarray(a), dtype=torch.float64)
+
+    def conv(h, w, b):
+        wt = T(np.flip(w, (0, 1)).transpose(3, 2, 0, 1))
+        return F.conv2d(h, wt) + T(b.reshape(-1))[None, :, None, None]
+
+    h = T(x.transpose(3, 2, 0, 1))  # (N, C, X1, X2)
+    h = F.max_pool2d(torch.relu(conv(h, *P[0])), 2)
+    h = F.max_pool2d(torch.relu(conv(h, *P[1])), 2)
+    h = h.permute(0, 1, 3, 2).reshape(h.shape[0], -1)  # Knet mat: X1 fastest, then X2, C
+    h = dense_act(h @ T(P[2][0]).T + T(P[2][1].reshape(-1)))
+    return (h @ T(P[3][0]).T + T(P[3][1].reshape(-1))).numpy()
+
+
 def test_convert_nnhelferlein_lenet_matches_a_torch_forward(tmp_path, capsys):
     torch = pytest.importorskip("torch", reason="the independent conv forward uses PyTorch")
     import keras
@@ -214,20 +235,9 @@ def test_convert_nnhelferlein_lenet_matches_a_torch_forward(tmp_path, capsys):
     assert kinds == ["conv", "pool", "conv", "pool", "mat", "dense", "dense"]
 
     t = io.load(REAL / LENET)["helferlein"]["layers"]
-    P = {i: (t[i]["w"]["value"], t[i]["b"]["value"]) for i in (0, 2, 5, 6)}
+    P = [(t[i]["w"]["value"], t[i]["b"]["value"]) for i in (0, 2, 5, 6)]
     x = np.random.default_rng(1).standard_normal((28, 28, 1, 3)).astype(np.float32)
-    T = lambda a: torch.tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
-
-    def conv(h, w, b):  # Knet conv4 mode 0: true convolution (kernel flipped)
-        wt = T(np.flip(w, (0, 1)).transpose(3, 2, 0, 1))
-        return torch.nn.functional.conv2d(h, wt) + T(b.reshape(-1))[None, :, None, None]
-
-    h = T(x.transpose(3, 2, 0, 1))  # (N, C, X1, X2)
-    h = torch.nn.functional.max_pool2d(torch.relu(conv(h, *P[0])), 2)
-    h = torch.nn.functional.max_pool2d(torch.relu(conv(h, *P[2])), 2)
-    h = h.permute(0, 1, 3, 2).reshape(h.shape[0], -1)  # Knet mat: X1 fastest, then X2, C
-    h = torch.sigmoid(h @ T(P[5][0]).T + T(P[5][1]))
-    want = (h @ T(P[6][0]).T + T(P[6][1])).numpy()
+    want = lenet_forward(torch, x, P, dense_act=torch.sigmoid)
 
     km = keras.models.load_model(out)
     got = np.asarray(km(x.transpose(3, 1, 0, 2))).astype(np.float64)  # (N, X2, X1, C)
@@ -277,6 +287,18 @@ def test_convert_wcnn_with_a_structure_file(tmp_path, capsys):
     assert "w (500, 800) from wcnn/5 (Array)" in text
     assert "padding=0 (Knet default: the structure file gives none)" in text
     assert "OK: the Keras model computes what the Knet model computes" in text
+    torch = pytest.importorskip("torch", reason="the independent conv forward uses PyTorch")
+    import keras
+
+    from porting import io
+
+    w = io.load(REAL / WCNN)["wcnn"]
+    P = [(w[i], w[i + 1]) for i in (0, 2, 4, 6)]
+    x = np.random.default_rng(2).standard_normal((28, 28, 1, 2)).astype(np.float32)
+    want = lenet_forward(torch, x, P, dense_act=torch.relu)  # Lenet.jl: relu on dense 1
+    got = np.asarray(keras.models.load_model(out)(x.transpose(3, 1, 0, 2))).astype(np.float64)
+    assert got.shape == want.shape == (2, 62)
+    assert np.max(np.abs(got - want)) <= 1e-5 * max(1.0, np.max(np.abs(want)))
 
 
 # --------------------------------------------------------------------------- refused, bad input
@@ -288,6 +310,7 @@ def test_convert_wcnn_with_a_structure_file(tmp_path, capsys):
         ([], ["holds 5 models", "--key"]),
         (["--key", "q_networks/6"], ["holds 5 items, numbered 1-5; got 6"]),
         (["--key", "q_networks/0"], ["numbering starts at 1"]),
+        (["--key", "q_networks[7]"], ["holds 5 items, numbered 1-5; got 7"]),
         (["--key", "q_network"], ["no 'q_network' in the file's top level", "q_networks"]),
         (["--key", "accuracies/1"], ["accuracies/1 is float64 array (200,), not a Knet model"]),
         (["--key", "best_model_index"], ["not a Knet model"]),

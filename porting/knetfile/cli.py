@@ -133,6 +133,11 @@ def list_file(args) -> int:
     """`porting convert FILE --list`: print what the file holds and return 0."""
     if not args.model:
         raise PortingError("--list needs MODEL, the file to list")
+    if getattr(args, "json", False):
+        from porting.commands.inspect import print_listing_json
+
+        print_listing_json(args.model, args.key, depth=8)
+        return 0
     print(inspect_text(args.model, key=args.key))
     return 0
 
@@ -142,9 +147,10 @@ def inspect_text(path, key: str | None = None, *, depth: int = 8) -> str:
     that model's full recognition report."""
     from porting.knetfile.load import entries, load_model
     from porting.knetfile.recognise import classify
-    from porting.knetfile.tree import read, select
+    from porting.knetfile.tree import normal_key, read, select
 
     p = str(os.fspath(path))
+    key = normal_key(key)
     tree = read(p)
     node = select(tree, key, p) if key else tree
     lines = [

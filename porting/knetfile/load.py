@@ -19,7 +19,7 @@ from porting.knetfile.recognise import (
     classify,
     recognise,
 )
-from porting.knetfile.tree import Unreadable, children, read, select
+from porting.knetfile.tree import Unreadable, children, normal_key, read, select
 
 __all__ = ["FileModel", "load_model", "Entry", "entries", "CAVEAT"]
 
@@ -105,6 +105,7 @@ def load_model(
     from porting.model import KnetModel
 
     p = str(os.fspath(path))
+    key = normal_key(key)
     tree = read(p)
     geometry = geometry or Geometry()
     if structure is not None:

@@ -11,6 +11,7 @@ Paths are the names `porting.io.load` gives, joined by ``/``; items of a Julia `
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,15 @@ import numpy as np
 
 from porting.errors import PortingError
 
-__all__ = ["Unreadable", "read", "select", "split_path", "children", "describe_value"]
+__all__ = [
+    "Unreadable",
+    "read",
+    "select",
+    "split_path",
+    "normal_key",
+    "children",
+    "describe_value",
+]
 
 
 @dataclass
@@ -94,10 +103,23 @@ def _read_jld2_by_entry(p: Path) -> dict[str, Any] | None:
 
 
 def split_path(key: str) -> list[str]:
-    """``"q_networks/1"`` -> ``["q_networks", "1"]`` (leading/trailing ``/`` ignored)."""
+    """``"q_networks/1"`` -> ``["q_networks", "1"]`` (leading/trailing ``/`` ignored; Julia's
+    indexing ``q_networks[1]`` is accepted for ``q_networks/1``).
+
+    >>> split_path("q_networks[2]/layers/1")
+    ['q_networks', '2', 'layers', '1']
+    """
     if not isinstance(key, str):
         raise PortingError(f"--key {key!r}: expected a path such as q_networks/1")
-    return [s for s in key.strip().split("/") if s != ""]
+    key = re.sub(r"\[(\d+)\]", r"/\1", key.strip())  # Julia's q_networks[1] is q_networks/1
+    return [s for s in key.split("/") if s != ""]
+
+
+def normal_key(key: str | None) -> str | None:
+    """`key` written as ``a/1/b`` (None for None or an empty path)."""
+    if key is None:
+        return None
+    return "/".join(split_path(key)) or None
 
 
 def children(node: Any) -> list[tuple[str, Any]]:

@@ -313,7 +313,8 @@ def test_convert_wcnn_with_a_structure_file(tmp_path, capsys):
         (["--key", "q_networks[7]"], ["holds 5 items, numbered 1-5; got 7"]),
         (["--key", "q_network"], ["no 'q_network' in the file's top level", "q_networks"]),
         (["--key", "accuracies/1"], ["accuracies/1 is float64 array (200,), not a Knet model"]),
-        (["--key", "best_model_index"], ["not a Knet model"]),
+        (["--key", "best_model_index"], ["best_model_index is Int 110, not a Knet model"]),
+        (["--key", "q_networks/1/layers/1/w"], ["is one weight (a Param or a Knet array)"]),
         (["--key", "q_networks/2/layers/1/w/opt"], ["Knet Rmsprop optimiser state"]),
         (["--key", "q_networks/1", "--structure", "nope.json"], ["--structure nope.json: no such"]),
     ],
@@ -405,3 +406,47 @@ def test_unreadable_entry_is_named(capsys):
     assert "'mb.xtype.var.ub'" in out  # the struct field h5py cannot decode, by name
     code, _, err = run_cli(["convert", REAL / DUMMY, "--key", "mb", "--verify"], capsys)
     assert code == 2 and "mb cannot be read" in err and "'mb.xtype.var.ub'" in err
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("{not json", ["cannot read as JSON"]),
+        ("[1, 2]", ["expected a JSON object"]),
+        ('{"format": "other", "version": 1, "layers": []}', ['expected "format"']),
+        ('{"format": "porting-knet-export", "version": 1, "layers": []}', ["non-empty list"]),
+        (
+            '{"format": "porting-knet-export", "version": 1, "layers": [{"kind": "dense", '
+            '"params": {"w": "wcnn/5"}}]}',
+            ["params.w = 'wcnn/5'", '{"key": "path/in/file"}'],
+        ),
+        (
+            '{"format": "porting-knet-export", "version": 1, "layers": [{"kind": "dense", '
+            '"params": {"w": {"key": "wcnn"}}}]}',
+            ["wcnn: expected a weight array, found list"],
+        ),
+        (
+            '{"format": "porting-knet-export", "version": 1, "layers": [{"kind": "lstm", '
+            '"params": {"w": {"key": "wcnn/5"}}}]}',
+            ["unknown kind 'lstm'"],
+        ),
+    ],
+)
+def test_bad_structure_files_exit_2(text, words, tmp_path, capsys):
+    s = tmp_path / "s.json"
+    s.write_text(text)
+    out = tmp_path / "w.keras"
+    code, _, err = run_cli(["convert", REAL / WCNN, "--structure", s, "-o", out], capsys)
+    assert code == 2, err
+    for w in words:
+        assert w in err
+    assert not out.exists() and "porting-structure-" not in err
+
+
+def test_inspect_an_npz_export(tmp_path, capsys):
+    from porting.io import save_npz
+
+    save_npz(tmp_path / "w.npz", {"conv1": {"w": np.ones((3, 3, 1, 2), np.float32)}})
+    code, out, err = run_cli(["inspect", tmp_path / "w.npz"], capsys)
+    assert code == 0, err
+    assert "conv1.w" in out and "float32 array (3, 3, 1, 2)" in out

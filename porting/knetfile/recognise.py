@@ -231,9 +231,12 @@ def recognise(node: Any, path: str, geometry: Geometry) -> Recognised:
         items = [(node, path)]
         others = []
     else:
+        what_is = describe_value(node)
+        if arrays.is_weight(node) and not isinstance(node, np.ndarray):
+            what_is = "one weight (a Param or a Knet array)"
         raise NotAModel(
-            f"{where} is {describe_value(node)}, not a Knet model (expected a struct with a "
-            "`layers` field or layers with weights `w`)"
+            f"{where} is {what_is}, not a Knet model (expected a struct with a `layers` field "
+            "or layers with weights `w`)"
         )
     if not items:
         raise PortingError(f"{where}: a chain with no layers; nothing to convert")

@@ -317,6 +317,7 @@ def test_convert_wcnn_with_a_structure_file(tmp_path, capsys):
         (["--key", "q_networks/1/layers/1/w"], ["is one weight (a Param or a Knet array)"]),
         (["--key", "q_networks/2/layers/1/w/opt"], ["Knet Rmsprop optimiser state"]),
         (["--key", "q_networks/1", "--structure", "nope.json"], ["--structure nope.json: no such"]),
+        (["--key", "q_networks/1", "--conv-padding", "1"], ["--conv-padding 1 given but no layer"]),
     ],
 )
 def test_bad_keys_exit_2_and_write_nothing(extra, words, tmp_path, capsys):

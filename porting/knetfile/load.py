@@ -109,7 +109,7 @@ def load_model(
     tree = read(p)
     geometry = geometry or Geometry()
     if structure is not None:
-        if any(v is not None for v in vars(geometry).values()):
+        if geometry.given():
             raise PortingError(
                 "geometry flags (--conv-*, --pool-*) describe layers recognised in the file; "
                 "with --structure, give each layer's geometry in the structure file instead"
@@ -146,6 +146,7 @@ def load_model(
             raise PortingError(f"{p}: {e}") from None
         except PortingError as e:
             raise PortingError(f"{p}: {e}") from None
+        geometry.check_all_used(f"{p} --key {key}" if key else p)
         what = rec.what
     name = Path(p).stem + (f"_{key.replace('/', '_')}" if key else "")
     clean = "".join(c if c.isalnum() or c in "_.-" else "_" for c in name).strip("_.-")

@@ -79,11 +79,33 @@ class Geometry:
     pool_padding: Any = None
     pool_mode: Any = None
 
+    used: set = field(default_factory=set, repr=False)  # the flags some layer took
+
     def conv(self, name: str):
-        return getattr(self, f"conv_{name}")
+        value = getattr(self, f"conv_{name}")
+        if value is not None:
+            self.used.add(f"conv_{name}")
+        return value
 
     def pool(self, name: str):
-        return getattr(self, f"pool_{name}")
+        value = getattr(self, f"pool_{name}")
+        if value is not None:
+            self.used.add(f"pool_{name}")
+        return value
+
+    def given(self) -> dict[str, Any]:
+        """The flags given (not None), by field name."""
+        return {k: v for k, v in vars(self).items() if k != "used" and v is not None}
+
+    def check_all_used(self, where: str) -> None:
+        """Refuse a flag no layer took: it would otherwise be silently ignored."""
+        unused = sorted(set(self.given()) - self.used)
+        if unused:
+            flags = ", ".join(f"--{n.replace('_', '-')} {self.given()[n]}" for n in unused)
+            raise PortingError(
+                f"{flags} given but no layer of {where} takes it: the file stores that value "
+                "itself or the model has no such layer (see porting inspect FILE --key ...)"
+            )
 
 
 @dataclass

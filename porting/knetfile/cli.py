@@ -89,7 +89,10 @@ def is_model_file(path) -> bool:
 def _geometry(args):
     from porting.knetfile.recognise import Geometry
 
-    return Geometry(**{n: getattr(args, n, None) for n in GEOMETRY_FLAGS})
+    geometry = Geometry()
+    for n in GEOMETRY_FLAGS:
+        setattr(geometry, n, getattr(args, n, None))
+    return geometry
 
 
 def _jld2_only_flags(args) -> list[str]:

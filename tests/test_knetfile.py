@@ -272,6 +272,16 @@ def test_layer_kinds_recognised_but_not_convertible(node, words):
     assert "m/layers/1" in str(e.value)
 
 
+def test_a_vector_of_layers_is_a_model_and_a_vector_of_chains_is_not():
+    dense = {"w": np.ones((2, 3), F32), "b": np.zeros(2, F32), "f": "Knet.Ops20.relu"}
+    assert classify([dense, dense | {"w": np.ones((4, 2), F32), "b": np.zeros(4, F32)}])[0] == (
+        "model"
+    )
+    chains = [{"layers": [dense]}, {"layers": [dense]}]
+    assert classify(chains)[0] == "value"  # several models: each is listed and chosen by --key
+    assert classify(chains[0], "m/1")[0] == "model"
+
+
 def test_unknown_singleton_layer_and_flat():
     rec = recognise({"layers": ["NNHelferlein.Flat", "Knet.Ops20.relu"]}, "", Geometry())
     assert [la.kind for la in rec.layers] == ["mat", "activation"]

@@ -168,7 +168,7 @@ def _is_chain(node: Any) -> bool:
 
 def _layer_like(node: Any) -> bool:
     if isinstance(node, dict):
-        return bool({"w", "kwargs", "layers", "hiddenSize"} & set(node)) or set(node) == {"p"}
+        return bool({"w", "kwargs", "hiddenSize"} & set(node)) or set(node) == {"p"}
     return isinstance(node, str) and functions.is_function_name(node)
 
 
@@ -193,7 +193,13 @@ def classify(node: Any, path: str = "") -> tuple[str, str]:
         return "gpu", f"{arrays.gpu_kind(node)} with no data (saved from the GPU)"
     if arrays.is_weight(node):
         return "array", "KnetArray (bytes saved by Knet.save)"
-    if _is_chain(node) or (isinstance(node, dict) and "w" in node):
+    layer_list = (
+        isinstance(node, (list, tuple))
+        and bool(node)
+        and all(_layer_like(v) for v in node)
+        and any(isinstance(v, dict) for v in node)
+    )
+    if _is_chain(node) or (isinstance(node, dict) and "w" in node) or layer_list:
         try:
             rec = recognise(node, path, Geometry())
         except NotAModel as e:

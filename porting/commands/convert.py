@@ -16,7 +16,8 @@ DESCRIPTION = (
     "TensorFlow SavedModel. With --verify, the Knet side (Julia when available, else porting's "
     "NumPy reference) and the Keras model run on the same input and every layer is compared "
     "against its floating-point tolerance. Without MODEL (or with --example lenet) it runs on a "
-    "built-in Knet LeNet. Exit 0: converted (and verified); 1: verification found a "
+    "built-in Knet LeNet. MODEL may also be a .jld2 file written by Knet.save or JLD2 (see the "
+    "JLD2 options below; porting inspect FILE lists what it holds). Exit 0: converted (and verified); 1: verification found a "
     "difference (nothing written unless --keep-on-mismatch); 2: bad input."
 )
 
@@ -75,12 +76,19 @@ def add_arguments(p) -> None:
         help="write the outputs even when verification fails",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    from porting.knetfile.cli import add_convert_arguments  # MODEL.jld2: --key, --list, ...
+
+    add_convert_arguments(p)
 
 
 def _load_model(args):
     if args.model and args.example:
         raise PortingError("give MODEL or --example, not both")
     if args.model:
+        from porting.knetfile.cli import load_for_convert
+
+        if (found := load_for_convert(args)) is not None:  # a JLD2 file of Knet structs
+            return found
         from porting.model import load_export
 
         return load_export(args.model), None, str(args.model)
@@ -107,6 +115,10 @@ def _check_distinct(args) -> None:
 
 
 def run(args) -> int:
+    if getattr(args, "list", False):
+        from porting.knetfile.cli import list_file
+
+        return list_file(args)
     from porting.model import convert as mconvert
 
     if not (args.output or args.savedmodel or args.verify):
@@ -174,12 +186,15 @@ def run(args) -> int:
                 "spatial": args.spatial,
                 "written": written,
                 "verification": report.to_dict() if report is not None else None,
+                "recognised": args.knetfile.to_dict() if getattr(args, "knetfile", None) else None,
                 "ok": report.ok if report is not None else True,
             }
         )
     else:
         print(f"Model: {source}")
         print(str(model).split("\n", 1)[1] if "\n" in str(model) else model)
+        if getattr(args, "knetfile", None) is not None:
+            print(args.knetfile.report())
         if report is not None:
             print()
             print(report)

@@ -115,6 +115,7 @@ def load(
     format: str | None = None,
     max_bytes: int | str | None = None,
     max_objects: int | None = None,
+    partial: bool = False,
 ) -> dict[str, Any]:
     """Read a weight file into ``{name: Julia-indexed array | nested dict | number | ...}``.
 
@@ -134,12 +135,22 @@ def load(
     `max_objects` (default 1,000,000, or ``PORTING_MAX_LOAD_OBJECTS``) the objects visited;
     both are checked from the file's headers before anything is read.
 
+    `partial=True` (JLD2 only) reads each top-level entry on its own: an entry that cannot be
+    read becomes the `PortingError` that says why, instead of failing the whole file (so a
+    model saved next to a data loader stays reachable).
+
     Raises `PortingError` naming `path` when the file is missing, not a regular file, truncated
     or corrupt, of an unknown format, over a budget, or holds non-numeric arrays.
     """
     p = files.input_file(path, EXPECTED)
     budget = Budget(p, max_bytes, max_objects)
     fmt = detect_format(p, format=format)
+    if partial:
+        if fmt != "jld2":
+            raise PortingError(f"partial=True reads JLD2 files only; {p} is {fmt}")
+        from porting.io._jld2 import load_jld2_entries
+
+        return load_jld2_entries(p, budget)
     module, reader = _READERS[fmt]
     return getattr(importlib.import_module(module), reader)(p, budget)
 

@@ -54,6 +54,26 @@ def load_jld2(p: Path, budget: Budget) -> dict[str, Any]:
         f.close()
 
 
+def load_jld2_entries(p: Path, budget: Budget) -> dict[str, Any]:
+    """Each top-level entry read on its own; one that cannot be read is its `PortingError`."""
+    f = open_h5(p, "jld2")
+    try:
+        reader = _Reader(f, p, budget)
+        out: dict[str, Any] = {}
+        for k in reader.w.keys(f):
+            if k == "_types":
+                continue
+            try:
+                out[k] = reader.object(reader.w.child(f, k, k), k, 1)
+            except PortingError as e:
+                out[k] = e
+            except Exception as e:  # noqa: BLE001 - one entry's failure is reported, not raised
+                out[k] = reader.unreadable(k, None, e)
+        return out
+    finally:
+        f.close()
+
+
 def function_name(jtype: str) -> str:
     module, _, fname = jtype.rpartition(".")
     fname = fname.lstrip("#")

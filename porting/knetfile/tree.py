@@ -58,45 +58,16 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
         return partial
 
 
-def _entry_reader():
-    """porting.io's reader of one JLD2 object, wherever the io package keeps it (None when it
-    offers none: then a file with an unreadable entry is refused as a whole)."""
-    import importlib
-
-    for module in ("porting.io", "porting.io.jld2", "porting.io._jld2"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        fn = getattr(mod, "_jld2_object", None)
-        if callable(fn):
-            return fn
-    return None
-
-
 def _read_jld2_by_entry(p: Path) -> dict[str, Any] | None:
-    reader = _entry_reader()
-    if reader is None:
-        return None
-    try:
-        import h5py
+    from porting import io
 
-        f = h5py.File(p, "r")
-    except Exception:  # noqa: BLE001 - io.load already reported the real problem
-        return None
-    out: dict[str, Any] = {}
     try:
-        for name in f.keys():
-            if name == "_types":
-                continue
-            try:
-                out[name] = reader(f[name], p, name, 1)
-            except PortingError as e:
-                out[name] = Unreadable(str(e))
-            except Exception as e:  # noqa: BLE001 - one entry's failure is reported, not raised
-                out[name] = Unreadable(f"{p}: {name!r} cannot be read ({type(e).__name__}: {e})")
-    finally:
-        f.close()
+        entries = io.load(p, partial=True)
+    except PortingError:
+        return None  # io.load already reported the real problem
+    out: dict[str, Any] = {
+        k: Unreadable(str(v)) if isinstance(v, PortingError) else v for k, v in entries.items()
+    }
     if all(isinstance(v, Unreadable) for v in out.values()):
         return None
     return out

@@ -158,7 +158,9 @@ def test_result_segments_are_reused_only_once_free(wk):
 
 
 def test_result_pool_is_bounded(wk, monkeypatch):
-    monkeypatch.setattr(W, "POOL_FREE_SEGMENTS", 1)
+    from porting.bridge import shm
+
+    monkeypatch.setattr(shm, "POOL_FREE_SEGMENTS", 1)
     xs = [data((100 + 20 * i, 150, 2, 2), np.float64, "F", 30 + i) for i in range(4)]
     ys = [wk.mat(x, 3) for x in xs]  # four live results, four segments
     segs = [y.base._seg for y in ys]

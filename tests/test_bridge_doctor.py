@@ -396,7 +396,9 @@ def test_install_runs_juliapkg_with_the_settings_carried_over(
     assert "juliapkg.resolve()" in script
     # Knet and its Julia bound go into the project's own juliapkg file, before resolving
     assert script.index('juliapkg.require_julia("~1.9")') < script.index("juliapkg.resolve()")
-    assert 'juliapkg.add("Knet", "1902f260-5fb4-5aff-8c31-6271790ab950", version="=1.4.10")' in script
+    assert (
+        'juliapkg.add("Knet", "1902f260-5fb4-5aff-8c31-6271790ab950", version="=1.4.10")' in script
+    )
     assert seen["env"]["PYTHON_JULIAPKG_OFFLINE"] == "no"
     assert seen["env"]["PYTHON_JULIAPKG_PROJECT"] == str(tmp_path / "jcproj")
     from porting.bridge.paths import juliapkg_json

@@ -131,6 +131,10 @@ DRIVER = textwrap.dedent(
             out["usable"], out["reason"] = d.usable, d.reason
             r = getattr(d, "juliacall_range", None)
             out["range"] = None if r is None else r.to_dict()
+            if hasattr(discovery, "juliacall_supports"):
+                from porting.commands import doctor
+                report = doctor.collect(probe=False)
+                out["doctor_range"] = report["juliacall"].get("julia_range")
             b = JuliacallBackend(d, select="julia-nnlib")
             try:
                 b.load()
@@ -138,6 +142,16 @@ DRIVER = textwrap.dedent(
             except Exception as e:
                 out["error"] = f"{type(e).__name__}: {e}"
             out["environment"] = b.environment
+        elif mode == "worker":  # the default: Julia in a worker process
+            from porting.bridge.worker import WorkerBackend
+            w = WorkerBackend("julia-nnlib")
+            try:
+                w.start()
+                out["error"] = None
+            except Exception as e:
+                out["error"] = f"{type(e).__name__}: {e}"
+            finally:
+                w.close()
         elif mode == "juliacall":  # a plain juliacall user in the same Python environment
             try:
                 import juliacall
@@ -195,7 +209,9 @@ class Sandbox:
             return link
         return exe
 
-    def run(self, mode: str, *, root: bool = True, **env: str | None) -> dict:
+    def run(
+        self, mode: str, *, root: bool = True, xopts: tuple[str, ...] = (), **env: str | None
+    ) -> dict:
         import numpy
 
         site = str(Path(numpy.__file__).resolve().parent.parent)
@@ -205,7 +221,7 @@ class Sandbox:
                 full.pop(key, None)
             else:
                 full[key] = value
-        cmd = [sys.executable, "-S", "-c", DRIVER, str(self.target)]
+        cmd = [sys.executable, "-S", *(f"-X{x}" for x in xopts), "-c", DRIVER, str(self.target)]
         cmd += [str(ROOT) if root else "", site, mode]
         out = subprocess.run(
             cmd, capture_output=True, text=True, env=full, cwd=self.tmp, timeout=120
@@ -255,6 +271,7 @@ def test_julia_range_is_read_from_the_installed_juliacall(box):
     assert r["range"]["julia"] == data["julia"]
     assert r["range"]["source"].endswith(str(box.target / "juliacall" / "juliapkg.json"))
     assert r["range"]["pythoncall"] == box.juliacall
+    assert r["doctor_range"] == r["range"]  # what `porting doctor --json` reports
     expected = "^1.10.3" if box.juliacall == CURRENT else "~1.9, ^1.10.3"
     assert data["julia"] == expected
 
@@ -346,3 +363,16 @@ def test_no_stand_in_was_asked_to_install_anything(box):
     exe = box.julia("a", box.julia_version)
     out = subprocess.run([str(exe), "-e", 'import Pkg; Pkg.add("Knet")'], capture_output=True)
     assert out.returncode == 3
+
+
+def test_the_worker_reaches_the_julia_given_as_an_x_option(box):
+    """The default route: a worker process. `-X juliacall-exe=...` is not inherited by a child,
+    so the parent passes it on; the worker's juliacall must start that Julia, with Julia's own
+    signal handling on (a value juliacall accepts)."""
+    box.project.mkdir()
+    exe = box.julia("a", box.julia_version)
+    other = box.julia("b", box.julia_version, on_path=True)  # what juliapkg would find alone
+    r = box.run("worker", xopts=(f"juliacall-exe={exe}",), PYTHONPATH=str(box.target))
+    assert "could not start backend 'julia-nnlib'" in r["error"], r["error"]
+    assert lib_of(exe) in r["error"] and lib_of(other) not in r["error"], r["error"]
+    assert "must be set together" not in r["error"]

@@ -141,6 +141,12 @@ def _versions(impl) -> str:
     return ", ".join(parts)
 
 
+def _knet_failed(why: str | None) -> bool:
+    """PortingKnet's `knet_error` says Knet is installed but did not load (not that it is
+    absent, which starts "Knet is not installed")."""
+    return bool(why) and not str(why).startswith("Knet is not installed")
+
+
 def _julia_choice(d: Discovery, p: Probe) -> str:
     assert d.julia is not None
     text = f"Julia {d.julia.version_text} at {d.julia.path} (from {d.julia.via})"
@@ -148,7 +154,7 @@ def _julia_choice(d: Discovery, p: Probe) -> str:
         return f"{text} runs Knet {p.versions.get('knet', KNET_VERSION)}"
     if d.backend == "julia":  # Knet was possible but PortingKnet loaded NNlib only
         why = p.versions.get("knet_error")
-        if why and "not installed" not in why:  # installed but failed: Julia's own reason
+        if _knet_failed(why):  # installed but failed to load: Julia's own reason
             return (
                 f"{text}: Knet did not load in the Julia project {d.project} [Julia says: {why}], "
                 f"so NNlib {p.versions.get('nnlib', '')} runs instead"
@@ -198,7 +204,7 @@ def plan_auto(julia=None, *, probe: bool = True) -> AutoPlan:
         )
     if p.backend != "julia" and d.backend == "julia":
         why = p.versions.get("knet_error")
-        if why and "not installed" not in why:
+        if _knet_failed(why):
             advice.insert(0, f"Knet is installed but did not load; Julia says: {why}")
         else:
             advice.insert(0, "run `porting doctor --install-julia` to install Knet 1.4.10")

@@ -376,3 +376,39 @@ def test_the_worker_reaches_the_julia_given_as_an_x_option(box):
     assert "could not start backend 'julia-nnlib'" in r["error"], r["error"]
     assert lib_of(exe) in r["error"] and lib_of(other) not in r["error"], r["error"]
     assert "must be set together" not in r["error"]
+
+
+def test_install_step_against_the_real_juliapkg(box):
+    """`--install-julia`'s own script and environment, run by the real juliapkg up to the first
+    Julia Pkg operation (which the stand-in refuses): Knet and Julia ~1.9 go into the project's
+    own juliapkg file, porting/juliapkg.json is found through PYTHONPATH (cwd elsewhere), and the
+    project juliapkg writes asks for all of them. The explicit Julia is passed as
+    PYTHON_JULIAPKG_EXE, so juliapkg never looks for (or downloads) another one."""
+    from porting.commands import doctor
+
+    exe = box.julia("a", box.julia_version)
+    env = doctor.install_environment(box.env, str(exe), str(box.project), str(ROOT))
+    env["PYTHONPATH"] = os.pathsep.join((env["PYTHONPATH"], str(box.target)))
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", doctor._INSTALL_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=box.tmp,
+        timeout=120,
+    )
+    assert out.returncode != 0  # the stand-in refused the Pkg step
+    own = json.loads((box.project / "pyjuliapkg" / "juliapkg.json").read_text())
+    assert own["julia"] == "~1.9"
+    assert own["packages"]["Knet"]["version"] == "=1.4.10"
+    if box.juliacall == CURRENT:  # "^1.10.3": Knet's project cannot use this juliacall
+        assert "'julia' compat entries have empty intersection" in out.stderr
+        return
+    assert "stand-in julia: refusing" in out.stderr, out.stderr[-2000:]
+    pkg_calls = [c for c in box.calls() if any("Pkg." in a for a in c["args"])]
+    assert pkg_calls and pkg_calls[0]["exe"] == str(exe)
+    script = pkg_calls[0]["args"][-1]
+    for name in ("Knet", "NNlib", "NPZ", "JSON", "PythonCall"):
+        assert f'name="{name}"' in script, name
+    project_toml = (box.project / "Project.toml").read_text()
+    assert "Knet" in project_toml and "NNlib" in project_toml

@@ -412,3 +412,28 @@ def test_install_step_against_the_real_juliapkg(box):
         assert f'name="{name}"' in script, name
     project_toml = (box.project / "Project.toml").read_text()
     assert "Knet" in project_toml and "NNlib" in project_toml
+
+
+def test_compat_reading_agrees_with_juliapkg():
+    """porting's reading of Julia compat specifiers against juliapkg's own `Compat` (an
+    implementation we did not write), on specifiers juliacall, porting and Knet use."""
+    from porting.bridge.juliacall_env import JuliaCompat
+
+    target = installed(CURRENT, None)
+    specs = ["~1.9, ^1.10.3", "1.6.1 - 1.10.0, ^1.10.3", "^1.10.3", "=0.9.28", "0.8, 0.9",
+             "0.21, 1", "~1", "1.6", "^0.0.3", "1.6 - 1.9"]  # fmt: skip
+    versions = [(1, 6, 0), (1, 6, 1), (1, 8, 5), (1, 9, 0), (1, 9, 4), (1, 10, 0), (1, 10, 2),
+                (1, 10, 3), (1, 11, 2), (2, 0, 0), (0, 0, 3), (0, 0, 4), (0, 8, 4), (0, 9, 28),
+                (0, 9, 29), (0, 21, 4), (0, 10, 0)]  # fmt: skip
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(target)!r})\n"
+        "from juliapkg.compat import Compat, Version\n"
+        f"specs, versions = {specs!r}, {versions!r}\n"
+        "print(json.dumps([[Version(*v) in Compat.parse(s) for v in versions] for s in specs]))\n"
+    )
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    theirs = json.loads(out.stdout)
+    ours = [[JuliaCompat.parse(s).contains(v) for v in versions] for s in specs]
+    assert ours == theirs

@@ -138,12 +138,14 @@ class JuliacallRange:
         }
 
 
-def _installed_juliapkg_json(dist: str = "juliacall") -> str | None:
-    """The `juliapkg.json` inside the installed juliacall, located through its metadata (the
-    module is not imported)."""
+def _installed_juliapkg_json(version: str, dist: str = "juliacall") -> str | None:
+    """The `juliapkg.json` inside the installed juliacall, when that is version `version`,
+    located through its metadata (the module is not imported)."""
     try:
         d = metadata.distribution(dist)
     except metadata.PackageNotFoundError:
+        return None
+    if d.version != version:
         return None
     for f in d.files or ():
         if f.name == "juliapkg.json" and f.parent.name == "juliacall":
@@ -155,7 +157,7 @@ def _installed_juliapkg_json(dist: str = "juliacall") -> str | None:
 def juliacall_range(juliacall: str, juliapkg_json: str | None = None) -> JuliacallRange | None:
     """The Julia range juliacall `juliacall` declares: from its own `juliapkg.json` when it can
     be read (the installed one by default), else from the built-in table; None when unknown."""
-    path = juliapkg_json if juliapkg_json is not None else _installed_juliapkg_json()
+    path = juliapkg_json if juliapkg_json is not None else _installed_juliapkg_json(juliacall)
     if path is not None:
         try:
             with open(path, encoding="utf-8") as fp:

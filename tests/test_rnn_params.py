@@ -32,17 +32,17 @@ def knet_offset(X, H, rt, L, bi, skip, layer, id, par, total):
     if par == 1:
         i2 = 0
         length = 0
-        for l in range(1, layer + 1):
+        for lay in range(1, layer + 1):
             for i in range(1, ids + 1):
-                input_layer = l == 1 or (l == 2 and bi)
+                input_layer = lay == 1 or (lay == 2 and bi)
                 if input_layer and i <= ids // 2:
                     length = 0 if skip else X * H
-                elif l > 2 and bi and i <= ids // 2:
+                elif lay > 2 and bi and i <= ids // 2:
                     length = 2 * H * H
                 else:
                     length = H * H
                 i2 += length
-                if l == layer and i == id:
+                if lay == layer and i == id:
                     return i2 - length + 1, i2
     layers = L * (2 if bi else 1)
     i1 = 1 + total - layers * ids * H + ((id - 1) + ids * (layer - 1)) * H

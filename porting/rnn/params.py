@@ -197,7 +197,7 @@ def weights_from_gates(spec: RNNSpec, W, R, bW, bR, dtype=None) -> RNNWeights:
             items = list(t)
         except TypeError:
             raise PortingError(f"RNN weights {name}: expected one array per slot") from None
-        out = []
+        out: list[np.ndarray | None] = []
         for a in items:
             if a is None:
                 out.append(None)
@@ -206,7 +206,7 @@ def weights_from_gates(spec: RNNSpec, W, R, bW, bR, dtype=None) -> RNNWeights:
             out.append(arr.astype(dtype) if dtype is not None else arr)
         return tuple(out)
 
-    return RNNWeights(spec, conv(W, "W"), conv(R, "R"), conv(bW, "bW"), conv(bR, "bR"))  # type: ignore[arg-type]
+    return RNNWeights(spec, conv(W, "W"), conv(R, "R"), conv(bW, "bW"), conv(bR, "bR"))
 
 
 def random_weights(

@@ -145,7 +145,7 @@ def _keras_weights(w, mistake):
             else:
                 perm = [0, 1, 3, 2]  # i, f, o, n: output and new memory exchanged
 
-            def blocks(a, p=perm):
+            def blocks(a, p=perm, g=g):
                 parts = np.split(a, g, axis=-1)
                 return np.concatenate([parts[k] for k in p], axis=-1)
 

@@ -98,11 +98,11 @@ class RNNDiagnosis:
 
 def _map(w: RNNWeights, fn) -> RNNWeights:
     """Apply fn(name, slot, array) to every array (None kept)."""
-    parts = []
+    parts: list = []
     for name in ("W", "R", "bW", "bR"):
         t = getattr(w, name)
         parts.append(tuple(None if a is None else fn(name, s, a) for s, a in enumerate(t)))
-    return RNNWeights(w.spec, *parts)
+    return RNNWeights(w.spec, parts[0], parts[1], parts[2], parts[3])
 
 
 def _hypotheses(w: RNNWeights, last_step: bool):
@@ -234,6 +234,7 @@ def diagnose(weights: RNNWeights, x, observed, h=None, c=None) -> RNNDiagnosis:
         else:
             out, hN, *_ = _run(wh, xs, h0, c0, trace=False, reset_after=variant != "reset_before")
         if variant == "final_state":
+            assert hN is not None
             pred = np.concatenate([hN[s] for s in last_slots], axis=1)[None]
         else:
             pred = out[-1:] if last_step else out

@@ -33,7 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit
 
 from porting.errors import PortingError
 from porting.rnn.params import RNNWeights
@@ -134,6 +133,17 @@ def _slot_matrices(weights: RNNWeights, s: int, reset_after: bool = True):
     return Wt, Rt, bias, bRn
 
 
+def _sigm(a: np.ndarray) -> np.ndarray:
+    """Knet's `sigm` (src/ops20/activation.jl), as `1 / (1 + exp(-a))` in place (as accurate for
+    a < 0 as Knet's `exp(a) / (1 + exp(a))`; exp overflow gives 0 where Knet gives a subnormal);
+    three SIMD passes, about twice as fast as scipy's expit on float32."""
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    a += 1
+    np.reciprocal(a, out=a)
+    return a
+
+
 def _run_slot(rnn_type, proj, Rt, bRn, h, c, order, out, cell_out, reset_after=True):
     """One slot over time. proj `(T, B, G*H)` (input part + biases), h/c `(B, H)` updated in place;
     writes h at each step into out[t] (a `(T, B, H)` view) and c into cell_out[t] if given."""
@@ -143,7 +153,7 @@ def _run_slot(rnn_type, proj, Rt, bRn, h, c, order, out, cell_out, reset_after=T
         if rnn_type == "gru" and not reset_after:
             # Keras GRU(reset_after=False): n = tanh(Wn x + b + Rn (r .* h)); diagnosis only
             np.matmul(h, Rt[:, : 2 * hsz], out=rec[:, : 2 * hsz])
-            rz = expit(rec[:, : 2 * hsz] + proj[t, :, : 2 * hsz])
+            rz = _sigm(rec[:, : 2 * hsz] + proj[t, :, : 2 * hsz])
             r, z = rz[:, :hsz], rz[:, hsz:]
             n = np.tanh(proj[t, :, 2 * hsz :] + (r * h) @ Rt[:, 2 * hsz :])
             h[...] = (1 - z) * n + z * h
@@ -152,9 +162,9 @@ def _run_slot(rnn_type, proj, Rt, bRn, h, c, order, out, cell_out, reset_after=T
         np.matmul(h, Rt, out=rec)
         if rnn_type == "lstm":
             rec += proj[t]
-            expit(rec[:, : 2 * hsz], out=rec[:, : 2 * hsz])
+            _sigm(rec[:, : 2 * hsz])
             np.tanh(rec[:, 2 * hsz : 3 * hsz], out=rec[:, 2 * hsz : 3 * hsz])
-            expit(rec[:, 3 * hsz :], out=rec[:, 3 * hsz :])
+            _sigm(rec[:, 3 * hsz :])
             i, f, n, o = (rec[:, k * hsz : (k + 1) * hsz] for k in range(4))
             c *= f
             i *= n
@@ -167,7 +177,7 @@ def _run_slot(rnn_type, proj, Rt, bRn, h, c, order, out, cell_out, reset_after=T
             rec[:, 2 * hsz :] += bRn
             rz = rec[:, : 2 * hsz]
             rz += proj[t, :, : 2 * hsz]
-            expit(rz, out=rz)
+            _sigm(rz)
             r, z = rec[:, :hsz], rec[:, hsz : 2 * hsz]
             n = rec[:, 2 * hsz :]
             n *= r
@@ -220,18 +230,19 @@ def _run(
             proj += bias
             cell_out = np.empty((T, B, hsz), dt) if (trace and spec.rnn_type == "lstm") else None
             order = range(T - 1, -1, -1) if d == 1 else range(T)
-            _run_slot(
-                spec.rnn_type,
-                proj,
-                Rt,
-                bRn,
-                hN[s],
-                cN[s],
-                order,
-                out[:, :, d * hsz : (d + 1) * hsz],
-                cell_out,
-                reset_after,
-            )
+            with np.errstate(over="ignore"):  # exp(-a) -> Inf: sigm(a) = 0
+                _run_slot(
+                    spec.rnn_type,
+                    proj,
+                    Rt,
+                    bRn,
+                    hN[s],
+                    cN[s],
+                    order,
+                    out[:, :, d * hsz : (d + 1) * hsz],
+                    cell_out,
+                    reset_after,
+                )
             if trace:
                 seqs.append(out[:, :, d * hsz : (d + 1) * hsz])
                 if cell_out is not None:

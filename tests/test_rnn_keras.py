@@ -142,3 +142,25 @@ def test_bad_inputs():
         to_keras({"w": 1})
     with pytest.raises(PortingError, match=r"expected \(H, B, L or 2L\)"):
         state_to_keras(np.zeros((4, 3, 1), np.float32), w.spec, 2, np.float32)
+
+
+def test_float64_port_verified_with_float64_tolerance():
+    rng = np.random.default_rng(8)
+    w = random_weights(RNNSpec(5, 6, "lstm", num_layers=2, bidirectional=True), rng, np.float64)
+    x = rng.standard_normal((5, 3, 30))
+    v = verify(w, x, to_keras(w, layer_outputs=True))
+    assert v.ok, v.text()
+    assert v.precision == "float64" and v.tolerance.eps == np.finfo(np.float64).eps
+
+
+def test_last_step_model_with_initial_states_verified():
+    rng = np.random.default_rng(9)
+    w = random_weights(RNNSpec(5, 6, "gru", num_layers=2, bidirectional=True), rng)
+    x = rng.standard_normal((5, 3, 7)).astype(np.float32)
+    h0 = rng.standard_normal((6, 3, 4)).astype(np.float32)
+    v = verify(w, x, to_keras(w, output="last", initial_state=True), h=h0)
+    assert v.ok, v.text()
+    assert set(v.finals) == {"y[:, :, end]", "h"}
+    # the same model fed zero states instead of h0 is caught
+    wrong = keras_forward(to_keras(w, output="last"), w, x)
+    assert not verify(w, x, wrong, h=h0).ok

@@ -199,3 +199,15 @@ def test_weights_shape_checked():
         PortingError, match=r"W\[0\] \(layer 1\) has shape \(3, 3, 4\), expected \(3, 4, 3\)"
     ):
         weights_from_gates(spec, [w.W[0].transpose(0, 2, 1)], w.R, w.bW, w.bR)
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, porting.rnn, porting.rnn.verify, porting.rnn.diagnosis; "
+        "print(any(m in sys.modules for m in ('tensorflow', 'keras', 'torch', 'juliacall')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

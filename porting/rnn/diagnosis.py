@@ -238,7 +238,11 @@ def diagnose(weights: RNNWeights, x, observed, h=None, c=None) -> RNNDiagnosis:
             pred = np.concatenate([hN[s] for s in last_slots], axis=1)[None]
         else:
             pred = out[-1:] if last_step else out
-        ratio = score(pred, tol)
+        if variant == "final_state":  # each slot's final state carries its own bound
+            Efin = [bounds.Eh[s][0 if spec.is_backward(s) else -1] for s in last_slots]
+            ratio = score(pred, tol_obj.bound(np.concatenate(Efin, axis=1))[None])
+        else:
+            ratio = score(pred, tol)
         if 1 < ratio < RESCORE and variant in (None, "time_major") and cause != "rounding":
             ratio = min(ratio, score(pred, own_tolerance(wh, variant)))
         findings.append(RNNFinding(cause, detail, ratio))

@@ -30,6 +30,7 @@ returns sequences and the model takes step T. Sequences must share one length: v
 
 from __future__ import annotations
 
+import numbers
 import os
 
 import numpy as np
@@ -180,7 +181,11 @@ def to_keras(
     spec = _check_weights(weights).spec
     if output not in ("sequence", "last"):
         raise PortingError(f"output={output!r}: expected 'sequence' or 'last'")
-    if time_steps is not None and (isinstance(time_steps, bool) or int(time_steps) < 1):
+    if time_steps is not None and (
+        isinstance(time_steps, bool)
+        or not isinstance(time_steps, numbers.Integral)
+        or int(time_steps) < 1
+    ):
         raise PortingError(f"time_steps={time_steps!r}: expected a positive integer or None")
     dtype = str(weights.dtype)
     S, H = spec.slots, spec.hidden_size

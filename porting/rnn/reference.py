@@ -106,9 +106,7 @@ def initial_state(value, name: str, spec, batch: int, dtype) -> np.ndarray:
         raise PortingError(
             f"RNN initial state {name} is {a.dtype} but the weights are {np.dtype(dtype)}"
         )
-    if a.ndim > 3 and _strip_ones(a.shape) != _strip_ones(shape) or a.ndim == 0:
-        raise PortingError(f"RNN initial state {name} has shape {a.shape}, expected {shape}")
-    if _strip_ones(a.shape) != _strip_ones(shape):
+    if a.ndim == 0 or _strip_ones(a.shape) != _strip_ones(shape):
         raise PortingError(
             f"RNN initial state {name} has shape {a.shape}, expected (H, B, L or 2L) = {shape} "
             f"for {spec} and batch size {batch}"

@@ -243,6 +243,12 @@ class SlotSteps:
         slope = np.polyfit(s, y, 1)[0]
         return float(math.exp(slope))
 
+    def profile(self, points: int = 8) -> str:
+        """The error at about `points` steps spread along the reading order."""
+        order = self.reading_order
+        idx = np.unique(np.linspace(0, order.size - 1, min(points, order.size)).round().astype(int))
+        return ", ".join(f"t={order[i] + 1}: {self.err[order[i]]:.2g}" for i in idx)
+
     def line(self) -> str:
         first = self.first_divergent
         worst = int(np.argmax(self.ratio))
@@ -287,7 +293,8 @@ class RNNVerification:
             "arithmetic in float64)",
             f"tolerance {self.tolerance.formula}",
         ]
-        lines += ["  " + s.line() for s in self.slots]
+        for s in self.slots:
+            lines += ["  " + s.line(), "    error along the steps read: " + s.profile()]
         for name, (err, ratio) in self.finals.items():
             lines.append(f"  final {name}: max error {err:.3g} (ratio {ratio:.3g})")
         lines += ["  note: " + n for n in self.notes]

@@ -211,3 +211,20 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_single_blas_thread_is_restored():
+    from porting.rnn._blas import SMALL_GEMM, _local_setter, single_thread
+
+    a = np.random.default_rng(0).standard_normal((64, 64))
+    want = a @ a
+    fn = _local_setter()
+    before = fn(0) if fn is not None else None
+    if fn is not None:
+        fn(before)
+    with single_thread(1):
+        np.testing.assert_array_equal(a @ a, want)
+    with single_thread(SMALL_GEMM):  # large steps: left alone
+        pass
+    if fn is not None:
+        assert fn(before) == before  # the thread's own count is back

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from porting.errors import PortingError
+from porting.rnn._blas import single_thread
 from porting.rnn.params import RNNWeights
 
 __all__ = ["RNNOutput", "forward", "x_to_batch_major"]
@@ -228,7 +229,8 @@ def _run(
             proj += bias
             cell_out = np.empty((T, B, hsz), dt) if (trace and spec.rnn_type == "lstm") else None
             order = range(T - 1, -1, -1) if d == 1 else range(T)
-            with np.errstate(over="ignore"):  # exp(-a) -> Inf: sigm(a) = 0
+            # sigm: exp(-a) -> Inf gives 0; one BLAS thread for the small per-step GEMMs
+            with np.errstate(over="ignore"), single_thread(B * hsz * g * hsz):
                 _run_slot(
                     spec.rnn_type,
                     proj,

@@ -54,6 +54,7 @@ from scipy.special import expit
 
 from porting.errors import PortingError
 from porting.magnitude import ROUND
+from porting.rnn._blas import single_thread
 from porting.rnn.params import RNNWeights
 from porting.rnn.reference import initial_state, x_to_batch_major
 from porting.tolerance import Tolerance
@@ -86,6 +87,15 @@ PROBES = 4
 
 def error_bounds(weights: RNNWeights, x, h=None, c=None, probes: int = PROBES) -> Bounds:
     """Run the RNN in float64 and carry the magnitudes `E` (module docstring) along."""
+    if not isinstance(weights, RNNWeights):
+        raise PortingError(f"error_bounds: expected RNNWeights, got {type(weights).__name__}")
+    spec = weights.spec
+    batch = np.shape(x)[1] if np.ndim(x) >= 2 else 1
+    with single_thread(int(probes) * batch * spec.hidden_size * spec.gates * spec.hidden_size):
+        return _error_bounds(weights, x, h, c, probes)
+
+
+def _error_bounds(weights: RNNWeights, x, h, c, probes: int) -> Bounds:
     w64 = weights.astype(np.float64)
     spec = w64.spec
     xs = x_to_batch_major(np.asarray(x).astype(np.float64), spec, np.float64)

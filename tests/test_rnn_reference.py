@@ -190,3 +190,18 @@ def test_bad_states_and_batch_sizes():
     a = forward(w1, x, h=np.ones((2, 4))).h
     b = forward(w1, x, h=np.ones((2, 4, 1))).h
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("rt", ["lstm", "gru"])
+def test_saturated_gates_stay_finite(rt):
+    import warnings
+
+    rng = np.random.default_rng(9)
+    w = random_weights(RNNSpec(3, 4, rt), rng, dtype=np.float32)
+    x = (rng.standard_normal((3, 2, 5)) * 1e4).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning leaks out
+        out = forward(w, x)
+    ty, _, _ = torch_forward(w, x)
+    assert np.isfinite(out.y).all()
+    np.testing.assert_allclose(out.y, ty, rtol=0, atol=1e-5)

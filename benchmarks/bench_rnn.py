@@ -6,7 +6,7 @@
 
 Performance: one LSTM layer, (B=32, T=100, X=H=256), float32, on the CPU: the NumPy reference
 (`porting.rnn.forward`) against Keras's LSTM (the fastest of an eager call and a compiled
-`predict_on_batch`), best of several runs each, in one process. Target: reference within 3x.
+`predict_on_batch`), best of 7 interleaved runs each, in one process. Target: reference within 3x.
 
 Diagnosis: random RNNs (type, layers, direction, sizes; biases drawn nonzero, as trained ones
 are: Knet initialises them to zero, where no bias mistake is visible), each ported to Keras
@@ -61,7 +61,7 @@ def _keras():
 # ----------------------------------------------------------------------------- performance
 
 
-def perf(repeats: int = 5) -> dict:
+def perf(repeats: int = 7) -> dict:
     keras = _keras()
     B, T, X, H = 32, 100, 256, 256
     rng = np.random.default_rng(0)
@@ -75,18 +75,20 @@ def perf(repeats: int = 5) -> dict:
     rec = np.concatenate([w.R[0][g].T for g in range(4)], axis=1)
     layer.set_weights([kernel, rec, (w.bW[0] + w.bR[0]).reshape(-1)])
 
-    def best(fn):
+    runs = {
+        "reference": lambda: forward(w, x),
+        "keras_eager": lambda: np.asarray(model(xk, training=False)),
+        "keras_predict": lambda: model.predict_on_batch(xk),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for fn in runs.values():
         fn()  # warm up (graph tracing, BLAS threads)
-        times = []
-        for _ in range(repeats):
+    for _ in range(repeats):  # interleaved, so that a change of load hits every side alike
+        for name, fn in runs.items():
             t0 = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
-    t_ref = best(lambda: forward(w, x))
-    t_eager = best(lambda: np.asarray(model(xk, training=False)))
-    t_pred = best(lambda: model.predict_on_batch(xk))
+            times[name].append(time.perf_counter() - t0)
+    t_ref, t_eager, t_pred = (min(times[k]) for k in runs)
     ref_y = forward(w, x).y
     k_y = np.asarray(model.predict_on_batch(xk)).transpose(2, 0, 1)
     t_keras = min(t_eager, t_pred)

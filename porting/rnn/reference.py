@@ -117,13 +117,17 @@ def initial_state(value, name: str, spec, batch: int, dtype) -> np.ndarray:
 
 
 def _slot_matrices(weights: RNNWeights, s: int, reset_after: bool = True):
-    """(Wt (in, G*H) or None, Rt (H, G*H), bias added to the projection (G*H,), bRn or None)."""
+    """(Wt (in, G*H) or None, Rt (H, G*H), bias added to the projection (G*H,), bRn or None).
+
+    LSTM gates are held as i, f, o, n (Knet's i, f, n, o with the last two exchanged) so that
+    the three sigmoid gates are one contiguous block."""
     spec = weights.spec
     g, hsz = spec.gates, spec.hidden_size
+    order = [0, 1, 3, 2] if spec.rnn_type == "lstm" else list(range(g))
     W = weights.W[s]
-    Wt = None if W is None else np.ascontiguousarray(W.reshape(g * hsz, -1).T)
-    Rt = np.ascontiguousarray(weights.R[s].reshape(g * hsz, hsz).T)
-    bias = (weights.bW[s] + weights.bR[s]).reshape(-1)
+    Wt = None if W is None else np.ascontiguousarray(W[order].reshape(g * hsz, -1).T)
+    Rt = np.ascontiguousarray(weights.R[s][order].reshape(g * hsz, hsz).T)
+    bias = (weights.bW[s] + weights.bR[s])[order].reshape(-1)
     bRn = None
     if spec.rnn_type == "gru" and reset_after:
         bias = bias.copy()
@@ -161,10 +165,9 @@ def _run_slot(rnn_type, proj, Rt, bRn, h, c, order, out, cell_out, reset_after=T
         np.matmul(h, Rt, out=rec)
         if rnn_type == "lstm":
             rec += proj[t]
-            _sigm(rec[:, : 2 * hsz])
-            np.tanh(rec[:, 2 * hsz : 3 * hsz], out=rec[:, 2 * hsz : 3 * hsz])
-            _sigm(rec[:, 3 * hsz :])
-            i, f, n, o = (rec[:, k * hsz : (k + 1) * hsz] for k in range(4))
+            _sigm(rec[:, : 3 * hsz])  # gates held as i, f, o, n (see _slot_matrices)
+            np.tanh(rec[:, 3 * hsz :], out=rec[:, 3 * hsz :])
+            i, f, o, n = (rec[:, k * hsz : (k + 1) * hsz] for k in range(4))
             c *= f
             i *= n
             c += i

@@ -164,3 +164,31 @@ def test_last_step_model_with_initial_states_verified():
     # the same model fed zero states instead of h0 is caught
     wrong = keras_forward(to_keras(w, output="last"), w, x)
     assert not verify(w, x, wrong, h=h0).ok
+
+
+def test_apply_keras_inside_a_functional_model():
+    """The hook a model converter uses: embedding -> RNN (last step) -> dense, as Knet's IMDB
+    tutorial computes it (Knet: `W * y[:, :, end] .+ b` with `y = rnn(E[:, tokens])`)."""
+    import keras
+
+    from porting.rnn.keras import apply_keras
+
+    rng = np.random.default_rng(10)
+    vocab, embed, H, classes = 11, 4, 5, 3
+    spec = RNNSpec(embed, H, "lstm", num_layers=2, bidirectional=True)
+    w = random_weights(spec, rng, dtype=np.float64)
+    E = rng.standard_normal((embed, vocab))  # Knet (embed, vocab), 1-based tokens
+    Wd, bd = rng.standard_normal((classes, 2 * H)), rng.standard_normal(classes)
+    tokens = rng.integers(1, vocab + 1, size=(2, 6))  # Knet (B, T)
+    x = E[:, tokens - 1]  # (embed, B, T)
+    want = Wd @ forward(w, x).y[:, :, -1] + bd[:, None]  # (classes, B)
+
+    inp = keras.Input((None,), dtype="int32")
+    emb = keras.layers.Embedding(vocab, embed, dtype="float64")
+    dense = keras.layers.Dense(classes, dtype="float64")
+    last = apply_keras(w, emb(inp), output="last")["y"]
+    model = keras.Model(inp, dense(last))
+    emb.set_weights([E.T])
+    dense.set_weights([Wd.T, bd])
+    got = np.asarray(model(tokens - 1)).T
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)

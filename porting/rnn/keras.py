@@ -41,6 +41,7 @@ from porting.rnn.reference import initial_state
 
 __all__ = [
     "KERAS_GATE_ORDER",
+    "apply_keras",
     "keras_forward",
     "keras_layers",
     "keras_weights",
@@ -160,6 +161,47 @@ def keras_layers(weights: RNNWeights, *, name: str = "rnn") -> list:
     return layers
 
 
+def apply_keras(weights: RNNWeights, x, *, h0=None, c0=None, output="sequence", name="knet_rnn"):
+    """Apply the converted RNN to a symbolic Keras tensor `x` `(B, T, X)` inside a functional
+    model (the hook for a model converter): `h0`/`c0` optional tensors `(B, L or 2L, H)`.
+    Returns a dict of tensors: `y` (`(B, T, Y)`, or `(B, Y)` = Knet's last step with
+    `output="last"`), `h` (and `c`) `(B, L or 2L, H)`, and `layer1`, ... each layer's sequence."""
+    keras = _import_keras()
+    spec = _check_weights(weights).spec
+    if output not in ("sequence", "last"):
+        raise PortingError(f"output={output!r}: expected 'sequence' or 'last'")
+    lstm = spec.rnn_type == "lstm"
+    if c0 is not None and not lstm:
+        raise PortingError(f"c0 given for {spec}: only an LSTM has a cell state")
+    seq = x
+    hs, cs, seqs = [], [], []
+    for layer, lay in enumerate(keras_layers(weights, name=name)):
+        init = None
+        if h0 is not None or c0 is not None:
+            init = []
+            for s in range(layer * spec.directions, (layer + 1) * spec.directions):
+                init.append(h0[:, s, :] if h0 is not None else keras.ops.zeros_like(c0[:, s, :]))
+                if lstm:
+                    init.append(
+                        c0[:, s, :] if c0 is not None else keras.ops.zeros_like(h0[:, s, :])
+                    )
+        res = lay(seq, initial_state=init) if init is not None else lay(seq)
+        seq, states = res[0], res[1:]
+        per = 2 if lstm else 1
+        for d in range(spec.directions):
+            hs.append(states[d * per])
+            if lstm:
+                cs.append(states[d * per + 1])
+        seqs.append(seq)
+    outputs = {"y": seq if output == "sequence" else seq[:, -1, :]}
+    outputs["h"] = keras.ops.stack(hs, axis=1)
+    if lstm:
+        outputs["c"] = keras.ops.stack(cs, axis=1)
+    for i, s in enumerate(seqs):
+        outputs[f"layer{i + 1}"] = s
+    return outputs
+
+
 def to_keras(
     weights: RNNWeights,
     *,
@@ -189,9 +231,9 @@ def to_keras(
         raise PortingError(f"time_steps={time_steps!r}: expected a positive integer or None")
     dtype = str(weights.dtype)
     S, H = spec.slots, spec.hidden_size
+    lstm = spec.rnn_type == "lstm"
     x = keras.Input((time_steps, spec.input_size), dtype=dtype, name="x")
     inputs = [x]
-    lstm = spec.rnn_type == "lstm"
     h0 = c0 = None
     if initial_state:
         h0 = keras.Input((S, H), dtype=dtype, name="h0")
@@ -199,31 +241,9 @@ def to_keras(
         if lstm:
             c0 = keras.Input((S, H), dtype=dtype, name="c0")
             inputs.append(c0)
-    seq = x
-    hs, cs, seqs = [], [], []
-    for layer, lay in enumerate(keras_layers(weights, name=name)):
-        init = None
-        if h0 is not None:
-            init = []
-            for s in range(layer * spec.directions, (layer + 1) * spec.directions):
-                init.append(h0[:, s, :])
-                if c0 is not None:
-                    init.append(c0[:, s, :])
-        res = lay(seq, initial_state=init) if init is not None else lay(seq)
-        seq, states = res[0], res[1:]
-        per = 2 if lstm else 1
-        for d in range(spec.directions):
-            hs.append(states[d * per])
-            if lstm:
-                cs.append(states[d * per + 1])
-        seqs.append(seq)
-    outputs = {"y": seq if output == "sequence" else seq[:, -1, :]}
-    outputs["h"] = keras.ops.stack(hs, axis=1)
-    if lstm:
-        outputs["c"] = keras.ops.stack(cs, axis=1)
-    if layer_outputs:
-        for i, s in enumerate(seqs):
-            outputs[f"layer{i + 1}"] = s
+    outputs = apply_keras(weights, x, h0=h0, c0=c0, output=output, name=name)
+    if not layer_outputs:
+        outputs = {k: v for k, v in outputs.items() if not k.startswith("layer")}
     return keras.Model(inputs, outputs, name=name)
 
 

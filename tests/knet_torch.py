@@ -20,6 +20,11 @@ Conventions
   test can take gradients (``deconv4`` must equal the input gradient of ``conv4``).
 * **Keywords** ``padding``, ``stride``, ``dilation``, ``window`` take one integer for every
   spatial dimension or one value per dimension (first entry for ``X1``), as Knet does.
+  ``conv4``, ``pool`` and ``ops21_conv`` also take ``2*nd`` paddings ``(lo1, hi1, lo2, hi2,
+  ...)``: Knet's ``expand`` passes a tuple through unchanged and NNlib's ``check_spdf`` reads a
+  ``2*nd`` tuple as asymmetric padding (so for ONE spatial dim, ``padding=(1, 0)`` means lo 1,
+  hi 0). ``deconv4`` and ``ops21_pool`` take ``nd`` values only (Knet's ``dcdims`` and the
+  window cut index them per dimension).
 * **1-based** ``dims`` in ``softmax``, ``logsoftmax``, ``cat``; 1-based indices in ``embed``.
 * Bad arguments raise ``ValueError`` (``IndexError`` for an embedding index out of range)
   naming the value received; Knet would fail with an assertion or a ``DimensionMismatch``.
@@ -225,6 +230,15 @@ def _expand(v: Any, nd: int, name: str, minimum: int) -> tuple[int, ...]:
     return tuple(int(u) for u in vals)
 
 
+def _pairs(v: Any, nd: int, name: str = "padding") -> tuple[tuple[int, int], ...]:
+    """Padding as NNlib's ``check_spdf`` reads it: one int, ``nd`` ints (symmetric) or ``2*nd``
+    ints ``(lo1, hi1, lo2, hi2, ...)`` (asymmetric; Knet's ``expand`` passes tuples through)."""
+    if not isinstance(v, (int, np.integer)) and len(list(v)) == 2 * nd:
+        flat = _expand(v, 2 * nd, name, 0)
+        return tuple((flat[2 * i], flat[2 * i + 1]) for i in range(nd))
+    return tuple((p, p) for p in _expand(v, nd, name, 0))
+
+
 def _check_spatial(t: torch.Tensor, op: str, name: str = "x") -> int:
     if not 3 <= t.ndim <= 5:
         raise ValueError(
@@ -263,7 +277,7 @@ def _conv_nc(
     wt: torch.Tensor,
     xt: torch.Tensor,
     *,
-    padding: tuple[int, ...],
+    padding: tuple[tuple[int, int], ...],
     stride: tuple[int, ...],
     dilation: tuple[int, ...],
     flip: bool,
@@ -274,16 +288,16 @@ def _conv_nc(
     d = xt.ndim - 2
     for i in range(d):
         ext = (wt.shape[i] - 1) * dilation[i] + 1
-        if xt.shape[i] + 2 * padding[i] < ext:
+        if xt.shape[i] + sum(padding[i]) < ext:
             raise ValueError(
-                f"{op}: spatial dim {i + 1}: padded input {xt.shape[i]} + 2*{padding[i]} is "
+                f"{op}: spatial dim {i + 1}: padded input {xt.shape[i]} + {padding[i]} is "
                 f"shorter than the dilated kernel extent {ext} (x shape {tuple(xt.shape)}, "
                 f"w shape {tuple(wt.shape)})"
             )
     wn = _to_nc(wt)
     if flip:
         wn = torch.flip(wn, dims=list(range(2, d + 2)))
-    xn = _pad_nc(_to_nc(xt), [(p, p) for p in padding])
+    xn = _pad_nc(_to_nc(xt), padding)
     y = _CONV[d](xn, wn, stride=stride, dilation=dilation, groups=groups)
     return _from_nc(y)
 
@@ -327,7 +341,7 @@ def conv4(
     y = _conv_nc(
         wt,
         xt,
-        padding=_expand(padding, d, "padding", 0),
+        padding=_pairs(padding, d),
         stride=_expand(stride, d, "stride", 1),
         dilation=_expand(dilation, d, "dilation", 1),
         flip=(mode == 0),
@@ -402,16 +416,16 @@ def deconv4(
 def _pool_nc(
     xt: torch.Tensor,
     window: tuple[int, ...],
-    padding: tuple[int, ...],
+    padding: tuple[tuple[int, int], ...],
     stride: tuple[int, ...],
     is_max: bool,
     op: str,
 ) -> torch.Tensor:
     d = xt.ndim - 2
     for i in range(d):
-        if xt.shape[i] + 2 * padding[i] < window[i]:
+        if xt.shape[i] + sum(padding[i]) < window[i]:
             raise ValueError(
-                f"{op}: spatial dim {i + 1}: padded input {xt.shape[i]} + 2*{padding[i]} is "
+                f"{op}: spatial dim {i + 1}: padded input {xt.shape[i]} + {padding[i]} is "
                 f"shorter than the window {window[i]} (x shape {tuple(xt.shape)})"
             )
     xn = _to_nc(xt)
@@ -419,9 +433,9 @@ def _pool_nc(
         # NNlib: start at -floatmax, replace only when strictly greater: NaN and -Inf never win.
         lowest = torch.full_like(xn, -FLOATMAX)
         xn = torch.where(torch.isnan(xn) | (xn == -math.inf), lowest, xn)
-        xn = _pad_nc(xn, [(p, p) for p in padding], value=-FLOATMAX)
+        xn = _pad_nc(xn, padding, value=-FLOATMAX)
     else:
-        xn = _pad_nc(xn, [(p, p) for p in padding], value=0.0)
+        xn = _pad_nc(xn, padding, value=0.0)
     for i in range(d):
         size = xn.shape[2 + i]
         xn = xn.unfold(2 + i, window[i], min(stride[i], size))
@@ -457,8 +471,7 @@ def pool(
         raise ValueError(f"pool: maxpoolingNanOpt must be 0 or 1, got {maxpoolingNanOpt!r}")
     win = _expand(window, d, "window", 1)
     st = win if stride is None else _expand(stride, d, "stride", 1)
-    pad = _expand(padding, d, "padding", 0)
-    y = _pool_nc(xt, win, pad, st, is_max=mode in (0, 3), op="pool")
+    y = _pool_nc(xt, win, _pairs(padding, d), st, is_max=mode in (0, 3), op="pool")
     if alpha != 1:
         y = y * alpha
     return _ret(y, as_torch)
@@ -483,7 +496,7 @@ def ops21_pool(
     st = win if stride is None else _expand(stride, d, "stride", 1)
     pad = _expand(padding, d, "padding", 0)
     win = tuple(min(win[i], xt.shape[i] + 2 * pad[i]) for i in range(d))
-    y = _pool_nc(xt, win, pad, st, is_max=(op == "maximum"), op="ops21_pool")
+    y = _pool_nc(xt, win, tuple((p, p) for p in pad), st, is_max=(op == "maximum"), op="ops21_pool")
     if alpha != 1:
         y = y * alpha
     return _ret(y, as_torch)
@@ -909,7 +922,7 @@ def ops21_conv(
     y = _conv_nc(
         wt,
         xt,
-        padding=_expand(padding, d, "padding", 0),
+        padding=_pairs(padding, d),
         stride=_expand(stride, d, "stride", 1),
         dilation=_expand(dilation, d, "dilation", 1),
         flip=not crosscorrelation,

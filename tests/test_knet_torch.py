@@ -200,6 +200,19 @@ def test_conv4_padding_beyond_kernel_and_alpha():
     )
 
 
+def test_conv4_and_pool_flat_asymmetric_padding():
+    """NNlib reads a 2*nd padding tuple as (lo1, hi1, lo2, hi2, ...)."""
+    x = _jl([1, 2, 3], (3, 1, 1))
+    w = _jl([1, 1], (2, 1, 1))
+    np.testing.assert_array_equal(K.conv4(w, x, padding=(1, 0)).ravel(), [1, 3, 5])
+    np.testing.assert_array_equal(K.pool(x, padding=(0, 1), mode=1).ravel(), [1.5, 1.5])
+    x2 = np.ones((2, 3, 1, 1))
+    y = K.conv4(np.ones((1, 1, 1, 1)), x2, padding=(1, 0, 0, 2))
+    assert y.shape == (3, 5, 1, 1)
+    np.testing.assert_array_equal(y[1:, :3], x2)
+    assert y.sum() == x2.sum()
+
+
 def test_conv4_rejects_bad_input():
     x = np.ones((4, 4, 2, 1))
     with pytest.raises(ValueError, match="input channels"):
@@ -442,17 +455,21 @@ def test_ops21_conv_order_bias_normalization_activation():
     w = np.zeros((2, 1, 1, 1))
     w[:, 0, 0, 0] = [1, 10]  # cross-correlation: [21, 32]
     bias = np.full((1, 1, 1, 1), -25.0)
-    y = K.ops21_conv(w, x, bias=bias, normalization=lambda t: 2 * t, activation=K.relu)
-    # relu(2 * ([21, 32] - 25)) = relu([-8, 14])
-    np.testing.assert_array_equal(y.ravel(), [0, 14])
+    y = K.ops21_conv(w, x, bias=bias, normalization=lambda t: 2 * t - 10, activation=K.relu)
+    # relu(2 * ([21, 32] - 25) - 10) = relu([-18, 4]); relu first would give [-10, 4]
+    np.testing.assert_array_equal(y.ravel(), [0, 4])
     # alpha scales the conv only; z is added only when beta != 0 (Knet's default beta=0)
     z = np.full((2, 1, 1, 1), 100.0)
     np.testing.assert_array_equal(K.ops21_conv(w, x, alpha=0.5, z=z).ravel(), [10.5, 16])
     np.testing.assert_array_equal(K.ops21_conv(w, x, beta=2, z=z, bias=bias).ravel(), [196, 207])
     # Layers21 Conv with a BatchNorm inside: bias, then normalization, then activation
-    bn = K.BatchNorm(var=np.full((1, 1, 1, 1), 4.0), scale=np.full((1, 1, 1, 1), 3.0), epsilon=0.0)
+    one = (1, 1, 1, 1)
+    bn = K.BatchNorm(
+        mean=np.full(one, 1.0), var=np.full(one, 4.0), scale=np.full(one, 3.0), epsilon=0.0
+    )
     conv = K.Conv(w, bias=bias, normalization=bn, activation=K.relu)
-    np.testing.assert_array_equal(conv(x).ravel(), [0, 10.5])  # relu(3 * [-4, 7] / 2)
+    # relu(3 * ([-4, 7] - 1) / 2) = relu([-7.5, 9]); relu before the batchnorm: [-1.5, 9]
+    np.testing.assert_array_equal(conv(x).ravel(), [0, 9])
 
 
 def test_zeropad_asymmetric_and_layers21_conv_padding():

@@ -213,6 +213,91 @@ def test_conv4_and_pool_flat_asymmetric_padding():
     assert y.sum() == x2.sum()
 
 
+def _loop_conv2d(w, x, pads, stride, dilation, groups, flip):
+    """Direct loops in Julia indexing: x (X1,X2,Cx,N), w (W1,W2,Cx/groups,Cy), pads (lo,hi)x2."""
+    (lo1, hi1), (lo2, hi2) = pads
+    xp = np.zeros((x.shape[0] + lo1 + hi1, x.shape[1] + lo2 + hi2) + x.shape[2:])
+    xp[lo1 : lo1 + x.shape[0], lo2 : lo2 + x.shape[1]] = x
+    if flip:
+        w = w[::-1, ::-1]
+    k1, k2, cw, cy = w.shape
+    y1 = (xp.shape[0] - ((k1 - 1) * dilation + 1)) // stride + 1
+    y2 = (xp.shape[1] - ((k2 - 1) * dilation + 1)) // stride + 1
+    y = np.zeros((y1, y2, cy, x.shape[3]))
+    per_group = cy // groups
+    for i, j, co, n in np.ndindex(y.shape):
+        g = co // per_group
+        acc = 0.0
+        for a, b, c in np.ndindex(k1, k2, cw):
+            acc += (
+                w[a, b, c, co]
+                * xp[i * stride + a * dilation, j * stride + b * dilation, g * cw + c, n]
+            )
+        y[i, j, co, n] = acc
+    return y
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ops21_conv_and_conv4_match_direct_loops(seed):
+    rng = np.random.default_rng(seed)
+    groups = [1, 2, 3][seed % 3]
+    cw, cy = int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
+    k1, k2 = (int(v) for v in rng.integers(1, 4, size=2))
+    stride, dilation = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    pads = tuple((int(a), int(b)) for a, b in rng.integers(0, 3, size=(2, 2)))
+    x = rng.standard_normal((int(rng.integers(5, 8)), int(rng.integers(5, 8)), cw * groups, 2))
+    w = rng.standard_normal((k1, k2, cw, cy))
+    expected = _loop_conv2d(w, x, pads, stride, dilation, groups, flip=False)
+    layer = K.Conv(w, padding=pads, stride=stride, dilation=dilation, groups=groups)
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-12, atol=1e-12)
+    flipped = K.ops21_conv(
+        w,
+        x,
+        padding=sum(pads, ()),
+        stride=stride,
+        dilation=dilation,
+        groups=groups,
+        crosscorrelation=False,
+    )
+    expected = _loop_conv2d(w, x, pads, stride, dilation, groups, flip=True)
+    np.testing.assert_allclose(flipped, expected, rtol=1e-12, atol=1e-12)
+    if groups == 1:
+        np.testing.assert_allclose(
+            K.conv4(w, x, padding=sum(pads, ()), stride=stride, dilation=dilation),
+            expected,
+            rtol=1e-12,
+            atol=1e-12,
+        )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_deconv4_is_the_adjoint_of_conv4(seed):
+    """<conv4(w, x), y> == <x, deconv4(w, y)> for the sizes dcdims gives (dot-product test)."""
+    rng = np.random.default_rng(100 + seed)
+    nd = 1 + seed % 3
+    ks = tuple(int(v) for v in rng.integers(1, 4, size=nd))
+    st = tuple(int(v) for v in rng.integers(1, 4, size=nd))
+    dl = tuple(int(v) for v in rng.integers(1, 3, size=nd))
+    pd = tuple(int(v) for v in rng.integers(0, 3, size=nd))
+    ys = tuple(int(v) for v in rng.integers(2, 5, size=nd))
+    mode = seed % 2
+    xs = tuple((ys[i] - 1) * st[i] + (ks[i] - 1) * dl[i] + 1 - 2 * pd[i] for i in range(nd))
+    if min(xs) < 1:
+        pd = (0,) * nd
+        xs = tuple((ys[i] - 1) * st[i] + (ks[i] - 1) * dl[i] + 1 for i in range(nd))
+    w = rng.standard_normal(ks + (3, 2))  # conv4: Cin=3 -> Cout=2; deconv4: Cy=3 <- Cx=2
+    x = rng.standard_normal(xs + (3, 2))
+    y = rng.standard_normal(ys + (2, 2))
+    kw = dict(stride=st, dilation=dl, padding=pd, mode=mode)
+    cx = K.conv4(w, x, **kw)
+    assert cx.shape == y.shape
+    dy = K.deconv4(w, y, **kw)
+    assert dy.shape == x.shape
+    lhs, rhs = float(np.sum(cx * y)), float(np.sum(x * dy))
+    scale = float(np.sum(np.abs(x)) * np.sum(np.abs(w)) * np.max(np.abs(y)))
+    assert abs(lhs - rhs) <= 1e-13 * scale
+
+
 def test_conv4_rejects_bad_input():
     x = np.ones((4, 4, 2, 1))
     with pytest.raises(ValueError, match="input channels"):

@@ -46,7 +46,7 @@ Ops20 (exported by ``Knet``):
   ``Yi = (Xi-1)s + (Wi-1)d + 1 - 2p``.
 * ``pool(x; window=2, padding=0, stride=window, mode=0, maxpoolingNanOpt=1, alpha=1)``:
   ``src/ops20/conv.jl`` ``pool``/``checkpoolopts`` -> NNlib ``maxpool``/``meanpool``
-  (``src/impl/pooling_direct.jl``). Modes 0 and 3: max, where padded cells hold
+  (NNlib v0.8.21 ``src/impl/pooling_direct.jl``). Modes 0 and 3: max, where padded cells hold
   ``-floatmax`` (NNlib's ``nextfloat(typemin(T))``) and a cell wins only when strictly greater,
   so NaN and ``-Inf`` never win and an all-padding (or all-NaN) window gives ``-floatmax``.
   Mode 1: sum of the real cells divided by ``prod(window)`` (padding counts as zeros). Mode 2
@@ -124,6 +124,31 @@ Layers21 (``Knet.Layers21``), callables with Knet's defaults:
   ``(dim, size(x)...)``.
 * ``cat(xs...; dims)``: Julia's ``cat``; channel concatenation is ``dims=ndims(x)-1``
   (``concat_channels``).
+
+Facts in Knet's sources that are easy to get wrong (v1.4.10)
+------------------------------------------------------------
+* Two defaults for the flip: ``conv4``/``deconv4`` ``mode=0`` flip (true convolution);
+  ``Ops21.conv`` and Layers21 ``Conv`` ``crosscorrelation=true`` do not.
+* Ops20 ``batchnorm`` packs ``[scale; bias]`` in one vector; Ops21 ``batchnorm`` takes
+  ``(mean, var, bias, scale)``: bias first. Ops20 decides training by
+  ``AutoGrad.recording()``, Ops21/Layers21 by ``Knet.training()``; both use the biased
+  variance and a momentum (``update``) that weights the NEW batch statistic.
+* Ops21 ``conv`` ignores ``z`` unless ``beta != 0`` (default ``beta=0``); the order is
+  ``alpha*conv``, ``+ beta*z``, ``.+ bias``, normalization, activation.
+* Ops20 ``relu(NaN)`` is NaN; Ops21 ``relu(NaN)`` is 0 (every comparison fails and the
+  ``negative_slope == 0`` branch returns zero). Ops21 ``relu`` at ``x == threshold`` returns
+  ``x``; below the threshold it returns 0, not ``x - threshold``, unless a slope is given.
+* ``softmax``/``logsoftmax`` default to the whole array (``dims=:``).
+* ``pool`` mode 2 silently runs as mode 1 on the CPU; Ops21 ``pool``'s documented defaults
+  ``includePadding=false``/``propagateNaN=false`` are not what the CPU computes.
+* MobileNet (``src/models21/mobilenet.jl``) converted from TF uses asymmetric padding
+  ``((p-1, p), (p-1, p))`` for strided convs and ``BatchNorm(epsilon=1e-3, update=0.01)``:
+  Layers21 epsilons are not always 1e-5.
+* From reading only (no Julia here): Knet's ``expand`` has methods for ``Tuple`` and
+  ``Integer`` only, so a ``Vector`` padding/stride in ``conv4``/``pool`` would be a
+  ``MethodError`` despite the docstring; and Layers21 ``Conv`` passes a *symmetric*
+  ``((p, p), ...)`` tuple of pairs straight to NNlib, whose ``check_spdf`` expects integers.
+  This module treats such pairs as the integer ``p``.
 """
 
 from __future__ import annotations

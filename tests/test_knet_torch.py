@@ -557,6 +557,23 @@ def test_ops21_conv_order_bias_normalization_activation():
     np.testing.assert_array_equal(conv(x).ravel(), [0, 9])
 
 
+def test_ops21_conv_channelmajor_permutes_2314():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 5, 3, 2))  # (X1, X2, C, N)
+    w = rng.standard_normal((2, 3, 3, 4))  # (W1, W2, Cx, Cy)
+    b = rng.standard_normal((1, 1, 4, 1))
+    y = K.ops21_conv(w, x, bias=b, activation=K.relu)
+    # channel-major: x (C, X1, X2, N), w (Cx, W1, W2, Cy), bias (Cy, 1, 1, 1), y (Cy, Y1, Y2, N)
+    cm = K.ops21_conv(
+        w.transpose(2, 0, 1, 3),
+        x.transpose(2, 0, 1, 3),
+        bias=b.transpose(2, 0, 1, 3),
+        activation=K.relu,
+        channelmajor=True,
+    )
+    np.testing.assert_array_equal(cm, y.transpose(2, 0, 1, 3))
+
+
 def test_zeropad_asymmetric_and_layers21_conv_padding():
     x = np.arange(1.0, 7.0).reshape((2, 3, 1, 1), order="F")
     y = K.ZeroPad(((1, 0), (0, 2)))(x)

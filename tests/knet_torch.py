@@ -130,9 +130,9 @@ Facts in Knet's sources that are easy to get wrong (v1.4.10)
 * Two defaults for the flip: ``conv4``/``deconv4`` ``mode=0`` flip (true convolution);
   ``Ops21.conv`` and Layers21 ``Conv`` ``crosscorrelation=true`` do not.
 * Ops20 ``batchnorm`` packs ``[scale; bias]`` in one vector; Ops21 ``batchnorm`` takes
-  ``(mean, var, bias, scale)``: bias first. Ops20 decides training by
-  ``AutoGrad.recording()``, Ops21/Layers21 by ``Knet.training()``; both use the biased
-  variance and a momentum (``update``) that weights the NEW batch statistic.
+  ``(mean, var, bias, scale)``: bias first. Both decide training by
+  ``Knet.training() = AutoGrad.recording()`` (inside ``@diff`` only, not a global flag); both
+  use the biased variance and a momentum (``update``) that weights the NEW batch statistic.
 * Ops21 ``conv`` ignores ``z`` unless ``beta != 0`` (default ``beta=0``); the order is
   ``alpha*conv``, ``+ beta*z``, ``.+ bias``, normalization, activation.
 * Ops20 ``relu(NaN)`` is NaN; Ops21 ``relu(NaN)`` is 0 (every comparison fails and the

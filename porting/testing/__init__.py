@@ -176,13 +176,10 @@ def assert_ported_close(
         short = [
             f"ported results differ: {head[0]}",
             *[ln for ln in head if ln.lstrip().startswith(("worst at", "note: likely cause"))],
-            f"  tolerance {report.tolerance.formula.split(' (')[0]}"
-            + (
-                f" with K={k_used}{'' if k is not None else ' assumed'}, "
-                "S = sqrt(K)*max|expected| assumed (no magnitude given)"
-                if assumption
-                else ""
-            ),
+            f"  tolerance (sqrt(K)+2)*eps*S, eps={report.tolerance.eps:.3g} "
+            f"({report.tolerance.precision}), K={k_used}"
+            + (" assumed" if k is None else "")
+            + (", S = sqrt(K)*max|expected| assumed" if assumption else ", S given"),
         ]
         raise _fail("ported results differ\n" + text, _short(short))
     return report

@@ -115,7 +115,9 @@ def _param(spec, what: str, where: str, arrays: dict, npz: Path):
         )
     key = spec["key"]
     if not isinstance(key, str):
-        raise PortingError(f"{where}: params.{what}.key = {key!r}; expected a string (an array name)")
+        raise PortingError(
+            f"{where}: params.{what}.key = {key!r}; expected a string (an array name)"
+        )
     if key not in arrays:
         have = ", ".join(sorted(arrays)[:8]) + (" ..." if len(arrays) > 8 else "")
         raise PortingError(

@@ -213,6 +213,9 @@ def test_assumption_is_stated_and_k_and_magnitude_give_the_exact_bound():
         assert_ported_close(e, (e * (1 + 1e-6)).astype(np.float32), k=9, magnitude=s)
     with pytest.raises(PortingError, match="k=0"):
         assert_ported_close(e, a, k=0)
+    # a port in the other layout is a failed port, not bad input
+    with pytest.raises(AssertionError, match="differ in shape"):
+        assert_ported_close(np.zeros((5, 4, 3, 2)), np.zeros((2, 4, 5, 3)))
 
 
 def test_report_from_verify_conv4_still_accepted():

@@ -29,7 +29,7 @@ DESCRIPTION = (
     "TensorFlow layout ((N,H,W,C), (N,out)); the layout is told from the shapes (with --w/--x, "
     "from the output size they give) or by --expected-layout/--actual-layout where the shape "
     "cannot tell, and the output says how each file was read. "
-    "Exit 0: rounding (no bug); 1: any other cause; 2: bad input."
+    "Exit 0: rounding (no bug); 1: any other cause; 2: bad input; 3: internal error (a bug)."
 )
 
 

@@ -11,7 +11,7 @@ HELP = "check a conv4 port: Knet's conv4 vs TensorFlow on the same Julia arrays"
 DESCRIPTION = (
     "Run Knet's conv4 (Julia when available, else porting's NumPy reference) and TensorFlow on "
     "the same Julia-indexed arrays (.npy, as NPZ.jl writes them) and report whether they agree "
-    "within the floating-point bound. Exit 0: agree; 1: differ; 2: bad input."
+    "within the floating-point bound. Exit 0: agree; 1: differ; 2: bad input; 3: internal error."
 )
 
 

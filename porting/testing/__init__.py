@@ -134,9 +134,26 @@ def assert_ported_close(
         raise PortingError(f"k={k!r}: expected a positive integer (terms summed per element)")
     k_used = int(k) if k is not None else ASSUMED_K
     assumption = None
+    if e.shape != a.shape:
+        msg = (
+            f"ported results differ in shape: expected {e.shape}, actual {a.shape}; a layout "
+            "mix-up? Knet's (X1, X2, C, N) is TensorFlow's (N, X2, X1, C) through "
+            "porting.layout.activations_to_tf (dense: (out, N) is (N, out))"
+        )
+        record(
+            Check(
+                kind="close",
+                ok=False,
+                label=label or "assert_ported_close",
+                shape=tuple(e.shape),
+                max_abs_error=None,
+                error_to_tolerance=None,
+                tolerance="",
+                cause="layout",
+            )
+        )
+        raise _fail(msg, msg)
     if magnitude is None:
-        if e.shape != a.shape:
-            compare(e, a)  # raises the shape error
         peak = _finite_max_abs(e)
         s = np.float64(math.sqrt(k_used) * peak)
         magnitude = np.broadcast_to(s, e.shape)

@@ -261,6 +261,8 @@ def test_assert_layer_ported_conv_dense_pool():
 
     pool = keras.layers.MaxPooling2D(2)
     assert assert_layer_ported(pool, x, window=2).ok
+    mean = assert_layer_ported(keras.layers.AveragePooling2D(2), x, window=2, mode=1)
+    assert mean.ok and mean.tolerance.k == 4
     with pytest.raises(AssertionError, match="layer not ported"):
         assert_layer_ported(keras.layers.AveragePooling2D(2), x, window=2)
     with pytest.raises(PortingError, match="window: not a Knet keyword of conv4"):

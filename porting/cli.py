@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _short(text: str, limit: int = 120) -> str:
+    """A file name fit for a one-line message: a long one cut, its length said."""
+    return text if len(text) <= limit else f"{text[:60]}... ({len(text)} characters)"
+
+
 def _debug() -> bool:
     from porting import settings
 
@@ -118,7 +123,7 @@ def main(argv=None) -> int:
         )
         return EXIT_BAD_INPUT
     except OSError as e:  # the system refused: permissions, a full disk, a missing folder
-        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        where = f": {_short(str(e.filename))}" if getattr(e, "filename", None) else ""
         print(f"{name}: error: {e.strerror or e}{where}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as e:  # noqa: BLE001 - anything else is a bug in porting, said as such

@@ -298,3 +298,11 @@ def test_quant_install_hint_keeps_the_cpu_wheel(monkeypatch):
         assert "pip install 'porting[quant]'" not in reason and "--no-deps" in reason
     versions = {"tensorflow": "2.21.0"}
     assert "pip install 'porting[quant]'" in q.install_hint()  # the extra is right here
+
+
+def test_a_file_name_the_system_refuses_exits_2_in_one_short_line(tmp_path, capsys):
+    e = _save(tmp_path, "e.npy", np.float32([1.0]))
+    long = str(tmp_path / ("a" * 5000 + ".npy"))
+    assert main(["diagnose", long, e]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and len(err) < 300 and "5" in err and "characters" in err

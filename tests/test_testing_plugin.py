@@ -86,7 +86,7 @@ def test_report_json_and_html(tmp_path):
     assert good["ok"] and good["test"] == "test_user.py::test_good"
     assert good["error_to_tolerance"] < 1 and "K=4096 assumed" in good["tolerance"]
     assert not bad["ok"] and bad["error_to_tolerance"] > 1 and bad["max_abs_error"] == 2.0
-    assert not inf["ok"]
+    assert not inf["ok"] and inf["error_to_tolerance"] == "inf"  # strict JSON: a string
     html = report.with_suffix(".html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "mirrored port" in html
     assert "<script" not in html and "http" not in html  # self-contained

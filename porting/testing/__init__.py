@@ -182,9 +182,15 @@ def assert_ported_close(
             label=label or "assert_ported_close",
             shape=tuple(report.shape),
             max_abs_error=report.max_abs_error,
-            error_to_tolerance=report.max_error_to_tolerance,
+            # NaN/Inf at different places: no finite figure says how far off that is
+            error_to_tolerance=math.inf
+            if report.n_nonfinite_mismatched
+            else report.max_error_to_tolerance,
             tolerance=report.tolerance.formula,
             cause=cause,
+            detail=[f"{report.n_nonfinite_mismatched} NaN/Inf mismatches"]
+            if report.n_nonfinite_mismatched
+            else [],
         )
     )
     if not report.ok:

@@ -288,3 +288,23 @@ def test_assert_model_ported_says_when_the_input_was_generated():
     m = KnetModel([Dense(rng.standard_normal((3, 4)).astype(np.float32))], input_size=(4,))
     report = assert_model_ported(m, to_keras(m))
     assert any("input generated" in n for n in report.notes)
+
+
+def test_bare_call_on_the_shipped_seed002_arrays():
+    """The reporter's arrays: porting's port passes the bare call; the reporter's TensorFlow
+    output (printed in the report, the kernel not rotated) fails it."""
+    from porting import tf as ptf
+    from porting.examples import seed002
+
+    ex = seed002()
+    w, x = ex["w"], ex["x"]
+    expected = layout.activations_to_tf(knet_conv4(w, x, padding=1), "keep")  # (1, 5, 5, 1)
+    ours = ptf.conv(
+        layout.activations_to_tf(x, "keep").astype(np.float32),
+        layout.kernel_to_tf(w, mode=0, spatial="keep").astype(np.float32),
+        padding=1,
+    )
+    assert assert_ported_close(expected, ours).ok
+    theirs = np.float32(ex["tf_printed"]).reshape(1, 5, 5, 1)
+    with pytest.raises(AssertionError, match="DIFFER"):
+        assert_ported_close(expected, theirs)

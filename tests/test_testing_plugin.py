@@ -129,3 +129,20 @@ def test_recorder_outside_pytest_and_strict_json(tmp_path):
     path, html = write_report(rec.checks, tmp_path / "r.json")
     doc = _strict(path.read_text())
     assert doc["checks"][1]["error_to_tolerance"] == "nan" and html.exists()
+
+
+def test_the_plugin_is_light_to_load():
+    """It loads with every pytest session where porting is installed: NumPy and pytest only."""
+    code = (
+        "import sys, porting.testing.plugin\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'torch', 'hypothesis', 'juliacall',"
+        " 'porting.model', 'porting.diagnosis') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

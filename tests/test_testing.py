@@ -308,3 +308,18 @@ def test_bare_call_on_the_shipped_seed002_arrays():
     theirs = np.float32(ex["tf_printed"]).reshape(1, 5, 5, 1)
     with pytest.raises(AssertionError, match="DIFFER"):
         assert_ported_close(expected, theirs)
+
+
+def test_quiet_messages_are_short_and_keep_the_cause(lenet, monkeypatch):
+    from porting.testing import _record
+
+    m, x, _ = lenet
+    broken = _broken_lenet(m, "kernel_flip")
+    with pytest.raises(AssertionError) as full:
+        assert_model_ported(m, broken, x)
+    monkeypatch.setitem(_record._STATE, "verbosity", -1)  # what the plugin sets under -q
+    with pytest.raises(AssertionError) as short:
+        assert_model_ported(m, broken, x)
+    lines = str(short.value).splitlines()
+    assert len(lines) <= 6 < len(str(full.value).splitlines())
+    assert "first divergent layer 'conv2'" in lines[0] and "kernel_flip" in str(short.value)

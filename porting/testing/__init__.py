@@ -81,6 +81,13 @@ def _fail(long: str, short: str) -> AssertionError:
 _STRUCTURAL = ("kernel_flip", "spatial_transpose", "padding_shift", "flatten_order", "layout")
 
 
+def _summary(diag) -> str:
+    """A diagnosis in a few words: its cause and confidence."""
+    if diag is None:
+        return "not diagnosed"
+    return f"{diag.cause} (confidence {diag.confidence:.2f})"
+
+
 def _cause(expected, actual, k, magnitude) -> Any:
     """`porting.diagnose` on the outputs alone; None when it cannot say (odd shapes)."""
     try:
@@ -409,7 +416,7 @@ def assert_layer_ported(
         cause_line = f"  cause: {diag}" if diag is not None else "  cause: not diagnosed"
         long = text + "\n" + cause_line.replace("\n", "\n    ")
         first = str(report).splitlines()
-        short = [head, first[0], cause_line.splitlines()[0]]
+        short = [head, first[0], f"  cause: {_summary(diag)} (without -q: the full report)"]
         raise _fail(long, _short(short))
     return report
 
@@ -472,6 +479,6 @@ def assert_model_ported(knet_model, keras_model, x=None, **kwargs):
                 f"  {first.name}: max abs error {first.max_abs_error:.3g}, "
                 f"{first.error_to_tolerance:.3g} x its tolerance"
             )
-        short.append("  cause: " + (str(diag).splitlines()[0] if diag is not None else "unknown"))
+        short.append(f"  cause: {_summary(diag)} (without -q: the full report)")
         raise _fail("Keras model does not compute the Knet model\n" + text, _short(short))
     return report

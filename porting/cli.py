@@ -12,7 +12,7 @@ Exit codes (the README's table):
   from argparse);
 - 3: an internal error, a bug in `porting`: one line saying so and how to report it, the
   traceback only with `PORTING_DEBUG=1`;
-- 130: interrupted (Ctrl-C);
+- 130: interrupted (Ctrl-C); 143: terminated (SIGTERM), after the same cleanup;
 - 141: stdout was closed early (`porting ... --json | head`): nothing more is printed.
 """
 
@@ -27,7 +27,7 @@ import sys
 from porting.errors import MissingDependencyError, PortingError
 
 EXIT_OK, EXIT_DIFFER, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
-EXIT_INTERRUPTED, EXIT_PIPE_CLOSED = 130, 141
+EXIT_INTERRUPTED, EXIT_PIPE_CLOSED, EXIT_TERMINATED = 130, 141, 143
 
 REPORT_HINT = (
     "please report it (the command line, this message and the output of `porting doctor`) "
@@ -95,8 +95,11 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     name = f"porting {args.command}"
+    from porting.files import Terminated, terminate_as_interrupt
+
     try:
-        code = int(args._run(args))
+        with terminate_as_interrupt():  # SIGTERM cleans up as Ctrl-C does
+            code = int(args._run(args))
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return code
     except BrokenPipeError:
@@ -105,6 +108,9 @@ def main(argv=None) -> int:
     except (PortingError, MissingDependencyError) as e:
         print(f"{name}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

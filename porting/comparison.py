@@ -2,8 +2,8 @@
 
 A result element that is a sum of K products, computed in a format with machine epsilon `eps`,
 carries an error of order `sqrt(K) * eps * S` in practice, where `S = sum(|w*x|)` is the sum of
-the magnitudes added (DOMAIN.md: float32 on CPUs and GPUs stays within about 3 eps * S; TF32
-reaches 1e-4 * S). The tolerance used here is, element by element,
+the magnitudes added (docs/numerics.md#measured: float32 on CPUs and GPUs stays within about
+3 eps * S; TF32 reaches 1e-4 * S). The tolerance used here is, element by element,
 
     tol_i = (sqrt(K) + 2) * eps * S_i + (sqrt(K) + 2) * tiny
 

@@ -87,6 +87,7 @@ def test_readme_exit_code_table_lists_what_the_cli_returns():
         cli.EXIT_INTERNAL,
         cli.EXIT_INTERRUPTED,
         cli.EXIT_PIPE_CLOSED,
+        cli.EXIT_TERMINATED,
     ):
         assert f"\n| {code} |" in table
 

@@ -64,20 +64,22 @@ def positive_int(maximum: int, what: str):
 
 
 def load_npy(path: str, name: str) -> np.ndarray:
-    """Read one Julia-indexed array from a .npy file (NPZ.jl writes them Fortran-ordered)."""
-    p = Path(path)
-    if not p.exists():
-        raise PortingError(f"{name}: {path}: no such file; expected a .npy file")
-    if p.is_dir():
-        raise PortingError(f"{name}: {path} is a directory; expected a .npy file")
-    try:
-        a = np.load(p, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is bad input
-        raise PortingError(f"{name}: {path}: cannot read as .npy ({e})") from None
-    if isinstance(a, np.lib.npyio.NpzFile):
-        a.close()
+    """Read one Julia-indexed array from a .npy file (NPZ.jl writes them Fortran-ordered).
+
+    Only a regular file is opened (a FIFO or device is refused at once); the header is checked
+    against porting.io's size budget before the data is read."""
+    from porting import files, io
+
+    p = files.input_file(path, "a .npy file", what=name)
+    with files.open_input(p) as fh:
+        head = fh.read(4)
+    if head in (b"PK\x03\x04", b"PK\x05\x06"):
         raise PortingError(f"{name}: {path} is an .npz archive; expected a single-array .npy file")
-    return a
+    try:
+        arrays = io.load(p, format="npy")
+    except PortingError as e:
+        raise PortingError(f"{name}: {e}") from None
+    return next(iter(arrays.values()))
 
 
 def physical_memory() -> int | None:

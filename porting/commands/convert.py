@@ -22,7 +22,8 @@ DESCRIPTION = (
     "TensorFlow SavedModel. With --verify, the Knet side (Julia when available, else porting's "
     "NumPy reference) and the Keras model run on the same input and every layer is compared "
     "against its floating-point tolerance. Without MODEL (or with --example lenet) it runs on a "
-    "built-in Knet LeNet. Exit 0: converted (and verified); 1: verification found a "
+    "built-in Knet LeNet. MODEL may also be a .jld2 file written by Knet.save or JLD2 (see the "
+    "JLD2 options below; porting inspect FILE lists what it holds). Exit 0: converted (and verified); 1: verification found a "
     "difference (nothing written unless --keep-on-mismatch); 2: bad input."
 )
 
@@ -81,12 +82,19 @@ def add_arguments(p) -> None:
         help="write the outputs even when verification fails",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    from porting.knetfile.cli import add_convert_arguments  # MODEL.jld2: --key, --list, ...
+
+    add_convert_arguments(p)
 
 
 def _load_model(args):
     if args.model and args.example:
         raise PortingError("give MODEL or --example, not both")
     if args.model:
+        from porting.knetfile.cli import load_for_convert
+
+        if (found := load_for_convert(args)) is not None:  # a JLD2 file of Knet structs
+            return found
         from porting.model import load_export
 
         return load_export(args.model), None, str(args.model)
@@ -95,12 +103,34 @@ def _load_model(args):
     return lenet(), lenet_input(), "built-in example: Knet LeNet (tutorial layers, dense 800->128)"
 
 
+def _check_distinct(args) -> None:
+    """An output that is an input, or outputs that coincide or nest: refused before any work."""
+    from porting.files import check_distinct
+
+    inputs = {"--input": args.input}
+    if args.model and not args.example:
+        from porting.model.export import export_paths
+
+        json_path, npz_path = export_paths(args.model)
+        inputs.update({"MODEL (.json)": json_path, "MODEL (.npz)": npz_path})
+    check_distinct(
+        inputs,
+        {"-o/--output": args.output, "--savedmodel": args.savedmodel},
+        directories=("--savedmodel",),
+    )
+
+
 def run(args) -> int:
+    if getattr(args, "list", False):
+        from porting.knetfile.cli import list_file
+
+        return list_file(args)
     from porting.model import convert as mconvert
 
     if not (args.output or args.savedmodel or args.verify):
         raise PortingError("nothing to do: give -o OUT.keras, --savedmodel DIR and/or --verify")
     # Paths first: a bad target fails before any work, and nothing is written.
+    _check_distinct(args)
     if args.output:
         mconvert.check_keras_path(args.output)
     if args.savedmodel:
@@ -172,12 +202,15 @@ def run(args) -> int:
                 "spatial": args.spatial,
                 "written": written,
                 "verification": report.to_dict() if report is not None else None,
+                "recognised": args.knetfile.to_dict() if getattr(args, "knetfile", None) else None,
                 "ok": report.ok if report is not None else True,
             }
         )
     else:
         print_text(f"Model: {source}")
         print_text(str(model).split("\n", 1)[1] if "\n" in str(model) else str(model))
+        if getattr(args, "knetfile", None) is not None:
+            print_text(str(args.knetfile.report()))
         if report is not None:
             print()
             if generated:

@@ -221,6 +221,16 @@ def _describe(path: str, arr: np.ndarray, lay: str, spatial: str) -> str:
     return f"{path}: TensorFlow layout {tuple(arr.shape)}"
 
 
+_INPUTS = {
+    "EXPECTED": "expected",
+    "ACTUAL": "actual",
+    "--w": "w",
+    "--x": "x",
+    "--bias": "bias",
+    "--magnitude": "magnitude",
+}
+
+
 def run(args) -> int:
     from porting.diagnosis import diagnose
 
@@ -231,6 +241,9 @@ def run(args) -> int:
         from porting.plots import check_path
 
         check_path(plot_path)  # a bad path fails before the work, not after
+        from porting.files import check_distinct
+
+        check_distinct({n: getattr(args, a) for n, a in _INPUTS.items()}, {"--plot": plot_path})
     expected = load_npy(args.expected, "EXPECTED")
     actual = load_npy(args.actual, "ACTUAL")
     kwargs = {"spatial": args.spatial}

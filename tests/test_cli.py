@@ -255,13 +255,17 @@ def test_verify_conv_example_explains_the_seed(capsys):
 
 
 def test_text_output_fits_80_columns(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("COLUMNS", raising=False)  # not a terminal here: 80 columns
+    monkeypatch.setenv("COLUMNS", "80")  # an 80-column terminal
     assert main(["verify-conv", "--example", "--knet", "reference"]) == 0
     long = [line for line in capsys.readouterr().out.splitlines() if len(line) > 80]
     assert not long, long
     assert main(["convert", "--example", "lenet", "--verify", "--knet", "reference"]) == 0
     long = [line for line in capsys.readouterr().out.splitlines() if len(line) > 80]
     assert not long, long
+    # into a pipe or a file (no terminal, no COLUMNS): lines stay whole, for grep
+    monkeypatch.delenv("COLUMNS")
+    assert main(["verify-conv", "--example", "--knet", "reference"]) == 0
+    assert any(len(line) > 80 for line in capsys.readouterr().out.splitlines())
 
 
 def test_convert_says_when_the_input_was_generated(tmp_path, capsys):

@@ -140,7 +140,18 @@ def print_json(obj) -> None:
 
 
 def print_text(text: str) -> None:
-    """Print a report fitted to the terminal's width (80 columns when not a terminal)."""
+    """Print a report fitted to the terminal's width (`COLUMNS` when set); into a pipe or a
+    file (no terminal, no `COLUMNS`) lines are left whole, for grep and for other programs."""
     from porting._text import fit
 
-    sys.stdout.write(fit(str(text)) + "\n")
+    text = str(text)
+    if os.environ.get("COLUMNS") or _isatty():
+        text = fit(text)
+    sys.stdout.write(text + "\n")
+
+
+def _isatty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False

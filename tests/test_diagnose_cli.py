@@ -238,3 +238,20 @@ def test_plot_writes_a_png(seed002_files, tmp_path, capsys):
     argv = ["diagnose", f["e"], julia, "--actual-layout", "tf", "--plot", str(out)]
     assert main(argv) == 1
     assert "no plot" in capsys.readouterr().err
+
+
+def test_dense_output_in_julia_layout(tmp_path, capsys, monkeypatch):
+    """A dense layer's Knet output (out, N) is read as Julia and compared as (N, out)."""
+    monkeypatch.setenv("COLUMNS", "300")
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((3, 5))
+    x = rng.standard_normal((5, 2))
+    y = w @ x  # Knet: w * x, (out, N), computed here by hand
+    pw, px = _save(tmp_path, "w.npy", w), _save(tmp_path, "x.npy", x)
+    py = _save(tmp_path, "y.npy", y)
+    good = _save(tmp_path, "good.npy", np.ascontiguousarray(y.T).astype(np.float32))
+    assert main(["diagnose", py, good, "--w", pw, "--x", px]) == 0
+    out = capsys.readouterr().out
+    assert "Julia layout (3, 2), compared as TensorFlow (2, 3)" in out
+    bad = _save(tmp_path, "bad.npy", np.ascontiguousarray(y.T[:, ::-1]).astype(np.float32))
+    assert main(["diagnose", py, bad, "--w", pw, "--x", px]) == 1

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from porting.commands._common import int_or_tuple, load_npy, print_json
+from porting.commands._common import (
+    check_fits_memory,
+    int_or_tuple,
+    load_npy,
+    print_json,
+    print_text,
+)
 from porting.errors import PortingError
 
 NAME = "convert"
@@ -150,15 +156,22 @@ def run(args) -> int:
         raise PortingError(
             f"{source}: the export records no input size; give --input X.npy or --input-size X1,X2,C"
         )
-    model.sizes(input_size)  # names the first layer whose weights do not fit
+    sizes = model.sizes(input_size)  # names the first layer whose weights do not fit
+    if args.verify:
+        _check_memory(model, input_size, sizes, x)
 
     km = mconvert.to_keras(model, spatial=args.spatial, input_size=input_size, dtype=args.dtype)
     report = None
+    generated = None
     if args.verify:
         from porting.model.verify import default_input, verify_model
 
         if x is None:
             x = default_input(model, input_size)
+            generated = (
+                f"generated (no --input given): uniform in [-1, 1), seed 0, Julia size "
+                f"{tuple(x.shape)}; give --input X.npy to verify on your own data"
+            )
         progress = not args.json and sys.stderr.isatty()
         report = verify_model(
             model,
@@ -169,6 +182,8 @@ def run(args) -> int:
             knet=args.knet,
             progress=progress,
         )
+        if generated:
+            report.notes.append(f"input {generated}")
     write = report is None or report.ok or args.keep_on_mismatch
     written = {}
     if write and args.output:
@@ -183,6 +198,7 @@ def run(args) -> int:
                 "layers": len(model.layers),
                 "weights": model.n_params,
                 "input_size": list(input_size),
+                "input": generated or ("--input" if args.input else source),
                 "spatial": args.spatial,
                 "written": written,
                 "verification": report.to_dict() if report is not None else None,
@@ -191,18 +207,34 @@ def run(args) -> int:
             }
         )
     else:
-        print(f"Model: {source}")
-        print(str(model).split("\n", 1)[1] if "\n" in str(model) else model)
+        print_text(f"Model: {source}")
+        print_text(str(model).split("\n", 1)[1] if "\n" in str(model) else str(model))
         if getattr(args, "knetfile", None) is not None:
-            print(args.knetfile.report())
+            print_text(str(args.knetfile.report()))
         if report is not None:
             print()
-            print(report)
+            if generated:
+                print_text(f"Input: {generated}")
+            print_text(str(report))
             print()
         for what, path in written.items():
-            print(
+            print_text(
                 f"wrote {path} ({'Keras 3 model' if what == 'keras' else 'TensorFlow SavedModel'})"
             )
         if not write and (args.output or args.savedmodel):
             print("nothing written: verification failed (use --keep-on-mismatch to write anyway)")
     return 0 if report is None or report.ok else 1
+
+
+def _check_memory(model, input_size, sizes, x) -> None:
+    """Refuse a verification whose arrays cannot fit in memory, before allocating them: the
+    input and every layer's output, Knet side and Keras side, float64 magnitudes alongside."""
+    import math
+
+    batch = int(x.shape[-1]) if x is not None else 2
+    itemsize = 8  # magnitudes and comparisons run in float64
+    elements = math.prod(input_size) + sum(math.prod(s) for s in sizes)
+    check_fits_memory(
+        f"--input-size {','.join(map(str, input_size))} (batch {batch}, {len(sizes)} layers)",
+        4 * elements * batch * itemsize,
+    )

@@ -119,6 +119,10 @@ def _param(spec, what: str, where: str, arrays: dict, npz: Path):
             f"{where}: params.{what} = {spec!r}; expected {{'key', 'size', 'eltype'}}"
         )
     key = spec["key"]
+    if not isinstance(key, str):
+        raise PortingError(
+            f"{where}: params.{what}.key = {key!r}; expected a string (an array name)"
+        )
     if key not in arrays:
         have = ", ".join(sorted(arrays)[:8]) + (" ..." if len(arrays) > 8 else "")
         raise PortingError(
@@ -146,7 +150,7 @@ def _param(spec, what: str, where: str, arrays: dict, npz: Path):
             )
     eltype = spec.get("eltype")
     if eltype is not None:
-        want = _ELTYPES.get(eltype)
+        want = _ELTYPES.get(eltype) if isinstance(eltype, str) else None
         if want is None:
             raise PortingError(f"{where}: {what}.eltype {eltype!r}; expected Float32 or Float64")
         if a.dtype != want:
@@ -254,7 +258,10 @@ def load_export(path) -> KnetModel:
     input_size = doc.get("input_size")
     if input_size is None and isinstance(layers[0], Dense):
         input_size = (int(layers[0].w.shape[1]),)  # a dense-first model's input is fixed
-    model = KnetModel(layers, input_size=input_size, name=str(doc.get("name") or json_path.stem))
+    name = doc.get("name")
+    if name is not None and not isinstance(name, str):
+        raise PortingError(f"{json_path.name}: name {name!r}; expected a string")
+    model = KnetModel(layers, input_size=input_size, name=name or json_path.stem)
     model.source = str(json_path.with_suffix(""))
     return model
 

@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from porting import files
 from porting._checks import short_repr
 from porting._plot_draw import (
     draw_heatmap,
@@ -60,13 +59,12 @@ FORMATS = ("png", "svg", "pdf")
 
 
 def _target(path) -> tuple[Path, str]:
+    p = files.as_path(path, "path", "a file path such as 'errors.png'")
     try:
-        p = Path(os.fspath(path))
-    except TypeError:
-        raise PortingError(
-            f"path={short_repr(path)}: expected a file path such as 'errors.png'"
-        ) from None
-    if p.is_dir():
+        is_dir = p.is_dir()
+    except (OSError, ValueError):
+        is_dir = False  # too long, unreadable: files.output_file names it below
+    if is_dir:
         raise PortingError(
             f"{p} is a directory; expected an image file path such as {p / 'errors.png'}"
         )
@@ -76,9 +74,7 @@ def _target(path) -> tuple[Path, str]:
             f"{p}: unknown image format {p.suffix or '(no suffix)'!r}; expected a path ending in "
             + ", ".join("." + f for f in FORMATS)
         )
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise PortingError(f"{p}: directory {parent} does not exist (create it first)")
+    files.output_file(p, what="plot")
     return p, fmt
 
 
@@ -90,35 +86,17 @@ def _new_figure(figsize):
 
 
 def _save(fig, target: Path, fmt: str, summary: dict) -> str:
-    """Write `fig` atomically; PNGs get `summary` as a JSON text chunk named `porting`."""
+    """Write `fig` with `porting.files.atomic_write`; PNGs get `summary` as a JSON text chunk
+    named `porting`."""
     metadata = None
     if fmt == "png":
         metadata = {"Software": "porting", "porting": json.dumps(summary, default=_json_default)}
-    fd, tmp = tempfile.mkstemp(
-        dir=target.parent if str(target.parent) else ".",
-        prefix=f".{target.name}.",
-        suffix=f".{fmt}",
-    )
-    os.close(fd)
     try:
-        fig.savefig(tmp, format=fmt, dpi=110, metadata=metadata)
-        mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        with files.atomic_write(target, suffix=f".{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt, dpi=110, metadata=metadata)
     except OSError as e:
-        _unlink(tmp)
         raise PortingError(f"cannot write {target}: {e}") from None
-    except BaseException:
-        _unlink(tmp)
-        raise
     return str(target)
-
-
-def _unlink(p: str) -> None:
-    try:
-        os.unlink(p)
-    except OSError:
-        pass
 
 
 def _json_default(o):

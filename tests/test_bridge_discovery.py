@@ -16,7 +16,7 @@ import time
 import pytest
 
 import porting.bridge as bridge
-from porting.bridge import discovery
+from porting.bridge import discovery, probe
 from porting.errors import PortingError
 
 pytestmark = pytest.mark.skipif(
@@ -233,7 +233,7 @@ def test_hanging_julia_times_out(tmp_path, monkeypatch):
 def test_timeout_setting_quotes_the_variable(monkeypatch):
     monkeypatch.setenv("PORTING_JULIA_TIMEOUT", "soon")
     with pytest.raises(
-        PortingError, match="PORTING_JULIA_TIMEOUT=soon: expected a positive number"
+        PortingError, match="PORTING_JULIA_TIMEOUT='soon': expected a number of seconds > 0"
     ):
         discovery.discover()
 
@@ -281,29 +281,42 @@ def test_juliacall_without_julia_says_no_download(monkeypatch):
 
 @pytest.mark.parametrize(
     ("juliacall", "julia", "ok"),
+    # The "julia" entry of juliacall's own juliapkg.json, per release (read from the wheels on
+    # PyPI): 0.9.25 "1.6.1 - 1.10.0, ^1.10.3"; 0.9.26-0.9.28 "~1.9, ^1.10.3"; >= 0.9.29
+    # "^1.10.3". Here juliacall is not installed, so the built-in copy of that table is used.
     [
         ("0.9.27", (1, 9, 4), True),
-        ("0.9.27", (1, 10, 4), False),
-        ("0.9.28", (1, 11, 2), False),
+        ("0.9.27", (1, 8, 5), False),
+        ("0.9.27", (1, 10, 2), False),
+        ("0.9.27", (1, 10, 4), True),
+        ("0.9.28", (1, 11, 2), True),
+        ("0.9.26", (1, 9, 0), True),
         ("0.9.29", (1, 10, 3), True),
         ("0.9.29", (1, 10, 2), False),
         ("0.9.31", (1, 9, 4), False),
+        ("0.9.25", (1, 6, 0), False),
         ("0.9.25", (1, 6, 7), True),
         ("0.9.25", (1, 10, 0), True),
-        ("0.9.25", (1, 11, 0), False),
+        ("0.9.25", (1, 10, 1), False),
+        ("0.9.25", (1, 11, 0), True),
+        ("0.9.25", (2, 0, 0), False),
         ("0.9.10", (1, 9, 4), None),
     ],
 )
 def test_juliacall_matrix(juliacall, julia, ok):
-    assert discovery.juliacall_supports(juliacall, julia)[0] is ok
+    ok_found, text = discovery.juliacall_supports(juliacall, julia)
+    assert ok_found is ok
+    if ok is not None:
+        assert "built-in table" in text
 
 
 def test_juliacall_incompatible_with_julia(isolated, monkeypatch):
     with_juliacall(monkeypatch, "0.9.27")
-    fake_julia(isolated / "julia", "1.11.2")
+    fake_julia(isolated / "julia", "1.10.2")
     d = discovery.discover()
     assert not d.usable
-    assert "juliacall 0.9.27 runs Julia ~1.9 (1.9.x), not Julia 1.11.2" in d.reason
+    assert "juliacall 0.9.27 runs Julia '~1.9, ^1.10.3'" in d.reason
+    assert "not Julia 1.10.2" in d.reason
     assert d.juliacall_problem
 
 
@@ -328,14 +341,14 @@ def test_probe_reads_versions_and_caches(isolated, monkeypatch, tmp_path):
         ),
     )
     d = discovery.discover()
-    p = discovery.probe_julia(d)
+    p = probe.probe_julia(d)
     assert p.ok and p.backend == "julia" and p.versions["knet"] == "1.4.10"
-    assert discovery.probe_julia(d) is p  # memory cache
-    discovery.clear_probe_cache()
-    again = discovery.probe_julia(d)  # disk cache: Julia is not started again
+    assert probe.probe_julia(d) is p  # memory cache
+    probe.clear_probe_cache()
+    again = probe.probe_julia(d)  # disk cache: Julia is not started again
     assert again.ok and again.cached
     assert counter.read_text().count("x") == 1
-    assert discovery.probe_julia(d, refresh=True).ok
+    assert probe.probe_julia(d, refresh=True).ok
     assert counter.read_text().count("x") == 2
 
 
@@ -349,14 +362,14 @@ def test_probe_reports_julias_error_message(isolated, monkeypatch):
         'echo "porting-probe:pythoncall=found"\n'
     )
     fake_julia(isolated / "julia", body=body)
-    p = discovery.probe_julia(discovery.discover())
+    p = probe.probe_julia(discovery.discover())
     assert not p.ok and "Package NNlib not found in current path." in p.problem
 
 
 def test_probe_without_pythoncall(isolated, monkeypatch):
     with_juliacall(monkeypatch)
     fake_julia(isolated / "julia", probe={**GOOD_PROBE, "pythoncall": "missing"})
-    p = discovery.probe_julia(discovery.discover())
+    p = probe.probe_julia(discovery.discover())
     assert not p.ok and "PythonCall" in p.problem and "--install-julia" in p.problem
 
 
@@ -479,7 +492,7 @@ def test_plan_auto_nnlib_on_new_julia(isolated, monkeypatch):
 
 def test_worker_setting_is_validated(monkeypatch):
     monkeypatch.setenv("PORTING_JULIA_WORKER", "maybe")
-    with pytest.raises(PortingError, match="PORTING_JULIA_WORKER=maybe: expected yes or no"):
+    with pytest.raises(PortingError, match="PORTING_JULIA_WORKER='maybe': expected yes or no"):
         bridge.worker_default()
     monkeypatch.setenv("PORTING_JULIA_WORKER", "no")
     assert bridge.worker_default() is False
@@ -509,7 +522,7 @@ def test_probe_script_is_valid_julia():
     tsj = pytest.importorskip("tree_sitter_julia")
     ts = pytest.importorskip("tree_sitter")
     parser = ts.Parser(ts.Language(tsj.language()))
-    source = discovery._PROBE_SCRIPT.replace("{source}", "/some/where/PortingKnet.jl")
+    source = probe._PROBE_SCRIPT.replace("{source}", "/some/where/PortingKnet.jl")
     tree = parser.parse(source.encode())
     assert not tree.root_node.has_error
     assert parser.parse(b'println("unclosed').root_node.has_error  # the check can fail

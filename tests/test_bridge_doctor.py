@@ -176,7 +176,9 @@ def test_julia_argument_wins(tmp_path, monkeypatch, capsys):
     assert r["julia"]["version"] == "1.9.2" and r["julia"]["found_via"].endswith("(argument)")
 
 
-def test_missing_required_package_exits_1(monkeypatch, capsys):
+def test_tensorflow_is_optional_with_the_usual_install_hint(monkeypatch, capsys):
+    """Without TensorFlow (metadata says it is absent) doctor exits 0 and says how to get it
+    the way every other message does: pip install 'porting[tf-cpu]'."""
     real = discovery.dist_version
     monkeypatch.setattr(
         discovery,
@@ -184,8 +186,35 @@ def test_missing_required_package_exits_1(monkeypatch, capsys):
         lambda name: None if name.startswith(("tensorflow", "tf-", "julia")) else real(name),
     )
     code, r = run_json(capsys)
-    assert code == 1 and r["missing_required"] == ["tensorflow"] and not r["ok"]
-    assert "pip install tensorflow" in r["advice"][0]
+    assert code == 0 and r["ok"] and r["missing_required"] == [] and r["tensorflow"] is None
+    hints = [a for a in r["advice"] if "TensorFlow" in a]
+    assert len(hints) == 1 and "optional" in hints[0]
+    assert "pip install 'porting[tf-cpu]'" in hints[0]
+    assert not any("pip install tensorflow" in a for a in r["advice"])
+    monkeypatch.setenv("COLUMNS", "200")
+    assert doctor.main(["--no-probe"]) == 0
+    out = capsys.readouterr().out
+    assert "not installed (optional: pip install 'porting[tf-cpu]')" in out
+    assert "missing (required)" not in out
+
+
+def test_missing_numpy_still_exits_1(monkeypatch, capsys):
+    real = discovery.dist_version
+    monkeypatch.setattr(
+        discovery, "dist_version", lambda name: None if name == "numpy" else real(name)
+    )
+    code, r = run_json(capsys)
+    assert code == 1 and r["missing_required"] == ["numpy"] and not r["ok"]
+
+
+def test_json_reports_the_julia_range_of_the_installed_juliacall(isolated, monkeypatch, capsys):
+    with_juliacall(monkeypatch, "0.9.27")
+    fake_julia(isolated / "julia", "1.10.4")
+    _, r = run_json(capsys, "--no-probe")
+    rng = r["juliacall"]["julia_range"]
+    assert rng["juliacall"] == "0.9.27" and rng["julia"] == "~1.9, ^1.10.3"
+    assert "built-in table" in rng["source"]  # juliacall is not really installed here
+    assert r["julia"]["juliacall_compatible"] is True  # 1.10.4 is in "^1.10.3"
 
 
 def test_table_output_reads_well(capsys, monkeypatch):
@@ -363,18 +392,42 @@ def test_install_runs_juliapkg_with_the_settings_carried_over(
     out = capsys.readouterr().out
     assert "juliapkg.json" in out and "every installed Python package" in out
     assert "backend 'auto' now picks 'julia'" in out
-    assert "juliapkg.resolve()" in seen["cmd"][-1]
+    script = seen["cmd"][-1]
+    assert "juliapkg.resolve()" in script
+    # Knet and its Julia bound go into the project's own juliapkg file, before resolving
+    assert script.index('juliapkg.require_julia("~1.9")') < script.index("juliapkg.resolve()")
+    assert (
+        'juliapkg.add("Knet", "1902f260-5fb4-5aff-8c31-6271790ab950", version="=1.4.10")' in script
+    )
     assert seen["env"]["PYTHON_JULIAPKG_OFFLINE"] == "no"
     assert seen["env"]["PYTHON_JULIAPKG_PROJECT"] == str(tmp_path / "jcproj")
+    from porting.bridge.paths import juliapkg_json
+
+    root = str(juliapkg_json().parent.parent)  # juliapkg finds porting/juliapkg.json from here
+    assert seen["env"]["PYTHONPATH"].split(os.pathsep)[0] == root
 
 
-def test_shipped_juliapkg_json_pins_knet_on_julia_19():
+def test_install_makes_a_relative_project_absolute(isolated, monkeypatch, tmp_path):
+    """juliapkg refuses a relative PYTHON_JULIAPKG_PROJECT ("must be an absolute path")."""
+    monkeypatch.chdir(tmp_path)
+    env = doctor.install_environment(
+        {"PYTHON_JULIAPKG_PROJECT": "rel/proj"}, None, "rel/proj", "/src/checkout"
+    )
+    assert env["PYTHON_JULIAPKG_PROJECT"] == str(tmp_path / "rel" / "proj")
+    assert env["PYTHONPATH"] == "/src/checkout"
+
+
+def test_shipped_juliapkg_json_has_no_julia_bound_and_no_knet():
+    """juliapkg intersects the "julia" bound of every juliapkg.json on sys.path: a "~1.9" here
+    would make every resolve with juliacall >= 0.9.29 ("^1.10.3") fail. Knet 1.4.10 (Julia <= 1.9
+    only) is added by --install-julia to that project alone."""
     from porting.bridge.paths import juliapkg_json
 
     spec = json.loads(juliapkg_json().read_text())
-    assert spec["julia"] == "~1.9"
+    assert "julia" not in spec
     pkgs = spec["packages"]
-    assert pkgs["Knet"] == {"uuid": "1902f260-5fb4-5aff-8c31-6271790ab950", "version": "=1.4.10"}
+    assert "Knet" not in pkgs
+    assert pkgs["NNlib"]["version"] == "0.8, 0.9"
     assert pkgs["NNlib"]["uuid"] == "872c559c-99b0-510c-b3b7-b6c96a88d5cd"
     assert pkgs["NPZ"]["uuid"] == "15e1cf62-19b3-5cfa-8e77-841668bca605"
     assert pkgs["JSON"]["uuid"] == "682c06a0-de6a-54ab-a142-c8b1cf79cde6"

@@ -45,6 +45,9 @@ def conv4(w, x, geom, alpha):
         raise ValueError("something deep went wrong")
     if alpha == 4.0:
         os.abort()
+    if alpha == 5.0:
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
     return reference.conv4(w, x, geom, alpha)
 
 deconv4 = reference.deconv4
@@ -158,7 +161,9 @@ def test_result_segments_are_reused_only_once_free(wk):
 
 
 def test_result_pool_is_bounded(wk, monkeypatch):
-    monkeypatch.setattr(W, "POOL_FREE_SEGMENTS", 1)
+    from porting.bridge import shm
+
+    monkeypatch.setattr(shm, "POOL_FREE_SEGMENTS", 1)
     xs = [data((100 + 20 * i, 150, 2, 2), np.float64, "F", 30 + i) for i in range(4)]
     ys = [wk.mat(x, 3) for x in xs]  # four live results, four segments
     segs = [y.base._seg for y in ys]
@@ -350,3 +355,82 @@ def test_resolve_worker_backend_runs_reference_behind_a_worker():
     y = conv4(w, x, padding=1, backend="worker")
     assert y.backend == "reference"
     assert np.array_equal(y, conv4(w, x, padding=1, backend="reference"))
+
+
+# --------------------------------------------------------------------------- killed processes
+
+
+def test_worker_killed_during_a_call_leaves_no_result_segment(helper):
+    """SIGKILL of the worker mid-call: its result segments are gone (pooled ones were unlinked
+    when mapped; a new one is swept by name), only the parent's reusable input slots stay, and
+    close() removes those."""
+    g = ConvGeometry.from_knet(2)
+    w = np.ones((3, 3, 2, 2), np.float64)
+    x = data((300, 300, 2, 1), np.float64, "F", 50)  # results big enough for pooled segments
+    y = helper.conv4(w, x, g, 1.0)
+    assert same(y, R.conv4(w, x, g, 1.0))
+    prefix = helper.segment_prefix
+    with pytest.raises(PortingError, match="killed by SIGKILL"):
+        helper.conv4(w, x, g, 5.0)  # the worker SIGKILLs itself
+    left = segments(prefix)
+    assert left and all(n[len(prefix)] in "ir" for n in left), left  # input / small slots only
+    helper.close()
+    assert segments(prefix) == []
+    assert same(y, R.conv4(w, x, g, 1.0))  # a result already returned stays valid
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="segments are listed in /dev/shm")
+def test_segments_of_a_killed_parent_are_reclaimed_by_the_next_start():
+    """SIGKILL of the parent runs no clean-up. Python's resource tracker (a helper process)
+    normally unlinks what it created; when that is killed too (a process group killed at once,
+    the OOM killer, a container stopped), the segments stay in /dev/shm. The next worker start,
+    in any process, reclaims segments whose owner process is gone."""
+    script = textwrap.dedent(
+        """
+        import json, os, signal, sys, numpy as np
+        from multiprocessing import resource_tracker
+        from porting.bridge.worker import WorkerBackend
+        w = WorkerBackend("reference")
+        y = w.mat(np.ones((300, 300, 1, 1)), 3)
+        print(json.dumps({"prefix": w.segment_prefix, "pid": w.pid}), flush=True)
+        tracker = resource_tracker._resource_tracker._pid
+        if tracker is not None:
+            os.kill(tracker, signal.SIGKILL)
+            os.waitpid(tracker, 0)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=root),
+        timeout=120,
+    )
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert segments(info["prefix"]), "the killed parent should have left its input slot behind"
+    with WorkerBackend("reference") as wk:
+        assert wk.alive
+        assert segments(info["prefix"]) == []
+    deadline = time.monotonic() + 10  # the orphaned worker exits on EOF
+    while time.monotonic() < deadline:
+        try:
+            os.kill(info["pid"], 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"orphaned worker pid {info['pid']} still running")
+
+
+def test_reclaim_leaves_live_owners_alone():
+    from porting.bridge import shm
+
+    with WorkerBackend("reference") as wk:
+        wk.mat(np.ones((300, 300, 1, 1)), 3)
+        mine = segments(wk.segment_prefix)
+        assert mine
+        shm.reclaim_orphans()
+        assert segments(wk.segment_prefix) == mine

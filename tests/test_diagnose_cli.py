@@ -137,28 +137,46 @@ def test_bad_arrays_exit_2(tmp_path, seed002_files, capsys):
     assert "dtype int32" in capsys.readouterr().err
     assert main(["diagnose", str(tmp_path / "nope.npy"), seed002_files["bad"]]) == 2
     assert "no such file" in capsys.readouterr().err
-    # expected in Julia layout while w and x say otherwise
-    julia = _save(tmp_path, "julia.npy", np.ones((5, 5, 1, 1)))
+
+
+def test_knet_output_in_julia_layout_is_accepted_and_said(
+    seed002_files, tmp_path, capsys, monkeypatch
+):
+    """A Knet output saved from Julia (Y1, Y2, C, N) is read as such, and the output says how
+    each file was read; where the shape cannot tell, --expected-layout decides."""
+    monkeypatch.setenv("COLUMNS", "300")  # one line per statement, for the asserts
     f = seed002_files
-    assert (
-        main(
-            [
-                "diagnose",
-                julia,
-                f["bad"],
-                "--w",
-                f["w"],
-                "--x",
-                f["x"],
-                "--padding",
-                "1",
-                "--spatial",
-                "keep",
-            ]
-        )
-        == 2
-    )
-    assert "expected has shape (5, 5, 1, 1)" in capsys.readouterr().err
+    knet_julia = _save(tmp_path, "knet.npy", np.asfortranarray(seed002_knet_julia()))
+    ctx = ["--w", f["w"], "--x", f["x"], "--padding", "1", "--spatial", "keep"]
+    assert main(["diagnose", knet_julia, f["good"], *ctx]) == 0
+    out = capsys.readouterr().out
+    assert "cause: rounding" in out
+    assert "Julia layout (5, 5, 1, 1), compared as TensorFlow (1, 5, 5, 1)" in out
+    assert "TensorFlow layout (1, 5, 5, 1)" in out and "Julia-indexed" in out
+    assert main(["diagnose", knet_julia, f["bad"], *ctx, "--json"]) == 1
+    d = json.loads(capsys.readouterr().out)
+    assert d["cause"] == "kernel_flip"
+    assert d["inputs"]["expected"]["layout"] == "julia" and d["inputs"]["actual"]["layout"] == "tf"
+    # outputs only: the shapes tell which one is Julia
+    assert main(["diagnose", knet_julia, f["good"], "--spatial", "keep"]) == 0
+    assert "Julia layout (5, 5, 1, 1)" in capsys.readouterr().out
+    # a shape that is the Knet output's size in both layouts: --expected-layout decides
+    rng = np.random.default_rng(0)
+    w = np.asfortranarray(rng.standard_normal((1, 1, 2, 2)))
+    x = np.asfortranarray(rng.standard_normal((2, 2, 2, 2)))
+    y = np.asarray(knet.conv4(w, x, mode=1, backend="reference"))  # (2, 2, 2, 2)
+    pw, px, py = (_save(tmp_path, n, a) for n, a in (("w2.npy", w), ("x2.npy", x), ("y2.npy", y)))
+    pa = _save(tmp_path, "a2.npy", layout.activations_to_tf(y).astype(np.float32))
+    argv = ["diagnose", py, pa, "--w", pw, "--x", px, "--mode", "1"]
+    assert main(argv) == 2
+    assert "--expected-layout" in capsys.readouterr().err
+    assert main([*argv, "--expected-layout", "julia", "--actual-layout", "tf"]) == 0
+    assert "--expected-layout julia" in capsys.readouterr().out
+
+
+def seed002_knet_julia():
+    ex = seed002()
+    return np.asarray(knet.conv4(ex["w"], ex["x"], padding=1, backend="reference"))
 
 
 def test_usage_errors_exit_2(seed002_files):
@@ -221,5 +239,23 @@ def test_plot_writes_a_png(seed002_files, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     # a diagnosis of outputs with different shapes has nothing to draw: said, and exit 1 stays
     julia = _save(tmp_path, "julia.npy", np.asarray(np.load(f["e"])).reshape(5, 5, 1, 1))
-    assert main(["diagnose", f["e"], julia, "--plot", str(out)]) == 1
+    argv = ["diagnose", f["e"], julia, "--actual-layout", "tf", "--plot", str(out)]
+    assert main(argv) == 1
     assert "no plot" in capsys.readouterr().err
+
+
+def test_dense_output_in_julia_layout(tmp_path, capsys, monkeypatch):
+    """A dense layer's Knet output (out, N) is read as Julia and compared as (N, out)."""
+    monkeypatch.setenv("COLUMNS", "300")
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((3, 5))
+    x = rng.standard_normal((5, 2))
+    y = w @ x  # Knet: w * x, (out, N), computed here by hand
+    pw, px = _save(tmp_path, "w.npy", w), _save(tmp_path, "x.npy", x)
+    py = _save(tmp_path, "y.npy", y)
+    good = _save(tmp_path, "good.npy", np.ascontiguousarray(y.T).astype(np.float32))
+    assert main(["diagnose", py, good, "--w", pw, "--x", px]) == 0
+    out = capsys.readouterr().out
+    assert "Julia layout (3, 2), compared as TensorFlow (2, 3)" in out
+    bad = _save(tmp_path, "bad.npy", np.ascontiguousarray(y.T[:, ::-1]).astype(np.float32))
+    assert main(["diagnose", py, bad, "--w", pw, "--x", px]) == 1

@@ -19,11 +19,18 @@ call them as `PortingKnet.conv4` etc.
 """
 module PortingKnet
 
-using LinearAlgebra: lmul!
 import JSON
 import NNlib
 import NPZ
-import TOML
+
+# The standard libraries by their registered UUIDs, not by name: a name is looked up through
+# LOAD_PATH, and an embedding (juliacall, a `JULIA_LOAD_PATH` without `@stdlib`) may leave the
+# standard library out of it while the project does not list them. By UUID, LinearAlgebra comes
+# from the system image. TOML is needed only before Julia 1.9 (see `_project_version`) and is
+# loaded there, on first use, the same way.
+const LinearAlgebra = Base.require(Base.PkgId(Base.UUID("37e2e46d-f89d-539d-b4ee-838fcccc9c8e"), "LinearAlgebra"))
+const TOML_ID = Base.PkgId(Base.UUID("fa267f1f-6049-4f14-aa54-33bafae1ed76"), "TOML")
+const lmul! = LinearAlgebra.lmul!
 
 export export_model
 

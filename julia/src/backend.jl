@@ -110,7 +110,8 @@ function _project_version(mod::Module)
     for name in ("JuliaProject.toml", "Project.toml")
         file = joinpath(dir, name)
         if isfile(file)
-            v = get(TOML.parsefile(file), "version", nothing)
+            toml = Base.require(TOML_ID)          # a standard library, by UUID (Julia < 1.9 only)
+            v = get(Base.invokelatest(toml.parsefile, file), "version", nothing)
             return v === nothing ? nothing : VersionNumber(v)
         end
     end

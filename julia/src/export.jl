@@ -13,7 +13,7 @@ const CONV_DEFAULTS = (padding=0, stride=1, dilation=1, mode=0)
 const POOL_DEFAULTS = (window=2, padding=0, stride=nothing, mode=0)
 
 """
-    export_model(prefix, model; conv=(;), pool=(;)) -> (npz = "<prefix>.npz", json = "<prefix>.json")
+    export_model(prefix, model; conv=(;), pool=(;), softmax_dims=nothing) -> (npz = "<prefix>.npz", json = "<prefix>.json")
 
 Write `model`'s parameters to `<prefix>.npz` (NPZ.jl: each array Fortran-ordered with Julia's
 size, so `numpy.load` gives Julia-indexed arrays) and a description of its layers, in order, to
@@ -37,12 +37,17 @@ layer's own fields named `padding`, `stride`, `dilation`, `mode` when it has the
 with `pool` (a NamedTuple of Knet `pool` keywords; default: Knet's, window 2) unless
 `pool=nothing`, for models whose conv layers do not pool.
 
+A bare `softmax` in a chain is refused, naming the layer: Knet's `softmax(x)` normalizes over the
+whole array (batch included), which the per-sample description (`dims=1`) would not reproduce for
+a batch of more than one. `softmax_dims=1` exports it as per-sample anyway.
+
 ```julia
 julia> export_model("lenet", model)
 (npz = "lenet.npz", json = "lenet.json")
 ```
 """
-function export_model(prefix::AbstractString, model; conv=NamedTuple(), pool=NamedTuple())
+function export_model(prefix::AbstractString, model; conv=NamedTuple(), pool=NamedTuple(),
+                      softmax_dims=nothing)
     base = replace(String(prefix), r"\.(npz|json)$" => "")
     npz_path, json_path = base * ".npz", base * ".json"
     for path in (npz_path, json_path)
@@ -50,7 +55,9 @@ function export_model(prefix::AbstractString, model; conv=NamedTuple(), pool=Nam
     end
     conv isa NamedTuple ||
         throw(ArgumentError("export_model: conv=$(repr(conv)); expected a NamedTuple of conv4 keywords"))
-    opts = (conv=conv, pool=pool)
+    softmax_dims === nothing || softmax_dims == 1 ||
+        throw(ArgumentError("export_model: softmax_dims=$(repr(softmax_dims)); expected nothing or 1"))
+    opts = (conv=conv, pool=pool, softmax_dims=softmax_dims)
     layers = Dict{String,Any}[]
     _collect!(layers, model, opts)
     isempty(layers) && throw(ArgumentError("export_model: found no layers in $(typeof(model))"))
@@ -110,7 +117,7 @@ function _collect!(layers, m, opts)
     elseif hasproperty(m, :layers)
         _collect!(layers, getproperty(m, :layers), opts)
     elseif m isa Function
-        push!(layers, _function_layer(m, layers))
+        push!(layers, _function_layer(m, layers, opts))
     elseif _dropout_prob(m) !== nothing && length(propertynames(m)) == 1
         push!(layers, _layer("dropout", string(nameof(typeof(m))); dropout=_dropout_prob(m)))
     else
@@ -269,14 +276,22 @@ function _dict_layers!(layers, d::AbstractDict, opts)
     return _array_layers!(layers, ws, opts, "dict")
 end
 
-function _function_layer(f::Function, layers)
+function _function_layer(f::Function, layers, opts)
     name = nameof(f)
     name === :mat && return _layer("mat", "function")
-    # dims: the dimension softmax normalizes over; 1 = per sample over the features (Knet's bare
-    # softmax(x) uses dims=:, the whole array, which has no per-sample Keras equivalent)
+    index = length(layers) + 1
+    # dims: the dimension softmax normalizes over. Knet's bare `softmax(x)` uses dims=:, the whole
+    # array with the batch included, which no per-sample Keras layer computes: recording dims=1
+    # would describe another function, so it is refused unless the caller says per sample.
+    if name === :softmax && opts.softmax_dims === nothing
+        throw(ArgumentError("export_model: layer $index is Knet's bare `softmax`, which normalizes " *
+                            "over the whole array (dims=:, the batch included); the exported " *
+                            "description would be per sample (dims=1) and would not match it " *
+                            "for a batch of more than one. Pass `softmax_dims=1` to export it " *
+                            "as a per-sample softmax, knowing the two differ"))
+    end
     haskey(ACTIVATIONS, name) &&
         return _layer("activation", "function"; activation=ACTIVATIONS[name], dims=1)
-    index = length(layers) + 1
     if name === :pool
         # Knet's pool with its defaults; the number of spatial dimensions is the last conv's.
         last_conv = findlast(l -> l["kind"] == "conv", layers)

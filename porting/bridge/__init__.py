@@ -3,7 +3,9 @@
 `resolve_backend(name)` turns `backend=` into an implementation, never downloading anything:
 
 - "auto": Knet (or NNlib) in Julia when Julia is found *and* works (a cached probe), otherwise
-  the NumPy reference, with the reason (`Resolved.reason`).
+  the NumPy reference, with the reason (`Resolved.reason`). The bridge never imports the
+  reference itself (`porting.knet` depends on the bridge, not the other way round): a
+  reference choice comes back with `impl=None`, which `porting.knet` fills in.
 - "julia" / "julia-nnlib": the Julia backend, or a `PortingError` saying what to do.
 - "worker": a worker process hosting what "auto" would pick (the reference here, without Julia).
 
@@ -22,17 +24,18 @@ import threading
 import warnings
 from dataclasses import dataclass
 
+from porting import settings
 from porting.bridge.arrays import from_julia, to_julia_layout
+from porting.bridge.choices import BACKEND_CHOICES, ENV_WORKER, Resolved
 from porting.bridge.discovery import (
     INSTALL_HINT,
     KNET_VERSION,
     Discovery,
     JuliaCandidate,
-    Probe,
     discover,
-    probe_julia,
 )
 from porting.bridge.paths import julia_package_dir, julia_source_file
+from porting.bridge.probe import Probe, probe_julia
 from porting.errors import PortingError
 
 __all__ = [
@@ -52,11 +55,9 @@ __all__ = [
     "julia_source_file",
     "WorkerBackend",
     "JuliacallBackend",
+    "Resolved",
+    "BACKEND_CHOICES",
 ]
-
-ENV_WORKER = "PORTING_JULIA_WORKER"
-_YES = ("yes", "true", "1", "on")
-_NO = ("no", "false", "0", "off")
 
 
 def __getattr__(name):
@@ -74,18 +75,9 @@ def __getattr__(name):
 def worker_default(worker: bool | None = None) -> bool:
     """Whether Julia runs in a worker process: the `worker` argument, else
     `PORTING_JULIA_WORKER` (yes/no), else yes."""
-    if worker is not None:
-        if not isinstance(worker, bool):
-            raise PortingError(f"worker={worker!r}: expected True or False")
-        return worker
-    raw = os.environ.get(ENV_WORKER)
-    if raw is None or raw.strip() == "":
-        return True
-    if raw.strip().lower() in _YES:
-        return True
-    if raw.strip().lower() in _NO:
-        return False
-    raise PortingError(f"{ENV_WORKER}={raw}: expected yes or no")
+    if worker is not None and not isinstance(worker, bool):
+        raise PortingError(f"worker={worker!r}: expected True or False")
+    return settings.flag(ENV_WORKER, True, explicit=worker)
 
 
 _KEY_ENV = (
@@ -115,18 +107,16 @@ def _key(name: str, worker: bool | None) -> tuple:
 
 def clear_cache() -> None:
     """Forget cached resolutions and probes (after installing Julia, or changing settings)."""
-    from porting.bridge.discovery import clear_probe_cache
+    from porting.bridge.probe import clear_probe_cache
 
     with _lock:
         _cache.clear()
     clear_probe_cache()
 
 
-def _reference(reason: str):
-    from porting.knet import reference
-    from porting.knet._backends import Resolved
-
-    return Resolved(reference.NAME, reference, reason)
+def _reference(reason: str) -> Resolved:
+    """The NumPy reference, chosen for `reason`; `porting.knet` supplies the module."""
+    return Resolved("reference", None, reason)
 
 
 def _start(backend: str, d: Discovery, in_worker: bool):
@@ -151,12 +141,24 @@ def _versions(impl) -> str:
     return ", ".join(parts)
 
 
+def _knet_failed(why: str | None) -> bool:
+    """PortingKnet's `knet_error` says Knet is installed but did not load (not that it is
+    absent, which starts "Knet is not installed")."""
+    return bool(why) and not str(why).startswith("Knet is not installed")
+
+
 def _julia_choice(d: Discovery, p: Probe) -> str:
     assert d.julia is not None
     text = f"Julia {d.julia.version_text} at {d.julia.path} (from {d.julia.via})"
     if p.backend == "julia":
         return f"{text} runs Knet {p.versions.get('knet', KNET_VERSION)}"
     if d.backend == "julia":  # Knet was possible but PortingKnet loaded NNlib only
+        why = p.versions.get("knet_error")
+        if _knet_failed(why):  # installed but failed to load: Julia's own reason
+            return (
+                f"{text}: Knet did not load in the Julia project {d.project} [Julia says: {why}], "
+                f"so NNlib {p.versions.get('nnlib', '')} runs instead"
+            )
         return (
             f"{text}: Knet is not installed in the Julia project {d.project}, so NNlib "
             f"{p.versions.get('nnlib', '')} runs instead (run `porting doctor --install-julia` "
@@ -201,7 +203,11 @@ def plan_auto(julia=None, *, probe: bool = True) -> AutoPlan:
             "reference", f"{setting} was found but does not work: {p.problem}", d, p, tuple(advice)
         )
     if p.backend != "julia" and d.backend == "julia":
-        advice.insert(0, "run `porting doctor --install-julia` to install Knet 1.4.10")
+        why = p.versions.get("knet_error")
+        if _knet_failed(why):
+            advice.insert(0, f"Knet is installed but did not load; Julia says: {why}")
+        else:
+            advice.insert(0, "run `porting doctor --install-julia` to install Knet 1.4.10")
     return AutoPlan(p.backend or "julia-nnlib", _julia_choice(d, p), d, p, tuple(advice))
 
 
@@ -219,14 +225,10 @@ def _auto(worker: bool | None):
             stacklevel=4,
         )
         return _reference(reason)
-    from porting.knet._backends import Resolved
-
     return Resolved(impl.name, impl, f"{plan.reason}; running {_where(impl)}")
 
 
 def _explicit(name: str, worker: bool | None):
-    from porting.knet._backends import Resolved
-
     d = discover()
     if d.julia is None:
         raise PortingError(
@@ -267,7 +269,6 @@ def _explicit(name: str, worker: bool | None):
 
 def _worker_backend(worker: bool | None):
     from porting.bridge.worker import shared_worker
-    from porting.knet._backends import Resolved
 
     chosen = _auto(worker=True)
     if chosen.name == "reference":
@@ -282,9 +283,8 @@ def _worker_backend(worker: bool | None):
 
 def resolve_backend(name: str, *, worker: bool | None = None):
     """`backend=` -> `Resolved(name, impl, reason)`; see the module docstring. Cached per
-    settings (environment variables and `-X` options); `clear_cache()` forgets."""
-    from porting.knet._backends import BACKEND_CHOICES
-
+    settings (environment variables and `-X` options); `clear_cache()` forgets. A reference
+    choice has `impl=None` (see the module docstring)."""
     if not isinstance(name, str) or name not in BACKEND_CHOICES:
         raise PortingError(
             f"backend={name!r}: expected one of {', '.join(map(repr, BACKEND_CHOICES))}"

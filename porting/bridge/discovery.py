@@ -1,26 +1,26 @@
-"""Find Julia without side effects: nothing imported from juliacall or juliapkg, nothing downloaded.
+"""Find Julia: nothing imported from juliacall or juliapkg, nothing downloaded, nothing written.
 
 `discover()` looks, in this order, at
 
 1. the `julia` argument (`porting doctor --julia PATH`),
-2. `-X juliacall-exe` / `PYTHON_JULIACALL_EXE`,
-3. `-X juliapkg-exe` / `PYTHON_JULIAPKG_EXE`,
-4. an existing juliapkg environment: the executable recorded in its `pyjuliapkg/meta.json`, then
+2. the explicit settings juliacall itself would use, in the installed juliacall's order:
+   `-X juliacall-exe` / `PYTHON_JULIACALL_EXE`, then `-X juliapkg-exe` / `PYTHON_JULIAPKG_EXE`
+   for juliacall >= 0.9.28; the other way round for older juliacall, which ignores
+   `PYTHON_JULIACALL_EXE` (porting then passes it on to juliapkg, see `juliacall_env`),
+3. an existing juliapkg environment: the executable recorded in its `pyjuliapkg/meta.json`, then
    the Julia juliapkg installed in `pyjuliapkg/install/bin`,
-5. `julia` on `PATH`,
+4. `julia` on `PATH`,
 
-runs `<julia> --version` (with a timeout) on the first one that is set, and decides: Julia <= 1.9
-can run Knet 1.4.10 (backend "julia"); Julia >= 1.10, where Knet cannot install, gets NNlib, the
-library Knet's CPU path calls (backend "julia-nnlib"). The installed juliacall version is read
-from its metadata (not imported) and checked against the compatibility matrix below. An explicit
-setting (1-3) that does not work stops the search: it is reported, quoting where it came from,
-never silently replaced by another Julia.
+runs `<julia> --version` (with a timeout; the only process it starts) on the first one that is
+set, and decides: Julia <= 1.9 can run Knet 1.4.10 (backend "julia"); Julia >= 1.10, where Knet
+cannot install, gets NNlib, the library Knet's CPU path calls (backend "julia-nnlib"). The
+installed juliacall version is read from its metadata (not imported) and the Julia range it
+accepts from its own `juliapkg.json` (`juliacall_env.juliacall_range`). An explicit setting that
+does not work stops the search: it is reported, quoting where it came from, never silently
+replaced by another Julia.
 
-`probe_julia()` then checks that the Julia found actually works: it starts it once in a
-subprocess, includes the PortingKnet package and reports Julia, Knet, NNlib and PythonCall
-versions. Probes are cached in memory and in `PORTING_CACHE_DIR` (default
-`~/.cache/porting`), keyed by the executable, the Julia project's manifest and the package
-sources, so a new Python process does not pay Julia's start-up again.
+Whether the Julia found actually works is the probe's question (`porting.bridge.probe`): it is
+the one step that starts Julia and writes a cache, and it runs only when asked.
 
 >>> d = discover()
 >>> d.backend, d.usable  # doctest: +SKIP
@@ -31,7 +31,6 @@ sources, so a new Python process does not pay Julia's start-up again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -39,32 +38,25 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import metadata
-from pathlib import Path
 
-from porting.errors import PortingError
-
-Version = tuple[int, int, int]
+from porting import settings
+from porting.bridge.juliacall_env import (
+    JuliacallRange,
+    Version,
+    format_version,
+    juliacall_range,
+    parse_version,
+    reads_juliacall_pair,
+)
 
 KNET_VERSION = "1.4.10"
 KNET_MAX_JULIA: tuple[int, int] = (1, 9)  # Knet 1.4.10 resolves only on Julia <= 1.9
 JULIACALL_PIN = ">=0.9.26,<0.9.29"  # the porting[julia] extra, see pyproject.toml
 
-# juliacall version range (lo inclusive, hi exclusive) -> Julia range it runs (lo inclusive,
-# hi exclusive). From DOMAIN.md "Julia, Knet and juliacall versions".
-JULIACALL_MATRIX: tuple[tuple[Version, Version | None, Version, Version | None, str], ...] = (
-    ((0, 9, 29), None, (1, 10, 3), None, "Julia >= 1.10.3"),
-    ((0, 9, 26), (0, 9, 29), (1, 9, 0), (1, 10, 0), "Julia ~1.9 (1.9.x)"),
-    ((0, 9, 25), (0, 9, 26), (1, 6, 1), (1, 10, 1), "Julia 1.6.1 to 1.10.0"),
-)
-
 DEFAULT_VERSION_TIMEOUT = 20.0
-DEFAULT_PROBE_TIMEOUT = 300.0
 ENV_VERSION_TIMEOUT = "PORTING_JULIA_TIMEOUT"
-ENV_PROBE_TIMEOUT = "PORTING_JULIA_PROBE_TIMEOUT"
-ENV_CACHE_DIR = "PORTING_CACHE_DIR"
 
 INSTALL_HINT = (
     "run `porting doctor --install-julia` (downloads Julia 1.9 and Knet 1.4.10 through juliapkg), "
@@ -76,18 +68,6 @@ _VERSION_RE = re.compile(r"^julia version (\d+)\.(\d+)\.(\d+)(\S*)\s*$", re.IGNO
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def parse_version(text: str) -> Version | None:
-    """`"0.9.27"` -> `(0, 9, 27)`; `None` when it does not start with three numbers."""
-    m = re.match(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?", text or "")
-    if not m:
-        return None
-    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
-
-
-def format_version(v: Version | None) -> str:
-    return "?" if v is None else ".".join(map(str, v))
 
 
 def dist_version(name: str) -> str | None:
@@ -110,20 +90,6 @@ def _option(xkey: str, envkey: str) -> tuple[str | None, str]:
     if value is not None:
         return value, f"{envkey}={value}"
     return None, envkey
-
-
-def env_seconds(name: str, default: float) -> float:
-    """A timeout from the environment, quoting the variable when it is not a positive number."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise PortingError(f"{name}={raw}: expected a positive number of seconds")
-    return value
 
 
 def describe_exit(returncode: int) -> str:
@@ -180,17 +146,23 @@ def _tail(text: str, n: int = 300) -> str:
 # --------------------------------------------------------------------------- juliapkg's state
 
 
-def juliapkg_project() -> tuple[str, str]:
-    """The Julia project juliacall will use, and where that choice came from.
+def juliapkg_project(juliacall: str | None = None) -> tuple[str, str]:
+    """The Julia project juliacall `juliacall` will use, and where that choice came from.
 
-    Mirrors juliapkg's rules without importing it: `PYTHON_JULIACALL_PROJECT` (juliacall >=
-    0.9.28), `PYTHON_JULIAPKG_PROJECT`, else `<prefix>/julia_env` in a virtual or conda
-    environment, else `<depot>/environments/pyjuliapkg`.
+    Mirrors juliacall's and juliapkg's rules without importing them: for juliacall >= 0.9.28
+    `PYTHON_JULIACALL_PROJECT` first, then `PYTHON_JULIAPKG_PROJECT`; older juliacall reads only
+    juliapkg's setting (porting passes `PYTHON_JULIACALL_PROJECT` on when that is unset); else
+    `<prefix>/julia_env` in a virtual or conda environment, else
+    `<depot>/environments/pyjuliapkg`. Relative settings are made absolute (juliapkg requires
+    that).
     """
-    for xkey, envkey in (
+    order = [
         ("juliacall-project", "PYTHON_JULIACALL_PROJECT"),
         ("juliapkg-project", "PYTHON_JULIAPKG_PROJECT"),
-    ):
+    ]
+    if not reads_juliacall_pair(juliacall):
+        order.reverse()
+    for xkey, envkey in order:
         value, where = _option(xkey, envkey)
         if value:
             return os.path.abspath(os.path.expanduser(value)), where
@@ -198,7 +170,7 @@ def juliapkg_project() -> tuple[str, str]:
         return os.path.join(sys.prefix, "julia_env"), f"virtual environment {sys.prefix}"
     conda = os.environ.get("CONDA_PREFIX")
     if conda:
-        return os.path.join(conda, "julia_env"), f"CONDA_PREFIX={conda}"
+        return os.path.abspath(os.path.join(conda, "julia_env")), f"CONDA_PREFIX={conda}"
     depot_env = os.environ.get("JULIA_DEPOT_PATH")
     if depot_env:
         depot = depot_env.split(os.pathsep)[0]
@@ -254,6 +226,7 @@ class Discovery:
     usable: bool  # Julia found and juliacall can run it (the probe says whether it works)
     reason: str
     advice: tuple[str, ...] = ()
+    juliacall_range: JuliacallRange | None = None  # the Julia versions that juliacall accepts
 
     @property
     def knet_possible(self) -> bool:
@@ -265,6 +238,9 @@ class Discovery:
         d["candidates"] = [_candidate_dict(c) for c in self.candidates]
         d["looked"] = list(self.looked)
         d["advice"] = list(self.advice)
+        d["juliacall_range"] = (
+            None if self.juliacall_range is None else self.juliacall_range.to_dict()
+        )
         return d
 
 
@@ -334,16 +310,19 @@ def inspect_julia(
 # --------------------------------------------------------------------------- the verdict
 
 
-def juliacall_supports(juliacall: str, julia: Version) -> tuple[bool | None, str]:
-    """Whether juliacall `juliacall` runs Julia `julia`, per the matrix; None when unknown."""
-    jc = parse_version(juliacall)
-    if jc is None:
-        return None, f"juliacall {juliacall}: version not understood"
-    for lo, hi, jlo, jhi, text in JULIACALL_MATRIX:
-        if jc >= lo and (hi is None or jc < hi):
-            ok = julia >= jlo and (jhi is None or julia < jhi)
-            return ok, f"juliacall {juliacall} runs {text}"
-    return None, f"juliacall {juliacall} is older than the compatibility table (0.9.25)"
+def juliacall_supports(
+    juliacall: str, julia: Version, jrange: JuliacallRange | None = None
+) -> tuple[bool | None, str]:
+    """Whether juliacall `juliacall` runs Julia `julia`, per the Julia range it declares (its own
+    `juliapkg.json` when installed, see `juliacall_env.juliacall_range`); None when unknown."""
+    if jrange is None:
+        jrange = juliacall_range(juliacall)
+    if jrange is None:
+        if parse_version(juliacall) is None:
+            return None, f"juliacall {juliacall}: version not understood"
+        return None, f"juliacall {juliacall} is older than the compatibility table (0.9.25)"
+    ok = jrange.compat.contains(julia)
+    return ok, f"juliacall {juliacall} runs Julia {jrange.compat.text!r} (from {jrange.source})"
 
 
 def knet_backend_for(version: Version) -> str:
@@ -357,9 +336,10 @@ def discover(julia: str | os.PathLike | None = None, *, timeout: float | None = 
     `julia` is an explicit executable (it wins over every environment variable); `timeout`
     bounds `julia --version` (default `PORTING_JULIA_TIMEOUT`, else 20 s).
     """
-    if timeout is None:
-        timeout = env_seconds(ENV_VERSION_TIMEOUT, DEFAULT_VERSION_TIMEOUT)
-    project, project_source = juliapkg_project()
+    timeout = settings.seconds(ENV_VERSION_TIMEOUT, DEFAULT_VERSION_TIMEOUT, explicit=timeout)
+    jc = dist_version("juliacall")
+    pair = reads_juliacall_pair(jc)
+    project, project_source = juliapkg_project(jc)
     looked: list[str] = []
     candidates: list[JuliaCandidate] = []
     chosen: JuliaCandidate | None = None
@@ -388,10 +368,12 @@ def discover(julia: str | os.PathLike | None = None, *, timeout: float | None = 
         explicit_settings.append(
             (os.fspath(julia), "argument", f"julia={os.fspath(julia)} (argument)")
         )
-    for xkey, envkey in (
-        ("juliacall-exe", "PYTHON_JULIACALL_EXE"),
-        ("juliapkg-exe", "PYTHON_JULIAPKG_EXE"),
-    ):
+    exe_order = [("juliacall-exe", "PYTHON_JULIACALL_EXE"), ("juliapkg-exe", "PYTHON_JULIAPKG_EXE")]
+    if (
+        not pair
+    ):  # juliacall < 0.9.28 starts juliapkg's Julia; PYTHON_JULIACALL_EXE is ours to pass on
+        exe_order.reverse()
+    for xkey, envkey in exe_order:
         value, where = _option(xkey, envkey)
         explicit_settings.append((value, envkey, where))
     done = False
@@ -443,7 +425,6 @@ def discover(julia: str | os.PathLike | None = None, *, timeout: float | None = 
         else:
             done = consider(on_path, "PATH", f"`julia` on PATH ({on_path})", False)
 
-    jc = dist_version("juliacall")
     return _verdict(
         chosen, stop_reason, tuple(candidates), tuple(looked), project, project_source, jc
     )
@@ -458,10 +439,12 @@ def _verdict(
     project_source: str,
     juliacall: str | None,
 ) -> Discovery:
+    jrange = juliacall_range(juliacall) if juliacall is not None else None
+
     def result(backend, usable, reason, advice, jc_problem=None) -> Discovery:
         return Discovery(
             chosen, candidates, looked, project, project_source, juliacall, jc_problem,
-            backend, usable, reason, tuple(advice),
+            backend, usable, reason, tuple(advice), jrange,
         )  # fmt: skip
 
     if chosen is None:
@@ -498,234 +481,16 @@ def _verdict(
         return result(
             backend, False, f"{where}, but juliacall is not installed", [JULIACALL_HINT, *advice]
         )
-    supported, text = juliacall_supports(juliacall, chosen.version)
+    supported, text = juliacall_supports(juliacall, chosen.version, jrange)
     if supported is False:
         if backend == "julia":
             fix = f"install juliacall{JULIACALL_PIN} (pip install 'porting[julia]')"
         else:
             fix = (
                 "use a Julia 1.9 for Knet (pip install 'porting[julia]' pins a juliacall for it), "
-                "or juliacall>=0.9.29 for NNlib on this Julia"
+                "or a juliacall whose juliapkg.json accepts this Julia for NNlib"
             )
         problem = f"{text}, not Julia {chosen.version_text}"
         return result(backend, False, f"{where}, but {problem}", [fix, *advice], problem)
     note = None if supported else text
     return result(backend, True, f"{where}, juliacall {juliacall}: {what}", advice, note)
-
-
-# --------------------------------------------------------------------------- the probe
-
-
-@dataclass(frozen=True)
-class Probe:
-    """Whether the Julia found works: PortingKnet loads and says which backend it is."""
-
-    ok: bool
-    backend: str | None  # PortingKnet.backend_name(): "julia" or "julia-nnlib"
-    # julia, knet, nnlib, pythoncall, and what PortingKnet.versions() adds (knet_error, ...)
-    versions: dict[str, str] = field(default_factory=dict)
-    problem: str | None = None
-    seconds: float = 0.0
-    cached: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-_PROBE_SCRIPT = r"""
-try
-    include(raw"{source}")
-    for (k, v) in PortingKnet.versions()
-        v === nothing && continue
-        println("porting-probe:", lowercase(string(k)), "=", replace(string(v), "\n" => " "))
-    end
-    println("porting-probe:backend=", PortingKnet.backend_name())
-catch err
-    println("porting-probe:error-begin")
-    showerror(stdout, err)
-    println()
-    println("porting-probe:error-end")
-end
-println("porting-probe:pythoncall=", Base.find_package("PythonCall") === nothing ? "missing" : "found")
-println("porting-probe:julia=", VERSION)
-"""
-
-_probe_memory: dict[str, Probe] = {}
-
-
-def _cache_dir() -> Path:
-    explicit = os.environ.get(ENV_CACHE_DIR)
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "porting"
-
-
-def _stamp(path: Path | str) -> list:
-    try:
-        st = os.stat(path)
-        return [str(path), st.st_mtime_ns, st.st_size]
-    except OSError:
-        return [str(path), None, None]
-
-
-def _probe_key(d: Discovery, source: Path) -> str:
-    assert d.julia is not None and d.julia.path is not None
-    sources = sorted(source.parent.glob("*.jl"))
-    parts = [
-        _stamp(os.path.realpath(d.julia.path)),
-        d.project,
-        _stamp(os.path.join(d.project, "Manifest.toml")),
-        [_stamp(p) for p in sources],
-        d.juliacall,
-        sys.version_info[:2],
-    ]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
-
-
-def _parse_probe(out: str) -> tuple[dict[str, str], str | None, str | None]:
-    versions: dict[str, str] = {}
-    backend = None
-    error_lines: list[str] = []
-    in_error = False
-    error = None
-    for line in out.splitlines():
-        if line == "porting-probe:error-begin":
-            in_error = True
-            continue
-        if line == "porting-probe:error-end":
-            in_error = False
-            error = "\n".join(error_lines).strip()
-            continue
-        if in_error:
-            error_lines.append(line)
-            continue
-        if line.startswith("porting-probe:") and "=" in line:
-            key, _, value = line[len("porting-probe:") :].partition("=")
-            if key == "backend":
-                backend = value.strip()
-            else:
-                versions[key.strip()] = value.strip()
-    if in_error:  # the end marker never came
-        error = "\n".join(error_lines).strip()
-    return versions, backend, error
-
-
-def probe_julia(
-    d: Discovery | None = None,
-    *,
-    timeout: float | None = None,
-    refresh: bool = False,
-    disk_cache: bool = True,
-) -> Probe:
-    """Start the discovered Julia once and check that PortingKnet loads (cached).
-
-    Runs `julia --project=<juliacall's project> -e 'include(PortingKnet.jl); ...'` in a
-    subprocess; never imports juliacall, never installs anything (`JULIA_PKG_OFFLINE=true`).
-    """
-    from porting.bridge.paths import julia_source_file
-
-    if d is None:
-        d = discover()
-    if d.julia is None or d.julia.path is None:
-        return Probe(False, None, {}, d.reason)
-    try:
-        source = julia_source_file()
-    except PortingError as e:
-        return Probe(False, None, {"julia": d.julia.version_text or "?"}, str(e))
-    key = _probe_key(d, source)
-    if not refresh:
-        if key in _probe_memory:
-            return _probe_memory[key]
-        if disk_cache:
-            hit = _disk_cache_get(key)
-            if hit is not None:
-                _probe_memory[key] = hit
-                return hit
-    if timeout is None:
-        timeout = env_seconds(ENV_PROBE_TIMEOUT, DEFAULT_PROBE_TIMEOUT)
-    env = dict(os.environ)
-    env["JULIA_PKG_OFFLINE"] = "true"  # never let Pkg reach the network from a probe
-    cmd = [
-        d.julia.path,
-        "--startup-file=no",
-        "--history-file=no",
-        f"--project={d.project}",
-        "-e",
-        _PROBE_SCRIPT.replace("{source}", str(source)),
-    ]
-    t0 = time.perf_counter()
-    try:
-        rc, out, err = run_command(cmd, timeout, env)
-    except subprocess.TimeoutExpired:
-        result = Probe(
-            False, None, {"julia": d.julia.version_text or "?"},
-            f"{d.julia.setting}: loading PortingKnet did not finish within {timeout:g} s "
-            f"(set {ENV_PROBE_TIMEOUT} to wait longer; the first load precompiles Knet)",
-            time.perf_counter() - t0,
-        )  # fmt: skip
-        _probe_memory[key] = result  # not written to disk: a slow first load may be faster later
-        return result
-    except OSError as e:
-        return Probe(False, None, {}, f"{d.julia.setting}: cannot be run: {e}")
-    seconds = time.perf_counter() - t0
-    versions, backend, error = _parse_probe(out)
-    versions.setdefault("julia", d.julia.version_text or "?")
-    problem = None
-    if error is not None:
-        problem = f"loading {source.name} in Julia {versions['julia']} failed: {error}"
-    elif rc != 0:
-        problem = f"Julia {versions['julia']} failed with {describe_exit(rc)}: {_tail(err or out)}"
-    elif backend not in ("julia", "julia-nnlib"):
-        problem = (
-            f"PortingKnet.backend_name() said {backend!r}; expected 'julia' or 'julia-nnlib' "
-            f"(stderr: {_tail(err)})"
-        )
-    elif versions.get("pythoncall") == "missing":
-        problem = (
-            f"PythonCall (juliacall's Julia half) is not installed in the Julia project "
-            f"{d.project}: run `porting doctor --install-julia`"
-        )
-    result = Probe(problem is None, backend, versions, problem, seconds)
-    _probe_memory[key] = result
-    if disk_cache:
-        _disk_cache_put(key, result)
-    return result
-
-
-def _disk_cache_get(key: str) -> Probe | None:
-    try:
-        with open(_cache_dir() / "julia-probe.json", encoding="utf-8") as fp:
-            entry = json.load(fp).get(key)
-        if not isinstance(entry, dict):
-            return None
-        entry = dict(entry, cached=True)
-        return Probe(**entry)
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def _disk_cache_put(key: str, result: Probe) -> None:
-    path = _cache_dir() / "julia-probe.json"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(path, encoding="utf-8") as fp:
-                data = json.load(fp)
-            if not isinstance(data, dict):
-                data = {}
-        except (OSError, ValueError):
-            data = {}
-        data = dict(list(data.items())[-15:])  # keep the file small
-        data[key] = {k: v for k, v in result.to_dict().items() if k != "cached"}
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fp:
-            json.dump(data, fp)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a cache that cannot be written is only slower
-
-
-def clear_probe_cache() -> None:
-    """Forget in-memory probe results (the disk cache is keyed by file stamps)."""
-    _probe_memory.clear()

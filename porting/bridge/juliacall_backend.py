@@ -1,13 +1,16 @@
 """Knet (or NNlib) in this Python process through juliacall.
 
 Nothing here runs at import: `JuliacallBackend.load()` imports juliacall, and only after
-discovery found a Julia executable and these settings are in place, so that juliacall and
-juliapkg never download anything:
+discovery found a Julia executable and the settings of `juliacall_env.launch_environment` are
+in place, so that juliacall starts the Julia and project discovery checked and juliacall and
+juliapkg never download anything: `PYTHON_JULIAPKG_OFFLINE=yes` always; with juliacall >= 0.9.28
+and an existing project, `PYTHON_JULIACALL_EXE` and `PYTHON_JULIACALL_PROJECT` together (one
+alone is completed, never left alone: juliacall refuses that); otherwise juliapkg's own settings,
+`PYTHON_JULIAPKG_EXE` only when juliapkg would pick another Julia by itself (setting it when it
+changes nothing makes juliapkg resolve again).
 
-- `PYTHON_JULIAPKG_EXE` = the discovered Julia (unless already set),
-- `PYTHON_JULIAPKG_OFFLINE=yes` (always: installing is `porting doctor --install-julia`'s job),
-- with juliacall >= 0.9.28 and an existing project folder, `PYTHON_JULIACALL_EXE` and
-  `PYTHON_JULIACALL_PROJECT` together (juliacall then bypasses juliapkg entirely).
+`import juliacall` is attempted once per process: if it fails, Julia may be half started
+(`jl_init` cannot run twice), so later calls repeat the first error instead of importing again.
 
 It then `include`s `src/PortingKnet.jl` (see `porting.bridge.paths`) and calls its `conv4`,
 `deconv4`, `pool` and `mat` with Knet's keywords. Arrays go in through `to_julia_layout` (no copy
@@ -22,20 +25,23 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from typing import Any
 
 import numpy as np
 
 from porting.bridge import discovery as _disc
 from porting.bridge.arrays import from_julia, to_julia_layout
+from porting.bridge.juliacall_env import effective_settings, launch_environment
 from porting.errors import PortingError
 from porting.geometry import ConvGeometry, PoolGeometry
 
 
-def configure_environment(d: _disc.Discovery) -> dict[str, str]:
-    """Set the variables that keep juliacall/juliapkg offline and on the discovered Julia.
+def configure_environment(d: _disc.Discovery, environ=None) -> dict[str, str | None]:
+    """Set the variables that keep juliacall/juliapkg offline and on the discovered Julia and
+    project, by the installed juliacall's rules (`juliacall_env.launch_environment`).
 
-    Returns what was set (for the report). Refuses when no Julia was found: importing
-    juliacall then would make juliapkg download one.
+    Changes `environ` (default `os.environ`) and returns what changed (None = removed).
+    Refuses when no Julia was found: importing juliacall then would make juliapkg download one.
     """
     if d.julia is None or d.julia.path is None:
         raise PortingError(
@@ -43,25 +49,12 @@ def configure_environment(d: _disc.Discovery) -> dict[str, str]:
             "juliacall now would download Julia, which porting never does implicitly: "
             + _disc.INSTALL_HINT
         )
-    changed: dict[str, str] = {}
-
-    def put(key: str, value: str, *, force: bool = False) -> None:
-        if force or key not in os.environ:
-            if os.environ.get(key) != value:
-                os.environ[key] = value
-                changed[key] = value
-
-    put("PYTHON_JULIAPKG_EXE", d.julia.path)
-    put("PYTHON_JULIAPKG_OFFLINE", "yes", force=True)
-    jc = _disc.parse_version(d.juliacall or "")
-    if jc is not None and jc >= (0, 9, 28) and os.path.isdir(d.project):
-        if (
-            "PYTHON_JULIACALL_EXE" not in os.environ
-            and "PYTHON_JULIACALL_PROJECT" not in os.environ
-        ):
-            put("PYTHON_JULIACALL_EXE", d.julia.path)
-            put("PYTHON_JULIACALL_PROJECT", d.project)
-    return changed
+    if environ is None:
+        environ = os.environ
+    launch = launch_environment(
+        d.julia.path, d.project, d.juliacall, effective_settings(environ, sys._xoptions)
+    )
+    return launch.apply(environ)
 
 
 def _julia_message(e: BaseException) -> str:
@@ -78,14 +71,17 @@ class _Session:
 
     def __init__(self):
         self.lock = threading.RLock()  # juliacall is not thread-safe
-        self.mod = None
-        self.select_fn = None
+        self.mod: Any = None
+        self.select_fn: Any = None
         self.selected: str | None = None
-        self.environment: dict[str, str] = {}
+        self.environment: dict[str, str | None] = {}
+        self.failed: str | None = None  # why `import juliacall` failed (never retried)
 
     def boot(self, discovery: _disc.Discovery | None, package) -> None:
         if self.mod is not None:
             return
+        if self.failed is not None:
+            raise PortingError(self.failed)
         from porting.bridge.paths import julia_source_file
 
         source = julia_source_file(package)
@@ -102,11 +98,13 @@ class _Session:
         try:
             import juliacall  # deliberately lazy: this starts Julia
         except Exception as e:  # noqa: BLE001 - juliapkg/juliacall raise plain Exceptions
-            raise PortingError(
+            self.failed = (
                 f"juliacall could not start Julia: {type(e).__name__}: {_julia_message(e)}; "
                 "run `porting doctor` to see which Julia and project it used, and "
-                "`porting doctor --install-julia` to install the Julia packages"
-            ) from None
+                "`porting doctor --install-julia` to install the Julia packages (this process "
+                "will not import juliacall again: Julia cannot be started twice in one process)"
+            )
+            raise PortingError(self.failed) from None
         jl = juliacall.Main
         try:
             jl.include(str(source))
@@ -156,7 +154,7 @@ class JuliacallBackend:
         self.copies = 0  # inputs that had to be made Fortran-ordered (see to_julia_layout)
 
     @property
-    def environment(self) -> dict[str, str]:
+    def environment(self) -> dict[str, str | None]:
         """The juliacall/juliapkg variables set before juliacall was imported."""
         return dict(_session.environment)
 

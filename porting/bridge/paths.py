@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from porting import settings
 from porting.errors import PortingError
 
 ENV_PACKAGE = "PORTING_JULIA_PACKAGE"
@@ -46,7 +47,7 @@ def julia_package_dir(explicit: str | os.PathLike | None = None) -> Path:
     """
     for value, where in (
         (explicit, "julia_package argument"),
-        (os.environ.get(ENV_PACKAGE), ENV_PACKAGE),
+        (settings.text(ENV_PACKAGE), ENV_PACKAGE),
     ):
         if value is None or value == "":
             continue

@@ -58,246 +58,48 @@ shape, dtype, order) and its bytes sit in a `multiprocessing.shared_memory` segm
 
 from __future__ import annotations
 
-import collections
-import glob
-import mmap
 import os
-import pickle
-import secrets
-import struct
 import subprocess
 import sys
 import threading
-import time
-import traceback
 import warnings
 import weakref
-from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
-from typing import Literal
 
 import numpy as np
 
+from porting.bridge.shm import (
+    _MIN_SLOT,
+    _SMALL_SLOT,
+    PROTOCOL,
+    SMALL_RESULT,
+    _attach_and_unlink,
+    _check_shareable,
+    _header,
+    _order,
+    _order_of,
+    _read_msg,
+    _ResultPool,
+    _Segment,
+    _SharedBlock,
+    _sweep,
+    _write_msg,
+    new_prefix,
+    reclaim_orphans,
+)
 from porting.errors import PortingError
 
-try:
-    import _posixshmem  # the POSIX half of multiprocessing.shared_memory
-except ImportError:  # Windows
-    _posixshmem = None
+__all__ = ["WorkerBackend", "WorkerStartError", "shared_worker", "close_all", "SMALL_RESULT"]
 
-PROTOCOL = 1
-ENV_WORKER = "PORTING_JULIA_WORKER"
-_HEADER = struct.Struct("<Q")
-_MIN_SLOT = 1 << 16
-# Results up to this size come back through one reusable segment and are copied out by the
-# parent (a copy this small costs less than creating, mapping and unlinking a segment);
-# larger ones come back zero-copy in a fresh segment.
-SMALL_RESULT = 1 << 18
-_SMALL_SLOT = -1  # slot key of the reusable small-result segment
-POOL_FREE_SEGMENTS = 4  # free result segments kept mapped for reuse ...
-POOL_FREE_BYTES = 1 << 30  # ... holding at most this much memory
-_TRACK_PARAM = sys.version_info >= (3, 13)  # SharedMemory(track=False) exists from 3.13
+# juliacall's FAQ: Julia's GC uses deliberate segfaults that only Julia's own signal handler
+# turns into safepoints; with more than one Julia thread and that handler off, the process dies.
+# The worker is a process of its own (its own session, no Ctrl-C from the user's terminal), so
+# it lets Julia handle signals unless the user chose otherwise.
+JULIA_WORKER_ENV = {"PYTHON_JULIACALL_HANDLE_SIGNALS": "yes"}
 
 
 class WorkerStartError(PortingError):
     """The worker process could not start its backend (the message says why)."""
-
-
-# --------------------------------------------------------------------------- framing
-
-
-def _write_msg(fd: int, obj) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_HEADER.pack(len(data)) + data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _read_exact(fd: int, n: int) -> bytes:
-    chunks = []
-    while n:
-        chunk = os.read(fd, n)
-        if not chunk:
-            raise EOFError("pipe closed")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
-def _read_msg(fd: int):
-    (n,) = _HEADER.unpack(_read_exact(fd, _HEADER.size))
-    return pickle.loads(_read_exact(fd, n))
-
-
-# --------------------------------------------------------------------------- shared memory
-
-
-def _order_of(a: np.ndarray) -> Literal["C", "F"]:
-    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
-
-
-def _order(ref: dict) -> Literal["C", "F"]:
-    return "F" if ref["order"] == "F" else "C"
-
-
-def _header(name: str | None, a: np.ndarray, order: str) -> dict:
-    return {"shm": name, "shape": a.shape, "dtype": a.dtype.str, "order": order}
-
-
-def _check_shareable(a: np.ndarray, what: str) -> None:
-    if a.dtype.hasobject:
-        raise PortingError(
-            f"{what} has dtype {a.dtype}; only numeric arrays can travel to the worker process"
-        )
-
-
-def _disable_resource_tracker() -> None:
-    """Worker process only: every segment is owned, and unlinked, by the parent.
-
-    Before Python 3.13 (no `track=False`), SharedMemory registers each segment it creates *or
-    attaches* with a per-process resource tracker, which unlinks them all when the process
-    exits: the worker's tracker would delete the parent's input segments. The worker is our
-    own interpreter, so it simply never registers anything.
-    """
-    if not _TRACK_PARAM:
-        resource_tracker.register = lambda *args, **kwargs: None
-        resource_tracker.unregister = lambda *args, **kwargs: None
-
-
-def _worker_shm(name: str, *, create: bool = False, size: int = 0) -> SharedMemory:
-    if _TRACK_PARAM:
-        return SharedMemory(name=name, create=create, size=size, track=False)  # type: ignore[call-arg]
-    return SharedMemory(name=name, create=create, size=size)
-
-
-def _attach_and_unlink(name: str):
-    """Map a segment the worker made and remove its name at once (the mapping stays valid, and
-    with the name gone nothing can leak: the memory goes when both processes unmap it).
-
-    On POSIX this goes straight to shm_open/mmap/shm_unlink (what SharedMemory does inside),
-    which skips two round trips to the resource tracker per result on Python < 3.13.
-    """
-    if _posixshmem is not None:
-        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
-        try:
-            mapping = mmap.mmap(fd, os.fstat(fd).st_size)
-        finally:
-            os.close(fd)
-        _posixshmem.shm_unlink("/" + name)
-        return mapping
-    shm = SharedMemory(name=name)  # Windows: the segment goes when its last handle closes
-    try:
-        shm.unlink()
-    except FileNotFoundError:
-        pass
-    return shm
-
-
-class _Segment:
-    """A result segment mapped in the parent; reused for a later result once no array views it."""
-
-    __slots__ = ("key", "mapping", "size", "pool")
-
-    def __init__(self, key: str, mapping, pool: _ResultPool):
-        self.key = key
-        self.mapping = mapping  # an mmap, or a SharedMemory where _posixshmem is missing
-        self.size = len(mapping) if isinstance(mapping, mmap.mmap) else mapping.size
-        self.pool = pool
-
-    @property
-    def buffer(self):
-        return self.mapping.buf if isinstance(self.mapping, SharedMemory) else self.mapping
-
-    def close(self) -> None:
-        try:
-            self.mapping.close()
-        except Exception:  # noqa: BLE001 - a mapping still viewed is freed with its last view
-            pass
-
-
-class _SharedBlock:
-    """Lends a result segment to the arrays that view it.
-
-    `np.asarray(block)` makes an array whose `.base` is this object (via
-    `__array_interface__`); views of it keep it alive. When the last one goes, the segment
-    returns to its pool (already mapped and faulted in both processes, so the next result of a
-    similar size costs one plain memcpy), or is unmapped if the worker has been closed.
-    """
-
-    def __init__(self, seg: _Segment, shape, dtype, order: Literal["C", "F"]):
-        self._seg = seg
-        self._view = np.ndarray(shape, dtype=np.dtype(dtype), buffer=seg.buffer, order=order)
-        self.__array_interface__ = self._view.__array_interface__
-
-    def __del__(self):
-        self.__array_interface__ = None
-        self._view = None  # release the buffer export before the segment is reused or closed
-        seg, self._seg = self._seg, None
-        if seg is not None:
-            seg.pool.give_back(seg)
-
-
-class _ResultPool:
-    """Result segments mapped in the parent: free ones are offered to the worker for reuse.
-
-    Keeps at most POOL_FREE_SEGMENTS free segments and POOL_FREE_BYTES in them; older ones are
-    unmapped here and their keys sent to the worker (`drop`) so it unmaps them too.
-    """
-
-    def __init__(self):
-        self.free: dict[str, _Segment] = {}  # oldest first
-        self.returned: collections.deque[_Segment] = collections.deque()  # from any thread
-        self.drop: list[str] = []
-        self.open = True
-
-    def give_back(self, seg: _Segment) -> None:
-        if self.open:
-            self.returned.append(seg)  # deque.append is atomic; drained under the worker lock
-        else:
-            seg.close()
-
-    def offer(self) -> list[tuple[str, int]]:
-        while self.returned:
-            seg = self.returned.popleft()
-            self.free[seg.key] = seg
-        while self.free and (
-            len(self.free) > POOL_FREE_SEGMENTS
-            or sum(sg.size for sg in self.free.values()) > POOL_FREE_BYTES
-        ):
-            key = next(iter(self.free))
-            self.free.pop(key).close()
-            self.drop.append(key)
-        return [(sg.key, sg.size) for sg in self.free.values()]
-
-    def take(self, key: str) -> _Segment:
-        return self.free.pop(key)
-
-    def close(self) -> None:
-        self.open = False
-        self.offer()
-        for seg in self.free.values():
-            seg.close()
-        self.free.clear()
-        self.drop.clear()
-
-
-def _shm_dir_entries(prefix: str) -> list[str]:
-    """Leftover segments with this prefix (Linux keeps them as files under /dev/shm)."""
-    if not os.path.isdir("/dev/shm"):
-        return []
-    return glob.glob(os.path.join("/dev/shm", glob.escape(prefix) + "*"))
-
-
-def _sweep(prefix: str) -> None:
-    for path in _shm_dir_entries(prefix):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-
-# --------------------------------------------------------------------------- parent side
 
 
 class _State:
@@ -390,7 +192,7 @@ class WorkerBackend:
         self.backend = backend
         self._env = dict(env or {})
         self._lock = threading.RLock()
-        self._state = _State(f"pk{secrets.token_hex(4)}_")
+        self._state = _State(new_prefix())
         self._finalizer = weakref.finalize(self, self._state.shutdown)
         self.name: str | None = None
         self.versions: dict[str, str] = {}
@@ -421,14 +223,17 @@ class WorkerBackend:
             if self.alive:
                 return self
             self._state.stop_process(timeout=1.0)
+            reclaim_orphans()  # segments of porting processes that were killed
             env = dict(os.environ)
+            if self.backend in ("julia", "julia-nnlib"):
+                env.update(_julia_child_env(env))
             env.update(self._env)
             root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
             env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
             cmd = [
                 sys.executable,
                 "-c",
-                "import sys; from porting.bridge.worker import serve; serve(sys.argv[1:])",
+                "import sys; from porting.bridge.worker_child import serve; serve(sys.argv[1:])",
                 self.backend,
             ]
             try:
@@ -625,6 +430,19 @@ class WorkerBackend:
         return f"WorkerBackend({self.backend!r}, {state})"
 
 
+def _julia_child_env(environ: dict[str, str]) -> dict[str, str]:
+    """What a Julia worker needs besides this process's environment: the `-X juliacall-*` /
+    `-X juliapkg-*` options of this interpreter as variables (a child does not inherit `-X`),
+    and Julia's own signal handling unless the user set it."""
+    from porting.bridge.juliacall_env import effective_settings
+
+    out = effective_settings(environ, sys._xoptions)
+    for key, value in JULIA_WORKER_ENV.items():
+        if key not in environ:
+            out[key] = value
+    return out
+
+
 def _exit_text(rc: int | None) -> str:
     from porting.bridge.discovery import describe_exit
 
@@ -663,169 +481,3 @@ def close_all() -> None:
     """Stop every worker of this process (also runs at interpreter exit)."""
     for wk in list(_live):
         wk.close()
-
-
-# --------------------------------------------------------------------------- worker side
-
-
-def _load_backend(spec: str):
-    if spec == "reference":
-        from porting.knet import reference
-
-        return reference, "reference", {}
-    if spec in ("julia", "julia-nnlib"):
-        from porting.bridge.juliacall_backend import JuliacallBackend
-
-        impl = JuliacallBackend(select=spec).load()  # "julia" raises Julia's reason if no Knet
-        return impl, impl.name, impl.versions
-    if ":" in spec:
-        import importlib
-
-        module, _, attr = spec.partition(":")
-        impl = getattr(importlib.import_module(module), attr)
-        name = getattr(impl, "NAME", None) or spec
-        return impl, str(name), dict(getattr(impl, "VERSIONS", {}) or {})
-    raise PortingError(
-        f"backend={spec!r}: the worker hosts 'reference', 'julia', 'julia-nnlib' or "
-        "'module:attribute'"
-    )
-
-
-class _Server:
-    def __init__(self, impl):
-        self.impl = impl
-        self.inputs: dict[int, SharedMemory] = {}  # argument position -> mapped slot
-        self.results: dict[str, SharedMemory] = {}  # pooled result segments, by key
-
-    def array(self, index: int, ref: dict) -> np.ndarray:
-        if ref["shm"] is None:
-            return np.empty(ref["shape"], dtype=np.dtype(ref["dtype"]), order=_order(ref))
-        shm = self.inputs.get(index)
-        if shm is None or shm.name != ref["shm"].lstrip("/"):
-            if shm is not None:
-                try:
-                    shm.close()
-                except BufferError:
-                    pass  # still viewed by a live array; the mapping goes with it
-            shm = self.inputs[index] = _worker_shm(ref["shm"])
-        return np.ndarray(
-            ref["shape"], dtype=np.dtype(ref["dtype"]), buffer=shm.buf, order=_order(ref)
-        )
-
-    def publish(self, y, msg: dict) -> dict:
-        """Put a result where the parent can see it: the small-result slot, a free pooled
-        segment the parent offered, or a new segment (kept mapped here for later reuse)."""
-        y = np.asarray(y)
-        _check_shareable(y, "the result")
-        order = _order_of(y)
-        if y.nbytes == 0:
-            return _header(None, y, order)
-        small = msg.get("small")
-        if small is not None and y.nbytes <= small["size"]:
-            slot = self.inputs.get(_SMALL_SLOT)
-            if slot is None or slot.name != small["shm"]:
-                slot = self.inputs[_SMALL_SLOT] = _worker_shm(small["shm"])
-            self._copy(y, slot, order)
-            return dict(_header(slot.name, y, order), small=True)
-        fits = [
-            (size, key)
-            for key, size in msg.get("pool", ())
-            if key in self.results and y.nbytes <= size <= 2 * y.nbytes
-        ]
-        if fits:
-            key = min(fits)[1]
-            self._copy(y, self.results[key], order)
-            return _header(key, y, order)
-        key = msg["out"]
-        shm = _worker_shm(key, create=True, size=y.nbytes)
-        try:
-            self._copy(y, shm, order)
-        except BaseException:
-            shm.close()
-            shm.unlink()
-            raise
-        self.results[key] = shm  # the parent maps it by name, then unlinks the name
-        return dict(_header(key, y, order), new=True)
-
-    @staticmethod
-    def _copy(y: np.ndarray, shm: SharedMemory, order: Literal["C", "F"]) -> None:
-        dst = np.ndarray(y.shape, dtype=y.dtype, buffer=shm.buf, order=order)
-        np.copyto(dst, y, casting="no")
-        del dst
-
-    def drop(self, keys) -> None:
-        for key in keys:
-            shm = self.results.pop(key, None)
-            if shm is not None:
-                try:
-                    shm.close()
-                except BufferError:
-                    pass
-
-    def handle(self, msg: dict) -> dict:
-        self.drop(msg.get("drop", ()))
-        op = msg["op"]
-        if op == "ping":
-            return {"ok": True, "value": {"pid": os.getpid(), "time": time.time()}}
-        if op not in ("conv4", "deconv4", "pool", "mat"):
-            raise PortingError(f"unknown worker operation {op!r}")
-        arrays = [self.array(i, ref) for i, ref in enumerate(msg["arrays"])]
-        p = msg["params"]
-        fn = getattr(self.impl, op)
-        if op == "mat":
-            y = fn(arrays[0], p["dims"])
-        else:
-            y = fn(*arrays, p["geom"], p["alpha"])
-        result = self.publish(y, msg)
-        del arrays, y
-        return {"ok": True, "result": result}
-
-
-def serve(argv: list[str]) -> None:
-    """Worker entry point: `python -c "...serve(sys.argv[1:])" BACKEND`."""
-    rfd, wfd = os.dup(0), os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    os.dup2(2, 1)  # whatever Python or Julia prints goes to stderr, never into the channel
-    _disable_resource_tracker()
-    spec = argv[0] if argv else "reference"
-    try:
-        impl, name, versions = _load_backend(spec)
-    except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
-        _write_msg(wfd, {"ok": False, "type": type(e).__name__, "message": str(e)})
-        return
-    _write_msg(
-        wfd,
-        {
-            "ok": True,
-            "hello": {
-                "protocol": PROTOCOL,
-                "backend": name,
-                "versions": versions,
-                "pid": os.getpid(),
-            },
-        },
-    )
-    server = _Server(impl)
-    while True:
-        try:
-            msg = _read_msg(rfd)
-        except EOFError:
-            return  # the parent went away
-        if msg.get("op") == "close":
-            return
-        try:
-            reply = server.handle(msg)
-        except Exception as e:  # noqa: BLE001 - every error goes back to the caller
-            reply = {
-                "ok": False,
-                "type": type(e).__name__,
-                "message": str(e),
-                "traceback": "".join(traceback.format_exception(type(e), e, e.__traceback__)),
-            }
-            e.__traceback__ = None  # drop frames that still view the input segments
-        try:
-            _write_msg(wfd, reply)
-        except OSError:
-            return  # the parent went away

@@ -1,14 +1,25 @@
-"""Helpers shared by CLI commands: argument parsing and input files."""
+"""Helpers shared by CLI commands: argument parsing, input files, output that fits."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from porting.errors import PortingError
+
+MAX_DIM = 2**31 - 1
+"""Largest size, padding, stride or dilation accepted on the command line (C int, as the
+TensorFlow and Julia kernels index with it)."""
+
+MAX_K = 2**40
+"""Largest `--k` (terms summed per element): beyond about 10^12 terms the float32 bound
+`(sqrt(K)+2) eps S` exceeds S/8 and says nothing."""
 
 
 def int_or_tuple(text: str):
@@ -17,40 +28,130 @@ def int_or_tuple(text: str):
         parts = [int(p) for p in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: expected an integer or comma-separated integers (one per spatial "
+            f"{text[:40]!r}: expected an integer or comma-separated integers (one per spatial "
             "dimension, Julia order), e.g. 1 or 1,2"
         ) from None
+    big = [p for p in parts if abs(p) > MAX_DIM]
+    if big:
+        raise argparse.ArgumentTypeError(
+            f"{str(big[0])[:40]}: too large; expected integers of at most {MAX_DIM}"
+        )
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
+def positive_int(maximum: int, what: str):
+    """An argparse type: an integer in 1..maximum, the error naming the value and `what`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text[:40]!r}: expected a positive integer ({what})"
+            ) from None
+        if not 1 <= value <= maximum:
+            shown = (
+                str(value)
+                if len(str(value)) <= 40
+                else f"{str(value)[:20]}... ({len(str(value))} digits)"
+            )
+            raise argparse.ArgumentTypeError(
+                f"{shown}: expected a positive integer of at most {maximum} ({what})"
+            )
+        return value
+
+    return parse
+
+
 def load_npy(path: str, name: str) -> np.ndarray:
-    """Read one Julia-indexed array from a .npy file (NPZ.jl writes them Fortran-ordered)."""
-    p = Path(path)
-    if not p.exists():
-        raise PortingError(f"{name}: {path}: no such file; expected a .npy file")
-    if p.is_dir():
-        raise PortingError(f"{name}: {path} is a directory; expected a .npy file")
-    try:
-        a = np.load(p, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is bad input
-        raise PortingError(f"{name}: {path}: cannot read as .npy ({e})") from None
-    if isinstance(a, np.lib.npyio.NpzFile):
-        a.close()
+    """Read one Julia-indexed array from a .npy file (NPZ.jl writes them Fortran-ordered).
+
+    Only a regular file is opened (a FIFO or device is refused at once); the header is checked
+    against porting.io's size budget before the data is read."""
+    from porting import files, io
+
+    p = files.input_file(path, "a .npy file", what=name)
+    with files.open_input(p) as fh:
+        head = fh.read(4)
+    if head in (b"PK\x03\x04", b"PK\x05\x06"):
         raise PortingError(f"{name}: {path} is an .npz archive; expected a single-array .npy file")
-    return a
+    try:
+        arrays = io.load(p, format="npy")
+    except PortingError as e:
+        raise PortingError(f"{name}: {e}") from None
+    return next(iter(arrays.values()))
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM on this machine, or None where the system does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_memory(what: str, nbytes: int) -> None:
+    """Refuse work that needs more than half this machine's RAM, before allocating any of it."""
+    ram = physical_memory()
+    if ram is not None and nbytes > ram // 2:
+        raise PortingError(
+            f"{what} needs about {_gb(nbytes)} of memory; this machine has {_gb(ram)} "
+            "(expected sizes whose arrays fit in half of it)"
+        )
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
+# --------------------------------------------------------------------------- output
+
+
+def strict_json(obj):
+    """`obj` with NumPy scalars and arrays as plain Python and every non-finite float written
+    as a string: "nan", "inf" or "-inf" (JSON has no NaN or Infinity)."""
+    if isinstance(obj, dict):
+        return {str(k): strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return strict_json(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    if obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
 
 
 def print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, default=_json_default))
+    """Print `obj` as strict JSON (see `strict_json`)."""
+    sys.stdout.write(json.dumps(strict_json(obj), indent=2, allow_nan=False) + "\n")
 
 
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, tuple):
-        return list(o)
-    return str(o)
+def print_text(text: str) -> None:
+    """Print a report fitted to the terminal's width (`COLUMNS` when set); into a pipe or a
+    file (no terminal, no `COLUMNS`) lines are left whole, for grep and for other programs."""
+    from porting._text import fit
+
+    text = str(text)
+    if os.environ.get("COLUMNS") or _isatty():
+        text = fit(text)
+    sys.stdout.write(text + "\n")
+
+
+def _isatty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -9,15 +9,16 @@ the toolkit can work, even on the NumPy reference backend; 1 when a required pac
 
 `porting doctor --install-julia` is the only place where `porting` downloads anything. Through
 juliapkg (installed with juliacall, `pip install 'porting[julia]'`) it installs Julia 1.9 and
-Knet 1.4.10, NNlib, NPZ and JSON, as declared in the `juliapkg.json` shipped inside the `porting`
-package. It first checks, within 3 seconds, that julialang-s3.julialang.org and
-pkg.julialang.org can be reached, and fails fast (exit code 2) when they cannot.
+Knet 1.4.10 into juliacall's Julia project, with NNlib, NPZ and JSON as declared in the
+`juliapkg.json` shipped inside the `porting` package. It first checks, within 3 seconds, that
+julialang-s3.julialang.org and pkg.julialang.org can be reached, and fails fast (exit code 2)
+when they cannot.
 
 About that `juliapkg.json`: juliapkg reads the `juliapkg.json` of *every* installed Python
-package. Once `porting` is installed, any use of juliacall in the same Python environment
-resolves these dependencies too, including the Julia version bound `~1.9` (Knet 1.4.10 installs
-only on Julia <= 1.9). That is intended for the `[julia]` extra; a project that needs a newer
-Julia through juliacall should use `porting` from a separate environment.
+package and intersects their Julia bounds. So the shipped file names only what PortingKnet needs
+on any Julia (NNlib, NPZ, JSON) and no Julia bound. Knet 1.4.10 and its Julia 1.9 bound belong to
+the explicit install step: `--install-julia` records them in the Julia project's own juliapkg
+file (`<project>/pyjuliapkg/juliapkg.json`), which only resolves of that one project read.
 """
 
 from __future__ import annotations
@@ -50,11 +51,13 @@ TENSORFLOW_DISTRIBUTIONS = (
     "tf-nightly-cpu",
 )
 JULIAPKG_JSON_NOTE = (
-    "porting ships a juliapkg.json (Julia ~1.9, Knet 1.4.10, NNlib, NPZ, JSON). juliapkg reads "
-    "the juliapkg.json of every installed Python package, so any juliacall use in this Python "
-    "environment will resolve these too, including the Julia ~1.9 bound; use a separate "
-    "environment for projects that need a newer Julia through juliacall."
+    "porting ships a juliapkg.json (NNlib, NPZ, JSON; no Julia bound). juliapkg reads the "
+    "juliapkg.json of every installed Python package, so juliacall users in this Python "
+    "environment resolve these too, on any Julia. Knet 1.4.10 and Julia ~1.9 are recorded only "
+    "in the Julia project that --install-julia installs into."
 )
+TF_HINT = "pip install 'porting[tf-cpu]'"  # the same install hint as every other message
+KNET_UUID = "1902f260-5fb4-5aff-8c31-6271790ab950"
 
 
 def add_arguments(parser) -> None:
@@ -134,7 +137,7 @@ def collect(julia: str | None = None, *, probe: bool = True) -> dict:
         "knet_possible": d.knet_possible,
     }
     if d.julia is not None and jc is not None:
-        supported, text = juliacall_supports(jc, d.julia.version or (0, 0, 0))
+        supported, text = juliacall_supports(jc, d.julia.version or (0, 0, 0), d.juliacall_range)
         julia_info["juliacall_compatible"] = supported
         julia_info["juliacall_range"] = text
     versions = dict(p.versions) if p is not None else {}
@@ -143,10 +146,12 @@ def collect(julia: str | None = None, *, probe: bool = True) -> dict:
         worker_note = None
     except PortingError as e:
         worker, worker_note = True, str(e)
-    missing = [name for name, v in (("numpy", numpy_version), ("tensorflow", tf)) if v is None]
+    missing = [] if numpy_version is not None else ["numpy"]
     if missing:
-        advice.insert(
-            0, f"install the missing required package(s): pip install {' '.join(missing)}"
+        advice.insert(0, "install the missing required package: pip install numpy")
+    if tf is None:
+        advice.append(
+            f"TensorFlow is optional (Keras conversion and the TensorFlow side of checks): {TF_HINT}"
         )
     if worker_note:
         advice.append(worker_note)
@@ -166,6 +171,8 @@ def collect(julia: str | None = None, *, probe: bool = True) -> dict:
             "in_pin": in_pin,
             "juliapkg": dist_version("juliapkg"),
             "problem": d.juliacall_problem,
+            # the Julia versions this juliacall accepts, and where that was read
+            "julia_range": None if d.juliacall_range is None else d.juliacall_range.to_dict(),
         },
         "julia": julia_info,
         "knet": versions.get("knet") if p is not None else None,
@@ -211,7 +218,9 @@ def _print_table(report: dict) -> None:
     tf = report["tensorflow"]
     row(
         "TensorFlow",
-        escape(f"{tf['version']} ({tf['distribution']})") if tf else bad("missing (required)"),
+        escape(f"{tf['version']} ({tf['distribution']})")
+        if tf
+        else warn(f"not installed (optional: {TF_HINT})"),
     )
     row("Keras", escape(report["keras"] or "not installed"))
     jc = report["juliacall"]
@@ -225,6 +234,9 @@ def _print_table(report: dict) -> None:
         if not jc["in_pin"]:
             text += " " + warn(f"(outside porting[julia]'s pin {jc['pin']})")
         row("juliacall", text)
+        rng = jc.get("julia_range")
+        if rng:
+            row("juliacall runs", escape(f"Julia {rng['julia']!r} (from {rng['source']})"))
     j = report["julia"]
     t.add_section()
     if j["found"]:
@@ -302,11 +314,33 @@ def check_network(hosts=NETWORK_HOSTS, timeout: float = NETWORK_TIMEOUT) -> tupl
     return all(results.get(hp) == "reachable" for hp in hosts), lines
 
 
-_INSTALL_SCRIPT = """
+# Knet and its Julia bound go into the project's own juliapkg file (juliapkg's default target),
+# read only by resolves of that project; porting/juliapkg.json (NNlib, NPZ, JSON) is found on
+# sys.path. juliapkg.require_julia/add/resolve exist in every juliapkg juliacall 0.9.26+ allows.
+_INSTALL_SCRIPT = f"""
 import juliapkg
+juliapkg.require_julia("~1.9")
+juliapkg.add("Knet", "{KNET_UUID}", version="=1.4.10")
 juliapkg.resolve()
 print("porting: juliapkg resolved Julia", juliapkg.executable(), "and project", juliapkg.project())
 """
+
+
+def install_environment(
+    environ, explicit_julia: str | None, project: str | None, porting_root: str
+) -> dict[str, str]:
+    """The environment of the `--install-julia` subprocess: online, aimed at the project
+    juliacall will use (juliapkg reads only its own, absolute, settings), and with the directory
+    holding this `porting` on PYTHONPATH so that juliapkg finds `porting/juliapkg.json` even
+    from a source checkout."""
+    env = dict(environ)
+    env["PYTHON_JULIAPKG_OFFLINE"] = "no"  # this is the one explicit download
+    if explicit_julia:
+        env.setdefault("PYTHON_JULIAPKG_EXE", explicit_julia)
+    if project:  # the project discovery found from the user's setting (juliacall's order)
+        env["PYTHON_JULIAPKG_PROJECT"] = os.path.abspath(os.path.expanduser(project))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (porting_root, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def install_julia(julia: str | None = None, *, out=print) -> int:
@@ -356,14 +390,17 @@ def install_julia(julia: str | None = None, *, out=print) -> int:
     out(
         f"porting: installing through juliapkg, as declared in {juliapkg_json()} (this can take many minutes)"
     )
-    env = dict(os.environ)
-    env["PYTHON_JULIAPKG_OFFLINE"] = "no"  # this is the one explicit download
-    # juliapkg reads only its own variables: carry an explicit Julia (argument or juliacall's
-    # setting) and juliacall's project over, so the packages land where juliacall will look.
-    if d.julia is not None and d.julia.explicit and d.julia.path:
-        env.setdefault("PYTHON_JULIAPKG_EXE", d.julia.path)
-    if env.get("PYTHON_JULIACALL_PROJECT"):
-        env.setdefault("PYTHON_JULIAPKG_PROJECT", env["PYTHON_JULIACALL_PROJECT"])
+    explicit = d.julia.path if d.julia is not None and d.julia.explicit else None
+    project_set = any(
+        os.environ.get(k) or sys._xoptions.get(x)
+        for k, x in (
+            ("PYTHON_JULIACALL_PROJECT", "juliacall-project"),
+            ("PYTHON_JULIAPKG_PROJECT", "juliapkg-project"),
+        )
+    )
+    env = install_environment(
+        os.environ, explicit, d.project if project_set else None, str(juliapkg_json().parent.parent)
+    )
     proc = subprocess.run([sys.executable, "-c", _INSTALL_SCRIPT], env=env)
     if proc.returncode != 0:
         out(

@@ -10,23 +10,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
+from porting.bridge.choices import BACKEND_CHOICES, Resolved
 from porting.errors import PortingError
 
-BACKEND_CHOICES = ("auto", "reference", "julia", "julia-nnlib", "worker")
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A backend picked for a call: the implementation and why it was picked."""
-
-    name: str
-    impl: Any  # module or object with conv4/deconv4/pool/mat
-    reason: str
+__all__ = ["BACKEND_CHOICES", "Resolved", "KnetResult", "resolve", "tag"]
 
 
 def _reference() -> Resolved:
@@ -45,7 +34,12 @@ def resolve(backend: str) -> Resolved:
         return _reference()
     from porting.bridge import resolve_backend  # imports no Julia; discovery only
 
-    return resolve_backend(backend)
+    chosen = resolve_backend(backend)
+    if chosen.impl is None:  # the bridge fell back to the reference, with its reason
+        from porting.knet import reference
+
+        return Resolved(reference.NAME, reference, chosen.reason)
+    return chosen
 
 
 class KnetResult(np.ndarray):

@@ -26,8 +26,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
-import tempfile
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from porting import layout
+from porting import files, layout
 from porting._checks import check_choice
 from porting.errors import PortingError
-from porting.model.export import atomic_path
 from porting.model.spec import Activation, Conv, Dense, Dropout, KnetModel, Layer, Mat, Pool
 from porting.tf import single_output_stride
 
@@ -476,15 +473,7 @@ def _input_layer_cls():
 
 
 def _check_target_file(path, suffix: str, what: str) -> Path:
-    p = Path(os.fspath(path))
-    if p.is_dir():
-        raise PortingError(f"{what} {p} is a directory; expected a {suffix} file path")
-    if p.suffix != suffix:
-        raise PortingError(f"{what} {p}: expected a file name ending in {suffix}")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise PortingError(f"{what} {p}: directory {parent} does not exist")
-    return p
+    return files.output_file(path, suffix=suffix, what=what)
 
 
 def check_keras_path(path) -> Path:
@@ -493,62 +482,94 @@ def check_keras_path(path) -> Path:
 
 
 def save_keras(keras_model, path) -> str:
-    """Save as `.keras`, atomically: written to a temporary file in the same directory, then
-    moved over `path` with `os.replace`. A failure leaves no file (and any old one intact)."""
+    """Save as `.keras` with `porting.files.atomic_write`: written to a temporary file in the
+    same directory, flushed, given the replaced file's permission bits, then moved over `path`.
+    A failure leaves no file (and any old one intact)."""
     target = check_keras_path(path)
     try:
-        with atomic_path(target, ".keras") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        with (
+            files.atomic_write(target, suffix=".keras") as tmp,
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
             keras_model.save(tmp)
     except OSError as e:
         raise PortingError(f"cannot write {target}: {e}") from None
     return str(target)
 
 
+# What a TensorFlow SavedModel export writes at the top of its directory; a directory holding
+# anything else is not replaced (it would be lost with it).
+_SAVEDMODEL_ENTRIES = frozenset(
+    {"saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "keras_metadata.pb", "variables",
+     "assets", "assets.extra"}
+)  # fmt: skip
+
+
+def _foreign_entries(p: Path) -> list[str]:
+    """Entries of directory `p` that a SavedModel export does not write."""
+    foreign = []
+    for entry in sorted(os.listdir(p)):
+        if entry not in _SAVEDMODEL_ENTRIES:
+            foreign.append(entry)
+        elif entry == "variables":
+            sub = p / entry
+            if not sub.is_dir() or sub.is_symlink():
+                foreign.append(entry)
+            else:
+                foreign += [
+                    f"variables/{e}"
+                    for e in sorted(os.listdir(sub))
+                    if not e.startswith("variables.")
+                ]
+        elif (p / entry).is_symlink():
+            foreign.append(entry)
+    return foreign
+
+
 def check_savedmodel_path(path) -> Path:
-    p = Path(os.fspath(path))
-    if p.exists() and not p.is_dir():
-        raise PortingError(f"SavedModel directory {p} exists as a file; expected a directory path")
-    if p.is_dir() and any(p.iterdir()) and not (p / "saved_model.pb").exists():
+    """Validate a SavedModel output directory before any work. An existing directory is
+    replaced only when it is empty or holds nothing but a SavedModel's own entries
+    (`saved_model.pb`, `fingerprint.pb`, `variables/variables.*`, `assets/`...); anything else
+    in it is refused, never deleted."""
+    p = files.output_dir(path, what="SavedModel directory")
+    try:
+        exists = p.is_dir()
+        foreign = _foreign_entries(p) if exists else []
+    except OSError as e:
         raise PortingError(
-            f"SavedModel directory {p} exists, is not empty and holds no saved_model.pb; "
-            "refusing to replace it (choose a new path)"
+            f"SavedModel directory {p}: cannot list it ({e.strerror or e}); expected a new or "
+            "an existing SavedModel directory"
+        ) from None
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise PortingError(
+            f"SavedModel directory {p} exists and holds files a SavedModel export does not "
+            f"write ({shown}); refusing to replace it, since they would be lost (choose a new "
+            "path, or move them)"
         )
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise PortingError(f"SavedModel directory {p}: parent {parent} does not exist")
     return p
 
 
 def export_savedmodel(keras_model, directory) -> str:
     """Export a TensorFlow SavedModel (`model.export`) into `directory`, built in a temporary
-    sibling directory and moved into place; an existing SavedModel there is replaced."""
+    sibling directory and moved into place with `porting.files.atomic_write`; an existing
+    SavedModel there is replaced (its directory's permission bits kept), anything else refused
+    by `check_savedmodel_path`."""
     target = check_savedmodel_path(directory)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    old = None
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with (
+            files.atomic_write(target, directory=True) as tmp,
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
             keras_model.export(str(tmp), format="tf_saved_model", verbose=False)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not target.exists():
-            os.replace(old, target)
-        if isinstance(e, OSError):
-            raise PortingError(f"cannot write SavedModel {target}: {e}") from None
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        raise PortingError(f"cannot write SavedModel {target}: {e}") from None
     return str(target)
 
 
 def load_keras(path):
     """Load a converted `.keras` model (registers porting's custom layer first)."""
-    p = Path(os.fspath(path))
-    if not p.is_file():
-        raise PortingError(f"{p}: no such .keras file")
+    p = files.input_file(path, "a .keras file (a converted Keras 3 model)")
     _import_keras()
     import keras
 

@@ -31,11 +31,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
+from porting import files
 from porting.errors import PortingError
 from porting.model.spec import KINDS, Activation, Conv, Dense, Dropout, KnetModel, Mat, Pool
 
@@ -43,16 +43,20 @@ __all__ = ["load_export", "save_export", "export_paths", "FORMAT", "VERSION"]
 
 FORMAT = "porting-knet-export"
 VERSION = 1
+_MAX_JSON_BYTES = 64 * 2**20  # an export of 1000 layers is under 1 MB
 _ELTYPES = {"Float32": np.dtype(np.float32), "Float64": np.dtype(np.float64)}
 
 
 def export_paths(path) -> tuple[Path, Path]:
     """`prefix`, `prefix.json` or `prefix.npz` -> (`prefix.json`, `prefix.npz`)."""
-    p = Path(os.fspath(path))
-    if p.is_dir():
-        raise PortingError(
-            f"{p} is a directory; expected a model export: a prefix, <prefix>.json or <prefix>.npz"
-        )
+    expected = "a model export: a prefix, <prefix>.json or <prefix>.npz"
+    p = files.as_path(path, "model", expected)
+    try:
+        is_dir = p.is_dir()
+    except OSError:
+        is_dir = False  # reported by the reader, which names the problem
+    if is_dir:
+        raise PortingError(f"{p} is a directory; expected {expected}")
     if p.suffix in (".json", ".npz"):
         stem = p.with_suffix("")
     else:
@@ -61,17 +65,21 @@ def export_paths(path) -> tuple[Path, Path]:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.exists():
-        raise PortingError(f"{path}: no such file; expected the model export's .json (structure)")
-    if path.is_dir():
-        raise PortingError(f"{path} is a directory; expected the model export's .json file")
-    try:
-        text = path.read_text(encoding="utf-8")
-        doc = json.loads(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    path = files.input_file(path, "the model export's .json (structure)")
+    size = path.stat().st_size
+    if size > _MAX_JSON_BYTES:
         raise PortingError(
-            f"{path}: cannot read as JSON ({e}); the file may be truncated"
-        ) from None
+            f"{path}: {size} bytes; expected the model export's .json (structure), at most "
+            f"{_MAX_JSON_BYTES} bytes"
+        )
+    try:
+        with files.open_input(path) as fh:
+            text = fh.read().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PortingError(f"{path}: not UTF-8 text ({e}); expected JSON") from None
+    except OSError as e:
+        raise PortingError(f"{path}: cannot read ({e.strerror or e})") from None
+    doc = files.loads_json(text, str(path))
     if not isinstance(doc, dict):
         raise PortingError(
             f"{path}: expected a JSON object with 'format' and 'layers', got {type(doc).__name__}"
@@ -96,10 +104,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.exists():
-        raise PortingError(f"{path}: no such file; expected the model export's .npz (weights)")
-    if path.is_dir():
-        raise PortingError(f"{path} is a directory; expected the model export's .npz file")
+    path = files.input_file(path, "the model export's .npz (weights)")
     from porting import io
 
     arrays = io.load(path, format="npz")
@@ -114,6 +119,10 @@ def _param(spec, what: str, where: str, arrays: dict, npz: Path):
             f"{where}: params.{what} = {spec!r}; expected {{'key', 'size', 'eltype'}}"
         )
     key = spec["key"]
+    if not isinstance(key, str):
+        raise PortingError(
+            f"{where}: params.{what}.key = {key!r}; expected a string (an array name)"
+        )
     if key not in arrays:
         have = ", ".join(sorted(arrays)[:8]) + (" ..." if len(arrays) > 8 else "")
         raise PortingError(
@@ -141,7 +150,7 @@ def _param(spec, what: str, where: str, arrays: dict, npz: Path):
             )
     eltype = spec.get("eltype")
     if eltype is not None:
-        want = _ELTYPES.get(eltype)
+        want = _ELTYPES.get(eltype) if isinstance(eltype, str) else None
         if want is None:
             raise PortingError(f"{where}: {what}.eltype {eltype!r}; expected Float32 or Float64")
         if a.dtype != want:
@@ -249,7 +258,10 @@ def load_export(path) -> KnetModel:
     input_size = doc.get("input_size")
     if input_size is None and isinstance(layers[0], Dense):
         input_size = (int(layers[0].w.shape[1]),)  # a dense-first model's input is fixed
-    model = KnetModel(layers, input_size=input_size, name=str(doc.get("name") or json_path.stem))
+    name = doc.get("name")
+    if name is not None and not isinstance(name, str):
+        raise PortingError(f"{json_path.name}: name {name!r}; expected a string")
+    model = KnetModel(layers, input_size=input_size, name=name or json_path.stem)
     model.source = str(json_path.with_suffix(""))
     return model
 
@@ -311,19 +323,15 @@ def _layer_to_json(layer, keys: dict) -> dict:
 
 @contextlib.contextmanager
 def atomic_path(target: Path, suffix: str):
-    """Yield a temporary path in `target`'s directory; on success move it onto `target`
-    (`os.replace`), on any failure remove it, so `target` is never left half-written.
+    """Yield a temporary path in `target`'s directory (ending in `suffix`); on success it
+    replaces `target` under `porting.files.atomic_write`'s rule (fsync, permission bits of the
+    replaced file kept, stale temporaries of killed runs swept); on any failure it is removed,
+    so `target` is never left half-written.
 
-    The temporary file is not created here (the writer creates it, with the usual permissions).
+    The temporary file is not created here (the writer creates it).
     """
-    tmp_path = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{suffix}")
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
-        raise
+    with files.atomic_write(target, suffix=suffix) as tmp:
+        yield tmp
 
 
 def _dumps(doc: dict) -> str:
@@ -342,8 +350,8 @@ def save_export(model: KnetModel, prefix) -> tuple[str, str]:
     """Write `model` as `<prefix>.npz` (Fortran-ordered arrays, Julia sizes, as NPZ.jl writes
     them) and `<prefix>.json` (schema above); both atomically. Returns the two paths."""
     json_path, npz_path = export_paths(prefix)
-    if not json_path.parent.is_dir():
-        raise PortingError(f"{json_path.parent}: no such directory for the export {prefix}")
+    files.output_file(json_path, suffix=".json", what="export")
+    files.output_file(npz_path, suffix=".npz", what="export")
     keys: dict[str, np.ndarray] = {}
     doc = {
         "format": FORMAT,

@@ -196,7 +196,7 @@ class ModelReport:
         buf = io.StringIO()
         console = Console(
             file=buf,
-            width=110,
+            width=80,
             force_terminal=False,
             force_jupyter=False,
             color_system=None,

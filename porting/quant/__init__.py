@@ -21,7 +21,10 @@ QKeras 0.9 runs on `tf_keras` (Keras 2) and needs `TF_USE_LEGACY_KERAS=1` set be
 TensorFlow is imported; a process that already imported TensorFlow with Keras 3 cannot load
 it. `verify_saved` and `load_quantized_weights` therefore start a new interpreter
 (`PORTING_QKERAS_PYTHON`, else this one) with that variable set, and compare the numbers here.
-Install: `pip install 'porting[quant]'` (qkeras, tf_keras matching TensorFlow).
+Install: `install_hint()` gives the command for this environment. With the `tensorflow` wheel,
+`pip install 'porting[quant]'`; with `tensorflow-cpu`, that extra would pull the full
+`tensorflow` wheel next to it (tf_keras requires it), so QKeras is installed without its
+dependencies instead (README "Quantized layers").
 
 Nothing here imports TensorFlow or QKeras at import time.
 """
@@ -55,6 +58,7 @@ __all__ = [
     "load_quantized_weights",
     "diagnose_quantized",
     "qkeras_status",
+    "install_hint",
     "quantized_bits",
     "quantized_relu",
     "conv2d_reference",
@@ -164,14 +168,44 @@ class QuantReport:
 # --------------------------------------------------------------------------- availability
 
 
+def _dist_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def install_hint() -> str:
+    """The command that installs QKeras in this environment without replacing its TensorFlow
+    wheel: `porting[quant]` pulls `tensorflow` (through tf_keras), right only where the
+    `tensorflow` wheel is the one installed."""
+    cpu, full = _dist_version("tensorflow-cpu"), _dist_version("tensorflow")
+    if cpu and not full:
+        minor = ".".join(cpu.split(".")[:2])
+        return (
+            f'pip install --no-deps qkeras==0.9.0 "tf_keras~={minor}.0" '
+            "tensorflow-model-optimization && pip install networkx keras-tuner scikit-learn "
+            "tqdm pyparser dm-tree mock (tensorflow-cpu is installed: 'porting[quant]' would "
+            "pull the full tensorflow wheel next to it, through tf_keras)"
+        )
+    if full:
+        return "pip install 'porting[quant]' (qkeras and the tf_keras matching TensorFlow)"
+    return (
+        "first TensorFlow (pip install 'porting[tf-cpu]'), then QKeras as README "
+        '"Quantized layers" says'
+    )
+
+
 def qkeras_status() -> tuple[bool, str]:
     """`(installed, reason)`: whether qkeras and tf_keras are installed in this interpreter
     (looked up without importing anything)."""
     missing = [m for m in ("qkeras", "tf_keras") if importlib.util.find_spec(m) is None]
     if missing:
         return False, (
-            f"{' and '.join(missing)} not installed in this Python; QKeras support needs "
-            "pip install 'porting[quant]' (qkeras, tf_keras matching TensorFlow)"
+            f"{' and '.join(missing)} not installed in this Python; QKeras support needs: "
+            + install_hint()
         )
     return True, "qkeras and tf_keras are installed (QKeras runs with TF_USE_LEGACY_KERAS=1)"
 

@@ -88,9 +88,10 @@ def _load(path: str):
     try:
         from qkeras.utils import load_qmodel
     except ImportError as e:
+        from porting.quant import install_hint
+
         raise _UserError(
-            f"cannot import QKeras ({type(e).__name__}: {e}); install it with "
-            "pip install 'porting[quant]' (qkeras and the tf_keras matching TensorFlow)"
+            f"cannot import QKeras ({type(e).__name__}: {e}); install it with {install_hint()}"
         ) from None
     try:
         return load_qmodel(path, compile=False)

@@ -315,6 +315,7 @@ def test_quiet_messages_are_short_and_keep_the_cause(lenet, monkeypatch):
 
     m, x, _ = lenet
     broken = _broken_lenet(m, "kernel_flip")
+    monkeypatch.setitem(_record._STATE, "verbosity", 0)  # as without -q, whatever runs this test
     with pytest.raises(AssertionError) as full:
         assert_model_ported(m, broken, x)
     monkeypatch.setitem(_record._STATE, "verbosity", -1)  # what the plugin sets under -q

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from porting.bridge.choices import BACKEND_CHOICES, Resolved

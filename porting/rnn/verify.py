@@ -400,7 +400,7 @@ def verify(weights: RNNWeights, x, actual, h=None, c=None, *, precision=None) ->
         finals["h"] = _final(
             _as_tbh(actual["h"], "h", (H, B, spec.slots)), hfin, tolerance.bound(Ehfin)
         )
-    if actual.get("c") is not None and bounds.c_final is not None:
+    if actual.get("c") is not None and bounds.c_final is not None and bounds.Ec_final is not None:
         finals["c"] = _final(
             _as_tbh(actual["c"], "c", (H, B, spec.slots)),
             bounds.c_final,

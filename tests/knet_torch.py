@@ -3,7 +3,9 @@
 Nothing here imports ``porting``: every function is written from Knet.jl's own definitions
 (tag v1.4.10, https://github.com/denizyuret/Knet.jl) and from NNlib's CPU kernels that Knet
 calls, so that a test comparing ``porting`` against this module compares two implementations
-that share no code. See ``docs/knet.md`` for the facts by section name.
+that share no code. The facts, one section per operation: docs/knet.md#conv4, #flip, #padding,
+#padding-beyond-kernel, #deconv4, #pool, #pool-nan, #mat, #dense, #layers21, #batchnorm,
+#batchnorm-ops21, #activations, #softmax, #ops21-conv, #ops21-pool and #embed.
 
 Conventions
 -----------

@@ -358,7 +358,8 @@ def test_broken_port_same_padding_with_stride_2_and_even_kernel():
 
 
 # --------------------------------------------------------------------------- seed 002
-# shared/seeds/002: a Knet conv4 and its TensorFlow port disagree. Printed arrays, verbatim.
+# Seed 002, a user report (also porting.examples.seed002): a Knet conv4 and its TensorFlow
+# port disagree (docs/knet.md#flip, docs/tensorflow.md#same-padding). Printed arrays, verbatim.
 
 SEED002_IMMATDATA = """
 [[[ 41.06299973, 55.22100067, 60.3430481 ], [ 41.06299973, 55.22100067, 60.3430481 ],

@@ -1,8 +1,8 @@
 """The PyTorch float64 re-implementation of Knet's operations (tests/knet_torch.py) checked
 against data it did not produce: NNlib's own hard-coded conv/pool answers (golden vectors),
 the outputs stored in Knet's conv tutorial, and small cases derived by hand from Knet's
-definitions (docs/knet.md, sections conv4, deconv4, pool, pool-nan, batchnorm,
-batchnorm-ops21, ops21-conv, ops21-pool, layers21, embed, activations, softmax).
+definitions (docs/knet.md#conv4, #deconv4, #pool, #pool-nan, #batchnorm, #batchnorm-ops21,
+#ops21-conv, #ops21-pool, #layers21, #embed, #activations and #softmax).
 
 The golden values are exact integers or short binary fractions, so float64 results must match
 them to a few ULPs (``rtol=1e-12``); the 3-D filter gradients are printed to 6 significant

@@ -1,15 +1,16 @@
 """The reference conv4/deconv4 (`porting.knet`, backend "reference") against independent ones.
 
 The fast reference (padding once, column matrices from sliding windows, GEMMs, shifted GEMMs)
-is checked against implementations written here straight from the definitions in DOMAIN.md:
-explicit loops over output positions with exactly rounded sums (`math.fsum`) for small sizes,
-and a per-kernel-offset shift-and-add in float64 (long double for float64 inputs) for
-realistic sizes. Every algorithm and batching path of the reference is forced in turn through
+is checked against implementations written here straight from Knet's definitions
+(docs/knet.md#conv4, #flip, #conv-size and #deconv4): explicit loops over output positions with
+exactly rounded sums (`math.fsum`) for small sizes, and a per-kernel-offset shift-and-add in
+float64 (long double for float64 inputs) for realistic sizes. Every algorithm and batching path of the reference is forced in turn through
 its two tuning knobs, so small inputs reach the paths that large inputs take.
 
 Tolerances come from the accumulation: an output summing `K` terms `w*x` may be off by
-`c * sqrt(K) * eps * sum(|w*x|)` (DOMAIN.md "Floating point"), never a bare constant; each
-check also proves the tolerance is tight enough to reject the kernel flip of the other mode.
+`c * sqrt(K) * eps * sum(|w*x|)` (docs/numerics.md#tolerance and #worst-case), never a bare
+constant; each check also proves the tolerance is tight enough to reject the kernel flip of the
+other mode.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 
 Pure functions of their inputs: nothing here imports juliacall or juliapkg, runs Julia or
 changes `os.environ` (the caller applies what `launch_environment` returns). The rules are
-those of the released packages, restated in docs/julia-versions.md ("What juliacall reads"):
+those of the released packages, restated in docs/julia-versions.md#juliacall-env,
+#juliapkg-env and #juliapkg-intersection:
 
 - juliacall < 0.9.28 ignores `PYTHON_JULIACALL_EXE` / `PYTHON_JULIACALL_PROJECT` and always asks
   juliapkg (`PYTHON_JULIAPKG_EXE`, `PYTHON_JULIAPKG_PROJECT`, which must be absolute).
@@ -37,7 +38,7 @@ Version = tuple[int, int, int]
 PAIR_SINCE: Version = (0, 9, 28)
 
 # juliacall's own `juliapkg.json` "julia" entry, per release line: the fallback used only when
-# the installed juliacall's file cannot be read (docs/julia-versions.md, "juliacall and Julia").
+# the installed juliacall's file cannot be read (docs/julia-versions.md#juliacall-julia).
 BUILTIN_TABLE: tuple[tuple[Version, Version | None, str], ...] = (
     ((0, 9, 29), None, "^1.10.3"),
     ((0, 9, 26), (0, 9, 29), "~1.9, ^1.10.3"),

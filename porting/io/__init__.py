@@ -50,7 +50,7 @@ Every problem with the file (missing, a directory, a FIFO or device, truncated, 
 format, strings or objects where numbers were expected) raises `PortingError` naming the path
 and what was expected. h5py and scipy are imported only inside the functions that need them.
 
-Untrusted files (docs/files.md, "Reading untrusted files"):
+Untrusted files (docs/files.md#untrusted-files):
 
 - **Size budget.** Every array's size is known from its header (an ``.npy``/``.npz`` member's
   shape, an HDF5 dataset's ``size * itemsize``, a safetensors entry, a MAT v5 element inflated

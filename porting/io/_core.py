@@ -29,7 +29,7 @@ EXPECTED = "a weight file (.npy, .npz, .mat, .jld2 or .safetensors)"
 NUMERIC_KINDS = "biufc"
 MAX_DEPTH = 64
 
-# Limits (docs/files.md, "Reading untrusted files"). One `load` may materialise at most
+# Limits (docs/files.md#untrusted-files). One `load` may materialise at most
 # MAX_BYTES_DEFAULT bytes of arrays in all, and visit at most MAX_NODES_DEFAULT objects (HDF5
 # groups/datasets, zip members, MAT elements). 1 GiB holds the models Knet users port (the real
 # files seen are under 100 MB; VGG-16 in float32 is 0.55 GB) and refuses a small file that

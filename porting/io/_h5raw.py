@@ -4,7 +4,7 @@ JLD2 records a committed datatype's Julia type name in an attribute ``julia_type
 is a Julia ``DataType``: a compound of ``name`` (a variable-length string) and ``parameters``
 (variable-length object references). h5py cannot convert that compound, and reading it through
 h5py's low-level API crashed the Python process on a real file. This module reads the name
-from the bytes HDF5 wrote instead (docs/files.md, "JLD2 type names"):
+from the bytes HDF5 wrote instead (docs/files.md#jld2-type-names):
 
 object header (v1, or v2 ``OHDR`` with ``OCHK`` continuations) -> attribute message named
 ``julia_type`` -> its datatype (inline, or shared: the committed datatype's own header) -> the

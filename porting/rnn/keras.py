@@ -7,7 +7,8 @@
 (['h', 'y'], (None, None, 8))
 
 Importing this module imports Keras (TensorFlow backend). What the conversion does, per slot
-(one direction of one layer; docs/knet.md, "Recurrent layers"):
+(one direction of one layer; docs/knet.md#rnn-packing, #rnn-gates, #rnn-bidirectional and
+docs/tensorflow.md#keras-gru, #keras-lstm, #keras-rnn-layout):
 
 - matrices: Keras's `kernel` `(in, gates*H)` and `recurrent_kernel` `(H, gates*H)` hold
   `W'` and `R'` gate block by gate block, which is Knet's `rnnparam(r, slot, id, 1)` as it is;

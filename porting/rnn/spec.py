@@ -7,7 +7,7 @@
 A *slot* is Knet's `layer` argument of `rnnparam`: one direction of one layer, 1-based, forward
 and backward alternating (1 = forward layer 1, 2 = backward layer 1, 3 = forward layer 2, ...).
 Gates are in Knet's (cuDNN's) order: LSTM i, f, n (new memory), o; GRU r (reset), z (update),
-n (new); relu/tanh one gate. See docs/knet.md, "Recurrent layers".
+n (new); relu/tanh one gate. See docs/knet.md#rnn, #rnn-packing and #rnn-gates.
 """
 
 from __future__ import annotations

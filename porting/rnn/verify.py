@@ -17,10 +17,11 @@ step, the largest error and its ratio to the tolerance, the first step whose rat
 (in the slot's reading order: a backward slot reads T first), and the error's growth factor
 per step along the reading order (a least-squares fit of log(error)).
 
-The tolerance rule (docs/numerics.md gives the single-step formula): the tolerance of an
-element is `(sqrt(K) + 2) * eps * E`, `K` the longest sum in one step (`in + H + 2`: the input
-row, the recurrent row and the two biases of a gate; the largest over the layers), `eps` that of
-the actual side's type, and `E` a magnitude carried through the recurrence:
+The tolerance rule (docs/numerics.md#rnn-tolerance; the single-step formula is
+docs/numerics.md#tolerance): the tolerance of an element is `(sqrt(K) + 2) * eps * E`, `K` the
+longest sum in one step (`in + H + 2`: the input row, the recurrent row and the two biases of a
+gate; the largest over the layers), `eps` that of the actual side's type, and `E` a magnitude
+carried through the recurrence:
 
     E_t = S_t + max over probes p of |J_t e_{t-1}^p|,     e_t^p = J_t e_{t-1}^p + xi_t^p * S_t
 

@@ -70,7 +70,8 @@ def _inputs(shape, seed):
     x_nhwc = rng.standard_normal((n, h, w, c), dtype=np.float32)
     w_hwio = rng.standard_normal((k, k, c, f), dtype=np.float32)
     # Knet's view of the same numbers: x (W, H, C, N) Fortran-ordered; with mode 0 (true
-    # convolution) the Knet kernel is TF's rotated 180 degrees, (W, H) order: (K, K, C, F).
+    # convolution) the Knet kernel is TF's rotated 180 degrees, (W, H) order: (K, K, C, F)
+    # (docs/knet.md#flip, docs/layout.md#width-axis, #kernels).
     x_knet = np.asfortranarray(x_nhwc.transpose(2, 1, 3, 0))
     w_knet = np.asfortranarray(w_hwio[::-1, ::-1].transpose(1, 0, 2, 3))
     return x_nhwc, w_hwio, x_knet, w_knet

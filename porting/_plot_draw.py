@@ -78,7 +78,8 @@ def error_figures(expected, actual, *, k, magnitude, precision) -> Errors:
     with np.errstate(over="ignore", invalid="ignore"):
         spacing = np.spacing(np.abs(e).astype(lower)).astype(np.float64)
     if t.precision == "tf32":
-        spacing = spacing * 2.0**13  # TF32 keeps 10 of float32's 23 mantissa bits
+        # TF32 keeps 10 of float32's 23 mantissa bits (docs/numerics.md#tf32)
+        spacing = spacing * 2.0**13
     return Errors(c, e, a, err, mag, tol, spacing, t.eps, t.factor)
 
 

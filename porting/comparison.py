@@ -2,7 +2,8 @@
 
 The tolerance is porting.tolerance's, element by element: `Tolerance.of(k, precision)` bounds
 a sum of K rounded products by `(sqrt(K) + 2) * eps * S + (sqrt(K) + 2) * tiny`, where `S`
-is the sum of the magnitudes added (porting.magnitude computes it; docs/numerics.md#tolerance;
+is the sum of the magnitudes added (porting.magnitude computes it; docs/numerics.md#tolerance,
+#sum-of-magnitudes;
 measured float32 errors on CPUs and GPUs stay within about 3 eps * S, TF32 reaches 1e-4 * S:
 docs/numerics.md#measured).
 `eps` is that of the lower-precision side (or of `precision=` when the computation ran in a
@@ -71,7 +72,8 @@ class Comparison:
     n_nonfinite_mismatched: int
     max_abs_error: float
     max_rel_error: float  # max |e - a| / (S + tiny/eps) over finite elements
-    max_ulp: float  # max |e - a| in ULPs of the lower-precision side at |expected|
+    max_ulp: float  # max |e - a| in ULPs of the lower-precision side at |expected|; a secondary
+    # figure only (docs/numerics.md#why-not-ulps)
     max_error_to_tolerance: float  # max |e - a| / tol: < 1 means within bounds
     worst_index: tuple[int, ...] | None
     worst_expected: float | None

@@ -2,7 +2,8 @@
 
 "Julia-indexed" means a NumPy array whose shape equals Julia's `size()` and whose element
 `[i-1, j-1, ...]` equals Julia's `[i, j, ...]`, whatever its memory order (NPZ.jl writes such
-arrays Fortran-ordered; juliacall hands them over zero-copy).
+arrays Fortran-ordered; juliacall hands them over zero-copy). See docs/layout.md#julia-indexed
+and #juliacall-arrays.
 
 Every function takes `spatial`, which says how Julia's spatial axes `(X1, X2, X3)` map onto
 TensorFlow's:
@@ -10,6 +11,8 @@ TensorFlow's:
 - `spatial="reverse"` (default): X1 is the width, as cuDNN (Knet's GPU path) reads the memory,
   so TF `(N, H, W, C) = (N, X2, X1, C)` and 3-D TF `(N, D, H, W, C) = (N, X3, X2, X1, C)`.
 - `spatial="keep"`: X1 is the height: TF `(N, X1, X2, C)`.
+
+(docs/layout.md#width-axis)
 
 Convolution agrees under either choice when everything is mapped the same way; flatten order,
 per-axis parameters and image orientation do not. All round trips are bit-exact.
@@ -136,7 +139,8 @@ def kernel_to_tf(w: ArrayLike, mode: int = 0, spatial: str = "reverse") -> np.nd
     """Knet conv kernel `(W1, W2, Cin, Cout)` -> TensorFlow `(H, W, Cin, Cout)`.
 
     Knet `mode=0` (the default) is true convolution, so the kernel is rotated 180 degrees to get
-    the cross-correlation kernel TensorFlow uses; `mode=1` is already cross-correlation.
+    the cross-correlation kernel TensorFlow uses; `mode=1` is already cross-correlation
+    (docs/knet.md#flip, docs/layout.md#kernels).
 
     >>> w = np.arange(4.0).reshape(2, 2, 1, 1)
     >>> kernel_to_tf(w, mode=1, spatial="keep")[..., 0, 0]
@@ -260,7 +264,8 @@ def dense_to_tf(
         return _transpose_copy(a, [1, 0])  # a copy even when a.T is already C-contiguous
     shape = _check_dense_input_shape(input_shape, n_in)
     nd = len(shape) - 1
-    # Column-major feature index over (X1, ..., Xd, C) == C-order index over (C, Xd, ..., X1).
+    # Column-major feature index over (X1, ..., Xd, C) == C-order index over (C, Xd, ..., X1)
+    # (docs/layout.md#flatten-order, #dense-after-conv).
     w5 = a.reshape((n_out, *shape[::-1]))  # axes: out, C, Xd, ..., X1
     # Julia spatial axis j sits at position 1 + (nd - j) in w5; channel at 1.
     tf_spatial = [1 + nd - j for j in _spatial_order(nd, spatial)]

@@ -86,7 +86,7 @@ def matmul(a: Any, b: Any, *, a_is_magnitude: bool = False, dtype: Any = np.floa
 
 def dense(w: Any, x: Any, dtype: Any = np.float64) -> np.ndarray:
     """`S` of `w * mat(x)` for `w` `(out, in)` and `x` `(in, N)` (or any `(..., N)`, flattened
-    column-major as Knet's `mat`)."""
+    column-major as Knet's `mat`: docs/knet.md#dense, #mat)."""
     a = absolute(x, dtype)
     if a.ndim != 2:
         a = a.reshape((-1, a.shape[-1]), order="F")
@@ -118,7 +118,8 @@ def bias(s: np.ndarray, b: Any, channel_axis: int = -2) -> np.ndarray:
 
 
 def pool(s: np.ndarray, geom: PoolGeometry | PoolDims, alpha: float = 1.0) -> np.ndarray:
-    """`S` after Knet `pool`: the max of the magnitudes (max pooling) or their mean (mean)."""
+    """`S` after Knet `pool`: the max of the magnitudes (max pooling) or their mean (mean;
+    docs/numerics.md#propagation)."""
     dims = as_pool_dims(geom, s)
     if not dims.is_max:
         return reference.pool(s, dims.with_mode(1), abs(float(alpha)))
@@ -129,9 +130,10 @@ def pool(s: np.ndarray, geom: PoolGeometry | PoolDims, alpha: float = 1.0) -> np
 
 def activation(fn: str, s: np.ndarray, out: np.ndarray, dims: int = 1) -> np.ndarray:
     """Carry a magnitude (or error bound) `s` through activation `fn`, whose output is `out`,
-    and add the activation's own rounding: relu and identity pass it on, sigm halves its
-    slope bound (1/4), tanh has slope <= 1, elu <= 1 with its exp rounding, softmax along
-    Julia dimension `dims` as its Jacobian bounds it."""
+    and add the activation's own rounding: relu and identity pass it on, sigm scales it by its
+    slope bound 1/4, tanh has slope <= 1, elu <= 1 with its exp rounding, softmax along
+    Julia dimension `dims` as its Jacobian bounds it (docs/numerics.md#propagation;
+    the functions: docs/knet.md#activations, #softmax)."""
     if fn in ("identity", "relu"):
         return s
     a = np.abs(out)

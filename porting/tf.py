@@ -13,24 +13,29 @@ these. TensorFlow is imported on first use, never by `import porting`.
 How Knet's geometry is expressed in TensorFlow:
 
 - Padding is symmetric in Knet: the input is padded explicitly (`tf.pad`) and the op runs
-  "VALID". "SAME" is never used: it puts the odd extra row at the bottom/right.
+  "VALID". "SAME" is never used: it puts the odd extra row at the bottom/right
+  (docs/tensorflow.md#same-padding, #explicit-padding).
 - Stride and dilation together: `tf.nn.convolution` refuses them; `tf.nn.conv1d`/`conv2d`
   accept them on every CPU kernel (oneDNN and Eigen, float32 and float64; checked against the
   reference in tests/test_agreement.py), so 1-D and 2-D use those. The CPU Conv3D kernel only
   supports dilation in oneDNN float32, so a dilated 3-D conv runs `tf.nn.convolution` at stride
   1 (which TF lowers to space_to_batch + undilated Conv3D: the same products, no extra terms)
-  and keeps every `stride`-th output, which are exactly the strided conv's outputs.
+  and keeps every `stride`-th output, which are exactly the strided conv's outputs
+  (docs/tensorflow.md#stride-with-dilation).
 - Transposed conv with dilation: the CPU backprop-input kernels refuse dilation (except oneDNN
   float32), so it is computed as what it is by definition, the gradient with respect to the
-  input of the dilated conv above (`tf.GradientTape`), which uses only kernels every build has.
+  input of the dilated conv above (`tf.GradientTape`), which uses only kernels every build has
+  (docs/tensorflow.md#dilated-transpose).
 - Max pooling: NNlib's maxpool starts each window at `nextfloat(typemin(T))` = -floatmax and
   keeps `xv > m`, so NaN never wins and a window holding only NaN/-Inf gives -floatmax, not
   -Inf. NaN is mapped to -Inf before pooling and the result is clamped at -floatmax (TF's
   MaxPool also starts from the lowest finite value; the clamp makes every path agree). Padding
   at least the window (which NNlib computes) gives windows of only padding: -Inf there, so
   -floatmax after the clamp, as NNlib; mean pooling pads zeros, so 0. Convolutions pad zeros
-  explicitly whatever the padding. (docs/tensorflow.md#explicit-padding, #maxpool-start)
-- `alpha` is applied as Knet's `lmul!` does: the product in float64, rounded once.
+  explicitly whatever the padding. (docs/tensorflow.md#explicit-padding, #maxpool-start;
+  docs/knet.md#pool-nan, #padding-beyond-kernel)
+- `alpha` is applied as Knet's `lmul!` does: the product in float64, rounded once
+  (docs/knet.md#conv4).
 """
 
 from __future__ import annotations
@@ -149,7 +154,8 @@ def _to_numpy(y, dtype: np.dtype) -> np.ndarray:
 
 
 def _pad(tf: Any, x: Any, dims: ConvDims | PoolDims, value: float) -> Any:
-    """Knet's symmetric padding of a TF-layout tensor, explicitly (never "SAME")."""
+    """Knet's symmetric padding of a TF-layout tensor, explicitly (never "SAME";
+    docs/knet.md#padding, docs/tensorflow.md#explicit-padding)."""
     if not any(dims.padding):
         return x
     return tf.pad(x, dims.tf_paddings(), constant_values=value)
@@ -179,7 +185,8 @@ def _conv_valid(tf, x, w, stride: tuple[int, ...], dilation: tuple[int, ...]):
         return tf.nn.conv3d(
             x, w, strides=[1, *stride, 1], padding="VALID", dilations=[1, 1, 1, 1, 1]
         )
-    # Conv3D on the CPU has no dilation (bar oneDNN float32): the stride-1 dilated conv (space
+    # Conv3D on the CPU has no dilation (bar oneDNN float32;
+    # docs/tensorflow.md#stride-with-dilation, #no-float64-3d): the stride-1 dilated conv (space
     # to batch + undilated Conv3D, the same products) then every stride-th output. Output i of
     # the strided conv is output i*stride of the stride-1 conv, and the counts agree:
     # ceil((Xp - Kext + 1) / s) == 1 + floor((Xp - Kext) / s).
@@ -239,7 +246,7 @@ def single_output_stride(out: tuple[int, ...], stride: tuple[int, ...]) -> tuple
     strided axis (seen with dilation and padding on the other axis; `TF_ENABLE_ONEDNN_OPTS=0`
     avoids it). Along such an axis the stride does not matter: its one output is output 0 of
     the stride-1 convolution, the same products in the same order, so it is run at stride 1 and
-    the first output kept.
+    the first output kept (docs/tensorflow.md#onednn-single-output).
     """
     return tuple(1 if o == 1 else s for o, s in zip(out, stride, strict=True))
 
@@ -320,7 +327,8 @@ def _pool_by_slices(tf, x, window, stride, out_size, combine):
 
 
 def _native_pool_ok(nd: int, dtype: np.dtype) -> bool:
-    # TF 2.21 has no float64 MaxPool3D/AvgPool3D kernel on the CPU (nor on the GPU).
+    # TF 2.21 has no float64 MaxPool3D/AvgPool3D kernel on the CPU (nor on the GPU;
+    # docs/tensorflow.md#no-float64-3d).
     return dtype == np.float32 or nd < 3
 
 
@@ -336,8 +344,10 @@ def pool(
     """Knet's CPU `pool` on a TensorFlow-layout array `(N, *spatial, C)`.
 
     - `mode=0` or `3`: max; padded cells never win, NaN never wins (NNlib compares with `>`),
-      a window of only NaN/-Inf or only padding gives -floatmax (bit-exact with Knet's CPU).
-    - `mode=1`: mean dividing by `prod(window)`, padding counted as zeros.
+      a window of only NaN/-Inf or only padding gives -floatmax (bit-exact with Knet's CPU;
+      docs/knet.md#pool-nan, docs/tensorflow.md#maxpool-start).
+    - `mode=1`: mean dividing by `prod(window)`, padding counted as zeros (docs/knet.md#pool,
+      docs/tensorflow.md#pooling-padding).
     - `mode=2`: Knet's CPU warns and runs mode 1; so does this (with a warning).
 
     `stride` defaults to `window`. Parameters are scalars or one value per spatial axis in
@@ -372,7 +382,7 @@ def _pool(x: np.ndarray, geom: PoolDims, alpha: float) -> np.ndarray:
         )
     tf = _import_tf()
     # A tensor, never the NumPy array: TF 2.21's eager MaxPool returns float32 for a float64
-    # NumPy input on every call but the first in a process.
+    # NumPy input on every call but the first in a process (docs/tensorflow.md#maxpool-float64).
     xt = tf.convert_to_tensor(x)
     native = _native_pool_ok(geom.nd, x.dtype)
     ksize, strides = list(geom.window), list(geom.stride)

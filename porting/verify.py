@@ -127,11 +127,12 @@ def verify_conv4(
 
     `w` `(W1, ..., Cin, Cout)` and `x` `(X1, ..., Cin, N)` are Julia-indexed, as they come out
     of Julia. The Knet side runs `porting.knet.conv4` on `knet=` ("auto", "reference", "julia",
-    ...); the TensorFlow side runs `porting.tf.conv` (explicit symmetric padding, never "SAME")
-    on `activations_to_tf(x, spatial)` and `kernel_to_tf(w, mode, spatial)` in `dtype`
-    (default: the inputs' dtype; e.g. Knet in Float64 against TensorFlow in float32). The
-    comparison's tolerance comes from the lower precision, K = kernel volume x input channels,
-    and the sum of magnitudes per output (`porting.magnitude`).
+    ...); the TensorFlow side runs `porting.tf.conv` (explicit symmetric padding, never "SAME":
+    docs/tensorflow.md#explicit-padding) on `activations_to_tf(x, spatial)` and
+    `kernel_to_tf(w, mode, spatial)` in `dtype` (default: the inputs' dtype; e.g. Knet in
+    Float64 against TensorFlow in float32). The comparison's tolerance comes from the lower
+    precision, K = kernel volume x input channels, and the sum of magnitudes per output
+    (`porting.magnitude`; docs/numerics.md#tolerance, #sum-of-magnitudes).
 
     The arguments are validated once, into a `porting.geometry.ConvOp` that both sides run.
     """

@@ -457,7 +457,8 @@ def _pool_nc(
             )
     xn = _to_nc(xt)
     if is_max:
-        # NNlib: start at -floatmax, replace only when strictly greater: NaN and -Inf never win.
+        # NNlib: start at -floatmax, replace only when strictly greater: NaN and -Inf never win
+        # (docs/knet.md#pool-nan).
         lowest = torch.full_like(xn, -FLOATMAX)
         xn = torch.where(torch.isnan(xn) | (xn == -math.inf), lowest, xn)
         xn = _pad_nc(xn, padding, value=-FLOATMAX)

@@ -344,7 +344,8 @@ def test_broken_port_padding_off_by_one():
 def test_broken_port_same_padding_with_stride_2_and_even_kernel():
     tf = ptf._import_tf()
     # 4x4 kernel, stride 2, 9x9 input: "SAME" pads 3 in total, 1 before and 2 after; Knet's
-    # padding=2 pads 2 on both sides and gives the same output size.
+    # padding=2 pads 2 on both sides and gives the same output size
+    # (docs/tensorflow.md#same-padding).
     w, x = _conv_setup(24, size=(9, 9), kernel=(4, 4))
     y_knet, check = _knet_side(w, x, padding=2, stride=2, mode=1)
     y_port = tf.nn.conv2d(
@@ -443,7 +444,8 @@ def test_seed002_tf_output_reproduced():
     printed, half_unit = _parse_printed(SEED002_TF_OUT, (5, 5))
     x = immat.astype(np.float32)[None]  # (1, 5, 5, 3) NHWC
     w = wdata.astype(np.float32)[..., None]  # (3, 3, 3, 1) HWIO
-    # tf.nn.conv2d(..., padding="SAME") with a 3x3 kernel at stride 1 pads 1 on every side.
+    # tf.nn.conv2d(..., padding="SAME") with a 3x3 kernel at stride 1 pads 1 on every side
+    # (docs/tensorflow.md#same-padding).
     y = ptf.conv(x, w, padding=1)[0, :, :, 0]
     mag = ptf.conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), padding=1)[
         0, :, :, 0
@@ -462,7 +464,8 @@ def test_seed002_tf_output_reproduced():
         0, :, :, 0
     ]
     assert within(printed.T, y_rev, bound.T) <= 1
-    # Knet's default mode=0 (true convolution) is what the user ran: it does not match TF.
+    # Knet's default mode=0 (true convolution) is what the user ran: it does not match TF
+    # (docs/knet.md#flip).
     y_mode0 = ptf.knet_conv4_via_tf(w_julia, x_julia, padding=1, mode=0, spatial="keep")[0, :, :, 0]
     assert within(printed, y_mode0, bound) > BROKEN
 

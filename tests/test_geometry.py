@@ -113,7 +113,8 @@ def torch_pool(x, window, padding, stride, mode):
 
 @st.composite
 def conv_geometries(draw, transpose: bool = False):
-    """Any geometry NNlib computes, padding up to two beyond the dilated kernel extent."""
+    """Any geometry NNlib computes, padding up to two beyond the dilated kernel extent
+    (docs/knet.md#padding-beyond-kernel)."""
     nd = draw(st.integers(1, 3))
     kernel = tuple(draw(st.integers(1, 3 if nd < 3 else 2)) for _ in range(nd))
     dilation = tuple(draw(st.integers(1, 2)) for _ in range(nd))
@@ -275,7 +276,8 @@ def test_tf_pool_any_nnlib_geometry(case, dtype):
 
 def test_padding_only_outputs_by_hand():
     """A 1x1 kernel with padding 1 (the example of issue 9): the border is 0, the centre the
-    product; max pool window 2 with padding 2: -floatmax where only padding is seen."""
+    product; max pool window 2 with padding 2: -floatmax where only padding is seen
+    (docs/knet.md#padding-beyond-kernel, #pool-nan)."""
     x = np.arange(1.0, 7.0).reshape(2, 3, 1, 1)  # X1 = 2, X2 = 3
     w = np.full((1, 1, 1, 1), 2.0)
     with warnings.catch_warnings():

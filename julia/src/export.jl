@@ -39,7 +39,7 @@ with `pool` (a NamedTuple of Knet `pool` keywords; default: Knet's, window 2) un
 
 A bare `softmax` in a chain is refused, naming the layer: Knet's `softmax(x)` normalizes over the
 whole array (batch included), which the per-sample description (`dims=1`) would not reproduce for
-a batch of more than one. `softmax_dims=1` exports it as per-sample anyway.
+a batch of more than one (docs/knet.md#softmax). `softmax_dims=1` exports it as per-sample anyway.
 
 ```julia
 julia> export_model("lenet", model)
@@ -250,7 +250,8 @@ function _array_layers!(layers, ws::AbstractVector, opts, julia_type)
     n = length(ws) ÷ 2
     for i in 1:n
         w, b = _array(ws[2i-1], "array $(2i-1)"), _array(ws[2i], "array $(2i)")
-        # Knet's lenet.jl computes pool(relu.(conv4(w, x) .+ b)): pooling after the activation.
+        # Knet's lenet.jl computes pool(relu.(conv4(w, x) .+ b)): pooling after the activation
+        # (docs/knet.md#examples).
         push!(layers, _wb_layer(w, b, i == n ? "identity" : "relu", nothing, opts, NamedTuple(),
                                 "activation-pool", julia_type))
     end
@@ -282,7 +283,8 @@ function _function_layer(f::Function, layers, opts)
     index = length(layers) + 1
     # dims: the dimension softmax normalizes over. Knet's bare `softmax(x)` uses dims=:, the whole
     # array with the batch included, which no per-sample Keras layer computes: recording dims=1
-    # would describe another function, so it is refused unless the caller says per sample.
+    # would describe another function, so it is refused unless the caller says per sample
+    # (docs/knet.md#softmax).
     if name === :softmax && opts.softmax_dims === nothing
         throw(ArgumentError("export_model: layer $index is Knet's bare `softmax`, which normalizes " *
                             "over the whole array (dims=:, the batch included); the exported " *

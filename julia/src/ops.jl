@@ -1,5 +1,6 @@
 # conv4, deconv4, pool, mat: Knet's functions when Knet is loaded, else NNlib with the exact
-# calls Knet 1.4.10's CPU path makes (src/ops20/conv.jl there).
+# calls Knet 1.4.10's CPU path makes (src/ops20/conv.jl there; docs/knet.md#conv4, #deconv4,
+# #pool, #mat and #nnlib-versions).
 
 """
     _spatial(value, nd, name) -> NTuple{nd,Int}
@@ -88,7 +89,7 @@ Knet's `conv4`: `w` is `(W1, ..., Wd, Cin, Cout)`, `x` is `(X1, ..., Xd, Cin, N)
 `(Y1, ..., Yd, Cout, N)` with `Yi = 1 + fld(Xi + 2 padding[i] - ((Wi - 1) dilation[i] + 1), stride[i])`.
 `mode=0` is true convolution (kernel rotated 180 degrees), `mode=1` cross-correlation.
 Padding is symmetric. Without Knet: `NNlib.conv` with `DenseConvDims(x, w; flipkernel = mode != 0)`,
-then `lmul!(alpha, y)`, as Knet's CPU path does.
+then `lmul!(alpha, y)`, as Knet's CPU path does (docs/knet.md#conv4, #flip, #conv-size).
 
 ```julia
 julia> size(PortingKnet.conv4(ones(3, 3, 2, 4), ones(8, 6, 2, 5); padding=1))
@@ -118,7 +119,7 @@ Knet's `deconv4`, the transposed convolution: the gradient of `conv4(w, ·)` wit
 input, evaluated at `x`. `w` is `(W1, ..., Wd, Cy, Cx)`, `x` is `(X1, ..., Xd, Cx, N)`, the result
 `(Y1, ..., Yd, Cy, N)` with `Yi = (Xi - 1) stride[i] + (Wi - 1) dilation[i] + 1 - 2 padding[i]`.
 Same flip rule as `conv4`. Without Knet: `NNlib.∇conv_data` with the `DenseConvDims` of that
-convolution, then `lmul!(alpha, y)`.
+convolution, then `lmul!(alpha, y)` (docs/knet.md#deconv4).
 """
 function deconv4(w, x; padding=0, stride=1, dilation=1, mode=0, alpha=1)
     g = _conv_geometry(:deconv4, w, x, padding, stride, dilation, mode)
@@ -147,6 +148,7 @@ function deconv4(w, x; padding=0, stride=1, dilation=1, mode=0, alpha=1)
     return y
 end
 
+# docs/knet.md#pool
 const POOL_MODE2_WARNING = "pool(mode=2): Knet's CPU pool runs mode=1 instead (mean counting " *
     "padding as zeros), and so does this; cuDNN's mode 2 on a GPU excludes padding. " *
     "Pass mode=1 to say so and silence this warning."
@@ -158,6 +160,7 @@ Knet's CPU `pool` on `x` of size `(X1, ..., Xd, C, N)`: `Yi = 1 + fld(Xi + 2 pad
 Modes 0 and 3: max (padded cells never win; NaN never wins). Mode 1: mean dividing by
 `prod(window)`, so padding counts as zeros. Mode 2: Knet's CPU warns and runs mode 1 (cuDNN's
 mode 2 on the GPU excludes padding); so does this function. `stride=nothing` means `window`.
+(docs/knet.md#pool, #pool-nan)
 """
 function pool(x; window=2, padding=0, stride=nothing, mode=0, alpha=1)
     _check_data(x, :pool)
@@ -191,7 +194,8 @@ end
     mat(x; dims=ndims(x)-1)
 
 Knet's `mat`: `reshape(x, prod(size(x)[1:dims]), :)`, in Julia's column-major order (one row
-when `dims == 0`). For a conv output `(X1, X2, C, N)` the rows run X1 fastest, then X2, then C.
+when `dims == 0`). For a conv output `(X1, X2, C, N)` the rows run X1 fastest, then X2, then C
+(docs/knet.md#mat).
 The result shares memory with `x` when `x` is an `Array`; other arrays are copied first.
 
 ```julia

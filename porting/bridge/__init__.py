@@ -164,6 +164,7 @@ def _julia_choice(d: Discovery, p: Probe) -> str:
             f"{p.versions.get('nnlib', '')} runs instead (run `porting doctor --install-julia` "
             "for Knet)"
         )
+    # docs/julia-versions.md#knet-julia, #nnlib-backend
     return (
         f"{text} is too new for Knet {KNET_VERSION} (Julia <= 1.9 only), so NNlib "
         f"{p.versions.get('nnlib', '')} runs instead: the library Knet's CPU path calls"
@@ -234,7 +235,7 @@ def _explicit(name: str, worker: bool | None):
         raise PortingError(
             f"backend={name!r} needs Julia, but {d.reason}. To get it: {INSTALL_HINT}"
         )
-    if name == "julia" and d.backend != "julia":
+    if name == "julia" and d.backend != "julia":  # docs/julia-versions.md#knet-julia
         raise PortingError(
             f"backend='julia' needs Knet {KNET_VERSION}, which installs only on Julia <= 1.9, but "
             f"the Julia found is {d.julia.version_text} ({d.julia.setting}). Use "

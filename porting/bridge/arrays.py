@@ -3,7 +3,8 @@
 juliacall hands a NumPy array to Julia as a `PyArray` with NumPy's own shape and strides (not
 reversed). A Julia-indexed array that is Fortran-ordered therefore arrives as exactly the
 column-major Julia array of the same `size()`, sharing memory. Coming back, `np.asarray` of a
-Julia `Array` is Fortran-ordered, Julia-indexed and shares Julia's memory.
+Julia `Array` is Fortran-ordered, Julia-indexed and shares Julia's memory
+(docs/layout.md#juliacall-arrays).
 
 >>> import numpy as np
 >>> a, copied = to_julia_layout(np.zeros((5, 4, 3, 2), np.float32, order="F"))

@@ -13,9 +13,10 @@
 
 runs `<julia> --version` (with a timeout; the only process it starts) on the first one that is
 set, and decides: Julia <= 1.9 can run Knet 1.4.10 (backend "julia"); Julia >= 1.10, where Knet
-cannot install, gets NNlib, the library Knet's CPU path calls (backend "julia-nnlib"). The
-installed juliacall version is read from its metadata (not imported) and the Julia range it
-accepts from its own `juliapkg.json` (`juliacall_env.juliacall_range`). An explicit setting that
+cannot install, gets NNlib, the library Knet's CPU path calls (backend "julia-nnlib";
+docs/julia-versions.md#knet-julia, #nnlib-backend). The installed juliacall version is read from
+its metadata (not imported) and the Julia range it accepts from its own `juliapkg.json`
+(`juliacall_env.juliacall_range`; docs/julia-versions.md#juliacall-julia). An explicit setting that
 does not work stops the search: it is reported, quoting where it came from, never silently
 replaced by another Julia.
 
@@ -52,8 +53,11 @@ from porting.bridge.juliacall_env import (
 )
 
 KNET_VERSION = "1.4.10"
-KNET_MAX_JULIA: tuple[int, int] = (1, 9)  # Knet 1.4.10 resolves only on Julia <= 1.9
-JULIACALL_PIN = ">=0.9.26,<0.9.29"  # the porting[julia] extra, see pyproject.toml
+# Knet 1.4.10 resolves only on Julia <= 1.9 (docs/julia-versions.md#knet-julia)
+KNET_MAX_JULIA: tuple[int, int] = (1, 9)
+# the porting[julia] extra, see pyproject.toml: the juliacalls that run Julia 1.9
+# (docs/julia-versions.md#juliacall-julia)
+JULIACALL_PIN = ">=0.9.26,<0.9.29"
 
 DEFAULT_VERSION_TIMEOUT = 20.0
 ENV_VERSION_TIMEOUT = "PORTING_JULIA_TIMEOUT"
@@ -149,7 +153,8 @@ def _tail(text: str, n: int = 300) -> str:
 def juliapkg_project(juliacall: str | None = None) -> tuple[str, str]:
     """The Julia project juliacall `juliacall` will use, and where that choice came from.
 
-    Mirrors juliacall's and juliapkg's rules without importing them: for juliacall >= 0.9.28
+    Mirrors juliacall's and juliapkg's rules without importing them
+    (docs/julia-versions.md#juliacall-env, #juliapkg-env): for juliacall >= 0.9.28
     `PYTHON_JULIACALL_PROJECT` first, then `PYTHON_JULIAPKG_PROJECT`; older juliacall reads only
     juliapkg's setting (porting passes `PYTHON_JULIACALL_PROJECT` on when that is unset); else
     `<prefix>/julia_env` in a virtual or conda environment, else
@@ -314,7 +319,8 @@ def juliacall_supports(
     juliacall: str, julia: Version, jrange: JuliacallRange | None = None
 ) -> tuple[bool | None, str]:
     """Whether juliacall `juliacall` runs Julia `julia`, per the Julia range it declares (its own
-    `juliapkg.json` when installed, see `juliacall_env.juliacall_range`); None when unknown."""
+    `juliapkg.json` when installed, see `juliacall_env.juliacall_range`); None when unknown
+    (docs/julia-versions.md#juliacall-julia)."""
     if jrange is None:
         jrange = juliacall_range(juliacall)
     if jrange is None:
@@ -326,7 +332,8 @@ def juliacall_supports(
 
 
 def knet_backend_for(version: Version) -> str:
-    """Backend name for this Julia: "julia" when Knet 1.4.10 can install (<= 1.9), else "julia-nnlib"."""
+    """Backend name for this Julia: "julia" when Knet 1.4.10 can install (<= 1.9), else
+    "julia-nnlib" (docs/julia-versions.md#knet-julia, #nnlib-backend)."""
     return "julia" if version[:2] <= KNET_MAX_JULIA else "julia-nnlib"
 
 
@@ -369,9 +376,9 @@ def discover(julia: str | os.PathLike | None = None, *, timeout: float | None = 
             (os.fspath(julia), "argument", f"julia={os.fspath(julia)} (argument)")
         )
     exe_order = [("juliacall-exe", "PYTHON_JULIACALL_EXE"), ("juliapkg-exe", "PYTHON_JULIAPKG_EXE")]
-    if (
-        not pair
-    ):  # juliacall < 0.9.28 starts juliapkg's Julia; PYTHON_JULIACALL_EXE is ours to pass on
+    # juliacall < 0.9.28 starts juliapkg's Julia; PYTHON_JULIACALL_EXE is ours to pass on
+    # (docs/julia-versions.md#juliacall-env)
+    if not pair:
         exe_order.reverse()
     for xkey, envkey in exe_order:
         value, where = _option(xkey, envkey)

@@ -7,10 +7,12 @@ juliapkg never download anything: `PYTHON_JULIAPKG_OFFLINE=yes` always; with jul
 and an existing project, `PYTHON_JULIACALL_EXE` and `PYTHON_JULIACALL_PROJECT` together (one
 alone is completed, never left alone: juliacall refuses that); otherwise juliapkg's own settings,
 `PYTHON_JULIAPKG_EXE` only when juliapkg would pick another Julia by itself (setting it when it
-changes nothing makes juliapkg resolve again).
+changes nothing makes juliapkg resolve again). The rules: docs/julia-versions.md#juliacall-env,
+#juliapkg-env.
 
 `import juliacall` is attempted once per process: if it fails, Julia may be half started
-(`jl_init` cannot run twice), so later calls repeat the first error instead of importing again.
+(`jl_init` cannot run twice; docs/julia-versions.md#signals), so later calls repeat the first
+error instead of importing again.
 
 It then `include`s `src/PortingKnet.jl` (see `porting.bridge.paths`) and calls its `conv4`,
 `deconv4`, `pool` and `mat` with Knet's keywords. Arrays go in through `to_julia_layout` (no copy

@@ -4,7 +4,8 @@ This is the one step of finding Julia that starts Julia and writes a file. `prob
 `julia --project=<juliacall's project> -e ...` in a subprocess (never juliacall, never an
 install: `JULIA_PKG_OFFLINE=true`): it includes the PortingKnet package, reports Julia, Knet,
 NNlib and PythonCall versions, and checks that the PythonCall in that project is the version the
-installed juliacall pins (juliacall refuses to start otherwise). Results are cached in memory and
+installed juliacall pins (juliacall refuses to start otherwise;
+docs/julia-versions.md#pythoncall-pin). Results are cached in memory and
 in `PORTING_CACHE_DIR` (default `~/.cache/porting`), keyed by the executable, the Julia project's
 manifest, the package sources and the juliacall version, so a new Python process does not pay
 Julia's start-up again.
@@ -48,7 +49,8 @@ class Probe:
 
 # Each top-level statement below runs in the newest world age, so `PortingKnet.versions()` is
 # called in a statement after the one that `include`d it (from Julia 1.12 a call in the same
-# statement would see the old world and fail); `invokelatest` makes that explicit. PythonCall's
+# statement would see the old world and fail: docs/julia-versions.md#world-age); `invokelatest`
+# makes that explicit. PythonCall's
 # version is read from its own Project.toml without loading it (nor Pkg).
 _PROBE_SCRIPT = r"""
 porting_probe_loaded = try

@@ -12,7 +12,8 @@ Why the worker is the default for the Julia backends
 - Julia brings its own LLVM. Loading it into a process that already holds another LLVM (PyTorch
   wheels, TensorFlow's XLA) has crashed in reported cases, depending on import order, which a
   library cannot control: the user's script or notebook decides when TensorFlow is imported.
-  In a worker, Julia and TensorFlow never share a process, so the question does not arise.
+  In a worker, Julia and TensorFlow never share a process, so the question does not arise
+  (docs/julia-versions.md#llvm-conflict).
 - A crash inside Julia (a segfault, an abort, running out of memory) takes down the worker, not
   the user's session: it comes back as a `PortingError` naming the signal, and the next call
   starts a fresh worker.
@@ -94,7 +95,7 @@ __all__ = ["WorkerBackend", "WorkerStartError", "shared_worker", "close_all", "S
 # juliacall's FAQ: Julia's GC uses deliberate segfaults that only Julia's own signal handler
 # turns into safepoints; with more than one Julia thread and that handler off, the process dies.
 # The worker is a process of its own (its own session, no Ctrl-C from the user's terminal), so
-# it lets Julia handle signals unless the user chose otherwise.
+# it lets Julia handle signals unless the user chose otherwise (docs/julia-versions.md#signals).
 JULIA_WORKER_ENV = {"PYTHON_JULIACALL_HANDLE_SIGNALS": "yes"}
 
 

@@ -2,7 +2,8 @@
 
 Started by `porting.bridge.worker.WorkerBackend` as `python -c "...serve(sys.argv[1:])"
 BACKEND`; see that module for the protocol. For a Julia backend the parent has already set the
-juliacall environment (`juliacall_env`) and a signal configuration juliacall documents as safe.
+juliacall environment (`juliacall_env`) and a signal configuration juliacall documents as safe
+(docs/julia-versions.md#signals).
 """
 
 from __future__ import annotations

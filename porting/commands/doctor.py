@@ -18,7 +18,8 @@ About that `juliapkg.json`: juliapkg reads the `juliapkg.json` of *every* instal
 package and intersects their Julia bounds. So the shipped file names only what PortingKnet needs
 on any Julia (NNlib, NPZ, JSON) and no Julia bound. Knet 1.4.10 and its Julia 1.9 bound belong to
 the explicit install step: `--install-julia` records them in the Julia project's own juliapkg
-file (`<project>/pyjuliapkg/juliapkg.json`), which only resolves of that one project read.
+file (`<project>/pyjuliapkg/juliapkg.json`), which only resolves of that one project read
+(docs/julia-versions.md#juliapkg-intersection, #knet-julia).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ TENSORFLOW_DISTRIBUTIONS = (
     "tf-nightly",
     "tf-nightly-cpu",
 )
+# docs/julia-versions.md#juliapkg-intersection
 JULIAPKG_JSON_NOTE = (
     "porting ships a juliapkg.json (NNlib, NPZ, JSON; no Julia bound). juliapkg reads the "
     "juliapkg.json of every installed Python package, so juliacall users in this Python "

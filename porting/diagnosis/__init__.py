@@ -3,7 +3,9 @@
 The answer is a `Diagnosis` whose `cause` is one of `CAUSES`: `rounding` (no bug: within the
 floating-point bound of porting.compare), `kernel_flip`, `spatial_transpose`, `padding_shift`,
 `flatten_order`, `precision`, `quantization`, `layout`, or `unknown`, with numeric evidence and
-the ranked alternatives. Nothing here imports TensorFlow.
+the ranked alternatives (the facts behind the causes: docs/knet.md#flip, docs/layout.md#width-axis,
+docs/tensorflow.md#same-padding, docs/layout.md#flatten-order, docs/numerics.md#tf32,
+#quantized and #bugs). Nothing here imports TensorFlow.
 
 `porting.diagnose` is this package's `diagnose` function (the package itself is
 `porting.diagnosis`).

@@ -281,6 +281,7 @@ class ConvContext(_Context):
             n = self.x_tf.shape[1 + i]
             s = g.stride[i]
             keff = (k.shape[i] - 1) * g.dilation[i] + 1
+            # TensorFlow's "SAME": the odd cell goes after (docs/tensorflow.md#same-padding)
             total = max((math.ceil(n / s) - 1) * s + keff - n, 0)
             same = (total // 2, total - total // 2)
             opts = {
@@ -351,7 +352,7 @@ class ConvContext(_Context):
 
 class DenseContext(_Context):
     """Knet dense layer `w * mat(x) .+ b`: `w` `(out, in)`, `x` `(X1, ..., C, N)` (or `(in, N)`);
-    the TensorFlow side's output is `(N, out)`."""
+    the TensorFlow side's output is `(N, out)` (docs/knet.md#dense, #mat)."""
 
     kind = "dense"
 
@@ -412,7 +413,8 @@ class DenseContext(_Context):
         return f"({', '.join(names)}) with {names[-1]} fastest"
 
     def _index(self, order) -> np.ndarray:
-        """Knet feature index (column-major over (X1, ..., C)) of each feature in `order`."""
+        """Knet feature index (column-major over (X1, ..., C)) of each feature in `order`
+        (docs/layout.md#flatten-order)."""
         shape = self.x.shape[:-1]
         idx = np.arange(int(np.prod(shape))).reshape(shape, order="F")
         return idx.transpose(order).ravel()

@@ -3,7 +3,8 @@
 The diagnosis recomputes what a TensorFlow side with a given mistake would have produced.
 TensorFlow computes cross-correlation on `(N, *spatial, C)` inputs with `(*kernel, Cin, Cout)`
 kernels and allows asymmetric padding (its "SAME" puts the odd pixel at the end), which Knet's
-conv4 cannot express, so the recomputation works in TF layout with `(lo, hi)` padding per axis.
+conv4 cannot express (docs/tensorflow.md#same-padding, docs/knet.md#padding), so the
+recomputation works in TF layout with `(lo, hi)` padding per axis.
 
 Only the output positions being checked are computed (im2col rows gathered at those positions,
 then one matrix product per candidate kernel), so a hypothesis on a large layer costs a sample,

@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = ["FORMATS", "to_format", "representable", "Quantizer", "quantizers"]
 
-# name -> (explicit mantissa bits, description)
+# name -> (explicit mantissa bits, description); TF32 keeps 10 bits (docs/numerics.md#tf32)
 FORMATS = {
     "float16": (10, "float16 (IEEE half: 10-bit mantissa, 5-bit exponent)"),
     "bfloat16": (7, "bfloat16 (7-bit mantissa, float32's exponent range)"),

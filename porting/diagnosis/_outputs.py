@@ -360,6 +360,7 @@ def heuristics(e, a, *, k, M, prec, tol, context: bool) -> list[Finding]:
                 dirs = ", ".join(
                     f"{names[i]} by {s:+d}" for i, s in zip(sp, shift, strict=True) if s
                 )
+                # "SAME" pads the odd cell after (docs/tensorflow.md#same-padding)
                 add(
                     "padding_shift",
                     0.75,

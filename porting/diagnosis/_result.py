@@ -34,6 +34,9 @@ CAUSES = (
     "unknown",
 )
 
+# kernel_flip: docs/knet.md#flip; padding_shift: docs/tensorflow.md#same-padding;
+# flatten_order: docs/layout.md#flatten-order; precision: docs/numerics.md#tf32;
+# quantization: docs/numerics.md#quantized.
 CAUSE_MEANING = {
     "rounding": "differences within the floating-point bound: no bug",
     "kernel_flip": "kernel not rotated (Knet mode=0 is true convolution, TensorFlow cross-correlation)",

@@ -8,6 +8,10 @@ from porting.diagnosis._result import _storage
 
 BIG = 1e30  # error/tolerance recorded for a NaN/Inf that the other side does not share
 
+# The facts behind the advice: kernel_flip docs/knet.md#flip, docs/layout.md#kernels;
+# spatial_transpose docs/layout.md#width-axis; padding_shift docs/knet.md#padding,
+# docs/tensorflow.md#same-padding, #explicit-padding; flatten_order docs/layout.md#flatten-order,
+# #dense-after-conv.
 ADVICE = {
     "kernel_flip": (
         "Knet's conv4 mode=0 is true convolution: rotate the kernel for TensorFlow with "

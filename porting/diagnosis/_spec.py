@@ -44,8 +44,8 @@ class Spec:
 
 def _precision_specs(k, grid, xget, float64: bool) -> list[Spec]:
     """Lower-precision hypotheses: w and x rounded to TF32/bfloat16/float16 with float32
-    accumulation, or the whole computation in float16/bfloat16 (result rounded too); in a
-    float64 comparison also float32 inputs."""
+    accumulation (docs/numerics.md#tf32), or the whole computation in float16/bfloat16 (result
+    rounded too); in a float64 comparison also float32 inputs."""
     table = [
         (
             "tf32",

@@ -1,4 +1,5 @@
-"""Convolution and pooling geometry as small objects (NNlib's `DenseConvDims` / `PoolDims`).
+"""Convolution and pooling geometry as small objects (NNlib's `DenseConvDims` / `PoolDims`;
+docs/knet.md#conv4, #padding).
 
 Three levels, each built once and passed on:
 
@@ -13,7 +14,7 @@ Three levels, each built once and passed on:
 All spatial tuples of a `*Geometry`/`*Dims` in Julia order are `(X1, X2, ...)`. Geometries that
 Knet's CPU path (NNlib) computes are accepted, including padding >= the (dilated) kernel extent
 or the pooling window, whose outer outputs see only padding (docs/knet.md#conv-size,
-#padding, #pool and #pool-nan).
+#padding-beyond-kernel, #pool and #pool-nan).
 
 >>> import numpy as np
 >>> op = ConvOp.knet(np.ones((3, 3, 2, 4)), np.ones((8, 6, 2, 5)), padding=1)

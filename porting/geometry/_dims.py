@@ -1,5 +1,6 @@
 """Geometries bound to their operands' sizes: `ConvDims` and `PoolDims` (NNlib's
-`DenseConvDims` / `PoolDims`), with the conversions they need. Part of porting.geometry."""
+`DenseConvDims` / `PoolDims`; docs/knet.md#conv4, #deconv4, #pool), with the conversions they
+need (docs/layout.md#width-axis). Part of porting.geometry."""
 
 from __future__ import annotations
 
@@ -169,7 +170,8 @@ class ConvDims:
 
     def tf_paddings(self) -> list[list[int]]:
         """`tf.pad`'s paddings for a TensorFlow-order input `(N, *X, C)`: Knet's symmetric
-        padding on each spatial axis, none on the batch and channel axes.
+        padding on each spatial axis, none on the batch and channel axes (docs/knet.md#padding,
+        docs/tensorflow.md#explicit-padding).
 
         >>> ConvDims.of(np.ones((3, 1, 2)), np.ones((5, 1, 2)), padding=2).to_tf(
         ...     "reverse").tf_paddings()

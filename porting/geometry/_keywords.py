@@ -23,8 +23,8 @@ def _spatial_to_tf(values: tuple[int, ...], spatial: str) -> tuple[int, ...]:
 
 
 # Knet's CPU path computes geometries whose outer outputs see only padding; Knet's GPU path
-# (cuDNN) refuses padding >= the pooling window and may refuse it for convolutions. One
-# warning per kind and process.
+# (cuDNN) refuses padding >= the pooling window and may refuse it for convolutions
+# (docs/knet.md#padding-beyond-kernel). One warning per kind and process.
 _warned: set[str] = set()
 
 
@@ -52,7 +52,8 @@ class ConvGeometry:
     """Geometry of a Knet `conv4`: symmetric padding, stride, dilation, and the flip.
 
     `crosscorrelation` is True for Knet `mode=1` (what TensorFlow computes) and False for
-    `mode=0`, Knet's default, which is true convolution (kernel rotated 180 degrees).
+    `mode=0`, Knet's default, which is true convolution (kernel rotated 180 degrees;
+    docs/knet.md#flip, #padding).
 
     >>> ConvGeometry.from_knet(2, padding=1)
     ConvGeometry(2-d, padding=1, stride=1, dilation=1, mode=0 convolution)
@@ -94,10 +95,12 @@ class ConvGeometry:
         return tuple((k - 1) * d + 1 for k, d in zip(kernel, self.dilation, strict=True))
 
     def output_size(self, spatial: tuple[int, ...], kernel: tuple[int, ...]) -> tuple[int, ...]:
-        """Knet's `Yi = 1 + floor((Xi + 2 p - ((Wi - 1) d + 1)) / s)`; raises if any Yi < 1.
+        """Knet's `Yi = 1 + floor((Xi + 2 p - ((Wi - 1) d + 1)) / s)` (docs/knet.md#conv-size);
+        raises if any Yi < 1.
 
         The only requirement is NNlib's, `Xi + 2 p >= (Wi - 1) d + 1`; padding at least the
-        kernel extent is computed (with a one-time warning: cuDNN may refuse it).
+        kernel extent is computed (with a one-time warning: cuDNN may refuse it;
+        docs/knet.md#padding-beyond-kernel).
 
         >>> ConvGeometry.from_knet(1, padding=2).output_size((3,), (3,))
         (5,)
@@ -122,7 +125,8 @@ class ConvGeometry:
     def transpose_output_size(
         self, spatial: tuple[int, ...], kernel: tuple[int, ...]
     ) -> tuple[int, ...]:
-        """Knet `deconv4`: `Yi = (Xi - 1) s + ((Wi - 1) d + 1) - 2 p`; raises if any Yi < 1."""
+        """Knet `deconv4`: `Yi = (Xi - 1) s + ((Wi - 1) d + 1) - 2 p` (docs/knet.md#deconv4);
+        raises if any Yi < 1."""
         out = []
         for i, (x, k, p, s) in enumerate(
             zip(spatial, self.effective_kernel(kernel), self.padding, self.stride, strict=True)
@@ -168,6 +172,7 @@ def _compact(t: tuple[int, ...]) -> int | tuple[int, ...]:
     return t[0] if len(set(t)) == 1 else t
 
 
+# Knet's pool modes on the CPU (docs/knet.md#pool): mode 2 runs as mode 1 there.
 POOL_MODES = {0: "max", 1: "mean (padding counted)", 2: "mean (CPU runs mode 1)", 3: "max"}
 
 
@@ -216,7 +221,7 @@ class PoolGeometry:
 
         The only requirement is NNlib's, `Xi + 2 p >= window`; padding >= window is computed
         (windows of only padding give -floatmax for max pooling, 0 for mean), with a one-time
-        warning that cuDNN refuses it.
+        warning that cuDNN refuses it (docs/knet.md#pool, #padding-beyond-kernel).
         """
         out = []
         for i, (x, k, p, s) in enumerate(

@@ -50,7 +50,8 @@ def check_operands(
 ) -> None:
     """The one rank / element type / channel check of a conv4 or deconv4's operands.
 
-    Julia order: `w` `(W1.., Cin, Cout)` (deconv4: `(W1.., Cy, Cx)`), `x` `(X1.., C, N)`;
+    Julia order: `w` `(W1.., Cin, Cout)` (deconv4: `(W1.., Cy, Cx)`), `x` `(X1.., C, N)`
+    (docs/knet.md#conv4, #deconv4);
     TensorFlow order: `w` `(*K, Cin, Cout)` (transposed: `(*K, Cy, Cx)`), `x` `(N, *X, C)`.
     """
     where = "Julia-indexed" if order == "julia" else "TensorFlow layout, channels last"

@@ -10,16 +10,20 @@ Julia's ``[i, j, ...]``, whatever the memory order (most come back Fortran-order
 >>> {k: v.shape for k, v in load(p).items()}
 {'conv.w': (2, 3, 4)}
 
-Formats (chosen by the file's magic bytes, else by extension; ``format=`` overrides):
+Formats (chosen by the file's magic bytes, else by extension; ``format=`` overrides; each is
+described in docs/files.md#npz, #mat-v5, #mat-v73, #jld2, #jld2-functions, #hdf5-plain and
+#safetensors):
 
 - ``npy``: NPZ.jl ``npzwrite`` (Fortran order, shape = Julia's size) or NumPy. Returned as
   stored: NumPy's logical array already has Julia's shape and indexing. A C-ordered ``.npy``
   written by a NumPy user is taken the same way (its logical shape is taken as Julia's size).
   The single array is named by the file stem.
 - ``npz``: NPZ.jl, NumPy or :func:`save_npz`; each member as for ``npy``, names flat.
-- ``mat5``: MAT.jl (v5), MATLAB or scipy; ``scipy.io.loadmat`` already gives ``(X1, X2, ...)``.
+- ``mat5``: MATLAB (``save -v7``/``-v6``) or scipy ``savemat`` (MAT.jl cannot write v5);
+  ``scipy.io.loadmat`` already gives ``(X1, X2, ...)``.
 - ``mat73``: MAT.jl ``matwrite`` (its default) or MATLAB ``-v7.3``: HDF5 behind a 512-byte
-  MATLAB header. h5py sees the dims reversed; the ``.T`` view restores Julia's order.
+  MATLAB header. h5py sees the dims reversed; the ``.T`` view restores Julia's order
+  (docs/files.md#hdf5-reversed).
 - ``jld2``: JLD2.jl (``JLD2.save``, ``jldsave``, ``@save``): HDF5 behind a 512-byte Julia
   header, dims reversed as for ``mat73``; object references followed.
 - ``safetensors``: Python / PyTorch writers; returned as stored (see below), read without
@@ -28,10 +32,11 @@ Formats (chosen by the file's magic bytes, else by extension; ``format=`` overri
 Decisions, stated once:
 
 - **Nothing is squeezed or padded.** A shape is the one the file records, in Julia order.
-  MAT v5 cannot hold a 1-D array (MAT.jl writes a ``Vector`` as an ``n x 1`` matrix), so a
-  Julia ``Vector`` of length ``n`` saved to v5 comes back ``(n, 1)``; from MAT v7.3, JLD2 and
-  ``.npy`` it comes back ``(n,)``. MAT.jl writes a scalar as a 1-element array: ``(1, 1)`` in
-  v5, ``(1,)`` in v7.3. Consumers should accept ``(n,)`` and ``(n, 1)`` biases alike.
+  MAT v5 cannot hold a 1-D array (a vector is an ``n x 1`` or ``1 x n`` matrix, a scalar
+  ``1 x 1``), so a vector saved to v5 by MATLAB or scipy comes back ``(n, 1)`` or ``(1, n)``;
+  a Julia ``Vector`` of length ``n`` from MAT v7.3, JLD2 and ``.npy`` comes back ``(n,)``.
+  MAT.jl writes a scalar as a 1-element array, ``(1,)`` in v7.3. Consumers should accept
+  ``(n,)`` and ``(n, 1)`` biases alike (docs/files.md#mat-v5, #mat-v73).
 - A value the file stores as a scalar (HDF5 scalar dataspace: JLD2 numbers) is a plain Python
   ``int``/``float``/``complex``/``bool``; a string is ``str``.
 - MATLAB structs, JLD2 groups, ``Dict``\\ s, ``NamedTuple``\\ s and other Julia structs become

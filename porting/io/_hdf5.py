@@ -1,4 +1,5 @@
-"""HDF5 walking shared by MAT v7.3 and JLD2: links, references, budgets.
+"""HDF5 walking shared by MAT v7.3 and JLD2: links, references, budgets
+(docs/files.md#untrusted-files).
 
 - External links are refused (never followed into another file), and so are datasets whose
   data lives in other files (external storage, virtual datasets).

@@ -1,10 +1,11 @@
 """JLD2 (``JLD2.save``, ``jldsave``, ``@save``, ``Knet.save``): HDF5 behind a 512-byte Julia
-header, committed datatypes under ``/_types``, dims reversed as for MAT v7.3.
+header, committed datatypes under ``/_types``, dims reversed as for MAT v7.3 (docs/files.md#jld2,
+#hdf5-reversed).
 
 Julia type names (``julia_type`` attributes of committed datatypes) are read from the file's
-bytes by `porting.io._h5raw`, never through h5py's low-level attribute API (which crashed the
-process on a real file). Everything else goes through h5py's high-level API and the shared
-`Walker` (links, references, budgets).
+bytes by `porting.io._h5raw` (docs/files.md#jld2-type-names), never through h5py's low-level
+attribute API (which crashed the process on a real file). Everything else goes through h5py's
+high-level API and the shared `Walker` (links, references, budgets).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from porting.io._hdf5 import Walker, open_h5
 _DICT_TYPES = ("Base.Dict", "Base.IdDict", "Base.ImmutableDict", "Base.WeakKeyDict")
 _TUPLE_TYPES = ("Core.Tuple", "Tuple", "NTuple", "Core.NTuple")
 
+# Why whole structs fail and plain arrays work: docs/files.md#jld2-functions
 ADVICE = (
     "JLD2 files holding whole Julia structs (for example a layer with a function-typed field "
     "such as f=relu) cannot be read outside Julia. Export plain arrays instead, in Julia: "

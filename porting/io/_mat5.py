@@ -1,4 +1,5 @@
-"""MAT v5 (MAT.jl v5, MATLAB, scipy): read with ``scipy.io.loadmat`` after a budget scan.
+"""MAT v5 (MATLAB, scipy; MAT.jl cannot write it: docs/files.md#mat-v5, #mat-v73): read with
+``scipy.io.loadmat`` after a budget scan.
 
 Before scipy reads anything, the file's top-level elements are walked: a compressed element
 is inflated in a stream and only counted (nothing kept), so a small file that inflates to

@@ -1,6 +1,7 @@
 """MAT v7.3 (MAT.jl ``matwrite``, MATLAB ``-v7.3``): HDF5 behind a 512-byte MATLAB header.
 
-h5py sees the dims reversed; the ``.T`` view restores Julia's order. Cell arrays are object
+h5py sees the dims reversed; the ``.T`` view restores Julia's order (docs/files.md#mat-v73,
+#hdf5-reversed). Cell arrays are object
 references into ``/#refs#``; sparse matrices come back dense (their dense size is charged to
 the size budget first, and their index arrays are checked before use).
 """

@@ -1,4 +1,5 @@
-"""``.npy`` and ``.npz`` (NPZ.jl ``npzwrite``, NumPy): read member by member, headers first.
+"""``.npy`` and ``.npz`` (NPZ.jl ``npzwrite``, NumPy; docs/files.md#npz): read member by
+member, headers first (docs/files.md#untrusted-files).
 
 Every array's header (dtype, shape, order) is read and checked before its data: object
 arrays are refused without being unpickled, a shape is charged to the size budget, and a
@@ -137,8 +138,8 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, compress: bo
     """Write `arrays` (names to Julia-indexed arrays, nested dicts allowed) to an ``.npz`` file.
 
     Each member is written Fortran-ordered with Julia's shape, exactly as NPZ.jl's ``npzwrite``
-    writes it, so ``npzread`` in Julia gives the same ``size()`` and elements and `load` gives
-    back the same Julia-indexed arrays. Nested dicts are flattened with `flatten` (``"a.b"``).
+    writes it (docs/files.md#npz), so ``npzread`` in Julia gives the same ``size()`` and elements
+    and `load` gives back the same Julia-indexed arrays. Nested dicts are flattened with `flatten` (``"a.b"``).
     The file is written with `porting.files.atomic_write`: a failure leaves any previous file
     untouched and no partial file behind; a replaced file keeps its permission bits.
 

@@ -4,9 +4,9 @@ The layout is an 8-byte little-endian header length, a JSON header naming each t
 shape and byte range, then the data. Each entry is checked (dtype known, shape of non-negative
 integers, byte range inside the data and exactly ``prod(shape) * itemsize`` long) and charged to
 the size budget before its bytes are read. Tensors are returned exactly as stored (row-major,
-the writer's own axis order). ``BF16`` tensors come back as float32 with the same values (every
-bfloat16 is a float32 with the low 16 bits zero); 8-bit and smaller float formats are refused
-by name.
+the writer's own axis order; docs/files.md#safetensors). ``BF16`` tensors come back as float32
+with the same values (every bfloat16 is a float32 with the low 16 bits zero); 8-bit and smaller
+float formats are refused by name (docs/files.md#untrusted-files).
 """
 
 from __future__ import annotations

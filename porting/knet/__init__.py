@@ -6,7 +6,7 @@ accepted. Results (`KnetResult`, an ndarray) have the input's dtype and remember
 that computed them (`result.backend`).
 
 `conv4` defaults to `mode=0`, which is **true convolution** (the kernel rotated 180 degrees);
-TensorFlow, Keras and PyTorch compute cross-correlation, Knet's `mode=1`.
+TensorFlow, Keras and PyTorch compute cross-correlation, Knet's `mode=1` (docs/knet.md#flip).
 
 >>> import numpy as np
 >>> conv4(np.ones((3, 3, 2, 4), np.float32), np.ones((8, 6, 2, 5), np.float32), padding=1).shape
@@ -54,6 +54,7 @@ def conv4(
     with `Yi = 1 + floor((Xi + 2 padding - ((Wi - 1) dilation + 1)) / stride)`. `mode=0` is
     true convolution (kernel rotated 180 degrees), `mode=1` cross-correlation. Padding at
     least the kernel extent is computed as Knet's CPU does (outer outputs 0, with a warning).
+    (docs/knet.md#conv4, #conv-size, #flip and #padding-beyond-kernel)
     """
     op = ConvOp.knet(
         w, x, padding=padding, stride=stride, dilation=dilation, mode=mode, alpha=alpha
@@ -81,7 +82,8 @@ def deconv4(
     """Knet `deconv4(w, x; ...)`: transposed convolution (the gradient of conv4 wrt its input).
 
     `w` is `(W1, ..., Cy, Cx)`, `x` is `(X1, ..., Cx, N)`, the result `(Y1, ..., Cy, N)` with
-    `Yi = (Xi - 1) stride + ((Wi - 1) dilation + 1) - 2 padding`. Same flip rule as conv4.
+    `Yi = (Xi - 1) stride + ((Wi - 1) dilation + 1) - 2 padding`. Same flip rule as conv4
+    (docs/knet.md#deconv4).
     """
     op = ConvOp.knet(
         w,
@@ -117,6 +119,7 @@ def pool(
     Modes: 0 and 3 max (padding never wins, NaN never wins); 1 mean dividing by `prod(window)`
     (padding counts as zeros); 2 is run as 1, as Knet's CPU does (with a warning there).
     Windows of only padding (padding >= window) give -floatmax (max) or 0 (mean), as NNlib.
+    (docs/knet.md#pool, #pool-nan and #padding-beyond-kernel)
     """
     op = PoolOp.knet(x, window=window, padding=padding, stride=stride, mode=mode, alpha=alpha)
     return run_pool(op, backend)
@@ -129,7 +132,8 @@ def run_pool(op: PoolOp, backend: str = "auto") -> np.ndarray:
 
 
 def mat(x: Any, *, dims: int | None = None, backend: str = "auto") -> np.ndarray:
-    """Knet `mat(x; dims=ndims(x)-1)`: `reshape(x, prod(size(x)[1:dims]), :)`, column-major.
+    """Knet `mat(x; dims=ndims(x)-1)`: `reshape(x, prod(size(x)[1:dims]), :)`, column-major
+    (docs/knet.md#mat).
 
     >>> import numpy as np
     >>> mat(np.zeros((5, 4, 3, 2))).shape

@@ -1,4 +1,5 @@
-"""NumPy reimplementation of Knet's CPU arithmetic (Knet 1.4.10 -> NNlib).
+"""NumPy reimplementation of Knet's CPU arithmetic (Knet 1.4.10 -> NNlib; docs/knet.md#conv4,
+#nnlib-versions).
 
 Arrays in and out are Julia-indexed (shape = Julia's `size()`). Internally a Julia array of size
 `(X1, ..., Xd, C, N)` is handled as its transpose, a C-ordered `(N, C, Xd, ..., X1)` array with
@@ -50,8 +51,9 @@ _MIN_SHIFT_ROWS = 64
 
 
 def _scale(y: np.ndarray, alpha: float) -> np.ndarray:
-    """Knet's `lmul!(alpha, y)` in place: each product is formed in Float64 and rounded once to
-    y's type (the same numbers as `(float64(alpha) * float64(y)).astype(y.dtype)`)."""
+    """Knet's `lmul!(alpha, y)` in place (docs/knet.md#conv4): each product is formed in
+    Float64 and rounded once to y's type (the same numbers as
+    `(float64(alpha) * float64(y)).astype(y.dtype)`)."""
     if alpha != 1:
         # Overflow to +-Inf is what Knet gives too (e.g. alpha * -floatmax from a max pool).
         with np.errstate(over="ignore"):
@@ -263,7 +265,7 @@ def conv4(
     xt = x.T  # (N, Cin, Xd..X1), C-ordered for Julia's (Fortran-ordered) arrays
     wt = w.T  # (Cout, Cin, Wd..W1)
     if not dims.crosscorrelation:
-        wt = _flip_spatial(wt, nd)  # mode 0: true convolution
+        wt = _flip_spatial(wt, nd)  # mode 0: true convolution (docs/knet.md#flip)
     ys = dims.y_spatial[::-1]
     out = np.empty((xt.shape[0], wt.shape[0], *ys), dtype=x.dtype)
     _correlate(wt, xt, dims.padding[::-1], dims.stride[::-1], dims.dilation[::-1], out)
@@ -292,7 +294,8 @@ def deconv4(
     n, cx, cy = xt.shape[0], wt.shape[0], wt.shape[1]
     ys = dims.y_spatial[::-1]
     if all(s == 1 for s in stride):
-        # The adjoint of correlating with k is correlating with k rotated 180 degrees.
+        # The adjoint of correlating with k is correlating with k rotated 180 degrees
+        # (docs/knet.md#deconv4, #flip).
         wc = wt.swapaxes(0, 1)  # (Cy, Cx, Wd..W1)
         if dims.crosscorrelation:
             wc = _flip_spatial(wc, nd)
@@ -337,7 +340,7 @@ def pool(x: np.ndarray, geom: PoolGeometry | PoolDims, alpha: float = 1.0) -> np
     window holding only NaN/-Inf gives -floatmax (NNlib's starting value), not -Inf.
     Modes 1 and 2: mean dividing by `prod(window)`, padding counted as zeros (Knet's CPU runs
     mode 2 as mode 1). Windows holding only padding (padding >= window, which NNlib computes)
-    give -floatmax (max) or 0 (mean).
+    give -floatmax (max) or 0 (mean). (docs/knet.md#pool, #pool-nan and #padding-beyond-kernel)
     """
     geom = as_pool_dims(geom, x)
     nd = geom.nd
@@ -361,7 +364,8 @@ def pool(x: np.ndarray, geom: PoolGeometry | PoolDims, alpha: float = 1.0) -> np
     axes = tuple(range(2 + nd, 2 + 2 * nd))
     if geom.is_max:
         # NNlib's maxpool_direct! starts each window at nextfloat(typemin(T)) = -floatmax and
-        # keeps `xv > m`: NaN and -Inf never win, and a window of only those gives -floatmax.
+        # keeps `xv > m`: NaN and -Inf never win, and a window of only those gives -floatmax
+        # (docs/knet.md#pool-nan).
         y = np.maximum(cols.max(axis=axes), np.finfo(x.dtype).min)
     else:
         y = cols.sum(axis=axes, dtype=x.dtype) * x.dtype.type(1.0 / np.prod(win))
@@ -369,6 +373,7 @@ def pool(x: np.ndarray, geom: PoolGeometry | PoolDims, alpha: float = 1.0) -> np
 
 
 def mat(x: np.ndarray, dims: int) -> np.ndarray:
-    """Knet `mat(x; dims)`: `reshape(x, prod(size(x)[1:dims]), :)` in column-major order."""
+    """Knet `mat(x; dims)`: `reshape(x, prod(size(x)[1:dims]), :)` in column-major order
+    (docs/knet.md#mat)."""
     rows = int(np.prod(x.shape[:dims])) if dims > 0 else 1
     return np.reshape(x, (rows, -1), order="F")

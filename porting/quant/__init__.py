@@ -2,7 +2,8 @@
 
 A QKeras layer keeps float "shadow" weights and computes with `quantizer(weight)`;
 `get_weights()` returns the shadow weights, so a reference built from them disagrees with the
-layer (seed report 001). Verify against the quantized weights instead:
+layer (seed report 001; docs/numerics.md#quantized). Verify against the quantized weights
+instead:
 
 - `quantized_weights(layer)`: a `QuantizedWeights` with both sets, per weight name, for a
   QKeras `QConv2D`, `QDense` (or `QActivation`, which has none), in the process that holds

@@ -3,7 +3,8 @@ maths, and the float64 reference of a Conv2D / Dense layer in TensorFlow layout.
 
 Nothing here imports TensorFlow or QKeras. The convolution goes through porting.knet's NumPy
 reference (cross-correlation, `mode=1`), with TensorFlow's "SAME" padding applied to the input
-first, so asymmetric padding (even kernels, strides) is reproduced exactly.
+first, so asymmetric padding (even kernels, strides) is reproduced exactly
+(docs/tensorflow.md#same-padding).
 
 >>> quantized_bits(np.array([0.30, -0.52, 1.7]), bits=4, integer=0)
 array([ 0.25 , -0.5  ,  0.875])
@@ -98,7 +99,8 @@ def numpy_quantizer(class_name: str, config: dict):
 
 
 def same_pads(n: int, k: int, stride: int, dilation: int) -> tuple[int, int]:
-    """TensorFlow's "SAME" padding `(before, after)` for one axis: the odd pixel goes after.
+    """TensorFlow's "SAME" padding `(before, after)` for one axis: the odd pixel goes after
+    (docs/tensorflow.md#same-padding).
 
     >>> same_pads(6, 2, 2, 1), same_pads(5, 3, 1, 1)
     ((0, 0), (1, 1))
@@ -130,7 +132,8 @@ def conv2d_reference(x, kernel, bias=None, *, strides=(1, 1), padding="valid", d
     from porting.geometry import ConvGeometry
     from porting.knet import reference
 
-    # Julia order with spatial="reverse": (W, H) -> (X1, X2); cross-correlation is mode=1.
+    # Julia order with spatial="reverse": (W, H) -> (X1, X2) (docs/layout.md#width-axis);
+    # cross-correlation is mode=1 (docs/knet.md#flip).
     geom = ConvGeometry.from_knet(
         2,
         padding=0,

@@ -1,7 +1,8 @@
 """Write files laid out the way Julia packages write them, without Julia.
 
 No Julia is available here, so these writers reproduce, with h5py and NumPy, the on-disk layout
-of the Julia writers as read from their sources:
+of the Julia writers as read from their sources (docs/files.md#npz, #mat-v73, #jld2,
+#hdf5-reversed):
 
 - NPZ.jl ``npzwrite``: ``.npy`` with ``fortran_order: True`` and shape = Julia's ``size()``.
 - MAT.jl ``matwrite`` (v7.3, HDF5): a 512-byte user block holding ``"MATLAB 7.3 MAT-file"`` and

@@ -1,4 +1,5 @@
-"""Knet models saved in JLD2 files (`Knet.save`, `JLD2.@save`), converted without Julia.
+"""Knet models saved in JLD2 files (`Knet.save`, `JLD2.@save`), converted without Julia
+(docs/files.md#knet-save, #jld2, #jld2-functions).
 
 >>> from porting.knetfile import load_model                             # doctest: +SKIP
 >>> fm = load_model("model.jld2", key="q_networks/1")                   # doctest: +SKIP

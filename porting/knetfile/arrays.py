@@ -1,7 +1,8 @@
 """Weights inside a loaded JLD2 tree: plain arrays, `Param`s, Knet and CUDA GPU arrays.
 
 `porting.io.load` gives a Julia struct as a dict of its fields, so a weight is found by the
-shape of that dict (JLD2 does not keep Julia's type parameters in a form h5py reads):
+shape of that dict (JLD2 does not keep Julia's type parameters in a form h5py reads;
+docs/files.md#knet-save):
 
 - a NumPy array: an `Array{Float32}` saved on the CPU, already Julia-indexed;
 - ``{"value": w, "opt": ...}``: AutoGrad's `Param` (its optimiser state `opt` is left out);

@@ -1,7 +1,8 @@
 """Julia functions stored in a model file, by their type name, to porting activations.
 
 JLD2 stores a function held in a struct field (`f=relu`) as an instance of its type, which has
-no data; `porting.io.load` gives back the type's name, for example ``"Knet.Ops20.relu"``. The
+no data (docs/files.md#jld2-functions); `porting.io.load` gives back the type's name, for example
+``"Knet.Ops20.relu"``. The
 name alone decides the activation: a name in `ACTIVATIONS` maps to porting's, a name Knet or
 NNlib exports that `porting.model` cannot run yet is refused by name, and an anonymous function
 or a closure (``"Main.#12#13"``, a struct of captured values) is refused with the fix.

@@ -11,10 +11,12 @@ Recognised:
 - a chain: a struct with a `layers` field (Knet tutorial `Chain`, NNHelferlein `Classifier`
   / `Chain`, Knet Layers21 `Block`), nested chains flattened in order;
 - tutorial layers: `w`, `b`, an activation `f` / `actf` / `activation`, optional dropout `p` /
-  `pdrop`; `w` of 2 dimensions is a dense layer `f.(w * mat(x) .+ b)`, of 3-5 a conv layer;
+  `pdrop`; `w` of 2 dimensions is a dense layer `f.(w * mat(x) .+ b)`, of 3-5 a conv layer
+  (docs/knet.md#dense, #examples);
 - NNHelferlein: `Conv` (`w`, `b`, `actf`, `kwargs` for conv4), `Pool` (`kwargs` for pool),
   `Flat` (`mat`), `Dense` (`w`, `b`, `actf`);
-- Knet Layers21 `Conv` and `Linear` (geometry stored in the struct), `Dropout`;
+- Knet Layers21 `Conv` and `Linear` (geometry stored in the struct; docs/knet.md#layers21),
+  `Dropout`;
 - weights as `Array`, AutoGrad `Param`, Knet `KnetArray` (see `porting.knetfile.arrays`).
 
 Recognised but refused, with the reason: batch normalisation (Knet `bnmoments` /

@@ -14,6 +14,9 @@
 - `verify`: per-layer, per-time-step comparison with tolerances carried through the recurrence;
 - `diagnosis`: the usual porting mistakes, detected by recomputation.
 
+The facts: docs/knet.md#rnn, #rnn-packing, #rnn-gates, #rnn-bidirectional;
+docs/tensorflow.md#keras-gru, #keras-lstm, #keras-rnn-layout; docs/numerics.md#rnn-tolerance.
+
 Nothing imported here imports TensorFlow.
 """
 

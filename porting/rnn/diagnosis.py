@@ -11,9 +11,10 @@
 Each cause is a hypothesis about how the port computes, recomputed by the NumPy reference in
 float64 from the Knet weights and compared with what the port gave (`observed`: Knet-layout `y`
 `(Y, B, T)` or its last step `(Y, B)`). A hypothesis explains the observation when every
-element is within the tolerance that porting.rnn.verify carries through the recurrence for the
-correct RNN (a hypothesis that comes close is scored again under its own carried tolerance, as
-its values may differ a lot from the correct ones); the causes are ranked by their largest
+element is within the tolerance that porting.rnn.verify carries through the recurrence
+(docs/numerics.md#rnn-tolerance) for the correct RNN (a hypothesis that comes close is scored
+again under its own carried tolerance, as its values may differ a lot from the correct ones);
+the causes are ranked by their largest
 error/tolerance ratio, and `rounding` (the port is correct) wins ties. The time-major hypothesis
 assumes zero initial states (the given ones do not fit a batch of size T). Nothing here imports TensorFlow.
 """

@@ -6,7 +6,7 @@ recurrent matrices R), then every bias in the same (slot, id) order (input biase
 recurrent biases bR). A matrix of `H` rows and `in` columns is stored row after row, which is
 why Knet's `rnnparam(r, slot, id, 1)` reads it as the *transposed* `(in, H)` Julia matrix.
 With skipInput the first layer's input matrices (both directions) have length 0; their input
-biases are still there.
+biases are still there. (docs/knet.md#rnn-packing, #rnn-gates)
 
 >>> from porting.rnn.spec import RNNSpec
 >>> spec = RNNSpec(2, 1, "relu")          # W (1x2), R (1x1), bW, bR

@@ -8,7 +8,8 @@
 
 Arrays in and out are Julia-indexed: `x` `(X, B, T)` (or `(X,)`, `(X, B)`), `y` `(H or 2H, B, T)`
 with as many dimensions as `x`, states `(H, B, L or 2L)`. The equations (gates in Knet's order,
-see spec.py), with `sigm` the logistic function and both biases of a gate added:
+see spec.py; docs/knet.md#rnn-gates), with `sigm` the logistic function and both biases of a gate
+added:
 
 - relu/tanh: `h = f(W x + R h' + bW + bR)`
 - LSTM: `i, f, o = sigm(W. x + R. h' + bW. + bR.)`, `n = tanh(Wn x + Rn h' + bWn + bRn)`,
@@ -19,7 +20,7 @@ see spec.py), with `sigm` the logistic function and both biases of a gate added:
 Layer `l > 1` reads the outputs of layer `l - 1` (both directions concatenated, forward first).
 A backward slot reads time steps T, T-1, ..., 1 and its outputs are stored at the step they
 belong to, so `y[:, :, T]` of a bidirectional RNN holds the backward direction after ONE step,
-not its final state (that is in `h`). skipInput replaces `W x` by `x` in every gate of the first
+not its final state (that is in `h`; docs/knet.md#rnn-bidirectional). skipInput replaces `W x` by `x` in every gate of the first
 layer. Dropout applies only while training, so not here.
 
 How it runs: data are held batch-major, `(T, B, features)` C-ordered (the same bytes as a

@@ -11,7 +11,8 @@ Three forms, from the most to the least information `porting` has to work with:
 - `assert_ported_close(expected, actual)`: two arrays and nothing else. K and the magnitudes
   are unknown, so it assumes them (see `ASSUMED_K` and the function's docstring): right for
   telling a correct port from a broken one (kernel flip, swapped H/W, padding shift, flatten
-  order), too loose to judge precision (TF32); pass `k=` and `magnitude=` for the exact bound.
+  order), too loose to judge precision (TF32); pass `k=` and `magnitude=` for the exact bound
+  (docs/numerics.md#tolerance, #sum-of-magnitudes, #bugs).
 
 Messages are the report; under `pytest -q` (with the plugin, `porting.testing.plugin`) they
 are shortened to the verdict, the worst element and the cause. Every check is recorded for

@@ -13,7 +13,8 @@ pytest.importorskip("tensorflow")
 
 from porting import layout  # noqa: E402
 from porting.cli import main  # noqa: E402
-from porting.model import Conv, Dense, KnetModel, Mat, convert, save_export  # noqa: E402
+from porting.model import Conv, Dense, KnetModel, Mat, save_export  # noqa: E402
+from porting.model.kinds import conv as kconv  # noqa: E402
 
 F32 = np.float32
 
@@ -126,7 +127,7 @@ def test_export_with_input_file(tmp_path, capsys):
 
 def test_failed_verification_exits_1_and_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(
-        convert, "_kernel_converter", lambda w, mode, spatial: layout.kernel_to_tf(w, 1, spatial)
+        kconv, "_kernel_converter", lambda w, mode, spatial: layout.kernel_to_tf(w, 1, spatial)
     )
     out = tmp_path / "bad.keras"
     assert main(["convert", "-o", str(out), "--verify"]) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from porting.commands._common import int_or_tuple, load_npy, print_json
@@ -89,6 +90,75 @@ def _load_model(args):
     return lenet(), lenet_input(), "built-in example: Knet LeNet (tutorial layers, dense 800->128)"
 
 
+def _plan(model, x, args):
+    """The input (if any) and the model's plan: computed once here and passed on."""
+    from porting.model import plan
+    from porting.model.forward import check_input
+
+    input_size = None
+    if args.input_size is not None:
+        input_size = args.input_size if isinstance(args.input_size, tuple) else (args.input_size,)
+    if x is not None:
+        x, p = check_input(model, x)
+        if input_size is not None and tuple(x.shape[:-1]) != tuple(input_size):
+            raise PortingError(
+                f"--input-size {input_size} but --input has size {x.shape} (batch last)"
+            )
+        return x, p
+    if input_size is None and model.plan is not None:
+        return None, model.plan
+    if input_size is None:
+        raise PortingError(
+            f"{model.source or 'the model'}: the export records no input size; give --input "
+            "X.npy or --input-size X1,X2,C"
+        )
+    return None, plan(model, input_size)  # names the first layer whose weights do not fit
+
+
+def _rich_report(report) -> None:
+    """The verification report as a rich table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 110)
+    table = Table(show_edge=False, pad_edge=False)
+    for col in report.COLUMNS:
+        just = "right" if col in ("K", "max abs err", "err / tol") else "left"
+        table.add_column(col, justify="center" if col == "ok" else just)  # type: ignore[arg-type]
+    for cells in report.table():
+        ok = cells[-1] == "yes"
+        table.add_row(*cells[:-1], "yes" if ok else "[bold red]NO[/]")
+    console.print(report.headline(), markup=False)
+    console.print(table)
+    for line in report.footer():
+        console.print(line, markup=False)
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool):
+    """A rich progress bar on stderr, yielding the callback verify_model reports to."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("Knet side", total=None)
+
+        def update(description: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=description)
+
+        yield update
+
+
 def run(args) -> int:
     from porting.model import convert as mconvert
 
@@ -103,42 +173,27 @@ def run(args) -> int:
     model, x, source = _load_model(args)
     if args.input:
         x = load_npy(args.input, "--input")
-    input_size = None
-    if args.input_size is not None:
-        input_size = args.input_size if isinstance(args.input_size, tuple) else (args.input_size,)
-    if x is not None:
-        from porting.model.forward import check_input
+    x, plan = _plan(model, x, args)
+    input_size = plan.input_size
 
-        x = check_input(model, x)
-        if input_size is not None and tuple(x.shape[:-1]) != tuple(input_size):
-            raise PortingError(
-                f"--input-size {input_size} but --input has size {x.shape} (batch last)"
-            )
-        input_size = tuple(x.shape[:-1])
-    input_size = input_size or model.input_size
-    if input_size is None:
-        raise PortingError(
-            f"{source}: the export records no input size; give --input X.npy or --input-size X1,X2,C"
-        )
-    model.sizes(input_size)  # names the first layer whose weights do not fit
-
-    km = mconvert.to_keras(model, spatial=args.spatial, input_size=input_size, dtype=args.dtype)
+    km = mconvert.to_keras(model, spatial=args.spatial, dtype=args.dtype, plan=plan)
     report = None
     if args.verify:
         from porting.model.verify import default_input, verify_model
 
         if x is None:
             x = default_input(model, input_size)
-        progress = not args.json and sys.stderr.isatty()
-        report = verify_model(
-            model,
-            x,
-            keras_model=km,
-            mode=args.mode,
-            spatial=args.spatial,
-            knet=args.knet,
-            progress=progress,
-        )
+        with _progress_bar(not args.json and sys.stderr.isatty()) as progress:
+            report = verify_model(
+                model,
+                x,
+                keras_model=km,
+                mode=args.mode,
+                spatial=args.spatial,
+                knet=args.knet,
+                progress=progress,
+                plan=plan,
+            )
     write = report is None or report.ok or args.keep_on_mismatch
     written = {}
     if write and args.output:
@@ -164,7 +219,8 @@ def run(args) -> int:
         print(str(model).split("\n", 1)[1] if "\n" in str(model) else model)
         if report is not None:
             print()
-            print(report)
+            sys.stdout.flush()
+            _rich_report(report)
             print()
         for what, path in written.items():
             print(

@@ -11,7 +11,11 @@
 >>> forward_knet(m, rng.standard_normal((14, 14, 1, 3), np.float32))[-1].shape
 (2, 3)
 
-- `KnetModel`, layers `Conv`, `Dense`, `Pool`, `Mat`, `Dropout`, `Activation` (spec).
+- `KnetModel` (spec), layers `Conv`, `Dense`, `Pool`, `Mat`, `Dropout`, `Activation`: each
+  kind defined in one file under `porting.model.kinds` (its table: `porting.model.kinds.KINDS`),
+  its Knet computation as ordered stages (`porting.model.stages`).
+- `plan(model, input_size)`: the model planned once for an input size (sizes, stages, flatten
+  bookkeeping); `forward_knet`, `to_keras`, `convert_weights`, `verify_model` take `plan=`.
 - `load_export(prefix)` / `save_export(model, prefix)`: the `.npz` + `.json` pair the Julia side
   writes (`PortingKnet.export_model`).
 - `forward_knet(model, x)`: every layer's Knet output, Julia-indexed.
@@ -22,6 +26,7 @@
 
 from porting.model.export import load_export, save_export
 from porting.model.forward import KnetOutputs, forward_knet
+from porting.model.planning import Plan, plan
 from porting.model.spec import (
     ACTIVATIONS,
     Activation,
@@ -43,6 +48,9 @@ __all__ = [
     "Mat",
     "Pool",
     "KnetOutputs",
+    "Plan",
+    "plan",
+    "default_input",
     "forward_knet",
     "load_export",
     "save_export",
@@ -62,6 +70,7 @@ _LAZY = {
     "load_keras": "porting.model.convert",
     "convert_weights": "porting.model.convert",
     "verify_model": "porting.model.verify",
+    "default_input": "porting.model.verify",
     "ModelReport": "porting.model.verify",
 }
 

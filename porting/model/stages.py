@@ -1,0 +1,465 @@
+"""The stages a Knet layer computes, in its order, each with every concern in one place.
+
+A layer kind (porting.model.kinds) says what Knet computes as an ordered list of stages, for
+example Knet's tutorial `Conv`: `conv4(w, x) .+ b`, then `pool`, then the activation. A stage
+knows, for its own operation:
+
+- `out_size(size)`: the per-sample Julia size after it;
+- `forward(x, backend, tags)`: what Knet computes (porting.knet; Julia-indexed NumPy);
+- `magnitude(s, out, wd)`: the sum of magnitudes `S` carried through it (porting.magnitude);
+- `build(ctx, t, in_size, out_size)`: the Keras 3 layers computing it, applied to tensor `t`;
+- `terms(in_size)`: the number of terms `K` it sums per output (None: it sums none).
+
+Nothing here imports TensorFlow or Keras: `build` receives the `keras` module in `ctx`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from porting import layout, magnitude
+from porting.errors import PortingError
+from porting.geometry import ConvGeometry, PoolGeometry
+
+__all__ = [
+    "Stage",
+    "ConvStage",
+    "PoolStage",
+    "ActStage",
+    "DenseStage",
+    "FlattenStage",
+    "DropoutStage",
+    "KerasContext",
+    "activate",
+]
+
+
+def activate(name: str, x: np.ndarray, dims: int = 1) -> np.ndarray:
+    """Knet's activation `name` on a Julia-indexed array, in x's dtype (a new array)."""
+    t = x.dtype.type
+    if name == "identity":
+        return x
+    if name == "relu":
+        return np.maximum(x, t(0))
+    if name == "tanh":
+        return np.tanh(x)
+    with np.errstate(over="ignore"):
+        if name == "sigm":
+            # Knet: x >= 0 ? 1/(1+exp(-x)) : (z = exp(x); z/(1+z))
+            z = np.exp(-np.abs(x))
+            return np.where(x >= 0, t(1) / (t(1) + z), z / (t(1) + z)).astype(x.dtype, copy=False)
+        if name == "elu":
+            return np.where(x >= 0, x, np.exp(np.minimum(x, t(0))) - t(1)).astype(
+                x.dtype, copy=False
+            )
+        if name == "softmax":
+            axis = dims - 1
+            e = np.exp(x - x.max(axis=axis, keepdims=True))
+            return e / e.sum(axis=axis, keepdims=True)
+    raise PortingError(f"unknown activation {name!r}")  # pragma: no cover - validated earlier
+
+
+def unique_name(name: str, used: set[str]) -> str:
+    """`name`, or `name__2`, `name__3`, ... when taken; recorded in `used`."""
+    out, n = name, 1
+    while out in used:
+        n += 1
+        out = f"{name}__{n}"
+    used.add(out)
+    return out
+
+
+class KerasContext:
+    """What a stage needs to build its Keras layers: the `keras` module, the dtype, the spatial
+    convention, and the name of the Knet layer being built (every generated name is unique)."""
+
+    def __init__(self, keras, dtype: str, spatial: str):
+        self.keras = keras
+        self.dtype = dtype
+        self.spatial = spatial
+        self.base = ""
+        self.used: set[str] = set()
+
+    def start(self, base: str) -> None:
+        self.base = base
+
+    def name(self, role: str) -> str:
+        """`base` for the layer's main Keras layer (role ""), else `base__role`, made unique."""
+        return unique_name(self.base if not role else f"{self.base}__{role}", self.used)
+
+    def make(self, cls: str, role: str, *args, **kwargs):
+        return getattr(self.keras.layers, cls)(
+            *args, name=self.name(role), dtype=self.dtype, **kwargs
+        )
+
+    def tf(self, t: tuple[int, ...]) -> tuple[int, ...]:
+        return layout.spatial_to_tf(tuple(t), self.spatial)
+
+
+def _sub(prefix: str, role: str) -> str:
+    """The role of a stage's helper layer: `pad` for a main stage, `pool_pad` under `pool`."""
+    return f"{prefix}_{role}" if prefix else role
+
+
+@dataclass(frozen=True, eq=False)
+class Stage:
+    """Base: the identity. `role` is "" for the stage whose Keras layer carries the Knet layer's
+    own name, else the suffix of its Keras names (`conv1__pool`, `conv1__act`)."""
+
+    role: str = ""
+    linear = False  # conv4/dense: the part diagnosis recomputes from the weights
+    needs_output = False  # magnitude() reads this stage's Knet output
+
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(size)
+
+    def forward(self, x: np.ndarray, backend: str, tags: list) -> np.ndarray:
+        return x
+
+    def magnitude(self, s: np.ndarray, out: np.ndarray | None, wd) -> np.ndarray:
+        return s
+
+    def build(self, ctx: KerasContext, t, in_size, out_size):  # pragma: no cover
+        raise NotImplementedError
+
+    def terms(self, in_size: tuple[int, ...]) -> int | None:
+        return None
+
+
+# --------------------------------------------------------------------------- conv4 .+ b
+
+
+def _bias(b: np.ndarray, ndim: int) -> np.ndarray:
+    """Conv bias `(Cout,)` -> broadcastable `(1, ..., Cout, 1)`."""
+    shape = [1] * ndim
+    shape[-2] = b.size
+    return b.reshape(-1).reshape(shape)
+
+
+def _dilate(k: np.ndarray, dilation: tuple[int, ...]) -> np.ndarray:
+    """A TF kernel `(H, W, Cin, Cout)` written out dilated: zeros between the taps."""
+    nd = len(dilation)
+    ext = [(n - 1) * d + 1 for n, d in zip(k.shape[:nd], dilation, strict=True)]
+    out = np.zeros((*ext, *k.shape[nd:]), dtype=k.dtype)
+    out[tuple(slice(None, None, d) for d in dilation)] = k
+    return out
+
+
+def needs_written_dilation(geom: ConvGeometry, dtype) -> bool:
+    """Stride > 1 with dilation > 1 (Keras refuses it) and 3-D dilation in float64 (no TF CPU
+    kernel) run the kernel written out dilated at dilation 1: the same nonzero products."""
+    dilated = max(geom.dilation) > 1
+    return dilated and (max(geom.stride) > 1 or (geom.nd == 3 and np.dtype(dtype) == np.float64))
+
+
+@dataclass(frozen=True, eq=False)
+class ConvStage(Stage):
+    """Knet `conv4(w, x; padding, stride, dilation, mode, alpha) .+ b`."""
+
+    w: Any = None
+    b: Any = None
+    geometry: Any = None
+    alpha: float = 1.0
+    linear = True
+
+    @property
+    def nd(self) -> int:
+        return self.w.ndim - 2
+
+    def out_size(self, size):
+        nd = self.nd
+        return (*self.geometry.output_size(size[:-1], self.w.shape[:nd]), int(self.w.shape[-1]))
+
+    def forward(self, x, backend, tags):
+        from porting import knet as pknet
+
+        g = self.geometry
+        y = pknet.conv4(
+            self.w,
+            x,
+            padding=g.padding,
+            stride=g.stride,
+            dilation=g.dilation,
+            mode=g.mode,
+            alpha=self.alpha,
+            backend=backend,
+        )
+        tags.append(y)
+        y = np.asarray(y)
+        if self.b is not None:
+            y = y + _bias(self.b, y.ndim)
+        return y
+
+    def magnitude(self, s, out, wd):
+        # conv4(|w|, |x|) in the model's element type: S only sets the scale of the bound (a
+        # relative error of 1e-6 in S is immaterial) and float32 halves the cost of the check.
+        s = magnitude.conv4(self.w, s, self.geometry, self.alpha, dtype=wd)
+        return s if self.b is None else magnitude.bias(s, self.b)
+
+    def terms(self, in_size):
+        return int(np.prod(self.w.shape[:-1])) + (self.b is not None)
+
+    def build(self, ctx, t, in_size, out_size):
+        from porting.tf import single_output_stride
+
+        g = self.geometry
+        nd = self.nd
+        kernel = self.w.shape[:nd]
+        pad = ctx.tf(g.padding)
+        if any(pad):
+            t = _zero_padding(ctx, nd, pad, _sub(self.role, "pad"))(t)
+        written = needs_written_dilation(g, ctx.dtype)
+        # Axes with a single output run at stride 1 (TF's oneDNN conv can return garbage for a
+        # strided axis of output length 1; see porting.tf.single_output_stride) and a Cropping
+        # layer keeps that one output: the same products, so the same numbers.
+        y_size = g.output_size(in_size[:-1], kernel)
+        stride = single_output_stride(y_size, g.stride)
+        t = ctx.make(
+            f"Conv{nd}D",
+            self.role,
+            filters=int(self.w.shape[-1]),
+            kernel_size=ctx.tf(g.effective_kernel(kernel) if written else kernel),
+            strides=ctx.tf(stride),
+            dilation_rate=1 if written else ctx.tf(g.dilation),
+            padding="valid",
+            use_bias=self.b is not None,
+        )(t)
+        if stride != g.stride:
+            padded = [x + 2 * p for x, p in zip(in_size[:-1], g.padding, strict=True)]
+            extent = g.effective_kernel(kernel)
+            # stride-1 length minus the one output kept, on the axes that were changed
+            extra = [
+                (xp - k + 1) - 1 if s != s0 else 0
+                for xp, k, s, s0 in zip(padded, extent, stride, g.stride, strict=True)
+            ]
+            crop = tuple((0, c) for c in ctx.tf(tuple(extra)))
+            t = ctx.make(f"Cropping{nd}D", _sub(self.role, "crop"), crop[0] if nd == 1 else crop)(t)
+        return t
+
+    def keras_kernel(self, spatial: str, dtype, converter) -> np.ndarray:
+        """The Keras kernel: `converter(w, mode, spatial)` (mode 0 rotated), times `alpha`,
+        written out dilated where the Keras layer runs at dilation 1."""
+        k = converter(self.w, self.geometry.mode, spatial)
+        if self.alpha != 1:
+            k = (np.float64(self.alpha) * k.astype(np.float64)).astype(k.dtype)
+        if needs_written_dilation(self.geometry, dtype):
+            k = _dilate(k, layout.spatial_to_tf(self.geometry.dilation, spatial))
+        return k
+
+    def diagnose_kwargs(self, x_in, step) -> dict:
+        g = self.geometry
+        return dict(
+            w=self.w,
+            x=x_in,
+            bias=self.b,
+            padding=g.padding,
+            stride=g.stride,
+            dilation=g.dilation,
+            mode=g.mode,
+            alpha=self.alpha,
+        )
+
+
+def _zero_padding(ctx: KerasContext, nd: int, pad: tuple[int, ...], role: str):
+    arg = pad[0] if nd == 1 else tuple((p, p) for p in pad)
+    return ctx.make(f"ZeroPadding{nd}D", role, padding=arg)
+
+
+# --------------------------------------------------------------------------- pool
+
+
+@dataclass(frozen=True, eq=False)
+class PoolStage(Stage):
+    """Knet `pool(x; window, padding, stride, mode, alpha)`; the number of spatial dimensions
+    comes from the input."""
+
+    window: Any = 2
+    padding: Any = 0
+    stride: Any = None
+    mode: int = 0
+    alpha: float = 1.0
+
+    def geometry(self, nd: int) -> PoolGeometry:
+        return PoolGeometry.from_knet(
+            nd, window=self.window, padding=self.padding, stride=self.stride, mode=self.mode
+        )
+
+    def out_size(self, size):
+        return (*self.geometry(len(size) - 1).output_size(size[:-1]), size[-1])
+
+    def forward(self, x, backend, tags):
+        from porting import knet as pknet
+
+        y = pknet.pool(
+            x,
+            window=self.window,
+            padding=self.padding,
+            stride=self.stride,
+            mode=self.mode,
+            alpha=self.alpha,
+            backend=backend,
+        )
+        tags.append(y)
+        return np.asarray(y)
+
+    def magnitude(self, s, out, wd):
+        return magnitude.pool(s, self.geometry(s.ndim - 2), self.alpha)
+
+    def terms(self, in_size):
+        g = self.geometry(len(in_size) - 1)
+        return None if g.is_max else int(np.prod(g.window))
+
+    def build(self, ctx, t, in_size, out_size):
+        nd = len(in_size) - 1
+        g = self.geometry(nd)
+        window, stride, pad = ctx.tf(g.window), ctx.tf(g.stride), ctx.tf(g.padding)
+        padded = any(pad)
+        if (g.is_max and padded) or (nd == 3 and ctx.dtype == "float64"):
+            from porting.model.keras_layers import KnetPool
+
+            t = KnetPool(
+                window,
+                stride,
+                pad,
+                mode="max" if g.is_max else "mean",
+                name=ctx.name(self.role),
+                dtype=ctx.dtype,
+            )(t)
+        else:
+            if padded:
+                t = _zero_padding(ctx, nd, pad, _sub(self.role, "pad"))(t)
+            cls = f"{'Max' if g.is_max else 'Average'}Pooling{nd}D"
+            t = ctx.make(cls, self.role, pool_size=window, strides=stride, padding="valid")(t)
+        if self.alpha != 1:
+            t = ctx.make("Rescaling", _sub(self.role, "scale"), float(self.alpha))(t)
+        return t
+
+
+# --------------------------------------------------------------------------- activations
+
+
+_KERAS_ACTIVATIONS = {"relu": "relu", "sigm": "sigmoid", "tanh": "tanh", "elu": "elu"}
+
+
+def tf_axis(julia_dim: int, size: tuple[int, ...], spatial: str) -> int:
+    """TensorFlow axis (of `(N, ...)`) holding Julia's dimension `julia_dim` (1-based)."""
+    if len(size) == 1:
+        return -1
+    nd = len(size) - 1
+    j = julia_dim - 1
+    if j == nd:
+        return -1
+    order = list(range(nd))[::-1] if spatial == "reverse" else list(range(nd))
+    return 1 + order.index(j)
+
+
+@dataclass(frozen=True, eq=False)
+class ActStage(Stage):
+    """An element-wise Knet activation, or `softmax(x; dims)`."""
+
+    function: str = "identity"
+    dims: int = 1
+    needs_output = True
+
+    def out_size(self, size):
+        if self.function == "softmax" and self.dims > len(size):
+            raise PortingError(
+                f"softmax over dims={self.dims} but the input has size {_fmt(size)} per sample; "
+                f"expected dims <= {len(size)} (the batch dimension cannot be normalised over)"
+            )
+        return tuple(size)
+
+    def forward(self, x, backend, tags):
+        return activate(self.function, x, self.dims)
+
+    def magnitude(self, s, out, wd):
+        return magnitude.activation(self.function, s, np.asarray(out, dtype=wd), self.dims)
+
+    def build(self, ctx, t, in_size, out_size):
+        fn = self.function
+        if fn == "identity":
+            return ctx.make("Identity", self.role)(t)
+        if fn == "softmax":
+            return ctx.make("Softmax", self.role, axis=tf_axis(self.dims, in_size, ctx.spatial))(t)
+        return ctx.make("Activation", self.role, _KERAS_ACTIVATIONS[fn])(t)
+
+
+def _fmt(size) -> str:
+    return "(" + ", ".join(map(str, size)) + (",)" if len(size) == 1 else ")")
+
+
+# --------------------------------------------------------------------------- dense, mat, dropout
+
+
+@dataclass(frozen=True, eq=False)
+class DenseStage(Stage):
+    """Knet `w * mat(x) .+ b`, `w` of size `(out, in)`."""
+
+    w: Any = None
+    b: Any = None
+    linear = True
+
+    def out_size(self, size):
+        return (int(self.w.shape[0]),)
+
+    def forward(self, x, backend, tags):
+        from porting import knet as pknet
+
+        x2 = x if x.ndim == 2 else np.asarray(pknet.mat(x, backend="reference"))
+        y = self.w @ x2
+        if self.b is not None:
+            y += self.b.reshape(-1)[:, None]
+        return y
+
+    def magnitude(self, s, out, wd):
+        s = magnitude.dense(self.w, s, wd)
+        return s if self.b is None else magnitude.bias(s, self.b, channel_axis=0)
+
+    def terms(self, in_size):
+        return int(self.w.shape[1]) + (self.b is not None)
+
+    def build(self, ctx, t, in_size, out_size):
+        if len(in_size) > 1:
+            t = ctx.make("Flatten", _sub(self.role, "flatten"))(t)
+        return ctx.make("Dense", self.role, int(self.w.shape[0]), use_bias=self.b is not None)(t)
+
+    def diagnose_kwargs(self, x_in, step) -> dict:
+        x_arg = x_in
+        if x_in.ndim == 2 and step.dense_input is not None:  # give diagnose mat's input
+            x_arg = x_in.reshape((*step.dense_input, x_in.shape[-1]), order="F")
+        return dict(w=self.w, x=x_arg, bias=self.b)
+
+
+@dataclass(frozen=True, eq=False)
+class FlattenStage(Stage):
+    """Knet `mat(x)`: `reshape(x, :, N)` in column-major order (X1 fastest)."""
+
+    def out_size(self, size):
+        return (math.prod(size),)
+
+    def forward(self, x, backend, tags):
+        from porting import knet as pknet
+
+        return np.asarray(pknet.mat(x, backend="reference"))
+
+    def magnitude(self, s, out, wd):
+        return s.reshape((-1, s.shape[-1]), order="F")
+
+    def build(self, ctx, t, in_size, out_size):
+        return ctx.make("Flatten", self.role)(t)
+
+
+@dataclass(frozen=True, eq=False)
+class DropoutStage(Stage):
+    """Knet `dropout(x, p)`: the identity at inference (Keras `Dropout`, kept for structure)."""
+
+    p: float = 0.0
+
+    def build(self, ctx, t, in_size, out_size):
+        if self.p:
+            return ctx.make("Dropout", self.role, float(self.p))(t)
+        return ctx.make("Identity", self.role)(t)

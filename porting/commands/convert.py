@@ -13,8 +13,9 @@ ORDER = 10
 HELP = "convert a Knet model (export .npz + .json) to Keras 3 (.keras), verified layer by layer"
 DESCRIPTION = (
     "Convert a Knet model, exported from Julia with PortingKnet.export_model (<prefix>.npz + "
-    "<prefix>.json), to a Keras 3 model saved as .keras (atomically) and optionally as a "
-    "TensorFlow SavedModel. With --verify, the Knet side (Julia when available, else porting's "
+    "<prefix>.json), to a Keras 3 model saved as .keras (atomically; Keras built-in layers only, "
+    "so it loads without porting on any Keras backend) and optionally as a TensorFlow "
+    "SavedModel and a TFLite flatbuffer. With --verify, the Knet side (Julia when available, else porting's "
     "NumPy reference) and the Keras model run on the same input and every layer is compared "
     "against its floating-point tolerance. Without MODEL (or with --example lenet) it runs on a "
     "built-in Knet LeNet. Exit 0: converted (and verified); 1: verification found a "
@@ -34,6 +35,9 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--savedmodel", metavar="DIR", help="also export a TensorFlow SavedModel into DIR"
+    )
+    p.add_argument(
+        "--tflite", metavar="OUT.tflite", help="also write a TFLite flatbuffer (atomically)"
     )
     p.add_argument("--verify", action="store_true", help="compare every layer with the Knet side")
     p.add_argument(
@@ -76,6 +80,13 @@ def add_arguments(p) -> None:
         help="write the outputs even when verification fails",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+_WHAT = {
+    "keras": "Keras 3 model",
+    "savedmodel": "TensorFlow SavedModel",
+    "tflite": "TFLite flatbuffer",
+}
 
 
 def _load_model(args):
@@ -162,13 +173,18 @@ def _progress_bar(enabled: bool):
 def run(args) -> int:
     from porting.model import convert as mconvert
 
-    if not (args.output or args.savedmodel or args.verify):
-        raise PortingError("nothing to do: give -o OUT.keras, --savedmodel DIR and/or --verify")
+    if not (args.output or args.savedmodel or args.tflite or args.verify):
+        raise PortingError(
+            "nothing to do: give -o OUT.keras, --savedmodel DIR, --tflite OUT.tflite and/or "
+            "--verify"
+        )
     # Paths first: a bad target fails before any work, and nothing is written.
     if args.output:
         mconvert.check_keras_path(args.output)
     if args.savedmodel:
         mconvert.check_savedmodel_path(args.savedmodel)
+    if args.tflite:
+        mconvert.check_tflite_path(args.tflite)
 
     model, x, source = _load_model(args)
     if args.input:
@@ -200,6 +216,8 @@ def run(args) -> int:
         written["keras"] = mconvert.save_keras(km, args.output)
     if write and args.savedmodel:
         written["savedmodel"] = mconvert.export_savedmodel(km, args.savedmodel)
+    if write and args.tflite:
+        written["tflite"] = mconvert.export_tflite(km, args.tflite)
 
     if args.json:
         print_json(
@@ -223,9 +241,7 @@ def run(args) -> int:
             _rich_report(report)
             print()
         for what, path in written.items():
-            print(
-                f"wrote {path} ({'Keras 3 model' if what == 'keras' else 'TensorFlow SavedModel'})"
-            )
-        if not write and (args.output or args.savedmodel):
+            print(f"wrote {path} ({_WHAT[what]})")
+        if not write and (args.output or args.savedmodel or args.tflite):
             print("nothing written: verification failed (use --keep-on-mismatch to write anyway)")
     return 0 if report is None or report.ok else 1

@@ -19,8 +19,9 @@
 - `load_export(prefix)` / `save_export(model, prefix)`: the `.npz` + `.json` pair the Julia side
   writes (`PortingKnet.export_model`).
 - `forward_knet(model, x)`: every layer's Knet output, Julia-indexed.
-- `to_keras(model, spatial=...)`, `save_keras(km, path)` (atomic), `export_savedmodel`,
-  `load_keras` (TensorFlow imported on use only).
+- `to_keras(model, spatial=...)` (Keras built-in layers only: the file loads anywhere),
+  `save_keras(km, path)` (atomic), `export_savedmodel`, `export_tflite`, `load_keras`
+  (TensorFlow imported on use only).
 - `verify_model(model, x, keras_model=..., mode="each"|"whole")`: layer-by-layer report.
 """
 
@@ -57,6 +58,7 @@ __all__ = [
     "to_keras",
     "save_keras",
     "export_savedmodel",
+    "export_tflite",
     "load_keras",
     "convert_weights",
     "verify_model",
@@ -67,6 +69,7 @@ _LAZY = {
     "to_keras": "porting.model.convert",
     "save_keras": "porting.model.convert",
     "export_savedmodel": "porting.model.convert",
+    "export_tflite": "porting.model.convert",
     "load_keras": "porting.model.convert",
     "convert_weights": "porting.model.convert",
     "verify_model": "porting.model.verify",

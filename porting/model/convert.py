@@ -9,13 +9,20 @@ Each Knet layer becomes a few Keras layers named after it (`conv1`, `conv1__pad`
 | `conv4(w, x; padding=p, stride, dilation, mode)` | `ZeroPadding{1,2,3}D(p)` + `Conv{1,2,3}D(padding="valid")`, kernel `kernel_to_tf(w, mode, spatial)` (mode 0 rotated 180 degrees). Never "same": Knet's padding is symmetric. Stride > 1 with dilation > 1 (which Keras refuses), and 3-D dilation in float64 (no TF CPU kernel), run the kernel written out dilated (zeros between taps) at dilation 1: the same nonzero products. |
 | `.+ b` | the conv's / dense's bias |
 | `pool` max, no padding | `MaxPooling{n}D("valid")` |
-| `pool` max with padding | `KnetPool` (pads with -Inf: padded cells never win) |
+| `pool` max with padding | edge padding (`Cropping` + `Concatenate`: a padded cell copies a real cell of every window it is in, so it never wins, as in NNlib) + `MaxPooling{n}D("valid")`; windows of padding only (padding >= window) are -floatmax |
 | `pool` mean (modes 1, 2: Knet's CPU) | `ZeroPadding` + `AveragePooling{n}D("valid")`: divides by prod(window), padding counted as zeros |
+| 3-D `pool` in float64 (no TF CPU kernel) | `Reshape` + two 2-D poolings + `Reshape` (max is separable; a mean of means) |
 | `mat` | `Flatten`; the next Dense's kernel rows are permuted to Keras' (H, W, C) order |
 | `w * x .+ b` | `Dense`, kernel `w'` (rows permuted after a flatten) |
 | relu, sigm, tanh, elu, identity | `Activation` (relu, sigmoid, tanh, elu) / `Identity` |
 | `softmax(x; dims=1)` | `Softmax(axis=...)` on the TensorFlow axis of Julia's dimension `dims` |
 | `dropout` | `Dropout` (identity at inference) |
+
+Only Keras built-in layers are used, so a saved `.keras` loads with plain
+`keras.models.load_model` (safe mode) without porting, on any Keras 3 backend, and exports to a
+SavedModel and to TFLite (`export_tflite`). Every Knet operation of the current layer kinds has
+a built-in equivalent; a kind that had none would say so at conversion time and offer a custom
+layer only as an explicit opt-in.
 
 `spatial` says which TensorFlow axis Julia's X1 becomes ("reverse", the default: X1 is the
 width, as cuDNN reads Knet's memory; "keep": X1 is the height); see `porting.layout`.
@@ -48,6 +55,7 @@ __all__ = [
     "convert_weights",
     "save_keras",
     "export_savedmodel",
+    "export_tflite",
     "load_keras",
     "plan",
     "Plan",
@@ -230,6 +238,37 @@ def keras_groups(keras_model, model: KnetModel) -> list[list]:
             )
         groups.append(group)
     return groups
+
+
+# --------------------------------------------------------------------------- TFLite
+
+
+def check_tflite_path(path) -> Path:
+    """Validate an output `.tflite` path (not a directory, parent exists) before any work."""
+    return _check_target_file(path, ".tflite", "TFLite output")
+
+
+def export_tflite(keras_model, path) -> str:
+    """Convert to a TFLite flatbuffer (`tf.lite.TFLiteConverter`, float, no quantisation) and
+    write it atomically to `path` (`.tflite`). The converted models use built-in layers only,
+    which TFLite's builtin operator set covers."""
+    target = check_tflite_path(path)
+    from porting import tf as ptf
+
+    tf = ptf._import_tf()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            flat = tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
+    except Exception as e:  # noqa: BLE001 - the converter's own failure, reported plainly
+        raise PortingError(
+            f"TFLite conversion of {keras_model.name!r} failed: {type(e).__name__}: {e}"[:500]
+        ) from None
+    try:
+        with atomic_path(target, ".tflite") as tmp:
+            tmp.write_bytes(flat)
+    except OSError as e:
+        raise PortingError(f"cannot write {target}: {e}") from None
+    return str(target)
 
 
 # --------------------------------------------------------------------------- saving

@@ -60,12 +60,6 @@ class ConvGeometry:
         for i, (x, k, p, s) in enumerate(
             zip(spatial, self.effective_kernel(kernel), self.padding, self.stride, strict=True)
         ):
-            if p >= k:
-                raise PortingError(
-                    f"padding={p} in spatial dimension {i + 1} is too large for a kernel extent of "
-                    f"{k}: the outer outputs would see nothing but padding; expected padding <= {k - 1}"
-                    " ((Wi-1)*dilation)"
-                )
             if x + 2 * p < k:
                 raise PortingError(
                     f"spatial dimension {i + 1}: input size {x} with padding {p} is smaller than "
@@ -142,12 +136,6 @@ class PoolGeometry:
         for i, (x, k, p, s) in enumerate(
             zip(spatial, self.window, self.padding, self.stride, strict=True)
         ):
-            if p >= k:
-                raise PortingError(
-                    f"padding={p} in spatial dimension {i + 1} is too large for a pooling window of "
-                    f"{k}: some windows would hold only padding (cuDNN rejects this); expected "
-                    f"padding <= {k - 1}"
-                )
             if x + 2 * p < k:
                 raise PortingError(
                     f"spatial dimension {i + 1}: input size {x} with padding {p} is smaller than "

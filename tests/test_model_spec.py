@@ -182,9 +182,12 @@ def test_other_mistakes():
         lambda: Dense(np.ones((2, 2), F32), activation="swish")
     )
     assert "int64" in _err(lambda: Dense(np.ones((2, 2), np.int64)))
-    assert "padding" in _err(
-        lambda: KnetModel([Conv(np.ones((3, 3, 1, 1), F32), padding=3)], input_size=(5, 5, 1))
+    assert "padding=-1" in _err(
+        lambda: KnetModel([Conv(np.ones((3, 3, 1, 1), F32), padding=-1)], input_size=(5, 5, 1))
     )
+    # padding >= the kernel extent is Knet's CPU geometry (NNlib computes it): accepted
+    conv = KnetModel([Conv(np.ones((3, 3, 1, 1), F32), padding=3)], input_size=(5, 5, 1))
+    assert conv.output_sizes == [(9, 9, 1)]
     assert "used twice" in _err(lambda: KnetModel([Mat(name="a"), Mat(name="a")]))
     assert "follows a dense" in _err(
         lambda: KnetModel([Dense(np.ones((2, 2), F32)), Conv(np.ones((1, 1, 2, 2), F32))])

@@ -129,6 +129,10 @@ class Stage:
     def terms(self, in_size: tuple[int, ...]) -> int | None:
         return None
 
+    def note(self, in_size: tuple[int, ...]) -> str | None:
+        """A caveat about this stage for the report (e.g. a geometry cuDNN rejects)."""
+        return None
+
 
 # --------------------------------------------------------------------------- conv4 .+ b
 
@@ -202,6 +206,16 @@ class ConvStage(Stage):
 
     def terms(self, in_size):
         return int(np.prod(self.w.shape[:-1])) + (self.b is not None)
+
+    def note(self, in_size):
+        extent = self.geometry.effective_kernel(self.w.shape[: self.nd])
+        if any(p >= k for p, k in zip(self.geometry.padding, extent, strict=True)):
+            return (
+                f"conv padding {self.geometry.padding} >= the dilated kernel extent {extent}: "
+                "Knet's CPU path (NNlib) computes it (the outer outputs see only padding); "
+                "cuDNN, Knet's GPU path, may reject it"
+            )
+        return None
 
     def build(self, ctx, t, in_size, out_size):
         from porting.tf import single_output_stride
@@ -307,11 +321,25 @@ class PoolStage(Stage):
         return np.asarray(y)
 
     def magnitude(self, s, out, wd):
-        return magnitude.pool(s, self.geometry(s.ndim - 2), self.alpha)
+        g = self.geometry(s.ndim - 2)
+        s = magnitude.pool(s, g, self.alpha)
+        # A max window of padding only gives -floatmax, a constant computed exactly: S = 0.
+        return np.maximum(s, 0) if g.is_max else s
 
     def terms(self, in_size):
         g = self.geometry(len(in_size) - 1)
         return None if g.is_max else int(np.prod(g.window))
+
+    def note(self, in_size):
+        g = self.geometry(len(in_size) - 1)
+        if any(p >= k for p, k in zip(g.padding, g.window, strict=True)):
+            return (
+                f"pool padding {g.padding} >= window {g.window}: Knet's CPU path (NNlib) computes "
+                "it (windows of padding only give "
+                + ("-floatmax" if g.is_max else "0")
+                + "); cuDNN, Knet's GPU path, rejects it"
+            )
+        return None
 
     def build(self, ctx, t, in_size, out_size):
         """Keras built-in layers only, so the file loads anywhere: `ZeroPadding` (mean) or

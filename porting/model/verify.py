@@ -441,6 +441,11 @@ def verify_model(
             "pool mode=2 runs as mode=1 (padding counted), as on Knet's CPU; on a GPU Knet's "
             "mode 2 excludes padding"
         )
+    for step in steps:
+        for st, (size, _) in zip(step.stages, step.stage_sizes, strict=True):
+            note = st.note(size)
+            if note is not None:
+                notes.append(f"{step.layer.name}: {note}")
     if kdt != model.dtype:
         notes.append(
             f"Knet side in {model.dtype}, Keras side in {kdt}: tolerances use {lower}'s eps"

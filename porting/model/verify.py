@@ -268,13 +268,30 @@ def _keras_dtype(keras_model) -> np.dtype:
     return np.dtype(keras_model.inputs[0].dtype)
 
 
-def _submodel(keras, keras_model, group, out_layer=None):
-    """A Keras model running one Knet layer's group (to `out_layer`, default its end) on a
-    tensor: the group is a small graph (a padded max pool has two branches)."""
-    # Layers are in topological order: the group's first layer reads the group's input.
-    inp = group[0].input
-    end = out_layer if out_layer is not None else group[-1]
-    return keras.Model(inp, end.output)
+def _run_group(keras_model, group, x, end=None):
+    """Run one Knet layer's Keras group (up to `end`, default its last layer) on `x`: the group
+    is a small graph (an edge-padded max pool has branches), run eagerly layer by layer from
+    each layer's recorded call (its inbound node), as a functional model runs its graph; a
+    Keras without that record gets a sub-model instead."""
+    end = end if end is not None else group[-1]
+    try:
+        values = {id(group[0].input): x}
+        out = x
+        for lay in group:
+            node = lay._inbound_nodes[0]
+            args, kwargs = node.arguments.fill_in(values)
+            if lay.__class__.__name__ == "Dropout":
+                kwargs = {**kwargs, "training": False}
+            out = lay(*args, **kwargs)
+            values[id(node.outputs[0])] = out
+            if lay is end:
+                break
+        return out
+    except (AttributeError, IndexError, KeyError, TypeError):  # pragma: no cover - other Keras
+        import keras
+
+        # Layers are in topological order: the group's first layer reads the group's input.
+        return keras.Model(group[0].input, end.output)(x, training=False)
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -380,7 +397,7 @@ def verify_model(
             if mode == "each":
                 t0 = time.perf_counter()
                 inp = mconvert.julia_to_tf(prev_knet, prev_flat, spatial).astype(kdt, copy=False)
-                a_i = np.asarray(_submodel(keras, keras_model, group)(inp, training=False))
+                a_i = np.asarray(_run_group(keras_model, group, inp))
                 t_keras_each += time.perf_counter() - t0
                 e_in = None
             else:
@@ -479,7 +496,6 @@ def _diagnose_layer(keras_model, step, group, x_in, in_flat, y_knet, row, bad, s
     conv/dense one are run on the Knet input. When that part agrees, the pooling or activation
     after it is at fault, and the layer's outputs are diagnosed on their own.
     """
-    import keras
 
     from porting.diagnosis import diagnose
 
@@ -492,7 +508,7 @@ def _diagnose_layer(keras_model, step, group, x_in, in_flat, y_knet, row, bad, s
             by_name = {lay.name: lay for lay in group}
             end = by_name.get(f"{layer.name}__crop", by_name.get(str(layer.name)))
             t = mconvert.julia_to_tf(x_in, in_flat, spatial).astype(kdt, copy=False)
-            a_lin = np.asarray(_submodel(keras, keras_model, group, end)(t, training=False))
+            a_lin = np.asarray(_run_group(keras_model, group, t, end))
             # the Knet side of the stages up to the linear one, on the reference backend
             e_lin = x_in
             for st in step.stages[: j + 1]:

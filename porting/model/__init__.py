@@ -31,6 +31,7 @@ from porting.model.planning import Plan, plan
 from porting.model.spec import (
     ACTIVATIONS,
     Activation,
+    BatchNorm,
     Conv,
     Dense,
     Dropout,
@@ -42,6 +43,7 @@ from porting.model.spec import (
 __all__ = [
     "ACTIVATIONS",
     "Activation",
+    "BatchNorm",
     "Conv",
     "Dense",
     "Dropout",

@@ -36,6 +36,7 @@ from porting._checks import FLOAT_DTYPES
 from porting.errors import PortingError
 from porting.model.kinds import KINDS, kind_of
 from porting.model.kinds.activation import Activation
+from porting.model.kinds.batchnorm import BatchNorm
 from porting.model.kinds.conv import Conv
 from porting.model.kinds.dense import Dense
 from porting.model.kinds.dropout import Dropout
@@ -54,6 +55,7 @@ __all__ = [
     "Mat",
     "Dropout",
     "Activation",
+    "BatchNorm",
     "KnetModel",
     "activation_name",
 ]

@@ -9,13 +9,22 @@ here plus its row in `KINDS`.
 from __future__ import annotations
 
 from porting.errors import PortingError
-from porting.model.kinds import activation, conv, dense, dropout, mat, pool
+from porting.model.kinds import activation, batchnorm, conv, dense, dropout, mat, pool
 from porting.model.layer import Kind, Layer
 
 __all__ = ["KINDS", "kind_of"]
 
 KINDS: dict[str, Kind] = {
-    k.name: k for k in (conv.KIND, dense.KIND, pool.KIND, mat.KIND, dropout.KIND, activation.KIND)
+    k.name: k
+    for k in (
+        conv.KIND,
+        dense.KIND,
+        pool.KIND,
+        mat.KIND,
+        dropout.KIND,
+        activation.KIND,
+        batchnorm.KIND,
+    )
 }
 
 

@@ -38,6 +38,7 @@ from porting.model.kinds import KINDS, kind_of
 from porting.model.kinds.activation import Activation
 from porting.model.kinds.batchnorm import BatchNorm
 from porting.model.kinds.conv import Conv
+from porting.model.kinds.deconv import Deconv
 from porting.model.kinds.dense import Dense
 from porting.model.kinds.dropout import Dropout
 from porting.model.kinds.mat import Mat
@@ -50,6 +51,7 @@ __all__ = [
     "KINDS",
     "Layer",
     "Conv",
+    "Deconv",
     "Dense",
     "Pool",
     "Mat",

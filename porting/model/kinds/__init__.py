@@ -9,7 +9,7 @@ here plus its row in `KINDS`.
 from __future__ import annotations
 
 from porting.errors import PortingError
-from porting.model.kinds import activation, batchnorm, conv, dense, dropout, mat, pool
+from porting.model.kinds import activation, batchnorm, conv, deconv, dense, dropout, mat, pool
 from porting.model.layer import Kind, Layer
 
 __all__ = ["KINDS", "kind_of"]
@@ -24,6 +24,7 @@ KINDS: dict[str, Kind] = {
         dropout.KIND,
         activation.KIND,
         batchnorm.KIND,
+        deconv.KIND,
     )
 }
 

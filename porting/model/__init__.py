@@ -31,7 +31,9 @@ from porting.model.planning import Plan, plan
 from porting.model.spec import (
     ACTIVATIONS,
     Activation,
+    Add,
     BatchNorm,
+    Concat,
     Conv,
     Deconv,
     Dense,
@@ -44,7 +46,9 @@ from porting.model.spec import (
 __all__ = [
     "ACTIVATIONS",
     "Activation",
+    "Add",
     "BatchNorm",
+    "Concat",
     "Conv",
     "Deconv",
     "Dense",

@@ -191,12 +191,16 @@ def to_keras(
     )
     ctx = KerasContext(keras, dts, spatial)
     ctx.used.add("knet_input")
+    tensors: list = []
     t = inp
     for step in steps:
         name_ = str(step.layer.name)  # KnetModel names every layer
         ctx.start(name_)
+        ins = [inp if k < 0 else tensors[k] for k in step.sources]
+        t = ins if step.layer.merges else ins[0]
         for stage, (s_in, s_out) in zip(step.stages, step.stage_sizes, strict=True):
             t = stage.build(ctx, t, s_in, s_out)
+        tensors.append(t)
     km = keras.Model(inp, t, name=_keras_name(name or model.name))
     for layer_name, ws in weights.items():
         try:

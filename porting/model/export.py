@@ -201,9 +201,16 @@ def load_export(path) -> KnetModel:
         schema.text(name, "name", str(json_path))
     arrays = _read_npz(npz_path)
     layers = [_layer_from_json(i, d, arrays, npz_path) for i, d in enumerate(doc["layers"])]
+    inputs = {}
+    for i, d in enumerate(doc["layers"]):
+        if d.get("input") is not None:
+            where = f"layer {i + 1} ({layers[i].name!r})"
+            inputs[str(layers[i].name)] = schema.text(d["input"], "input", where)
     if input_size is None:
         input_size = layers[0].fixed_input_size()  # a dense-first model's input is fixed
-    model = KnetModel(layers, input_size=input_size, name=str(name or json_path.stem))
+    model = KnetModel(
+        layers, input_size=input_size, name=str(name or json_path.stem), inputs=inputs or None
+    )
     model.source = str(json_path.with_suffix(""))
     return model
 
@@ -219,6 +226,8 @@ def _layer_to_json(layer, keys: dict) -> dict:
             "eltype": "Float32" if arr.dtype == np.float32 else "Float64",
         }
     d.update(KINDS[layer.kind].to_json(layer))
+    if getattr(layer, "input_from", None) is not None:
+        d["input"] = layer.input_from
     if not d["params"]:
         del d["params"]
     return d

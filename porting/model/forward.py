@@ -16,6 +16,7 @@ Knet's numerically stable form, `elu` as `exp(x) - 1`, `softmax` with the maximu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -97,12 +98,14 @@ def forward_knet(
     Returns `KnetOutputs`: every layer's output, Julia-indexed, and the backend that ran.
     """
     x, plan = check_input(model, x, plan)
-    outputs, extras = [], []
+    outputs: list[np.ndarray] = []
+    extras: list[dict] = []
     tags: list = []
-    y = x
     for step in plan:
         extra = {}
         last = len(step.stages) - 1
+        ins = [x if k < 0 else outputs[k] for k in step.sources]
+        y: Any = ins if step.layer.merges else ins[0]
         for j, stage in enumerate(step.stages):
             y = stage.forward(y, backend, tags)
             if keep_extras and stage.needs_output and j != last:

@@ -128,6 +128,11 @@ class Layer:
     # How the plan tracks a `mat`'s input for Keras' Flatten order: "keep" (passes through),
     # "reset" (a spatial output), "mat" (records its input), "dense" (consumes it).
     flat_rule: ClassVar[str] = "keep"
+    # A merge (Add, Concat) reads several earlier outputs, named in its `inputs`; its
+    # `output_size` and first stage take lists.
+    merges: ClassVar[bool] = False
+    # The layer it reads when not the one before it (set by KnetModel(inputs=...)).
+    input_from: ClassVar[str | None] = None
     if TYPE_CHECKING:  # every concrete layer has a `name` field (keyword-only, default None)
         name: str | None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from porting.errors import PortingError
 from porting.model.layer import Layer
@@ -25,7 +26,8 @@ class Step:
     dense layer since, the Julia size before `mat` (e.g. `(4, 4, 50)`): Keras' `Flatten`
     orders those features differently, so comparisons and the next Dense must know it.
     `dense_input` is the Julia size a Dense's rows are permuted for (None: plain transpose).
-    `stages` are the layer's stages, `stage_sizes` each one's (input, output) size.
+    `stages` are the layer's stages, `stage_sizes` each one's (input, output) size (a merge's
+    first stage: the list of its inputs' sizes); `sources` the layers it reads (-1: the input).
     """
 
     layer: Layer
@@ -34,7 +36,8 @@ class Step:
     flat_from: tuple[int, ...] | None
     dense_input: tuple[int, ...] | None = None
     stages: tuple[Stage, ...] = ()
-    stage_sizes: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = ()
+    stage_sizes: tuple = ()
+    sources: tuple[int, ...] = (-1,)  # the layers it reads (-1: the model's input)
 
     @property
     def k(self) -> int:
@@ -89,7 +92,7 @@ def _stage_sizes(layer: Layer, stages, size):
     out = []
     for st in stages:
         nxt = st.out_size(size)
-        out.append((tuple(size), tuple(nxt)))
+        out.append((size if st.merges else tuple(size), tuple(nxt)))
         size = nxt
     return tuple(out)
 
@@ -105,11 +108,23 @@ def plan(model, input_size=None) -> Plan:
             "order), or give an input to take it from"
         )
     size = as_size(size, "input size")
-    steps = []
-    flat = None
-    in_size = size
-    for layer in model.layers:
-        out = tuple(layer.output_size(in_size))  # validates, naming the layer
+    steps: list[Step] = []
+    sources = getattr(model, "sources", None) or [(i - 1,) for i in range(len(model.layers))]
+    for layer, srcs in zip(model.layers, sources, strict=True):
+        ins = [size if k < 0 else steps[k].out_size for k in srcs]
+        flats = [None if k < 0 else steps[k].flat_from for k in srcs]
+        in_size, flat = ins[0], flats[0]
+        if layer.merges:
+            if len(set(flats)) > 1 or (flat is not None and len(flat) > 1):
+                raise PortingError(
+                    f"{layer.label}: its inputs are features flattened from a spatial tensor; "
+                    "merge before the mat (Keras' Flatten orders them differently)"
+                )
+            out = tuple(layer.output_size(ins))
+            stage_in: Any = ins
+        else:
+            out = tuple(layer.output_size(in_size))  # validates, naming the layer
+            stage_in = in_size
         stages = tuple(layer.stages())
         dense_input = None
         rule = layer.flat_rule
@@ -122,10 +137,16 @@ def plan(model, input_size=None) -> Plan:
             flat = None
         steps.append(
             Step(
-                layer, in_size, out, flat, dense_input, stages, _stage_sizes(layer, stages, in_size)
+                layer,
+                in_size,
+                out,
+                flat,
+                dense_input,
+                stages,
+                _stage_sizes(layer, stages, stage_in),
+                tuple(srcs),
             )
         )
-        in_size = out
     return Plan(id(model), size, tuple(steps))
 
 

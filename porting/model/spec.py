@@ -42,6 +42,7 @@ from porting.model.kinds.deconv import Deconv
 from porting.model.kinds.dense import Dense
 from porting.model.kinds.dropout import Dropout
 from porting.model.kinds.mat import Mat
+from porting.model.kinds.merge import Add, Concat
 from porting.model.kinds.pool import Pool
 from porting.model.layer import ACTIVATIONS, NAME_RE, Layer, activation_name, fmt_size
 from porting.model.planning import Plan, as_size, plan
@@ -57,7 +58,9 @@ __all__ = [
     "Mat",
     "Dropout",
     "Activation",
+    "Add",
     "BatchNorm",
+    "Concat",
     "KnetModel",
     "activation_name",
 ]
@@ -71,11 +74,17 @@ class KnetModel:
     on the first input. Unnamed layers get `conv1`, `pool1`, `dense1`, ... Every weight must
     share one dtype, which is the model's (`dtype=` sets it for a model without weights;
     default float32). Loading and saving: `porting.model.load_export` / `save_export`.
+
+    A model is a graph: every layer reads the layer before it, except merges (`Add`, `Concat`,
+    which name their `inputs`) and layers given another source in `inputs={name: source}`
+    (`source` a layer before it, or "input": the model's input), e.g. a projection shortcut.
     """
 
     source: str | None = None  # the export prefix it was loaded from, if any
 
-    def __init__(self, layers, input_size=None, *, name: str = "knet_model", dtype=None):
+    def __init__(
+        self, layers, input_size=None, *, name: str = "knet_model", dtype=None, inputs=None
+    ):
         if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
             raise PortingError(
                 f"layers must be a list of porting.model layers, got {type(layers).__name__}"
@@ -126,6 +135,8 @@ class KnetModel:
                 )
             dtypes = {want}
         self.dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
+        self.inputs = self._resolve_inputs(inputs, seen)
+        self.sources = self._sources()
         self._check_chain()
         self.input_size: tuple[int, ...] | None = None
         self.output_sizes: list[tuple[int, ...]] | None = None
@@ -135,23 +146,74 @@ class KnetModel:
             self.plan = plan(self, self.input_size)
             self.output_sizes = self.plan.sizes
 
+    def _resolve_inputs(self, inputs, names: set[str]) -> dict[str, str]:
+        if inputs is None:
+            inputs = {
+                layer.name: layer.input_from
+                for layer in self.layers
+                if getattr(layer, "input_from", None) is not None
+            }
+        if not isinstance(inputs, dict):
+            raise PortingError(
+                f"inputs={inputs!r}: expected a dict {{layer name: source layer name}}"[:300]
+            )
+        out = {}
+        for k, v in inputs.items():
+            if k not in names:
+                raise PortingError(f"inputs: no layer named {k!r}; the layers are {sorted(names)}")
+            if not isinstance(v, str):
+                raise PortingError(f"inputs[{k!r}] = {v!r}: expected a layer name or 'input'")
+            out[k] = v
+        for layer in self.layers:  # recorded on the layer too: the export writes it
+            if layer.name in out:
+                layer.input_from = out[str(layer.name)]
+        return out
+
+    def _sources(self) -> list[tuple[int, ...]]:
+        """For every layer, the indices of the layers it reads (-1: the model's input)."""
+        index: dict[str, int] = {}
+        out = []
+        for i, layer in enumerate(self.layers):
+            if layer.merges:
+                names = tuple(layer.inputs)
+            elif layer.name in self.inputs:
+                names = (self.inputs[str(layer.name)],)
+            else:
+                names = (str(self.layers[i - 1].name) if i else "input",)
+            srcs = []
+            for n in names:
+                if n == "input":
+                    srcs.append(-1)
+                elif n in index:
+                    srcs.append(index[n])
+                else:
+                    raise PortingError(
+                        f"{layer.label} reads {n!r}, which is not a layer before it (layers are "
+                        "in the order they compute; 'input' is the model's input)"
+                    )
+            out.append(tuple(srcs))
+            index[str(layer.name)] = i
+        return out
+
     def _check_chain(self) -> None:
-        """Checks that need no input size: conv -> conv channels, dense -> dense features, and
-        no spatial layer after a flattening one."""
-        prev = None
-        flat = None
-        for layer in self.layers:
-            if prev is not None:
-                layer.check_follows(prev)
-            if not layer.transparent:
-                prev = layer
-            if layer.needs_spatial and flat is not None:
+        """Checks that need no input size: conv -> conv channels, dense -> dense features
+        (through transparent layers, along each layer's first source), and no spatial layer
+        after a flattening one."""
+        flat: list[bool] = []
+        for i, layer in enumerate(self.layers):
+            srcs = self.sources[i]
+            j = srcs[0]
+            while j >= 0 and self.layers[j].transparent:
+                j = self.sources[j][0]
+            if j >= 0:
+                layer.check_follows(self.layers[j])
+            before = any(flat[k] for k in srcs if k >= 0)
+            if layer.needs_spatial and before:
                 raise PortingError(
                     f"{layer.label} follows a dense or mat layer, whose output is (features, N); "
                     f"expected (X1, ..., C, N) for a {layer.kind}"
                 )
-            if layer.flattens:
-                flat = layer
+            flat.append(layer.flattens or (before and not layer.needs_spatial))
 
     def sizes(self, input_size) -> list[tuple[int, ...]]:
         """Every layer's output size (one sample) for `input_size`; raises `PortingError` naming
@@ -198,7 +260,10 @@ class KnetModel:
     def __str__(self):
         lines = [repr(self)]
         sizes: list = self.output_sizes or [None] * len(self.layers)
-        for layer, size in zip(self.layers, sizes, strict=True):
+        for i, (layer, size) in enumerate(zip(self.layers, sizes, strict=True)):
             tail = f" -> {fmt_size(size)}" if size else ""
+            if not layer.merges and self.sources[i] != (i - 1,):
+                k = self.sources[i][0]
+                tail = f" (reads {'input' if k < 0 else self.layers[k].name})" + tail
             lines.append(f"  {layer.name}: {layer.describe()}{tail}")
         return "\n".join(lines)

@@ -113,6 +113,7 @@ class Stage:
     role: str = ""
     linear = False  # conv4/dense: the part diagnosis recomputes from the weights
     needs_output = False  # magnitude() reads this stage's Knet output
+    merges = False  # forward/magnitude/build/out_size take lists (one per input)
 
     def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(size)

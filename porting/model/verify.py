@@ -209,17 +209,21 @@ class ModelReport:
 # --------------------------------------------------------------------------- magnitudes
 
 
-def _magnitude(step, x_in, e_in, extra, y_out, scale, wd) -> np.ndarray:
-    """S for one layer (Julia layout): its stages applied to |x| (+ e_in * scale), in Knet's
-    order, each with its own rule (porting.magnitude; no TensorFlow)."""
-    s = np.abs(np.asarray(x_in, dtype=wd))
-    if e_in is not None:
-        s = s + e_in.astype(wd, copy=False) * wd.type(scale)
+def _magnitude(step, x_ins, e_ins, extra, y_out, scale, wd) -> Any:
+    """S for one layer (Julia layout): its stages applied to |x| (+ e_in * scale) of each of its
+    inputs, in Knet's order, each stage with its own rule (porting.magnitude; no TensorFlow)."""
+    ss = []
+    for j, x_in in enumerate(x_ins):
+        s = np.abs(np.asarray(x_in, dtype=wd))
+        if e_ins is not None and e_ins[j] is not None:
+            s = s + e_ins[j].astype(wd, copy=False) * wd.type(scale)
+        ss.append(s)
+    s_all = ss if step.layer.merges else ss[0]
     last = len(step.stages) - 1
     for j, stage in enumerate(step.stages):
         out = y_out if j == last else extra.get(j)
-        s = stage.magnitude(s, out, wd)
-    return s
+        s_all = stage.magnitude(s_all, out, wd)
+    return s_all
 
 
 # --------------------------------------------------------------------------- running
@@ -268,17 +272,22 @@ def _keras_dtype(keras_model) -> np.dtype:
     return np.dtype(keras_model.inputs[0].dtype)
 
 
-def _run_group(keras_model, group, x, end=None):
-    """Run one Knet layer's Keras group (up to `end`, default its last layer) on `x`: the group
-    is a small graph (an edge-padded max pool has branches), run eagerly layer by layer from
-    each layer's recorded call (its inbound node), as a functional model runs its graph; a
-    Keras without that record gets a sub-model instead."""
+def _run_group(group, feeds: dict, end=None):
+    """Run one Knet layer's Keras group (up to `end`, default its last layer) eagerly, layer by
+    layer from each layer's recorded call (its inbound node), as a functional model runs its
+    graph; `feeds` gives, by Knet layer name ("knet_input" for the model's input), the value of
+    every tensor the group reads from outside (a merge reads several; an edge-padded max pool
+    branches inside). A Keras without that record gets a sub-model (single-input groups)."""
     end = end if end is not None else group[-1]
     try:
-        values = {id(group[0].input): x}
-        out = x
+        values: dict = {}
+        out = None
         for lay in group:
             node = lay._inbound_nodes[0]
+            for t in node.arguments.keras_tensors:
+                if id(t) not in values:
+                    src = t._keras_history.operation.name.split("__")[0]
+                    values[id(t)] = feeds[src]
             args, kwargs = node.arguments.fill_in(values)
             if lay.__class__.__name__ == "Dropout":
                 kwargs = {**kwargs, "training": False}
@@ -287,11 +296,16 @@ def _run_group(keras_model, group, x, end=None):
             if lay is end:
                 break
         return out
-    except (AttributeError, IndexError, KeyError, TypeError):  # pragma: no cover - other Keras
+    except (AttributeError, IndexError, TypeError):  # pragma: no cover - another Keras
         import keras
 
+        (x,) = feeds.values()
         # Layers are in topological order: the group's first layer reads the group's input.
         return keras.Model(group[0].input, end.output)(x, training=False)
+
+
+def _source_name(steps, k: int) -> str:
+    return "knet_input" if k < 0 else str(steps[k].layer.name)
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -385,31 +399,40 @@ def verify_model(
         advance("comparing layers")
 
         rows: list[LayerRow] = []
-        prev_knet = x
-        prev_flat = None
-        prev_actual_j = x.astype(kdt).astype(x.dtype) if kdt != x.dtype else None
+        x_j = x.astype(kdt).astype(x.dtype) if kdt != x.dtype else None  # x as Keras sees it
+        actual_j: dict[int, np.ndarray] = {}  # whole mode: Keras outputs still to be read
+        last_use = {k: i for i, st in enumerate(steps) for k in st.sources}
         t_keras_each = 0.0
         first_bad = None
         for i, (step, group) in enumerate(zip(steps, groups, strict=True)):
             layer = step.layer
             y_knet = knet_out[i]
             expected = mconvert.julia_to_tf(y_knet, step.flat_from, spatial)
+            x_ins = [x if k < 0 else knet_out[k] for k in step.sources]
+            e_ins = None
             if mode == "each":
                 t0 = time.perf_counter()
-                inp = mconvert.julia_to_tf(prev_knet, prev_flat, spatial).astype(kdt, copy=False)
-                a_i = np.asarray(_run_group(keras_model, group, inp))
+                feeds = {
+                    _source_name(steps, k): mconvert.julia_to_tf(
+                        x_in, None if k < 0 else steps[k].flat_from, spatial
+                    ).astype(kdt, copy=False)
+                    for k, x_in in zip(step.sources, x_ins, strict=True)
+                }
+                a_i = np.asarray(_run_group(group, feeds))
                 t_keras_each += time.perf_counter() - t0
-                e_in = None
             else:
                 a_i = actual[i]
-                e_in = None
-                if prev_actual_j is not None:
-                    e_in = np.abs(
-                        prev_actual_j.astype(wd, copy=False) - np.asarray(prev_knet, dtype=wd)
+                e_ins = []
+                for k, x_in in zip(step.sources, x_ins, strict=True):
+                    a_src = x_j if k < 0 else actual_j.get(k)
+                    e_ins.append(
+                        None
+                        if a_src is None
+                        else np.abs(a_src.astype(wd, copy=False) - np.asarray(x_in, dtype=wd))
                     )
             k = step.k
             scale = _SAFETY / ((math.sqrt(k) + 2.0) * eps)
-            mag = _magnitude(step, prev_knet, e_in, knet_out.extras[i], y_knet, scale, wd)
+            mag = _magnitude(step, x_ins, e_ins, knet_out.extras[i], y_knet, scale, wd)
             mag_tf = mconvert.julia_to_tf(mag, step.flat_from, spatial)
             if a_i.shape != expected.shape:
                 raise PortingError(
@@ -425,8 +448,10 @@ def verify_model(
             if not comp.ok and first_bad is None:
                 first_bad = (a_i, mag_tf)
             if mode == "whole":
-                prev_actual_j = mconvert.tf_to_julia(a_i, step.flat_from, spatial)
-            prev_knet, prev_flat = y_knet, step.flat_from
+                if i in last_use:
+                    actual_j[i] = mconvert.tf_to_julia(a_i, step.flat_from, spatial)
+                for src in [s for s in actual_j if last_use[s] <= i]:
+                    del actual_j[src]
             advance(f"compared {layer.name}")
         if mode == "each":
             timings["keras_layers_s"] = t_keras_each
@@ -434,10 +459,11 @@ def verify_model(
     diagnosis = None
     first_i = next((i for i, r in enumerate(rows) if not r.ok), None)
     if diagnose and first_i is not None:
-        x_in = x if first_i == 0 else knet_out[first_i - 1]
-        in_flat = None if first_i == 0 else steps[first_i - 1].flat_from
+        src = steps[first_i].sources[0]
+        x_in = x if src < 0 else knet_out[src]
+        in_flat = None if src < 0 else steps[src].flat_from
         diagnosis = _diagnose_layer(
-            keras_model,
+            _source_name(steps, src),
             steps[first_i],
             groups[first_i],
             x_in,
@@ -487,7 +513,7 @@ def verify_model(
     return report
 
 
-def _diagnose_layer(keras_model, step, group, x_in, in_flat, y_knet, row, bad, spatial, kdt, notes):
+def _diagnose_layer(src_name, step, group, x_in, in_flat, y_knet, row, bad, spatial, kdt, notes):
     """`porting.diagnose` on the first divergent layer.
 
     For a layer with a linear stage (`conv4(w, x) .+ b`, `w * mat(x) .+ b`) that part is
@@ -503,12 +529,13 @@ def _diagnose_layer(keras_model, step, group, x_in, in_flat, y_knet, row, bad, s
     expected = mconvert.julia_to_tf(y_knet, step.flat_from, spatial)
     try:
         linear = [(j, st) for j, st in enumerate(step.stages) if st.linear]
+        linear = [] if step.layer.merges else linear
         if linear:
             j, lin = linear[0]
             by_name = {lay.name: lay for lay in group}
             end = by_name.get(f"{layer.name}__crop", by_name.get(str(layer.name)))
             t = mconvert.julia_to_tf(x_in, in_flat, spatial).astype(kdt, copy=False)
-            a_lin = np.asarray(_run_group(keras_model, group, t, end))
+            a_lin = np.asarray(_run_group(group, {src_name: t}, end))
             # the Knet side of the stages up to the linear one, on the reference backend
             e_lin = x_in
             for st in step.stages[: j + 1]:

@@ -9,7 +9,17 @@ here plus its row in `KINDS`.
 from __future__ import annotations
 
 from porting.errors import PortingError
-from porting.model.kinds import activation, batchnorm, conv, deconv, dense, dropout, mat, pool
+from porting.model.kinds import (
+    activation,
+    batchnorm,
+    conv,
+    deconv,
+    dense,
+    dropout,
+    mat,
+    merge,
+    pool,
+)
 from porting.model.layer import Kind, Layer
 
 __all__ = ["KINDS", "kind_of"]
@@ -25,6 +35,8 @@ KINDS: dict[str, Kind] = {
         activation.KIND,
         batchnorm.KIND,
         deconv.KIND,
+        merge.KIND_ADD,
+        merge.KIND_CONCAT,
     )
 }
 

@@ -21,7 +21,19 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from porting import layout  # noqa: E402
-from porting.model import Conv, Dense, KnetModel, Pool, convert, forward_knet  # noqa: E402
+from porting.model import (  # noqa: E402
+    Activation,
+    Add,
+    BatchNorm,
+    Concat,
+    Conv,
+    Deconv,
+    Dense,
+    KnetModel,
+    Pool,
+    convert,
+    forward_knet,
+)
 
 F32, F64 = np.float32, np.float64
 
@@ -52,6 +64,25 @@ def _models():
             # all-negative inputs: a zero in the padding would win every border window
             -np.abs(w(7, 6, 2, 3)) - F32(0.5),
         ),
+        # batchnorm, a residual Add, a deconvolution and a concatenation (functional model)
+        "graph_bn_deconv": (
+            KnetModel(
+                [
+                    Conv(w(3, 3, 2, 3), padding=1, name="c1"),
+                    BatchNorm(w(3), np.abs(w(3)) + F32(0.5), np.abs(w(6)) + F32(0.5), name="bn1"),
+                    Activation("relu", name="r1"),
+                    Conv(w(3, 3, 3, 3), padding=1, name="c2"),
+                    Add(["c2", "r1"], activation="relu", name="res"),
+                    Deconv(w(2, 2, 2, 3), w(2), stride=2, padding=1, name="up"),
+                    Activation("tanh", name="t"),
+                    Conv(w(1, 1, 2, 2), name="side"),
+                    Concat(["t", "side"], name="cat"),
+                ],
+                input_size=(5, 4, 2),
+                inputs={"side": "up"},
+            ),
+            w(5, 4, 2, 3),
+        ),
         "pool1d_max_padded": (
             KnetModel([Pool(window=3, padding=2, stride=2)], input_size=(9, 3)),
             -np.abs(w(9, 3, 2)) - F32(1),
@@ -74,13 +105,17 @@ def _chain_bound(model, x, knet):
     model's stages applied to |w| and |x| (Julia layout), plus a tiny for underflow."""
     eps = float(np.finfo(model.dtype).eps)
     factor = 0.0
-    s = np.abs(x).astype(F64)
+    s_in = np.abs(x).astype(F64)
+    nodes: list = []
     for i, step in enumerate(model.plan):
         factor += math.sqrt(step.k) + 2
+        ins = [s_in if k < 0 else nodes[k] for k in step.sources]
+        s = ins if step.layer.merges else ins[0]
         last = len(step.stages) - 1
         for j, st in enumerate(step.stages):
             s = st.magnitude(s, knet[i] if j == last else knet.extras[i].get(j), F64)
-    return factor * eps * s + factor * float(np.finfo(F32).tiny)
+        nodes.append(s)
+    return factor * eps * nodes[-1] + factor * float(np.finfo(F32).tiny)
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +208,7 @@ def test_savedmodel_and_tflite_agree_with_knet(saved, tmp_path):
     import tensorflow as tf
 
     _, out = saved
-    for name in ("conv_padded_maxpool", "pool1d_max_padded"):  # float32 (TFLite's format)
+    for name in ("conv_padded_maxpool", "pool1d_max_padded", "graph_bn_deconv"):  # float32
         o = out[name]
         sm = convert.export_savedmodel(o["keras"], tmp_path / f"{name}_sm")
         loaded = tf.saved_model.load(sm)

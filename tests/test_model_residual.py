@@ -208,5 +208,7 @@ def test_graph_mistakes_are_named():
         KnetModel(
             [Conv(np.ones((2, 2, 2, 2), F32), name="c"), Add(["c", "input"])], input_size=(3, 3, 2)
         )
+    with pytest.raises(PortingError, match=r"layers \['dead'\] are computed but never read"):
+        KnetModel([Conv(w, name="dead"), Conv(w, name="c")], inputs={"c": "input"})
     with pytest.raises(PortingError, match="inputs: no layer named 'nope'"):
         KnetModel([Conv(w)], inputs={"nope": "input"})

@@ -193,6 +193,13 @@ class KnetModel:
                     )
             out.append(tuple(srcs))
             index[str(layer.name)] = i
+        read = {k for srcs in out for k in srcs}
+        unused = [str(layer.name) for i, layer in enumerate(self.layers[:-1]) if i not in read]
+        if unused:
+            raise PortingError(
+                f"layers {unused} are computed but never read (the output is the last layer's); "
+                "expected every layer to feed the output: check the inputs of the layers after them"
+            )
         return out
 
     def _check_chain(self) -> None:

@@ -15,7 +15,7 @@ pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch", reason="the independent reference is written in PyTorch")
 F = torch.nn.functional
 
-from porting import layout  # noqa: E402
+from porting import PortingError, layout  # noqa: E402
 from porting.model import Conv, KnetModel, Pool, forward_knet  # noqa: E402
 from porting.model.convert import julia_to_tf, to_keras  # noqa: E402
 from porting.model.verify import verify_model  # noqa: E402
@@ -190,3 +190,45 @@ def test_every_generated_keras_name_is_unique_for_every_pool_combination():
             km = to_keras(KnetModel(layers, input_size=(8, 8, 1)))
             names = [lay.name for lay in km.layers]
             assert len(names) == len(set(names)), names
+
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+@hypothesis.settings(max_examples=12, deadline=None, derandomize=True)
+@hypothesis.given(
+    k=st.integers(1, 3),
+    d=st.integers(1, 2),
+    p=st.integers(0, 5),
+    x=st.integers(1, 6),
+    win=st.integers(1, 3),
+    pp=st.integers(0, 4),
+    mode=st.sampled_from([0, 1]),
+)
+def test_random_geometries_are_accepted_when_knet_computes_them(k, d, p, x, win, pp, mode):
+    """1-D conv + pool over random keywords: whenever Knet's CPU rule holds (Xi + 2p >= extent;
+    pool: >= window) the model converts and agrees with the PyTorch float64 reference; otherwise
+    it is one PortingError."""
+    extent = (k - 1) * d + 1
+    rng = np.random.default_rng(k * 1000 + d * 100 + p * 10 + x)
+    w = rng.standard_normal((k, 2, 2))
+    xs = rng.standard_normal((x, 2, 2))
+    conv_ok = x + 2 * p >= extent
+    y_len = 1 + (x + 2 * p - extent) if conv_ok else 0
+    pool_ok = conv_ok and y_len + 2 * pp >= win
+    layers = [
+        Conv(w, padding=p, dilation=d, pool=dict(window=win, padding=pp, stride=1, mode=mode))
+    ]
+    if not pool_ok:
+        with pytest.raises(PortingError):
+            KnetModel(layers, input_size=(x, 2))
+        return
+    model = KnetModel(layers, input_size=(x, 2))
+    expected = torch_pool(torch_conv4(w, xs, None, p, dilation=d), win, pp, 1, mode=mode)
+    xd = np.asfortranarray(xs)
+    np.testing.assert_allclose(
+        forward_knet(model, xd, backend="reference").final, expected, rtol=1e-12, atol=1e-12
+    )
+    y = np.asarray(to_keras(model)(layout.activations_to_tf(xd)))
+    np.testing.assert_allclose(y, julia_to_tf(expected, None, "reverse"), rtol=1e-12, atol=1e-12)

@@ -18,7 +18,7 @@ DESCRIPTION = (
     "SavedModel and a TFLite flatbuffer. With --verify, the Knet side (Julia when available, else porting's "
     "NumPy reference) and the Keras model run on the same input and every layer is compared "
     "against its floating-point tolerance. Without MODEL (or with --example lenet) it runs on a "
-    "built-in Knet LeNet. Exit 0: converted (and verified); 1: verification found a "
+    "built-in Knet LeNet (--example cnn-bn / resnet: batchnorm and residual models). Exit 0: converted (and verified); 1: verification found a "
     "difference (nothing written unless --keep-on-mismatch); 2: bad input."
 )
 
@@ -28,7 +28,10 @@ def add_arguments(p) -> None:
         "model", nargs="?", metavar="MODEL", help="export prefix, <prefix>.json or <prefix>.npz"
     )
     p.add_argument(
-        "--example", choices=("lenet",), help="use a built-in model (default when MODEL is omitted)"
+        "--example",
+        choices=("lenet", "cnn-bn", "resnet"),
+        help="use a built-in model: lenet (the default when MODEL is omitted), cnn-bn (Knet's "
+        "cifar10 batchnorm CNN, small), resnet (a small CIFAR ResNet)",
     )
     p.add_argument(
         "-o", "--output", metavar="OUT.keras", help="write the Keras model here (atomically)"
@@ -96,9 +99,19 @@ def _load_model(args):
         from porting.model import load_export
 
         return load_export(args.model), None, str(args.model)
-    from porting.examples.lenet import lenet, lenet_input
+    if args.example in (None, "lenet"):
+        from porting.examples.lenet import lenet, lenet_input
 
-    return lenet(), lenet_input(), "built-in example: Knet LeNet (tutorial layers, dense 800->128)"
+        return (
+            lenet(),
+            lenet_input(),
+            "built-in example: Knet LeNet (tutorial layers, dense 800->128)",
+        )
+    from porting.examples.models import EXAMPLES, example_input
+
+    build, what = EXAMPLES[args.example]
+    model = build()
+    return model, example_input(model), what
 
 
 def _plan(model, x, args):

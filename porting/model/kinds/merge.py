@@ -91,7 +91,7 @@ def _names(value, where: str) -> tuple[str, ...]:
 class Add(Layer):
     """`f.(x1 .+ x2 .+ ...)` over the outputs of the layers named in `inputs`."""
 
-    inputs: tuple = ()
+    inputs: tuple | list = ()
     _: KW_ONLY
     activation: str = "identity"
     name: str | None = None
@@ -123,7 +123,7 @@ class Add(Layer):
 class Concat(Layer):
     """Knet's `cat(x1, x2, ...; dims=ndims-1)`: the channels of the layers named in `inputs`."""
 
-    inputs: tuple = ()
+    inputs: tuple | list = ()
     _: KW_ONLY
     name: str | None = None
     kind = "concat"

@@ -31,7 +31,7 @@ __all__ = [
     "weight_array",
 ]
 
-ACTIVATIONS = ("identity", "relu", "sigm", "tanh", "elu", "softmax")
+ACTIVATIONS = ("identity", "relu", "sigm", "tanh", "elu", "selu", "softmax")
 
 _ALIASES = {
     None: "identity",

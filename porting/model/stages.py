@@ -38,6 +38,11 @@ __all__ = [
 ]
 
 
+# Knet's selu constants (ops20/activation.jl): λ01 and λ01 * α01, rounded to the element type.
+SELU_LAMBDA = 1.0507009873554805
+SELU_LAMBDA_ALPHA = 1.7580993408473773
+
+
 def activate(name: str, x: np.ndarray, dims: int = 1) -> np.ndarray:
     """Knet's activation `name` on a Julia-indexed array, in x's dtype (a new array)."""
     t = x.dtype.type
@@ -52,6 +57,10 @@ def activate(name: str, x: np.ndarray, dims: int = 1) -> np.ndarray:
             # Knet: x >= 0 ? 1/(1+exp(-x)) : (z = exp(x); z/(1+z))
             z = np.exp(-np.abs(x))
             return np.where(x >= 0, t(1) / (t(1) + z), z / (t(1) + z)).astype(x.dtype, copy=False)
+        if name == "selu":
+            # Knet: x >= 0 ? T(λ01) * x : T(λα01) * (exp(x) - 1)
+            neg = t(SELU_LAMBDA_ALPHA) * (np.exp(np.minimum(x, t(0))) - t(1))
+            return np.where(x >= 0, t(SELU_LAMBDA) * x, neg).astype(x.dtype, copy=False)
         if name == "elu":
             return np.where(x >= 0, x, np.exp(np.minimum(x, t(0))) - t(1)).astype(
                 x.dtype, copy=False
@@ -458,7 +467,13 @@ def _pool3d_by_2d(ctx: KerasContext, t, kind: str, size, channels: int, window, 
 # --------------------------------------------------------------------------- activations
 
 
-_KERAS_ACTIVATIONS = {"relu": "relu", "sigm": "sigmoid", "tanh": "tanh", "elu": "elu"}
+_KERAS_ACTIVATIONS = {
+    "relu": "relu",
+    "sigm": "sigmoid",
+    "tanh": "tanh",
+    "elu": "elu",
+    "selu": "selu",
+}
 
 
 def tf_axis(julia_dim: int, size: tuple[int, ...], spatial: str) -> int:
@@ -493,7 +508,13 @@ class ActStage(Stage):
         return activate(self.function, x, self.dims)
 
     def magnitude(self, s, out, wd):
-        return magnitude.activation(self.function, s, np.asarray(out, dtype=wd), self.dims)
+        out = np.asarray(out, dtype=wd)
+        if self.function == "selu":
+            # slope <= λα01 (x < 0) or λ01, and the rounding of exp and two products
+            # (for out < 0, λα01 exp(x) = out + λα01)
+            a = np.abs(out) + np.where(out < 0, out + SELU_LAMBDA_ALPHA, 0)
+            return SELU_LAMBDA_ALPHA * s + magnitude.ROUND * a
+        return magnitude.activation(self.function, s, out, self.dims)
 
     def build(self, ctx, t, in_size, out_size):
         fn = self.function

@@ -45,3 +45,42 @@ def test_selu_as_knet_defines_it(dtype):
     )
     ref = torch.nn.functional.selu(t).numpy().transpose(2, 3, 1, 0)
     np.testing.assert_allclose(y, julia_to_tf(ref, None, "reverse"), rtol=tol * 5, atol=tol * 5)
+
+
+@pytest.mark.parametrize(
+    "name,reference",
+    [
+        ("gelu", lambda t: torch.nn.functional.gelu(t)),  # exact, erf: Ops21's x*(1+erf(x/√2))/2
+        ("swish", lambda t: t * torch.sigmoid(t)),  # Ops21: x * sigm(x)
+        # Ops21: x <= -3 ? 0 : x >= 3 ? 1 : (x+3)/6
+        ("hardsigmoid", lambda t: torch.clamp((t + 3) / 6, 0, 1)),
+        # Ops21: x <= -3 ? 0 : x >= 3 ? x : x*(x+3)/6
+        (
+            "hardswish",
+            lambda t: torch.where(t <= -3, 0 * t, torch.where(t >= 3, t, t * (t + 3) / 6)),
+        ),
+    ],
+)
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_ops21_activations_as_knet_defines_them(name, reference, dtype):
+    rng = np.random.default_rng(len(name))
+    w = rng.standard_normal((40, 3)) * 2.5  # pre-activations spread over [-8, 8]
+    x = rng.standard_normal((3, 4))
+    expected = reference(torch.from_numpy(w @ x)).numpy()
+    tol = 1e-13 if dtype == F64 else 3e-6
+    model = KnetModel([Dense(w.astype(dtype), activation=name)], input_size=(3,))
+    xd = x.astype(dtype)
+    np.testing.assert_allclose(forward_knet(model, xd).final, expected, rtol=tol, atol=tol)
+    if name == "gelu" and dtype == F64:
+        # TensorFlow's float64 erf is accurate to ~1e-9 only: said at conversion, and shown
+        with pytest.warns(UserWarning, match="erf, which in float64"):
+            km = to_keras(model)
+        np.testing.assert_allclose(np.asarray(km(xd.T)), expected.T, rtol=1e-8, atol=1e-8)
+        report = verify_model(model, xd, keras_model=km)
+        assert report.first_divergent == "dense1" and any("erf" in n for n in report.notes)
+        return
+    km = to_keras(model)
+    np.testing.assert_allclose(np.asarray(km(xd.T)), expected.T, rtol=tol, atol=tol)
+    for mode in ("each", "whole"):
+        report = verify_model(model, xd, keras_model=km, mode=mode)
+        assert report.ok, str(report)

@@ -36,6 +36,7 @@ import io
 import os
 import shutil
 import tempfile
+import warnings
 import weakref
 from pathlib import Path
 
@@ -207,13 +208,25 @@ def to_keras(
             km.get_layer(layer_name).set_weights(ws)
         except ValueError as e:  # pragma: no cover - shapes are checked by the plan
             raise PortingError(f"layer {layer_name!r}: Keras refused the weights: {e}") from None
-    _INFO[km] = {"spatial": spatial, "knet_names": [s.layer.name for s in steps]}
+    for note in ctx.notes:
+        warnings.warn(note, stacklevel=2)
+    _INFO[km] = {
+        "spatial": spatial,
+        "knet_names": [s.layer.name for s in steps],
+        "notes": list(ctx.notes),
+    }
     return km
 
 
 def _keras_name(name: str) -> str:
     clean = "".join(c if c.isalnum() or c in "_-." else "_" for c in str(name))
     return clean or "knet_model"
+
+
+def conversion_notes(keras_model) -> list[str]:
+    """What `to_keras` said about this model (when converted in this process)."""
+    info = _INFO.get(keras_model)
+    return list(info["notes"]) if info else []
 
 
 def spatial_of(keras_model, default: str = "reverse") -> str:

@@ -31,7 +31,19 @@ __all__ = [
     "weight_array",
 ]
 
-ACTIVATIONS = ("identity", "relu", "sigm", "tanh", "elu", "selu", "softmax")
+ACTIVATIONS = (
+    "identity",
+    "relu",
+    "sigm",
+    "tanh",
+    "elu",
+    "selu",
+    "gelu",
+    "swish",
+    "hardsigmoid",
+    "hardswish",
+    "softmax",
+)
 
 _ALIASES = {
     None: "identity",
@@ -41,6 +53,10 @@ _ALIASES = {
     "sigmoid": "sigm",
     "σ": "sigm",
     "tanh_fast": "tanh",
+    "tanh_": "tanh",
+    "silu": "swish",
+    "hard_sigmoid": "hardsigmoid",
+    "hard_swish": "hardswish",
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 

@@ -57,6 +57,18 @@ def activate(name: str, x: np.ndarray, dims: int = 1) -> np.ndarray:
             # Knet: x >= 0 ? 1/(1+exp(-x)) : (z = exp(x); z/(1+z))
             z = np.exp(-np.abs(x))
             return np.where(x >= 0, t(1) / (t(1) + z), z / (t(1) + z)).astype(x.dtype, copy=False)
+        if name == "gelu":  # Ops21: x * (1 + erf(x / T(sqrt(2)))) / 2, exact (erf)
+            from scipy.special import erf
+
+            return (x * (t(1) + erf(x / t(np.sqrt(2)))) / t(2)).astype(x.dtype, copy=False)
+        if name == "swish":  # Ops21: x * sigm(x)
+            return (x * activate("sigm", x)).astype(x.dtype, copy=False)
+        if name == "hardsigmoid":  # Ops21: x <= -3 ? 0 : x >= 3 ? 1 : (x + 3) / 6
+            mid = (x + t(3)) / t(6)
+            return np.where(x <= -3, t(0), np.where(x >= 3, t(1), mid)).astype(x.dtype, copy=False)
+        if name == "hardswish":  # Ops21: x <= -3 ? 0 : x >= 3 ? x : x * (x + 3) / 6
+            mid = x * (x + t(3)) / t(6)
+            return np.where(x <= -3, t(0), np.where(x >= 3, x, mid)).astype(x.dtype, copy=False)
         if name == "selu":
             # Knet: x >= 0 ? T(λ01) * x : T(λα01) * (exp(x) - 1)
             neg = t(SELU_LAMBDA_ALPHA) * (np.exp(np.minimum(x, t(0))) - t(1))
@@ -92,6 +104,7 @@ class KerasContext:
         self.spatial = spatial
         self.base = ""
         self.used: set[str] = set()
+        self.notes: list[str] = []  # what the built-in layers cannot do exactly (warned)
 
     def start(self, base: str) -> None:
         self.base = base
@@ -473,6 +486,10 @@ _KERAS_ACTIVATIONS = {
     "tanh": "tanh",
     "elu": "elu",
     "selu": "selu",
+    "gelu": "gelu",  # keras.activations.gelu: exact (erf) by default, as Knet's
+    "swish": "swish",
+    "hardsigmoid": "hard_sigmoid",  # relu6(x + 3) / 6
+    "hardswish": "hard_swish",
 }
 
 
@@ -514,7 +531,17 @@ class ActStage(Stage):
             # (for out < 0, λα01 exp(x) = out + λα01)
             a = np.abs(out) + np.where(out < 0, out + SELU_LAMBDA_ALPHA, 0)
             return SELU_LAMBDA_ALPHA * s + magnitude.ROUND * a
-        return magnitude.activation(self.function, s, out, self.dims)
+        a = np.abs(out)
+        fn = self.function
+        if fn == "gelu":  # slope <= 1.13; erf and the products round relative to |x| <= s
+            return 1.13 * s + magnitude.ROUND * a
+        if fn == "swish":  # slope <= 1.1; exp and the products
+            return 1.1 * s + magnitude.ROUND * a
+        if fn == "hardsigmoid":  # (x + 3) / 6: magnitudes of the terms
+            return (s + 3.0) / 6.0
+        if fn == "hardswish":  # x * (x + 3) / 6
+            return s * (s + 3.0) / 6.0
+        return magnitude.activation(fn, s, out, self.dims)
 
     def build(self, ctx, t, in_size, out_size):
         fn = self.function
@@ -522,6 +549,12 @@ class ActStage(Stage):
             return ctx.make("Identity", self.role)(t)
         if fn == "softmax":
             return ctx.make("Softmax", self.role, axis=tf_axis(self.dims, in_size, ctx.spatial))(t)
+        if fn == "gelu" and ctx.dtype == "float64":
+            ctx.notes.append(
+                f"{ctx.base}: Keras's built-in gelu runs TensorFlow's erf, which in float64 is "
+                "accurate to about 1e-9 only (Knet's erf to float64's eps): no exact built-in; "
+                "verification in float64 will show it"
+            )
         return ctx.make("Activation", self.role, _KERAS_ACTIVATIONS[fn])(t)
 
 

@@ -360,7 +360,7 @@ def verify_model(
             f"the Keras model takes input {have} but x {x.shape} is {want} in TensorFlow layout "
             f"(spatial={spatial!r}); was it converted with another spatial convention or input size?"
         )
-    notes: list[str] = []
+    notes: list[str] = mconvert.conversion_notes(keras_model)
     timings: dict[str, float] = {}
     lower = kdt if kdt.itemsize <= model.dtype.itemsize else model.dtype
     eps = float(np.finfo(lower).eps)

@@ -178,8 +178,8 @@ def test_other_mistakes():
     assert "mix float32, float64" in _err(
         lambda: KnetModel([Dense(np.ones((2, 2), F32)), Dense(np.ones((2, 2)))])
     )
-    assert "unknown activation 'swish'" in _err(
-        lambda: Dense(np.ones((2, 2), F32), activation="swish")
+    assert "unknown activation 'mish'" in _err(
+        lambda: Dense(np.ones((2, 2), F32), activation="mish")
     )
     assert "int64" in _err(lambda: Dense(np.ones((2, 2), np.int64)))
     assert "padding=-1" in _err(

@@ -114,5 +114,7 @@ def test_wrong_json_types_for_names_and_strings(export):
     assert "order = 1" in msg and "string" in msg
     msg = _msg(export(lambda d: _layer(d, "dense1")["params"]["w"].__setitem__("key", 7)))
     assert "params.w.key = 7" in msg
-    msg = _msg(export(lambda d: _layer(d, "conv1")["conv"].__setitem__("padding", 10**40)))
+    msg = _msg(export(lambda d: _layer(d, "conv1")["conv"].__setitem__("padding", 10**20)))
     assert "conv.padding" in msg and "below 2^62" in msg
+    msg = _msg(export(lambda d: _layer(d, "conv1")["conv"].__setitem__("padding", 10**40)))
+    assert "conv.padding" in msg and "41 digits" in msg  # refused while parsing the JSON

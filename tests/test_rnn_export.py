@@ -289,3 +289,35 @@ def test_array_of_objects_is_refused():
     entry = _entry()
     with pytest.raises(PortingError, match=r"params\.w: array 'layer2\.w' is a list"):
         from_export(entry, {"layer2.w": [0.0, 0.0, 0.0, 0.0]})
+
+
+def _readme_rnn_example() -> tuple[str, dict]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "julia" / "README.md").read_text("utf-8")
+    section = text[text.index("## Export format") :]
+    section = section[: section.find("\n## ", 1)]
+    blocks = [b for b in section.split("```json\n")[1:] if '"kind": "rnn"' in b]
+    assert len(blocks) == 1, "julia/README.md should show one rnn layer object"
+    return section, json.loads(blocks[0].split("```", 1)[0])
+
+
+def test_the_documented_rnn_layer_object_reads_and_every_key_is_described():
+    section, layer = _readme_rnn_example()
+    for key in layer["rnn"]:
+        assert f"`{key}`" in section.split("An `rnn` layer's `rnn` object", 1)[1], key
+    assert set(layer) <= {"name", "kind", "julia_type", "params", "rnn"} | {
+        "activation",
+        "conv",
+        "pool",
+        "order",
+        "dropout",
+        "dims",
+    }
+    arrays = {
+        ref["key"]: np.zeros(ref["size"], np.dtype(ref["eltype"].lower()))
+        for ref in layer["params"].values()
+    }
+    r = from_export(layer, arrays)
+    assert str(r.spec) == "LSTM(input=8,hidden=16,bidirectional)"
+    assert r.h is arrays["layer2.h"] and r.c == 0 and (r.h_policy, r.c_policy) == ("array", "zero")

@@ -18,7 +18,7 @@ from porting.errors import PortingError
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what the lazy attributes below resolve to, for type checkers and IDEs
-    from porting import knet, layout, model, testing
+    from porting import knet, layout, model, rnn, testing
     from porting.comparison import compare
     from porting.diagnosis import diagnose
     from porting.verify import verify_conv4
@@ -32,6 +32,7 @@ __all__ = [
     "knet",
     "layout",
     "model",
+    "rnn",
     "testing",
 ]
 
@@ -43,6 +44,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "knet": ("porting.knet", None),
     "layout": ("porting.layout", None),
     "model": ("porting.model", None),
+    "rnn": ("porting.rnn", None),
     "testing": ("porting.testing", None),
 }
 

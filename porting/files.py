@@ -565,7 +565,7 @@ def atomic_write(target: Any, *, directory: bool = False, suffix: str = "") -> I
 
 
 def _no_constant(name: str) -> Any:
-    raise _JSONRefused(f"the literal {name} (not a finite number)")
+    raise _JSONRefused(f"the literal {name}; expected finite numbers")
 
 
 class _JSONRefused(ValueError):
@@ -584,11 +584,47 @@ def _int(text: str) -> int:
 
 def _float(text: str) -> float:
     if len(text) > 400:
-        raise _JSONRefused(f"a number written with {len(text)} characters ({text[:12]}...)")
+        raise _JSONRefused(
+            f"a number written with {len(text)} characters ({text[:12]}...); expected at most 400"
+        )
     value = float(text)
     if value in (float("inf"), float("-inf")):
-        raise _JSONRefused(f"the number {text[:40]} (overflows to infinity)")
+        raise _JSONRefused(f"the number {text[:40]}, which overflows; expected finite numbers")
     return value
+
+
+class _Refused:
+    """Stands for a refused value while `_refused_at` looks for where it was."""
+
+
+def _refused_at(text: str) -> str | None:
+    """The key path (``layers[1].conv.alpha``) of the first value `loads_json` refuses."""
+
+    def mark(value: str) -> Any:
+        try:
+            return _float(value) if any(c in value for c in ".eE") else _int(value)
+        except _JSONRefused:
+            return _Refused()
+
+    try:
+        tree = json.loads(
+            text, parse_constant=lambda _: _Refused(), parse_int=mark, parse_float=mark
+        )
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[str, Any]] = [("", tree)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, _Refused):
+            return path or "the top level"
+        if isinstance(node, dict):
+            items = [(f"{path}.{k}" if path else str(k), v) for k, v in node.items()]
+        elif isinstance(node, list):
+            items = [(f"{path}[{i}]", v) for i, v in enumerate(node)]
+        else:
+            continue
+        stack.extend(reversed(items))
+    return None
 
 
 def _depth(text: str) -> int:
@@ -628,7 +664,8 @@ def loads_json(text: str, where: str) -> Any:
     try:
         return json.loads(text, parse_constant=_no_constant, parse_int=_int, parse_float=_float)
     except _JSONRefused as e:
-        raise PortingError(f"{where}: JSON holds {e}; expected finite numbers") from None
+        at = _refused_at(text)
+        raise PortingError(f"{where}: {f'{at}: ' if at else ''}JSON holds {e}") from None
     except RecursionError:
         raise PortingError(f"{where}: JSON nested too deeply") from None
     except (json.JSONDecodeError, ValueError) as e:

@@ -216,7 +216,7 @@ def test_a_list_where_a_string_is_expected_exits_2(tmp_path, capsys):
     for mutate, named in [
         (lambda d: d["layers"][0]["params"]["w"].__setitem__("key", ["conv1.w"]), "['conv1.w']"),
         (lambda d: d["layers"][0]["params"]["w"].__setitem__("eltype", ["Float32"]), "eltype"),
-        (lambda d: d.__setitem__("name", ["lenet"]), "name ['lenet']"),
+        (lambda d: d.__setitem__("name", ["lenet"]), "name = ['lenet']"),
     ]:
         d = json.loads(json.dumps(doc))
         mutate(d)

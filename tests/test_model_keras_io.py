@@ -19,7 +19,7 @@ F32 = np.float32
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """The example LeNet (stock Keras layers only) and a model holding porting's KnetPool."""
+    """The example LeNet and a model with a padded max pool (both stock Keras layers only)."""
     from porting.examples.lenet import lenet, lenet_input
 
     d = tmp_path_factory.mktemp("keras")
@@ -52,13 +52,12 @@ def test_reload_in_a_fresh_process_gives_the_same_outputs(models):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         import keras
         d = {str(d)!r}
-        # the LeNet uses stock layers only: plain Keras loads it, no porting import
-        km = keras.saving.load_model(os.path.join(d, "lenet.keras"))
-        np.save(os.path.join(d, "lenet_y.npy"), np.asarray(km(np.load(os.path.join(d, "lenet_x.npy")))))
+        # stock layers only: plain Keras loads both, without porting
+        for name in ("lenet", "custom"):
+            km = keras.saving.load_model(os.path.join(d, name + ".keras"))
+            x = np.load(os.path.join(d, name + "_x.npy"))
+            np.save(os.path.join(d, name + "_y.npy"), np.asarray(km(x)))
         assert "porting" not in sys.modules
-        from porting.model import load_keras  # registers KnetPool
-        km = load_keras(os.path.join(d, "custom.keras"))
-        np.save(os.path.join(d, "custom_y.npy"), np.asarray(km(np.load(os.path.join(d, "custom_x.npy")))))
         """
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))

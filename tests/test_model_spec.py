@@ -178,8 +178,8 @@ def test_other_mistakes():
     assert "mix float32, float64" in _err(
         lambda: KnetModel([Dense(np.ones((2, 2), F32)), Dense(np.ones((2, 2)))])
     )
-    assert "unknown activation 'swish'" in _err(
-        lambda: Dense(np.ones((2, 2), F32), activation="swish")
+    assert "unknown activation 'mish'" in _err(
+        lambda: Dense(np.ones((2, 2), F32), activation="mish")
     )
     assert "int64" in _err(lambda: Dense(np.ones((2, 2), np.int64)))
     # padding >= the kernel extent is computed (Knet's CPU does); an input smaller than the
@@ -187,6 +187,12 @@ def test_other_mistakes():
     assert "padding" in _err(
         lambda: KnetModel([Conv(np.ones((3, 3, 1, 1), F32), dilation=3)], input_size=(5, 5, 1))
     )
+    assert "padding=-1" in _err(
+        lambda: KnetModel([Conv(np.ones((3, 3, 1, 1), F32), padding=-1)], input_size=(5, 5, 1))
+    )
+    # padding >= the kernel extent is Knet's CPU geometry (NNlib computes it): accepted
+    conv = KnetModel([Conv(np.ones((3, 3, 1, 1), F32), padding=3)], input_size=(5, 5, 1))
+    assert conv.output_sizes == [(9, 9, 1)]
     assert "used twice" in _err(lambda: KnetModel([Mat(name="a"), Mat(name="a")]))
     assert "follows a dense" in _err(
         lambda: KnetModel([Dense(np.ones((2, 2), F32)), Conv(np.ones((1, 1, 2, 2), F32))])

@@ -8,8 +8,10 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from porting import layout  # noqa: E402
+from porting import PortingError, layout  # noqa: E402
 from porting.model import Conv, Dense, KnetModel, Mat, Pool, convert  # noqa: E402
+from porting.model.kinds import conv as kconv  # noqa: E402
+from porting.model.kinds import dense as kdense  # noqa: E402
 from porting.model.verify import default_input, verify_model  # noqa: E402
 
 F32 = np.float32
@@ -42,17 +44,17 @@ def test_example_verifies(lenet, mode, spatial):
 def _broken(monkeypatch, what):
     if what == "kernel not rotated":
         monkeypatch.setattr(
-            convert,
+            kconv,
             "_kernel_converter",
             lambda w, mode, spatial: layout.kernel_to_tf(w, 1, spatial),
         )
     elif what == "flatten rows not permuted":
         monkeypatch.setattr(
-            convert, "_dense_converter", lambda w, input_shape, spatial: np.ascontiguousarray(w.T)
+            kdense, "_dense_converter", lambda w, input_shape, spatial: np.ascontiguousarray(w.T)
         )
     elif what == "H and W swapped":
         monkeypatch.setattr(
-            convert,
+            kconv,
             "_kernel_converter",
             lambda w, mode, spatial: layout.kernel_to_tf(
                 w, mode, "keep" if spatial == "reverse" else "reverse"
@@ -168,6 +170,11 @@ def test_verifies_a_keras_model_given_separately_and_spatial_mismatch_is_named(l
         verify_model(other, keras_model=km)
 
 
-def test_progress_bar_runs(lenet, capsys):
+def test_progress_is_reported_through_a_callback(lenet):
     model, x = lenet
-    assert verify_model(model, x[..., :1], progress=True).ok
+    calls = []
+    assert verify_model(model, x[..., :1], progress=lambda *a: calls.append(a)).ok
+    assert calls[-1][1:] == (len(model.layers) + 2, len(model.layers) + 2)
+    assert [c[1] for c in calls] == list(range(1, len(model.layers) + 3))
+    with pytest.raises(PortingError, match="progress=True"):
+        verify_model(model, x[..., :1], progress=True)

@@ -2,7 +2,15 @@
 # The JSON schema is documented in julia/README.md ("Export format"); keep the two in step.
 
 const EXPORT_FORMAT = "porting-knet-export"
-const EXPORT_VERSION = 1
+# The newest version written: 2 adds the "rnn" kind. An export without an rnn layer is written as
+# version 1, which is all it uses, so that readers of version 1 still read it.
+const EXPORT_VERSION = 2
+_export_version(layers) = any(l -> l["kind"] == "rnn", layers) ? EXPORT_VERSION : 1
+
+# A Knet RNN (Knet.Ops20.RNN, src/ops20/rnn.jl) is recognised by these fields, like every layer.
+const RNN_FIELDS = (:w, :h, :c, :inputSize, :hiddenSize, :numLayers, :dropout, :inputMode,
+                    :direction, :mode)
+const RNN_TYPES = ("relu", "tanh", "lstm", "gru")   # Knet's mode 0, 1, 2, 3
 
 const ACTIVATIONS = Dict{Symbol,String}(
     :relu => "relu", :sigm => "sigm", :sigmoid => "sigm", :σ => "sigm", :tanh => "tanh",
@@ -30,6 +38,15 @@ size, so `numpy.load` gives Julia-indexed arrays) and a description of its layer
   and the last layer has no activation.
 - a `Dict` of such arrays with keys `w1, b1, w2, b2, ...` (strings or symbols), read in
   numeric order, with the vector's conventions.
+
+A Knet `RNN` (fields `w`, `h`, `c`, `inputSize`, `hiddenSize`, `numLayers`, `dropout`,
+`inputMode`, `direction`, `mode`) is an `rnn` layer wherever a layer may be: an element of a
+chain, or a field of a struct whose fields are its layers in the order it applies them (a struct
+without `layers` that holds an RNN; a number field `p` or `pdrop` there is taken for the dropout
+probability and skipped, and a bare array field is refused, since its use cannot be told from
+the field). Its hyperparameters are written under Knet's keyword names, its packed weight
+vector `r.w` as Knet stores it, and its states `r.h`, `r.c` as `"nothing"`, `"zero"` (Knet's `0`)
+or `"array"` (the state array, written too). An export with an rnn layer is version 2.
 
 Layers are recognized by their fields and shapes, never by type name. Conv keywords come from the
 layer's own fields named `padding`, `stride`, `dilation`, `mode` when it has them, else from
@@ -78,7 +95,7 @@ function export_model(prefix::AbstractString, model; conv=NamedTuple(), pool=Nam
     knet = _loaded_module(KNET_ID)
     doc = Dict{String,Any}(
         "format" => EXPORT_FORMAT,
-        "version" => EXPORT_VERSION,
+        "version" => _export_version(layers),
         "julia_version" => string(VERSION),
         "knet_version" => knet === nothing ? nothing : package_version(knet),
         "nnlib_version" => package_version(NNlib),
@@ -112,17 +129,21 @@ function _collect!(layers, m, opts)
         else
             foreach(l -> _collect!(layers, l, opts), m)
         end
+    elseif _is_rnn(m)
+        push!(layers, _rnn_layer(m, length(layers) + 1))
     elseif _is_param_layer(m)
         push!(layers, _param_layer(m, opts))
     elseif hasproperty(m, :layers)
         _collect!(layers, getproperty(m, :layers), opts)
+    elseif _has_rnn_field(m)
+        _field_layers!(layers, m, opts)
     elseif m isa Function
         push!(layers, _function_layer(m, layers, opts))
     elseif _dropout_prob(m) !== nothing && length(propertynames(m)) == 1
         push!(layers, _layer("dropout", string(nameof(typeof(m))); dropout=_dropout_prob(m)))
     else
         throw(ArgumentError("export_model: layer $(length(layers) + 1) is a $(typeof(m)), which is " *
-                            "not a layer (fields w, b, f), a chain (field layers), an array list, " *
+                            "not a layer (fields w, b, f), a Knet RNN, a chain (field layers), an array list, " *
                             "a Dict of arrays, or one of the functions mat, pool, " *
                             join(sort!(unique(values(ACTIVATIONS))), ", ")))
     end
@@ -305,4 +326,98 @@ function _function_layer(f::Function, layers, opts)
     end
     throw(ArgumentError("export_model: layer $index is the function $name; expected mat, pool or " *
                         "one of relu, sigm, tanh, elu, softmax, identity"))
+end
+
+# ---- Knet RNN -------------------------------------------------------------------------------
+
+_is_rnn(m) = !(m isa AbstractArray || m isa Number || m isa AbstractDict || m isa Function) &&
+             all(s -> hasproperty(m, s), RNN_FIELDS)
+
+_has_rnn_field(m) = !(m isa AbstractArray || m isa Number || m isa AbstractDict || m isa Function) &&
+                    any(f -> _is_rnn(getproperty(m, f)), propertynames(m))
+
+"""A struct holding an RNN among its fields (not a chain): its fields are its layers, in order."""
+function _field_layers!(layers, m, opts)
+    tname = string(nameof(typeof(m)))
+    for f in propertynames(m)
+        v = getproperty(m, f)
+        if f in (:p, :pdrop) && v isa Real
+            continue    # the model's dropout probability: nothing to compute at inference
+        elseif _is_arraylike(v)
+            u = _value(v)
+            what = u isa AbstractArray ? "a bare array of size $(size(u))" : "the number $(repr(u))"
+            throw(ArgumentError("export_model: field $f of $tname holds $what next to " *
+                                "a Knet RNN; export_model cannot tell from a field how the model " *
+                                "applies it (an embedding w[:, x], a product w * x, ...): give it " *
+                                "a layer struct of its own (fields w, b, f) or export a chain"))
+        end
+        _collect!(layers, v, opts)
+    end
+    return layers
+end
+
+"""Knet's getRNNParamsSize: the length of the packed weight vector."""
+function _rnn_params_size(X, H, L, mode, direction, inputMode)
+    gates = (1, 1, 4, 3)[mode+1] * (1 + direction)
+    winput = inputMode == 1 ? 0 : H * X
+    n = 0
+    for _ in 1:L
+        n += gates * (H * H + winput + 2H)
+        winput = (1 + direction) * H * H
+    end
+    return n
+end
+
+function _rnn_int(r, field, desc, valid)
+    v = getproperty(r, field)
+    (v isa Integer && Int(v) in valid) ||
+        throw(ArgumentError("export_model: $desc has $field=$(repr(v)); expected an integer in $valid"))
+    return Int(v)
+end
+
+"""`nothing`, `0` or a state array (possibly a Param, a KnetArray) -> (policy, array or nothing)."""
+function _rnn_state(s, desc, name, H, slots, T)
+    s === nothing && return ("nothing", nothing)
+    s isa Number && iszero(s) && return ("zero", nothing)
+    s isa Number &&
+        throw(ArgumentError("export_model: $desc has $name=$(repr(s)); expected nothing, 0 or a state array"))
+    a = _array(s, "$desc's $name")
+    sz = size(a)
+    (ndims(a) <= 3 && size(a, 1) == H && size(a, 3) == slots && size(a, 2) >= 1) ||
+        throw(ArgumentError("export_model: $desc has $name of size $sz; expected (H, B, L or 2L) = ($H, B, $slots)"))
+    eltype(a) == T ||
+        throw(ArgumentError("export_model: $desc has $name of element type $(eltype(a)) but w is $T"))
+    return ("array", a)
+end
+
+function _rnn_layer(r, index)
+    desc = "layer $index (a Knet RNN, $(nameof(typeof(r))))"
+    mode = _rnn_int(r, :mode, desc, 0:3)
+    direction = _rnn_int(r, :direction, desc, 0:1)
+    inputMode = _rnn_int(r, :inputMode, desc, 0:1)
+    X, H, L = (_rnn_int(r, f, desc, 1:typemax(Int32)) for f in (:inputSize, :hiddenSize, :numLayers))
+    p = getproperty(r, :dropout)
+    (p isa Real && 0 <= p < 1) ||
+        throw(ArgumentError("export_model: $desc has dropout=$(repr(p)); expected a number in [0, 1)"))
+    w = _array(getproperty(r, :w), "$desc's w")
+    eltype(w) in (Float32, Float64) ||
+        throw(ArgumentError("export_model: $desc has weights of element type $(eltype(w)); expected Float32 or Float64"))
+    n = _rnn_params_size(X, H, L, mode, direction, inputMode)
+    length(w) == n ||
+        throw(ArgumentError("export_model: $desc has a weight vector w of length $(length(w)); expected $n " *
+                            "for $(RNN_TYPES[mode+1]) inputSize=$X hiddenSize=$H numLayers=$L " *
+                            "bidirectional=$(direction == 1) skipInput=$(inputMode == 1)"))
+    slots = L * (1 + direction)
+    hpolicy, h = _rnn_state(getproperty(r, :h), desc, "h", H, slots, eltype(w))
+    cpolicy, c = _rnn_state(getproperty(r, :c), desc, "c", H, slots, eltype(w))
+    arrays = Pair{String,Any}["w" => w]
+    h === nothing || push!(arrays, "h" => h)
+    c === nothing || push!(arrays, "c" => c)
+    layer = _layer("rnn", string(nameof(typeof(r))); arrays=arrays)
+    layer["rnn"] = Dict{String,Any}(
+        "inputSize" => X, "hiddenSize" => H, "rnnType" => RNN_TYPES[mode+1], "numLayers" => L,
+        "bidirectional" => direction == 1, "skipInput" => inputMode == 1, "dropout" => Float64(p),
+        "h" => hpolicy, "c" => cpolicy,
+    )
+    return layer
 end

@@ -87,6 +87,21 @@ val(p) = p isa FakeParam ? p.value : p
 (d::TDense)(x) = d.f.(val(d.w) * PortingKnet.mat(x) .+ val(d.b))
 (c::TChain)(x) = foldl((y, l) -> l(y), c.layers; init=x)
 
+# Knet's RNN struct (Knet.jl v1.4.10 src/ops20/rnn.jl), field for field: export_model recognises
+# an RNN by these fields, so this stands in for Knet.RNN where Knet is not installed.
+mutable struct TRNN
+    w; h; c
+    inputSize::Cint; hiddenSize::Cint; numLayers::Cint; dropout::Float64; seed::Culonglong
+    inputMode::Cint; direction::Cint; mode::Cint; algo::Cint; dataType::DataType
+    rnnDesc; dropoutDesc; dx; dhx; dcx
+end
+TRNN(w, X, H; h=nothing, c=nothing, mode=2, layers=1, bi=false, skip=false, dropout=0.0) =
+    TRNN(w, h, c, X, H, layers, dropout, 0, skip, bi, mode, 0, eltype(w), nothing, nothing,
+         nothing, nothing, nothing)
+struct TEmbed; w; b; f; end         # a layer struct of its own, as export_model asks
+struct TSeqModel; rnn; out; pdrop; end
+struct TBareModel; input; rnn; end
+
 # Deterministic stand-ins for random weights.
 fixture(T, dims...) = T.(reshape(sin.(1:prod(dims)) ./ 2, dims...))
 
@@ -276,6 +291,71 @@ end
         mkdir(joinpath(dir, "isdir.json"))
         @test_throws ArgumentError export_model(joinpath(dir, "isdir"), ws)
         @test !isfile(joinpath(dir, "act.npz")) && !isfile(joinpath(dir, "act.json"))
+    end
+end
+
+@testset "export_model: Knet RNN" begin
+    # Lengths from Knet's getRNNParamsSize, written out: gates * (H*in + H*H + 2H) per slot.
+    n_gru = 3 * (5 * 4 + 5 * 5 + 2 * 5)                                   # GRU(4, 5): 165
+    n_bilstm = 2 * 4 * (3 * 2 + 3 * 3 + 6) + 2 * 4 * (3 * 6 + 3 * 3 + 6)  # LSTM(2, 3), 2 layers, bi
+    gru = TRNN(FakeParam(fixture(Float32, 1, 1, n_gru)), 4, 5; mode=3, dropout=0.5)
+    h = fixture(Float64, 3, 2, 4)
+    bilstm = TRNN(fixture(Float64, 1, 1, n_bilstm), 2, 3; h=h, c=0, layers=2, bi=true)
+    dense = TDense(fixture(Float32, 2, 5), fixture(Float32, 2), identity, 0)
+    mktempdir() do dir
+        doc, arrays = read_export(export_model(joinpath(dir, "chain"), TChain((gru, dense))))
+        @test doc["version"] == 2
+        @test [l["kind"] for l in doc["layers"]] == ["rnn", "dense"]
+        l = doc["layers"][1]
+        @test l["julia_type"] == "TRNN" && l["dropout"] === nothing
+        @test l["rnn"] == Dict("inputSize" => 4, "hiddenSize" => 5, "rnnType" => "gru",
+                               "numLayers" => 1, "bidirectional" => false, "skipInput" => false,
+                               "dropout" => 0.5, "h" => "nothing", "c" => "nothing")
+        @test collect(keys(l["params"])) == ["w"]
+        @test l["params"]["w"]["size"] == [1, 1, n_gru] && l["params"]["w"]["eltype"] == "Float32"
+        @test arrays["layer1.w"] == gru.w.value
+
+        # A struct holding the RNN among its layers, in field order; pdrop skipped.
+        doc, arrays = read_export(export_model(joinpath(dir, "fields"),
+                                               TSeqModel(bilstm, TDense(fixture(Float64, 2, 6), fixture(Float64, 2), identity, 0), 0.3)))
+        @test doc["version"] == 2 && [l["kind"] for l in doc["layers"]] == ["rnn", "dense"]
+        r = doc["layers"][1]["rnn"]
+        @test (r["rnnType"], r["numLayers"], r["bidirectional"], r["h"], r["c"]) == ("lstm", 2, true, "array", "zero")
+        @test sort(collect(keys(doc["layers"][1]["params"]))) == ["h", "w"]
+        @test arrays["layer1.h"] == h && arrays["layer1.w"] == bilstm.w
+
+        # Models without an RNN stay version 1.
+        doc, _ = read_export(export_model(joinpath(dir, "plain"), TChain((dense,))))
+        @test doc["version"] == 1
+
+        # Refused, naming the problem; nothing written.
+        function bad(name, m)
+            @test_throws ArgumentError export_model(joinpath(dir, name), m)
+            @test !isfile(joinpath(dir, "$name.json")) && !isfile(joinpath(dir, "$name.npz"))
+        end
+        bad("short", TChain((TRNN(fixture(Float32, 1, 1, n_gru - 1), 4, 5; mode=3),)))
+        bad("half", TChain((TRNN(fixture(Float16, 1, 1, n_gru), 4, 5; mode=3),)))
+        bad("mode", TChain((TRNN(fixture(Float32, 1, 1, n_gru), 4, 5; mode=4),)))
+        bad("hsize", TChain((TRNN(fixture(Float32, 1, 1, n_gru), 4, 5; mode=3, h=zeros(Float32, 4, 2, 1)),)))
+        bad("htype", TChain((TRNN(fixture(Float32, 1, 1, n_gru), 4, 5; mode=3, h=zeros(Float64, 5, 2, 1)),)))
+        bad("hnum", TChain((TRNN(fixture(Float32, 1, 1, n_gru), 4, 5; mode=3, h=1),)))
+        bad("bare", TBareModel(fixture(Float32, 4, 10), gru))
+        msg = try
+            export_model(joinpath(dir, "bare2"), TBareModel(fixture(Float32, 4, 10), gru)); ""
+        catch e
+            sprint(showerror, e)
+        end
+        @test occursin("field input of TBareModel holds a bare array of size (4, 10)", msg)
+    end
+    knet = PortingKnet.knet_module()
+    if knet !== nothing   # the real thing: Knet.RNN's fields and r.w as Knet packs them
+        r = Base.invokelatest(knet.RNN, 4, 5; rnnType=:gru, bidirectional=true)
+        mktempdir() do dir
+            doc, arrays = read_export(export_model(joinpath(dir, "knet"), TChain((r,))))
+            l = doc["layers"][1]
+            @test l["rnn"]["rnnType"] == "gru" && l["rnn"]["bidirectional"] == true
+            @test vec(arrays["layer1.w"]) == vec(r.w.value)    # r.w is a Param
+        end
     end
 end
 

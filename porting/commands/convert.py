@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from porting.commands._common import (
@@ -18,12 +19,14 @@ ORDER = 10
 HELP = "convert a Knet model (export .npz + .json) to Keras 3 (.keras), verified layer by layer"
 DESCRIPTION = (
     "Convert a Knet model, exported from Julia with PortingKnet.export_model (<prefix>.npz + "
-    "<prefix>.json), to a Keras 3 model saved as .keras (atomically) and optionally as a "
-    "TensorFlow SavedModel. With --verify, the Knet side (Julia when available, else porting's "
+    "<prefix>.json), to a Keras 3 model saved as .keras (atomically; Keras built-in layers only, "
+    "so it loads without porting on any Keras backend) and optionally as a TensorFlow "
+    "SavedModel and a TFLite flatbuffer. With --verify, the Knet side (Julia when available, else porting's "
     "NumPy reference) and the Keras model run on the same input and every layer is compared "
     "against its floating-point tolerance. Without MODEL (or with --example lenet) it runs on a "
-    "built-in Knet LeNet. MODEL may also be a .jld2 file written by Knet.save or JLD2 (see the "
-    "JLD2 options below; porting inspect FILE lists what it holds). Exit 0: converted (and verified); 1: verification found a "
+    "built-in Knet LeNet (--example cnn-bn / resnet: batchnorm and residual models). MODEL may "
+    "also be a .jld2 file written by Knet.save or JLD2 (see the JLD2 options below; porting "
+    "inspect FILE lists what it holds). Exit 0: converted (and verified); 1: verification found a "
     "difference (nothing written unless --keep-on-mismatch); 2: bad input."
 )
 
@@ -33,13 +36,19 @@ def add_arguments(p) -> None:
         "model", nargs="?", metavar="MODEL", help="export prefix, <prefix>.json or <prefix>.npz"
     )
     p.add_argument(
-        "--example", choices=("lenet",), help="use a built-in model (default when MODEL is omitted)"
+        "--example",
+        choices=("lenet", "cnn-bn", "resnet"),
+        help="use a built-in model: lenet (the default when MODEL is omitted), cnn-bn (Knet's "
+        "cifar10 batchnorm CNN, small), resnet (a small CIFAR ResNet)",
     )
     p.add_argument(
         "-o", "--output", metavar="OUT.keras", help="write the Keras model here (atomically)"
     )
     p.add_argument(
         "--savedmodel", metavar="DIR", help="also export a TensorFlow SavedModel into DIR"
+    )
+    p.add_argument(
+        "--tflite", metavar="OUT.tflite", help="also write a TFLite flatbuffer (atomically)"
     )
     p.add_argument("--verify", action="store_true", help="compare every layer with the Knet side")
     p.add_argument(
@@ -87,6 +96,13 @@ def add_arguments(p) -> None:
     add_convert_arguments(p)
 
 
+_WHAT = {
+    "keras": "Keras 3 model",
+    "savedmodel": "TensorFlow SavedModel",
+    "tflite": "TFLite flatbuffer",
+}
+
+
 def _load_model(args):
     if args.model and args.example:
         raise PortingError("give MODEL or --example, not both")
@@ -98,9 +114,88 @@ def _load_model(args):
         from porting.model import load_export
 
         return load_export(args.model), None, str(args.model)
-    from porting.examples.lenet import lenet, lenet_input
+    if args.example in (None, "lenet"):
+        from porting.examples.lenet import lenet, lenet_input
 
-    return lenet(), lenet_input(), "built-in example: Knet LeNet (tutorial layers, dense 800->128)"
+        return (
+            lenet(),
+            lenet_input(),
+            "built-in example: Knet LeNet (tutorial layers, dense 800->128)",
+        )
+    from porting.examples.models import EXAMPLES, example_input
+
+    build, what = EXAMPLES[args.example]
+    model = build()
+    return model, example_input(model), what
+
+
+def _plan(model, x, args):
+    """The input (if any) and the model's plan: computed once here and passed on."""
+    from porting.model import plan
+    from porting.model.forward import check_input
+
+    input_size = None
+    if args.input_size is not None:
+        input_size = args.input_size if isinstance(args.input_size, tuple) else (args.input_size,)
+    if x is not None:
+        x, p = check_input(model, x)
+        if input_size is not None and tuple(x.shape[:-1]) != tuple(input_size):
+            raise PortingError(
+                f"--input-size {input_size} but --input has size {x.shape} (batch last)"
+            )
+        return x, p
+    if input_size is None and model.plan is not None:
+        return None, model.plan
+    if input_size is None:
+        raise PortingError(
+            f"{model.source or 'the model'}: the export records no input size; give --input "
+            "X.npy or --input-size X1,X2,C"
+        )
+    return None, plan(model, input_size)  # names the first layer whose weights do not fit
+
+
+def _rich_report(report) -> None:
+    """The verification report as a rich table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 80)
+    table = Table(show_edge=False, pad_edge=False)
+    for col in report.COLUMNS:
+        just = "right" if col in ("K", "max abs err", "err / tol") else "left"
+        table.add_column(col, justify="center" if col == "ok" else just)  # type: ignore[arg-type]
+    for cells in report.table():
+        ok = cells[-1] == "yes"
+        table.add_row(*cells[:-1], "yes" if ok else "[bold red]NO[/]")
+    console.print(report.headline(), markup=False)
+    console.print(table)
+    for line in report.footer():
+        console.print(line, markup=False)
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool):
+    """A rich progress bar on stderr, yielding the callback verify_model reports to."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("Knet side", total=None)
+
+        def update(description: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=description)
+
+        yield update
 
 
 def _check_distinct(args) -> None:
@@ -115,52 +210,57 @@ def _check_distinct(args) -> None:
         inputs.update({"MODEL (.json)": json_path, "MODEL (.npz)": npz_path})
     check_distinct(
         inputs,
-        {"-o/--output": args.output, "--savedmodel": args.savedmodel},
+        {"-o/--output": args.output, "--savedmodel": args.savedmodel, "--tflite": args.tflite},
         directories=("--savedmodel",),
     )
 
 
+def _check_memory(model, plan, x) -> None:
+    """Refuse a verification whose arrays cannot fit in memory, before allocating them: the
+    input and every layer's output, Knet side and Keras side, float64 magnitudes alongside."""
+    import math
+
+    batch = int(x.shape[-1]) if x is not None else 2
+    itemsize = 8  # magnitudes and comparisons run in float64
+    sizes = plan.sizes
+    elements = math.prod(plan.input_size) + sum(math.prod(s) for s in sizes)
+    check_fits_memory(
+        f"--input-size {','.join(map(str, plan.input_size))} (batch {batch}, {len(sizes)} layers)",
+        4 * elements * batch * itemsize,
+    )
+
+
 def run(args) -> int:
+    from porting.model import convert as mconvert
+
     if getattr(args, "list", False):
         from porting.knetfile.cli import list_file
 
         return list_file(args)
-    from porting.model import convert as mconvert
 
-    if not (args.output or args.savedmodel or args.verify):
-        raise PortingError("nothing to do: give -o OUT.keras, --savedmodel DIR and/or --verify")
-    # Paths first: a bad target fails before any work, and nothing is written.
+    if not (args.output or args.savedmodel or args.tflite or args.verify):
+        raise PortingError(
+            "nothing to do: give -o OUT.keras, --savedmodel DIR, --tflite OUT.tflite and/or "
+            "--verify"
+        )
     _check_distinct(args)
+    # Paths first: a bad target fails before any work, and nothing is written.
     if args.output:
         mconvert.check_keras_path(args.output)
     if args.savedmodel:
         mconvert.check_savedmodel_path(args.savedmodel)
+    if args.tflite:
+        mconvert.check_tflite_path(args.tflite)
 
     model, x, source = _load_model(args)
     if args.input:
         x = load_npy(args.input, "--input")
-    input_size = None
-    if args.input_size is not None:
-        input_size = args.input_size if isinstance(args.input_size, tuple) else (args.input_size,)
-    if x is not None:
-        from porting.model.forward import check_input
-
-        x = check_input(model, x)
-        if input_size is not None and tuple(x.shape[:-1]) != tuple(input_size):
-            raise PortingError(
-                f"--input-size {input_size} but --input has size {x.shape} (batch last)"
-            )
-        input_size = tuple(x.shape[:-1])
-    input_size = input_size or model.input_size
-    if input_size is None:
-        raise PortingError(
-            f"{source}: the export records no input size; give --input X.npy or --input-size X1,X2,C"
-        )
-    sizes = model.sizes(input_size)  # names the first layer whose weights do not fit
+    x, plan = _plan(model, x, args)
+    input_size = plan.input_size
     if args.verify:
-        _check_memory(model, input_size, sizes, x)
+        _check_memory(model, plan, x)
 
-    km = mconvert.to_keras(model, spatial=args.spatial, input_size=input_size, dtype=args.dtype)
+    km = mconvert.to_keras(model, spatial=args.spatial, dtype=args.dtype, plan=plan)
     report = None
     generated = None
     if args.verify:
@@ -172,16 +272,17 @@ def run(args) -> int:
                 f"generated (no --input given): uniform in [-1, 1), seed 0, Julia size "
                 f"{tuple(x.shape)}; give --input X.npy to verify on your own data"
             )
-        progress = not args.json and sys.stderr.isatty()
-        report = verify_model(
-            model,
-            x,
-            keras_model=km,
-            mode=args.mode,
-            spatial=args.spatial,
-            knet=args.knet,
-            progress=progress,
-        )
+        with _progress_bar(not args.json and sys.stderr.isatty()) as progress:
+            report = verify_model(
+                model,
+                x,
+                keras_model=km,
+                mode=args.mode,
+                spatial=args.spatial,
+                knet=args.knet,
+                progress=progress,
+                plan=plan,
+            )
         if generated:
             report.notes.append(f"input {generated}")
     write = report is None or report.ok or args.keep_on_mismatch
@@ -190,6 +291,8 @@ def run(args) -> int:
         written["keras"] = mconvert.save_keras(km, args.output)
     if write and args.savedmodel:
         written["savedmodel"] = mconvert.export_savedmodel(km, args.savedmodel)
+    if write and args.tflite:
+        written["tflite"] = mconvert.export_tflite(km, args.tflite)
 
     if args.json:
         print_json(
@@ -198,9 +301,9 @@ def run(args) -> int:
                 "layers": len(model.layers),
                 "weights": model.n_params,
                 "input_size": list(input_size),
-                "input": generated or ("--input" if args.input else source),
                 "spatial": args.spatial,
                 "written": written,
+                "input": generated or ("--input" if args.input else source),
                 "verification": report.to_dict() if report is not None else None,
                 "recognised": args.knetfile.to_dict() if getattr(args, "knetfile", None) else None,
                 "ok": report.ok if report is not None else True,
@@ -215,26 +318,11 @@ def run(args) -> int:
             print()
             if generated:
                 print_text(f"Input: {generated}")
-            print_text(str(report))
+            sys.stdout.flush()
+            _rich_report(report)
             print()
         for what, path in written.items():
-            print_text(
-                f"wrote {path} ({'Keras 3 model' if what == 'keras' else 'TensorFlow SavedModel'})"
-            )
-        if not write and (args.output or args.savedmodel):
+            print_text(f"wrote {path} ({_WHAT[what]})")
+        if not write and (args.output or args.savedmodel or args.tflite):
             print("nothing written: verification failed (use --keep-on-mismatch to write anyway)")
     return 0 if report is None or report.ok else 1
-
-
-def _check_memory(model, input_size, sizes, x) -> None:
-    """Refuse a verification whose arrays cannot fit in memory, before allocating them: the
-    input and every layer's output, Knet side and Keras side, float64 magnitudes alongside."""
-    import math
-
-    batch = int(x.shape[-1]) if x is not None else 2
-    itemsize = 8  # magnitudes and comparisons run in float64
-    elements = math.prod(input_size) + sum(math.prod(s) for s in sizes)
-    check_fits_memory(
-        f"--input-size {','.join(map(str, input_size))} (batch {batch}, {len(sizes)} layers)",
-        4 * elements * batch * itemsize,
-    )

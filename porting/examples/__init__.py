@@ -7,6 +7,9 @@
 - `porting.examples.lenet`: the Knet tutorial's LeNet with deterministic weights in Knet
   layout, shipped as an export pair (`lenet.npz` + `lenet.json`).
   `porting convert --example lenet -o lenet.keras --verify` runs it.
+- `porting.examples.models`: `cnn_bn()` (Knet's cifar10 batchnorm CNN, small) and `resnet()`
+  (a small CIFAR ResNet with identity and projection shortcuts), built in Python with
+  deterministic weights: `porting convert --example cnn-bn|resnet --verify`.
 """
 
 from __future__ import annotations

@@ -11,21 +11,31 @@
 >>> forward_knet(m, rng.standard_normal((14, 14, 1, 3), np.float32))[-1].shape
 (2, 3)
 
-- `KnetModel`, layers `Conv`, `Dense`, `Pool`, `Mat`, `Dropout`, `Activation` (spec).
+- `KnetModel` (spec), layers `Conv`, `Dense`, `Pool`, `Mat`, `Dropout`, `Activation`: each
+  kind defined in one file under `porting.model.kinds` (its table: `porting.model.kinds.KINDS`),
+  its Knet computation as ordered stages (`porting.model.stages`).
+- `plan(model, input_size)`: the model planned once for an input size (sizes, stages, flatten
+  bookkeeping); `forward_knet`, `to_keras`, `convert_weights`, `verify_model` take `plan=`.
 - `load_export(prefix)` / `save_export(model, prefix)`: the `.npz` + `.json` pair the Julia side
   writes (`PortingKnet.export_model`).
 - `forward_knet(model, x)`: every layer's Knet output, Julia-indexed.
-- `to_keras(model, spatial=...)`, `save_keras(km, path)` (atomic), `export_savedmodel`,
-  `load_keras` (TensorFlow imported on use only).
+- `to_keras(model, spatial=...)` (Keras built-in layers only: the file loads anywhere),
+  `save_keras(km, path)` (atomic), `export_savedmodel`, `export_tflite`, `load_keras`
+  (TensorFlow imported on use only).
 - `verify_model(model, x, keras_model=..., mode="each"|"whole")`: layer-by-layer report.
 """
 
 from porting.model.export import load_export, save_export
 from porting.model.forward import KnetOutputs, forward_knet
+from porting.model.planning import Plan, plan
 from porting.model.spec import (
     ACTIVATIONS,
     Activation,
+    Add,
+    BatchNorm,
+    Concat,
     Conv,
+    Deconv,
     Dense,
     Dropout,
     KnetModel,
@@ -36,19 +46,27 @@ from porting.model.spec import (
 __all__ = [
     "ACTIVATIONS",
     "Activation",
+    "Add",
+    "BatchNorm",
+    "Concat",
     "Conv",
+    "Deconv",
     "Dense",
     "Dropout",
     "KnetModel",
     "Mat",
     "Pool",
     "KnetOutputs",
+    "Plan",
+    "plan",
+    "default_input",
     "forward_knet",
     "load_export",
     "save_export",
     "to_keras",
     "save_keras",
     "export_savedmodel",
+    "export_tflite",
     "load_keras",
     "convert_weights",
     "verify_model",
@@ -59,9 +77,11 @@ _LAZY = {
     "to_keras": "porting.model.convert",
     "save_keras": "porting.model.convert",
     "export_savedmodel": "porting.model.convert",
+    "export_tflite": "porting.model.convert",
     "load_keras": "porting.model.convert",
     "convert_weights": "porting.model.convert",
     "verify_model": "porting.model.verify",
+    "default_input": "porting.model.verify",
     "ModelReport": "porting.model.verify",
 }
 

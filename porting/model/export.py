@@ -35,9 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+import porting.model.schema as schema
 from porting import files
 from porting.errors import PortingError
-from porting.model.spec import KINDS, Activation, Conv, Dense, Dropout, KnetModel, Mat, Pool
+from porting.model.kinds import KINDS
+from porting.model.spec import KnetModel
 
 __all__ = ["load_export", "save_export", "export_paths", "FORMAT", "VERSION"]
 
@@ -116,13 +118,9 @@ def _param(spec, what: str, where: str, arrays: dict, npz: Path):
         return None
     if not isinstance(spec, dict) or "key" not in spec:
         raise PortingError(
-            f"{where}: params.{what} = {spec!r}; expected {{'key', 'size', 'eltype'}}"
+            f"{where}: params.{what} = {spec!r}; expected {{'key', 'size', 'eltype'}}"[:300]
         )
-    key = spec["key"]
-    if not isinstance(key, str):
-        raise PortingError(
-            f"{where}: params.{what}.key = {key!r}; expected a string (an array name)"
-        )
+    key = schema.text(spec["key"], f"params.{what}.key", where)
     if key not in arrays:
         have = ", ".join(sorted(arrays)[:8]) + (" ..." if len(arrays) > 8 else "")
         raise PortingError(
@@ -131,12 +129,11 @@ def _param(spec, what: str, where: str, arrays: dict, npz: Path):
     a = arrays[key]
     size = spec.get("size")
     if size is not None:
-        try:
-            size = tuple(int(s) for s in size)
-        except (TypeError, ValueError):
+        if not isinstance(size, list):
             raise PortingError(
-                f"{where}: {what}.size = {spec.get('size')!r}; expected a list of integers"
-            ) from None
+                f"{where}: params.{what}.size = {size!r}: expected a list of integers"[:300]
+            )
+        size = tuple(schema.integer(s, f"params.{what}.size", where) for s in size)
         if tuple(a.shape) != size:
             hint = ""
             if tuple(a.shape) == size[::-1] and len(size) > 1:
@@ -152,33 +149,14 @@ def _param(spec, what: str, where: str, arrays: dict, npz: Path):
     if eltype is not None:
         want = _ELTYPES.get(eltype) if isinstance(eltype, str) else None
         if want is None:
-            raise PortingError(f"{where}: {what}.eltype {eltype!r}; expected Float32 or Float64")
+            raise PortingError(
+                f"{where}: params.{what}.eltype {eltype!r}; expected Float32 or Float64"[:300]
+            )
         if a.dtype != want:
             raise PortingError(
                 f"{where}: {what} ({key!r}) is {a.dtype} in {npz.name} but the .json says {eltype}"
             )
     return a
-
-
-def _keywords(d, where: str, section: str, allowed: set[str]) -> dict:
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise PortingError(f"{where}: '{section}' = {d!r}; expected an object of keywords")
-    extra = sorted(set(d) - allowed)
-    if extra:
-        raise PortingError(
-            f"{where}: '{section}' has unknown keys {extra}; expected some of {sorted(allowed)}"
-        )
-    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if v is not None}
-
-
-def _dropout(value, where):
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PortingError(f"{where}: dropout {value!r}; expected a probability")
-    return float(value)
 
 
 def _layer_from_json(i: int, d, arrays: dict, npz: Path):
@@ -187,81 +165,57 @@ def _layer_from_json(i: int, d, arrays: dict, npz: Path):
     name = d.get("name")
     kind = d.get("kind")
     where = f"layer {i + 1}" + (f" ({name!r})" if name else "")
-    if kind not in KINDS:
-        raise PortingError(f"{where}: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if name is not None:
+        schema.text(name, "name", where)
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise PortingError(
+            f"{where}: unknown kind {kind!r}; expected one of {', '.join(KINDS)}"[:300]
+        )
     params = d.get("params") or {}
     if not isinstance(params, dict):
-        raise PortingError(f"{where}: 'params' = {params!r}; expected an object")
+        raise PortingError(f"{where}: 'params' = {params!r}; expected an object"[:300])
     where = f"{kind} layer {name!r}" if name else f"{kind} layer {i + 1}"
-    if kind in ("conv", "dense"):
-        w = _param(params.get("w"), "w", where, arrays, npz)
-        if w is None:
-            raise PortingError(f"{where}: has no params.w; a {kind} layer needs a weight")
-        b = _param(params.get("b"), "b", where, arrays, npz)
-        if kind == "dense":
-            return Dense(
-                w,
-                b,
-                activation=d.get("activation") or "identity",
-                dropout=_dropout(d.get("dropout"), where),
-                name=name,
-            )
-        conv = _keywords(
-            d.get("conv"), where, "conv", {"padding", "stride", "dilation", "mode", "alpha"}
-        )
-        pool = d.get("pool")
-        if pool is not None:
-            pool = _keywords(pool, where, "pool", {"window", "padding", "stride", "mode", "alpha"})
-        order = d.get("order") or "pool-activation"
-        if order not in ("pool-activation", "activation-pool"):
-            raise PortingError(
-                f"{where}: order {order!r}; expected 'pool-activation' (Knet tutorial) or 'activation-pool'"
-            )
-        return Conv(
-            w,
-            b,
-            activation=d.get("activation") or "identity",
-            pool=pool,
-            dropout=_dropout(d.get("dropout"), where),
-            activation_before_pool=(order == "activation-pool"),
-            name=name,
-            **conv,
-        )
-    if kind == "pool":
-        kw = _keywords(
-            d.get("pool"), where, "pool", {"window", "padding", "stride", "mode", "alpha"}
-        )
-        return Pool(**kw, name=name)
-    if kind == "mat":
-        return Mat(name=name)
-    if kind == "dropout":
-        return Dropout(_dropout(d.get("dropout"), where), name=name)
-    dims = d.get("dims")
-    return Activation(
-        d.get("activation") or "identity", dims=1 if dims is None else dims, name=name
-    )
+    for key in ("activation", "order"):
+        if d.get(key) is not None:
+            schema.text(d[key], key, where)
+
+    def param(what: str):
+        return _param(params.get(what), what, where, arrays, npz)
+
+    return KINDS[kind].from_json(d, where, param)
 
 
 def load_export(path) -> KnetModel:
     """Load a Knet model from its export pair; `path` is the prefix, the .json or the .npz.
 
     Weights come back Julia-indexed (as `porting.io.load` reads NPZ.jl files) and are checked
-    against the sizes and element types the .json records.
+    against the sizes and element types the .json records. Values have strict types (an
+    integer is an integer, never a boolean, a string or 2.0; numbers are finite); an error
+    names the layer and the key.
     """
     json_path, npz_path = export_paths(path)
     doc = _read_json(json_path)
     npz_name = doc.get("npz")
     if isinstance(npz_name, str) and npz_name and Path(os.fspath(path)).suffix != ".npz":
         npz_path = json_path.parent / Path(npz_name).name  # the .json names its arrays file
+    input_size = doc.get("input_size")
+    if input_size is not None:
+        input_size = schema.size(input_size, "input_size", str(json_path))
+    name = doc.get("name")
+    if name is not None:
+        schema.text(name, "name", str(json_path))
     arrays = _read_npz(npz_path)
     layers = [_layer_from_json(i, d, arrays, npz_path) for i, d in enumerate(doc["layers"])]
-    input_size = doc.get("input_size")
-    if input_size is None and isinstance(layers[0], Dense):
-        input_size = (int(layers[0].w.shape[1]),)  # a dense-first model's input is fixed
-    name = doc.get("name")
-    if name is not None and not isinstance(name, str):
-        raise PortingError(f"{json_path.name}: name {name!r}; expected a string")
-    model = KnetModel(layers, input_size=input_size, name=name or json_path.stem)
+    inputs = {}
+    for i, d in enumerate(doc["layers"]):
+        if d.get("input") is not None:
+            where = f"layer {i + 1} ({layers[i].name!r})"
+            inputs[str(layers[i].name)] = schema.text(d["input"], "input", where)
+    if input_size is None:
+        input_size = layers[0].fixed_input_size()  # a dense-first model's input is fixed
+    model = KnetModel(
+        layers, input_size=input_size, name=str(name or json_path.stem), inputs=inputs or None
+    )
     model.source = str(json_path.with_suffix(""))
     return model
 
@@ -276,46 +230,9 @@ def _layer_to_json(layer, keys: dict) -> dict:
             "size": list(arr.shape),
             "eltype": "Float32" if arr.dtype == np.float32 else "Float64",
         }
-
-    def val(v):
-        return list(v) if isinstance(v, tuple) else v
-
-    if isinstance(layer, Conv):
-        d["activation"] = layer.activation
-        d["conv"] = {k: val(getattr(layer, k)) for k in ("padding", "stride", "dilation", "mode")}
-        if layer.alpha != 1:
-            d["conv"]["alpha"] = layer.alpha
-        p = layer.pool
-        d["pool"] = (
-            None
-            if p is None
-            else {
-                "window": val(p.window),
-                "padding": val(p.padding),
-                "stride": val(p.window if p.stride is None else p.stride),
-                "mode": p.mode,
-                **({"alpha": p.alpha} if p.alpha != 1 else {}),
-            }
-        )
-        d["order"] = "activation-pool" if layer.activation_before_pool else "pool-activation"
-        d["dropout"] = layer.dropout
-    elif isinstance(layer, Dense):
-        d["activation"] = layer.activation
-        d["dropout"] = layer.dropout
-    elif isinstance(layer, Pool):
-        d["pool"] = {
-            "window": val(layer.window),
-            "padding": val(layer.padding),
-            "stride": val(layer.window if layer.stride is None else layer.stride),
-            "mode": layer.mode,
-            **({"alpha": layer.alpha} if layer.alpha != 1 else {}),
-        }
-    elif isinstance(layer, Dropout):
-        d["dropout"] = layer.p
-    elif isinstance(layer, Activation):
-        d["activation"] = layer.function
-        if layer.dims != 1:
-            d["dims"] = layer.dims
+    d.update(KINDS[layer.kind].to_json(layer))
+    if getattr(layer, "input_from", None) is not None:
+        d["input"] = layer.input_from
     if not d["params"]:
         del d["params"]
     return d

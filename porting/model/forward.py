@@ -1,9 +1,9 @@
 """The Knet side of a model: run it layer by layer with `porting.knet`, Julia-indexed.
 
-`conv4`, `pool` and `mat` run on the chosen Knet backend (Julia when available, else porting's
-NumPy reference); bias additions, matrix products and activations are computed here in the
-model's element type with Knet's formulas (`sigm` as Knet's numerically stable form, `elu` as
-`exp(x) - 1`, `softmax` with the maximum subtracted).
+Each layer runs its stages (porting.model.stages) in order: `conv4` and `pool` on the chosen
+Knet backend (Julia when available, else porting's NumPy reference); `mat`, bias additions,
+matrix products and activations in the model's element type with Knet's formulas (`sigm` as
+Knet's numerically stable form, `elu` as `exp(x) - 1`, `softmax` with the maximum subtracted).
 
 >>> import numpy as np
 >>> from porting.model import KnetModel, Dense
@@ -16,23 +16,26 @@ model's element type with Knet's formulas (`sigm` as Knet's numerically stable f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from porting._checks import as_float_array
 from porting.errors import PortingError
-from porting.model.spec import Conv, Dense, KnetModel
+from porting.model.planning import Plan, plan_for
+from porting.model.spec import KnetModel
+from porting.model.stages import activate
 
-__all__ = ["forward_knet", "KnetOutputs", "activate"]
+__all__ = ["forward_knet", "KnetOutputs", "activate", "check_input"]
 
 
 @dataclass
 class KnetOutputs:
     """Every layer's output (Julia-indexed, batch last) and which Knet backend computed them.
 
-    Index by position or layer name: `out[-1]`, `out["conv1"]`. `extras[i]` holds, for conv
-    layers, the activation's output before pooling when the activation comes first (used for
-    tolerances).
+    Index by position or layer name: `out[-1]`, `out["conv1"]`. `extras[i]` holds, for layer
+    `i`, with `keep_extras=True`, the Knet output of each inner stage whose magnitude reads its
+    own output (an activation before a pool), keyed by stage index (used for tolerances).
     """
 
     names: list[str]
@@ -58,107 +61,9 @@ class KnetOutputs:
         return self.outputs[-1]
 
 
-def activate(name: str, x: np.ndarray, dims: int = 1) -> np.ndarray:
-    """Knet's activation `name` on a Julia-indexed array, in x's dtype (a new array)."""
-    t = x.dtype.type
-    if name == "identity":
-        return x
-    if name == "relu":
-        return np.maximum(x, t(0))
-    if name == "tanh":
-        return np.tanh(x)
-    with np.errstate(over="ignore"):
-        if name == "sigm":
-            # Knet: x >= 0 ? 1/(1+exp(-x)) : (z = exp(x); z/(1+z))
-            z = np.exp(-np.abs(x))
-            return np.where(x >= 0, t(1) / (t(1) + z), z / (t(1) + z)).astype(x.dtype, copy=False)
-        if name == "elu":
-            return np.where(x >= 0, x, np.exp(np.minimum(x, t(0))) - t(1)).astype(
-                x.dtype, copy=False
-            )
-        if name == "softmax":
-            axis = dims - 1
-            e = np.exp(x - x.max(axis=axis, keepdims=True))
-            return e / e.sum(axis=axis, keepdims=True)
-    raise PortingError(f"unknown activation {name!r}")  # pragma: no cover - validated earlier
-
-
-def _bias(b: np.ndarray, ndim: int) -> np.ndarray:
-    """Conv bias `(Cout,)` -> broadcastable `(1, ..., Cout, 1)`."""
-    shape = [1] * ndim
-    shape[-2] = b.size
-    return b.reshape(-1).reshape(shape)
-
-
-def _run_layer(layer, x, backend, keep):
-    from porting import knet as pknet
-
-    used = None
-    extra = {}
-    if isinstance(layer, Conv):
-        y = pknet.conv4(
-            layer.w,
-            x,
-            padding=layer.padding,
-            stride=layer.stride,
-            dilation=layer.dilation,
-            mode=layer.mode,
-            alpha=layer.alpha,
-            backend=backend,
-        )
-        used = y
-        y = np.asarray(y)
-        if layer.b is not None:
-            y = y + _bias(layer.b, y.ndim)
-        steps = ["act", "pool"] if layer.activation_before_pool else ["pool", "act"]
-        for step in steps:
-            if step == "pool" and layer.pool is not None:
-                p = layer.pool
-                y = np.asarray(
-                    pknet.pool(
-                        y,
-                        window=p.window,
-                        padding=p.padding,
-                        stride=p.stride,
-                        mode=p.mode,
-                        alpha=p.alpha,
-                        backend=backend,
-                    )
-                )
-            elif step == "act" and layer.activation != "identity":
-                y = activate(layer.activation, y)
-                if keep and layer.activation_before_pool and layer.pool is not None:
-                    extra["act_out"] = y
-        return y, used, extra
-    if isinstance(layer, Dense):
-        x2 = x if x.ndim == 2 else np.asarray(pknet.mat(x, backend="reference"))
-        y = layer.w @ x2
-        if layer.b is not None:
-            y += layer.bias_vector[:, None]
-        return activate(layer.activation, y), None, extra
-    kind = layer.kind
-    if kind == "pool":
-        y = pknet.pool(
-            x,
-            window=layer.window,
-            padding=layer.padding,
-            stride=layer.stride,
-            mode=layer.mode,
-            alpha=layer.alpha,
-            backend=backend,
-        )
-        return np.asarray(y), y, extra
-    if kind == "mat":
-        return np.asarray(pknet.mat(x, backend="reference")), None, extra
-    if kind == "dropout":
-        return x, None, extra
-    if kind == "activation":
-        return activate(layer.function, x, layer.dims), None, extra
-    raise PortingError(f"{layer.label}: unknown layer kind {kind!r}")  # pragma: no cover
-
-
-def check_input(model: KnetModel, x) -> np.ndarray:
-    """`x` as a Julia-indexed batch `(X1, ..., C, N)` that fits `model`, or `PortingError`."""
+def check_input(model: KnetModel, x, plan: Plan | None = None) -> tuple[np.ndarray, Plan]:
+    """`x` as a Julia-indexed batch `(X1, ..., C, N)` that fits `model`, and the model's plan
+    for it (`plan` when given), or `PortingError` naming the first layer that does not fit."""
     x = as_float_array(x, "x", ndim=(2, 3, 4, 5))
     if x.dtype != model.dtype:
         raise PortingError(
@@ -175,34 +80,44 @@ def check_input(model: KnetModel, x) -> np.ndarray:
             f"x has size {x.shape}; the model expects {(*model.input_size, 'N')} "
             "(Julia sizes, batch last)"
         )
-    model.sizes(x.shape[:-1])  # names the first layer that does not fit
-    return x
+    return x, plan_for(model, x.shape[:-1], plan)
 
 
 def forward_knet(
-    model: KnetModel, x, backend: str = "auto", *, keep_extras: bool = False
+    model: KnetModel,
+    x,
+    backend: str = "auto",
+    *,
+    keep_extras: bool = False,
+    plan: Plan | None = None,
 ) -> KnetOutputs:
     """Run the Knet side of `model` on `x` (Julia-indexed, `(X1, ..., C, N)`), layer by layer.
 
     `backend` is passed to `porting.knet` ("auto": Julia when available, else the reference).
+    `plan` is the model's plan for this input size (made here when not given).
     Returns `KnetOutputs`: every layer's output, Julia-indexed, and the backend that ran.
     """
-    x = check_input(model, x)
-    outputs, extras = [], []
-    used = None
-    y = x
-    for layer in model.layers:
-        y, tagged, extra = _run_layer(layer, y, backend, keep_extras)
-        if tagged is not None and used is None:
-            used = tagged
+    x, plan = check_input(model, x, plan)
+    outputs: list[np.ndarray] = []
+    extras: list[dict] = []
+    tags: list = []
+    for step in plan:
+        extra = {}
+        last = len(step.stages) - 1
+        ins = [x if k < 0 else outputs[k] for k in step.sources]
+        y: Any = ins if step.layer.merges else ins[0]
+        for j, stage in enumerate(step.stages):
+            y = stage.forward(y, backend, tags)
+            if keep_extras and stage.needs_output and j != last:
+                extra[j] = y
         outputs.append(y)
         extras.append(extra)
-    if used is not None:
-        name, reason = used.backend, used.backend_reason
+    if tags:
+        name, reason = tags[0].backend, tags[0].backend_reason
     else:
         name, reason = "reference", "dense-only model: NumPy matrix products and activations"
     return KnetOutputs(
-        names=[layer.name for layer in model.layers],
+        names=[str(step.layer.name) for step in plan],
         outputs=outputs,
         input=x,
         backend=name,

@@ -1,16 +1,9 @@
-"""The one custom Keras layer a converted model may need, registered for `.keras` reloads.
+"""Legacy: `KnetPool`, the custom layer earlier versions of porting wrote into converted models.
 
-`KnetPool` is Knet's CPU pooling where stock Keras layers cannot express it:
-
-- max pooling with padding: Knet's padded cells never win, so the input is padded with -Inf
-  (a `ZeroPadding` before `MaxPooling` would let the zeros win over negative inputs);
-- 3-D pooling in float64, for which TensorFlow has no CPU kernel: computed from strided slices.
-
-Everything else uses stock layers (`ZeroPadding` + `AveragePooling` "valid" is exactly Knet's
-mean pooling, which counts padding as zeros and divides by `prod(window)`). Importing this
-module imports Keras; `porting.model.load_keras` imports it before loading, and so must any
-other code that calls `keras.models.load_model` on a model holding a `KnetPool`:
-`import porting.model.keras_layers`.
+`to_keras` no longer uses it (converted models hold Keras built-in layers only, so they load
+without porting); it stays registered so that `.keras` files written by those versions still
+load through `porting.model.load_keras`. It computed Knet's pooling: max pooling padded with
+-Inf, mean pooling counting padding as zeros, and 3-D float64 pooling from strided slices.
 """
 
 from __future__ import annotations
@@ -78,7 +71,7 @@ class KnetPool(keras.layers.Layer):
                 acc = part
             else:
                 acc = ops.maximum(acc, part) if self.mode == "max" else acc + part
-        if self.mode == "mean":
+        if self.mode == "mean" and acc is not None:
             acc = acc / float(_prod(self.window))
         return acc
 

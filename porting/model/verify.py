@@ -29,18 +29,21 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from porting import layout, magnitude
+from porting import layout
 from porting._checks import check_choice
 from porting.comparison import Comparison, compare
 from porting.errors import PortingError
 from porting.model import convert as mconvert
 from porting.model.forward import check_input, forward_knet
-from porting.model.spec import Activation, Conv, Dense, KnetModel, Pool
+from porting.model.planning import Plan
+from porting.model.spec import KnetModel
+from porting.model.stages import PoolStage
 
 __all__ = ["verify_model", "ModelReport", "LayerRow", "default_input", "MODES"]
 
@@ -162,106 +165,65 @@ class ModelReport:
         lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in self.versions.items()))
         return lines
 
-    def __str__(self) -> str:
-        return self._rich_text()
+    COLUMNS = ("layer", "kind", "shape (Julia)", "K", "max abs err", "err / tol", "ok")
 
-    def _rich_text(self) -> str:
-        import io
-
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(show_edge=False, pad_edge=False)
-        columns: tuple[tuple[str, Literal["left", "right", "center"]], ...] = (
-            ("layer", "left"),
-            ("kind", "left"),
-            ("shape (Julia)", "left"),
-            ("K", "right"),
-            ("max abs err", "right"),
-            ("err / tol", "right"),
-            ("ok", "center"),
-        )
-        for col, just in columns:
-            table.add_column(col, justify=just)
-        for r in self.rows:
-            table.add_row(
+    def table(self) -> list[tuple[str, ...]]:
+        """One row of plain strings per layer, under `COLUMNS` (for any presentation)."""
+        return [
+            (
                 r.name,
                 r.kind,
                 str(r.shape),
                 str(r.k),
                 f"{r.max_abs_error:.3g}",
                 f"{r.error_to_tolerance:.3g}",
-                "yes" if r.ok else "[bold red]NO[/]",
+                "yes" if r.ok else "NO",
             )
-        buf = io.StringIO()
-        console = Console(
-            file=buf,
-            width=80,
-            force_terminal=False,
-            force_jupyter=False,
-            color_system=None,
-            highlight=False,
-        )
-        console.print(self._headline(), markup=False, highlight=False)
-        console.print(table)
-        for line in self._footer():
-            console.print(line, markup=False, highlight=False)
-        return buf.getvalue().rstrip("\n")
+            for r in self.rows
+        ]
+
+    def headline(self) -> str:
+        return self._headline()
+
+    def footer(self) -> list[str]:
+        return self._footer()
+
+    def __str__(self) -> str:
+        """Plain text: the headline, an aligned table, the footer."""
+        rows = [self.COLUMNS, *self.table()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.COLUMNS))]
+        right = {3, 4, 5}
+
+        def line(r):
+            cells = [
+                c.rjust(w) if i in right else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            ]
+            return "  ".join(cells).rstrip()
+
+        out = [self._headline(), line(rows[0]), "  ".join("-" * w for w in widths)]
+        out += [line(r) for r in rows[1:]]
+        return "\n".join(out + self._footer())
 
 
 # --------------------------------------------------------------------------- magnitudes
 
 
-def _abs_conv(layer: Conv, a: np.ndarray, wd) -> np.ndarray:
-    """`conv4(|w|, a)` (Julia layout) for the tolerance. Computed by TensorFlow, which is 3-4x
-    faster than the NumPy reference here; it only sets the scale of the bound (a relative error
-    of 1e-6 in S is immaterial), so the check does not depend on it being bit-exact."""
-    from porting import tf as ptf
-
-    g = layer.geometry
-    # spatial="keep": Julia's axis order is TF's; a conv is the same under either mapping.
-    k = layout.kernel_to_tf(np.abs(layer.w).astype(wd, copy=False), g.mode, "keep")
-    y = ptf.conv(
-        layout.activations_to_tf(a, "keep"),
-        k,
-        padding=g.padding,
-        stride=g.stride,
-        dilation=g.dilation,
-        alpha=abs(float(layer.alpha)),
-    )
-    return layout.activations_from_tf(y, "keep")
-
-
-def _magnitude(step, x_in, e_in, y_out, extra, scale, wd) -> np.ndarray:
-    """S for one layer (Julia layout): the layer applied to |w|, |x| (+ e_in * scale)."""
-    layer = step.layer
-    a = np.abs(np.asarray(x_in, dtype=wd))
-    if e_in is not None:
-        a = a + e_in.astype(wd, copy=False) * wd.type(scale)
-    if isinstance(layer, Conv):
-        s = _abs_conv(layer, a, wd)
-        if layer.b is not None:
-            s = magnitude.bias(s, layer.b)
-        order = ["act", "pool"] if layer.activation_before_pool else ["pool", "act"]
-        for what in order:
-            if what == "pool" and layer.pool is not None:
-                s = magnitude.pool(s, layer.pool.geometry(layer.nd), layer.pool.alpha)
-            elif what == "act" and layer.activation != "identity":
-                act_out = extra.get("act_out", y_out) if layer.activation_before_pool else y_out
-                s = magnitude.activation(layer.activation, s, np.asarray(act_out, dtype=wd))
-        return s
-    if isinstance(layer, Dense):
-        s = magnitude.dense(layer.w, a, wd)
-        if layer.b is not None:
-            s = magnitude.bias(s, layer.bias_vector, channel_axis=0)
-        return magnitude.activation(layer.activation, s, np.asarray(y_out, dtype=wd))
-    if isinstance(layer, Pool):
-        return magnitude.pool(a, layer.geometry(a.ndim - 2), layer.alpha)
-    if isinstance(layer, Activation):
-        return magnitude.activation(layer.function, a, np.asarray(y_out, dtype=wd), layer.dims)
-    if layer.kind == "mat":
-        return a.reshape((-1, a.shape[-1]), order="F")
-    return a  # dropout
+def _magnitude(step, x_ins, e_ins, extra, y_out, scale, wd) -> Any:
+    """S for one layer (Julia layout): its stages applied to |x| (+ e_in * scale) of each of its
+    inputs, in Knet's order, each stage with its own rule (porting.magnitude; no TensorFlow)."""
+    ss = []
+    for j, x_in in enumerate(x_ins):
+        s = np.abs(np.asarray(x_in, dtype=wd))
+        if e_ins is not None and e_ins[j] is not None:
+            s = s + e_ins[j].astype(wd, copy=False) * wd.type(scale)
+        ss.append(s)
+    s_all = ss if step.layer.merges else ss[0]
+    last = len(step.stages) - 1
+    for j, stage in enumerate(step.stages):
+        out = y_out if j == last else extra.get(j)
+        s_all = stage.magnitude(s_all, out, wd)
+    return s_all
 
 
 # --------------------------------------------------------------------------- running
@@ -306,24 +268,47 @@ def _no_tf32(allow: bool, notes: list[str]):
             cfg.enable_tensor_float_32_execution(True)
 
 
-def _progress(enabled: bool, total: int):
-    if not enabled:
-        return contextlib.nullcontext(None)
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-
-
 def _keras_dtype(keras_model) -> np.dtype:
     return np.dtype(keras_model.inputs[0].dtype)
+
+
+def _run_group(group, feeds: dict, end=None):
+    """Run one Knet layer's Keras group (up to `end`, default its last layer) eagerly, layer by
+    layer from each layer's recorded call (its inbound node), as a functional model runs its
+    graph; `feeds` gives, by Knet layer name ("knet_input" for the model's input), the value of
+    every tensor the group reads from outside (a merge reads several; an edge-padded max pool
+    branches inside). A Keras without that record gets a sub-model (single-input groups)."""
+    end = end if end is not None else group[-1]
+    try:
+        values: dict = {}
+        out = None
+        for lay in group:
+            node = lay._inbound_nodes[0]
+            for t in node.arguments.keras_tensors:
+                if id(t) not in values:
+                    src = t._keras_history.operation.name.split("__")[0]
+                    values[id(t)] = feeds[src]
+            args, kwargs = node.arguments.fill_in(values)
+            if lay.__class__.__name__ == "Dropout":
+                kwargs = {**kwargs, "training": False}
+            out = lay(*args, **kwargs)
+            values[id(node.outputs[0])] = out
+            if lay is end:
+                break
+        return out
+    except (AttributeError, IndexError, TypeError):  # pragma: no cover - another Keras
+        import keras
+
+        (x,) = feeds.values()
+        # Layers are in topological order: the group's first layer reads the group's input.
+        return keras.Model(group[0].input, end.output)(x, training=False)
+
+
+def _source_name(steps, k: int) -> str:
+    return "knet_input" if k < 0 else str(steps[k].layer.name)
+
+
+ProgressFn = Callable[[str, int, int], None]
 
 
 def verify_model(
@@ -335,32 +320,38 @@ def verify_model(
     spatial: str | None = None,
     knet: str = "auto",
     allow_tf32: bool = False,
-    progress: bool = False,
+    progress: ProgressFn | None = None,
     diagnose: bool = True,
+    plan: Plan | None = None,
 ) -> ModelReport:
     """Run the Knet side and the Keras side of `model` on `x` and compare every layer.
 
     `x` is Julia-indexed `(X1, ..., C, N)` in the model's dtype (default: `default_input`).
     `keras_model` defaults to `to_keras(model, spatial=spatial)`; a model loaded from disk works
     too (layers are matched by name). `spatial` defaults to the convention the Keras model was
-    converted with, else "reverse". `knet` picks the Knet backend (`porting.knet`). Returns a
-    `ModelReport`; `report.ok` is True when every layer is within its tolerance.
+    converted with, else "reverse". `knet` picks the Knet backend (`porting.knet`). `progress`,
+    if given, is called as `progress(description, done, total)` as the work advances (the CLI
+    draws a bar with it). `plan` is the model's plan for `x`'s size (made here when not given).
+    Returns a `ModelReport`; `report.ok` is True when every layer is within its tolerance.
     """
     check_choice(mode, "mode", MODES)
+    if progress is not None and not callable(progress):
+        raise PortingError(
+            f"progress={progress!r}: expected None or a function (description, done, total)"
+        )
     t_start = time.perf_counter()
     if x is None:
         x = default_input(model)
-    x = check_input(model, x)
+    x, steps = check_input(model, x, plan)
     if keras_model is None:
         spatial = spatial or "reverse"
-        keras_model = mconvert.to_keras(model, spatial=spatial, input_size=x.shape[:-1])
+        keras_model = mconvert.to_keras(model, spatial=spatial, plan=steps)
     else:
         spatial = spatial or mconvert.spatial_of(keras_model)
     check_choice(spatial, "spatial", layout.SPATIAL_CHOICES)
-    steps = mconvert.plan(model, x.shape[:-1])
     groups = mconvert.keras_groups(keras_model, model)
     kdt = _keras_dtype(keras_model)
-    want = (x.shape[-1], *mconvert._tf_sample_shape(tuple(x.shape[:-1]), spatial))
+    want = (x.shape[-1], *mconvert.tf_sample_shape(tuple(x.shape[:-1]), spatial))
     have = tuple(keras_model.inputs[0].shape)
     if len(have) != len(want) or any(
         h is not None and h != w for h, w in zip(have[1:], want[1:], strict=True)
@@ -369,22 +360,24 @@ def verify_model(
             f"the Keras model takes input {have} but x {x.shape} is {want} in TensorFlow layout "
             f"(spatial={spatial!r}); was it converted with another spatial convention or input size?"
         )
-    notes: list[str] = []
+    notes: list[str] = mconvert.conversion_notes(keras_model)
     timings: dict[str, float] = {}
     lower = kdt if kdt.itemsize <= model.dtype.itemsize else model.dtype
     eps = float(np.finfo(lower).eps)
     wd = model.dtype
     precision = "tf32" if allow_tf32 else None
+    total = len(steps) + 2
+    done = 0
 
-    with _progress(progress, len(steps)) as bar, _no_tf32(allow_tf32, notes):
-        task = bar.add_task("Knet side", total=len(steps) + 2) if bar is not None else None
+    def advance(desc):
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(desc, done, total)
 
-        def advance(desc):
-            if bar is not None:
-                bar.update(task, advance=1, description=desc)
-
+    with _no_tf32(allow_tf32, notes):
         t0 = time.perf_counter()
-        knet_out = forward_knet(model, x, backend=knet, keep_extras=True)
+        knet_out = forward_knet(model, x, backend=knet, keep_extras=True, plan=steps)
         timings["knet_forward_s"] = time.perf_counter() - t0
         advance("Keras side")
 
@@ -406,34 +399,40 @@ def verify_model(
         advance("comparing layers")
 
         rows: list[LayerRow] = []
-        prev_knet = x
-        prev_flat = None
-        prev_actual_j = x.astype(kdt).astype(x.dtype) if kdt != x.dtype else None
+        x_j = x.astype(kdt).astype(x.dtype) if kdt != x.dtype else None  # x as Keras sees it
+        actual_j: dict[int, np.ndarray] = {}  # whole mode: Keras outputs still to be read
+        last_use = {k: i for i, st in enumerate(steps) for k in st.sources}
         t_keras_each = 0.0
         first_bad = None
         for i, (step, group) in enumerate(zip(steps, groups, strict=True)):
             layer = step.layer
             y_knet = knet_out[i]
             expected = mconvert.julia_to_tf(y_knet, step.flat_from, spatial)
+            x_ins = [x if k < 0 else knet_out[k] for k in step.sources]
+            e_ins = None
             if mode == "each":
                 t0 = time.perf_counter()
-                inp = mconvert.julia_to_tf(prev_knet, prev_flat, spatial).astype(kdt, copy=False)
-                t = inp
-                for lay in group:
-                    t = lay(t, training=False) if _takes_training(lay) else lay(t)
-                a_i = np.asarray(t)
+                feeds = {
+                    _source_name(steps, k): mconvert.julia_to_tf(
+                        x_in, None if k < 0 else steps[k].flat_from, spatial
+                    ).astype(kdt, copy=False)
+                    for k, x_in in zip(step.sources, x_ins, strict=True)
+                }
+                a_i = np.asarray(_run_group(group, feeds))
                 t_keras_each += time.perf_counter() - t0
-                e_in = None
             else:
                 a_i = actual[i]
-                e_in = None
-                if prev_actual_j is not None:
-                    e_in = np.abs(
-                        prev_actual_j.astype(wd, copy=False) - np.asarray(prev_knet, dtype=wd)
+                e_ins = []
+                for k, x_in in zip(step.sources, x_ins, strict=True):
+                    a_src = x_j if k < 0 else actual_j.get(k)
+                    e_ins.append(
+                        None
+                        if a_src is None
+                        else np.abs(a_src.astype(wd, copy=False) - np.asarray(x_in, dtype=wd))
                     )
-            k = _layer_k(step)
+            k = step.k
             scale = _SAFETY / ((math.sqrt(k) + 2.0) * eps)
-            mag = _magnitude(step, prev_knet, e_in, y_knet, knet_out.extras[i], scale, wd)
+            mag = _magnitude(step, x_ins, e_ins, knet_out.extras[i], y_knet, scale, wd)
             mag_tf = mconvert.julia_to_tf(mag, step.flat_from, spatial)
             if a_i.shape != expected.shape:
                 raise PortingError(
@@ -449,8 +448,10 @@ def verify_model(
             if not comp.ok and first_bad is None:
                 first_bad = (a_i, mag_tf)
             if mode == "whole":
-                prev_actual_j = mconvert.tf_to_julia(a_i, step.flat_from, spatial)
-            prev_knet, prev_flat = y_knet, step.flat_from
+                if i in last_use:
+                    actual_j[i] = mconvert.tf_to_julia(a_i, step.flat_from, spatial)
+                for src in [s for s in actual_j if last_use[s] <= i]:
+                    del actual_j[src]
             advance(f"compared {layer.name}")
         if mode == "each":
             timings["keras_layers_s"] = t_keras_each
@@ -458,9 +459,11 @@ def verify_model(
     diagnosis = None
     first_i = next((i for i, r in enumerate(rows) if not r.ok), None)
     if diagnose and first_i is not None:
-        x_in = x if first_i == 0 else knet_out[first_i - 1]
-        in_flat = None if first_i == 0 else steps[first_i - 1].flat_from
+        src = steps[first_i].sources[0]
+        x_in = x if src < 0 else knet_out[src]
+        in_flat = None if src < 0 else steps[src].flat_from
         diagnosis = _diagnose_layer(
+            _source_name(steps, src),
             steps[first_i],
             groups[first_i],
             x_in,
@@ -476,11 +479,16 @@ def verify_model(
     end = _end_to_end(expected_final, final_actual)
     first = next((r.name for r in rows if not r.ok), None)
     ok = first is None
-    if any(isinstance(s.layer, (Conv, Pool)) and _pool_mode(s.layer) == 2 for s in steps):
+    if any(isinstance(st, PoolStage) and st.mode == 2 for s in steps for st in s.stages):
         notes.append(
             "pool mode=2 runs as mode=1 (padding counted), as on Knet's CPU; on a GPU Knet's "
             "mode 2 excludes padding"
         )
+    for step in steps:
+        for st, (size, _) in zip(step.stages, step.stage_sizes, strict=True):
+            note = st.note(size)
+            if note is not None:
+                notes.append(f"{step.layer.name}: {note}")
     if kdt != model.dtype:
         notes.append(
             f"Knet side in {model.dtype}, Keras side in {kdt}: tolerances use {lower}'s eps"
@@ -505,105 +513,51 @@ def verify_model(
     return report
 
 
-def _diagnose_layer(step, group, x_in, in_flat, y_knet, row, bad, spatial, kdt, notes):
+def _diagnose_layer(src_name, step, group, x_in, in_flat, y_knet, row, bad, spatial, kdt, notes):
     """`porting.diagnose` on the first divergent layer.
 
-    For conv and dense layers the linear part (`conv4(w, x) .+ b`, `w * mat(x) .+ b`) is
+    For a layer with a linear stage (`conv4(w, x) .+ b`, `w * mat(x) .+ b`) that part is
     diagnosed with the weights and the layer's Knet input, so that hypotheses (kernel flip,
     transposed axes, flatten order, ...) are tested by recomputation: the Keras layers up to the
     conv/dense one are run on the Knet input. When that part agrees, the pooling or activation
     after it is at fault, and the layer's outputs are diagnosed on their own.
     """
+
     from porting.diagnosis import diagnose
 
     layer = step.layer
     expected = mconvert.julia_to_tf(y_knet, step.flat_from, spatial)
     try:
-        if isinstance(layer, (Conv, Dense)):
+        linear = [(j, st) for j, st in enumerate(step.stages) if st.linear]
+        linear = [] if step.layer.merges else linear
+        if linear:
+            j, lin = linear[0]
+            by_name = {lay.name: lay for lay in group}
+            end = by_name.get(f"{layer.name}__crop", by_name.get(str(layer.name)))
             t = mconvert.julia_to_tf(x_in, in_flat, spatial).astype(kdt, copy=False)
-            for lay in group:
-                if _takes_training(lay):
-                    continue
-                t = lay(t)
-                if lay.name == layer.name:
-                    break
-            crop = [lay for lay in group if lay.name == f"{layer.name}__crop"]
-            if crop:  # a single-output strided axis run at stride 1 (see convert)
-                t = crop[0](t)
-            a_lin = np.asarray(t)
-            from porting import knet as pknet
-
-            if isinstance(layer, Conv):
-                g = layer.geometry
-                e_lin = np.asarray(
-                    pknet.conv4(
-                        layer.w,
-                        x_in,
-                        padding=g.padding,
-                        stride=g.stride,
-                        dilation=g.dilation,
-                        mode=g.mode,
-                        alpha=layer.alpha,
-                        backend="reference",
-                    )
-                )
-                if layer.b is not None:
-                    shape = [1] * e_lin.ndim
-                    shape[-2] = layer.b.size
-                    e_lin = e_lin + layer.b.reshape(shape)
-                kw = dict(
-                    w=layer.w,
-                    x=x_in,
-                    bias=layer.b,
-                    padding=g.padding,
-                    stride=g.stride,
-                    dilation=g.dilation,
-                    mode=g.mode,
-                    alpha=layer.alpha,
-                )
-                e_lin_tf = layout.activations_to_tf(e_lin, spatial)
-            else:
-                x2 = x_in if x_in.ndim == 2 else x_in.reshape((-1, x_in.shape[-1]), order="F")
-                e_lin = layer.w @ x2 + (0 if layer.b is None else layer.bias_vector[:, None])
-                e_lin_tf = np.ascontiguousarray(e_lin.T)
-                x_arg = x_in
-                if x_in.ndim == 2 and step.dense_input is not None:  # give diagnose mat's input
-                    x_arg = x_in.reshape((*step.dense_input, x_in.shape[-1]), order="F")
-                kw = dict(w=layer.w, x=x_arg, bias=layer.b)
-            d = diagnose(e_lin_tf, a_lin, spatial=spatial, **kw)
+            a_lin = np.asarray(_run_group(group, {src_name: t}, end))
+            # the Knet side of the stages up to the linear one, on the reference backend
+            e_lin = x_in
+            for st in step.stages[: j + 1]:
+                e_lin = st.forward(e_lin, "reference", [])
+            e_lin_tf = (
+                layout.activations_to_tf(e_lin, spatial)
+                if e_lin.ndim > 2
+                else np.ascontiguousarray(e_lin.T)
+            )
+            d = diagnose(e_lin_tf, a_lin, spatial=spatial, **lin.diagnose_kwargs(x_in, step))
             if d.cause != "rounding":
                 return d
+            what = "conv4" if e_lin.ndim > 2 else "w * mat(x)"
             notes.append(
-                f"{layer.name}: its {'conv4' if isinstance(layer, Conv) else 'w * mat(x)'} .+ b part "
-                "agrees; the difference comes after it (pooling or activation)"
+                f"{layer.name}: its {what} .+ b part agrees; the difference comes after it "
+                "(pooling or activation)"
             )
         actual, mag_tf = bad
         return diagnose(expected, actual, k=row.k, magnitude=mag_tf)
     except Exception as e:  # noqa: BLE001 - a diagnosis must never hide the report itself
         notes.append(f"no diagnosis for {layer.name}: {type(e).__name__}: {e}"[:300])
         return None
-
-
-def _pool_mode(layer) -> int | None:
-    if isinstance(layer, Pool):
-        return layer.mode
-    if isinstance(layer, Conv) and layer.pool is not None:
-        return layer.pool.mode
-    return None
-
-
-def _layer_k(step) -> int:
-    layer = step.layer
-    if isinstance(layer, (Conv, Dense)):
-        return layer.k
-    if isinstance(layer, Pool) and layer.mode not in (0, 3):
-        nd = len(step.in_size) - 1
-        return int(np.prod(layer.geometry(nd).window))
-    return 1
-
-
-def _takes_training(lay) -> bool:
-    return lay.__class__.__name__ == "Dropout"
 
 
 def _end_to_end(expected: np.ndarray, actual: np.ndarray) -> dict:

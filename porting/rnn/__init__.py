@@ -12,7 +12,8 @@
 - `reference`: the NumPy forward (`forward`);
 - `keras` (imports Keras): conversion to Keras 3 layers and models;
 - `verify`: per-layer, per-time-step comparison with tolerances carried through the recurrence;
-- `diagnosis`: the usual porting mistakes, detected by recomputation.
+- `diagnosis`: the usual porting mistakes, detected by recomputation;
+- `export`: an `rnn` layer of a Julia export (`from_export`).
 
 The facts: docs/knet.md#rnn, #rnn-packing, #rnn-gates, #rnn-bidirectional;
 docs/tensorflow.md#keras-gru, #keras-lstm, #keras-rnn-layout; docs/numerics.md#rnn-tolerance.
@@ -22,6 +23,7 @@ Nothing imported here imports TensorFlow.
 
 from __future__ import annotations
 
+from porting.rnn.export import RNNExport, from_export
 from porting.rnn.params import RNNWeights, pack, random_weights, unpack, weights_from_gates
 from porting.rnn.reference import RNNOutput, forward
 from porting.rnn.spec import GATE_NAMES, RNN_TYPES, RNNSpec
@@ -29,10 +31,12 @@ from porting.rnn.spec import GATE_NAMES, RNN_TYPES, RNNSpec
 __all__ = [
     "GATE_NAMES",
     "RNN_TYPES",
+    "RNNExport",
     "RNNOutput",
     "RNNSpec",
     "RNNWeights",
     "forward",
+    "from_export",
     "pack",
     "random_weights",
     "unpack",

@@ -1,0 +1,245 @@
+"""The `deconv` kind: `f.(deconv4(w, x; padding, stride, dilation, mode, alpha) .+ b)`.
+
+Knet's `deconv4(w, x)` (see docs/knet.md "deconv4") is the transpose of `conv4(w, .)` with the
+same mode: `w` is `(W1, ..., Cout, Cin)` and the output `(X-1)*stride + (W-1)*dilation + 1 -
+2*padding` along each spatial dimension. Keras: `Conv{1,2,3}DTranspose(padding="valid")`, the
+kernel `kernel_to_tf(w, mode, spatial)` (mode 0 rotated, as for conv4: Keras's kernel
+`(H, W, out, in)` has the same channel order as Knet's), then `Cropping` of `padding` cells on
+each side (Keras's `same` equals Knet's symmetric padding only when `W - stride == 2 padding`;
+valid + crop is exact for every case). A dilated kernel runs written out dilated (zeros between
+the taps) at dilation 1, which Keras accepts with any stride: the same nonzero products.
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
+
+import numpy as np
+
+from porting import layout, magnitude
+from porting.errors import PortingError
+from porting.geometry import ConvGeometry
+from porting.model import schema
+from porting.model.layer import (
+    Kind,
+    Layer,
+    activation_name,
+    check_real,
+    fmt_size,
+    weight_array,
+)
+from porting.model.stages import ActStage, Stage, _dilate, _sub
+
+__all__ = ["Deconv", "DeconvStage", "KIND"]
+
+# Looked up at call time (tests may replace it to prove that broken ports are caught).
+_kernel_converter = layout.kernel_to_tf
+
+
+@dataclass(frozen=True, eq=False)
+class DeconvStage(Stage):
+    """Knet `deconv4(w, x; padding, stride, dilation, mode, alpha) .+ b`."""
+
+    w: Any = None
+    b: Any = None
+    geometry: Any = None
+    alpha: float = 1.0
+
+    @property
+    def nd(self) -> int:
+        return self.w.ndim - 2
+
+    def out_size(self, size):
+        g = self.geometry
+        return (*g.transpose_output_size(size[:-1], self.w.shape[: self.nd]), int(self.w.shape[-2]))
+
+    def forward(self, x, backend, tags):
+        from porting import knet as pknet
+
+        g = self.geometry
+        y = pknet.deconv4(
+            self.w,
+            x,
+            padding=g.padding,
+            stride=g.stride,
+            dilation=g.dilation,
+            mode=g.mode,
+            alpha=self.alpha,
+            backend=backend,
+        )
+        tags.append(y)
+        y = np.asarray(y)
+        if self.b is not None:
+            shape = [1] * y.ndim
+            shape[-2] = self.b.size
+            y = y + self.b.reshape(shape)
+        return y
+
+    def magnitude(self, s, out, wd):
+        s = magnitude.deconv4(self.w, s, self.geometry, self.alpha, dtype=wd)
+        return s if self.b is None else magnitude.bias(s, self.b)
+
+    def terms(self, in_size):
+        # each output sums at most every tap of every input channel
+        return int(np.prod(self.w.shape[: self.nd])) * int(self.w.shape[-1]) + (self.b is not None)
+
+    def keras_kernel(self, spatial: str, converter) -> np.ndarray:
+        g = self.geometry
+        k = converter(self.w, g.mode, spatial)
+        if self.alpha != 1:
+            k = (np.float64(self.alpha) * k.astype(np.float64)).astype(k.dtype)
+        if max(g.dilation) > 1:
+            k = _dilate(k, layout.spatial_to_tf(g.dilation, spatial))
+        return k
+
+    def build(self, ctx, t, in_size, out_size):
+        g = self.geometry
+        nd = self.nd
+        kernel = g.effective_kernel(self.w.shape[:nd])  # written out dilated
+        t = ctx.make(
+            f"Conv{nd}DTranspose",
+            self.role,
+            filters=int(self.w.shape[-2]),
+            kernel_size=ctx.tf(kernel),
+            strides=ctx.tf(g.stride),
+            padding="valid",
+            use_bias=self.b is not None,
+        )(t)
+        pad = ctx.tf(g.padding)
+        if any(pad):
+            crop = tuple((p, p) for p in pad)
+            t = ctx.make(f"Cropping{nd}D", _sub(self.role, "crop"), crop[0] if nd == 1 else crop)(t)
+        return t
+
+
+@dataclass(eq=False)
+class Deconv(Layer):
+    """A deconvolution layer: `f.(deconv4(w, x; ...) .+ b)`, `w` `(W1, ..., Cout, Cin)` (1-3
+    spatial dimensions), `b` `(1, ..., 1, Cout, 1)`, `(Cout,)` or None; deconv4 keywords as in
+    Knet (`mode=0`, Knet's default, is the transpose of true convolution)."""
+
+    w: np.ndarray
+    b: np.ndarray | None = None
+    _: KW_ONLY
+    activation: str = "identity"
+    padding: int | tuple = 0
+    stride: int | tuple = 1
+    dilation: int | tuple = 1
+    mode: int = 0
+    alpha: float = 1.0
+    name: str | None = None
+    kind = "deconv"
+    needs_spatial = True
+    flat_rule = "reset"
+
+    def __post_init__(self):
+        where = self.label
+        self.w = weight_array(self.w, "w", where, (3, 4, 5))
+        self.nd = self.w.ndim - 2
+        cout = self.w.shape[-2]
+        if self.b is not None:
+            self.b = weight_array(self.b, "b", where, (1, 2, 3, 4, 5))
+            extra = [
+                n for i, n in enumerate(self.b.shape) if n != 1 and i != max(self.b.ndim - 2, 0)
+            ]
+            if self.b.size != cout or extra:
+                raise PortingError(
+                    f"{where}: b has shape {self.b.shape} but w {self.w.shape} has {cout} output "
+                    f"channels (deconv4's w is (W..., Cout, Cin)); expected "
+                    f"{(*([1] * self.nd), cout, 1)} or ({cout},)"
+                )
+            if self.b.dtype != self.w.dtype:
+                raise PortingError(
+                    f"{where}: b is {self.b.dtype} but w is {self.w.dtype}; expected one element type"
+                )
+        self.activation = activation_name(self.activation, where)
+        try:
+            self.geometry = ConvGeometry.from_knet(
+                self.nd,
+                padding=self.padding,
+                stride=self.stride,
+                dilation=self.dilation,
+                mode=self.mode,
+            )
+        except PortingError as e:
+            raise PortingError(f"{where} (w {self.w.shape}): {e}") from None
+        check_real(self.alpha, where, "alpha")
+
+    def params(self):
+        return {"w": self.w} if self.b is None else {"w": self.w, "b": self.b}
+
+    def deconv_stage(self) -> DeconvStage:
+        return DeconvStage(w=self.w, b=self.b, geometry=self.geometry, alpha=self.alpha)
+
+    def stages(self) -> list[Stage]:
+        out: list[Stage] = [self.deconv_stage()]
+        if self.activation != "identity":
+            out.append(ActStage(role="act", function=self.activation))
+        return out
+
+    def output_size(self, size):
+        where = self.label
+        cin = self.w.shape[-1]
+        if len(size) != self.nd + 1:
+            raise PortingError(
+                f"{where}: w {self.w.shape} is a {self.nd}-d kernel expecting input "
+                f"(X1, ..., C) with {self.nd} spatial dimensions, but the input has size "
+                f"{fmt_size(size)} per sample"
+            )
+        if size[-1] != cin:
+            raise PortingError(
+                f"{where}: w {self.w.shape} (deconv4: (W..., Cout, Cin)) has {cin} input channels "
+                f"but its input has {size[-1]} (size {fmt_size(size)} per sample)"
+            )
+        try:
+            return self.deconv_stage().out_size(tuple(size))
+        except PortingError as e:
+            raise PortingError(
+                f"{where} (w {self.w.shape}) on input size {fmt_size(size)}: {e}"
+            ) from None
+
+    def describe(self) -> str:
+        g = repr(self.geometry).replace("ConvGeometry", "deconv4")
+        s = f"{g}, w {self.w.shape}" + ("" if self.b is not None else ", no bias")
+        return s + (f", {self.activation}" if self.activation != "identity" else "")
+
+
+def _weights(layer: Deconv, step, spatial: str, dtype) -> list[np.ndarray]:
+    ws = [layer.deconv_stage().keras_kernel(spatial, _kernel_converter)]
+    if layer.b is not None:
+        ws.append(layer.b.reshape(-1).copy())
+    return ws
+
+
+def _from_json(d: dict, where: str, param) -> Deconv:
+    w = param("w")
+    if w is None:
+        raise PortingError(f"{where}: has no params.w; a deconv layer needs a weight")
+    kw = schema.keywords(
+        d.get("deconv"), where, "deconv", {"padding", "stride", "dilation", "mode", "alpha"}
+    )
+    return Deconv(
+        w, param("b"), activation=d.get("activation") or "identity", name=d.get("name"), **kw
+    )
+
+
+def _to_json(layer: Deconv) -> dict:
+    def val(v):
+        return list(v) if isinstance(v, tuple) else v
+
+    d: dict = {"activation": layer.activation}
+    d["deconv"] = {k: val(getattr(layer, k)) for k in ("padding", "stride", "dilation", "mode")}
+    if layer.alpha != 1:
+        d["deconv"]["alpha"] = layer.alpha
+    return d
+
+
+KIND = Kind(
+    name="deconv",
+    layer=Deconv,
+    prefix="deconv",
+    from_json=_from_json,
+    to_json=_to_json,
+    weights=_weights,
+)

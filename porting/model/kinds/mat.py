@@ -1,0 +1,37 @@
+"""The `mat` kind: Knet `mat(x)`, `reshape(x, :, N)` in column-major order (X1 fastest)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import KW_ONLY, dataclass
+
+from porting.model.layer import Kind, Layer
+from porting.model.stages import FlattenStage
+
+__all__ = ["Mat", "KIND"]
+
+
+@dataclass(eq=False)
+class Mat(Layer):
+    """Knet `mat(x)`: `reshape(x, :, N)` in column-major order (X1 fastest)."""
+
+    _: KW_ONLY
+    name: str | None = None
+    kind = "mat"
+    flattens = True
+    flat_rule = "mat"
+
+    def stages(self):
+        return [FlattenStage()]
+
+    def output_size(self, size):
+        return (math.prod(size),)
+
+
+KIND = Kind(
+    name="mat",
+    layer=Mat,
+    prefix="mat",
+    from_json=lambda d, where, param: Mat(name=d.get("name")),
+    to_json=lambda layer: {},
+)

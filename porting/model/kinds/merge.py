@@ -1,0 +1,171 @@
+"""The merge kinds of residual and branching graphs: `add` and `concat`.
+
+- `Add(inputs; activation)`: `f.(x1 .+ x2 .+ ...)`, the elementwise sum of earlier layers'
+  outputs (a residual block's `relu.(shortcut(x) .+ main(x))`), then the activation. Keras:
+  `Add` (+ `Activation`).
+- `Concat(inputs)`: Knet's `cat(x1, x2, ...; dims=ndims(x)-1)`, along the channels (the
+  features of a dense output). Keras: `Concatenate(axis=-1)`.
+
+`inputs` names earlier layers (or "input", the model's input). Any other layer reads the layer
+before it unless `KnetModel(..., inputs={name: source})` says otherwise (a projection shortcut).
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
+
+import numpy as np
+
+from porting.errors import PortingError
+from porting.model import schema
+from porting.model.layer import Kind, Layer, activation_name, fmt_size
+from porting.model.stages import ActStage, Stage
+
+__all__ = ["Add", "Concat", "MergeStage", "KIND_ADD", "KIND_CONCAT"]
+
+
+@dataclass(frozen=True, eq=False)
+class MergeStage(Stage):
+    """Sum or channel concatenation of several inputs (lists in, one out)."""
+
+    op: str = "add"
+    merges = True
+
+    def out_size(self, sizes: Any):
+        sizes = [tuple(s) for s in sizes]
+        first = sizes[0]
+        if self.op == "add":
+            bad = [s for s in sizes if s != first]
+            if bad:
+                raise PortingError(
+                    f"adds inputs of sizes {', '.join(map(fmt_size, sizes))} per sample; "
+                    "expected one size"
+                )
+            return first
+        bad = [s for s in sizes if s[:-1] != first[:-1] or len(s) != len(first)]
+        if bad:
+            raise PortingError(
+                f"concatenates inputs of sizes {', '.join(map(fmt_size, sizes))} per sample "
+                "along the channels; expected equal sizes apart from the channels"
+            )
+        return (*first[:-1], sum(s[-1] for s in sizes))
+
+    def forward(self, xs: Any, backend, tags):
+        if self.op == "add":
+            y = xs[0]
+            for x in xs[1:]:
+                y = y + x  # left to right, as Julia's `x1 .+ x2 .+ x3`
+            return y
+        return np.concatenate(xs, axis=-2)
+
+    def magnitude(self, ss: Any, out, wd):
+        if self.op == "add":
+            total = ss[0]
+            for s in ss[1:]:
+                total = total + s
+            return total
+        return np.concatenate(ss, axis=-2)
+
+    def terms(self, in_size):
+        return len(in_size) if self.op == "add" else None
+
+    def build(self, ctx, ts: Any, in_size, out_size):
+        if self.op == "add":
+            return ctx.make("Add", self.role)(list(ts))
+        return ctx.make("Concatenate", self.role, axis=-1)(list(ts))
+
+
+def _names(value, where: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) < 2:
+        raise PortingError(
+            f"{where}: inputs={value!r}: expected a list of two or more layer names (or 'input')"
+        )
+    bad = [v for v in value if not isinstance(v, str)]
+    if bad:
+        raise PortingError(f"{where}: inputs={value!r}: expected layer names (strings)")
+    return tuple(value)
+
+
+@dataclass(eq=False)
+class Add(Layer):
+    """`f.(x1 .+ x2 .+ ...)` over the outputs of the layers named in `inputs`."""
+
+    inputs: tuple | list = ()
+    _: KW_ONLY
+    activation: str = "identity"
+    name: str | None = None
+    kind = "add"
+    merges = True
+
+    def __post_init__(self):
+        self.inputs = _names(self.inputs, self.label)
+        self.activation = activation_name(self.activation, self.label)
+
+    def stages(self) -> list[Stage]:
+        out: list[Stage] = [MergeStage(op="add")]
+        if self.activation != "identity":
+            out.append(ActStage(role="act", function=self.activation))
+        return out
+
+    def output_size(self, sizes):
+        try:
+            return MergeStage(op="add").out_size(sizes)
+        except PortingError as e:
+            raise PortingError(f"{self.label} of {list(self.inputs)}: {e}") from None
+
+    def describe(self) -> str:
+        act = f", {self.activation}" if self.activation != "identity" else ""
+        return f"add({', '.join(self.inputs)}){act}"
+
+
+@dataclass(eq=False)
+class Concat(Layer):
+    """Knet's `cat(x1, x2, ...; dims=ndims-1)`: the channels of the layers named in `inputs`."""
+
+    inputs: tuple | list = ()
+    _: KW_ONLY
+    name: str | None = None
+    kind = "concat"
+    merges = True
+
+    def __post_init__(self):
+        self.inputs = _names(self.inputs, self.label)
+
+    def stages(self) -> list[Stage]:
+        return [MergeStage(op="concat")]
+
+    def output_size(self, sizes):
+        try:
+            return MergeStage(op="concat").out_size(sizes)
+        except PortingError as e:
+            raise PortingError(f"{self.label} of {list(self.inputs)}: {e}") from None
+
+    def describe(self) -> str:
+        return f"concat({', '.join(self.inputs)}) along the channels"
+
+
+def _inputs_json(d: dict, where: str) -> tuple[str, ...]:
+    value = d.get("inputs")
+    if not isinstance(value, list):
+        raise PortingError(f"{where}: inputs = {value!r}: expected a list of layer names"[:300])
+    return tuple(schema.text(v, f"inputs[{i + 1}]", where) for i, v in enumerate(value))
+
+
+KIND_ADD = Kind(
+    name="add",
+    layer=Add,
+    prefix="add",
+    from_json=lambda d, where, param: Add(
+        _inputs_json(d, where), activation=d.get("activation") or "identity", name=d.get("name")
+    ),
+    to_json=lambda layer: {"inputs": list(layer.inputs), "activation": layer.activation},
+)
+
+KIND_CONCAT = Kind(
+    name="concat",
+    layer=Concat,
+    prefix="concat",
+    from_json=lambda d, where, param: Concat(_inputs_json(d, where), name=d.get("name")),
+    to_json=lambda layer: {"inputs": list(layer.inputs)},
+)

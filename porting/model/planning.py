@@ -1,0 +1,167 @@
+"""A model planned for one input size: every layer's sizes, stages and flatten bookkeeping.
+
+Computed once per command (`plan(model, input_size)`, or `model.plan` when the model was built
+with an input size) and passed on to `forward_knet`, `to_keras`, `convert_weights` and
+`verify_model`, which all accept `plan=`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from porting.errors import PortingError
+from porting.model.layer import Layer
+from porting.model.stages import Stage
+
+__all__ = ["Plan", "Step", "plan", "plan_for", "as_size"]
+
+
+@dataclass(frozen=True, eq=False)
+class Step:
+    """One Knet layer in a chain with its per-sample Julia sizes.
+
+    `flat_from` is, for a (features,) output that came from `mat` of a spatial tensor with no
+    dense layer since, the Julia size before `mat` (e.g. `(4, 4, 50)`): Keras' `Flatten`
+    orders those features differently, so comparisons and the next Dense must know it.
+    `dense_input` is the Julia size a Dense's rows are permuted for (None: plain transpose).
+    `stages` are the layer's stages, `stage_sizes` each one's (input, output) size (a merge's
+    first stage: the list of its inputs' sizes); `sources` the layers it reads (-1: the input).
+    """
+
+    layer: Layer
+    in_size: tuple[int, ...]
+    out_size: tuple[int, ...]
+    flat_from: tuple[int, ...] | None
+    dense_input: tuple[int, ...] | None = None
+    stages: tuple[Stage, ...] = ()
+    stage_sizes: tuple = ()
+    sources: tuple[int, ...] = (-1,)  # the layers it reads (-1: the model's input)
+
+    @property
+    def k(self) -> int:
+        """Terms summed per output (the layer's first stage that sums any; 1 if none)."""
+        for st, (size, _) in zip(self.stages, self.stage_sizes, strict=True):
+            k = st.terms(size)
+            if k:
+                return k
+        return 1
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """The steps of a model for `input_size` (one sample, Julia order)."""
+
+    model_id: int
+    input_size: tuple[int, ...]
+    steps: tuple[Step, ...]
+
+    @property
+    def sizes(self) -> list[tuple[int, ...]]:
+        return [s.out_size for s in self.steps]
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> Step:
+        return self.steps[i]
+
+
+def as_size(value, what: str) -> tuple[int, ...]:
+    """A per-sample Julia size: 1-4 positive integers."""
+    try:
+        size = tuple(int(v) for v in value)
+    except (TypeError, ValueError, OverflowError):
+        raise PortingError(
+            f"{what}={value!r}: expected Julia sizes of one sample, e.g. (28, 28, 1)"[:300]
+        ) from None
+    if not 1 <= len(size) <= 4 or any(s < 1 for s in size):
+        raise PortingError(
+            f"{what}={size}: expected 1-4 positive sizes of one sample (X1, ..., C), batch left out"[
+                :300
+            ]
+        )
+    return size
+
+
+def _stage_sizes(layer: Layer, stages, size):
+    out = []
+    for st in stages:
+        nxt = st.out_size(size)
+        out.append((size if st.merges else tuple(size), tuple(nxt)))
+        size = nxt
+    return tuple(out)
+
+
+def plan(model, input_size=None) -> Plan:
+    """Sizes and flatten bookkeeping for every layer of `model` (a KnetModel) on
+    `input_size` (default: the model's); `PortingError` naming the first layer whose weights
+    do not fit."""
+    size = input_size if input_size is not None else model.input_size
+    if size is None:
+        raise PortingError(
+            "the model has no input size: pass input_size=(X1, ..., C) (one sample, Julia "
+            "order), or give an input to take it from"
+        )
+    size = as_size(size, "input size")
+    steps: list[Step] = []
+    sources = getattr(model, "sources", None) or [(i - 1,) for i in range(len(model.layers))]
+    for layer, srcs in zip(model.layers, sources, strict=True):
+        ins = [size if k < 0 else steps[k].out_size for k in srcs]
+        flats = [None if k < 0 else steps[k].flat_from for k in srcs]
+        in_size, flat = ins[0], flats[0]
+        if layer.merges:
+            if len(set(flats)) > 1 or (flat is not None and len(flat) > 1):
+                raise PortingError(
+                    f"{layer.label}: its inputs are features flattened from a spatial tensor; "
+                    "merge before the mat (Keras' Flatten orders them differently)"
+                )
+            out = tuple(layer.output_size(ins))
+            stage_in: Any = ins
+        else:
+            out = tuple(layer.output_size(in_size))  # validates, naming the layer
+            stage_in = in_size
+        stages = tuple(layer.stages())
+        dense_input = None
+        rule = layer.flat_rule
+        if rule == "mat":
+            flat = in_size if len(in_size) > 1 else flat
+        elif rule == "dense":
+            dense_input = in_size if len(in_size) > 1 else flat
+            flat = None
+        elif rule == "reset":
+            flat = None
+        steps.append(
+            Step(
+                layer,
+                in_size,
+                out,
+                flat,
+                dense_input,
+                stages,
+                _stage_sizes(layer, stages, stage_in),
+                tuple(srcs),
+            )
+        )
+    return Plan(id(model), size, tuple(steps))
+
+
+def plan_for(model, input_size=None, given: Plan | None = None) -> Plan:
+    """The plan to use: `given` (checked to be this model's, for this input size), else the
+    model's own when the input size is its, else a new one."""
+    want = None if input_size is None else as_size(input_size, "input size")
+    if given is not None:
+        if given.model_id != id(model) or (want is not None and want != given.input_size):
+            raise PortingError(
+                f"plan= was made for another model or input size ({given.input_size}); "
+                "make it with porting.model.plan(model, input_size)"
+            )
+        return given
+    own = getattr(model, "plan", None)
+    if own is not None and (want is None or want == own.input_size):
+        return own
+    return plan(model, want)

@@ -1,0 +1,635 @@
+"""The stages a Knet layer computes, in its order, each with every concern in one place.
+
+A layer kind (porting.model.kinds) says what Knet computes as an ordered list of stages, for
+example Knet's tutorial `Conv`: `conv4(w, x) .+ b`, then `pool`, then the activation. A stage
+knows, for its own operation:
+
+- `out_size(size)`: the per-sample Julia size after it;
+- `forward(x, backend, tags)`: what Knet computes (porting.knet; Julia-indexed NumPy);
+- `magnitude(s, out, wd)`: the sum of magnitudes `S` carried through it (porting.magnitude);
+- `build(ctx, t, in_size, out_size)`: the Keras 3 layers computing it, applied to tensor `t`;
+- `terms(in_size)`: the number of terms `K` it sums per output (None: it sums none).
+
+Nothing here imports TensorFlow or Keras: `build` receives the `keras` module in `ctx`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from porting import layout, magnitude
+from porting.errors import PortingError
+from porting.geometry import ConvGeometry, PoolGeometry
+
+__all__ = [
+    "Stage",
+    "ConvStage",
+    "PoolStage",
+    "ActStage",
+    "DenseStage",
+    "FlattenStage",
+    "DropoutStage",
+    "KerasContext",
+    "activate",
+]
+
+
+# Knet's selu constants (ops20/activation.jl): λ01 and λ01 * α01, rounded to the element type.
+SELU_LAMBDA = 1.0507009873554805
+SELU_LAMBDA_ALPHA = 1.7580993408473773
+
+
+def activate(name: str, x: np.ndarray, dims: int = 1) -> np.ndarray:
+    """Knet's activation `name` on a Julia-indexed array, in x's dtype (a new array)."""
+    t = x.dtype.type
+    if name == "identity":
+        return x
+    if name == "relu":
+        return np.maximum(x, t(0))
+    if name == "tanh":
+        return np.tanh(x)
+    with np.errstate(over="ignore"):
+        if name == "sigm":
+            # Knet: x >= 0 ? 1/(1+exp(-x)) : (z = exp(x); z/(1+z))
+            z = np.exp(-np.abs(x))
+            return np.where(x >= 0, t(1) / (t(1) + z), z / (t(1) + z)).astype(x.dtype, copy=False)
+        if name == "gelu":  # Ops21: x * (1 + erf(x / T(sqrt(2)))) / 2, exact (erf)
+            from scipy.special import erf
+
+            return (x * (t(1) + erf(x / t(np.sqrt(2)))) / t(2)).astype(x.dtype, copy=False)
+        if name == "swish":  # Ops21: x * sigm(x)
+            return (x * activate("sigm", x)).astype(x.dtype, copy=False)
+        if name == "hardsigmoid":  # Ops21: x <= -3 ? 0 : x >= 3 ? 1 : (x + 3) / 6
+            mid = (x + t(3)) / t(6)
+            return np.where(x <= -3, t(0), np.where(x >= 3, t(1), mid)).astype(x.dtype, copy=False)
+        if name == "hardswish":  # Ops21: x <= -3 ? 0 : x >= 3 ? x : x * (x + 3) / 6
+            mid = x * (x + t(3)) / t(6)
+            return np.where(x <= -3, t(0), np.where(x >= 3, x, mid)).astype(x.dtype, copy=False)
+        if name == "selu":
+            # Knet: x >= 0 ? T(λ01) * x : T(λα01) * (exp(x) - 1)
+            neg = t(SELU_LAMBDA_ALPHA) * (np.exp(np.minimum(x, t(0))) - t(1))
+            return np.where(x >= 0, t(SELU_LAMBDA) * x, neg).astype(x.dtype, copy=False)
+        if name == "elu":
+            return np.where(x >= 0, x, np.exp(np.minimum(x, t(0))) - t(1)).astype(
+                x.dtype, copy=False
+            )
+        if name == "softmax":
+            axis = dims - 1
+            e = np.exp(x - x.max(axis=axis, keepdims=True))
+            return e / e.sum(axis=axis, keepdims=True)
+    raise PortingError(f"unknown activation {name!r}")  # pragma: no cover - validated earlier
+
+
+def unique_name(name: str, used: set[str]) -> str:
+    """`name`, or `name__2`, `name__3`, ... when taken; recorded in `used`."""
+    out, n = name, 1
+    while out in used:
+        n += 1
+        out = f"{name}__{n}"
+    used.add(out)
+    return out
+
+
+class KerasContext:
+    """What a stage needs to build its Keras layers: the `keras` module, the dtype, the spatial
+    convention, and the name of the Knet layer being built (every generated name is unique)."""
+
+    def __init__(self, keras, dtype: str, spatial: str):
+        self.keras = keras
+        self.dtype = dtype
+        self.spatial = spatial
+        self.base = ""
+        self.used: set[str] = set()
+        self.notes: list[str] = []  # what the built-in layers cannot do exactly (warned)
+
+    def start(self, base: str) -> None:
+        self.base = base
+
+    def name(self, role: str) -> str:
+        """`base` for the layer's main Keras layer (role ""), else `base__role`, made unique."""
+        return unique_name(self.base if not role else f"{self.base}__{role}", self.used)
+
+    def make(self, cls: str, role: str, *args, **kwargs):
+        return getattr(self.keras.layers, cls)(
+            *args, name=self.name(role), dtype=self.dtype, **kwargs
+        )
+
+    def tf(self, t: tuple[int, ...]) -> tuple[int, ...]:
+        return layout.spatial_to_tf(tuple(t), self.spatial)
+
+
+def _sub(prefix: str, role: str) -> str:
+    """The role of a stage's helper layer: `pad` for a main stage, `pool_pad` under `pool`."""
+    return f"{prefix}_{role}" if prefix else role
+
+
+@dataclass(frozen=True, eq=False)
+class Stage:
+    """Base: the identity. `role` is "" for the stage whose Keras layer carries the Knet layer's
+    own name, else the suffix of its Keras names (`conv1__pool`, `conv1__act`)."""
+
+    role: str = ""
+    linear = False  # conv4/dense: the part diagnosis recomputes from the weights
+    needs_output = False  # magnitude() reads this stage's Knet output
+    merges = False  # forward/magnitude/build/out_size take lists (one per input)
+
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(size)
+
+    def forward(self, x: np.ndarray, backend: str, tags: list) -> np.ndarray:
+        return x
+
+    def magnitude(self, s: np.ndarray, out: np.ndarray | None, wd) -> np.ndarray:
+        return s
+
+    def build(self, ctx: KerasContext, t, in_size, out_size):  # pragma: no cover
+        raise NotImplementedError
+
+    def terms(self, in_size: tuple[int, ...]) -> int | None:
+        return None
+
+    def note(self, in_size: tuple[int, ...]) -> str | None:
+        """A caveat about this stage for the report (e.g. a geometry cuDNN rejects)."""
+        return None
+
+
+# --------------------------------------------------------------------------- conv4 .+ b
+
+
+def _bias(b: np.ndarray, ndim: int) -> np.ndarray:
+    """Conv bias `(Cout,)` -> broadcastable `(1, ..., Cout, 1)`."""
+    shape = [1] * ndim
+    shape[-2] = b.size
+    return b.reshape(-1).reshape(shape)
+
+
+def _dilate(k: np.ndarray, dilation: tuple[int, ...]) -> np.ndarray:
+    """A TF kernel `(H, W, Cin, Cout)` written out dilated: zeros between the taps."""
+    nd = len(dilation)
+    ext = [(n - 1) * d + 1 for n, d in zip(k.shape[:nd], dilation, strict=True)]
+    out = np.zeros((*ext, *k.shape[nd:]), dtype=k.dtype)
+    out[tuple(slice(None, None, d) for d in dilation)] = k
+    return out
+
+
+def needs_written_dilation(geom: ConvGeometry, dtype) -> bool:
+    """Stride > 1 with dilation > 1 (Keras refuses it) and 3-D dilation in float64 (no TF CPU
+    kernel) run the kernel written out dilated at dilation 1: the same nonzero products."""
+    dilated = max(geom.dilation) > 1
+    return dilated and (max(geom.stride) > 1 or (geom.nd == 3 and np.dtype(dtype) == np.float64))
+
+
+@dataclass(frozen=True, eq=False)
+class ConvStage(Stage):
+    """Knet `conv4(w, x; padding, stride, dilation, mode, alpha) .+ b`."""
+
+    w: Any = None
+    b: Any = None
+    geometry: Any = None
+    alpha: float = 1.0
+    linear = True
+
+    @property
+    def nd(self) -> int:
+        return self.w.ndim - 2
+
+    def out_size(self, size):
+        nd = self.nd
+        return (*self.geometry.output_size(size[:-1], self.w.shape[:nd]), int(self.w.shape[-1]))
+
+    def forward(self, x, backend, tags):
+        from porting import knet as pknet
+
+        g = self.geometry
+        y = pknet.conv4(
+            self.w,
+            x,
+            padding=g.padding,
+            stride=g.stride,
+            dilation=g.dilation,
+            mode=g.mode,
+            alpha=self.alpha,
+            backend=backend,
+        )
+        tags.append(y)
+        y = np.asarray(y)
+        if self.b is not None:
+            y = y + _bias(self.b, y.ndim)
+        return y
+
+    def magnitude(self, s, out, wd):
+        # conv4(|w|, |x|) in the model's element type: S only sets the scale of the bound (a
+        # relative error of 1e-6 in S is immaterial) and float32 halves the cost of the check.
+        s = magnitude.conv4(self.w, s, self.geometry, self.alpha, dtype=wd)
+        return s if self.b is None else magnitude.bias(s, self.b)
+
+    def terms(self, in_size):
+        return int(np.prod(self.w.shape[:-1])) + (self.b is not None)
+
+    def note(self, in_size):
+        extent = self.geometry.effective_kernel(self.w.shape[: self.nd])
+        if any(p >= k for p, k in zip(self.geometry.padding, extent, strict=True)):
+            return (
+                f"conv padding {self.geometry.padding} >= the dilated kernel extent {extent}: "
+                "Knet's CPU path (NNlib) computes it (the outer outputs see only padding); "
+                "cuDNN, Knet's GPU path, may reject it"
+            )
+        return None
+
+    def build(self, ctx, t, in_size, out_size):
+        from porting.tf import single_output_stride
+
+        g = self.geometry
+        nd = self.nd
+        kernel = self.w.shape[:nd]
+        pad = ctx.tf(g.padding)
+        if any(pad):
+            t = _zero_padding(ctx, nd, pad, _sub(self.role, "pad"))(t)
+        written = needs_written_dilation(g, ctx.dtype)
+        # Axes with a single output run at stride 1 (TF's oneDNN conv can return garbage for a
+        # strided axis of output length 1; see porting.tf.single_output_stride) and a Cropping
+        # layer keeps that one output: the same products, so the same numbers.
+        y_size = g.output_size(in_size[:-1], kernel)
+        stride = single_output_stride(y_size, g.stride)
+        t = ctx.make(
+            f"Conv{nd}D",
+            self.role,
+            filters=int(self.w.shape[-1]),
+            kernel_size=ctx.tf(g.effective_kernel(kernel) if written else kernel),
+            strides=ctx.tf(stride),
+            dilation_rate=1 if written else ctx.tf(g.dilation),
+            padding="valid",
+            use_bias=self.b is not None,
+        )(t)
+        if stride != g.stride:
+            padded = [x + 2 * p for x, p in zip(in_size[:-1], g.padding, strict=True)]
+            extent = g.effective_kernel(kernel)
+            # stride-1 length minus the one output kept, on the axes that were changed
+            extra = [
+                (xp - k + 1) - 1 if s != s0 else 0
+                for xp, k, s, s0 in zip(padded, extent, stride, g.stride, strict=True)
+            ]
+            crop = tuple((0, c) for c in ctx.tf(tuple(extra)))
+            t = ctx.make(f"Cropping{nd}D", _sub(self.role, "crop"), crop[0] if nd == 1 else crop)(t)
+        return t
+
+    def keras_kernel(self, spatial: str, dtype, converter) -> np.ndarray:
+        """The Keras kernel: `converter(w, mode, spatial)` (mode 0 rotated), times `alpha`,
+        written out dilated where the Keras layer runs at dilation 1."""
+        k = converter(self.w, self.geometry.mode, spatial)
+        if self.alpha != 1:
+            k = (np.float64(self.alpha) * k.astype(np.float64)).astype(k.dtype)
+        if needs_written_dilation(self.geometry, dtype):
+            k = _dilate(k, layout.spatial_to_tf(self.geometry.dilation, spatial))
+        return k
+
+    def diagnose_kwargs(self, x_in, step) -> dict:
+        g = self.geometry
+        return dict(
+            w=self.w,
+            x=x_in,
+            bias=self.b,
+            padding=g.padding,
+            stride=g.stride,
+            dilation=g.dilation,
+            mode=g.mode,
+            alpha=self.alpha,
+        )
+
+
+def _zero_padding(ctx: KerasContext, nd: int, pad: tuple[int, ...], role: str):
+    arg = pad[0] if nd == 1 else tuple((p, p) for p in pad)
+    return ctx.make(f"ZeroPadding{nd}D", role, padding=arg)
+
+
+# --------------------------------------------------------------------------- pool
+
+
+@dataclass(frozen=True, eq=False)
+class PoolStage(Stage):
+    """Knet `pool(x; window, padding, stride, mode, alpha)`; the number of spatial dimensions
+    comes from the input."""
+
+    window: Any = 2
+    padding: Any = 0
+    stride: Any = None
+    mode: int = 0
+    alpha: float = 1.0
+
+    def geometry(self, nd: int) -> PoolGeometry:
+        return PoolGeometry.from_knet(
+            nd, window=self.window, padding=self.padding, stride=self.stride, mode=self.mode
+        )
+
+    def out_size(self, size):
+        return (*self.geometry(len(size) - 1).output_size(size[:-1]), size[-1])
+
+    def forward(self, x, backend, tags):
+        from porting import knet as pknet
+
+        y = pknet.pool(
+            x,
+            window=self.window,
+            padding=self.padding,
+            stride=self.stride,
+            mode=self.mode,
+            alpha=self.alpha,
+            backend=backend,
+        )
+        tags.append(y)
+        return np.asarray(y)
+
+    def magnitude(self, s, out, wd):
+        g = self.geometry(s.ndim - 2)
+        s = magnitude.pool(s, g, self.alpha)
+        # A max window of padding only gives -floatmax, a constant computed exactly: S = 0.
+        return np.maximum(s, 0) if g.is_max else s
+
+    def terms(self, in_size):
+        g = self.geometry(len(in_size) - 1)
+        return None if g.is_max else int(np.prod(g.window))
+
+    def note(self, in_size):
+        g = self.geometry(len(in_size) - 1)
+        if any(p >= k for p, k in zip(g.padding, g.window, strict=True)):
+            return (
+                f"pool padding {g.padding} >= window {g.window}: Knet's CPU path (NNlib) computes "
+                "it (windows of padding only give "
+                + ("-floatmax" if g.is_max else "0")
+                + "); cuDNN, Knet's GPU path, rejects it"
+            )
+        return None
+
+    def build(self, ctx, t, in_size, out_size):
+        """Keras built-in layers only, so the file loads anywhere: `ZeroPadding` (mean) or
+        edge padding (max: `_edge_padding`, padded cells never win) + `MaxPooling` /
+        `AveragePooling` "valid"; 3-D pooling in float64 (no TensorFlow CPU kernel) as two 2-D
+        poolings (`_pool3d_by_2d`)."""
+        nd = len(in_size) - 1
+        g = self.geometry(nd)
+        window, stride, pad = ctx.tf(g.window), ctx.tf(g.stride), ctx.tf(g.padding)
+        size = ctx.tf(in_size[:-1])
+        if any(pad):
+            if g.is_max:
+                t = _edge_padding(ctx, t, nd, size, pad, _sub(self.role, "pad"))
+            else:  # Knet's CPU mean pooling counts padding as zeros, divides by prod(window)
+                t = _zero_padding(ctx, nd, pad, _sub(self.role, "pad"))(t)
+        kind = "Max" if g.is_max else "Average"
+        padded = tuple(x + 2 * p for x, p in zip(size, pad, strict=True))
+        empty = g.is_max and any(p >= k for p, k in zip(pad, window, strict=True))
+        main = _sub(self.role, "pool") if empty else self.role
+        if nd == 3 and ctx.dtype == "float64":
+            t = _pool3d_by_2d(ctx, t, kind, padded, in_size[-1], window, stride, main)
+        else:
+            t = ctx.make(
+                f"{kind}Pooling{nd}D", main, pool_size=window, strides=stride, padding="valid"
+            )(t)
+        if empty:
+            out = ctx.tf(out_size[:-1])
+            t = _all_padding(ctx, t, nd, size, window, stride, pad, out, _sub(self.role, "border"))
+        if self.alpha != 1:
+            t = ctx.make("Rescaling", _sub(self.role, "scale"), float(self.alpha))(t)
+        return t
+
+
+def _crop(ctx: KerasContext, t, nd: int, axis: int, lo: int, hi: int, role: str):
+    """Crop `lo` cells from the start and `hi` from the end of TF spatial axis `axis` (0-based)."""
+    crops = [(0, 0)] * nd
+    crops[axis] = (lo, hi)
+    arg = crops[0] if nd == 1 else tuple(crops)
+    return ctx.make(f"Cropping{nd}D", role, arg)(t)
+
+
+def _edge_padding(ctx: KerasContext, t, nd: int, size, pad, role: str):
+    """`t` padded by repeating its edge cells (`Cropping` + `Concatenate`, no arithmetic).
+
+    For max pooling this is exactly Knet's padding, where padded cells never win: a window
+    that holds a padded cell and any real cell holds the edge cell the padded one copies
+    (its start is at most window-1 cells before the edge), so the maximum is over real cells
+    only. Windows holding nothing but padding (padding >= window) are set by `_all_padding`.
+    """
+    size = list(size)
+    for a, p in enumerate(pad):
+        if not p:
+            continue
+        n = size[a]
+        lo = _crop(ctx, t, nd, a, 0, n - 1, f"{role}_edge{a + 1}_lo")
+        hi = _crop(ctx, t, nd, a, n - 1, 0, f"{role}_edge{a + 1}_hi")
+        t = ctx.make("Concatenate", f"{role}{a + 1}", axis=a + 1)([lo] * p + [t] + [hi] * p)
+        size[a] = n + 2 * p
+    return t
+
+
+def _all_padding(ctx: KerasContext, y, nd: int, size, window, stride, pad, out, role: str):
+    """Outputs whose window lies entirely in the padding are -floatmax, NNlib's starting value
+    (only when padding >= window): those border slabs are replaced by `0 * tanh(y) - floatmax`
+    (tanh keeps +-Inf finite), joined with `Concatenate`."""
+    dt = np.dtype(ctx.dtype)
+    big = np.finfo(dt).max
+    for a, (n, k, s, p, o) in enumerate(zip(size, window, stride, pad, out, strict=True)):
+        left = max(0, -(-(p - k + 1) // s))  # i with i*s - p + k - 1 < 0
+        right = max(0, o - ((n - 1 + p) // s + 1))  # i with i*s - p > n - 1
+        if not (left or right):
+            continue
+        parts: list = []
+        for side, count, (c_lo, c_hi) in (
+            ("lo", left, (0, o - left)),
+            ("hi", right, (o - right, 0)),
+        ):
+            if not count:
+                parts.append(None)
+                continue
+            c = _crop(ctx, y, nd, a, c_lo, c_hi, f"{role}_empty{a + 1}_{side}")
+            c = ctx.make("Activation", f"{role}_empty{a + 1}_{side}_bounded", "tanh")(c)
+            parts.append(
+                ctx.make(
+                    "Rescaling",
+                    f"{role}_empty{a + 1}_{side}_fill",
+                    np.array([0], dt),
+                    np.array([-big], dt),
+                )(c)
+            )
+        mid = _crop(ctx, y, nd, a, left, right, f"{role}_real{a + 1}")
+        pieces = [x for x in (parts[0], mid, parts[1]) if x is not None]
+        y = ctx.make("Concatenate", f"{role}_out{a + 1}", axis=a + 1)(pieces)
+    return y
+
+
+def _pool3d_by_2d(ctx: KerasContext, t, kind: str, size, channels: int, window, stride, role):
+    """3-D pooling (TensorFlow axes a, b, c) as a 2-D pooling over (a, b) with (c, channels)
+    merged, then one over c: max is separable exactly; mean becomes a mean of means (the same
+    terms, rounded in another order: within the mean's tolerance)."""
+    a, b, c = size
+    (wa, wb, wc), (sa, sb, sc) = window, stride
+    oa, ob, oc = (1 + (n - w) // s for n, w, s in zip(size, window, stride, strict=True))
+    t = ctx.make("Reshape", _sub(role, "merge_c"), (a, b, c * channels))(t)
+    t = ctx.make(
+        f"{kind}Pooling2D", _sub(role, "ab"), pool_size=(wa, wb), strides=(sa, sb), padding="valid"
+    )(t)
+    t = ctx.make("Reshape", _sub(role, "merge_ab"), (oa * ob, c, channels))(t)
+    t = ctx.make(
+        f"{kind}Pooling2D", _sub(role, "c"), pool_size=(1, wc), strides=(1, sc), padding="valid"
+    )(t)
+    return ctx.make("Reshape", role, (oa, ob, oc, channels))(t)
+
+
+# --------------------------------------------------------------------------- activations
+
+
+_KERAS_ACTIVATIONS = {
+    "relu": "relu",
+    "sigm": "sigmoid",
+    "tanh": "tanh",
+    "elu": "elu",
+    "selu": "selu",
+    "gelu": "gelu",  # keras.activations.gelu: exact (erf) by default, as Knet's
+    "swish": "swish",
+    "hardsigmoid": "hard_sigmoid",  # relu6(x + 3) / 6
+    "hardswish": "hard_swish",
+}
+
+
+def tf_axis(julia_dim: int, size: tuple[int, ...], spatial: str) -> int:
+    """TensorFlow axis (of `(N, ...)`) holding Julia's dimension `julia_dim` (1-based)."""
+    if len(size) == 1:
+        return -1
+    nd = len(size) - 1
+    j = julia_dim - 1
+    if j == nd:
+        return -1
+    order = list(range(nd))[::-1] if spatial == "reverse" else list(range(nd))
+    return 1 + order.index(j)
+
+
+@dataclass(frozen=True, eq=False)
+class ActStage(Stage):
+    """An element-wise Knet activation, or `softmax(x; dims)`."""
+
+    function: str = "identity"
+    dims: int = 1
+    needs_output = True
+
+    def out_size(self, size):
+        if self.function == "softmax" and self.dims > len(size):
+            raise PortingError(
+                f"softmax over dims={self.dims} but the input has size {_fmt(size)} per sample; "
+                f"expected dims <= {len(size)} (the batch dimension cannot be normalised over)"
+            )
+        return tuple(size)
+
+    def forward(self, x, backend, tags):
+        return activate(self.function, x, self.dims)
+
+    def magnitude(self, s, out, wd):
+        out = np.asarray(out, dtype=wd)
+        if self.function == "selu":
+            # slope <= λα01 (x < 0) or λ01, and the rounding of exp and two products
+            # (for out < 0, λα01 exp(x) = out + λα01)
+            a = np.abs(out) + np.where(out < 0, out + SELU_LAMBDA_ALPHA, 0)
+            return SELU_LAMBDA_ALPHA * s + magnitude.ROUND * a
+        a = np.abs(out)
+        fn = self.function
+        if fn == "gelu":  # slope <= 1.13; erf and the products round relative to |x| <= s
+            return 1.13 * s + magnitude.ROUND * a
+        if fn == "swish":  # slope <= 1.1; exp and the products
+            return 1.1 * s + magnitude.ROUND * a
+        if fn == "hardsigmoid":  # (x + 3) / 6: magnitudes of the terms
+            return (s + 3.0) / 6.0
+        if fn == "hardswish":  # x * (x + 3) / 6
+            return s * (s + 3.0) / 6.0
+        return magnitude.activation(fn, s, out, self.dims)
+
+    def build(self, ctx, t, in_size, out_size):
+        fn = self.function
+        if fn == "identity":
+            return ctx.make("Identity", self.role)(t)
+        if fn == "softmax":
+            return ctx.make("Softmax", self.role, axis=tf_axis(self.dims, in_size, ctx.spatial))(t)
+        if fn == "gelu" and ctx.dtype == "float64":
+            ctx.notes.append(
+                f"{ctx.base}: Keras's built-in gelu runs TensorFlow's erf, which in float64 is "
+                "accurate to about 1e-9 only (Knet's erf to float64's eps): no exact built-in; "
+                "verification in float64 will show it"
+            )
+        return ctx.make("Activation", self.role, _KERAS_ACTIVATIONS[fn])(t)
+
+
+def _fmt(size) -> str:
+    return "(" + ", ".join(map(str, size)) + (",)" if len(size) == 1 else ")")
+
+
+# --------------------------------------------------------------------------- dense, mat, dropout
+
+
+@dataclass(frozen=True, eq=False)
+class DenseStage(Stage):
+    """Knet `w * mat(x) .+ b`, `w` of size `(out, in)`."""
+
+    w: Any = None
+    b: Any = None
+    linear = True
+
+    def out_size(self, size):
+        return (int(self.w.shape[0]),)
+
+    def forward(self, x, backend, tags):
+        from porting import knet as pknet
+
+        x2 = x if x.ndim == 2 else np.asarray(pknet.mat(x, backend="reference"))
+        y = self.w @ x2
+        if self.b is not None:
+            y += self.b.reshape(-1)[:, None]
+        return y
+
+    def magnitude(self, s, out, wd):
+        s = magnitude.dense(self.w, s, wd)
+        return s if self.b is None else magnitude.bias(s, self.b, channel_axis=0)
+
+    def terms(self, in_size):
+        return int(self.w.shape[1]) + (self.b is not None)
+
+    def build(self, ctx, t, in_size, out_size):
+        if len(in_size) > 1:
+            t = ctx.make("Flatten", _sub(self.role, "flatten"))(t)
+        return ctx.make("Dense", self.role, int(self.w.shape[0]), use_bias=self.b is not None)(t)
+
+    def diagnose_kwargs(self, x_in, step) -> dict:
+        x_arg = x_in
+        if x_in.ndim == 2 and step.dense_input is not None:  # give diagnose mat's input
+            x_arg = x_in.reshape((*step.dense_input, x_in.shape[-1]), order="F")
+        return dict(w=self.w, x=x_arg, bias=self.b)
+
+
+@dataclass(frozen=True, eq=False)
+class FlattenStage(Stage):
+    """Knet `mat(x)`: `reshape(x, :, N)` in column-major order (X1 fastest)."""
+
+    def out_size(self, size):
+        return (math.prod(size),)
+
+    def forward(self, x, backend, tags):
+        from porting import knet as pknet
+
+        return np.asarray(pknet.mat(x, backend="reference"))
+
+    def magnitude(self, s, out, wd):
+        return s.reshape((-1, s.shape[-1]), order="F")
+
+    def build(self, ctx, t, in_size, out_size):
+        return ctx.make("Flatten", self.role)(t)
+
+
+@dataclass(frozen=True, eq=False)
+class DropoutStage(Stage):
+    """Knet `dropout(x, p)`: the identity at inference (Keras `Dropout`, kept for structure)."""
+
+    p: float = 0.0
+
+    def build(self, ctx, t, in_size, out_size):
+        if self.p:
+            return ctx.make("Dropout", self.role, float(self.p))(t)
+        return ctx.make("Identity", self.role)(t)

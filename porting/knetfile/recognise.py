@@ -8,8 +8,8 @@ where it came from (`Setting.source`).
 
 Recognised:
 
-- a chain: a struct with a `layers` field (Knet tutorial `Chain`, NNHelferlein `Classifier`
-  / `Chain`, Knet Layers21 `Block`), nested chains flattened in order;
+- a chain: a struct with a `layers` field (Knet tutorial `Chain`: docs/knet.md#examples;
+  NNHelferlein `Classifier` / `Chain`, Knet Layers21 `Block`), nested chains flattened in order;
 - tutorial layers: `w`, `b`, an activation `f` / `actf` / `activation`, optional dropout `p` /
   `pdrop`; `w` of 2 dimensions is a dense layer `f.(w * mat(x) .+ b)`, of 3-5 a conv layer
   (docs/knet.md#dense, #examples);

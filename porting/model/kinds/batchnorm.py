@@ -1,6 +1,6 @@
 """The `batchnorm` kind: Knet `batchnorm(x, moments, params; eps=1e-5)` at inference.
 
-Knet (ops20/batchnorm.jl, see docs/knet.md "Batch normalisation") normalises each channel (the
+Knet (ops20/batchnorm.jl, docs/knet.md#batchnorm) normalises each channel (the
 second-to-last Julia dimension: C of `(X1, ..., C, N)`, the features of a `(F, N)` dense output)
 with the running statistics of `bnmoments`, in the element type `T` of `x`:
 

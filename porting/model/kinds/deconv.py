@@ -1,6 +1,6 @@
 """The `deconv` kind: `f.(deconv4(w, x; padding, stride, dilation, mode, alpha) .+ b)`.
 
-Knet's `deconv4(w, x)` (see docs/knet.md "deconv4") is the transpose of `conv4(w, .)` with the
+Knet's `deconv4(w, x)` (docs/knet.md#deconv4) is the transpose of `conv4(w, .)` with the
 same mode: `w` is `(W1, ..., Cout, Cin)` and the output `(X-1)*stride + (W-1)*dilation + 1 -
 2*padding` along each spatial dimension. Keras: `Conv{1,2,3}DTranspose(padding="valid")`, the
 kernel `kernel_to_tf(w, mode, spatial)` (mode 0 rotated, as for conv4: Keras's kernel

@@ -294,9 +294,10 @@ def test_convert_says_when_the_input_was_generated(tmp_path, capsys):
 
 def test_quant_install_hint_keeps_the_cpu_wheel(monkeypatch):
     import porting.quant as q
+    from porting.quant import _hint
 
     versions = {"tensorflow-cpu": "2.21.0"}
-    monkeypatch.setattr(q, "_dist_version", lambda name: versions.get(name))
+    monkeypatch.setattr(_hint, "_dist_version", lambda name: versions.get(name))
     hint = q.install_hint()
     assert "pip install --no-deps qkeras==0.9.0" in hint and '"tf_keras~=2.21.0"' in hint
     assert "pip install 'porting[quant]'" not in hint

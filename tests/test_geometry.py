@@ -370,10 +370,10 @@ def test_big_endian_operands_give_the_native_numbers():
 def test_conv_dims_sizes_and_conversions_by_hand():
     """w (3, 2, 2, 4), x (8, 6, 2, 5), padding (1, 0), stride (2, 1): by Knet's formula
     Y1 = 1 + (8 + 2 - 3) // 2 = 4 and Y2 = 1 + (6 - 2) // 1 = 5."""
-    from porting.geometry import ConvDims, PoolDims
+    from porting.geometry import ConvOp, PoolOp
 
     kw = dict(padding=(1, 0), stride=(2, 1), dilation=1, mode=0)
-    dims = ConvDims.of(np.ones((3, 2, 2, 4)), np.ones((8, 6, 2, 5)), **kw)
+    dims = ConvOp.knet(np.ones((3, 2, 2, 4)), np.ones((8, 6, 2, 5)), **kw).dims
     assert dims.y_shape == (4, 5, 4, 5) and dims.terms == 3 * 2 * 2
     assert dims.knet_keywords() == {"padding": (1, 0), "stride": (2, 1), "dilation": 1, "mode": 0}
     tf_dims = dims.to_tf("reverse")
@@ -386,11 +386,11 @@ def test_conv_dims_sizes_and_conversions_by_hand():
     assert knet.conv4(w, x, backend="reference", **kw).shape == dims.y_shape
     assert ptf.knet_conv4_via_tf(w, x, **kw).shape == tf_dims.y_shape
     # deconv4 (w (W, Cy, Cx)): Yi = (Xi - 1) s + (Wi - 1) d + 1 - 2 p
-    t = ConvDims.of(
+    t = ConvOp.knet(
         np.ones((3, 2, 4, 2)), np.ones((4, 5, 2, 1)), stride=2, padding=1, transposed=True
-    )
+    ).dims
     assert t.y_shape == ((4 - 1) * 2 + 3 - 2, (5 - 1) * 2 + 2 - 2, 4, 1)
-    p = PoolDims.of(np.ones((5, 4, 3, 2)), window=(2, 3), padding=(0, 1))
+    p = PoolOp.knet(np.ones((5, 4, 3, 2)), window=(2, 3), padding=(0, 1)).dims
     assert p.y_shape == (2, 2, 3, 2) and p.stride == (2, 3)
 
 

@@ -91,7 +91,7 @@ def add_arguments(p) -> None:
         help="write the outputs even when verification fails",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    from porting.knetfile.cli import add_convert_arguments  # MODEL.jld2: --key, --list, ...
+    from porting.commands._knetfile import add_convert_arguments  # MODEL.jld2: --key, --list, ...
 
     add_convert_arguments(p)
 
@@ -107,7 +107,7 @@ def _load_model(args):
     if args.model and args.example:
         raise PortingError("give MODEL or --example, not both")
     if args.model:
-        from porting.knetfile.cli import load_for_convert
+        from porting.commands._knetfile import load_for_convert
 
         if (found := load_for_convert(args)) is not None:  # a JLD2 file of Knet structs
             return found
@@ -234,7 +234,7 @@ def run(args) -> int:
     from porting.model import convert as mconvert
 
     if getattr(args, "list", False):
-        from porting.knetfile.cli import list_file
+        from porting.commands._knetfile import list_file
 
         return list_file(args)
 

@@ -28,33 +28,10 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     if args.depth < 0:
         raise PortingError(f"--depth {args.depth}: expected 0 or more")
+    from porting.commands._knetfile import inspect_text, print_listing_json
+
     if args.json:
         print_listing_json(args.file, args.key, depth=args.depth)
         return 0
-    from porting.knetfile.cli import inspect_text
-
     print(inspect_text(args.file, key=args.key, depth=args.depth))
     return 0
-
-
-def print_listing_json(path, key: str | None, *, depth: int) -> None:
-    """The listing as JSON: file, key, numbering and one entry per path."""
-    from porting.commands._common import print_json
-    from porting.knetfile.load import entries
-    from porting.knetfile.tree import normal_key, read, select
-
-    key = normal_key(key)
-    tree = read(path)
-    node = select(tree, key, str(path)) if key else tree
-    prefix = f"{key.strip('/')}/" if key else ""
-    print_json(
-        {
-            "file": str(path),
-            "key": key,
-            "numbering": "1-based, as in Julia",
-            "entries": [
-                {"path": prefix + e.path if e.path else key, "kind": e.kind, "summary": e.summary}
-                for e in entries(node, depth=depth)
-            ],
-        }
-    )

@@ -72,36 +72,6 @@ class ConvDims:
             )
         return cls(geometry, xs, ks, ys, int(cx), int(cy), int(n), transposed, order)
 
-    @classmethod
-    def of(
-        cls,
-        w: object,
-        x: object,
-        *,
-        padding: object = 0,
-        stride: object = 1,
-        dilation: object = 1,
-        mode: object = 0,
-        transposed: bool = False,
-    ) -> ConvDims:
-        """NNlib's `DenseConvDims(x, w; ...)`: the dims of Julia-indexed `w` and `x` under
-        Knet's keywords, validated (`ConvOp.knet` keeps the arrays too).
-
-        >>> ConvDims.of(np.ones((2, 1, 3)), np.ones((4, 1, 2)), padding=1).y_shape
-        (5, 3, 2)
-        """
-        from porting.geometry._ops import ConvOp
-
-        return ConvOp.knet(
-            w,
-            x,
-            padding=padding,
-            stride=stride,
-            dilation=dilation,
-            mode=mode,
-            transposed=transposed,
-        ).dims
-
     # ---- accessors (the ConvGeometry interface, for the backends)
     @property
     def nd(self) -> int:
@@ -173,8 +143,8 @@ class ConvDims:
         padding on each spatial axis, none on the batch and channel axes (docs/knet.md#padding,
         docs/tensorflow.md#explicit-padding).
 
-        >>> ConvDims.of(np.ones((3, 1, 2)), np.ones((5, 1, 2)), padding=2).to_tf(
-        ...     "reverse").tf_paddings()
+        >>> g = ConvGeometry.from_knet(1, padding=2)
+        >>> ConvDims.bind(g, (3, 1, 2), (5, 1, 2)).to_tf("reverse").tf_paddings()
         [[0, 0], [2, 2], [0, 0]]
         """
         if self.order != "tf":
@@ -215,25 +185,6 @@ class PoolDims:
         c = x_shape[-2] if order == "julia" else x_shape[-1]
         n = x_shape[-1] if order == "julia" else x_shape[0]
         return cls(geometry, xs, geometry.output_size(xs), int(c), int(n), order)
-
-    @classmethod
-    def of(
-        cls,
-        x: object,
-        *,
-        window: object = 2,
-        padding: object = 0,
-        stride: object = None,
-        mode: object = 0,
-    ) -> PoolDims:
-        """NNlib's `PoolDims(x, window; ...)` for a Julia-indexed `x` under Knet's keywords.
-
-        >>> PoolDims.of(np.ones((5, 4, 3, 2)), window=2).y_shape
-        (2, 2, 3, 2)
-        """
-        from porting.geometry._ops import PoolOp
-
-        return PoolOp.knet(x, window=window, padding=padding, stride=stride, mode=mode).dims
 
     @property
     def nd(self) -> int:
@@ -280,7 +231,8 @@ class PoolDims:
         """`tf.pad`'s paddings for a TensorFlow-order input `(N, *X, C)`: Knet's symmetric
         padding on each spatial axis, none on the batch and channel axes.
 
-        >>> PoolDims.of(np.ones((5, 1, 2)), padding=1).to_tf("keep").tf_paddings()
+        >>> g = PoolGeometry.from_knet(1, padding=1)
+        >>> PoolDims.bind(g, (5, 1, 2)).to_tf("keep").tf_paddings()
         [[0, 0], [1, 1], [0, 0]]
         """
         if self.order != "tf":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,47 @@ def complex_from_record(a: np.ndarray, re: str, im: str) -> np.ndarray:
 
 def file_size(p: Path) -> int:
     return os.stat(p).st_size
+
+
+def flatten(
+    tree: Mapping[str, Any], *, sep: str = ".", max_objects: int | None = None
+) -> dict[str, np.ndarray]:
+    """Nested dicts (and tuples/lists) of arrays to one flat dict ``{"a.b.c": array}``.
+
+    Tuple and list items are numbered from 1, as Julia numbers them (``"layers.1.w"`` is
+    Julia's ``layers[1].w``). Numbers become 0-d arrays; strings and ``None`` (a stored
+    activation name, an empty field) are left out, since they are not weights. A value shared
+    by many paths (a file's DAG of references) counts once per path against `max_objects`.
+
+    >>> sorted(flatten({"conv": {"w": np.ones((3, 3)), "f": "NNlib.relu"}, "t": (1.0, 2.0)}))
+    ['conv.w', 't.1', 't.2']
+    """
+    from porting import settings
+
+    if not isinstance(tree, Mapping):
+        raise PortingError(f"flatten expects a dict of names to arrays, got {type(tree).__name__}")
+    limit = settings.count(MAX_NODES_ENV, MAX_NODES_DEFAULT, explicit=max_objects)
+    out: dict[str, np.ndarray] = {}
+    seen = [0]
+    stack: list[tuple[str, Any, int]] = [("", tree, 0)]
+    while stack:
+        prefix, node, depth = stack.pop()
+        seen[0] += 1
+        if seen[0] > limit or depth > 256:
+            raise PortingError(
+                f"flatten: more than {limit} paths (or nesting deeper than 256) at {prefix!r}; "
+                f"a shared structure expands too far (raise {MAX_NODES_ENV} if it is genuine)"
+            )
+        if isinstance(node, Mapping):
+            items = [(f"{prefix}{sep}{k}" if prefix else str(k), v) for k, v in node.items()]
+        elif isinstance(node, (tuple, list)):
+            items = [(f"{prefix}{sep}{i}" if prefix else str(i), v) for i, v in enumerate(node, 1)]
+        elif node is None or isinstance(node, (str, bytes)):
+            continue
+        else:
+            if prefix in out:
+                raise PortingError(f"name {prefix!r} occurs twice after flattening with {sep!r}")
+            out[prefix] = np.asarray(node)
+            continue
+        stack.extend((k, v, depth + 1) for k, v in reversed(items))
+    return out

@@ -19,7 +19,7 @@ import numpy as np
 
 from porting import files
 from porting.errors import PortingError
-from porting.io._core import NUMERIC_KINDS, Budget, corrupt, numeric, short
+from porting.io._core import NUMERIC_KINDS, Budget, corrupt, flatten, numeric, short
 
 MAGIC = b"\x93NUMPY"
 
@@ -149,8 +149,6 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, compress: bo
     >>> load(p)["w"].shape
     (2, 3)
     """
-    from porting.io import flatten
-
     if not isinstance(arrays, Mapping):
         raise PortingError(f"arrays must be a dict of names to arrays, got {type(arrays).__name__}")
     target = files.output_file(path, what="output")

@@ -41,6 +41,7 @@ import numpy as np
 
 from porting._checks import check_choice
 from porting.errors import PortingError
+from porting.quant._hint import install_hint
 from porting.quant._ref import (
     conv2d_reference,
     dense_reference,
@@ -167,36 +168,6 @@ class QuantReport:
 
 
 # --------------------------------------------------------------------------- availability
-
-
-def _dist_version(name: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def install_hint() -> str:
-    """The command that installs QKeras in this environment without replacing its TensorFlow
-    wheel: `porting[quant]` pulls `tensorflow` (through tf_keras), right only where the
-    `tensorflow` wheel is the one installed."""
-    cpu, full = _dist_version("tensorflow-cpu"), _dist_version("tensorflow")
-    if cpu and not full:
-        minor = ".".join(cpu.split(".")[:2])
-        return (
-            f'pip install --no-deps qkeras==0.9.0 "tf_keras~={minor}.0" '
-            "tensorflow-model-optimization && pip install networkx keras-tuner scikit-learn "
-            "tqdm pyparser dm-tree mock (tensorflow-cpu is installed: 'porting[quant]' would "
-            "pull the full tensorflow wheel next to it, through tf_keras)"
-        )
-    if full:
-        return "pip install 'porting[quant]' (qkeras and the tf_keras matching TensorFlow)"
-    return (
-        "first TensorFlow (pip install 'porting[tf-cpu]'), then QKeras as README "
-        '"Quantized layers" says'
-    )
 
 
 def qkeras_status() -> tuple[bool, str]:

@@ -88,7 +88,7 @@ def _load(path: str):
     try:
         from qkeras.utils import load_qmodel
     except ImportError as e:
-        from porting.quant import install_hint
+        from porting.quant._hint import install_hint
 
         raise _UserError(
             f"cannot import QKeras ({type(e).__name__}: {e}); install it with {install_hint()}"

@@ -137,8 +137,6 @@ def list_file(args) -> int:
     if not args.model:
         raise PortingError("--list needs MODEL, the file to list")
     if getattr(args, "json", False):
-        from porting.commands.inspect import print_listing_json
-
         print_listing_json(args.model, args.key, depth=8)
         return 0
     print(inspect_text(args.model, key=args.key))
@@ -182,3 +180,26 @@ def inspect_text(path, key: str | None = None, *, depth: int = 8) -> str:
         left = ("  " * (e.depth + 1) + shown).ljust(width + 2)
         lines.append(f"{left}  {label + ': ' if label else ''}{e.summary}")
     return "\n".join(lines)
+
+
+def print_listing_json(path, key: str | None, *, depth: int) -> None:
+    """The listing as JSON: file, key, numbering and one entry per path."""
+    from porting.commands._common import print_json
+    from porting.knetfile.load import entries
+    from porting.knetfile.tree import normal_key, read, select
+
+    key = normal_key(key)
+    tree = read(path)
+    node = select(tree, key, str(path)) if key else tree
+    prefix = f"{key.strip('/')}/" if key else ""
+    print_json(
+        {
+            "file": str(path),
+            "key": key,
+            "numbering": "1-based, as in Julia",
+            "entries": [
+                {"path": prefix + e.path if e.path else key, "kind": e.kind, "summary": e.summary}
+                for e in entries(node, depth=depth)
+            ],
+        }
+    )

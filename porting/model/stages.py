@@ -511,7 +511,16 @@ class ActStage(Stage):
 
     function: str = "identity"
     dims: int = 1
+    # Ops21 relu keywords: x >= max_value ? max_value : x >= threshold ? x :
+    # negative_slope * (x - threshold)   (None / 0 / 0: the plain relu)
+    max_value: float | None = None
+    negative_slope: float = 0.0
+    threshold: float = 0.0
     needs_output = True
+
+    @property
+    def plain(self) -> bool:
+        return self.max_value is None and self.negative_slope == 0 and self.threshold == 0
 
     def out_size(self, size):
         if self.function == "softmax" and self.dims > len(size):
@@ -522,6 +531,17 @@ class ActStage(Stage):
         return tuple(size)
 
     def forward(self, x, backend, tags):
+        if self.function == "relu" and not self.plain:
+            t = x.dtype.type
+            below = (
+                t(self.negative_slope) * (x - t(self.threshold))
+                if self.negative_slope
+                else np.zeros_like(x)
+            )
+            y = np.where(x >= t(self.threshold), x, below)
+            if self.max_value is not None:
+                y = np.where(x >= t(self.max_value), t(self.max_value), y)
+            return y.astype(x.dtype, copy=False)
         return activate(self.function, x, self.dims)
 
     def magnitude(self, s, out, wd):
@@ -533,6 +553,8 @@ class ActStage(Stage):
             return SELU_LAMBDA_ALPHA * s + magnitude.ROUND * a
         a = np.abs(out)
         fn = self.function
+        if fn == "relu" and not self.plain:  # slope <= max(1, |negative_slope|), x - threshold
+            return max(1.0, abs(self.negative_slope)) * (s + abs(self.threshold))
         if fn == "gelu":  # slope <= 1.13; erf and the products round relative to |x| <= s
             return 1.13 * s + magnitude.ROUND * a
         if fn == "swish":  # slope <= 1.1; exp and the products
@@ -549,6 +571,26 @@ class ActStage(Stage):
             return ctx.make("Identity", self.role)(t)
         if fn == "softmax":
             return ctx.make("Softmax", self.role, axis=tf_axis(self.dims, in_size, ctx.spatial))(t)
+        if fn == "relu" and not self.plain:
+            if self.threshold < 0 and self.max_value is not None:
+                ctx.notes.append(
+                    f"{ctx.base}: relu threshold={self.threshold} < 0 with max_value: Keras's "
+                    "ReLU clips to [0, max_value], so threshold < x < 0 gives 0 where Knet "
+                    "gives x (no exact built-in there)"
+                )
+            if self.threshold != 0:
+                ctx.notes.append(
+                    f"{ctx.base}: relu threshold={self.threshold}: Keras's ReLU gives 0 at "
+                    "x == threshold where Knet gives x (no exact built-in there; other inputs "
+                    "agree)"
+                )
+            return ctx.make(
+                "ReLU",
+                self.role,
+                max_value=self.max_value,
+                negative_slope=float(self.negative_slope),
+                threshold=float(self.threshold),
+            )(t)
         if fn == "gelu" and ctx.dtype == "float64":
             ctx.notes.append(
                 f"{ctx.base}: Keras's built-in gelu runs TensorFlow's erf, which in float64 is "

@@ -41,6 +41,7 @@ from porting.model.spec import (
     KnetModel,
     Mat,
     Pool,
+    Reshape,
 )
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "KnetModel",
     "Mat",
     "Pool",
+    "Reshape",
     "KnetOutputs",
     "Plan",
     "plan",

@@ -19,6 +19,7 @@ from porting.model.kinds import (
     mat,
     merge,
     pool,
+    reshape,
 )
 from porting.model.layer import Kind, Layer
 
@@ -37,6 +38,7 @@ KINDS: dict[str, Kind] = {
         deconv.KIND,
         merge.KIND_ADD,
         merge.KIND_CONCAT,
+        reshape.KIND,
     )
 }
 

@@ -233,7 +233,7 @@ def test_bad_input_exits_2_with_no_output(tmp_path, capsys, case):
     )
 
 
-@pytest.mark.parametrize("example", ["cnn-bn", "resnet"])
+@pytest.mark.parametrize("example", ["cnn-bn", "resnet", "dcgan"])
 def test_batchnorm_and_resnet_examples_convert_and_verify(example, tmp_path, capsys):
     out = tmp_path / f"{example}.keras"
     assert main(["convert", "--example", example, "--verify", "-o", str(out), "--json"]) == 0
@@ -247,7 +247,8 @@ def test_batchnorm_and_resnet_examples_convert_and_verify(example, tmp_path, cap
     from porting.examples.models import EXAMPLES, example_input
 
     model = EXAMPLES[example][0]()
-    x_tf = layout.activations_to_tf(example_input(model))
+    x = example_input(model)
+    x_tf = layout.activations_to_tf(x) if x.ndim > 2 else np.ascontiguousarray(x.T)
     km = keras.models.load_model(out)
     y = np.asarray(km(x_tf))
     from porting.model import forward_knet

@@ -7,14 +7,15 @@
 - `resnet()`: a CIFAR ResNet in small: stem conv - batchnorm - relu, a basic block with an
   identity shortcut, a stride-2 block with a projection shortcut (1x1 conv stride 2 +
   batchnorm), `relu(shortcut + main)`, global mean pool, dense; batchnorm after every conv.
+- `dcgan()`: Knet's DCGAN generator, small: dense, reshape, deconv4 with batchnorm, tanh.
 
 Weights are Knet's `xavier_uniform` drawn in Julia's column-major order from a seeded
 generator (as `porting.examples.lenet`); batchnorm moments are plausible running statistics
 (means near 0, variances in [0.5, 1.5]) and `bnparams` `[scale; bias]` with scales near 1,
 so that verification checks every path.
 
->>> cnn_bn().output_sizes[-1], resnet().output_sizes[-1]
-((10,), (10,))
+>>> cnn_bn().output_sizes[-1], resnet().output_sizes[-1], dcgan().output_sizes[-1]
+((10,), (10,), (24, 24, 1))
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from porting.examples.lenet import _julia_rand, _xavier
 
-__all__ = ["EXAMPLES", "cnn_bn", "resnet", "example_input"]
+__all__ = ["EXAMPLES", "cnn_bn", "dcgan", "resnet", "example_input"]
 
 F32 = np.float32
 
@@ -99,8 +100,40 @@ def resnet(seed: int = 4):
     return KnetModel(layers, input_size=(16, 16, 3), name="resnet", inputs={"proj": "a_out"})
 
 
+def dcgan(seed: int = 6):
+    """Knet's DCGAN generator (dcgan-mnist), small: dense-bn-relu x2 without biases, reshape
+    (4, 4, 8), deconv4 2x2 stride 2 - bn (no activation), deconv4 5x5 - bn - relu, deconv4 2x2
+    stride 2 - bn, deconv4 5x5 + one scalar bias - tanh; a 16-value latent in, 24x24x1 out."""
+    from porting.model import Activation, Deconv, Dense, KnetModel, Reshape
+
+    rng = np.random.default_rng(seed)
+    layers = [
+        Dense(_xavier(rng, (32, 16), F32), name="fc1"),
+        _bn(rng, 32, "bn1"),
+        Activation("relu", name="relu1"),
+        Dense(_xavier(rng, (4 * 4 * 8, 32), F32), name="fc2"),
+        _bn(rng, 128, "bn2"),
+        Activation("relu", name="relu2"),
+        Reshape((4, 4, 8), name="reshape"),
+        Deconv(_xavier(rng, (2, 2, 8, 8), F32), stride=2, name="deconv1"),
+        _bn(rng, 8, "bn3"),
+        Deconv(_xavier(rng, (5, 5, 8, 8), F32), name="deconv2"),
+        _bn(rng, 8, "bn4"),
+        Activation("relu", name="relu4"),
+        Deconv(_xavier(rng, (2, 2, 4, 8), F32), stride=2, name="deconv3"),
+        _bn(rng, 4, "bn5"),
+        Deconv(
+            _xavier(rng, (5, 5, 1, 4), F32),
+            np.full((1, 1, 1, 1), 0.05, F32),
+            activation="tanh",
+            name="deconv4",
+        ),
+    ]
+    return KnetModel(layers, input_size=(16,), name="dcgan")
+
+
 def example_input(model, seed: int = 5, batch: int = 2) -> np.ndarray:
-    """Deterministic images in [0, 1), Julia size (input_size..., batch)."""
+    """Deterministic inputs in [0, 1), Julia size (input_size..., batch)."""
     rng = np.random.default_rng([seed, 1])
     return np.asfortranarray(_julia_rand(rng, (*model.input_size, batch), F32))
 
@@ -108,4 +141,5 @@ def example_input(model, seed: int = 5, batch: int = 2) -> np.ndarray:
 EXAMPLES = {
     "cnn-bn": (cnn_bn, "built-in example: Knet's cifar10 cnn_batchnorm model (small)"),
     "resnet": (resnet, "built-in example: a small CIFAR ResNet (identity + projection shortcuts)"),
+    "dcgan": (dcgan, "built-in example: Knet's DCGAN generator (dense, reshape, deconv4, bn)"),
 }

@@ -15,7 +15,7 @@ generator (as `porting.examples.lenet`); batchnorm moments are plausible running
 so that verification checks every path.
 
 >>> cnn_bn().output_sizes[-1], resnet().output_sizes[-1], dcgan().output_sizes[-1]
-((10,), (10,), (24, 24, 1))
+((10,), (10,), (28, 28, 1))
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def resnet(seed: int = 4):
 def dcgan(seed: int = 6):
     """Knet's DCGAN generator (dcgan-mnist), small: dense-bn-relu x2 without biases, reshape
     (4, 4, 8), deconv4 2x2 stride 2 - bn (no activation), deconv4 5x5 - bn - relu, deconv4 2x2
-    stride 2 - bn, deconv4 5x5 + one scalar bias - tanh; a 16-value latent in, 24x24x1 out."""
+    stride 2 - bn, deconv4 5x5 + one scalar bias - tanh; a 16-value latent in, 28x28x1 out (as MNIST)."""
     from porting.model import Activation, Deconv, Dense, KnetModel, Reshape
 
     rng = np.random.default_rng(seed)

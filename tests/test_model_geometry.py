@@ -232,3 +232,37 @@ def test_random_geometries_are_accepted_when_knet_computes_them(k, d, p, x, win,
     )
     y = np.asarray(to_keras(model)(layout.activations_to_tf(xd)))
     np.testing.assert_allclose(y, julia_to_tf(expected, None, "reverse"), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("spatial", ["reverse", "keep"])
+def test_asymmetric_zeropad_as_layers21_defines_it(spatial, tmp_path):
+    """Layers21 ZeroPad(((lo1, hi1), (lo2, hi2))) pads Julia dims 1 and 2; PyTorch's F.pad
+    takes the last dimension first."""
+    from porting.model import ZeroPad, load_export, save_export
+
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((3, 2, 2, 3))
+    x = rng.standard_normal((5, 4, 2, 2))
+    t = _t(x)  # (N, C, X1, X2)
+    padded = F.pad(t, (0, 3, 1, 2))  # X2: (0, 3), X1: (1, 2)
+    expected = torch_conv4(w, _back(padded), None, 0)
+    model = KnetModel(
+        [ZeroPad(((1, 2), (0, 3)), name="zp"), Conv(w.astype(F32), name="c")],
+        input_size=(5, 4, 2),
+    )
+    assert model.output_sizes[0] == (8, 7, 2)
+    xd = np.asfortranarray(x.astype(F32))
+    np.testing.assert_allclose(forward_knet(model, xd).final, expected, rtol=1e-5, atol=1e-5)
+    km = to_keras(model, spatial=spatial)
+    np.testing.assert_allclose(
+        np.asarray(km(layout.activations_to_tf(xd, spatial))),
+        julia_to_tf(expected, None, spatial),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    for mode in ("each", "whole"):
+        assert verify_model(model, xd, keras_model=km, mode=mode, spatial=spatial).ok
+    save_export(model, tmp_path / "zp")
+    assert load_export(tmp_path / "zp")["zp"].padding == ((1, 2), (0, 3))
+    with pytest.raises(PortingError, match="padding="):
+        ZeroPad(((1, 2, 3), (0, 1)))

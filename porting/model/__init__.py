@@ -13,7 +13,7 @@
 
 - `KnetModel` (spec; a chain, or a graph with `Add`/`Concat` merges and `inputs=`), layers
   `Conv`, `Deconv`, `Dense`, `Pool`, `Mat`, `Reshape`, `Dropout`, `Activation`, `BatchNorm`,
-  `Add`, `Concat`: each
+  `Add`, `Concat`, `ZeroPad`: each
   kind defined in one file under `porting.model.kinds` (its table: `porting.model.kinds.KINDS`),
   its Knet computation as ordered stages (`porting.model.stages`).
 - `plan(model, input_size)`: the model planned once for an input size (sizes, stages, flatten
@@ -44,6 +44,7 @@ from porting.model.spec import (
     Mat,
     Pool,
     Reshape,
+    ZeroPad,
 )
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "Mat",
     "Pool",
     "Reshape",
+    "ZeroPad",
     "KnetOutputs",
     "Plan",
     "plan",

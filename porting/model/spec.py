@@ -45,6 +45,7 @@ from porting.model.kinds.mat import Mat
 from porting.model.kinds.merge import Add, Concat
 from porting.model.kinds.pool import Pool
 from porting.model.kinds.reshape import Reshape
+from porting.model.kinds.zeropad import ZeroPad
 from porting.model.layer import ACTIVATIONS, NAME_RE, Layer, activation_name, fmt_size
 from porting.model.planning import Plan, as_size, plan
 
@@ -57,6 +58,7 @@ __all__ = [
     "Dense",
     "Pool",
     "Reshape",
+    "ZeroPad",
     "Mat",
     "Dropout",
     "Activation",

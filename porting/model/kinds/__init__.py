@@ -20,6 +20,7 @@ from porting.model.kinds import (
     merge,
     pool,
     reshape,
+    zeropad,
 )
 from porting.model.layer import Kind, Layer
 
@@ -39,6 +40,7 @@ KINDS: dict[str, Kind] = {
         merge.KIND_ADD,
         merge.KIND_CONCAT,
         reshape.KIND,
+        zeropad.KIND,
     )
 }
 

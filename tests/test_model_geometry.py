@@ -266,3 +266,44 @@ def test_asymmetric_zeropad_as_layers21_defines_it(spatial, tmp_path):
     assert load_export(tmp_path / "zp")["zp"].padding == ((1, 2), (0, 3))
     with pytest.raises(PortingError, match="padding="):
         ZeroPad(((1, 2, 3), (0, 1)))
+
+
+@pytest.mark.parametrize(
+    "cin,cout,groups,mode",
+    [(4, 4, 4, 1), (4, 6, 2, 0), (3, 6, 3, 1)],
+    ids=["depthwise", "groups-2", "depthwise-multiplier-2"],
+)
+def test_grouped_and_depthwise_conv_as_ops21_defines_it(cin, cout, groups, mode, tmp_path):
+    """Ops21's groups: input and output channels in `groups` contiguous blocks, w of size
+    (W..., Cin/groups, Cout) (depthwise: groups = Cin). PyTorch's conv2d(groups=...) from the
+    same definition."""
+    from porting.model import load_export, save_export
+
+    rng = np.random.default_rng(cin * 10 + groups)
+    w = rng.standard_normal((3, 3, cin // groups, cout))
+    b = rng.standard_normal(cout)
+    x = rng.standard_normal((7, 6, cin, 2))
+    wt = w.transpose(3, 2, 0, 1)
+    if mode == 0:
+        wt = wt[:, :, ::-1, ::-1]
+    y = F.conv2d(_t(x), torch.from_numpy(wt.copy()), torch.from_numpy(b), padding=1, groups=groups)
+    expected = _back(y)
+    model = KnetModel(
+        [Conv(w.astype(F32), b.astype(F32), padding=1, groups=groups, mode=mode, name="dw")],
+        input_size=(7, 6, cin),
+    )
+    xd = np.asfortranarray(x.astype(F32))
+    np.testing.assert_allclose(forward_knet(model, xd).final, expected, rtol=1e-5, atol=1e-5)
+    km = to_keras(model)
+    np.testing.assert_allclose(
+        np.asarray(km(layout.activations_to_tf(xd))),
+        julia_to_tf(expected, None, "reverse"),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    for m in ("each", "whole"):
+        assert verify_model(model, xd, keras_model=km, mode=m).ok
+    save_export(model, tmp_path / "g")
+    assert load_export(tmp_path / "g")["dw"].groups == groups
+    with pytest.raises(PortingError, match="groups=5"):
+        Conv(w.astype(F32), groups=5)

@@ -191,11 +191,22 @@ class ConvStage(Stage):
     b: Any = None
     geometry: Any = None
     alpha: float = 1.0
-    linear = True
+    groups: int = 1  # Ops21's groups: channels split into contiguous blocks (depthwise: Cin)
+
+    @property
+    def linear(self) -> bool:  # type: ignore[override]
+        return self.groups == 1  # diagnosis's conv hypotheses are those of an ungrouped conv
 
     @property
     def nd(self) -> int:
         return self.w.ndim - 2
+
+    def _blocks(self, c_in: int):
+        """(input channel slice, output channel slice) of every group."""
+        ci, co = c_in // self.groups, self.w.shape[-1] // self.groups
+        return [
+            (slice(g * ci, (g + 1) * ci), slice(g * co, (g + 1) * co)) for g in range(self.groups)
+        ]
 
     def out_size(self, size):
         nd = self.nd
@@ -205,18 +216,29 @@ class ConvStage(Stage):
         from porting import knet as pknet
 
         g = self.geometry
-        y = pknet.conv4(
-            self.w,
-            x,
-            padding=g.padding,
-            stride=g.stride,
-            dilation=g.dilation,
-            mode=g.mode,
-            alpha=self.alpha,
-            backend=backend,
-        )
-        tags.append(y)
-        y = np.asarray(y)
+
+        def conv(w, x):
+            y = pknet.conv4(
+                w,
+                x,
+                padding=g.padding,
+                stride=g.stride,
+                dilation=g.dilation,
+                mode=g.mode,
+                alpha=self.alpha,
+                backend=backend,
+            )
+            tags.append(y)
+            return np.asarray(y)
+
+        if self.groups == 1:
+            y = conv(self.w, x)
+        else:  # one conv4 per group, outputs side by side (NNlib's / Keras's groups)
+            parts = [
+                conv(np.asfortranarray(self.w[..., o]), np.asfortranarray(x[..., i, :]))
+                for i, o in self._blocks(x.shape[-2])
+            ]
+            y = np.concatenate(parts, axis=-2)
         if self.b is not None:
             y = y + _bias(self.b, y.ndim)
         return y
@@ -224,7 +246,16 @@ class ConvStage(Stage):
     def magnitude(self, s, out, wd):
         # conv4(|w|, |x|) in the model's element type: S only sets the scale of the bound (a
         # relative error of 1e-6 in S is immaterial) and float32 halves the cost of the check.
-        s = magnitude.conv4(self.w, s, self.geometry, self.alpha, dtype=wd)
+        if self.groups == 1:
+            s = magnitude.conv4(self.w, s, self.geometry, self.alpha, dtype=wd)
+        else:
+            s = np.concatenate(
+                [
+                    magnitude.conv4(self.w[..., o], s[..., i, :], self.geometry, self.alpha, wd)
+                    for i, o in self._blocks(s.shape[-2])
+                ],
+                axis=-2,
+            )
         return s if self.b is None else magnitude.bias(s, self.b)
 
     def terms(self, in_size):
@@ -264,6 +295,7 @@ class ConvStage(Stage):
             dilation_rate=1 if written else ctx.tf(g.dilation),
             padding="valid",
             use_bias=self.b is not None,
+            **({"groups": self.groups} if self.groups > 1 else {}),
         )(t)
         if stride != g.stride:
             padded = [x + 2 * p for x, p in zip(in_size[:-1], g.padding, strict=True)]

@@ -233,7 +233,7 @@ def test_bad_input_exits_2_with_no_output(tmp_path, capsys, case):
     )
 
 
-@pytest.mark.parametrize("example", ["cnn-bn", "resnet", "dcgan"])
+@pytest.mark.parametrize("example", ["cnn-bn", "resnet", "dcgan", "layers21"])
 def test_batchnorm_and_resnet_examples_convert_and_verify(example, tmp_path, capsys):
     out = tmp_path / f"{example}.keras"
     assert main(["convert", "--example", example, "--verify", "-o", str(out), "--json"]) == 0

@@ -8,6 +8,8 @@
   identity shortcut, a stride-2 block with a projection shortcut (1x1 conv stride 2 +
   batchnorm), `relu(shortcut + main)`, global mean pool, dense; batchnorm after every conv.
 - `dcgan()`: Knet's DCGAN generator, small: dense, reshape, deconv4 with batchnorm, tanh.
+- `layers21()`: a Layers21-style MobileNet block: asymmetric ZeroPad, cross-correlation convs
+  without bias, a depthwise conv, batchnorm, relu6.
 
 Weights are Knet's `xavier_uniform` drawn in Julia's column-major order from a seeded
 generator (as `porting.examples.lenet`); batchnorm moments are plausible running statistics
@@ -24,7 +26,7 @@ import numpy as np
 
 from porting.examples.lenet import _julia_rand, _xavier
 
-__all__ = ["EXAMPLES", "cnn_bn", "dcgan", "resnet", "example_input"]
+__all__ = ["EXAMPLES", "cnn_bn", "dcgan", "layers21", "resnet", "example_input"]
 
 F32 = np.float32
 
@@ -132,6 +134,31 @@ def dcgan(seed: int = 6):
     return KnetModel(layers, input_size=(16,), name="dcgan")
 
 
+def layers21(seed: int = 7):
+    """A Layers21-style (MobileNet) model: Ops21 convs are cross-correlation (`mode=1`) without
+    bias; an asymmetric `ZeroPad` before a stride-2 conv, a depthwise conv (groups = channels),
+    batchnorm, relu6 (`relu(x; max_value=6)`), a pointwise conv, global mean pool, dense."""
+    from porting.model import Activation, Conv, Dense, KnetModel, Mat, Pool, ZeroPad
+
+    rng = np.random.default_rng(seed)
+    layers = [
+        ZeroPad(((0, 1), (0, 1)), name="pad"),
+        Conv(_xavier(rng, (3, 3, 3, 8), F32), stride=2, mode=1, name="stem"),
+        _bn(rng, 8, "stem_bn"),
+        Activation("relu", max_value=6.0, name="stem_relu6"),
+        Conv(_xavier(rng, (3, 3, 1, 8), F32), padding=1, groups=8, mode=1, name="dw"),
+        _bn(rng, 8, "dw_bn"),
+        Activation("relu", max_value=6.0, name="dw_relu6"),
+        Conv(_xavier(rng, (1, 1, 8, 16), F32), mode=1, name="pw"),
+        _bn(rng, 16, "pw_bn"),
+        Activation("relu", max_value=6.0, name="pw_relu6"),
+        Pool(window=8, mode=1, name="gap"),
+        Mat(name="flat"),
+        Dense(_xavier(rng, (10, 16), F32), np.zeros(10, F32), name="fc"),
+    ]
+    return KnetModel(layers, input_size=(16, 16, 3), name="layers21")
+
+
 def example_input(model, seed: int = 5, batch: int = 2) -> np.ndarray:
     """Deterministic inputs in [0, 1), Julia size (input_size..., batch)."""
     rng = np.random.default_rng([seed, 1])
@@ -142,4 +169,8 @@ EXAMPLES = {
     "cnn-bn": (cnn_bn, "built-in example: Knet's cifar10 cnn_batchnorm model (small)"),
     "resnet": (resnet, "built-in example: a small CIFAR ResNet (identity + projection shortcuts)"),
     "dcgan": (dcgan, "built-in example: Knet's DCGAN generator (dense, reshape, deconv4, bn)"),
+    "layers21": (
+        layers21,
+        "built-in example: a Layers21-style MobileNet block (asymmetric ZeroPad, depthwise conv)",
+    ),
 }

@@ -8,6 +8,7 @@
   identity shortcut, a stride-2 block with a projection shortcut (1x1 conv stride 2 +
   batchnorm), `relu(shortcut + main)`, global mean pool, dense; batchnorm after every conv.
 - `dcgan()`: Knet's DCGAN generator, small: dense, reshape, deconv4 with batchnorm, tanh.
+- `vae()`: Knet's conv VAE decoder, small: dense, reshape, deconv4 with relu, sigm.
 - `layers21()`: a Layers21-style MobileNet block: asymmetric ZeroPad, cross-correlation convs
   without bias, a depthwise conv, batchnorm, relu6.
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from porting.examples.lenet import _julia_rand, _xavier
 
-__all__ = ["EXAMPLES", "cnn_bn", "dcgan", "layers21", "resnet", "example_input"]
+__all__ = ["EXAMPLES", "cnn_bn", "dcgan", "layers21", "resnet", "vae", "example_input"]
 
 F32 = np.float32
 
@@ -134,6 +135,33 @@ def dcgan(seed: int = 6):
     return KnetModel(layers, input_size=(16,), name="dcgan")
 
 
+def vae(seed: int = 8):
+    """Knet's conv VAE decoder (vae_conv_mnist.jl), small: dense-relu x2 (with biases),
+    reshape (7, 7, 8), deconv4 4x4 stride 2 padding 1 - relu, 3x3 padding 1 - relu, 4x4
+    stride 2 padding 1 - relu, 3x3 padding 1 - sigm; an 8-value latent in, 28x28x1 out."""
+    from porting.model import Deconv, Dense, KnetModel, Reshape
+
+    rng = np.random.default_rng(seed)
+
+    def bias(n):
+        return F32(0.2) * _julia_rand(rng, (n,), F32) - F32(0.1)
+
+    def deconv(k, cout, cin, name, act, **kw):
+        b = (F32(0.2) * _julia_rand(rng, (1, 1, cout, 1), F32) - F32(0.1)).astype(F32)
+        return Deconv(_xavier(rng, (k, k, cout, cin), F32), b, activation=act, name=name, **kw)
+
+    layers = [
+        Dense(_xavier(rng, (32, 8), F32), bias(32), activation="relu", name="fc1"),
+        Dense(_xavier(rng, (7 * 7 * 8, 32), F32), bias(392), activation="relu", name="fc2"),
+        Reshape((7, 7, 8), name="reshape"),
+        deconv(4, 8, 8, "deconv1", "relu", stride=2, padding=1),
+        deconv(3, 8, 8, "deconv2", "relu", padding=1),
+        deconv(4, 4, 8, "deconv3", "relu", stride=2, padding=1),
+        deconv(3, 1, 4, "deconv4", "sigm", padding=1),
+    ]
+    return KnetModel(layers, input_size=(8,), name="vae_decoder")
+
+
 def layers21(seed: int = 7):
     """A Layers21-style (MobileNet) model: Ops21 convs are cross-correlation (`mode=1`) without
     bias; an asymmetric `ZeroPad` before a stride-2 conv, a depthwise conv (groups = channels),
@@ -169,6 +197,7 @@ EXAMPLES = {
     "cnn-bn": (cnn_bn, "built-in example: Knet's cifar10 cnn_batchnorm model (small)"),
     "resnet": (resnet, "built-in example: a small CIFAR ResNet (identity + projection shortcuts)"),
     "dcgan": (dcgan, "built-in example: Knet's DCGAN generator (dense, reshape, deconv4, bn)"),
+    "vae": (vae, "built-in example: Knet's conv VAE decoder (dense, reshape, deconv4)"),
     "layers21": (
         layers21,
         "built-in example: a Layers21-style MobileNet block (asymmetric ZeroPad, depthwise conv)",

@@ -41,9 +41,9 @@ from porting.comparison import Comparison, compare
 from porting.errors import PortingError
 from porting.model import convert as mconvert
 from porting.model.forward import check_input, forward_knet
+from porting.model.kinds.pool import PoolStage
 from porting.model.planning import Plan
 from porting.model.spec import KnetModel
-from porting.model.stages import PoolStage
 
 __all__ = ["verify_model", "ModelReport", "LayerRow", "default_input", "MODES"]
 

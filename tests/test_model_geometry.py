@@ -307,3 +307,17 @@ def test_grouped_and_depthwise_conv_as_ops21_defines_it(cin, cout, groups, mode,
     assert load_export(tmp_path / "g")["dw"].groups == groups
     with pytest.raises(PortingError, match="groups=5"):
         Conv(w.astype(F32), groups=5)
+
+
+def test_pool_mode_2_is_noted_once():
+    rng = np.random.default_rng(0)
+    model = KnetModel(
+        [Pool(window=2, padding=1, mode=2), Pool(window=2, mode=2)], input_size=(6, 5, 2)
+    )
+    x = np.asfortranarray(rng.standard_normal((6, 5, 2, 2)).astype(F32))
+    report = verify_model(model, x)
+    assert report.ok
+    assert [n for n in report.notes if "mode=2 runs as mode=1" in n] == [
+        "pool mode=2 runs as mode=1 (padding counted), as on Knet's CPU; on a GPU Knet's mode 2 "
+        "excludes padding"
+    ]

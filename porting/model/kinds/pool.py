@@ -66,6 +66,11 @@ class PoolStage(Stage):
 
     def note(self, in_size):
         g = self.geometry(len(in_size) - 1)
+        if g.mode == 2:
+            return (
+                "pool mode=2 runs as mode=1 (padding counted), as on Knet's CPU; on a GPU Knet's "
+                "mode 2 excludes padding"
+            )
         if any(p >= k for p, k in zip(g.padding, g.window, strict=True)):
             return (
                 f"pool padding {g.padding} >= window {g.window}: Knet's CPU path (NNlib) computes "

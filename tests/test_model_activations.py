@@ -84,3 +84,64 @@ def test_ops21_activations_as_knet_defines_them(name, reference, dtype):
     for mode in ("each", "whole"):
         report = verify_model(model, xd, keras_model=km, mode=mode)
         assert report.ok, str(report)
+
+
+def knet_relu(t, max_value=None, negative_slope=0.0, threshold=0.0):
+    """Ops21 relu, from its definition: x >= max_value ? max_value : x >= threshold ? x :
+    negative_slope == 0 ? 0 : negative_slope * (x - threshold)."""
+    below = negative_slope * (t - threshold) if negative_slope else torch.zeros_like(t)
+    y = torch.where(t >= threshold, t, below)
+    if max_value is not None:
+        y = torch.where(t >= max_value, torch.full_like(t, max_value), y)
+    return y
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(negative_slope=0.2),  # the DCGAN's leaky relu (Keras LeakyReLU's default is 0.3)
+        dict(max_value=6.0),
+        dict(max_value=2.0, negative_slope=0.3),
+        dict(threshold=0.5, negative_slope=0.1),
+    ],
+    ids=["leaky", "relu6", "clipped-leaky", "threshold"],
+)
+def test_relu_keywords_as_ops21_defines_them(kw, tmp_path):
+    from porting.model import load_export, save_export
+
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((30, 3)) * 3
+    x = rng.standard_normal((3, 4))
+    expected = knet_relu(torch.from_numpy(w @ x), **kw).numpy()
+    model = KnetModel(
+        [Dense(w.astype(F32), name="d"), Activation("relu", name="r", **kw)], input_size=(3,)
+    )
+    xd = x.astype(F32)
+    np.testing.assert_allclose(forward_knet(model, xd).final, expected, rtol=2e-6, atol=2e-6)
+    if kw.get("threshold"):
+        with pytest.warns(UserWarning, match="x == threshold"):
+            km = to_keras(model)
+    else:
+        km = to_keras(model)
+    np.testing.assert_allclose(np.asarray(km(xd.T)), expected.T, rtol=2e-6, atol=2e-6)
+    for mode in ("each", "whole"):
+        report = verify_model(model, xd, keras_model=km, mode=mode)
+        assert report.ok, str(report)
+    save_export(model, tmp_path / "m")
+    r = load_export(tmp_path / "m")["r"]
+    assert (r.max_value, r.negative_slope, r.threshold) == (
+        kw.get("max_value"),
+        kw.get("negative_slope", 0.0),
+        kw.get("threshold", 0.0),
+    )
+
+
+def test_relu_keywords_are_checked():
+    from porting import PortingError
+
+    with pytest.raises(PortingError, match="relu's keywords"):
+        Activation("tanh", negative_slope=0.2)
+    with pytest.raises(PortingError, match="negative_slope=nan"):
+        Activation("relu", negative_slope=float("nan"))
+    with pytest.raises(PortingError, match="max_value=1 < threshold=2"):
+        Activation("relu", max_value=1, threshold=2)

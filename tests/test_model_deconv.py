@@ -126,3 +126,83 @@ def test_a_deconv_kernel_left_unrotated_is_caught(monkeypatch):
         kdeconv, "_kernel_converter", lambda w, mode, spatial: layout.kernel_to_tf(w, 1, spatial)
     )
     assert verify_model(model, x).first_divergent == "deconv1"
+
+
+def test_dcgan_generator_with_reshape_agrees_with_pytorch(tmp_path):
+    """Knet's DCGAN generator in small: dense-bn-relu x2 without biases, reshape (4, 4, C)
+    (Julia's column-major reshape), deconv4 2x2 s2 - bn - relu, deconv4 + scalar bias - tanh."""
+    from porting.model import Dense, Reshape
+
+    rng = np.random.default_rng(12)
+    z = rng.standard_normal((6, 3))
+
+    def bn(c):
+        return (
+            rng.standard_normal(c) * 0.1,
+            rng.uniform(0.5, 1.5, c),
+            np.concatenate([rng.uniform(0.5, 1.5, c), rng.standard_normal(c) * 0.1]),
+        )
+
+    w1, bn1 = rng.standard_normal((10, 6)), bn(10)
+    w2, bn2 = rng.standard_normal((4 * 3 * 5, 10)), bn(60)
+    w3, bn3 = rng.standard_normal((2, 2, 4, 5)), bn(4)
+    w4, b4 = rng.standard_normal((3, 3, 1, 4)), rng.standard_normal((1, 1, 1, 1))
+
+    def t_bn(y, m, v, p):  # per feature / channel: Julia's second-to-last dimension
+        nd = y.ndim
+        t = torch.from_numpy(np.moveaxis(y, [nd - 1, nd - 2], [0, 1]).copy())
+        c = m.size
+        pt = torch.from_numpy(p)
+        out = F.batch_norm(
+            t, torch.from_numpy(m), torch.from_numpy(v), pt[:c], pt[c:], training=False, eps=1e-5
+        )
+        return np.moveaxis(out.numpy(), [0, 1], [nd - 1, nd - 2])
+
+    y = np.maximum(t_bn(w1 @ z, *bn1), 0)
+    y = np.maximum(t_bn(w2 @ y, *bn2), 0)
+    y = y.reshape((4, 3, 5, y.shape[-1]), order="F")  # Julia's reshape(y, 4, 3, 5, :)
+    y = np.maximum(t_bn(torch_deconv4(w3, y, stride=2), *bn3), 0)
+    expected = np.tanh(torch_deconv4(w4, y, b4, padding=1))
+
+    c = lambda a: np.asarray(a, F32)  # noqa: E731
+    model = KnetModel(
+        [
+            Dense(c(w1)),
+            BatchNorm(*map(c, bn1)),
+            Activation("relu"),
+            Dense(c(w2)),
+            BatchNorm(*map(c, bn2)),
+            Activation("relu"),
+            Reshape((4, 3, 5)),
+            Deconv(c(w3), stride=2),
+            BatchNorm(*map(c, bn3)),
+            Activation("relu"),
+            Deconv(c(w4), c(b4), padding=1, activation="tanh"),
+        ],
+        input_size=(6,),
+    )
+    zd = z.astype(F32)
+    np.testing.assert_allclose(forward_knet(model, zd).final, expected, rtol=1e-5, atol=1e-5)
+    km = to_keras(model)
+    np.testing.assert_allclose(
+        np.asarray(km(zd.T)), julia_to_tf(expected, None, "reverse"), rtol=1e-5, atol=1e-5
+    )
+    for mode in ("each", "whole"):
+        report = verify_model(model, zd, keras_model=km, mode=mode)
+        assert report.ok, str(report)
+    save_export(model, tmp_path / "gen")
+    again = load_export(tmp_path / "gen")
+    np.testing.assert_array_equal(forward_knet(again, zd).final, forward_knet(model, zd).final)
+
+
+def test_reshapes_without_a_builtin_equivalent_are_refused():
+    from porting import PortingError
+    from porting.model import Conv, Dense, Reshape
+
+    w = np.ones((1, 1, 2, 2), F32)
+    with pytest.raises(PortingError, match="no Keras built-in equivalent"):
+        KnetModel([Conv(w), Reshape((2, 3, 2))], input_size=(3, 2, 2))
+    with pytest.raises(PortingError, match="reshapes the model's input"):
+        KnetModel([Reshape((2, 2, 1))], input_size=(4,))
+    with pytest.raises(PortingError, match="reshape to"):
+        KnetModel([Dense(np.ones((5, 4), F32)), Reshape((2, 2, 1))], input_size=(4,))

@@ -232,3 +232,92 @@ def test_random_geometries_are_accepted_when_knet_computes_them(k, d, p, x, win,
     )
     y = np.asarray(to_keras(model)(layout.activations_to_tf(xd)))
     np.testing.assert_allclose(y, julia_to_tf(expected, None, "reverse"), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("spatial", ["reverse", "keep"])
+def test_asymmetric_zeropad_as_layers21_defines_it(spatial, tmp_path):
+    """Layers21 ZeroPad(((lo1, hi1), (lo2, hi2))) pads Julia dims 1 and 2; PyTorch's F.pad
+    takes the last dimension first."""
+    from porting.model import ZeroPad, load_export, save_export
+
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((3, 2, 2, 3))
+    x = rng.standard_normal((5, 4, 2, 2))
+    t = _t(x)  # (N, C, X1, X2)
+    padded = F.pad(t, (0, 3, 1, 2))  # X2: (0, 3), X1: (1, 2)
+    expected = torch_conv4(w, _back(padded), None, 0)
+    model = KnetModel(
+        [ZeroPad(((1, 2), (0, 3)), name="zp"), Conv(w.astype(F32), name="c")],
+        input_size=(5, 4, 2),
+    )
+    assert model.output_sizes[0] == (8, 7, 2)
+    xd = np.asfortranarray(x.astype(F32))
+    np.testing.assert_allclose(forward_knet(model, xd).final, expected, rtol=1e-5, atol=1e-5)
+    km = to_keras(model, spatial=spatial)
+    np.testing.assert_allclose(
+        np.asarray(km(layout.activations_to_tf(xd, spatial))),
+        julia_to_tf(expected, None, spatial),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    for mode in ("each", "whole"):
+        assert verify_model(model, xd, keras_model=km, mode=mode, spatial=spatial).ok
+    save_export(model, tmp_path / "zp")
+    assert load_export(tmp_path / "zp")["zp"].padding == ((1, 2), (0, 3))
+    with pytest.raises(PortingError, match="padding="):
+        ZeroPad(((1, 2, 3), (0, 1)))
+
+
+@pytest.mark.parametrize(
+    "cin,cout,groups,mode",
+    [(4, 4, 4, 1), (4, 6, 2, 0), (3, 6, 3, 1)],
+    ids=["depthwise", "groups-2", "depthwise-multiplier-2"],
+)
+def test_grouped_and_depthwise_conv_as_ops21_defines_it(cin, cout, groups, mode, tmp_path):
+    """Ops21's groups: input and output channels in `groups` contiguous blocks, w of size
+    (W..., Cin/groups, Cout) (depthwise: groups = Cin). PyTorch's conv2d(groups=...) from the
+    same definition."""
+    from porting.model import load_export, save_export
+
+    rng = np.random.default_rng(cin * 10 + groups)
+    w = rng.standard_normal((3, 3, cin // groups, cout))
+    b = rng.standard_normal(cout)
+    x = rng.standard_normal((7, 6, cin, 2))
+    wt = w.transpose(3, 2, 0, 1)
+    if mode == 0:
+        wt = wt[:, :, ::-1, ::-1]
+    y = F.conv2d(_t(x), torch.from_numpy(wt.copy()), torch.from_numpy(b), padding=1, groups=groups)
+    expected = _back(y)
+    model = KnetModel(
+        [Conv(w.astype(F32), b.astype(F32), padding=1, groups=groups, mode=mode, name="dw")],
+        input_size=(7, 6, cin),
+    )
+    xd = np.asfortranarray(x.astype(F32))
+    np.testing.assert_allclose(forward_knet(model, xd).final, expected, rtol=1e-5, atol=1e-5)
+    km = to_keras(model)
+    np.testing.assert_allclose(
+        np.asarray(km(layout.activations_to_tf(xd))),
+        julia_to_tf(expected, None, "reverse"),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    for m in ("each", "whole"):
+        assert verify_model(model, xd, keras_model=km, mode=m).ok
+    save_export(model, tmp_path / "g")
+    assert load_export(tmp_path / "g")["dw"].groups == groups
+    with pytest.raises(PortingError, match="groups=5"):
+        Conv(w.astype(F32), groups=5)
+
+
+def test_pool_mode_2_is_noted_once():
+    rng = np.random.default_rng(0)
+    model = KnetModel(
+        [Pool(window=2, padding=1, mode=2), Pool(window=2, mode=2)], input_size=(6, 5, 2)
+    )
+    x = np.asfortranarray(rng.standard_normal((6, 5, 2, 2)).astype(F32))
+    report = verify_model(model, x)
+    assert report.ok
+    assert [n for n in report.notes if "mode=2 runs as mode=1" in n] == [
+        "pool mode=2 runs as mode=1 (padding counted), as on Knet's CPU; on a GPU Knet's mode 2 "
+        "excludes padding"
+    ]

@@ -24,9 +24,10 @@ DESCRIPTION = (
     "SavedModel and a TFLite flatbuffer. With --verify, the Knet side (Julia when available, else porting's "
     "NumPy reference) and the Keras model run on the same input and every layer is compared "
     "against its floating-point tolerance. Without MODEL (or with --example lenet) it runs on a "
-    "built-in Knet LeNet (--example cnn-bn / resnet: batchnorm and residual models). MODEL may "
-    "also be a .jld2 file written by Knet.save or JLD2 (see the JLD2 options below; porting "
-    "inspect FILE lists what it holds). Exit 0: converted (and verified); 1: verification found a "
+    "built-in Knet LeNet (--example cnn-bn / resnet / dcgan / vae / layers21: batchnorm, "
+    "residual, deconvolution and depthwise models). MODEL may also be a .jld2 file written by "
+    "Knet.save or JLD2 (see the JLD2 options below; porting inspect FILE lists what it holds). "
+    "Exit 0: converted (and verified); 1: verification found a "
     "difference (nothing written unless --keep-on-mismatch); 2: bad input."
 )
 
@@ -37,9 +38,11 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--example",
-        choices=("lenet", "cnn-bn", "resnet"),
+        choices=("lenet", "cnn-bn", "resnet", "dcgan", "vae", "layers21"),
         help="use a built-in model: lenet (the default when MODEL is omitted), cnn-bn (Knet's "
-        "cifar10 batchnorm CNN, small), resnet (a small CIFAR ResNet)",
+        "cifar10 batchnorm CNN, small), resnet (a small CIFAR ResNet), dcgan (Knet's DCGAN "
+        "generator, small), vae (Knet's conv VAE decoder, small), layers21 (asymmetric "
+        "ZeroPad, depthwise conv)",
     )
     p.add_argument(
         "-o", "--output", metavar="OUT.keras", help="write the Keras model here (atomically)"

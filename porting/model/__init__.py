@@ -11,7 +11,9 @@
 >>> forward_knet(m, rng.standard_normal((14, 14, 1, 3), np.float32))[-1].shape
 (2, 3)
 
-- `KnetModel` (spec), layers `Conv`, `Dense`, `Pool`, `Mat`, `Dropout`, `Activation`: each
+- `KnetModel` (spec; a chain, or a graph with `Add`/`Concat` merges and `inputs=`), layers
+  `Conv`, `Deconv`, `Dense`, `Pool`, `Mat`, `Reshape`, `Dropout`, `Activation`, `BatchNorm`,
+  `Add`, `Concat`, `ZeroPad`: each
   kind defined in one file under `porting.model.kinds` (its table: `porting.model.kinds.KINDS`),
   its Knet computation as ordered stages (`porting.model.stages`).
 - `plan(model, input_size)`: the model planned once for an input size (sizes, stages, flatten
@@ -41,6 +43,8 @@ from porting.model.spec import (
     KnetModel,
     Mat,
     Pool,
+    Reshape,
+    ZeroPad,
 )
 
 __all__ = [
@@ -56,6 +60,8 @@ __all__ = [
     "KnetModel",
     "Mat",
     "Pool",
+    "Reshape",
+    "ZeroPad",
     "KnetOutputs",
     "Plan",
     "plan",

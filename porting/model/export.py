@@ -16,8 +16,12 @@ Julia's `size()`. The `.json`:
         "dropout": 0.0},
        {"name": "mat1", "kind": "mat"}, ...]}
 
-Kinds: conv, dense, pool (keywords in "pool"), mat, dropout (probability in "dropout"),
-activation (name in "activation"; softmax may carry "dims"). Keywords are integers or lists
+Kinds (porting.model.kinds): conv, dense, pool (keywords in "pool"), mat, dropout (probability
+in "dropout"), activation (name in "activation"; softmax may carry "dims", relu "max_value",
+"negative_slope", "threshold"); since version 2: batchnorm (params mean, var, bnparams; "eps",
+"momentum"), deconv (keywords in "deconv"), reshape ("size"), zeropad ("padding"), and the
+merges add / concat ("inputs": the layer names they read); any layer may name the layer it
+reads in "input" (default: the one before it; "input" is the model's input). Keywords are integers or lists
 (one per spatial dimension, Julia order). A conv layer's "order" is "pool-activation" (Knet's
 tutorial `Conv`, the default) or "activation-pool" (Knet's `lenet.jl`). Keys the Julia side adds
 for information (`julia_version`, `julia_type`, ...) are ignored, null values mean "not set",
@@ -44,7 +48,10 @@ from porting.model.spec import KnetModel
 __all__ = ["load_export", "save_export", "export_paths", "FORMAT", "VERSION"]
 
 FORMAT = "porting-knet-export"
-VERSION = 1
+# 2: the kinds batchnorm, deconv, reshape, zeropad, add, concat and the graph keys "inputs" /
+# "input" (a version-1 reader would ignore "input" and silently build a chain). Version-1
+# files (the Julia exporter's, the shipped LeNet) load unchanged.
+VERSION = 2
 _MAX_JSON_BYTES = 64 * 2**20  # an export of 1000 layers is under 1 MB
 _ELTYPES = {"Float32": np.dtype(np.float32), "Float64": np.dtype(np.float64)}
 
@@ -92,7 +99,7 @@ def _read_json(path: Path) -> dict:
             f"{path}: format {fmt!r}; expected {FORMAT!r} (written by PortingKnet.export_model)"
         )
     version = doc.get("version")
-    if not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise PortingError(f"{path}: version {version!r}; expected an integer >= 1")
     if version > VERSION:
         raise PortingError(

@@ -7,6 +7,7 @@ with an input size) and passed on to `forward_knet`, `to_keras`, `convert_weight
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +136,19 @@ def plan(model, input_size=None) -> Plan:
             flat = None
         elif rule == "reset":
             flat = None
+        elif rule == "reshape":
+            if len(out) > 1:  # features -> spatial: Keras must hold them in Flatten order
+                if flat is not None and tuple(flat) != out:
+                    raise PortingError(
+                        f"{layer.label}: reshapes features flattened from {flat} into {out}: no "
+                        "Keras built-in equivalent (only a dense output, or a mat of the same "
+                        "size, can be reshaped)"
+                    )
+                if flat is None:
+                    _features_in_flatten_order(steps, srcs[0], out, layer, sources)
+                flat = None
+            elif len(in_size) > 1:  # spatial -> features: Knet's mat
+                flat = in_size
         steps.append(
             Step(
                 layer,
@@ -148,6 +162,40 @@ def plan(model, input_size=None) -> Plan:
             )
         )
     return Plan(id(model), size, tuple(steps))
+
+
+def _features_in_flatten_order(steps: list[Step], k: int, target, layer, sources) -> None:
+    """Mark the dense layer feeding a reshape into `target` (through per-feature layers:
+    batchnorm, activation, dropout) as producing `target`'s Keras Flatten order, so that
+    Keras's row-major `Reshape` is exact; each of them must be read by the next one only."""
+    readers: dict[int, int] = {}
+    for srcs in sources:
+        for j in srcs:
+            readers[j] = readers.get(j, 0) + 1
+    chain = []
+    while True:
+        if k < 0:
+            raise PortingError(
+                f"{layer.label}: reshapes the model's input into {target}: no Keras built-in "
+                "equivalent (reshape the input before passing it)"
+            )
+        st = steps[k]
+        if readers.get(k, 0) != 1 or st.layer.merges:
+            raise PortingError(
+                f"{layer.label}: {st.layer.label} is read by other layers too: its features "
+                f"cannot also be put in the Keras order of {target}"
+            )
+        chain.append(k)
+        if st.layer.flat_rule == "dense":
+            break
+        if st.layer.flat_rule != "keep":
+            raise PortingError(
+                f"{layer.label}: reshapes the output of {st.layer.label} into {target}: no Keras "
+                "built-in equivalent (a dense layer's output, through batchnorm/activation, can be)"
+            )
+        k = st.sources[0]
+    for j in chain:
+        steps[j] = dataclasses.replace(steps[j], flat_from=tuple(target))
 
 
 def plan_for(model, input_size=None, given: Plan | None = None) -> Plan:

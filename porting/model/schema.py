@@ -88,6 +88,7 @@ _KEYWORD_TYPES = {
     "dilation": integers,
     "window": integers,
     "mode": integer,
+    "groups": integer,
     "alpha": number,
 }
 

@@ -44,6 +44,8 @@ from porting.model.kinds.dropout import Dropout
 from porting.model.kinds.mat import Mat
 from porting.model.kinds.merge import Add, Concat
 from porting.model.kinds.pool import Pool
+from porting.model.kinds.reshape import Reshape
+from porting.model.kinds.zeropad import ZeroPad
 from porting.model.layer import ACTIVATIONS, NAME_RE, Layer, activation_name, fmt_size
 from porting.model.planning import Plan, as_size, plan
 
@@ -55,6 +57,8 @@ __all__ = [
     "Deconv",
     "Dense",
     "Pool",
+    "Reshape",
+    "ZeroPad",
     "Mat",
     "Dropout",
     "Activation",
@@ -220,7 +224,12 @@ class KnetModel:
                     f"{layer.label} follows a dense or mat layer, whose output is (features, N); "
                     f"expected (X1, ..., C, N) for a {layer.kind}"
                 )
-            flat.append(layer.flattens or (before and not layer.needs_spatial))
+            if layer.flattens:
+                flat.append(True)
+            elif layer.flat_rule in ("reset", "reshape"):  # a spatial output
+                flat.append(False)
+            else:
+                flat.append(before)
 
     def sizes(self, input_size) -> list[tuple[int, ...]]:
         """Every layer's output size (one sample) for `input_size`; raises `PortingError` naming

@@ -23,12 +23,11 @@ import numpy as np
 
 from porting import layout, magnitude
 from porting.errors import PortingError
-from porting.geometry import ConvGeometry, PoolGeometry
+from porting.geometry import ConvGeometry
 
 __all__ = [
     "Stage",
     "ConvStage",
-    "PoolStage",
     "ActStage",
     "DenseStage",
     "FlattenStage",
@@ -191,11 +190,22 @@ class ConvStage(Stage):
     b: Any = None
     geometry: Any = None
     alpha: float = 1.0
-    linear = True
+    groups: int = 1  # Ops21's groups: channels split into contiguous blocks (depthwise: Cin)
+
+    @property
+    def linear(self) -> bool:  # type: ignore[override]
+        return self.groups == 1  # diagnosis's conv hypotheses are those of an ungrouped conv
 
     @property
     def nd(self) -> int:
         return self.w.ndim - 2
+
+    def _blocks(self, c_in: int):
+        """(input channel slice, output channel slice) of every group."""
+        ci, co = c_in // self.groups, self.w.shape[-1] // self.groups
+        return [
+            (slice(g * ci, (g + 1) * ci), slice(g * co, (g + 1) * co)) for g in range(self.groups)
+        ]
 
     def out_size(self, size):
         nd = self.nd
@@ -205,18 +215,29 @@ class ConvStage(Stage):
         from porting import knet as pknet
 
         g = self.geometry
-        y = pknet.conv4(
-            self.w,
-            x,
-            padding=g.padding,
-            stride=g.stride,
-            dilation=g.dilation,
-            mode=g.mode,
-            alpha=self.alpha,
-            backend=backend,
-        )
-        tags.append(y)
-        y = np.asarray(y)
+
+        def conv(w, x):
+            y = pknet.conv4(
+                w,
+                x,
+                padding=g.padding,
+                stride=g.stride,
+                dilation=g.dilation,
+                mode=g.mode,
+                alpha=self.alpha,
+                backend=backend,
+            )
+            tags.append(y)
+            return np.asarray(y)
+
+        if self.groups == 1:
+            y = conv(self.w, x)
+        else:  # one conv4 per group, outputs side by side (NNlib's / Keras's groups)
+            parts = [
+                conv(np.asfortranarray(self.w[..., o]), np.asfortranarray(x[..., i, :]))
+                for i, o in self._blocks(x.shape[-2])
+            ]
+            y = np.concatenate(parts, axis=-2)
         if self.b is not None:
             y = y + _bias(self.b, y.ndim)
         return y
@@ -224,7 +245,16 @@ class ConvStage(Stage):
     def magnitude(self, s, out, wd):
         # conv4(|w|, |x|) in the model's element type: S only sets the scale of the bound (a
         # relative error of 1e-6 in S is immaterial) and float32 halves the cost of the check.
-        s = magnitude.conv4(self.w, s, self.geometry, self.alpha, dtype=wd)
+        if self.groups == 1:
+            s = magnitude.conv4(self.w, s, self.geometry, self.alpha, dtype=wd)
+        else:
+            s = np.concatenate(
+                [
+                    magnitude.conv4(self.w[..., o], s[..., i, :], self.geometry, self.alpha, wd)
+                    for i, o in self._blocks(s.shape[-2])
+                ],
+                axis=-2,
+            )
         return s if self.b is None else magnitude.bias(s, self.b)
 
     def terms(self, in_size):
@@ -264,6 +294,7 @@ class ConvStage(Stage):
             dilation_rate=1 if written else ctx.tf(g.dilation),
             padding="valid",
             use_bias=self.b is not None,
+            **({"groups": self.groups} if self.groups > 1 else {}),
         )(t)
         if stride != g.stride:
             padded = [x + 2 * p for x, p in zip(in_size[:-1], g.padding, strict=True)]
@@ -306,177 +337,6 @@ def _zero_padding(ctx: KerasContext, nd: int, pad: tuple[int, ...], role: str):
     return ctx.make(f"ZeroPadding{nd}D", role, padding=arg)
 
 
-# --------------------------------------------------------------------------- pool
-
-
-@dataclass(frozen=True, eq=False)
-class PoolStage(Stage):
-    """Knet `pool(x; window, padding, stride, mode, alpha)`; the number of spatial dimensions
-    comes from the input."""
-
-    window: Any = 2
-    padding: Any = 0
-    stride: Any = None
-    mode: int = 0
-    alpha: float = 1.0
-
-    def geometry(self, nd: int) -> PoolGeometry:
-        return PoolGeometry.from_knet(
-            nd, window=self.window, padding=self.padding, stride=self.stride, mode=self.mode
-        )
-
-    def out_size(self, size):
-        return (*self.geometry(len(size) - 1).output_size(size[:-1]), size[-1])
-
-    def forward(self, x, backend, tags):
-        from porting import knet as pknet
-
-        y = pknet.pool(
-            x,
-            window=self.window,
-            padding=self.padding,
-            stride=self.stride,
-            mode=self.mode,
-            alpha=self.alpha,
-            backend=backend,
-        )
-        tags.append(y)
-        return np.asarray(y)
-
-    def magnitude(self, s, out, wd):
-        g = self.geometry(s.ndim - 2)
-        s = magnitude.pool(s, g, self.alpha)
-        # A max window of padding only gives -floatmax, a constant computed exactly: S = 0.
-        return np.maximum(s, 0) if g.is_max else s
-
-    def terms(self, in_size):
-        g = self.geometry(len(in_size) - 1)
-        return None if g.is_max else int(np.prod(g.window))
-
-    def note(self, in_size):
-        g = self.geometry(len(in_size) - 1)
-        if any(p >= k for p, k in zip(g.padding, g.window, strict=True)):
-            return (
-                f"pool padding {g.padding} >= window {g.window}: Knet's CPU path (NNlib) computes "
-                "it (windows of padding only give "
-                + ("-floatmax" if g.is_max else "0")
-                + "); cuDNN, Knet's GPU path, rejects it"
-            )
-        return None
-
-    def build(self, ctx, t, in_size, out_size):
-        """Keras built-in layers only, so the file loads anywhere: `ZeroPadding` (mean) or
-        edge padding (max: `_edge_padding`, padded cells never win) + `MaxPooling` /
-        `AveragePooling` "valid"; 3-D pooling in float64 (no TensorFlow CPU kernel) as two 2-D
-        poolings (`_pool3d_by_2d`)."""
-        nd = len(in_size) - 1
-        g = self.geometry(nd)
-        window, stride, pad = ctx.tf(g.window), ctx.tf(g.stride), ctx.tf(g.padding)
-        size = ctx.tf(in_size[:-1])
-        if any(pad):
-            if g.is_max:
-                t = _edge_padding(ctx, t, nd, size, pad, _sub(self.role, "pad"))
-            else:  # Knet's CPU mean pooling counts padding as zeros, divides by prod(window)
-                t = _zero_padding(ctx, nd, pad, _sub(self.role, "pad"))(t)
-        kind = "Max" if g.is_max else "Average"
-        padded = tuple(x + 2 * p for x, p in zip(size, pad, strict=True))
-        empty = g.is_max and any(p >= k for p, k in zip(pad, window, strict=True))
-        main = _sub(self.role, "pool") if empty else self.role
-        if nd == 3 and ctx.dtype == "float64":
-            t = _pool3d_by_2d(ctx, t, kind, padded, in_size[-1], window, stride, main)
-        else:
-            t = ctx.make(
-                f"{kind}Pooling{nd}D", main, pool_size=window, strides=stride, padding="valid"
-            )(t)
-        if empty:
-            out = ctx.tf(out_size[:-1])
-            t = _all_padding(ctx, t, nd, size, window, stride, pad, out, _sub(self.role, "border"))
-        if self.alpha != 1:
-            t = ctx.make("Rescaling", _sub(self.role, "scale"), float(self.alpha))(t)
-        return t
-
-
-def _crop(ctx: KerasContext, t, nd: int, axis: int, lo: int, hi: int, role: str):
-    """Crop `lo` cells from the start and `hi` from the end of TF spatial axis `axis` (0-based)."""
-    crops = [(0, 0)] * nd
-    crops[axis] = (lo, hi)
-    arg = crops[0] if nd == 1 else tuple(crops)
-    return ctx.make(f"Cropping{nd}D", role, arg)(t)
-
-
-def _edge_padding(ctx: KerasContext, t, nd: int, size, pad, role: str):
-    """`t` padded by repeating its edge cells (`Cropping` + `Concatenate`, no arithmetic).
-
-    For max pooling this is exactly Knet's padding, where padded cells never win: a window
-    that holds a padded cell and any real cell holds the edge cell the padded one copies
-    (its start is at most window-1 cells before the edge), so the maximum is over real cells
-    only. Windows holding nothing but padding (padding >= window) are set by `_all_padding`.
-    """
-    size = list(size)
-    for a, p in enumerate(pad):
-        if not p:
-            continue
-        n = size[a]
-        lo = _crop(ctx, t, nd, a, 0, n - 1, f"{role}_edge{a + 1}_lo")
-        hi = _crop(ctx, t, nd, a, n - 1, 0, f"{role}_edge{a + 1}_hi")
-        t = ctx.make("Concatenate", f"{role}{a + 1}", axis=a + 1)([lo] * p + [t] + [hi] * p)
-        size[a] = n + 2 * p
-    return t
-
-
-def _all_padding(ctx: KerasContext, y, nd: int, size, window, stride, pad, out, role: str):
-    """Outputs whose window lies entirely in the padding are -floatmax, NNlib's starting value
-    (only when padding >= window): those border slabs are replaced by `0 * tanh(y) - floatmax`
-    (tanh keeps +-Inf finite), joined with `Concatenate`."""
-    dt = np.dtype(ctx.dtype)
-    big = np.finfo(dt).max
-    for a, (n, k, s, p, o) in enumerate(zip(size, window, stride, pad, out, strict=True)):
-        left = max(0, -(-(p - k + 1) // s))  # i with i*s - p + k - 1 < 0
-        right = max(0, o - ((n - 1 + p) // s + 1))  # i with i*s - p > n - 1
-        if not (left or right):
-            continue
-        parts: list = []
-        for side, count, (c_lo, c_hi) in (
-            ("lo", left, (0, o - left)),
-            ("hi", right, (o - right, 0)),
-        ):
-            if not count:
-                parts.append(None)
-                continue
-            c = _crop(ctx, y, nd, a, c_lo, c_hi, f"{role}_empty{a + 1}_{side}")
-            c = ctx.make("Activation", f"{role}_empty{a + 1}_{side}_bounded", "tanh")(c)
-            parts.append(
-                ctx.make(
-                    "Rescaling",
-                    f"{role}_empty{a + 1}_{side}_fill",
-                    np.array([0], dt),
-                    np.array([-big], dt),
-                )(c)
-            )
-        mid = _crop(ctx, y, nd, a, left, right, f"{role}_real{a + 1}")
-        pieces = [x for x in (parts[0], mid, parts[1]) if x is not None]
-        y = ctx.make("Concatenate", f"{role}_out{a + 1}", axis=a + 1)(pieces)
-    return y
-
-
-def _pool3d_by_2d(ctx: KerasContext, t, kind: str, size, channels: int, window, stride, role):
-    """3-D pooling (TensorFlow axes a, b, c) as a 2-D pooling over (a, b) with (c, channels)
-    merged, then one over c: max is separable exactly; mean becomes a mean of means (the same
-    terms, rounded in another order: within the mean's tolerance)."""
-    a, b, c = size
-    (wa, wb, wc), (sa, sb, sc) = window, stride
-    oa, ob, oc = (1 + (n - w) // s for n, w, s in zip(size, window, stride, strict=True))
-    t = ctx.make("Reshape", _sub(role, "merge_c"), (a, b, c * channels))(t)
-    t = ctx.make(
-        f"{kind}Pooling2D", _sub(role, "ab"), pool_size=(wa, wb), strides=(sa, sb), padding="valid"
-    )(t)
-    t = ctx.make("Reshape", _sub(role, "merge_ab"), (oa * ob, c, channels))(t)
-    t = ctx.make(
-        f"{kind}Pooling2D", _sub(role, "c"), pool_size=(1, wc), strides=(1, sc), padding="valid"
-    )(t)
-    return ctx.make("Reshape", role, (oa, ob, oc, channels))(t)
-
-
 # --------------------------------------------------------------------------- activations
 
 
@@ -511,7 +371,16 @@ class ActStage(Stage):
 
     function: str = "identity"
     dims: int = 1
+    # Ops21 relu keywords: x >= max_value ? max_value : x >= threshold ? x :
+    # negative_slope * (x - threshold)   (None / 0 / 0: the plain relu)
+    max_value: float | None = None
+    negative_slope: float = 0.0
+    threshold: float = 0.0
     needs_output = True
+
+    @property
+    def plain(self) -> bool:
+        return self.max_value is None and self.negative_slope == 0 and self.threshold == 0
 
     def out_size(self, size):
         if self.function == "softmax" and self.dims > len(size):
@@ -522,6 +391,17 @@ class ActStage(Stage):
         return tuple(size)
 
     def forward(self, x, backend, tags):
+        if self.function == "relu" and not self.plain:
+            t = x.dtype.type
+            below = (
+                t(self.negative_slope) * (x - t(self.threshold))
+                if self.negative_slope
+                else np.zeros_like(x)
+            )
+            y = np.where(x >= t(self.threshold), x, below)
+            if self.max_value is not None:
+                y = np.where(x >= t(self.max_value), t(self.max_value), y)
+            return y.astype(x.dtype, copy=False)
         return activate(self.function, x, self.dims)
 
     def magnitude(self, s, out, wd):
@@ -533,6 +413,8 @@ class ActStage(Stage):
             return SELU_LAMBDA_ALPHA * s + magnitude.ROUND * a
         a = np.abs(out)
         fn = self.function
+        if fn == "relu" and not self.plain:  # slope <= max(1, |negative_slope|), x - threshold
+            return max(1.0, abs(self.negative_slope)) * (s + abs(self.threshold))
         if fn == "gelu":  # slope <= 1.13; erf and the products round relative to |x| <= s
             return 1.13 * s + magnitude.ROUND * a
         if fn == "swish":  # slope <= 1.1; exp and the products
@@ -549,6 +431,26 @@ class ActStage(Stage):
             return ctx.make("Identity", self.role)(t)
         if fn == "softmax":
             return ctx.make("Softmax", self.role, axis=tf_axis(self.dims, in_size, ctx.spatial))(t)
+        if fn == "relu" and not self.plain:
+            if self.threshold < 0 and self.max_value is not None:
+                ctx.notes.append(
+                    f"{ctx.base}: relu threshold={self.threshold} < 0 with max_value: Keras's "
+                    "ReLU clips to [0, max_value], so threshold < x < 0 gives 0 where Knet "
+                    "gives x (no exact built-in there)"
+                )
+            if self.threshold != 0:
+                ctx.notes.append(
+                    f"{ctx.base}: relu threshold={self.threshold}: Keras's ReLU gives 0 at "
+                    "x == threshold where Knet gives x (no exact built-in there; other inputs "
+                    "agree)"
+                )
+            return ctx.make(
+                "ReLU",
+                self.role,
+                max_value=self.max_value,
+                negative_slope=float(self.negative_slope),
+                threshold=float(self.threshold),
+            )(t)
         if fn == "gelu" and ctx.dtype == "float64":
             ctx.notes.append(
                 f"{ctx.base}: Keras's built-in gelu runs TensorFlow's erf, which in float64 is "

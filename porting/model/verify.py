@@ -43,7 +43,6 @@ from porting.model import convert as mconvert
 from porting.model.forward import check_input, forward_knet
 from porting.model.planning import Plan
 from porting.model.spec import KnetModel
-from porting.model.stages import PoolStage
 
 __all__ = ["verify_model", "ModelReport", "LayerRow", "default_input", "MODES"]
 
@@ -479,16 +478,13 @@ def verify_model(
     end = _end_to_end(expected_final, final_actual)
     first = next((r.name for r in rows if not r.ok), None)
     ok = first is None
-    if any(isinstance(st, PoolStage) and st.mode == 2 for s in steps for st in s.stages):
-        notes.append(
-            "pool mode=2 runs as mode=1 (padding counted), as on Knet's CPU; on a GPU Knet's "
-            "mode 2 excludes padding"
-        )
     for step in steps:
         for st, (size, _) in zip(step.stages, step.stage_sizes, strict=True):
             note = st.note(size)
-            if note is not None:
-                notes.append(f"{step.layer.name}: {note}")
+            if note is not None and note not in notes:
+                notes.append(
+                    note if note.startswith("pool mode=2") else f"{step.layer.name}: {note}"
+                )
     if kdt != model.dtype:
         notes.append(
             f"Knet side in {model.dtype}, Keras side in {kdt}: tolerances use {lower}'s eps"

@@ -19,6 +19,8 @@ from porting.model.kinds import (
     mat,
     merge,
     pool,
+    reshape,
+    zeropad,
 )
 from porting.model.layer import Kind, Layer
 
@@ -37,6 +39,8 @@ KINDS: dict[str, Kind] = {
         deconv.KIND,
         merge.KIND_ADD,
         merge.KIND_CONCAT,
+        reshape.KIND,
+        zeropad.KIND,
     )
 }
 

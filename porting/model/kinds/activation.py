@@ -8,7 +8,7 @@ import numpy as np
 
 import porting.model.schema as schema
 from porting.errors import PortingError
-from porting.model.layer import Kind, Layer, activation_name
+from porting.model.layer import Kind, Layer, activation_name, check_real
 from porting.model.stages import ActStage
 
 __all__ = ["Activation", "KIND"]
@@ -22,6 +22,9 @@ class Activation(Layer):
     function: str = "identity"
     _: KW_ONLY
     dims: int = 1
+    max_value: float | None = None
+    negative_slope: float = 0.0
+    threshold: float = 0.0
     name: str | None = None
     kind = "activation"
     transparent = True
@@ -37,9 +40,36 @@ class Activation(Layer):
                 f"{self.label}: dims={self.dims!r}: expected a Julia dimension >= 1 (softmax "
                 "over the whole array, Knet's dims=:, mixes samples and has no Keras equivalent)"
             )
+        self._check_relu_keywords()
 
     def stages(self):
-        return [ActStage(function=self.function, dims=self.dims)]
+        return [
+            ActStage(
+                function=self.function,
+                dims=self.dims,
+                max_value=self.max_value,
+                negative_slope=self.negative_slope,
+                threshold=self.threshold,
+            )
+        ]
+
+    def _check_relu_keywords(self):
+        where = self.label
+        for key in ("negative_slope", "threshold"):
+            check_real(getattr(self, key), where, key)
+        if self.max_value is not None:
+            check_real(self.max_value, where, "max_value")
+        keywords = self.max_value is not None or self.negative_slope or self.threshold
+        if keywords and self.function != "relu":
+            raise PortingError(
+                f"{where}: max_value / negative_slope / threshold are relu's keywords (Ops21); "
+                f"got them with {self.function}"
+            )
+        if self.max_value is not None and self.max_value < self.threshold:
+            raise PortingError(
+                f"{where}: max_value={self.max_value} < threshold={self.threshold}; expected "
+                "max_value >= threshold"
+            )
 
     def output_size(self, size):
         try:
@@ -48,20 +78,39 @@ class Activation(Layer):
             raise PortingError(f"{self.label}: {e}") from None
 
     def describe(self):
-        return self.function + (f"(dims={self.dims})" if self.function == "softmax" else "")
+        kw = [
+            f"{k}={getattr(self, k)}"
+            for k in ("max_value", "negative_slope", "threshold")
+            if getattr(self, k) not in (None, 0, 0.0)
+        ]
+        if self.function == "softmax":
+            kw.append(f"dims={self.dims}")
+        return self.function + (f"({', '.join(kw)})" if kw else "")
 
 
 def _from_json(d: dict, where: str, param) -> Activation:
     dims = d.get("dims")
+    relu = {
+        k: schema.number(d[k], k, where)
+        for k in ("max_value", "negative_slope", "threshold")
+        if d.get(k) is not None
+    }
     return Activation(
         d.get("activation") or "identity",
         dims=1 if dims is None else schema.integer(dims, "dims", where),
         name=d.get("name"),
+        **relu,
     )
 
 
 def _to_json(layer: Activation) -> dict:
-    return {"activation": layer.function, **({"dims": layer.dims} if layer.dims != 1 else {})}
+    d = {"activation": layer.function, **({"dims": layer.dims} if layer.dims != 1 else {})}
+    if layer.max_value is not None:
+        d["max_value"] = layer.max_value
+    for key in ("negative_slope", "threshold"):
+        if getattr(layer, key):
+            d[key] = getattr(layer, key)
+    return d
 
 
 KIND = Kind(

@@ -37,6 +37,8 @@ class Conv(Layer):
     or None; conv4 keywords as in Knet (`mode=0` is true convolution, Knet's default).
     `dropout` is the tutorial's `dropout(x, p)` on the input: the identity at inference.
     `activation_before_pool=True` gives `pool(f.(conv4(w, x) .+ b))` (Knet's `lenet.jl`).
+    `groups` is Ops21's: channels in contiguous blocks, `w` `(W..., Cin/groups, Cout)`
+    (depthwise: groups = Cin); Keras `Conv{n}D(groups=...)`.
     """
 
     w: np.ndarray
@@ -51,6 +53,7 @@ class Conv(Layer):
     alpha: float = 1.0
     dropout: float = 0.0
     activation_before_pool: bool = False
+    groups: int = 1
     name: str | None = None
     kind = "conv"
     needs_spatial = True
@@ -94,6 +97,13 @@ class Conv(Layer):
                 raise PortingError(f"{where}: pool: {e}") from None
         check_probability(self.dropout, where)
         check_real(self.alpha, where, "alpha")
+        g = self.groups
+        if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1 or cout % g:
+            raise PortingError(
+                f"{where}: groups={g!r}: expected a positive integer dividing the {cout} output "
+                "channels (Ops21's groups: w is (W..., Cin/groups, Cout))"
+            )
+        self.groups = int(g)
 
     @property
     def bias_vector(self) -> np.ndarray | None:
@@ -108,7 +118,9 @@ class Conv(Layer):
         return {"w": self.w} if self.b is None else {"w": self.w, "b": self.b}
 
     def conv_stage(self) -> ConvStage:
-        return ConvStage(w=self.w, b=self.b, geometry=self.geometry, alpha=self.alpha)
+        return ConvStage(
+            w=self.w, b=self.b, geometry=self.geometry, alpha=self.alpha, groups=self.groups
+        )
 
     def stages(self) -> list[Stage]:
         """dropout (identity at inference), conv4 .+ b, then pool and activation in the
@@ -126,17 +138,21 @@ class Conv(Layer):
         out += act + pool if self.activation_before_pool else pool + act
         return out
 
+    @property
+    def in_channels(self) -> int:
+        return int(self.w.shape[-2]) * self.groups
+
     def check_follows(self, prev: Layer) -> None:
-        if isinstance(prev, Conv) and prev.w.shape[-1] != self.w.shape[-2]:
+        if isinstance(prev, Conv) and prev.w.shape[-1] != self.in_channels:
             raise PortingError(
-                f"{self.label}: w {self.w.shape} has {self.w.shape[-2]} input channels but "
+                f"{self.label}: w {self.w.shape} has {self.in_channels} input channels but "
                 f"the previous {prev.label} outputs {prev.w.shape[-1]} (w {prev.w.shape}); "
                 f"expected Cin == {prev.w.shape[-1]}"
             )
 
     def output_size(self, size):
         where = self.label
-        cin = self.w.shape[-2]
+        cin = self.in_channels
         if len(size) != self.nd + 1:
             raise PortingError(
                 f"{where}: w {self.w.shape} is a {self.nd}-d kernel expecting input "
@@ -145,7 +161,7 @@ class Conv(Layer):
             )
         if size[-1] != cin:
             raise PortingError(
-                f"{where}: w {self.w.shape} has {cin} input channels but its input has "
+                f"{where}: w {self.w.shape} (groups={self.groups}) has {cin} input channels but its input has "
                 f"{size[-1]} (size {fmt_size(size)} per sample); expected Cin == {size[-1]}"
             )
         try:
@@ -166,6 +182,8 @@ class Conv(Layer):
     def describe(self) -> str:
         g = repr(self.geometry).replace("ConvGeometry", "conv4")
         s = f"{g}, w {self.w.shape}" + ("" if self.b is not None else ", no bias")
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         if self.pool is not None:
             s += ", " + self.pool.describe(self.nd)
         if self.activation != "identity":
@@ -196,7 +214,7 @@ def _from_json(d: dict, where: str, param) -> Conv:
     if w is None:
         raise PortingError(f"{where}: has no params.w; a conv layer needs a weight")
     conv = schema.keywords(
-        d.get("conv"), where, "conv", {"padding", "stride", "dilation", "mode", "alpha"}
+        d.get("conv"), where, "conv", {"padding", "stride", "dilation", "mode", "alpha", "groups"}
     )
     pool = d.get("pool")
     if pool is not None:
@@ -228,6 +246,8 @@ def _to_json(layer: Conv) -> dict:
     d["conv"] = {k: val(getattr(layer, k)) for k in ("padding", "stride", "dilation", "mode")}
     if layer.alpha != 1:
         d["conv"]["alpha"] = layer.alpha
+    if layer.groups != 1:
+        d["conv"]["groups"] = layer.groups
     d["pool"] = None if layer.pool is None else pool_json(layer.pool)
     d["order"] = "activation-pool" if layer.activation_before_pool else "pool-activation"
     d["dropout"] = layer.dropout

@@ -112,6 +112,12 @@ def _weights(layer: Dense, step, spatial: str, dtype) -> list[np.ndarray]:
     ws = [_dense_converter(layer.w, step.dense_input, spatial)]
     if layer.b is not None:
         ws.append(layer.b.reshape(-1).copy())
+    if step.flat_from is not None and len(step.flat_from) > 1:
+        # a reshape follows: output units in the Keras Flatten order of the reshaped tensor
+        flat = step.flat_from
+        order = np.arange(math.prod(flat), dtype=np.float64).reshape((*flat, 1), order="F")
+        perm = layout.activations_to_tf(order, spatial).reshape(-1).astype(np.intp)
+        ws = [ws[0][:, perm], *(b[perm] for b in ws[1:])]
     return ws
 
 

@@ -1,18 +1,196 @@
-"""The `pool` kind: Knet `pool(x; window=2, padding=0, stride=window, mode=0, alpha=1)`."""
+"""The `pool` kind: Knet `pool(x; window=2, padding=0, stride=window, mode=0, alpha=1)`: the
+layer, its stage (Knet forward, Keras built-ins, magnitudes) and its export schema."""
 
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass
+from typing import Any
+
+import numpy as np
 
 import porting.model.schema as schema
+from porting import magnitude
 from porting.errors import PortingError
 from porting.geometry import PoolGeometry
 from porting.model.layer import Kind, Layer, check_real, fmt_size
-from porting.model.stages import PoolStage
+from porting.model.stages import KerasContext, Stage, _sub, _zero_padding
 
-__all__ = ["Pool", "KIND", "pool_json"]
+__all__ = ["Pool", "PoolStage", "KIND", "pool_json"]
 
 POOL_KEYS = {"window", "padding", "stride", "mode", "alpha"}
+
+
+@dataclass(frozen=True, eq=False)
+class PoolStage(Stage):
+    """Knet `pool(x; window, padding, stride, mode, alpha)`; the number of spatial dimensions
+    comes from the input."""
+
+    window: Any = 2
+    padding: Any = 0
+    stride: Any = None
+    mode: int = 0
+    alpha: float = 1.0
+
+    def geometry(self, nd: int) -> PoolGeometry:
+        return PoolGeometry.from_knet(
+            nd, window=self.window, padding=self.padding, stride=self.stride, mode=self.mode
+        )
+
+    def out_size(self, size):
+        return (*self.geometry(len(size) - 1).output_size(size[:-1]), size[-1])
+
+    def forward(self, x, backend, tags):
+        from porting import knet as pknet
+
+        y = pknet.pool(
+            x,
+            window=self.window,
+            padding=self.padding,
+            stride=self.stride,
+            mode=self.mode,
+            alpha=self.alpha,
+            backend=backend,
+        )
+        tags.append(y)
+        return np.asarray(y)
+
+    def magnitude(self, s, out, wd):
+        g = self.geometry(s.ndim - 2)
+        s = magnitude.pool(s, g, self.alpha)
+        # A max window of padding only gives -floatmax, a constant computed exactly: S = 0.
+        return np.maximum(s, 0) if g.is_max else s
+
+    def terms(self, in_size):
+        g = self.geometry(len(in_size) - 1)
+        return None if g.is_max else int(np.prod(g.window))
+
+    def note(self, in_size):
+        g = self.geometry(len(in_size) - 1)
+        if g.mode == 2:
+            return (
+                "pool mode=2 runs as mode=1 (padding counted), as on Knet's CPU; on a GPU Knet's "
+                "mode 2 excludes padding"
+            )
+        if any(p >= k for p, k in zip(g.padding, g.window, strict=True)):
+            return (
+                f"pool padding {g.padding} >= window {g.window}: Knet's CPU path (NNlib) computes "
+                "it (windows of padding only give "
+                + ("-floatmax" if g.is_max else "0")
+                + "); cuDNN, Knet's GPU path, rejects it"
+            )
+        return None
+
+    def build(self, ctx, t, in_size, out_size):
+        """Keras built-in layers only, so the file loads anywhere: `ZeroPadding` (mean) or
+        edge padding (max: `_edge_padding`, padded cells never win) + `MaxPooling` /
+        `AveragePooling` "valid"; 3-D pooling in float64 (no TensorFlow CPU kernel) as two 2-D
+        poolings (`_pool3d_by_2d`)."""
+        nd = len(in_size) - 1
+        g = self.geometry(nd)
+        window, stride, pad = ctx.tf(g.window), ctx.tf(g.stride), ctx.tf(g.padding)
+        size = ctx.tf(in_size[:-1])
+        if any(pad):
+            if g.is_max:
+                t = _edge_padding(ctx, t, nd, size, pad, _sub(self.role, "pad"))
+            else:  # Knet's CPU mean pooling counts padding as zeros, divides by prod(window)
+                t = _zero_padding(ctx, nd, pad, _sub(self.role, "pad"))(t)
+        kind = "Max" if g.is_max else "Average"
+        padded = tuple(x + 2 * p for x, p in zip(size, pad, strict=True))
+        empty = g.is_max and any(p >= k for p, k in zip(pad, window, strict=True))
+        main = _sub(self.role, "pool") if empty else self.role
+        if nd == 3 and ctx.dtype == "float64":
+            t = _pool3d_by_2d(ctx, t, kind, padded, in_size[-1], window, stride, main)
+        else:
+            t = ctx.make(
+                f"{kind}Pooling{nd}D", main, pool_size=window, strides=stride, padding="valid"
+            )(t)
+        if empty:
+            out = ctx.tf(out_size[:-1])
+            t = _all_padding(ctx, t, nd, size, window, stride, pad, out, _sub(self.role, "border"))
+        if self.alpha != 1:
+            t = ctx.make("Rescaling", _sub(self.role, "scale"), float(self.alpha))(t)
+        return t
+
+
+def _crop(ctx: KerasContext, t, nd: int, axis: int, lo: int, hi: int, role: str):
+    """Crop `lo` cells from the start and `hi` from the end of TF spatial axis `axis` (0-based)."""
+    crops = [(0, 0)] * nd
+    crops[axis] = (lo, hi)
+    arg = crops[0] if nd == 1 else tuple(crops)
+    return ctx.make(f"Cropping{nd}D", role, arg)(t)
+
+
+def _edge_padding(ctx: KerasContext, t, nd: int, size, pad, role: str):
+    """`t` padded by repeating its edge cells (`Cropping` + `Concatenate`, no arithmetic).
+
+    For max pooling this is exactly Knet's padding, where padded cells never win: a window
+    that holds a padded cell and any real cell holds the edge cell the padded one copies
+    (its start is at most window-1 cells before the edge), so the maximum is over real cells
+    only. Windows holding nothing but padding (padding >= window) are set by `_all_padding`.
+    """
+    size = list(size)
+    for a, p in enumerate(pad):
+        if not p:
+            continue
+        n = size[a]
+        lo = _crop(ctx, t, nd, a, 0, n - 1, f"{role}_edge{a + 1}_lo")
+        hi = _crop(ctx, t, nd, a, n - 1, 0, f"{role}_edge{a + 1}_hi")
+        t = ctx.make("Concatenate", f"{role}{a + 1}", axis=a + 1)([lo] * p + [t] + [hi] * p)
+        size[a] = n + 2 * p
+    return t
+
+
+def _all_padding(ctx: KerasContext, y, nd: int, size, window, stride, pad, out, role: str):
+    """Outputs whose window lies entirely in the padding are -floatmax, NNlib's starting value
+    (only when padding >= window): those border slabs are replaced by `0 * tanh(y) - floatmax`
+    (tanh keeps +-Inf finite), joined with `Concatenate`."""
+    dt = np.dtype(ctx.dtype)
+    big = np.finfo(dt).max
+    for a, (n, k, s, p, o) in enumerate(zip(size, window, stride, pad, out, strict=True)):
+        left = max(0, -(-(p - k + 1) // s))  # i with i*s - p + k - 1 < 0
+        right = max(0, o - ((n - 1 + p) // s + 1))  # i with i*s - p > n - 1
+        if not (left or right):
+            continue
+        parts: list = []
+        for side, count, (c_lo, c_hi) in (
+            ("lo", left, (0, o - left)),
+            ("hi", right, (o - right, 0)),
+        ):
+            if not count:
+                parts.append(None)
+                continue
+            c = _crop(ctx, y, nd, a, c_lo, c_hi, f"{role}_empty{a + 1}_{side}")
+            c = ctx.make("Activation", f"{role}_empty{a + 1}_{side}_bounded", "tanh")(c)
+            parts.append(
+                ctx.make(
+                    "Rescaling",
+                    f"{role}_empty{a + 1}_{side}_fill",
+                    np.array([0], dt),
+                    np.array([-big], dt),
+                )(c)
+            )
+        mid = _crop(ctx, y, nd, a, left, right, f"{role}_real{a + 1}")
+        pieces = [x for x in (parts[0], mid, parts[1]) if x is not None]
+        y = ctx.make("Concatenate", f"{role}_out{a + 1}", axis=a + 1)(pieces)
+    return y
+
+
+def _pool3d_by_2d(ctx: KerasContext, t, kind: str, size, channels: int, window, stride, role):
+    """3-D pooling (TensorFlow axes a, b, c) as a 2-D pooling over (a, b) with (c, channels)
+    merged, then one over c: max is separable exactly; mean becomes a mean of means (the same
+    terms, rounded in another order: within the mean's tolerance)."""
+    a, b, c = size
+    (wa, wb, wc), (sa, sb, sc) = window, stride
+    oa, ob, oc = (1 + (n - w) // s for n, w, s in zip(size, window, stride, strict=True))
+    t = ctx.make("Reshape", _sub(role, "merge_c"), (a, b, c * channels))(t)
+    t = ctx.make(
+        f"{kind}Pooling2D", _sub(role, "ab"), pool_size=(wa, wb), strides=(sa, sb), padding="valid"
+    )(t)
+    t = ctx.make("Reshape", _sub(role, "merge_ab"), (oa * ob, c, channels))(t)
+    t = ctx.make(
+        f"{kind}Pooling2D", _sub(role, "c"), pool_size=(1, wc), strides=(1, sc), padding="valid"
+    )(t)
+    return ctx.make("Reshape", role, (oa, ob, oc, channels))(t)
 
 
 @dataclass(eq=False)

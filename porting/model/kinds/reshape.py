@@ -1,0 +1,101 @@
+"""The `reshape` kind: Knet's `reshape(x, X1, ..., C, :)` of a dense output into a spatial
+tensor (the DCGAN generator's `reshape(dense(z), 4, 4, 50, :)`), column-major as Julia's.
+
+Keras's `Reshape` is row-major over `(H, W, C)`, so the features must already be in that order:
+the plan marks the dense layer before it (through batchnorm, activation and dropout layers) as
+producing the target's Keras `Flatten` order (`flat_from`), and that dense layer's output units
+(and a batchnorm's per-feature values) are permuted accordingly; then `Reshape` is exact. Only
+that case (or features that came from a `mat` of the same size) has a built-in equivalent;
+others are refused at conversion, saying so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
+
+from porting.errors import PortingError
+from porting.model import schema
+from porting.model.layer import Kind, Layer, fmt_size
+from porting.model.stages import Stage
+
+__all__ = ["Reshape", "ReshapeStage", "KIND"]
+
+
+@dataclass(frozen=True, eq=False)
+class ReshapeStage(Stage):
+    size: Any = ()
+
+    def out_size(self, size):
+        if math.prod(size) != math.prod(self.size):
+            raise PortingError(
+                f"reshape to {fmt_size(self.size)} ({math.prod(self.size)} values per sample) "
+                f"but its input has size {fmt_size(size)} ({math.prod(size)} values)"
+            )
+        return tuple(self.size)
+
+    def forward(self, x, backend, tags):
+        return x.reshape((*self.size, x.shape[-1]), order="F")
+
+    def magnitude(self, s, out, wd):
+        return s.reshape((*self.size, s.shape[-1]), order="F")
+
+    def build(self, ctx, t, in_size, out_size):
+        shape = tuple(out_size)
+        tf_shape = shape if len(shape) == 1 else (*ctx.tf(shape[:-1]), shape[-1])
+        return ctx.make("Reshape", self.role, tf_shape)(t)
+
+
+@dataclass(eq=False)
+class Reshape(Layer):
+    """Knet `reshape(x, size..., :)`: `size` is one sample's Julia size, e.g. `(4, 4, 50)`."""
+
+    size: tuple = ()
+    _: KW_ONLY
+    name: str | None = None
+    kind = "reshape"
+    flat_rule = "reshape"
+
+    def __post_init__(self):
+        try:
+            self.size = tuple(int(s) for s in self.size)
+        except (TypeError, ValueError):
+            raise PortingError(f"{self.label}: size={self.size!r}: expected integers") from None
+        if not 1 <= len(self.size) <= 4 or any(s < 1 for s in self.size):
+            raise PortingError(
+                f"{self.label}: size={self.size}: expected 1-4 positive sizes of one sample"
+            )
+
+    @property
+    def needs_spatial(self):  # type: ignore[override]
+        return False
+
+    @property
+    def flattens(self):  # type: ignore[override]
+        return len(self.size) == 1
+
+    def stages(self):
+        return [ReshapeStage(size=self.size)]
+
+    def output_size(self, size):
+        try:
+            return ReshapeStage(size=self.size).out_size(tuple(size))
+        except PortingError as e:
+            raise PortingError(f"{self.label}: {e}") from None
+
+    def describe(self) -> str:
+        return f"reshape to {fmt_size(self.size)}"
+
+
+def _from_json(d: dict, where: str, param) -> Reshape:
+    return Reshape(schema.size(d.get("size"), "size", where), name=d.get("name"))
+
+
+KIND = Kind(
+    name="reshape",
+    layer=Reshape,
+    prefix="reshape",
+    from_json=_from_json,
+    to_json=lambda layer: {"size": list(layer.size)},
+)

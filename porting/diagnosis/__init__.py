@@ -3,7 +3,9 @@
 The answer is a `Diagnosis` whose `cause` is one of `CAUSES`: `rounding` (no bug: within the
 floating-point bound of porting.compare), `kernel_flip`, `spatial_transpose`, `padding_shift`,
 `flatten_order`, `precision`, `quantization`, `layout`, or `unknown`, with numeric evidence and
-the ranked alternatives. Nothing here imports TensorFlow.
+the ranked alternatives. Layer-level causes (`bn_epsilon`, `bn_scale_bias_swapped`,
+`bn_batch_statistics`, `residual_activation_order`, `embedding_off_by_one`) come from
+`diagnose_batchnorm`, `diagnose_residual` and `diagnose_embedding`. Nothing here imports TensorFlow.
 
 `porting.diagnose` is this package's `diagnose` function (the package itself is
 `porting.diagnosis`).
@@ -12,10 +14,14 @@ the ranked alternatives. Nothing here imports TensorFlow.
 from __future__ import annotations
 
 from porting.diagnosis._core import K_ASSUMED, MAX_POSITIONS, diagnose
+from porting.diagnosis._layers import diagnose_batchnorm, diagnose_embedding, diagnose_residual
 from porting.diagnosis._result import CAUSE_MEANING, CAUSES, Diagnosis, Finding
 
 __all__ = [
     "diagnose",
+    "diagnose_batchnorm",
+    "diagnose_residual",
+    "diagnose_embedding",
     "Diagnosis",
     "Finding",
     "CAUSES",

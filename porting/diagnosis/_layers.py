@@ -363,6 +363,14 @@ def _activate(name: str, x: np.ndarray) -> np.ndarray:
     return np.asarray(activate(name, x))
 
 
+def _act_mag(name: str, z: np.ndarray) -> np.ndarray:
+    """Magnitudes of an activation's own intermediate results at `z`, beyond |f(z)|: elu's
+    exp(z) - 1 cancels near 0, leaving rounding of order eps * exp(z)."""
+    if name in ("elu", "selu", "celu"):
+        return (1.76 if name == "selu" else 1.0) * np.exp(np.minimum(z, 0.0))
+    return np.zeros_like(z)
+
+
 def diagnose_residual(
     inputs: Sequence, actual, *, activation: str = "relu", expected=None
 ) -> Diagnosis:
@@ -393,13 +401,15 @@ def diagnose_residual(
     else:
         e = _output_array(expected, "expected")
         _check_shapes(e, a, "expected")
-    mag = np.maximum(ssum, np.abs(e.astype(np.float64)))
+    mag = ssum + np.abs(e.astype(np.float64)) + _act_mag(act, total)
     hyps: list[_Hyp] = []
     if act != "identity":
         for r in range(1, n + 1):
             for sub in itertools.combinations(range(n), r):
                 terms = [_activate(act, x) if i in sub else x for i, x in enumerate(xs)]
                 pred = np.sum(terms, axis=0)
+                hmag = np.sum([np.abs(t) for t in terms], axis=0) + ssum
+                hmag = hmag + np.sum([_act_mag(act, xs[i]) for i in sub], axis=0)
                 which = " and ".join(f"input {i + 1}" for i in sub)
                 hyps.append(
                     _Hyp(
@@ -407,7 +417,7 @@ def diagnose_residual(
                         name=f"act_before_add:{','.join(str(i + 1) for i in sub)}",
                         text=f"{act} applied to {which} before the sum instead of after it",
                         pred=pred,
-                        mag=np.maximum(mag, np.abs(pred)),
+                        mag=hmag,
                         k=n + 1,
                     )
                 )

@@ -230,3 +230,29 @@ def test_verify_model_names_the_layer_cause(kw, cause):
         want = "add1" if cause == "residual_activation_order" else "bn1"
         assert report.first_divergent == want
         assert report.diagnosis is not None and report.diagnosis.cause == cause, str(report)
+
+
+def test_resnet_projection_shortcut_batchnorm_swapped():
+    """The shipped ResNet, its projection shortcut's batchnorm given [bias; scale] in Keras."""
+    pytest.importorskip("tensorflow")
+    from porting.examples.models import example_input, resnet
+    from porting.model import to_keras
+    from porting.model.verify import verify_model
+
+    model = resnet()
+    km = to_keras(model)
+    layer = km.get_layer("proj_bn")
+    g, b, mean, var = layer.get_weights()
+    layer.set_weights([b, g, mean, var])
+    report = verify_model(model, example_input(model), keras_model=km, mode="whole")
+    assert report.first_divergent == "proj_bn"
+    assert report.diagnosis.cause == "bn_scale_bias_swapped", str(report)
+
+
+def test_batchnorm_sampled_rows_still_name_the_cause():
+    x, mean, var, p = _bn_case(4, shape=(4, 9, 9, 6))
+    actual = _torch_bn(x, mean, var, p[:6], p[6:], 1e-3)
+    d = diagnose_batchnorm(x, actual, mean=mean, var=var, scale=p[:6], bias=p[6:], max_positions=60)
+    assert d.cause == "bn_epsilon" and d.comparison.n_elements == x.size
+    with pytest.raises(PortingError, match="max_positions"):
+        diagnose_batchnorm(x, actual, mean=mean, var=var, max_positions=0)

@@ -244,6 +244,10 @@ def diagnose_batchnorm(
     is recomputed in float64 when not given. Causes: `rounding`, `bn_epsilon`,
     `bn_scale_bias_swapped`, `bn_batch_statistics`, `unknown`.
     """
+    if isinstance(max_positions, bool) or not isinstance(max_positions, (int, np.integer)):
+        raise PortingError(f"max_positions={max_positions!r}: expected a positive integer")
+    if max_positions < 1:
+        raise PortingError(f"max_positions={max_positions!r}: expected a positive integer")
     xa = _output_array(x, "x")
     a = _output_array(actual, "actual")
     _check_shapes(xa, a, "x")
@@ -380,8 +384,8 @@ def diagnose_residual(
     activation), `actual` the port's output, all of one shape (any layout). Hypotheses
     (`residual_activation_order`): the activation applied to some of the inputs before the sum
     instead of after it (`f(x2) + x1`, `f(x1) + f(x2)`, ...); and, when Knet's sum has no
-    activation (`activation="identity"`: its inputs were activated already), a relu after the
-    sum. Causes: `rounding`, `residual_activation_order`, `unknown`.
+    activation (`activation="identity"`), a relu after the sum. Causes: `rounding`,
+    `residual_activation_order`, `unknown`.
     """
     if isinstance(inputs, np.ndarray) or not isinstance(inputs, (list, tuple)) or len(inputs) < 2:
         raise PortingError(
@@ -427,7 +431,7 @@ def diagnose_residual(
             _Hyp(
                 cause="residual_activation_order",
                 name="relu_after_add",
-                text="relu applied after the sum (Knet sums inputs already activated)",
+                text="relu applied after a sum that Knet leaves without activation",
                 pred=pred,
                 mag=mag,
                 k=n + 1,

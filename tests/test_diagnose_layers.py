@@ -256,3 +256,34 @@ def test_batchnorm_sampled_rows_still_name_the_cause():
     assert d.cause == "bn_epsilon" and d.comparison.n_elements == x.size
     with pytest.raises(PortingError, match="max_positions"):
         diagnose_batchnorm(x, actual, mean=mean, var=var, max_positions=0)
+
+
+def test_batchnorm_after_mat_features_in_flatten_order():
+    """A batchnorm of the features `mat` makes (Keras's Flatten order differs): the hook gives
+    the diagnosis the parameters in Keras's feature order."""
+    pytest.importorskip("tensorflow")
+    from porting.model import BatchNorm, Conv, KnetModel, Mat, to_keras
+    from porting.model.verify import verify_model
+
+    rng = np.random.default_rng(11)
+    f = 3 * 2 * 2
+    p = np.concatenate([rng.uniform(0.5, 1.5, f), rng.uniform(-0.5, 0.5, f)]).astype(np.float32)
+    model = KnetModel(
+        [
+            Conv(rng.uniform(-0.5, 0.5, (2, 2, 2, 2)).astype(np.float32), name="conv1"),
+            Mat(name="mat1"),
+            BatchNorm(
+                rng.uniform(-0.1, 0.1, f).astype(np.float32),
+                rng.uniform(0.5, 1.5, f).astype(np.float32),
+                p,
+                name="bn1",
+            ),
+        ],
+        input_size=(4, 3, 2),
+    )
+    km = to_keras(model)
+    layer = km.get_layer("bn1")
+    layer.epsilon = 1e-3
+    report = verify_model(model, keras_model=km)
+    assert report.first_divergent == "bn1"
+    assert report.diagnosis.cause == "bn_epsilon", str(report)

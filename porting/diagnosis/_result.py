@@ -31,6 +31,11 @@ CAUSES = (
     "precision",
     "quantization",
     "layout",
+    "bn_epsilon",
+    "bn_scale_bias_swapped",
+    "bn_batch_statistics",
+    "residual_activation_order",
+    "embedding_off_by_one",
     "unknown",
 )
 
@@ -46,6 +51,14 @@ CAUSE_MEANING = {
     "precision": "a lower-precision step (float16, bfloat16, TF32)",
     "quantization": "weights quantized on one side",
     "layout": "an unconverted or wrongly permuted array",
+    "bn_epsilon": "batchnorm epsilon differs (Keras's default 1e-3 instead of Knet's 1e-5)",
+    "bn_scale_bias_swapped": "batchnorm scale and bias swapped (the packed bnparams vector "
+    "[scale; bias] split the wrong way round)",
+    "bn_batch_statistics": "batchnorm normalised with the batch's statistics instead of the "
+    "running ones (Keras's training mode left on)",
+    "residual_activation_order": "a residual sum taken after the activation instead of before "
+    "it (or the other way round)",
+    "embedding_off_by_one": "embedding indices off by one (Knet's 1-based vs 0-based)",
     "unknown": "no hypothesis explains the differences",
 }
 

@@ -458,6 +458,10 @@ def verify_model(
     diagnosis = None
     first_i = next((i for i, r in enumerate(rows) if not r.ok), None)
     if diagnose and first_i is not None:
+        diagnosis = _diagnose_layer_kind(
+            steps, first_i, groups[first_i], x, knet_out, spatial, kdt, notes
+        )
+    if diagnosis is None and diagnose and first_i is not None:
         src = steps[first_i].sources[0]
         x_in = x if src < 0 else knet_out[src]
         in_flat = None if src < 0 else steps[src].flat_from
@@ -507,6 +511,38 @@ def verify_model(
     )
     report.timings["total_s"] = time.perf_counter() - t_start
     return report
+
+
+def _diagnose_layer_kind(steps, i, group, x, knet_out, spatial, kdt, notes):
+    """Batchnorm and residual-sum causes (porting.diagnosis._model) for layer `i`, its Keras
+    group run on the Knet inputs; None for other kinds, or when no such cause is found."""
+    step = steps[i]
+    if step.layer.kind not in ("batchnorm", "add"):
+        return None
+    try:
+        from porting.diagnosis._model import diagnose_step
+        from porting.model.kinds import batchnorm as kbn
+
+        x_ins, feeds = [], {}
+        for k in step.sources:
+            t = mconvert.julia_to_tf(
+                x if k < 0 else knet_out[k], None if k < 0 else steps[k].flat_from, spatial
+            )
+            x_ins.append(t)
+            feeds[_source_name(steps, k)] = t.astype(kdt, copy=False)
+        actual = np.asarray(_run_group(group, feeds))
+        expected = mconvert.julia_to_tf(knet_out[i], step.flat_from, spatial)
+        d = diagnose_step(
+            step,
+            x_ins,
+            expected,
+            actual,
+            lambda: kbn._weights(step.layer, step, spatial, np.float64),
+        )
+    except Exception as e:  # noqa: BLE001 - a diagnosis must never hide the report itself
+        notes.append(f"no diagnosis for {step.layer.name}: {type(e).__name__}: {e}"[:300])
+        return None
+    return None if d is None or d.cause == "unknown" else d
 
 
 def _diagnose_layer(src_name, step, group, x_in, in_flat, y_knet, row, bad, spatial, kdt, notes):

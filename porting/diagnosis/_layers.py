@@ -2,7 +2,7 @@
 
 Each function recomputes Knet's layer and every hypothesis about the port in float64 from the
 layer's Knet input and weights, and scores each against `actual` in units of porting.compare's
-tolerance (`(sqrt(K) + 2) * eps * S`, docs/numerics.md "Tolerance"), as porting.diagnose does
+tolerance (`(sqrt(K) + 2) * eps * S`, docs/numerics.md#tolerance), as porting.diagnose does
 for convolutions: a hypothesis that reproduces `actual` within the bound scores its prior (about
 1), one that does not scores the fraction of the error it removes. Arrays are in TensorFlow
 layout, channels (features) last.

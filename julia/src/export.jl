@@ -63,7 +63,15 @@ the field). Its hyperparameters are written under Knet's keyword names, its pack
 vector `r.w` as Knet stores it, and its states `r.h`, `r.c` as `"nothing"`, `"zero"` (Knet's `0`)
 or `"array"` (the state array, written too). An export with an rnn layer is version 2.
 
-Layers are recognized by their fields and shapes, never by type name. Conv keywords come from the
+Batch normalisation, deconvolutions, Knet's Layers21 types (`Conv`, `Linear`, `BatchNorm`,
+`Block`, `Add`, `Op`, `ZeroPad`, `Embed`) and residual graphs are recognised too (README.md,
+"Exporting a model", items 5-7). A functional model whose weights live in vectors (Knet's
+`predict(w, m, x)`) is exported with `structure`: the path of a JSON structure file (or its
+parsed `Dict`) naming, for each layer, the paths of its weights in `model`, e.g. `"w/3"`,
+`"m/1/mean"` (README.md, "Structure files").
+
+Layers are recognized by their fields and shapes, never by type name (except an embedding: a
+struct named `Embed` whose only field is `w`). Conv keywords come from the
 layer's own fields named `padding`, `stride`, `dilation`, `mode` when it has them, else from
 `conv` (a NamedTuple applied to every conv layer), else Knet's defaults. Every conv layer pools
 with `pool` (a NamedTuple of Knet `pool` keywords; default: Knet's, window 2) unless
@@ -584,11 +592,12 @@ function _bn_from_moments(l, mfield, desc)
                             "training); train or run the model first"))
     mean = _array(getproperty(m, :mean), "$desc's $mfield.mean")
     var = _array(getproperty(m, :var), "$desc's $mfield.var")
-    pfield = findfirst(f -> hasproperty(l, f), (:bnparams, :bn, :g))
-    params = nothing
-    if pfield !== nothing
-        raw = getproperty(l, (:bnparams, :bn, :g)[pfield])
-        raw === nothing || (params = vec(_array(raw, "$desc's bnparams")))
+    params = nothing                    # no params field, or nothing: non-affine
+    for f in (:bnparams, :bn, :g)
+        hasproperty(l, f) || continue
+        raw = getproperty(l, f)
+        raw === nothing || (params = vec(_array(raw, "$desc's $f")))
+        break
     end
     eps = hasproperty(l, :eps) ? getproperty(l, :eps) : 1e-5
     return _bn_layer(mean, var, params, eps, getproperty(m, :momentum), "BNMoments", desc)

@@ -835,13 +835,15 @@ function _op_layer(o, layers; desc="layer $(length(layers) + 1) (an Op)")
         isempty(kw) || throw(ArgumentError("export_model: $desc: mat with keywords $(collect(keys(kw))); expected none"))
         return _layer("mat", "Op")
     elseif name === :pool
-        return _layer("pool", "Op"; pool=_op_pool(kw, layers, desc))
+        return _layer("pool", "Op"; pool=_op_pool(kw, layers, desc; ops21=_is_ops21(f)))
     end
     throw(ArgumentError("export_model: $desc calls $name; expected an activation ($ACTIVATION_LIST), " *
                         "relu with keywords, softmax with dims=1, pool or mat"))
 end
 
-function _op_pool(kw, layers, desc)
+_is_ops21(f) = (m = parentmodule(f); nameof(m) === :Ops21)
+
+function _op_pool(kw, layers, desc; ops21=false)
     last_conv = findlast(l -> l["kind"] in ("conv", "deconv", "zeropad"), layers)
     nd = nothing
     if last_conv !== nothing
@@ -855,7 +857,15 @@ function _op_pool(kw, layers, desc)
     stride = get(kw, :stride, window)
     padding = get(kw, :padding, 0)
     alpha = get(kw, :alpha, 1)
-    if haskey(kw, :op) || haskey(kw, :includePadding) || haskey(kw, :propagateNaN)   # Ops21.pool
+    if ops21 || haskey(kw, :op) || haskey(kw, :includePadding) || haskey(kw, :propagateNaN)   # Ops21.pool
+        # Ops21 truncates a window larger than the padded input to fit it (global pooling is
+        # window=typemax(Int)); the layer table's pool, as Ops20's, takes the window as given,
+        # and the input size is unknown here, so a window that only says "everything" is refused.
+        any(>=(typemax(Int32)), _spatial(window, nd, :window)) &&
+            throw(ArgumentError("export_model: $desc is Ops21 global pooling (window=$(repr(window)), " *
+                                "truncated by Knet to the input); the exported pool needs the real " *
+                                "window: use Op(pool; op=..., window=(X1, X2, ...)) with the feature " *
+                                "map's spatial size"))
         bad = [k for k in keys(kw) if !(k in (:op, :window, :padding, :stride, :alpha, :includePadding, :propagateNaN, :channelmajor))]
         isempty(bad) || throw(ArgumentError("export_model: $desc: pool keywords $bad"))
         get(kw, :channelmajor, false) && throw(ArgumentError("export_model: $desc: pool with channelmajor=true"))

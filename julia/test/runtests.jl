@@ -398,6 +398,7 @@ struct Embed; w; end
 struct TConvBN; w; f; m; bnparams; end
 struct TDeconv; w; b; f; op; stride; padding; end
 deconv4(w, x; o...) = PortingKnet.deconv4(w, x; o...)   # named deconv4, as Knet's
+module Ops21; pool(x; o...) = x; end   # a pool defined in a module named Ops21, as Knet's
 softmax(x; dims=:) = exp.(x) ./ sum(exp.(x); dims=dims)   # named softmax, as Knet's
 
 """Knet's inference batchnorm (ops20/batchnorm.jl), written here from its definition."""
@@ -511,6 +512,10 @@ knet_bn(x, mean, var, g, b, eps) = g .* (x .- mean) ./ sqrt.(var .+ eltype(x)(ep
         @test_throws ArgumentError export_model(joinpath(dir, "r1"), Block(Any[lin, Op(softmax)], nothing))
         @test_throws ArgumentError export_model(joinpath(dir, "r2"),
             Block(Any[c0, L21BatchNorm(mom.mean, mom.var, b21.bias, b21.scale; use_estimates=false)], nothing))
+        @test_throws ArgumentError export_model(joinpath(dir, "r4"),       # Ops21 global pooling
+            Block(Any[c0, Op(Ops21.pool; window=typemax(Int))], nothing))
+        doc, _ = read_export(export_model(joinpath(dir, "ops21pool"), Block(Any[c0, Op(Ops21.pool; window=3)], nothing)))
+        @test doc["layers"][2]["pool"] == Dict("window" => [3, 3], "padding" => [0, 0], "stride" => [3, 3], "mode" => 0)
         @test_throws ArgumentError export_model(joinpath(dir, "r3"),
             Block(Any[c0, L21BatchNorm(mom.mean, mom.var, b21.bias, b21.scale; dims=(4,))], nothing))
     end

@@ -101,6 +101,18 @@ def _check_loaded(doc: dict, model, arrays: dict) -> None:
         if d["kind"] == "batchnorm":
             assert layer.eps == d.get("eps", 1e-5)
             assert layer.momentum == d.get("momentum", 0.1)
+        if d["kind"] == "reshape":
+            assert tuple(layer.size) == tuple(d["size"])
+        if d["kind"] == "zeropad":
+            want = d["padding"]
+            want = tuple(tuple(q) for q in want) if isinstance(want, list) else want
+            got = layer.padding
+            got = (
+                tuple(tuple(q) if isinstance(q, (list, tuple)) else q for q in got)
+                if isinstance(got, (list, tuple))
+                else got
+            )
+            assert got == want
         if d["kind"] in ("add", "concat"):
             assert list(layer.inputs) == d["inputs"]
         if d.get("input") is not None:
@@ -122,7 +134,17 @@ def test_readme_has_the_examples():
     """The sections exist and hold whole documents of every kind the exporter writes."""
     docs = [_as_doc(b) for b in EXPORT_BLOCKS]
     kinds = {layer["kind"] for doc in docs for layer in doc["layers"]}
-    assert {"conv", "dense", "batchnorm", "deconv", "add", "zeropad", "embed", "rnn"} <= kinds
+    assert {
+        "conv",
+        "dense",
+        "batchnorm",
+        "deconv",
+        "add",
+        "zeropad",
+        "embed",
+        "reshape",
+        "rnn",
+    } <= kinds
     assert len(STRUCTURE_BLOCKS) >= 1
 
 
@@ -212,7 +234,7 @@ def test_structure_example_reads(tmp_path, index):
 
 def test_every_kind_the_exporter_writes_is_documented():
     written = set(re.findall(r'_layer\("([a-z]+)"', EXPORT_JL))
-    assert {"conv", "dense", "batchnorm", "deconv", "add", "zeropad", "embed"} <= written
+    assert {"conv", "dense", "batchnorm", "deconv", "add", "zeropad", "embed", "reshape"} <= written
     kind_row = next(line for line in README.splitlines() if line.startswith("| `kind` |"))
     documented = set(re.findall(r'`"([a-z]+)"`', kind_row))
     assert written <= documented, f"undocumented kinds: {sorted(written - documented)}"

@@ -808,6 +808,18 @@ function _op_layer(o, layers; desc="layer $(length(layers) + 1) (an Op)")
     kw = _kwdict(getproperty(o, :kwargs))
     name = nameof(f)
     unknown(allowed) = [k for k in keys(kw) if !(k in allowed)]
+    if name === :reshape
+        # Op(reshape, X1, ..., C, :) or Op(reshape, (X1, ..., C, :)): one sample's new size, the
+        # batch (the trailing colon) kept.
+        dims = length(args) == 1 && args[1] isa Tuple ? args[1] : args
+        (isempty(kw) && length(dims) >= 2 && dims[end] isa Colon &&
+         all(d -> d isa Integer && !(d isa Bool) && d >= 1, dims[1:end-1])) ||
+            throw(ArgumentError("export_model: $desc is reshape with $(repr(args)); expected " *
+                                "Op(reshape, X1, ..., C, :) (positive sizes, the batch last as :)"))
+        layer = _layer("reshape", "Op")
+        layer["size"] = Int[d for d in dims[1:end-1]]
+        return layer
+    end
     isempty(args) ||
         throw(ArgumentError("export_model: $desc calls $name with positional arguments $(repr(args)); expected keywords only"))
     if name === :relu && !isempty(kw)

@@ -476,6 +476,10 @@ knet_bn(x, mean, var, g, b, eps) = g .* (x .- mean) ./ sqrt.(var .+ eltype(x)(ep
         @test proj_first !== nothing && doc["layers"][proj_first]["conv"]["padding"] == [0, 0]
         @test add2["inputs"] == ["layer12", doc["layers"][proj_first+1]["name"]]
 
+        # Op(reshape, ..., :) -> reshape with one sample's size; without the colon: refused.
+        doc, _ = read_export(export_model(joinpath(dir, "reshape"), Block(Any[lin, Op(reshape, 1, 3, 1, :)], nothing)))
+        @test doc["layers"][2]["kind"] == "reshape" && doc["layers"][2]["size"] == [1, 3, 1]
+        @test_throws ArgumentError export_model(joinpath(dir, "reshape2"), Block(Any[lin, Op(reshape, 3, 2)], nothing))
         # Embed; deconv in a tutorial struct.
         doc, arrays = read_export(export_model(joinpath(dir, "emb"), TChain((Embed(fixture(Float32, 5, 11)),))))
         @test doc["layers"][1]["kind"] == "embed" && arrays["layer1.w"] == fixture(Float32, 5, 11)

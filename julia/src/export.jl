@@ -36,7 +36,7 @@ const CONV_DEFAULTS = (padding=0, stride=1, dilation=1, mode=0)
 const POOL_DEFAULTS = (window=2, padding=0, stride=nothing, mode=0)
 
 """
-    export_model(prefix, model; conv=(;), pool=(;), softmax_dims=nothing) -> (npz = "<prefix>.npz", json = "<prefix>.json")
+    export_model(prefix, model; conv=(;), pool=(;), softmax_dims=nothing, structure=nothing) -> (npz = "<prefix>.npz", json = "<prefix>.json")
 
 Write `model`'s parameters to `<prefix>.npz` (NPZ.jl: each array Fortran-ordered with Julia's
 size, so `numpy.load` gives Julia-indexed arrays) and a description of its layers, in order, to
@@ -571,6 +571,10 @@ function _bn_layer(mean, var, bnparams, eps, momentum, julia_type, desc)
             throw(ArgumentError("export_model: $desc has a bnparams vector of length $(length(bnparams)); " *
                                 "expected bnparams(C): 2C = $(2C) values, scale first, then bias"))
     end
+    types = unique(map(eltype, bnparams === nothing ? (mean, var) : (mean, var, bnparams)))
+    length(types) == 1 ||
+        throw(ArgumentError("export_model: $desc mixes element types $(join(types, ", ")) in mean, " *
+                            "var and params; expected one (the model's Float32 or Float64)"))
     (eps isa Real && eps > 0) ||
         throw(ArgumentError("export_model: $desc has eps=$(repr(eps)); expected a positive number"))
     (momentum isa Real && 0 <= momentum <= 1) ||

@@ -37,24 +37,16 @@ from porting.geometry import ConvDims, ConvGeometry, check_operands
 __all__ = ["ConvContext", "DenseContext", "make_context"]
 
 
-def make_context(w, x, *, bias, padding, stride, dilation, mode, alpha, spatial, activation=None):
+def make_context(w, x, *, bias, spatial, activation=None, **conv_keywords):
+    """The recomputation context of a conv (`conv_keywords`: conv4's padding, stride,
+    dilation, mode and alpha) or, for a 2-d `w`, a dense layer."""
     w = as_float_array(w, "w", ndim=(2, 3, 4, 5))
     act = _activation(activation)
     ctx: _Context
     if w.ndim == 2:
         ctx = DenseContext(w, x, bias=bias)
     else:
-        ctx = ConvContext(
-            w,
-            x,
-            bias=bias,
-            padding=padding,
-            stride=stride,
-            dilation=dilation,
-            mode=mode,
-            alpha=alpha,
-            spatial=spatial,
-        )
+        ctx = ConvContext(w, x, bias=bias, spatial=spatial, **conv_keywords)
     ctx.activation = act
     return ctx
 

@@ -212,7 +212,16 @@ def conv(
     array([[12., 18.],
            [18., 27.]])
     """
-    op = ConvOp.knet(
+    op = _tf_layout_op(w, x, padding, stride, dilation, alpha, transposed=False)
+    return _conv(op.x, op.w, op.dims, op.alpha)
+
+
+def _tf_layout_op(
+    w: Any, x: Any, padding: Any, stride: Any, dilation: Any, alpha: Any, *, transposed: bool
+) -> ConvOp:
+    """`conv` / `conv_transpose`'s arguments validated once: TensorFlow-layout arrays and
+    per-dimension values in TF order, cross-correlation (Knet `mode=1`)."""
+    return ConvOp.knet(
         w,
         x,
         padding=padding,
@@ -220,10 +229,10 @@ def conv(
         dilation=dilation,
         mode=1,
         alpha=alpha,
+        transposed=transposed,
         order="tf",
-        op="conv",
+        op="conv_transpose" if transposed else "conv",
     )
-    return _conv(op.x, op.w, op.dims, op.alpha)
 
 
 def _conv(x: np.ndarray, w: np.ndarray, dims: ConvDims, alpha: float) -> np.ndarray:
@@ -264,18 +273,7 @@ def conv_transpose(
     >>> conv_transpose(np.ones((1, 3, 3, 1)), np.ones((2, 2, 4, 1)), stride=2).shape
     (1, 6, 6, 4)
     """
-    op = ConvOp.knet(
-        w,
-        x,
-        padding=padding,
-        stride=stride,
-        dilation=dilation,
-        mode=1,
-        alpha=alpha,
-        transposed=True,
-        order="tf",
-        op="conv_transpose",
-    )
+    op = _tf_layout_op(w, x, padding, stride, dilation, alpha, transposed=True)
     return _conv_transpose(op.x, op.w, op.dims, op.alpha)
 
 

@@ -449,8 +449,14 @@ def _check_spatial(spatial: str) -> None:
 
 def run_conv4(op: ConvOp, spatial: str = "reverse") -> np.ndarray:
     """`knet_conv4_via_tf` of an already validated Julia-order `porting.geometry.ConvOp`."""
+    return _conv(*_tf_side(op, spatial))
+
+
+def _tf_side(op: ConvOp, spatial: str) -> tuple[np.ndarray, np.ndarray, ConvDims, float]:
+    """A Julia-order conv4/deconv4 op as `_conv`/`_conv_transpose` take it: `x` and `w` in
+    TensorFlow layout (a mode-0 kernel rotated), the dims in TF order, `alpha`."""
     layout = _layout()
-    return _conv(
+    return (
         layout._activations_to_tf(op.x, spatial),
         layout._kernel_to_tf(op.w, op.dims.mode, spatial),
         op.dims.to_tf(spatial),
@@ -492,13 +498,7 @@ def knet_deconv4_via_tf(
 
 def run_deconv4(op: ConvOp, spatial: str = "reverse") -> np.ndarray:
     """`knet_deconv4_via_tf` of an already validated Julia-order transposed `ConvOp`."""
-    layout = _layout()
-    return _conv_transpose(
-        layout._activations_to_tf(op.x, spatial),
-        layout._kernel_to_tf(op.w, op.dims.mode, spatial),
-        op.dims.to_tf(spatial),
-        op.alpha,
-    )
+    return _conv_transpose(*_tf_side(op, spatial))
 
 
 def knet_pool_via_tf(

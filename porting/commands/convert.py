@@ -37,9 +37,10 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--example",
-        choices=("lenet", "cnn-bn", "resnet"),
+        choices=("lenet", "cnn-bn", "resnet", "rnnlm", "tagger"),
         help="use a built-in model: lenet (the default when MODEL is omitted), cnn-bn (Knet's "
-        "cifar10 batchnorm CNN, small), resnet (a small CIFAR ResNet)",
+        "cifar10 batchnorm CNN, small), resnet (a small CIFAR ResNet), rnnlm (Knet's RNNLM: embedding, LSTM, dense "
+        "over every step), tagger (embedding, bidirectional 2-layer LSTM, dense per step)",
     )
     p.add_argument(
         "-o", "--output", metavar="OUT.keras", help="write the Keras model here (atomically)"

@@ -30,6 +30,7 @@ from porting.model.forward import KnetOutputs, forward_knet
 from porting.model.planning import Plan, plan
 from porting.model.spec import (
     ACTIVATIONS,
+    RNN,
     Activation,
     Add,
     BatchNorm,
@@ -38,9 +39,11 @@ from porting.model.spec import (
     Deconv,
     Dense,
     Dropout,
+    Embed,
     KnetModel,
     Mat,
     Pool,
+    TimeDense,
 )
 
 __all__ = [
@@ -56,6 +59,9 @@ __all__ = [
     "KnetModel",
     "Mat",
     "Pool",
+    "Embed",
+    "RNN",
+    "TimeDense",
     "KnetOutputs",
     "Plan",
     "plan",

@@ -16,9 +16,11 @@ from porting.model.kinds import (
     deconv,
     dense,
     dropout,
+    embed,
     mat,
     merge,
     pool,
+    rnn,
 )
 from porting.model.layer import Kind, Layer
 
@@ -37,6 +39,9 @@ KINDS: dict[str, Kind] = {
         deconv.KIND,
         merge.KIND_ADD,
         merge.KIND_CONCAT,
+        embed.KIND,
+        rnn.KIND_RNN,
+        rnn.KIND_TIMEDENSE,
     )
 }
 

@@ -17,7 +17,9 @@ Julia's `size()`. The `.json`:
        {"name": "mat1", "kind": "mat"}, ...]}
 
 Kinds: conv, dense, pool (keywords in "pool"), mat, dropout (probability in "dropout"),
-activation (name in "activation"; softmax may carry "dims"). Keywords are integers or lists
+activation (name in "activation"; softmax may carry "dims"); version 2 adds rnn (Knet's `RNN`:
+the `rnn` object read by porting.rnn.export, and porting's `"output"`: "sequence" or "last"),
+embed (`w[:, x]`, params.w `(dim, vocab)`) and timedense (a dense layer over every time step). Keywords are integers or lists
 (one per spatial dimension, Julia order). A conv layer's "order" is "pool-activation" (Knet's
 tutorial `Conv`, the default) or "activation-pool" (Knet's `lenet.jl`). Keys the Julia side adds
 for information (`julia_version`, `julia_type`, ...) are ignored, null values mean "not set",
@@ -44,7 +46,8 @@ from porting.model.spec import KnetModel
 __all__ = ["load_export", "save_export", "export_paths", "FORMAT", "VERSION"]
 
 FORMAT = "porting-knet-export"
-VERSION = 1
+VERSION = 2  # the newest read; version 2 added the rnn kind (julia/README.md, "Export format")
+_V2_KINDS = frozenset({"rnn", "embed", "timedense"})  # written as version 2; others as 1
 _MAX_JSON_BYTES = 64 * 2**20  # an export of 1000 layers is under 1 MB
 _ELTYPES = {"Float32": np.dtype(np.float32), "Float64": np.dtype(np.float64)}
 
@@ -272,7 +275,7 @@ def save_export(model: KnetModel, prefix) -> tuple[str, str]:
     keys: dict[str, np.ndarray] = {}
     doc = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": 2 if any(layer.kind in _V2_KINDS for layer in model.layers) else 1,
         "name": model.name,
         "npz": npz_path.name,
         "layers": [_layer_to_json(layer, keys) for layer in model.layers],

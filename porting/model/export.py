@@ -273,7 +273,7 @@ def save_export(model: KnetModel, prefix) -> tuple[str, str]:
     files.output_file(json_path, suffix=".json", what="export")
     files.output_file(npz_path, suffix=".npz", what="export")
     keys: dict[str, np.ndarray] = {}
-    doc = {
+    doc: dict = {
         "format": FORMAT,
         "version": 2 if any(layer.kind in _V2_KINDS for layer in model.layers) else 1,
         "name": model.name,

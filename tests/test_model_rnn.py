@@ -214,3 +214,60 @@ def test_example_converts_verifies_and_reloads_in_a_fresh_process(name, tmp_path
     got = np.load(tmp_path / "y.npy")  # (B, T, V)
     want = forward_knet(model, x)[-1]  # (T, V, B)
     np.testing.assert_allclose(got.transpose(1, 2, 0), want, rtol=0, atol=1e-5)
+
+
+def test_dense_after_a_sequence_is_refused():
+    """Knet's w * mat(y) on (Y, B, T) mixes the batch into the features: never silently."""
+    spec = RNNSpec(5, 4, "lstm")
+    rnn = RNN(pack(random_weights(spec, 0)), spec, name="rnn")
+    with pytest.raises(PortingError, match="use TimeDense"):
+        KnetModel([Embed(np.ones((5, 9), np.float32)), rnn, Dense(np.ones((3, 28), np.float32))])
+
+
+def test_julia_rnn_entry_loads_and_a_state_array_is_refused(tmp_path):
+    """The rnn layer object as PortingKnet.export_model writes it (julia/README.md)."""
+    spec = RNNSpec(5, 4, "gru", bidirectional=True)
+    w = pack(random_weights(spec, 1)).reshape(1, 1, -1)
+    we = np.random.default_rng(2).standard_normal((5, 9)).astype(np.float32)
+    entry = {
+        "name": "layer2", "kind": "rnn", "julia_type": "RNN",
+        "params": {"w": {"key": "layer2.w", "size": [1, 1, w.size], "eltype": "Float32"}},
+        "rnn": {
+            "inputSize": 5, "hiddenSize": 4, "rnnType": "gru", "numLayers": 1,
+            "bidirectional": True, "skipInput": False, "dropout": 0.0, "h": "zero",
+            "c": "nothing",
+        },
+        "activation": None, "conv": None, "pool": None, "order": None, "dropout": None,
+    }  # fmt: skip
+    doc = {
+        "format": "porting-knet-export",
+        "version": 2,
+        "input_size": [6],
+        "layers": [
+            {"name": "layer1", "kind": "embed",
+             "params": {"w": {"key": "layer1.w", "size": [5, 9], "eltype": "Float32"}}},
+            entry,
+        ],
+    }  # fmt: skip
+    np.savez(tmp_path / "m.npz", **{"layer1.w": np.asfortranarray(we), "layer2.w": w})
+    (tmp_path / "m.json").write_text(json.dumps(doc))
+    model = load_export(tmp_path / "m")
+    assert model["layer2"].spec == spec and model["layer2"].output == "sequence"
+    x = np.random.default_rng(3).integers(1, 10, size=(6, 2))
+    y = knet_sequence(forward_knet(model, x)[-1])
+    from porting.rnn import forward
+
+    np.testing.assert_array_equal(y, forward(random_weights(spec, 1), we[:, x.T - 1]).y)
+    for version in (3,):
+        (tmp_path / "m.json").write_text(json.dumps({**doc, "version": version}))
+        with pytest.raises(PortingError, match="newer than this porting reads"):
+            load_export(tmp_path / "m")
+    h = np.zeros((4, 2, 2), np.float32)
+    entry["rnn"]["h"] = "array"
+    entry["params"]["h"] = {"key": "layer2.h", "size": [4, 2, 2], "eltype": "Float32"}
+    np.savez(
+        tmp_path / "m.npz", **{"layer1.w": np.asfortranarray(we), "layer2.w": w, "layer2.h": h}
+    )
+    (tmp_path / "m.json").write_text(json.dumps(doc))
+    with pytest.raises(PortingError, match='rnn.h = "array"'):
+        load_export(tmp_path / "m")

@@ -139,6 +139,28 @@ def test_per_step_figures_and_a_broken_port_is_caught():
     assert any("layer 2 forward: DIVERGES from step t=1" in n for n in bad.notes), bad.notes
 
 
+def test_gru_gate_order_taken_as_knets_is_named():
+    """The first port people try: Keras's GRU gate blocks filled in Knet's order (r, z, n)."""
+    from porting.model import to_keras, verify_model
+
+    model, _ = _build("gru", 1, False, False, dtype=np.float32)
+    x = np.random.default_rng(8).integers(1, 12, size=(7, 2))
+    km = to_keras(model)
+    lay = km.get_layer("rnn__rnn_layer1")
+    H = 4
+
+    def swap(a):
+        b = a.copy()
+        b[..., :H], b[..., H : 2 * H] = a[..., H : 2 * H], a[..., :H]
+        return b
+
+    lay.set_weights([swap(a) for a in lay.get_weights()])
+    bad = verify_model(model, x, keras_model=km, diagnose=False)
+    assert not bad.ok and bad.first_divergent == "rnn"
+    assert any("DIVERGES from step t=1" in n for n in bad.notes), bad.notes
+    assert any("RNN diagnosis: gate_order" in n for n in bad.notes), bad.notes
+
+
 def test_export_round_trip_version_2(tmp_path):
     model, _ = _build("lstm", 2, True, False, dtype=np.float32)
     jpath, _ = save_export(model, tmp_path / "m")

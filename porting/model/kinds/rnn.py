@@ -199,6 +199,14 @@ class RNN(Layer):
             lines.append(f"{name}: {s.line()}; error along the steps read: {s.profile(6)}")
         for key, (err, ratio) in v.finals.items():
             lines.append(f"{name}: {key}: max error {err:.3g} (ratio {ratio:.3g})")
+        if not v.ok:  # the usual porting mistakes, recomputed (porting.rnn.diagnosis)
+            from porting.rnn.diagnosis import diagnose
+
+            try:
+                d = diagnose(self.rnn_weights, xk, y)
+                lines.append(f"{name}: RNN diagnosis: {d.cause} ({d.meaning})")
+            except PortingError as e:  # a diagnosis never hides the report
+                lines.append(f"{name}: no RNN diagnosis: {e}"[:300])
         return lines
 
     def describe(self) -> str:

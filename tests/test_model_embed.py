@@ -87,3 +87,16 @@ def test_export_round_trip_writes_version_2(tmp_path):
     np.testing.assert_array_equal(back["emb"].w, w)
     x = np.array([[2, 3], [4, 5], [6, 7], [8, 9]])
     np.testing.assert_array_equal(forward_knet(back, x)[-1], forward_knet(model, x)[-1])
+
+
+def test_a_vector_of_indices_is_one_step():
+    """Knet's w[:, x] for x (B,) is (dim, B): here the model's one-step sequence (1, dim, B)."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((3, 6))
+    model = KnetModel([Embed(w)], input_size=(1,))
+    x = np.array([6, 1, 4])
+    y = forward_knet(model, x)[-1]
+    assert y.shape == (1, 3, 3)
+    np.testing.assert_array_equal(y[0], w[:, x - 1])
+    with pytest.raises(PortingError, match=r"index 7 at x\[2\]"):
+        forward_knet(model, np.array([1, 7]))

@@ -6,7 +6,8 @@ Knet code embeds integer tokens by indexing: `w` of size `(dim, vocab)`, `x` 1-b
 numbers: the layer is an exact copy (K = 1, S = |w[:, x]|).
 
 Layouts (docs/knet.md, "Recurrent layers"): a model's arrays are batch last. The model input is
-an integer array `(T, B)` (Knet's `x` of size `(B, T)`, permuted); a sequence between layers is
+an integer array `(T, B)` (Knet's `x` of size `(B, T)`, permuted; a `(B,)` vector is read as
+`(1, B)`: one step, whose `w[:, x]` Knet gives as `(dim, B)`); a sequence between layers is
 held as `(T, X, B)`, which is Knet's `(X, B, T)` permuted (`knet_sequence` / `model_sequence`
 convert) and TensorFlow's `(B, T, X)` under porting.layout's rule for one spatial dimension.
 An index outside `1:vocab` is bad input, named with its position.
@@ -48,10 +49,10 @@ def check_indices(x, vocab: int, where: str) -> np.ndarray:
             f"{where}: the input is {a.dtype} {a.shape}; expected integer token indices "
             f"(1-based, 1:{vocab}, as Knet's w[:, x] takes them)"
         )
-    if a.ndim != 2 or a.size == 0:
+    if a.ndim not in (1, 2) or a.size == 0:
         raise PortingError(
             f"{where}: the input has shape {a.shape}; expected (T, B): 1-based token indices, "
-            "time steps by batch (Knet's (B, T) x permuted, batch last)"
+            "time steps by batch (Knet's (B, T) x permuted, batch last), or (B,): one step"
         )
     bad = (a < 1) | (a > vocab)
     if bad.any():
@@ -62,6 +63,8 @@ def check_indices(x, vocab: int, where: str) -> np.ndarray:
             f"{where}: index {value} at x[{julia}] is out of range; expected 1 <= index <= "
             f"{vocab} (the vocabulary size, size(w, 2); Knet indexes from 1)"
         )
+    if a.ndim == 1:  # Knet's w[:, x] of a (B,) vector: one step per sequence, (1, B)
+        a = a.reshape(1, -1)
     return a.astype(np.int64, copy=False)
 
 

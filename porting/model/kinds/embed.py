@@ -1,11 +1,11 @@
 """The `embed` kind: Knet `w[:, x]` (and Layers21's `Embed`), the first layer of a sequence model.
 
-Knet code embeds integer tokens by indexing: `w` of size `(dim, vocab)`, `x` 1-based integers,
+Knet code embeds integer tokens by indexing (docs/knet.md, "embed"): `w` of size `(dim, vocab)`, `x` 1-based integers,
 `w[:, x]` of size `(dim, size(x)...)`. Keras: `Embedding(vocab, dim)` (0-based, weight
 `(vocab, dim)` = `w'`, never `mask_zero`: Knet has no padding index), which gathers the same
 numbers: the layer is an exact copy (K = 1, S = |w[:, x]|).
 
-Layouts (docs/knet.md, "Recurrent layers"): a model's arrays are batch last. The model input is
+Layouts: a model's arrays are batch last. The model input is
 an integer array `(T, B)` (Knet's `x` of size `(B, T)`, permuted; a `(B,)` vector is read as
 `(1, B)`: one step, whose `w[:, x]` Knet gives as `(dim, B)`); a sequence between layers is
 held as `(T, X, B)`, which is Knet's `(X, B, T)` permuted (`knet_sequence` / `model_sequence`

@@ -293,3 +293,18 @@ def test_julia_rnn_entry_loads_and_a_state_array_is_refused(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps(doc))
     with pytest.raises(PortingError, match='rnn.h = "array"'):
         load_export(tmp_path / "m")
+
+
+def test_cli_whole_mode_on_given_indices(tmp_path, capsys):
+    from porting.examples.rnn_models import tagger, token_input
+
+    x = token_input(tagger(), seed=2, batch=4)
+    np.save(tmp_path / "x.npy", np.asfortranarray(x))
+    argv = ["convert", "--example", "tagger", "--verify", "--mode", "whole", "--json"]
+    assert main([*argv, "--input", str(tmp_path / "x.npy")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    v = doc["verification"]
+    assert doc["ok"] and v["input_shape"] == [10, 4]
+    assert [r["kind"] for r in v["layers"]] == ["embed", "rnn", "timedense"]
+    assert v["layers"][0]["max_abs_error"] == 0.0
+    assert any("layer 2 backward: ok" in n for n in v["notes"])

@@ -308,3 +308,27 @@ def test_cli_whole_mode_on_given_indices(tmp_path, capsys):
     assert [r["kind"] for r in v["layers"]] == ["embed", "rnn", "timedense"]
     assert v["layers"][0]["max_abs_error"] == 0.0
     assert any("layer 2 backward: ok" in n for n in v["notes"])
+
+
+@pytest.mark.parametrize("name", ["rnnlm", "tagger"])
+def test_tflite_export_agrees_with_knet(name, tmp_path):
+    """The RNN layers are unrolled (10 steps), so TFLite converts them with builtin operators;
+    the interpreter agrees with the Knet side within float32 rounding (outputs ~0.3: 50 eps)."""
+    import tensorflow as tf
+
+    from porting.examples.rnn_models import RNN_EXAMPLES, token_input
+    from porting.model.convert import export_tflite, to_keras
+
+    model = RNN_EXAMPLES[name][0]()
+    path = export_tflite(to_keras(model), tmp_path / f"{name}.tflite")
+    x = token_input(model, seed=9, batch=3)
+    interp = tf.lite.Interpreter(model_path=path)
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], [3, 10])
+    interp.allocate_tensors()
+    interp.set_tensor(inp["index"], np.ascontiguousarray(x.T - 1).astype(np.int32))
+    interp.invoke()
+    y = interp.get_tensor(interp.get_output_details()[0]["index"])
+    want = forward_knet(model, x)[-1]
+    bound = 50 * np.finfo(np.float32).eps * np.abs(want).max()
+    assert np.abs(y.transpose(1, 2, 0) - want).max() <= bound

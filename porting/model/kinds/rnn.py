@@ -15,6 +15,9 @@ carried through the recurrence by `porting.rnn.verify.error_bounds` (the same to
 `porting.rnn.verify` uses); the report's notes give, per direction of the last layer, the first
 divergent step and the error's growth along the steps read.
 
+Up to `UNROLL_MAX_STEPS` steps the Keras layers are unrolled, so that the model also exports to
+TFLite with builtin operators.
+
 `timedense` is Knet's `w * reshape(y, H, :) .+ b` reshaped back to `(V, B, T)`: the same dense
 layer applied at every time step; Keras `Dense` on `(B, T, H)`.
 """
@@ -37,6 +40,10 @@ from porting.rnn.spec import RNNSpec
 __all__ = ["RNN", "RNNStage", "TimeDense", "TimeDenseStage", "KIND_RNN", "KIND_TIMEDENSE"]
 
 OUTPUTS = ("sequence", "last")
+UNROLL_MAX_STEPS = 200
+"""Up to this many time steps the Keras layers are unrolled (`unroll=True`): the same cell per
+step, written out, which TFLite converts with builtin operators only; longer sequences keep
+Keras's loop (a TFLite export of those is refused by the converter, with its message)."""
 
 
 def _sub(prefix: str, role: str) -> str:
@@ -110,10 +117,16 @@ class RNNStage(Stage):
         w = self.weights
         if str(w.dtype) != ctx.dtype:
             w = w.astype(np.dtype(ctx.dtype))
-        y = apply_keras(w, t, output="sequence", name=ctx.name(_sub(self.role, "rnn")))["y"]
+        steps = int(in_size[0])
+        y = apply_keras(
+            w,
+            t,
+            output="sequence",
+            name=ctx.name(_sub(self.role, "rnn")),
+            unroll=steps <= UNROLL_MAX_STEPS,
+        )["y"]
         if self.output == "sequence":
             return ctx.make("Identity", self.role)(y)
-        steps = int(in_size[0])
         y = ctx.make("Cropping1D", _sub(self.role, "last_step"), (steps - 1, 0))(y)
         return ctx.make("Reshape", self.role, (self.spec.output_size,))(y)
 

@@ -332,3 +332,24 @@ def test_tflite_export_agrees_with_knet(name, tmp_path):
     want = forward_knet(model, x)[-1]
     bound = 50 * np.finfo(np.float32).eps * np.abs(want).max()
     assert np.abs(y.transpose(1, 2, 0) - want).max() <= bound
+
+
+def test_rnn_first_on_float_sequences_and_bad_arguments():
+    """An RNN reading the model's float input (T, X, B) = Knet's (X, B, T) permuted."""
+    from porting.model import model_sequence, verify_model
+    from porting.rnn import forward
+
+    spec = RNNSpec(3, 5, "tanh", num_layers=2)
+    w = random_weights(spec, 2, dtype=np.float32)
+    model = KnetModel([RNN(pack(w), spec, output="last")], input_size=(6, 3))
+    xk = np.random.default_rng(0).standard_normal((3, 2, 6)).astype(np.float32)  # Knet's x
+    x = np.ascontiguousarray(model_sequence(xk))
+    np.testing.assert_array_equal(forward_knet(model, x)[-1], forward(w, xk).y[:, :, -1])
+    assert verify_model(model, x).ok
+    with pytest.raises(PortingError, match=r"expected \(T, 3\)"):
+        KnetModel([RNN(pack(w), spec)], input_size=(6, 4))
+    n = spec.param_length
+    with pytest.raises(PortingError, match=rf"{n}"):
+        RNN(pack(w)[:-1], spec)
+    with pytest.raises(PortingError, match="output='middle'"):
+        RNN(pack(w), spec, output="middle")

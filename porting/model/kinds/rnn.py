@@ -169,6 +169,7 @@ class RNN(Layer):
             self.rnn_weights = unpack(self.spec, self.w)
         except PortingError as e:
             raise PortingError(f"{where}: {e}") from None
+        self._seen: dict = {}
         if self.output not in OUTPUTS:
             raise PortingError(
                 f"{where}: output={self.output!r}: expected 'sequence' (every step of y) or "
@@ -184,7 +185,8 @@ class RNN(Layer):
         return {"w": self.w}
 
     def stages(self) -> list[Stage]:
-        return [RNNStage(weights=self.rnn_weights, output=self.output)]
+        # one cache per layer: the tolerance's float64 run is reused by verify_notes
+        return [RNNStage(weights=self.rnn_weights, output=self.output, seen=self._seen)]
 
     def output_size(self, size):
         try:
@@ -204,7 +206,12 @@ class RNN(Layer):
         xk = knet_sequence(x_in).astype(self.rnn_weights.dtype, copy=False)
         a = np.asarray(actual)
         y = knet_sequence(a) if self.output == "sequence" else a
-        v = verify(self.rnn_weights, xk, {"y": y})
+        seen = self._seen
+        same = "bounds" in seen and seen.get("bounds_of") is not None
+        same = (
+            same and seen["bounds_of"].shape == xk.shape and np.array_equal(seen["bounds_of"], xk)
+        )
+        v = verify(self.rnn_weights, xk, {"y": y}, bounds=seen["bounds"] if same else None)
         lines = [
             f"{name}: {v.spec} per step: {'OK' if v.ok else 'MISMATCH'}, {v.tolerance.formula}"
         ]

@@ -16,10 +16,12 @@ from porting.model.kinds import (
     deconv,
     dense,
     dropout,
+    embed,
     mat,
     merge,
     pool,
     reshape,
+    rnn,
     zeropad,
 )
 from porting.model.layer import Kind, Layer
@@ -41,6 +43,9 @@ KINDS: dict[str, Kind] = {
         merge.KIND_CONCAT,
         reshape.KIND,
         zeropad.KIND,
+        embed.KIND,
+        rnn.KIND_RNN,
+        rnn.KIND_TIMEDENSE,
     )
 }
 

@@ -1,6 +1,6 @@
 """The `embed` kind: Knet `w[:, x]` (and Layers21's `Embed`), the first layer of a sequence model.
 
-Knet code embeds integer tokens by indexing (docs/knet.md, "embed"): `w` of size `(dim, vocab)`, `x` 1-based integers,
+Knet code embeds integer tokens by indexing (docs/knet.md#embed): `w` of size `(dim, vocab)`, `x` 1-based integers,
 `w[:, x]` of size `(dim, size(x)...)`. Keras: `Embedding(vocab, dim)` (0-based, weight
 `(vocab, dim)` = `w'`, never `mask_zero`: Knet has no padding index), which gathers the same
 numbers: the layer is an exact copy (K = 1, S = |w[:, x]|).

@@ -7,7 +7,7 @@ version 2). What the model reads from Knet's `y` `(Y, B, T)` is said, never gues
 - `output="sequence"`: every time step (Knet's RNNLM: `w * reshape(y, H, :)`), held in the
   model layout `(T, Y, B)` (see porting.model.kinds.embed);
 - `output="last"`: `y[:, :, end]` `(Y, B)` (Knet's IMDB). For a bidirectional RNN that is the
-  backward direction after ONE step, not its final state (docs/knet.md, "rnn-bidirectional"): the Keras side takes step T of the
+  backward direction after ONE step, not its final state (docs/knet.md#rnn-bidirectional): the Keras side takes step T of the
   full sequence (`Cropping1D` + `Reshape`), never `Bidirectional(return_sequences=False)`.
 
 Tolerances: a row's `K` is the longest sum of one step (`in + H + 2`) and its `S` the magnitude

@@ -337,25 +337,16 @@ def _scratch_layout(blocks, r: int, itemsize: int) -> tuple[tuple[int, ...], int
 
 def _threads(requested: int | None) -> int:
     """The number of threads to copy with: `threads=`, else PORTING_THREADS, else up to 4."""
-    source = "threads"
+    from porting import settings
+
     if requested is None:
-        env = os.environ.get("PORTING_THREADS", "").strip()
-        if env:
-            source = "PORTING_THREADS"
-            try:
-                requested = int(env)
-            except ValueError:
-                raise PortingError(
-                    f"PORTING_THREADS={env!r}: expected a positive integer"
-                ) from None
-        else:
-            try:
-                cpus = len(os.sched_getaffinity(0))
-            except AttributeError:  # not on Linux
-                cpus = os.cpu_count() or 1
-            requested = min(4, cpus)
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cpus = os.cpu_count() or 1
+        return settings.count("PORTING_THREADS", min(4, cpus))
     if isinstance(requested, bool) or not isinstance(requested, (int, np.integer)) or requested < 1:
-        raise PortingError(f"{source}={requested!r}: expected a positive integer")
+        raise PortingError(f"threads={requested!r}: expected a positive integer")
     return int(requested)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from porting import settings
 from porting.errors import PortingError
 
 PYTHON_ENV = "PORTING_QKERAS_PYTHON"
@@ -28,9 +29,9 @@ def _python(python: str | None) -> tuple[str, str]:
     if python is not None:
         source = "python="
         exe = python
-    elif os.environ.get(PYTHON_ENV):
+    elif (from_env := settings.text(PYTHON_ENV)) is not None:
         source = f"{PYTHON_ENV}="
-        exe = os.environ[PYTHON_ENV]
+        exe = from_env
     else:
         return sys.executable, "this interpreter"
     if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):

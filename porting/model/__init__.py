@@ -13,7 +13,8 @@
 
 - `KnetModel` (spec; a chain, or a graph with `Add`/`Concat` merges and `inputs=`), layers
   `Conv`, `Deconv`, `Dense`, `Pool`, `Mat`, `Reshape`, `Dropout`, `Activation`, `BatchNorm`,
-  `Add`, `Concat`, `ZeroPad`: each
+  `Add`, `Concat`, `ZeroPad`, Layers21's `Linear` (and `Block` / `Op`, porting.model.layers21,
+  which build those rows): each
   kind defined in one file under `porting.model.kinds` (its table: `porting.model.kinds.KINDS`),
   its Knet computation as ordered stages (`porting.model.stages`).
 - `plan(model, input_size)`: the model planned once for an input size (sizes, stages, flatten
@@ -35,13 +36,16 @@ from porting.model.spec import (
     Activation,
     Add,
     BatchNorm,
+    Block,
     Concat,
     Conv,
     Deconv,
     Dense,
     Dropout,
     KnetModel,
+    Linear,
     Mat,
+    Op,
     Pool,
     Reshape,
     ZeroPad,
@@ -62,6 +66,9 @@ __all__ = [
     "Pool",
     "Reshape",
     "ZeroPad",
+    "Linear",
+    "Block",
+    "Op",
     "KnetOutputs",
     "Plan",
     "plan",

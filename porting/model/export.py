@@ -19,8 +19,10 @@ Julia's `size()`. The `.json`:
 Kinds (porting.model.kinds): conv, dense, pool (keywords in "pool"), mat, dropout (probability
 in "dropout"), activation (name in "activation"; softmax may carry "dims", relu "max_value",
 "negative_slope", "threshold"); since version 2: batchnorm (params mean, var, bnparams; "eps",
-"momentum"), deconv (keywords in "deconv"), reshape ("size"), zeropad ("padding"), and the
-merges add / concat ("inputs": the layer names they read); any layer may name the layer it
+"momentum"), deconv (keywords in "deconv"), reshape ("size"), zeropad ("padding"), linear
+(Layers21's Linear: params w and, only when it has one, bias; "activation", "dropout"), the
+activation logsoftmax ("dims" as softmax's), and the merges add / concat ("inputs": the layer
+names they read); any layer may name the layer it
 reads in "input" (default: the one before it; "input" is the model's input). Keywords are integers or lists
 (one per spatial dimension, Julia order). A conv layer's "order" is "pool-activation" (Knet's
 tutorial `Conv`, the default) or "activation-pool" (Knet's `lenet.jl`). Keys the Julia side adds

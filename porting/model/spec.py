@@ -41,12 +41,14 @@ from porting.model.kinds.conv import Conv
 from porting.model.kinds.deconv import Deconv
 from porting.model.kinds.dense import Dense
 from porting.model.kinds.dropout import Dropout
+from porting.model.kinds.linear import Linear
 from porting.model.kinds.mat import Mat
 from porting.model.kinds.merge import Add, Concat
 from porting.model.kinds.pool import Pool
 from porting.model.kinds.reshape import Reshape
 from porting.model.kinds.zeropad import ZeroPad
 from porting.model.layer import ACTIVATIONS, NAME_RE, Layer, activation_name, fmt_size
+from porting.model.layers21 import Block, Op, expand_blocks
 from porting.model.planning import Plan, as_size, plan
 
 __all__ = [
@@ -56,6 +58,9 @@ __all__ = [
     "Conv",
     "Deconv",
     "Dense",
+    "Linear",
+    "Block",
+    "Op",
     "Pool",
     "Reshape",
     "ZeroPad",
@@ -89,10 +94,13 @@ class KnetModel:
     def __init__(
         self, layers, input_size=None, *, name: str = "knet_model", dtype=None, inputs=None
     ):
+        if isinstance(layers, Block):
+            layers = [layers]
         if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
             raise PortingError(
                 f"layers must be a list of porting.model layers, got {type(layers).__name__}"
             )
+        layers = expand_blocks(layers)  # Layers21 Blocks: their layers, one row each
         if not layers:
             raise PortingError("a model needs at least one layer")
         counts: dict[str, int] = {}

@@ -16,6 +16,7 @@ from porting.model.kinds import (
     deconv,
     dense,
     dropout,
+    linear,
     mat,
     merge,
     pool,
@@ -41,6 +42,7 @@ KINDS: dict[str, Kind] = {
         merge.KIND_CONCAT,
         reshape.KIND,
         zeropad.KIND,
+        linear.KIND,
     )
 }
 

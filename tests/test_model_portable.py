@@ -1,7 +1,8 @@
 """Output that loads anywhere: converted models hold Keras built-in layers only, so the `.keras`
 file loads with plain `keras.models.load_model` (safe mode) in a process that never imports
 porting, under the TensorFlow and the PyTorch backends, and the SavedModel and TFLite exports
-agree with Knet.
+agree with Knet. Every shipped example (`porting convert --example NAME`: lenet, cnn-bn, resnet,
+dcgan, vae, layers21 and any added since) is among the models checked.
 
 Expected values are Knet's, from porting's NumPy reference of Knet's CPU kernels (not from
 Keras); the bound is the float32 (or float64) rounding bound of the whole chain:
@@ -20,7 +21,6 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from porting import layout  # noqa: E402
 from porting.model import (  # noqa: E402
     Activation,
     Add,
@@ -100,6 +100,23 @@ def _models():
     }
 
 
+SHIPPED = ("lenet", "cnn-bn", "resnet", "dcgan", "vae", "layers21")
+
+
+def _shipped_examples():
+    """Every example `porting convert --example NAME` converts, built as the command builds it
+    (the shipped LeNet export pair and its input; `porting.examples.models`)."""
+    from porting.examples.lenet import lenet, lenet_input
+    from porting.examples.models import EXAMPLES, example_input
+
+    out = {"example_lenet": (lenet(), lenet_input())}
+    for name, (build, _) in EXAMPLES.items():
+        m = build()
+        out[f"example_{name}"] = (m, example_input(m))
+    assert {f"example_{n}" for n in SHIPPED} <= set(out), sorted(out)
+    return out
+
+
 def _chain_bound(model, x, knet):
     """Elementwise end-to-end bound: sum over layers of (sqrt(K)+2) * eps, times S_end, the
     model's stages applied to |w| and |x| (Julia layout), plus a tiny for underflow."""
@@ -122,7 +139,7 @@ def _chain_bound(model, x, knet):
 def saved(tmp_path_factory):
     d = tmp_path_factory.mktemp("portable")
     out = {}
-    for name, (m, x) in _models().items():
+    for name, (m, x) in {**_models(), **_shipped_examples()}.items():
         km = convert.to_keras(m)
         path = d / f"{name}.keras"
         convert.save_keras(km, path)
@@ -130,7 +147,7 @@ def saved(tmp_path_factory):
         flat = m.plan.steps[-1].flat_from
         expected = convert.julia_to_tf(knet.final, flat, "reverse")
         bound = convert.julia_to_tf(_chain_bound(m, x, knet), flat, "reverse")
-        x_tf = layout.activations_to_tf(x)
+        x_tf = convert.julia_to_tf(x, None, "reverse")  # (N, F) for a dense-first model
         np.save(d / f"{name}_x.npy", x_tf)
         out[name] = dict(
             model=m, keras=km, path=path, x=x, x_tf=x_tf, expected=expected, bound=bound

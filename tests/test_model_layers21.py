@@ -220,3 +220,77 @@ def test_op_maps_onto_existing_rows_and_refuses_the_rest():
     b = Block(Op("relu"))
     b.layers.append(b)
     assert "contains itself" in _err(lambda: KnetModel([b]))
+
+
+def test_add_branches_is_layers21s_residual_add(tmp_path):
+    """ResNetBasic as Knet's Models21 writes it: Add(Block(ConvBN, ConvBN), identity or a
+    projection ConvBN; activation=relu), every branch reading the same input."""
+    from porting.model import AddBranches, BatchNorm
+
+    rng = np.random.default_rng(9)
+
+    def bn(c):
+        mean, var = _x(rng, (1, 1, c, 1), 0.1), np.abs(_x(rng, (1, 1, c, 1))) + 0.5
+        scale, bias = np.abs(_x(rng, (1, 1, c, 1))) + 0.5, _x(rng, (1, 1, c, 1), 0.1)
+        ours = BatchNorm(mean, var, np.concatenate([scale.ravel(), bias.ravel()]))
+        return ours, K.BatchNorm(mean=mean, var=var, bias=bias, scale=scale)
+
+    w1, w2, w3, w4, wp = (
+        _x(rng, (3, 3, 3, 4)),
+        _x(rng, (3, 3, 4, 4)),
+        _x(rng, (3, 3, 4, 6)),
+        _x(rng, (3, 3, 6, 6)),
+        _x(rng, (1, 1, 4, 6)),
+    )
+    (b1, t1), (b2, t2), (b3, t3), (b4, t4), (bp, tp) = bn(4), bn(4), bn(6), bn(6), bn(6)
+    model = KnetModel(
+        [
+            Conv(w1, mode=1, padding=1, name="stem"),
+            AddBranches(
+                Block(Conv(w2, mode=1, padding=1), b2, Op("relu")),
+                None,
+                activation="relu",
+                name="basic",
+            ),
+            b1,  # a layer after the group reads the group's sum
+            AddBranches(
+                Block(
+                    Conv(w3, mode=1, padding=1, stride=2),
+                    b3,
+                    Op("relu"),
+                    Conv(w4, mode=1, padding=1),
+                    b4,
+                ),
+                Block(Conv(wp, mode=1, stride=2, name="proj"), bp),
+                activation="relu",
+                name="down",
+            ),
+        ],
+        input_size=(6, 6, 3),
+    )
+    # one row per layer, named as KnetModel names them; the projection reads the group's input
+    assert model.inputs == {"proj": "bn2"}
+    assert model["basic"].inputs == ("act1", "stem") and model["down"].inputs == ("bn4", "bn5")
+    relu = K.relu
+    truth = K.Block(
+        K.Conv(w1, padding=1),
+        K.Add(K.Block(K.Conv(w2, padding=1), t2, relu), lambda x: x, activation=relu),
+        t1,
+        K.Add(
+            K.Block(K.Conv(w3, padding=1, stride=2), t3, relu, K.Conv(w4, padding=1), t4),
+            K.Block(K.Conv(wp, stride=2), tp),
+            activation=relu,
+        ),
+    )
+    x = _x(rng, (6, 6, 3, 2))
+    y = forward_knet(model, x).final
+    truth_y = truth(x)
+    np.testing.assert_allclose(y, truth_y, rtol=1e-12, atol=1e-12)
+    for mode in ("each", "whole"):
+        report = verify_model(model, x, mode=mode)
+        assert report.ok, str(report)
+    assert [r.name for r in report.rows] == [str(la.name) for la in model]
+    save_export(model, tmp_path / "res")  # the wiring is written as the graph keys
+    np.testing.assert_array_equal(forward_knet(load_export(tmp_path / "res"), x).final, y)
+    assert "AddBranches" in _err(lambda: AddBranches(Op("relu")))
+    assert "branch 2" in _err(lambda: AddBranches(Op("relu"), "x"))

@@ -13,7 +13,7 @@
 
 - `KnetModel` (spec; a chain, or a graph with `Add`/`Concat` merges and `inputs=`), layers
   `Conv`, `Deconv`, `Dense`, `Pool`, `Mat`, `Reshape`, `Dropout`, `Activation`, `BatchNorm`,
-  `Add`, `Concat`, `ZeroPad`, Layers21's `Linear` (and `Block` / `Op`, porting.model.layers21,
+  `Add`, `Concat`, `ZeroPad`, Layers21's `Linear` (and `Block` / `AddBranches` / `Op`, porting.model.layers21,
   which build those rows): each
   kind defined in one file under `porting.model.kinds` (its table: `porting.model.kinds.KINDS`),
   its Knet computation as ordered stages (`porting.model.stages`).
@@ -35,6 +35,7 @@ from porting.model.spec import (
     ACTIVATIONS,
     Activation,
     Add,
+    AddBranches,
     BatchNorm,
     Block,
     Concat,
@@ -68,6 +69,7 @@ __all__ = [
     "ZeroPad",
     "Linear",
     "Block",
+    "AddBranches",
     "Op",
     "KnetOutputs",
     "Plan",

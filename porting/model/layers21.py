@@ -5,6 +5,8 @@
   its chain, so every layer inside keeps its own row in the verification report (the first
   divergent layer is named, not just "the block"). The block's `name` is for display only, as
   in Knet; layer names stay the layers' own.
+- `AddBranches(branches...; activation, name)`: Layers21's `Add`, every branch reading the same
+  input (see the class).
 - `Op(f, *args, **kw)`: Layers21's `Op`, `x -> f(x, args...; kw...)`. Only the functions whose
   computation is an existing row are accepted, and `Op` returns that row's layer (no kind of
   its own): activations (`Op("relu", max_value=6)`, `Op("logsoftmax", dims=1)`, ...) ->
@@ -15,7 +17,7 @@
 docs/knet.md#layers21.
 
 >>> b = Block(Op("reshape2d"), Op("relu"), name="top")
->>> [layer.kind for layer in expand_blocks([b])]
+>>> [layer.kind for layer in expand_blocks([b])[0]]
 ['mat', 'activation']
 """
 
@@ -28,7 +30,7 @@ from porting.model.kinds.pool import Pool
 from porting.model.kinds.zeropad import ZeroPad
 from porting.model.layer import ACTIVATIONS, Layer, activation_name
 
-__all__ = ["Block", "Op", "expand_blocks"]
+__all__ = ["AddBranches", "Block", "Op", "expand_blocks"]
 
 _OPS = ("reshape2d", "mat", "pool", "zeropad", *ACTIVATIONS)
 _POOL_OPS = {"maximum": 0, "max": 0, "mean": 1}
@@ -59,25 +61,101 @@ class Block:
         return f"Block({self.name!r}, {len(self.layers)} items)"
 
 
-def expand_blocks(layers) -> list:
-    """`layers` with every `Block` replaced by its layers, in order (recursively); other items
-    are left for `KnetModel` to check."""
-    out: list = []
-    stack: list[int] = []  # ids of the blocks being expanded (a block inside itself is refused)
+class AddBranches:
+    """Layers21 `Add(blocks...; activation=None)`: every branch (a layer, a `Block`, or None for
+    Knet's `identity`) reads the same input; the outputs are summed left to right, then the
+    activation. `KnetModel` lays the branches out one after the other, each with its own rows,
+    wires each branch's first layer to the shared input and ends with an `add` layer (named
+    `name`) reading the branches' last layers: a residual block `Add(Block(conv, bn, relu,
+    conv, bn), None; activation="relu")`."""
 
-    def add(items):
+    def __init__(self, *branches, activation: str | None = None, name: str | None = None):
+        where = f"AddBranches{'' if name is None else f' {name!r}'}"
+        if len(branches) < 2:
+            raise PortingError(
+                f"{where}: {len(branches)} branch(es); expected two or more (layers, Blocks, or "
+                "None for identity)"
+            )
+        for i, b in enumerate(branches):
+            if b is not None and not isinstance(b, (Layer, Block, AddBranches)):
+                raise PortingError(
+                    f"{where}: branch {i + 1} is a {type(b).__name__}; expected a porting.model "
+                    "layer, a Block, an AddBranches or None (identity)"
+                )
+        self.branches = list(branches)
+        self.activation = activation_name(activation, where)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"AddBranches({self.name!r}, {len(self.branches)} branches)"
+
+
+def _has_branches(items, stack=()) -> bool:
+    for item in items:
+        if isinstance(item, AddBranches):
+            return True
+        if isinstance(item, Block):
+            if id(item) in stack:
+                raise PortingError(f"{item!r} contains itself; expected a tree of blocks")
+            if _has_branches(item.layers, (*stack, id(item))):
+                return True
+    return False
+
+
+def expand_blocks(layers) -> tuple[list, dict[str, str]]:
+    """`layers` with every `Block` replaced by its layers, in order (recursively), and every
+    `AddBranches` by its branches and an `add` layer; returns the layers and the wiring
+    `{layer name: source name}` of the branches that do not read the layer before them. Other
+    items are left for `KnetModel` to check. With branches, unnamed layers are named here as
+    `KnetModel` names them (the wiring needs the names)."""
+    from porting.model.kinds import KINDS
+    from porting.model.kinds.merge import Add
+
+    out: list = []
+    wiring: dict[str, str] = {}
+    stack: list[int] = []  # ids of the blocks being expanded (a block inside itself is refused)
+    naming = _has_branches(layers)
+    counts: dict[str, int] = {}
+    seen: set[str] = set()
+
+    def push(layer) -> str:
+        if naming and isinstance(layer, Layer) and layer.kind in KINDS:
+            counts[layer.kind] = counts.get(layer.kind, 0) + 1
+            if layer.name is None:
+                layer.name = f"{KINDS[layer.kind].prefix}{counts[layer.kind]}"
+                while layer.name in seen:
+                    layer.name += "_"
+            seen.add(str(layer.name))
+        out.append(layer)
+        return str(getattr(layer, "name", None))
+
+    def walk(items, src: str) -> str:
         for item in items:
             if isinstance(item, Block):
                 if id(item) in stack:
                     raise PortingError(f"{item!r} contains itself; expected a tree of blocks")
                 stack.append(id(item))
-                add(item.layers)
+                src = walk(item.layers, src)
                 stack.pop()
+            elif isinstance(item, AddBranches):
+                ends = []
+                for branch in item.branches:
+                    if branch is None:
+                        ends.append(src)
+                        continue
+                    start = len(out)
+                    end = walk([branch], src)
+                    before = str(out[start - 1].name) if start else "input"
+                    if len(out) > start and src != before:
+                        wiring[str(out[start].name)] = src
+                    ends.append(end)
+                src = push(Add(ends, activation=item.activation, name=item.name))
             else:
-                out.append(item)
+                src = push(item)
+        return src
 
-    add(layers)
-    return out
+    walk(layers, "input")
+    return out, wiring
 
 
 def Op(f, *args, name: str | None = None, **kw) -> Layer:  # noqa: N802 - Knet's name

@@ -216,7 +216,7 @@ def test_op_maps_onto_existing_rows_and_refuses_the_rest():
     assert "function name" in _err(lambda: Op(print))
     assert "'maximum' or 'mean'" in _err(lambda: Op("pool", op="sum"))
     assert "dims" in _err(lambda: Op("reshape2d", dims=1))
-    assert "expected porting.model layers or Blocks" in _err(lambda: Block(3))
+    assert "expected porting.model layers, Blocks" in _err(lambda: Block(3))
     b = Block(Op("relu"))
     b.layers.append(b)
     assert "contains itself" in _err(lambda: KnetModel([b]))

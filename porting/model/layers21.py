@@ -41,10 +41,10 @@ class Block:
 
     def __init__(self, *layers, name: str | None = None):
         for i, layer in enumerate(layers):
-            if not isinstance(layer, (Layer, Block)):
+            if not isinstance(layer, (Layer, Block, AddBranches)):
                 raise PortingError(
                     f"Block{'' if name is None else f' {name!r}'}: item {i + 1} is a "
-                    f"{type(layer).__name__}; expected porting.model layers or Blocks"
+                    f"{type(layer).__name__}; expected porting.model layers, Blocks or AddBranches"
                 )
         if name is not None and not isinstance(name, str):
             raise PortingError(f"Block name={name!r}: expected a string")

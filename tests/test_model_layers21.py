@@ -212,6 +212,9 @@ def test_op_maps_onto_existing_rows_and_refuses_the_rest():
     assert isinstance(p, Pool) and p.mode == 0 and p.stride == 1
     assert Op("pool", op="mean").mode == 1
     assert isinstance(Op("zeropad", 1), ZeroPad)
+    assert Op("dropout", 0.2).p == 0.2
+    assert Op("reshape", (4, 4, 8, ":")).size == (4, 4, 8)
+    assert "':'" in _err(lambda: Op("reshape", (4, 4, 8)))
     assert "no layer computes it" in _err(lambda: Op("imagenet_preprocess"))
     assert "function name" in _err(lambda: Op(print))
     assert "'maximum' or 'mean'" in _err(lambda: Op("pool", op="sum"))

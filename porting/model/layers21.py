@@ -11,7 +11,8 @@
   computation is an existing row are accepted, and `Op` returns that row's layer (no kind of
   its own): activations (`Op("relu", max_value=6)`, `Op("logsoftmax", dims=1)`, ...) ->
   `Activation`; `reshape2d` / `mat` (with the default dims) -> `Mat`; `pool` with
-  `op="maximum"|"mean"` and a finite `window` -> `Pool` (mode 0 / 1); `zeropad` -> `ZeroPad`.
+  `op="maximum"|"mean"` and a finite `window` -> `Pool` (mode 0 / 1); `zeropad` -> `ZeroPad`;
+  `dropout` -> `Dropout`; `reshape` with `(X1, ..., C, ":")` -> `Reshape`.
   Anything else is refused by name.
 
 docs/knet.md#layers21.
@@ -25,14 +26,16 @@ from __future__ import annotations
 
 from porting.errors import PortingError
 from porting.model.kinds.activation import Activation
+from porting.model.kinds.dropout import Dropout
 from porting.model.kinds.mat import Mat
 from porting.model.kinds.pool import Pool
+from porting.model.kinds.reshape import Reshape
 from porting.model.kinds.zeropad import ZeroPad
 from porting.model.layer import ACTIVATIONS, Layer, activation_name
 
 __all__ = ["AddBranches", "Block", "Op", "expand_blocks"]
 
-_OPS = ("reshape2d", "mat", "pool", "zeropad", *ACTIVATIONS)
+_OPS = ("reshape2d", "mat", "pool", "zeropad", "dropout", "reshape", *ACTIVATIONS)
 _POOL_OPS = {"maximum": 0, "max": 0, "mean": 1}
 
 
@@ -185,6 +188,18 @@ def Op(f, *args, name: str | None = None, **kw) -> Layer:  # noqa: N802 - Knet's
                 "expected the keywords op, window, padding, stride, alpha"
             )
         return Pool(mode=_POOL_OPS[op_name], name=name, **kw)
+    if key == "dropout":  # Ops21 dropout(x, p): the identity at inference
+        if len(args) != 1 or kw:
+            raise PortingError(f"{where}: expected one argument, the probability p")
+        return Dropout(args[0], name=name)
+    if key == "reshape":  # reshape(x, (X1, ..., C, :)): the batch last, as a Colon
+        dims = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else None
+        if dims is None or kw or not dims or dims[-1] != ":":
+            raise PortingError(
+                f"{where}: arguments {args!r}: expected one tuple (X1, ..., C, ':') with the "
+                "batch dimension last as ':' (Knet's reshape(x, (dims..., :)))"
+            )
+        return Reshape(tuple(dims[:-1]), name=name)
     if key == "zeropad":
         if len(args) != 1 or kw:
             raise PortingError(f"{where}: expected one argument, the padding (Ops21 zeropad)")

@@ -49,10 +49,10 @@ class Linear(Dense):
         name: str | None = None,
     ):
         self.name = name
-        arr = np.asarray(w) if not isinstance(w, np.ndarray) else w
-        if getattr(arr, "ndim", 2) != 2:
+        ndim = getattr(w, "ndim", None)
+        if isinstance(ndim, int) and ndim > 2:
             raise PortingError(
-                f"{self.label}: w has shape {getattr(arr, 'shape', '?')}; expected (out, in): "
+                f"{self.label}: w has shape {getattr(w, 'shape', '?')}; expected (out, in): "
                 "a Linear whose w has more than 2 dimensions (outputsize a tuple) has a "
                 "multi-dimensional output, which porting does not convert"
             )

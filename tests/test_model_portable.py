@@ -30,6 +30,8 @@ from porting.model import (  # noqa: E402
     Deconv,
     Dense,
     KnetModel,
+    Linear,
+    Mat,
     Pool,
     convert,
     forward_knet,
@@ -82,6 +84,21 @@ def _models():
                 inputs={"side": "up"},
             ),
             w(5, 4, 2, 3),
+        ),
+        # logsoftmax over a spatial axis (Permute, Activation("log_softmax"), Permute back),
+        # Layers21's Linear and a per-sample logsoftmax
+        "logsoftmax_linear": (
+            KnetModel(
+                [
+                    Conv(w(3, 3, 2, 3), mode=1, name="c"),
+                    Activation("logsoftmax", dims=1, name="ls_x1"),
+                    Mat(name="flat"),
+                    Linear(w(4, 4 * 3 * 3), bias=w(4), activation="relu", name="fc"),
+                    Activation("logsoftmax", dims=1, name="logp"),
+                ],
+                input_size=(6, 5, 2),
+            ),
+            w(6, 5, 2, 3),
         ),
         "pool1d_max_padded": (
             KnetModel([Pool(window=3, padding=2, stride=2)], input_size=(9, 3)),
@@ -225,7 +242,8 @@ def test_savedmodel_and_tflite_agree_with_knet(saved, tmp_path):
     import tensorflow as tf
 
     _, out = saved
-    for name in ("conv_padded_maxpool", "pool1d_max_padded", "graph_bn_deconv"):  # float32
+    float32 = ("conv_padded_maxpool", "pool1d_max_padded", "graph_bn_deconv", "logsoftmax_linear")
+    for name in float32:
         o = out[name]
         sm = convert.export_savedmodel(o["keras"], tmp_path / f"{name}_sm")
         loaded = tf.saved_model.load(sm)

@@ -88,6 +88,15 @@ def _binade(v: np.ndarray) -> np.ndarray:
     return np.frexp(v)[1] - 1
 
 
+def _bound_line(ax, x, label, *, y, va, color, label_color=None, **line) -> None:
+    """A vertical line at `x` with `label` beside it, at height `y` in axes units."""
+    ax.axvline(x, color=color, **line)
+    text_kw = {} if label_color is None else {"color": label_color}
+    ax.text(
+        x, y, label, transform=ax.get_xaxis_transform(), va=va, ha="left", fontsize=8, **text_kw
+    )
+
+
 def draw_histogram(fig, er: Errors, magnitude_given: bool, title: str | None) -> dict:
     """The three histogram panels into `fig` (a Figure or SubFigure); returns the summary."""
     magnitude = True if magnitude_given else None
@@ -144,15 +153,15 @@ def draw_histogram(fig, er: Errors, magnitude_given: bool, title: str | None) ->
         peaks = sorted(float(centres[i]) for i in top if counts[i] > 0)
         ax1.set_xscale("log", base=2)
         if np.isfinite(bound_ulp_median):
-            ax1.axvline(bound_ulp_median, color="k", ls="--", lw=1.2)
-            ax1.text(
+            _bound_line(
+                ax1,
                 bound_ulp_median,
-                0.3,
                 f" bound: {bound_ulp_median:.3g} ULP\n (median over\n elements)",
-                transform=ax1.get_xaxis_transform(),
+                y=0.3,
                 va="center",
-                ha="left",
-                fontsize=8,
+                color="k",
+                ls="--",
+                lw=1.2,
             )
         ax1.legend(
             fontsize=7, loc="upper right", title="where S = sum |w*x| lies", title_fontsize=7
@@ -167,16 +176,15 @@ def draw_histogram(fig, er: Errors, magnitude_given: bool, title: str | None) ->
         hi = math.ceil(math.log10(max(scaled.max(), bound_scaled)) * 4) / 4 + 0.25
         ax2.hist(scaled, bins=10.0 ** np.arange(lo, hi + 0.125, 0.125), color="#7f7f7f")
         ax2.set_xscale("log")
-    ax2.axvline(bound_scaled, color="#d62728", lw=1.5)
-    ax2.text(
+    _bound_line(
+        ax2,
         bound_scaled,
-        0.97,
         f" bound sqrt(K)+2 = {bound_scaled:.3g}\n (K = {c.tolerance.k})",
-        transform=ax2.get_xaxis_transform(),
+        y=0.97,
         va="top",
-        ha="left",
-        fontsize=8,
         color="#d62728",
+        lw=1.5,
+        label_color="#d62728",
     )
     ax2.set_xlabel("|actual - expected| / (eps * S)")
     ax2.set_title("errors scaled by the sum of magnitudes S", fontsize=10)

@@ -228,6 +228,18 @@ def bias_from_tf(b: ArrayLike, ndims: int = 4) -> np.ndarray:
 # --------------------------------------------------------------------------- dense
 
 
+def _dense_operands(
+    w: ArrayLike, name: str, input_shape: Any, spatial: str, *, in_axis: int
+) -> tuple[np.ndarray, tuple[int, ...] | None]:
+    """The checked 2-d weight (inputs along `in_axis`) and `input_shape` (None when not given)
+    of `dense_to_tf` / `dense_from_tf`."""
+    _check_spatial(spatial)
+    a = as_float_array(w, name, ndim=2)
+    if input_shape is None:
+        return a, None
+    return a, _check_dense_input_shape(input_shape, a.shape[in_axis])
+
+
 def _check_dense_input_shape(input_shape: Any, n_in: int) -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in input_shape)
@@ -257,12 +269,10 @@ def dense_to_tf(
     >>> dense_to_tf(np.zeros((10, 60)), input_shape=(5, 4, 3)).shape
     (60, 10)
     """
-    _check_spatial(spatial)
-    a = as_float_array(w, "dense weight", ndim=2)
-    n_out, n_in = a.shape
-    if input_shape is None:
+    a, shape = _dense_operands(w, "dense weight", input_shape, spatial, in_axis=1)
+    if shape is None:
         return _transpose_copy(a, [1, 0])  # a copy even when a.T is already C-contiguous
-    shape = _check_dense_input_shape(input_shape, n_in)
+    n_out, n_in = a.shape
     nd = len(shape) - 1
     # Column-major feature index over (X1, ..., Xd, C) == C-order index over (C, Xd, ..., X1)
     # (docs/layout.md#flatten-order, #dense-after-conv).
@@ -281,12 +291,10 @@ def dense_from_tf(
     >>> dense_from_tf(np.zeros((60, 10)), input_shape=(5, 4, 3)).shape
     (10, 60)
     """
-    _check_spatial(spatial)
-    a = as_float_array(kernel, "dense kernel", ndim=2)
-    n_in, n_out = a.shape
-    if input_shape is None:
+    a, shape = _dense_operands(kernel, "dense kernel", input_shape, spatial, in_axis=0)
+    if shape is None:
         return _transpose_copy(a, [1, 0])  # a copy even when a.T is already C-contiguous
-    shape = _check_dense_input_shape(input_shape, n_in)
+    n_in, n_out = a.shape
     nd = len(shape) - 1
     order = _spatial_order(nd, spatial)
     tf_shape = [shape[j] for j in order] + [shape[-1], n_out]

@@ -212,7 +212,16 @@ def conv(
     array([[12., 18.],
            [18., 27.]])
     """
-    op = ConvOp.knet(
+    op = _tf_layout_op(w, x, padding, stride, dilation, alpha, transposed=False)
+    return _conv(op.x, op.w, op.dims, op.alpha)
+
+
+def _tf_layout_op(
+    w: Any, x: Any, padding: Any, stride: Any, dilation: Any, alpha: Any, *, transposed: bool
+) -> ConvOp:
+    """`conv` / `conv_transpose`'s arguments validated once: TensorFlow-layout arrays and
+    per-dimension values in TF order, cross-correlation (Knet `mode=1`)."""
+    return ConvOp.knet(
         w,
         x,
         padding=padding,
@@ -220,10 +229,10 @@ def conv(
         dilation=dilation,
         mode=1,
         alpha=alpha,
+        transposed=transposed,
         order="tf",
-        op="conv",
+        op="conv_transpose" if transposed else "conv",
     )
-    return _conv(op.x, op.w, op.dims, op.alpha)
 
 
 def _conv(x: np.ndarray, w: np.ndarray, dims: ConvDims, alpha: float) -> np.ndarray:
@@ -264,18 +273,7 @@ def conv_transpose(
     >>> conv_transpose(np.ones((1, 3, 3, 1)), np.ones((2, 2, 4, 1)), stride=2).shape
     (1, 6, 6, 4)
     """
-    op = ConvOp.knet(
-        w,
-        x,
-        padding=padding,
-        stride=stride,
-        dilation=dilation,
-        mode=1,
-        alpha=alpha,
-        transposed=True,
-        order="tf",
-        op="conv_transpose",
-    )
+    op = _tf_layout_op(w, x, padding, stride, dilation, alpha, transposed=True)
     return _conv_transpose(op.x, op.w, op.dims, op.alpha)
 
 
@@ -451,8 +449,14 @@ def _check_spatial(spatial: str) -> None:
 
 def run_conv4(op: ConvOp, spatial: str = "reverse") -> np.ndarray:
     """`knet_conv4_via_tf` of an already validated Julia-order `porting.geometry.ConvOp`."""
+    return _conv(*_tf_side(op, spatial))
+
+
+def _tf_side(op: ConvOp, spatial: str) -> tuple[np.ndarray, np.ndarray, ConvDims, float]:
+    """A Julia-order conv4/deconv4 op as `_conv`/`_conv_transpose` take it: `x` and `w` in
+    TensorFlow layout (a mode-0 kernel rotated), the dims in TF order, `alpha`."""
     layout = _layout()
-    return _conv(
+    return (
         layout._activations_to_tf(op.x, spatial),
         layout._kernel_to_tf(op.w, op.dims.mode, spatial),
         op.dims.to_tf(spatial),
@@ -494,13 +498,7 @@ def knet_deconv4_via_tf(
 
 def run_deconv4(op: ConvOp, spatial: str = "reverse") -> np.ndarray:
     """`knet_deconv4_via_tf` of an already validated Julia-order transposed `ConvOp`."""
-    layout = _layout()
-    return _conv_transpose(
-        layout._activations_to_tf(op.x, spatial),
-        layout._kernel_to_tf(op.w, op.dims.mode, spatial),
-        op.dims.to_tf(spatial),
-        op.alpha,
-    )
+    return _conv_transpose(*_tf_side(op, spatial))
 
 
 def knet_pool_via_tf(

@@ -165,6 +165,9 @@ def saved(tmp_path_factory):
         expected = convert.julia_to_tf(knet.final, flat, "reverse")
         bound = convert.julia_to_tf(_chain_bound(m, x, knet), flat, "reverse")
         x_tf = convert.julia_to_tf(x, None, "reverse")  # (N, F) for a dense-first model
+        to_keras_input = getattr(m.layers[0], "keras_input", None)
+        if to_keras_input is not None:  # an embedding: Knet's 1-based indices -> 0-based
+            x_tf = to_keras_input(x_tf)
         np.save(d / f"{name}_x.npy", x_tf)
         out[name] = dict(
             model=m, keras=km, path=path, x=x, x_tf=x_tf, expected=expected, bound=bound

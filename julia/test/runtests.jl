@@ -359,4 +359,170 @@ end
     end
 end
 
+
+# ---- Layers21 and Ops20 batchnorm stand-ins --------------------------------------------------
+# Field for field as Knet.jl v1.4.10 defines them (src/ops20/batchnorm.jl, src/layers21/*.jl):
+# export_model recognises these types by their fields, so they stand in for Knet's where Knet is
+# not installed (the cuDNN-only fields hold `nothing`).
+mutable struct TBNMoments; momentum::AbstractFloat; mean; var; meaninit; varinit; end
+mutable struct L21Conv
+    w; wdims::Dims; winit; bias; bdims::Dims; binit
+    padding; stride; dilation; groups::Integer; crosscorrelation::Bool; channelmajor::Bool
+    activation; normalization; convDesc; alpha::Real; beta::Real
+end
+L21Conv(w; bias=nothing, padding=0, stride=1, dilation=1, groups=1, crosscorrelation=true,
+        activation=nothing, normalization=nothing, alpha=1) =
+    L21Conv(w, size(w), nothing, bias, ntuple(i -> i == ndims(w) - 1 ? size(w, ndims(w)) : 1, ndims(w)),
+            nothing, padding, stride, dilation, groups, crosscorrelation, false, activation,
+            normalization, nothing, alpha, 0)
+mutable struct L21BatchNorm
+    dims; mean; var; bias; scale; use_estimates; update::Float64; epsilon::Float64
+    format; mode; savedMean; savedVar; workspace; reserveSpace; dx; dscale; dbias
+end
+L21BatchNorm(mean, var, bias, scale; epsilon=1e-5, update=0.1, use_estimates=nothing, dims=nothing) =
+    L21BatchNorm(dims, mean, var, bias, scale, use_estimates, update, epsilon, nothing, nothing,
+                 nothing, nothing, nothing, nothing, nothing, nothing, nothing)
+mutable struct L21Linear; w; bias; winit; binit; inputsize; outputsize; activation; dropout; end
+L21Linear(w; bias=nothing, activation=nothing, dropout=0) =
+    L21Linear(w, bias, nothing, nothing, size(w, 2), size(w, 1), activation, dropout)
+struct Add
+    blocks; activation
+    Add(blocks...; activation=nothing) = new(Any[blocks...], activation)   # as Knet's
+end
+struct Block; layers; name; end
+struct Op; f; args; kwargs; end
+Op(f, args...; kwargs...) = Op(f, args, kwargs)
+mutable struct ZeroPad; padding; xsize; y; end
+struct Embed; w; end
+# A tutorial layer with Ops20 batchnorm, as Knet's cifar10-cnn conv_layer computes it.
+struct TConvBN; w; f; m; bnparams; end
+struct TDeconv; w; b; f; op; stride; padding; end
+deconv4(w, x; o...) = PortingKnet.deconv4(w, x; o...)   # named deconv4, as Knet's
+module Ops21; pool(x; o...) = x; end   # a pool defined in a module named Ops21, as Knet's
+softmax(x; dims=:) = exp.(x) ./ sum(exp.(x); dims=dims)   # named softmax, as Knet's
+
+"""Knet's inference batchnorm (ops20/batchnorm.jl), written here from its definition."""
+knet_bn(x, mean, var, g, b, eps) = g .* (x .- mean) ./ sqrt.(var .+ eltype(x)(eps)) .+ b
+
+@testset "export_model: batchnorm, Layers21, graphs, structure files" begin
+    C = 4
+    mom = TBNMoments(0.1, fixture(Float32, 1, 1, C, 1), 1 .+ abs.(fixture(Float32, 1, 1, C, 1)), nothing, nothing)
+    bnp = fixture(Float32, 2C)
+    mktempdir() do dir
+        # Ops20 batchnorm in a tutorial struct: conv (no bias), batchnorm, relu, pool.
+        l = TConvBN(fixture(Float32, 3, 3, 2, C), relu, mom, bnp)
+        doc, arrays = read_export(export_model(joinpath(dir, "bn"), TChain((l,))))
+        @test doc["version"] == 2
+        @test [x["kind"] for x in doc["layers"]] == ["conv", "batchnorm", "activation", "pool"]
+        @test !haskey(doc["layers"][1]["params"], "b")
+        bn = doc["layers"][2]
+        @test bn["eps"] == 1e-5 && bn["momentum"] == 0.1
+        @test arrays[bn["params"]["mean"]["key"]] == mom.mean
+        @test arrays[bn["params"]["var"]["key"]] == mom.var
+        @test arrays[bn["params"]["bnparams"]["key"]] == bnp
+        x = fixture(Float32, 8, 8, 2, 3)
+        y = PortingKnet.conv4(l.w, x)
+        expected = PortingKnet.pool(relu.(knet_bn(y, mom.mean, mom.var,
+                                                   reshape(bnp[1:C], 1, 1, C, 1), reshape(bnp[C+1:end], 1, 1, C, 1), 1e-5)))
+        got = PortingKnet.pool(relu.(knet_bn(y, arrays["layer2.mean"], arrays["layer2.var"],
+                                             reshape(arrays["layer2.bnparams"][1:C], 1, 1, C, 1),
+                                             reshape(arrays["layer2.bnparams"][C+1:end], 1, 1, C, 1), bn["eps"])))
+        @test got == expected
+        # moments that never ran are refused
+        @test_throws ArgumentError export_model(joinpath(dir, "nomoments"),
+            TChain((TConvBN(l.w, relu, TBNMoments(0.1, nothing, nothing, nothing, nothing), bnp),)))
+        @test_throws ArgumentError export_model(joinpath(dir, "badbnp"),
+            TChain((TConvBN(l.w, relu, mom, fixture(Float32, C)),)))
+
+        # Layers21: Conv with normalization and leaky relu, asymmetric padding, groups; Linear.
+        b21 = L21BatchNorm(mom.mean, mom.var, fixture(Float32, 1, 1, C, 1), 1 .+ fixture(Float32, 1, 1, C, 1); epsilon=1e-3)
+        conv = L21Conv(fixture(Float32, 3, 3, 2, C); bias=fixture(Float32, 1, 1, C, 1), padding=((0, 1), (1, 0)),
+                       normalization=b21, activation=Op(relu; negative_slope=0.2))
+        dw = L21Conv(fixture(Float32, 3, 3, 1, C); padding=1, groups=C, crosscorrelation=false, activation=relu)
+        lin = L21Linear(fixture(Float32, 3, 3 * 3 * C); activation=identity)   # 8x8 -> 9x9 -> 7x7 -> 3x3
+        model = Block(Any[conv, dw, Op(PortingKnet.pool; window=2), Op(PortingKnet.mat), lin,
+                          Op(softmax; dims=1)], nothing)
+        doc, arrays = read_export(export_model(joinpath(dir, "l21"), model))
+        kinds = [x["kind"] for x in doc["layers"]]
+        @test kinds == ["zeropad", "conv", "batchnorm", "activation", "conv", "pool", "mat", "dense", "activation"]
+        @test doc["layers"][1]["padding"] == [[0, 1], [1, 0]]
+        c1 = doc["layers"][2]
+        @test c1["conv"]["mode"] == 1 && c1["conv"]["padding"] == [0, 0] && c1["activation"] == "identity"
+        @test doc["layers"][3]["eps"] == 1e-3
+        @test arrays["layer3.bnparams"] == vcat(vec(b21.scale), vec(b21.bias))   # scale first
+        @test doc["layers"][4]["activation"] == "relu" && doc["layers"][4]["negative_slope"] == 0.2
+        c2 = doc["layers"][5]
+        @test c2["conv"]["mode"] == 0 && c2["conv"]["groups"] == C && c2["activation"] == "relu"
+        @test !haskey(c2["params"], "b")          # Layers21 Conv: no bias unless given
+        @test !haskey(doc["layers"][8]["params"], "b")
+        @test doc["layers"][9]["activation"] == "softmax" && doc["layers"][9]["dims"] == 1
+
+        # A residual block: Add(main, identity; activation=relu) after a conv.
+        c0 = L21Conv(fixture(Float32, 3, 3, 2, C); padding=1)
+        main = Block(Any[L21Conv(fixture(Float32, 3, 3, C, C); padding=1, normalization=b21, activation=relu),
+                         L21Conv(fixture(Float32, 3, 3, C, C); padding=1, normalization=b21)], nothing)
+        proj = L21Conv(fixture(Float32, 1, 1, C, C); normalization=b21)
+        res = Block(Any[c0, Add(main, identity; activation=relu), Add(main, proj)], nothing)
+        doc, _ = read_export(export_model(joinpath(dir, "res"), res))
+        names = [x["name"] for x in doc["layers"]]
+        add1 = doc["layers"][findfirst(x -> x["kind"] == "add", doc["layers"])]
+        @test add1["inputs"] == ["layer6", "layer1"] && add1["activation"] == "relu"
+        @test !haskey(doc["layers"][2], "input")          # it reads the layer before it
+        add2 = doc["layers"][end]
+        @test add2["kind"] == "add" && add2["activation"] == "identity"
+        first2 = findfirst(==("layer8"), names)
+        @test doc["layers"][first2]["kind"] == "conv" && !haskey(doc["layers"][first2], "input")
+        proj_first = findfirst(x -> get(x, "input", nothing) == "layer7", doc["layers"])
+        @test proj_first !== nothing && doc["layers"][proj_first]["conv"]["padding"] == [0, 0]
+        @test add2["inputs"] == ["layer12", doc["layers"][proj_first+1]["name"]]
+
+        # Op(reshape, ..., :) -> reshape with one sample's size; without the colon: refused.
+        doc, _ = read_export(export_model(joinpath(dir, "reshape"), Block(Any[lin, Op(reshape, 1, 3, 1, :)], nothing)))
+        @test doc["layers"][2]["kind"] == "reshape" && doc["layers"][2]["size"] == [1, 3, 1]
+        @test_throws ArgumentError export_model(joinpath(dir, "reshape2"), Block(Any[lin, Op(reshape, 3, 2)], nothing))
+        # Embed; deconv in a tutorial struct.
+        doc, arrays = read_export(export_model(joinpath(dir, "emb"), TChain((Embed(fixture(Float32, 5, 11)),))))
+        @test doc["layers"][1]["kind"] == "embed" && arrays["layer1.w"] == fixture(Float32, 5, 11)
+        d = TDeconv(fixture(Float32, 4, 4, 3, 2), fixture(Float32, 1, 1, 3, 1), tanh, deconv4, 2, 1)
+        doc, _ = read_export(export_model(joinpath(dir, "deconv"), TChain((d,))))
+        @test doc["layers"][1]["kind"] == "deconv" && doc["layers"][1]["activation"] == "tanh"
+        @test doc["layers"][1]["deconv"] == Dict("padding" => [1, 1], "stride" => [2, 2], "dilation" => [1, 1], "mode" => 0)
+
+        # Functional model (Knet's cifar10-cnn): weights in w, moments in m, structure file.
+        w = Any[fixture(Float32, 3, 3, 2, C), bnp, fixture(Float32, 3, 16 * C), fixture(Float32, 3)]
+        m = Any[mom]
+        structure = Dict("format" => "porting-knet-export", "version" => 2, "layers" => [
+            Dict("kind" => "conv", "params" => Dict("w" => Dict("key" => "w/1")), "conv" => Dict("padding" => 1)),
+            Dict("kind" => "batchnorm", "params" => Dict("mean" => Dict("key" => "m/1/mean"),
+                 "var" => Dict("key" => "m/1/var"), "bnparams" => Dict("key" => "w/2", "size" => [2C])),
+                 "eps" => 1e-5, "momentum" => 0.1),
+            Dict("kind" => "activation", "activation" => "relu"),
+            Dict("kind" => "pool", "pool" => Dict("window" => 2)),
+            Dict("kind" => "mat"),
+            Dict("kind" => "dense", "params" => Dict("w" => Dict("key" => "w/3"), "b" => Dict("key" => "w/4")))])
+        path = joinpath(dir, "structure.json")
+        write(path, JSON.json(structure))
+        doc, arrays = read_export(export_model(joinpath(dir, "func"), (w=w, m=m); structure=path))
+        @test doc["version"] == 2 && [x["kind"] for x in doc["layers"]] == ["conv", "batchnorm", "activation", "pool", "mat", "dense"]
+        @test arrays["layer2.mean"] == mom.mean && arrays["layer2.bnparams"] == bnp && arrays["layer6.b"] == w[4]
+        @test doc["layers"][1]["conv"] == Dict("padding" => 1)
+        bad = deepcopy(structure); bad["layers"][1]["params"]["w"]["key"] = "w/9"
+        @test_throws ArgumentError export_model(joinpath(dir, "bad"), (w=w, m=m); structure=bad)
+        bad = deepcopy(structure); bad["layers"][2]["params"]["bnparams"]["size"] = [C]
+        @test_throws ArgumentError export_model(joinpath(dir, "bad"), (w=w, m=m); structure=bad)
+        @test !isfile(joinpath(dir, "bad.json")) && !isfile(joinpath(dir, "bad.npz"))
+
+        # Refusals: bare softmax Op, logsoftmax, per-activation BatchNorm, batch-statistics BatchNorm.
+        @test_throws ArgumentError export_model(joinpath(dir, "r1"), Block(Any[lin, Op(softmax)], nothing))
+        @test_throws ArgumentError export_model(joinpath(dir, "r2"),
+            Block(Any[c0, L21BatchNorm(mom.mean, mom.var, b21.bias, b21.scale; use_estimates=false)], nothing))
+        @test_throws ArgumentError export_model(joinpath(dir, "r4"),       # Ops21 global pooling
+            Block(Any[c0, Op(Ops21.pool; window=typemax(Int))], nothing))
+        doc, _ = read_export(export_model(joinpath(dir, "ops21pool"), Block(Any[c0, Op(Ops21.pool; window=3)], nothing)))
+        @test doc["layers"][2]["pool"] == Dict("window" => [3, 3], "padding" => [0, 0], "stride" => [3, 3], "mode" => 0)
+        @test_throws ArgumentError export_model(joinpath(dir, "r3"),
+            Block(Any[c0, L21BatchNorm(mom.mean, mom.var, b21.bias, b21.scale; dims=(4,))], nothing))
+    end
+end
+
 end # @testset "PortingKnet"

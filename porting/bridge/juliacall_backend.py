@@ -204,16 +204,12 @@ class JuliacallBackend:
             return from_julia(y, dtype=dtype, name=f"{op} result")
 
     def conv4(self, w, x, geom: ConvGeometry, alpha: float = 1.0) -> np.ndarray:
-        kw = dict(
-            padding=geom.padding,
-            stride=geom.stride,
-            dilation=geom.dilation,
-            mode=geom.mode,
-            alpha=alpha,
-        )
-        return self._call("conv4", (self._arg(w, "w"), self._arg(x, "x")), kw, np.asarray(x).dtype)
+        return self._conv("conv4", w, x, geom, alpha)
 
     def deconv4(self, w, x, geom: ConvGeometry, alpha: float = 1.0) -> np.ndarray:
+        return self._conv("deconv4", w, x, geom, alpha)
+
+    def _conv(self, op: str, w, x, geom: ConvGeometry, alpha: float) -> np.ndarray:
         kw = dict(
             padding=geom.padding,
             stride=geom.stride,
@@ -221,9 +217,7 @@ class JuliacallBackend:
             mode=geom.mode,
             alpha=alpha,
         )
-        return self._call(
-            "deconv4", (self._arg(w, "w"), self._arg(x, "x")), kw, np.asarray(x).dtype
-        )
+        return self._call(op, (self._arg(w, "w"), self._arg(x, "x")), kw, np.asarray(x).dtype)
 
     def pool(self, x, geom: PoolGeometry, alpha: float = 1.0) -> np.ndarray:
         kw = dict(

@@ -128,18 +128,16 @@ class _State:
                     _write_msg(self.wfd, {"op": "close"})
                 except OSError:
                     pass
-            for fd in (self.wfd, self.rfd):
-                if fd is not None:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
-            self.rfd = self.wfd = None
+            self._close_pipes()  # before waiting: the child sees end of input
             try:
                 rc = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 rc = proc.wait()
+        self._close_pipes()
+        return rc
+
+    def _close_pipes(self) -> None:
         for fd in (self.wfd, self.rfd):
             if fd is not None:
                 try:
@@ -147,7 +145,6 @@ class _State:
                 except OSError:
                     pass
         self.rfd = self.wfd = None
-        return rc
 
     def release_slots(self) -> None:
         slots, self.slots = self.slots, {}

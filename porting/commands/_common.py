@@ -39,6 +39,28 @@ def int_or_tuple(text: str):
     return parts[0] if len(parts) == 1 else tuple(parts)
 
 
+def add_conv4_keywords(p, *, defaults: bool = True) -> None:
+    """Knet conv4's keywords as options (`--padding`, `--stride`, `--dilation`, `--mode`,
+    `--alpha`) in one group; with `defaults=False` an option not given is None."""
+    d: dict[str, object] = {"padding": 0, "stride": 1, "dilation": 1, "mode": 0, "alpha": 1.0}
+    if not defaults:
+        d = dict.fromkeys(d)
+    g = p.add_argument_group(
+        "conv4 keywords (scalar or comma-separated per spatial dim, Julia order)"
+    )
+    g.add_argument("--padding", type=int_or_tuple, default=d["padding"], metavar="P")
+    g.add_argument("--stride", type=int_or_tuple, default=d["stride"], metavar="S")
+    g.add_argument("--dilation", type=int_or_tuple, default=d["dilation"], metavar="D")
+    g.add_argument(
+        "--mode",
+        type=int,
+        choices=(0, 1),
+        default=d["mode"],
+        help="0 convolution (Knet default), 1 cross-correlation",
+    )
+    g.add_argument("--alpha", type=float, default=d["alpha"])
+
+
 def positive_int(maximum: int, what: str):
     """An argparse type: an integer in 1..maximum, the error naming the value and `what`."""
 

@@ -25,7 +25,8 @@ DESCRIPTION = (
     "NumPy reference) and the Keras model run on the same input and every layer is compared "
     "against its floating-point tolerance. Without MODEL (or with --example lenet) it runs on a "
     "built-in Knet LeNet (--example cnn-bn / resnet / dcgan / vae / layers21: batchnorm, "
-    "residual, deconvolution and depthwise models). MODEL may also be a .jld2 file written by "
+    "residual, deconvolution and depthwise models; rnnlm / tagger: embedding and LSTM models, "
+    "whose input is (T, B) token indices). MODEL may also be a .jld2 file written by "
     "Knet.save or JLD2 (see the JLD2 options below; porting inspect FILE lists what it holds). "
     "Exit 0: converted (and verified); 1: verification found a "
     "difference (nothing written unless --keep-on-mismatch); 2: bad input."
@@ -38,11 +39,12 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--example",
-        choices=("lenet", "cnn-bn", "resnet", "dcgan", "vae", "layers21"),
+        choices=("lenet", "cnn-bn", "resnet", "dcgan", "vae", "layers21", "rnnlm", "tagger"),
         help="use a built-in model: lenet (the default when MODEL is omitted), cnn-bn (Knet's "
         "cifar10 batchnorm CNN, small), resnet (a small CIFAR ResNet), dcgan (Knet's DCGAN "
         "generator, small), vae (Knet's conv VAE decoder, small), layers21 (asymmetric "
-        "ZeroPad, depthwise conv)",
+        "ZeroPad, depthwise conv), rnnlm (Knet's RNNLM: embedding, LSTM, dense over every "
+        "step), tagger (embedding, bidirectional 2-layer LSTM, dense per step)",
     )
     p.add_argument(
         "-o", "--output", metavar="OUT.keras", help="write the Keras model here (atomically)"

@@ -8,7 +8,7 @@ import numpy as np
 
 from porting.commands._common import (
     MAX_K,
-    int_or_tuple,
+    add_conv4_keywords,
     load_npy,
     positive_int,
     print_json,
@@ -57,20 +57,7 @@ def add_arguments(p) -> None:
     )
     ctx.add_argument("--x", metavar="X.npy", help="input, Julia size (X1,X2,Cin,N)")
     ctx.add_argument("--bias", metavar="B.npy", help="Knet bias, if the results include it")
-    g = p.add_argument_group(
-        "conv4 keywords (scalar or comma-separated per spatial dim, Julia order)"
-    )
-    g.add_argument("--padding", type=int_or_tuple, default=0, metavar="P")
-    g.add_argument("--stride", type=int_or_tuple, default=1, metavar="S")
-    g.add_argument("--dilation", type=int_or_tuple, default=1, metavar="D")
-    g.add_argument(
-        "--mode",
-        type=int,
-        choices=(0, 1),
-        default=0,
-        help="0 convolution (Knet default), 1 cross-correlation",
-    )
-    g.add_argument("--alpha", type=float, default=1.0)
+    add_conv4_keywords(p)
     p.add_argument(
         "--spatial",
         choices=("reverse", "keep"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from porting.commands._common import int_or_tuple, load_npy, print_json, print_text
+from porting.commands._common import add_conv4_keywords, load_npy, print_json, print_text
 from porting.errors import PortingError
 
 NAME = "verify-conv"
@@ -25,20 +25,7 @@ def add_arguments(p) -> None:
         help="reproduce seed report 002 (a Knet conv4 whose TensorFlow port looked mirrored) "
         "and show that porting's port of it agrees",
     )
-    g = p.add_argument_group(
-        "conv4 keywords (scalar or comma-separated per spatial dim, Julia order)"
-    )
-    g.add_argument("--padding", type=int_or_tuple, default=None, metavar="P")
-    g.add_argument("--stride", type=int_or_tuple, default=None, metavar="S")
-    g.add_argument("--dilation", type=int_or_tuple, default=None, metavar="D")
-    g.add_argument(
-        "--mode",
-        type=int,
-        choices=(0, 1),
-        default=None,
-        help="0 convolution (Knet default), 1 cross-correlation",
-    )
-    g.add_argument("--alpha", type=float, default=None)
+    add_conv4_keywords(p, defaults=False)  # unset: --example keeps its own
     p.add_argument(
         "--spatial",
         choices=("reverse", "keep"),

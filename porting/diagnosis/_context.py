@@ -19,7 +19,7 @@ from porting import layout
 from porting import magnitude as S
 from porting._checks import as_float_array, as_scalar
 from porting.diagnosis._engine import Grid, Windows, sample_positions
-from porting.diagnosis._formats import quantizers, to_format
+from porting.diagnosis._formats import to_format
 from porting.diagnosis._spec import (
     _COMMON_SWAPS,
     _FLOP_BUDGET,
@@ -29,6 +29,7 @@ from porting.diagnosis._spec import (
     _axis_names,
     _padding_prior,
     _precision_specs,
+    _quantization_specs,
 )
 from porting.errors import PortingError
 from porting.geometry import ConvDims, ConvGeometry, check_operands
@@ -36,24 +37,16 @@ from porting.geometry import ConvDims, ConvGeometry, check_operands
 __all__ = ["ConvContext", "DenseContext", "make_context"]
 
 
-def make_context(w, x, *, bias, padding, stride, dilation, mode, alpha, spatial, activation=None):
+def make_context(w, x, *, bias, spatial, activation=None, **conv_keywords):
+    """The recomputation context of a conv (`conv_keywords`: conv4's padding, stride,
+    dilation, mode and alpha) or, for a 2-d `w`, a dense layer."""
     w = as_float_array(w, "w", ndim=(2, 3, 4, 5))
     act = _activation(activation)
     ctx: _Context
     if w.ndim == 2:
         ctx = DenseContext(w, x, bias=bias)
     else:
-        ctx = ConvContext(
-            w,
-            x,
-            bias=bias,
-            padding=padding,
-            stride=stride,
-            dilation=dilation,
-            mode=mode,
-            alpha=alpha,
-            spatial=spatial,
-        )
+        ctx = ConvContext(w, x, bias=bias, spatial=spatial, **conv_keywords)
     ctx.activation = act
     return ctx
 
@@ -321,30 +314,11 @@ class ConvContext(_Context):
             )
         if tuple(target) == self.out_shape:
             out += self._precision_specs()
-            out += self._quantization_specs()
+            out += _quantization_specs(self.k_tf, self.grid)
         return out
 
     def _precision_specs(self) -> list[Spec]:
         return _precision_specs(self.k_tf, self.grid, self._x, self.float64)
-
-    def _quantization_specs(self) -> list[Spec]:
-        out = []
-        for q in quantizers(self.k_tf):
-            qk = q.apply(self.k_tf, -1)
-            if np.array_equal(qk, self.k_tf):
-                continue
-            out.append(
-                Spec(
-                    "quantization",
-                    q.name,
-                    q.description,
-                    qk,
-                    self.grid,
-                    base_mag=True,
-                    details={"quantizer": q.name},
-                )
-            )
-        return out
 
 
 # ----------------------------------------------------------------------------- dense
@@ -475,19 +449,7 @@ class DenseContext(_Context):
             out += self._flatten_specs()
         k = self.kmat
         out += _precision_specs(k, None, self._feat, self.float64)
-        for q in quantizers(k):
-            qk = q.apply(k, -1)
-            if not np.array_equal(qk, k):
-                out.append(
-                    Spec(
-                        "quantization",
-                        q.name,
-                        q.description,
-                        qk,
-                        base_mag=True,
-                        details={"quantizer": q.name},
-                    )
-                )
+        out += _quantization_specs(k, None)
         return out
 
 

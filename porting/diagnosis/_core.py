@@ -195,6 +195,22 @@ def _diagnose(e, a, ctx, kk, mag, prec, tol, basis, notes, max_positions) -> Dia
             e, a = a, e
         mag = ctx.magnitude
         notes += ctx.notes
+
+    def settled(cause, evidence, comparison, magnitude) -> Diagnosis:
+        """A diagnosis decided before any hypothesis is tested."""
+        return Diagnosis(
+            cause=cause,
+            confidence=1.0,
+            evidence=evidence,
+            alternatives=[],
+            basis=basis,
+            comparison=comparison,
+            notes=notes,
+            expected=e,
+            actual=a,
+            magnitude=magnitude,
+        )
+
     comparison = None
     if e.shape == a.shape:
         comparison = compare(e, a, k=kk, magnitude=mag, precision=prec)
@@ -206,32 +222,10 @@ def _diagnose(e, a, ctx, kk, mag, prec, tol, basis, notes, max_positions) -> Dia
                 f"{c.tolerance.formula}): differences of this size come from the order of "
                 "accumulation, not a bug"
             )
-            return Diagnosis(
-                cause="rounding",
-                confidence=1.0,
-                evidence=ev,
-                alternatives=[],
-                basis=basis,
-                comparison=c,
-                notes=notes,
-                expected=e,
-                actual=a,
-                magnitude=mag,
-            )
+            return settled("rounding", ev, c, mag)
     empty = _empty_sides(e, a)
     if empty is not None:
-        return Diagnosis(
-            cause="unknown",
-            confidence=1.0,
-            evidence=empty,
-            alternatives=[],
-            basis=basis,
-            comparison=comparison,
-            notes=notes,
-            expected=e,
-            actual=a,
-            magnitude=mag if e.shape == np.shape(mag) else None,
-        )
+        return settled("unknown", empty, comparison, mag if e.shape == np.shape(mag) else None)
     findings: list[Finding] = []
     findings += _outputs.structural(e, a, k=kk, M=mag, prec=prec, tol=tol)
     if ctx is not None:

@@ -190,11 +190,11 @@ def heuristics(e, a, *, k, M, prec, tol, context: bool) -> list[Finding]:
     cap = 0.45 if context else 1.0
     out: list[Finding] = []
 
-    def add(cause, score, evidence, name, r=None, m=float("inf")):
+    def add(cause, score, evidence, name, r=None, m=float("inf"), capped=True):
         out.append(
             Finding(
                 cause=cause,
-                score=min(score, cap),
+                score=min(score, cap) if capped else score,
                 evidence=evidence,
                 hypothesis=name,
                 explains=r is not None and float(r.max()) <= 1,
@@ -380,21 +380,16 @@ def heuristics(e, a, *, k, M, prec, tol, context: bool) -> list[Finding]:
         r_off = _score.ratio(af, ef + off, tol0)
         if r_off.max() <= 1 and np.any(off != 0):
             shown = ", ".join(f"{v:+.4g}" for v in off[:6]) + (", ..." if off.size > 6 else "")
-            out.append(
-                Finding(
-                    cause="unknown",
-                    score=0.9,
-                    evidence=(
-                        f"actual = expected + a constant per output channel ({shown}), within the "
-                        f"{prec} bound: a bias added on one side only (or twice); with w and x, pass "
-                        "the Knet bias as bias="
-                    ),
-                    hypothesis="offset_per_channel",
-                    explains=True,
-                    max_error_to_tolerance=float(r_off.max()),
-                    basis="outputs",
-                    misfit=_score.misfit(r_off),
-                )
+            add(
+                "unknown",
+                0.9,
+                f"actual = expected + a constant per output channel ({shown}), within the "
+                f"{prec} bound: a bias added on one side only (or twice); with w and x, pass "
+                "the Knet bias as bias=",
+                "offset_per_channel",
+                r_off,
+                _score.misfit(r_off),
+                capped=False,
             )
         fin = np.isfinite(af) & np.isfinite(ef)
         den = float(np.sum(ef[fin] ** 2))
@@ -402,20 +397,15 @@ def heuristics(e, a, *, k, M, prec, tol, context: bool) -> list[Finding]:
             c = float(np.sum(af[fin] * ef[fin])) / den
             r_sc = _score.ratio(af, c * ef, tol0 * max(abs(c), 1.0))
             if c not in (0.0, 1.0) and r_sc.max() <= 1:
-                out.append(
-                    Finding(
-                        cause="unknown",
-                        score=0.9,
-                        evidence=(
-                            f"actual = {c:.6g} x expected within the {prec} bound: a scale factor "
-                            "(Knet's alpha, a normalization) applied on one side only"
-                        ),
-                        hypothesis="scale",
-                        explains=True,
-                        max_error_to_tolerance=float(r_sc.max()),
-                        basis="outputs",
-                        misfit=_score.misfit(r_sc),
-                    )
+                add(
+                    "unknown",
+                    0.9,
+                    f"actual = {c:.6g} x expected within the {prec} bound: a scale factor "
+                    "(Knet's alpha, a normalization) applied on one side only",
+                    "scale",
+                    r_sc,
+                    _score.misfit(r_sc),
+                    capped=False,
                 )
     # -- size of the errors (only when nothing else can be tested)
     if not context:

@@ -10,7 +10,7 @@ import numpy as np
 
 from porting._checks import short_repr
 from porting.diagnosis._engine import Grid
-from porting.diagnosis._formats import to_format
+from porting.diagnosis._formats import quantizers, to_format
 from porting.errors import PortingError
 
 _FLOP_BUDGET = 3e7  # multiply-adds per candidate kernel: keeps a hypothesis at ~10 ms
@@ -132,6 +132,27 @@ _COMMON_SWAPS = {
     (True, True, True),
     (False, True, False),
 }
+
+
+def _quantization_specs(k: np.ndarray, grid: Grid | None) -> list[Spec]:
+    """Quantized-weight hypotheses: the kernel `k` (output channels last) through each known
+    weight quantizer that changes it (`porting.diagnosis._formats.quantizers`)."""
+    out = []
+    for q in quantizers(k):
+        qk = q.apply(k, -1)
+        if not np.array_equal(qk, k):
+            out.append(
+                Spec(
+                    "quantization",
+                    q.name,
+                    q.description,
+                    qk,
+                    grid,
+                    base_mag=True,
+                    details={"quantizer": q.name},
+                )
+            )
+    return out
 
 
 def _padding_prior(what: str, pads, knet_pads) -> float:

@@ -10,6 +10,9 @@
 - `porting.examples.models`: `cnn_bn()` (Knet's cifar10 batchnorm CNN, small) and `resnet()`
   (a small CIFAR ResNet with identity and projection shortcuts), built in Python with
   deterministic weights: `porting convert --example cnn-bn|resnet --verify`.
+- `porting.examples.rnn_models`: `rnnlm()` (Knet's RNNLM: embedding, LSTM, dense over every
+  step) and `tagger()` (embedding, bidirectional 2-layer LSTM, dense per step):
+  `porting convert --example rnnlm|tagger --verify`.
 """
 
 from __future__ import annotations

@@ -188,7 +188,12 @@ def layers21(seed: int = 7):
 
 
 def example_input(model, seed: int = 5, batch: int = 2) -> np.ndarray:
-    """Deterministic inputs in [0, 1), Julia size (input_size..., batch)."""
+    """Deterministic images in [0, 1), Julia size (input_size..., batch); token indices for a
+    model that starts with an embedding (porting.examples.rnn_models)."""
+    if hasattr(model.layers[0], "default_input"):
+        from porting.examples.rnn_models import token_input
+
+        return token_input(model, seed)
     rng = np.random.default_rng([seed, 1])
     return np.asfortranarray(_julia_rand(rng, (*model.input_size, batch), F32))
 
@@ -203,3 +208,12 @@ EXAMPLES = {
         "built-in example: a Layers21-style MobileNet block (asymmetric ZeroPad, depthwise conv)",
     ),
 }
+
+
+def _add_rnn_examples() -> None:
+    from porting.examples.rnn_models import RNN_EXAMPLES
+
+    EXAMPLES.update(RNN_EXAMPLES)
+
+
+_add_rnn_examples()

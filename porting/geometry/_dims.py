@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 
@@ -18,14 +18,101 @@ from porting.geometry._keywords import (
     _spatial_to_tf,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 Order = Literal["julia", "tf"]
+G = TypeVar("G", ConvGeometry, PoolGeometry)
 
 
 _ELEMENT_LIMIT = 1 << 62  # any array with more elements cannot exist on any machine
 
 
+def _split_x(x_shape: tuple[int, ...], order: Order) -> tuple[tuple[int, ...], int, int]:
+    """An input shape's spatial sizes, channels and batch, in the axis order `order`."""
+    if order == "julia":
+        return tuple(x_shape[:-2]), int(x_shape[-2]), int(x_shape[-1])
+    return tuple(x_shape[1:-1]), int(x_shape[-1]), int(x_shape[0])
+
+
+class _Bound(Generic[G]):
+    """What `ConvDims` and `PoolDims` share: a geometry `G` bound to an input and output
+    size in the axis order `order`, with the geometry's accessors (for the backends)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # the subclasses are dataclasses
+    geometry: G
+    x_spatial: tuple[int, ...]
+    y_spatial: tuple[int, ...]
+    batch: int
+    order: Order
+
+    @property
+    def _y_channels(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def nd(self) -> int:
+        return self.geometry.nd
+
+    @property
+    def padding(self) -> tuple[int, ...]:
+        return self.geometry.padding
+
+    @property
+    def stride(self) -> tuple[int, ...]:
+        return self.geometry.stride
+
+    @property
+    def mode(self) -> int:
+        return self.geometry.mode
+
+    @property
+    def y_shape(self) -> tuple[int, ...]:
+        if self.order == "julia":
+            return (*self.y_spatial, self._y_channels, self.batch)
+        return (self.batch, *self.y_spatial, self._y_channels)
+
+    def _tf_extra(self, spatial: str) -> dict[str, tuple[int, ...]]:
+        """Further spatial fields that `to_tf` reorders (a kernel)."""
+        return {}
+
+    def to_tf(self, spatial: str) -> Self:
+        """The TensorFlow side of these dims: TF axis order; a conv's geometry becomes
+        cross-correlation (the kernel is rotated for mode 0 by `porting.layout.kernel_to_tf`)."""
+        if self.order != "julia":
+            raise ValueError("to_tf: these dims are already in TensorFlow order")
+        return replace(
+            self,
+            geometry=self.geometry.to_tf(spatial),
+            x_spatial=_spatial_to_tf(self.x_spatial, spatial),
+            y_spatial=_spatial_to_tf(self.y_spatial, spatial),
+            order="tf",
+            **self._tf_extra(spatial),
+        )
+
+    def tf_paddings(self) -> list[list[int]]:
+        """`tf.pad`'s paddings for a TensorFlow-order input `(N, *X, C)`: Knet's symmetric
+        padding on each spatial axis, none on the batch and channel axes (docs/knet.md#padding,
+        docs/tensorflow.md#explicit-padding).
+
+        >>> g = ConvGeometry.from_knet(1, padding=2)
+        >>> ConvDims.bind(g, (3, 1, 2), (5, 1, 2)).to_tf("reverse").tf_paddings()
+        [[0, 0], [2, 2], [0, 0]]
+        >>> g = PoolGeometry.from_knet(1, padding=1)
+        >>> PoolDims.bind(g, (5, 1, 2)).to_tf("keep").tf_paddings()
+        [[0, 0], [1, 1], [0, 0]]
+        """
+        if self.order != "tf":
+            raise ValueError("tf_paddings: call to_tf(spatial) first")
+        return [[0, 0], *([p, p] for p in self.padding), [0, 0]]
+
+    def knet_keywords(self) -> dict[str, object]:
+        """Julia keywords that give these dims."""
+        return self.geometry.knet_keywords()
+
+
 @dataclass(frozen=True)
-class ConvDims:
+class ConvDims(_Bound[ConvGeometry]):
     """A conv4/deconv4 geometry bound to its operands' sizes (NNlib's `DenseConvDims`).
 
     `x_spatial`, `kernel` and `y_spatial` are spatial sizes in the axis order `order`
@@ -55,9 +142,7 @@ class ConvDims:
     ) -> ConvDims:
         """Bind `geometry` to operand shapes already checked by `check_operands`; computes
         (and validates) the output size once."""
-        xs = tuple(x_shape[:-2]) if order == "julia" else tuple(x_shape[1:-1])
-        cx = x_shape[-2] if order == "julia" else x_shape[-1]
-        n = x_shape[-1] if order == "julia" else x_shape[0]
+        xs, cx, n = _split_x(x_shape, order)
         ks = tuple(w_shape[:-2])
         if transposed:
             ys = geometry.transpose_output_size(xs, ks)
@@ -70,21 +155,9 @@ class ConvDims:
                 f"the output would have {math.prod(ys) * cy * n} elements (spatial {ys}, "
                 f"{cy} channels, batch {n}); expected a size an array can have"
             )
-        return cls(geometry, xs, ks, ys, int(cx), int(cy), int(n), transposed, order)
+        return cls(geometry, xs, ks, ys, cx, int(cy), n, transposed, order)
 
     # ---- accessors (the ConvGeometry interface, for the backends)
-    @property
-    def nd(self) -> int:
-        return self.geometry.nd
-
-    @property
-    def padding(self) -> tuple[int, ...]:
-        return self.geometry.padding
-
-    @property
-    def stride(self) -> tuple[int, ...]:
-        return self.geometry.stride
-
     @property
     def dilation(self) -> tuple[int, ...]:
         return self.geometry.dilation
@@ -92,10 +165,6 @@ class ConvDims:
     @property
     def crosscorrelation(self) -> bool:
         return self.geometry.crosscorrelation
-
-    @property
-    def mode(self) -> int:
-        return self.geometry.mode
 
     def effective_kernel(self, kernel: tuple[int, ...] | None = None) -> tuple[int, ...]:
         return self.geometry.effective_kernel(self.kernel if kernel is None else kernel)
@@ -118,42 +187,12 @@ class ConvDims:
         return (self.batch, *self.x_spatial, self.channels_in)
 
     @property
-    def y_shape(self) -> tuple[int, ...]:
-        if self.order == "julia":
-            return (*self.y_spatial, self.channels_out, self.batch)
-        return (self.batch, *self.y_spatial, self.channels_out)
+    def _y_channels(self) -> int:
+        return self.channels_out
 
     # ---- conversions
-    def to_tf(self, spatial: str) -> ConvDims:
-        """The TensorFlow side of these dims: TF axis order, cross-correlation (the kernel is
-        rotated for mode 0 by `porting.layout.kernel_to_tf`)."""
-        if self.order != "julia":
-            raise ValueError("to_tf: these dims are already in TensorFlow order")
-        return replace(
-            self,
-            geometry=self.geometry.to_tf(spatial),
-            x_spatial=_spatial_to_tf(self.x_spatial, spatial),
-            kernel=_spatial_to_tf(self.kernel, spatial),
-            y_spatial=_spatial_to_tf(self.y_spatial, spatial),
-            order="tf",
-        )
-
-    def tf_paddings(self) -> list[list[int]]:
-        """`tf.pad`'s paddings for a TensorFlow-order input `(N, *X, C)`: Knet's symmetric
-        padding on each spatial axis, none on the batch and channel axes (docs/knet.md#padding,
-        docs/tensorflow.md#explicit-padding).
-
-        >>> g = ConvGeometry.from_knet(1, padding=2)
-        >>> ConvDims.bind(g, (3, 1, 2), (5, 1, 2)).to_tf("reverse").tf_paddings()
-        [[0, 0], [2, 2], [0, 0]]
-        """
-        if self.order != "tf":
-            raise ValueError("tf_paddings: call to_tf(spatial) first")
-        return [[0, 0], *([p, p] for p in self.padding), [0, 0]]
-
-    def knet_keywords(self) -> dict[str, object]:
-        """Julia keywords (`padding`, `stride`, `dilation`, `mode`) that give these dims."""
-        return self.geometry.knet_keywords()
+    def _tf_extra(self, spatial: str) -> dict[str, tuple[int, ...]]:
+        return {"kernel": _spatial_to_tf(self.kernel, spatial)}
 
     def __repr__(self) -> str:
         g = self.geometry
@@ -167,7 +206,7 @@ class ConvDims:
 
 
 @dataclass(frozen=True)
-class PoolDims:
+class PoolDims(_Bound[PoolGeometry]):
     """A pool geometry bound to its input's size (NNlib's `PoolDims`); see `ConvDims`."""
 
     geometry: PoolGeometry
@@ -181,69 +220,23 @@ class PoolDims:
     def bind(
         cls, geometry: PoolGeometry, x_shape: tuple[int, ...], *, order: Order = "julia"
     ) -> PoolDims:
-        xs = tuple(x_shape[:-2]) if order == "julia" else tuple(x_shape[1:-1])
-        c = x_shape[-2] if order == "julia" else x_shape[-1]
-        n = x_shape[-1] if order == "julia" else x_shape[0]
-        return cls(geometry, xs, geometry.output_size(xs), int(c), int(n), order)
-
-    @property
-    def nd(self) -> int:
-        return self.geometry.nd
+        xs, c, n = _split_x(x_shape, order)
+        return cls(geometry, xs, geometry.output_size(xs), c, n, order)
 
     @property
     def window(self) -> tuple[int, ...]:
         return self.geometry.window
 
     @property
-    def padding(self) -> tuple[int, ...]:
-        return self.geometry.padding
-
-    @property
-    def stride(self) -> tuple[int, ...]:
-        return self.geometry.stride
-
-    @property
-    def mode(self) -> int:
-        return self.geometry.mode
-
-    @property
     def is_max(self) -> bool:
         return self.geometry.is_max
 
     @property
-    def y_shape(self) -> tuple[int, ...]:
-        if self.order == "julia":
-            return (*self.y_spatial, self.channels, self.batch)
-        return (self.batch, *self.y_spatial, self.channels)
-
-    def to_tf(self, spatial: str) -> PoolDims:
-        if self.order != "julia":
-            raise ValueError("to_tf: these dims are already in TensorFlow order")
-        return replace(
-            self,
-            geometry=self.geometry.to_tf(spatial),
-            x_spatial=_spatial_to_tf(self.x_spatial, spatial),
-            y_spatial=_spatial_to_tf(self.y_spatial, spatial),
-            order="tf",
-        )
-
-    def tf_paddings(self) -> list[list[int]]:
-        """`tf.pad`'s paddings for a TensorFlow-order input `(N, *X, C)`: Knet's symmetric
-        padding on each spatial axis, none on the batch and channel axes.
-
-        >>> g = PoolGeometry.from_knet(1, padding=1)
-        >>> PoolDims.bind(g, (5, 1, 2)).to_tf("keep").tf_paddings()
-        [[0, 0], [1, 1], [0, 0]]
-        """
-        if self.order != "tf":
-            raise ValueError("tf_paddings: call to_tf(spatial) first")
-        return [[0, 0], *([p, p] for p in self.padding), [0, 0]]
+    def _y_channels(self) -> int:
+        return self.channels
 
     def with_mode(self, mode: int) -> PoolDims:
         return replace(self, geometry=replace(self.geometry, mode=mode))
-
-    def knet_keywords(self) -> dict[str, object]:
-        return self.geometry.knet_keywords()
 
     def __repr__(self) -> str:
         g = self.geometry

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 from porting._checks import check_choice, int_tuple, user_stacklevel
 from porting.errors import PortingError
@@ -47,8 +48,65 @@ def _warn_padding_only(kind: str, detail: str) -> None:
     )
 
 
+def _sliding_output_size(
+    kind: str,
+    spatial: tuple[int, ...],
+    extents: tuple[int, ...],
+    padding: tuple[int, ...],
+    stride: tuple[int, ...],
+    *,
+    names: tuple[str, ...],
+    label: str,
+    requirement: str,
+) -> tuple[int, ...]:
+    """NNlib's output size of a window sliding over a padded input, shared by conv4 and pool:
+    `Yi = 1 + floor((Xi + 2 p - extent) / s)`; raises if `Xi + 2 p < extent` (`names[i]` says
+    what the extent is), warns once when padding >= extent (`label`) (docs/knet.md#conv-size, #pool,
+    #padding-beyond-kernel)."""
+    op = "conv4" if kind == "conv" else kind
+    out = []
+    for i, (x, k, p, s) in enumerate(zip(spatial, extents, padding, stride, strict=True)):
+        if x + 2 * p < k:
+            raise PortingError(
+                f"spatial dimension {i + 1}: input size {x} with padding {p} is smaller than "
+                f"the {names[i]} {k}; expected {requirement}"
+            )
+        if p >= k:
+            _warn_padding_only(
+                kind, f"{op} padding={p} >= {label} {k} in spatial dimension {i + 1}"
+            )
+        out.append(1 + (x + 2 * p - k) // s)
+    return tuple(out)
+
+
+class _Keywords:
+    """What `ConvGeometry` and `PoolGeometry` share: per-dimension integer tuples named in
+    `_PER_DIM` (in Knet's keyword order) and a `mode`."""
+
+    _PER_DIM: ClassVar[tuple[str, ...]]
+
+    @property
+    def mode(self) -> int:  # a field of PoolGeometry, derived in ConvGeometry
+        raise NotImplementedError
+
+    @property
+    def nd(self) -> int:
+        return len(getattr(self, self._PER_DIM[0]))
+
+    def knet_keywords(self) -> dict[str, object]:
+        """The Knet keywords that build this geometry (scalars where all dimensions agree)."""
+        return {
+            **{name: _compact(getattr(self, name)) for name in self._PER_DIM},
+            "mode": self.mode,
+        }
+
+    def _per_dim_to_tf(self, spatial: str) -> dict[str, tuple[int, ...]]:
+        """The per-dimension values in TensorFlow's axis order, by keyword."""
+        return {name: _spatial_to_tf(getattr(self, name), spatial) for name in self._PER_DIM}
+
+
 @dataclass(frozen=True)
-class ConvGeometry:
+class ConvGeometry(_Keywords):
     """Geometry of a Knet `conv4`: symmetric padding, stride, dilation, and the flip.
 
     `crosscorrelation` is True for Knet `mode=1` (what TensorFlow computes) and False for
@@ -63,6 +121,7 @@ class ConvGeometry:
     stride: tuple[int, ...]
     dilation: tuple[int, ...]
     crosscorrelation: bool = False
+    _PER_DIM = ("padding", "stride", "dilation")
 
     @classmethod
     def from_knet(
@@ -83,10 +142,6 @@ class ConvGeometry:
         )
 
     @property
-    def nd(self) -> int:
-        return len(self.padding)
-
-    @property
     def mode(self) -> int:
         return 1 if self.crosscorrelation else 0
 
@@ -105,22 +160,18 @@ class ConvGeometry:
         >>> ConvGeometry.from_knet(1, padding=2).output_size((3,), (3,))
         (5,)
         """
-        out = []
-        for i, (x, k, p, s) in enumerate(
-            zip(spatial, self.effective_kernel(kernel), self.padding, self.stride, strict=True)
-        ):
-            if x + 2 * p < k:
-                raise PortingError(
-                    f"spatial dimension {i + 1}: input size {x} with padding {p} is smaller than "
-                    f"the {'dilated ' if self.dilation[i] > 1 else ''}kernel extent {k}; "
-                    "expected Xi + 2*padding >= (Wi-1)*dilation + 1"
-                )
-            if p >= k:
-                _warn_padding_only(
-                    "conv", f"conv4 padding={p} >= kernel extent {k} in spatial dimension {i + 1}"
-                )
-            out.append(1 + (x + 2 * p - k) // s)
-        return tuple(out)
+        extents = self.effective_kernel(kernel)
+        names = tuple(f"{'dilated ' if d > 1 else ''}kernel extent" for d in self.dilation)
+        return _sliding_output_size(
+            "conv",
+            spatial,
+            extents,
+            self.padding,
+            self.stride,
+            names=names,
+            label="kernel extent",
+            requirement="Xi + 2*padding >= (Wi-1)*dilation + 1",
+        )
 
     def transpose_output_size(
         self, spatial: tuple[int, ...], kernel: tuple[int, ...]
@@ -141,24 +192,10 @@ class ConvGeometry:
             out.append(y)
         return tuple(out)
 
-    def knet_keywords(self) -> dict[str, object]:
-        """The Knet keywords that build this geometry (scalars where all dimensions agree)."""
-        return {
-            "padding": _compact(self.padding),
-            "stride": _compact(self.stride),
-            "dilation": _compact(self.dilation),
-            "mode": self.mode,
-        }
-
     def to_tf(self, spatial: str) -> ConvGeometry:
         """The same geometry with per-dimension values in TensorFlow's axis order, as
         cross-correlation (the TF kernel is rotated by `porting.layout.kernel_to_tf`)."""
-        return ConvGeometry(
-            padding=_spatial_to_tf(self.padding, spatial),
-            stride=_spatial_to_tf(self.stride, spatial),
-            dilation=_spatial_to_tf(self.dilation, spatial),
-            crosscorrelation=True,
-        )
+        return ConvGeometry(**self._per_dim_to_tf(spatial), crosscorrelation=True)
 
     def __repr__(self) -> str:
         kind = "cross-correlation" if self.crosscorrelation else "convolution"
@@ -177,7 +214,7 @@ POOL_MODES = {0: "max", 1: "mean (padding counted)", 2: "mean (CPU runs mode 1)"
 
 
 @dataclass(frozen=True)
-class PoolGeometry:
+class PoolGeometry(_Keywords):
     """Geometry of a Knet `pool`: window, symmetric padding, stride (defaults to window), mode.
 
     >>> PoolGeometry.from_knet(2, window=3, padding=1)
@@ -188,6 +225,7 @@ class PoolGeometry:
     padding: tuple[int, ...]
     stride: tuple[int, ...]
     mode: int = 0
+    _PER_DIM = ("window", "padding", "stride")
 
     @classmethod
     def from_knet(
@@ -209,10 +247,6 @@ class PoolGeometry:
         )
 
     @property
-    def nd(self) -> int:
-        return len(self.window)
-
-    @property
     def is_max(self) -> bool:
         return self.mode in (0, 3)
 
@@ -223,39 +257,20 @@ class PoolGeometry:
         (windows of only padding give -floatmax for max pooling, 0 for mean), with a one-time
         warning that cuDNN refuses it (docs/knet.md#pool, #padding-beyond-kernel).
         """
-        out = []
-        for i, (x, k, p, s) in enumerate(
-            zip(spatial, self.window, self.padding, self.stride, strict=True)
-        ):
-            if x + 2 * p < k:
-                raise PortingError(
-                    f"spatial dimension {i + 1}: input size {x} with padding {p} is smaller than "
-                    f"the pooling window {k}; expected Xi + 2*padding >= window"
-                )
-            if p >= k:
-                _warn_padding_only(
-                    "pool", f"pool padding={p} >= window {k} in spatial dimension {i + 1}"
-                )
-            out.append(1 + (x + 2 * p - k) // s)
-        return tuple(out)
-
-    def knet_keywords(self) -> dict[str, object]:
-        """The Knet keywords that build this geometry."""
-        return {
-            "window": _compact(self.window),
-            "padding": _compact(self.padding),
-            "stride": _compact(self.stride),
-            "mode": self.mode,
-        }
+        return _sliding_output_size(
+            "pool",
+            spatial,
+            self.window,
+            self.padding,
+            self.stride,
+            names=("pooling window",) * self.nd,
+            label="window",
+            requirement="Xi + 2*padding >= window",
+        )
 
     def to_tf(self, spatial: str) -> PoolGeometry:
         """The same geometry with per-dimension values in TensorFlow's axis order."""
-        return PoolGeometry(
-            window=_spatial_to_tf(self.window, spatial),
-            padding=_spatial_to_tf(self.padding, spatial),
-            stride=_spatial_to_tf(self.stride, spatial),
-            mode=self.mode,
-        )
+        return PoolGeometry(**self._per_dim_to_tf(spatial), mode=self.mode)
 
     def __repr__(self) -> str:
         return (

@@ -59,10 +59,11 @@ def read_structure(path: str | os.PathLike) -> dict:
             f"--structure {p}: expected a JSON object with 'format' and 'layers', got "
             f"{type(doc).__name__}"
         )
-    if doc.get("format") != _FORMAT or doc.get("version") != 1:
+    version = doc.get("version")
+    if doc.get("format") != _FORMAT or isinstance(version, bool) or version not in (1, 2):
         raise PortingError(
             f"--structure {p}: format {doc.get('format')!r} version {doc.get('version')!r}; "
-            f'expected "format": "{_FORMAT}", "version": 1 (the export JSON format)'
+            f'expected "format": "{_FORMAT}", "version": 1 or 2 (the export JSON format)'
         )
     layers = doc.get("layers")
     if not isinstance(layers, list) or not layers or not all(isinstance(x, dict) for x in layers):

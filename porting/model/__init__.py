@@ -26,13 +26,18 @@
   `save_keras(km, path)` (atomic), `export_savedmodel`, `export_tflite`, `load_keras`
   (TensorFlow imported on use only).
 - `verify_model(model, x, keras_model=..., mode="each"|"whole")`: layer-by-layer report.
+- Recurrent models: `Embed`, `RNN`, `TimeDense`; their input is `(T, B)` token indices and a
+  sequence is held as `(T, X, B)`: `knet_sequence(a)` gives Knet's `(X, B, T)`,
+  `model_sequence` the reverse.
 """
 
 from porting.model.export import load_export, save_export
 from porting.model.forward import KnetOutputs, forward_knet
+from porting.model.kinds.embed import knet_sequence, model_sequence
 from porting.model.planning import Plan, plan
 from porting.model.spec import (
     ACTIVATIONS,
+    RNN,
     Activation,
     Add,
     AddBranches,
@@ -43,12 +48,14 @@ from porting.model.spec import (
     Deconv,
     Dense,
     Dropout,
+    Embed,
     KnetModel,
     Linear,
     Mat,
     Op,
     Pool,
     Reshape,
+    TimeDense,
     ZeroPad,
 )
 
@@ -71,7 +78,12 @@ __all__ = [
     "Block",
     "AddBranches",
     "Op",
+    "Embed",
+    "RNN",
+    "TimeDense",
     "KnetOutputs",
+    "knet_sequence",
+    "model_sequence",
     "Plan",
     "plan",
     "default_input",

@@ -187,8 +187,9 @@ def to_keras(
         raise PortingError(f"dtype={dtype!r}: expected float32 or float64")
     weights = convert_weights(model, spatial=spatial, dtype=dt, plan=steps)
     dts = str(dt)
+    in_dtype = getattr(steps[0].layer, "input_dtype", None) or dts  # int32: token indices
     inp = keras.Input(
-        shape=tf_sample_shape(steps.input_size, spatial), dtype=dts, name="knet_input"
+        shape=tf_sample_shape(steps.input_size, spatial), dtype=in_dtype, name="knet_input"
     )
     ctx = KerasContext(keras, dts, spatial)
     ctx.used.add("knet_input")

@@ -19,11 +19,13 @@ Julia's `size()`. The `.json`:
 Kinds (porting.model.kinds): conv, dense, pool (keywords in "pool"), mat, dropout (probability
 in "dropout"), activation (name in "activation"; softmax may carry "dims", relu "max_value",
 "negative_slope", "threshold"); since version 2: batchnorm (params mean, var, bnparams; "eps",
-"momentum"), deconv (keywords in "deconv"), reshape ("size"), zeropad ("padding"), linear
-(Layers21's Linear: params w and, only when it has one, bias; "activation", "dropout"), the
-activation logsoftmax ("dims" as softmax's), and the merges add / concat ("inputs": the layer
-names they read); any layer may name the layer it
-reads in "input" (default: the one before it; "input" is the model's input). Keywords are integers or lists
+"momentum"), deconv (keywords in "deconv"), reshape ("size"), zeropad ("padding"), rnn (Knet's
+`RNN`: the `rnn` object read by porting.rnn.export, and porting's `"output"`: "sequence" or
+"last"), embed (`w[:, x]`, params.w `(dim, vocab)`), timedense (a dense layer over every time
+step), linear (Layers21's Linear: params w and, only when it has one, bias; "activation",
+"dropout"), the activation logsoftmax ("dims" as softmax's), and the merges add / concat
+("inputs": the layer names they read); any layer may name the
+layer it reads in "input" (default: the one before it; "input" is the model's input). Keywords are integers or lists
 (one per spatial dimension, Julia order). A conv layer's "order" is "pool-activation" (Knet's
 tutorial `Conv`, the default) or "activation-pool" (Knet's `lenet.jl`). Keys the Julia side adds
 for information (`julia_version`, `julia_type`, ...) are ignored, null values mean "not set",
@@ -50,9 +52,9 @@ from porting.model.spec import KnetModel
 __all__ = ["load_export", "save_export", "export_paths", "FORMAT", "VERSION"]
 
 FORMAT = "porting-knet-export"
-# 2: the kinds batchnorm, deconv, reshape, zeropad, add, concat and the graph keys "inputs" /
-# "input" (a version-1 reader would ignore "input" and silently build a chain). Version-1
-# files (the Julia exporter's, the shipped LeNet) load unchanged.
+# 2: the kinds batchnorm, deconv, reshape, zeropad, rnn, embed, timedense, add, concat and the
+# graph keys "inputs" / "input" (a version-1 reader would ignore "input" and silently build a
+# chain). Version-1 files (the shipped LeNet, older Julia exports) load unchanged.
 VERSION = 2
 _MAX_JSON_BYTES = 64 * 2**20  # an export of 1000 layers is under 1 MB
 _ELTYPES = {"Float32": np.dtype(np.float32), "Float64": np.dtype(np.float64)}
@@ -279,7 +281,7 @@ def save_export(model: KnetModel, prefix) -> tuple[str, str]:
     files.output_file(json_path, suffix=".json", what="export")
     files.output_file(npz_path, suffix=".npz", what="export")
     keys: dict[str, np.ndarray] = {}
-    doc = {
+    doc: dict = {
         "format": FORMAT,
         "version": VERSION,
         "name": model.name,

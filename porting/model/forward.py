@@ -64,8 +64,12 @@ class KnetOutputs:
 def check_input(model: KnetModel, x, plan: Plan | None = None) -> tuple[np.ndarray, Plan]:
     """`x` as a Julia-indexed batch `(X1, ..., C, N)` that fits `model`, and the model's plan
     for it (`plan` when given), or `PortingError` naming the first layer that does not fit."""
-    x = as_float_array(x, "x", ndim=(2, 3, 4, 5))
-    if x.dtype != model.dtype:
+    first = model.layers[0]
+    if getattr(first, "integer_input", False):  # token indices (porting.model.kinds.embed)
+        x = first.check_input(x)
+    else:
+        x = as_float_array(x, "x", ndim=(2, 3, 4, 5))
+    if x.dtype != model.dtype and not getattr(first, "integer_input", False):
         raise PortingError(
             f"x is {x.dtype} but the model's weights are {model.dtype}; Knet needs one element "
             f"type (convert x with .astype(np.{model.dtype}))"

@@ -41,11 +41,13 @@ from porting.model.kinds.conv import Conv
 from porting.model.kinds.deconv import Deconv
 from porting.model.kinds.dense import Dense
 from porting.model.kinds.dropout import Dropout
+from porting.model.kinds.embed import Embed
 from porting.model.kinds.linear import Linear
 from porting.model.kinds.mat import Mat
 from porting.model.kinds.merge import Add, Concat
 from porting.model.kinds.pool import Pool
 from porting.model.kinds.reshape import Reshape
+from porting.model.kinds.rnn import RNN, TimeDense
 from porting.model.kinds.zeropad import ZeroPad
 from porting.model.layer import ACTIVATIONS, NAME_RE, Layer, activation_name, fmt_size
 from porting.model.layers21 import AddBranches, Block, Op, expand_blocks
@@ -71,6 +73,9 @@ __all__ = [
     "Add",
     "BatchNorm",
     "Concat",
+    "Embed",
+    "RNN",
+    "TimeDense",
     "KnetModel",
     "activation_name",
 ]

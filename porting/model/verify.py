@@ -239,6 +239,9 @@ def default_input(
             "no input given and the model has no input_size; pass x (Julia-indexed, batch "
             "last) or input_size=(X1, ..., C)"
         )
+    first = model.layers[0]
+    if hasattr(first, "default_input"):  # token indices (porting.model.kinds.embed)
+        return first.default_input(size, batch, seed)
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1.0, 1.0, size=(*size, batch)).astype(model.dtype)
     return np.asfortranarray(x)
@@ -291,7 +294,12 @@ def _run_group(group, feeds: dict, end=None):
             if lay.__class__.__name__ == "Dropout":
                 kwargs = {**kwargs, "training": False}
             out = lay(*args, **kwargs)
-            values[id(node.outputs[0])] = out
+            if isinstance(out, (list, tuple)):  # a recurrent layer returning its states too
+                for t_out, v in zip(node.outputs, out, strict=False):
+                    values[id(t_out)] = v
+                out = out[0]
+            else:
+                values[id(node.outputs[0])] = out
             if lay is end:
                 break
         return out
@@ -350,6 +358,9 @@ def verify_model(
     check_choice(spatial, "spatial", layout.SPATIAL_CHOICES)
     groups = mconvert.keras_groups(keras_model, model)
     kdt = _keras_dtype(keras_model)
+    if not np.issubdtype(kdt, np.floating):  # token indices in: the weights' type is the layers'
+        kdt = np.dtype(keras_model.outputs[0].dtype)
+    in_dt = np.dtype(keras_model.inputs[0].dtype)
     want = (x.shape[-1], *mconvert.tf_sample_shape(tuple(x.shape[:-1]), spatial))
     have = tuple(keras_model.inputs[0].shape)
     if len(have) != len(want) or any(
@@ -383,7 +394,10 @@ def verify_model(
         import keras  # imported by to_keras / the caller's model already
 
         x_tf = layout.activations_to_tf(x, spatial) if x.ndim > 2 else np.ascontiguousarray(x.T)
-        x_tf = x_tf.astype(kdt, copy=False)
+        x_tf = x_tf.astype(in_dt if not np.issubdtype(in_dt, np.floating) else kdt, copy=False)
+        to_keras_input = getattr(model.layers[0], "keras_input", None)
+        if to_keras_input is not None:  # Knet's 1-based indices -> Keras's 0-based
+            x_tf = to_keras_input(x_tf)
         t0 = time.perf_counter()
         if mode == "whole":
             probe = keras.Model(keras_model.inputs[0], [g[-1].output for g in groups])
@@ -399,6 +413,8 @@ def verify_model(
 
         rows: list[LayerRow] = []
         x_j = x.astype(kdt).astype(x.dtype) if kdt != x.dtype else None  # x as Keras sees it
+        if not np.issubdtype(x.dtype, np.floating):
+            x_j = None  # token indices reach Keras exactly
         actual_j: dict[int, np.ndarray] = {}  # whole mode: Keras outputs still to be read
         last_use = {k: i for i, st in enumerate(steps) for k in st.sources}
         t_keras_each = 0.0
@@ -412,9 +428,11 @@ def verify_model(
             if mode == "each":
                 t0 = time.perf_counter()
                 feeds = {
-                    _source_name(steps, k): mconvert.julia_to_tf(
-                        x_in, None if k < 0 else steps[k].flat_from, spatial
-                    ).astype(kdt, copy=False)
+                    _source_name(steps, k): x_tf
+                    if k < 0
+                    else mconvert.julia_to_tf(x_in, steps[k].flat_from, spatial).astype(
+                        kdt, copy=False
+                    )
                     for k, x_in in zip(step.sources, x_ins, strict=True)
                 }
                 a_i = np.asarray(_run_group(group, feeds))
@@ -444,6 +462,9 @@ def verify_model(
             ):  # ULP figures near 0
                 comp = compare(expected, a_i, k=k, magnitude=mag_tf, precision=precision)
             rows.append(LayerRow(i, str(layer.name), layer.kind, tuple(y_knet.shape), k, comp))
+            if hasattr(layer, "verify_notes"):  # per-step figures (porting.model.kinds.rnn)
+                a_j = mconvert.tf_to_julia(a_i, step.flat_from, spatial)
+                notes.extend(layer.verify_notes(x_ins[0], a_j, str(layer.name)))
             if not comp.ok and first_bad is None:
                 first_bad = (a_i, mag_tf)
             if mode == "whole":

@@ -579,19 +579,12 @@ def verify_saved(
 ) -> QuantReport:
     """`verify_layer` for layer `layer` of a QKeras model file: the layer runs in a fresh
     interpreter with TF_USE_LEGACY_KERAS=1; the reference, comparison and diagnosis run here."""
-    from porting.quant import _worker
+    from porting.quant import _capture, _worker
 
     check_choice(reference, "reference", REFERENCES)
     if not isinstance(layer, str) or not layer:
         raise PortingError(f"layer={layer!r}: expected a layer name")
-    try:
-        xa = np.asarray(x)
-    except Exception as e:  # noqa: BLE001
-        raise PortingError(f"x must be an array, got {type(x).__name__}: {e}") from None
-    if xa.dtype not in (np.float32, np.float64):
-        raise PortingError(
-            f"x has dtype {xa.dtype} (shape {xa.shape}); expected float32 or float64"
-        )
+    xa = _capture.float_input(x)
     result, arrays = _worker.run(
         {"task": "capture", "model": _model_path(path), "layer": layer},
         {"x": xa},

@@ -21,6 +21,20 @@ def _tf():
     return tf
 
 
+def float_input(x) -> np.ndarray:
+    """`x` as a float32/float64 ndarray (as given, no copy), or PortingError: the one check of
+    a layer input, in the user's process and in the worker."""
+    try:
+        xa = np.asarray(x)
+    except Exception as e:  # noqa: BLE001
+        raise PortingError(f"x must be an array, got {type(x).__name__}: {e}") from None
+    if xa.dtype not in (np.float32, np.float64):
+        raise PortingError(
+            f"x has dtype {xa.dtype} (shape {xa.shape}); expected float32 or float64"
+        )
+    return xa
+
+
 def check_layer(layer) -> str:
     """The QKeras class name of `layer`, or PortingError naming what it is instead."""
     cls = type(layer)
@@ -157,14 +171,7 @@ def capture(layer, x) -> dict:
     the activation switched off for that one call)."""
     cls = check_layer(layer)
     tf = _tf()
-    try:
-        xa = np.asarray(x)
-    except Exception as e:  # noqa: BLE001
-        raise PortingError(f"x must be an array, got {type(x).__name__}: {e}") from None
-    if xa.dtype not in (np.float32, np.float64):
-        raise PortingError(
-            f"x has dtype {xa.dtype} (shape {xa.shape}); expected float32 or float64"
-        )
+    xa = float_input(x)
     dtype = np.dtype(
         getattr(layer, "compute_dtype", None) or getattr(layer, "dtype", "float32") or "float32"
     )

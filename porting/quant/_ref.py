@@ -146,12 +146,7 @@ def conv2d_reference(x, kernel, bias=None, *, strides=(1, 1), padding="valid", d
     y = layout.activations_to_tf(reference.conv4(wj, xj, geom, 1.0))
     m = layout.activations_to_tf(magnitude.conv4(wj, xj, geom, 1.0))
     k = int(np.prod(kernel.shape[:-1]))
-    if bias is not None:
-        b = np.asarray(bias, dtype=np.float64).reshape(-1)
-        y = y + b
-        m = magnitude.bias(m, b, channel_axis=-1)
-        k += 1
-    return y, m, k
+    return _with_bias(y, m, k, bias)
 
 
 def dense_reference(x, kernel, bias=None):
@@ -166,9 +161,13 @@ def dense_reference(x, kernel, bias=None):
     y = x @ kernel
     m = magnitude.matmul(x, kernel)
     k = kernel.shape[0]
-    if bias is not None:
-        b = np.asarray(bias, dtype=np.float64).reshape(-1)
-        y = y + b
-        m = magnitude.bias(m, b, channel_axis=-1)
-        k += 1
-    return y, m, k
+    return _with_bias(y, m, k, bias)
+
+
+def _with_bias(y: np.ndarray, m: np.ndarray, k: int, bias) -> tuple[np.ndarray, np.ndarray, int]:
+    """`(y, magnitude, k)` of a layer output with Keras' `bias` (or None) added on the last
+    axis: one more term per output."""
+    if bias is None:
+        return y, m, k
+    b = np.asarray(bias, dtype=np.float64).reshape(-1)
+    return y + b, magnitude.bias(m, b, channel_axis=-1), k + 1

@@ -109,11 +109,12 @@ def keras_weights(weights: RNNWeights) -> list[list[np.ndarray]]:
     return out
 
 
-def _cell_layer(keras, spec, name: str, dtype: str, backwards: bool = False):
+def _cell_layer(keras, spec, name: str, dtype: str, backwards: bool = False, unroll=False):
     kw = {
         "return_sequences": True,
         "return_state": True,
         "go_backwards": backwards,
+        "unroll": bool(unroll),
         "name": name,
         "dtype": dtype,
     }
@@ -132,9 +133,11 @@ def _cell_layer(keras, spec, name: str, dtype: str, backwards: bool = False):
     )
 
 
-def keras_layers(weights: RNNWeights, *, name: str = "rnn") -> list:
+def keras_layers(weights: RNNWeights, *, name: str = "rnn", unroll: bool = False) -> list:
     """One Keras layer per Knet layer (`Bidirectional` when bidirectional), built, with the
-    converted weights, each `return_sequences=True, return_state=True`.
+    converted weights, each `return_sequences=True, return_state=True` (`unroll=True`: the
+    steps written out, for a known, modest number of steps; TFLite converts it with builtin
+    operators only).
 
     Called as `layer(x, initial_state=[...])`, a layer returns `[sequence, *states]` with the
     states per direction in Keras's order (LSTM: h, c; forward then backward)."""
@@ -147,22 +150,31 @@ def keras_layers(weights: RNNWeights, *, name: str = "rnn") -> list:
         base = f"{name}_layer{layer + 1}"
         n_in = spec.input_size_of(layer)
         if spec.bidirectional:
-            fw = _cell_layer(keras, spec, base + "_forward", dtype)
-            bw = _cell_layer(keras, spec, base + "_backward", dtype, backwards=True)
+            fw = _cell_layer(keras, spec, base + "_forward", dtype, unroll=unroll)
+            bw = _cell_layer(keras, spec, base + "_backward", dtype, backwards=True, unroll=unroll)
             lay = keras.layers.Bidirectional(
                 fw, backward_layer=bw, merge_mode="concat", name=base, dtype=dtype
             )
             lay.build((None, None, n_in))
             lay.set_weights(kw[2 * layer] + kw[2 * layer + 1])
         else:
-            lay = _cell_layer(keras, spec, base, dtype)
+            lay = _cell_layer(keras, spec, base, dtype, unroll=unroll)
             lay.build((None, None, n_in))
             lay.set_weights(kw[layer])
         layers.append(lay)
     return layers
 
 
-def apply_keras(weights: RNNWeights, x, *, h0=None, c0=None, output="sequence", name="knet_rnn"):
+def apply_keras(
+    weights: RNNWeights,
+    x,
+    *,
+    h0=None,
+    c0=None,
+    output="sequence",
+    name="knet_rnn",
+    unroll: bool = False,
+):
     """Apply the converted RNN to a symbolic Keras tensor `x` `(B, T, X)` inside a functional
     model (the hook for a model converter): `h0`/`c0` optional tensors `(B, L or 2L, H)`.
     Returns a dict of tensors: `y` (`(B, T, Y)`, or `(B, Y)` = Knet's last step with
@@ -176,7 +188,7 @@ def apply_keras(weights: RNNWeights, x, *, h0=None, c0=None, output="sequence", 
         raise PortingError(f"c0 given for {spec}: only an LSTM has a cell state")
     seq = x
     hs, cs, seqs = [], [], []
-    for layer, lay in enumerate(keras_layers(weights, name=name)):
+    for layer, lay in enumerate(keras_layers(weights, name=name, unroll=unroll)):
         init = None
         if h0 is not None or c0 is not None:
             init = []

@@ -337,13 +337,16 @@ def _as_tbh(a, what: str, want: tuple[int, ...]) -> np.ndarray:
     return arr.transpose(2, 1, 0)
 
 
-def verify(weights: RNNWeights, x, actual, h=None, c=None, *, precision=None) -> RNNVerification:
+def verify(
+    weights: RNNWeights, x, actual, h=None, c=None, *, precision=None, bounds: Bounds | None = None
+) -> RNNVerification:
     """Compare `actual` (a dict in Knet's layout: `y`, and optionally `h`, `c`, `layer1`,
     `layer2`, ... each `(H or 2H, B, T)`, as `keras.keras_forward` returns; or a `to_keras`
     model, run here) with Knet's arithmetic, per slot and time step.
 
     `y` may be the full sequence (compared as the last layer's slots) or Knet's last step
-    `(Y, B)`. `precision` defaults to the actual side's float type."""
+    `(Y, B)`. `precision` defaults to the actual side's float type. `bounds`: the result of
+    `error_bounds(weights, x, h, c)` when the caller has it already (computed here otherwise)."""
     if not isinstance(weights, RNNWeights):
         raise PortingError(f"verify: expected RNNWeights, got {type(weights).__name__}")
     if not isinstance(actual, dict):
@@ -362,7 +365,8 @@ def verify(weights: RNNWeights, x, actual, h=None, c=None, *, precision=None) ->
     prec = np.dtype(precision) if precision is not None else ydt
     if not np.issubdtype(prec, np.floating):
         raise PortingError(f"verify: precision {prec}: expected a float type")
-    bounds = error_bounds(weights, x, h, c)
+    if bounds is None:
+        bounds = error_bounds(weights, x, h, c)
     tolerance = Tolerance.of(bounds.k, prec, "carried through the recurrence (porting.rnn.verify)")
     H, dirs = spec.hidden_size, spec.directions
     steps: list[SlotSteps] = []

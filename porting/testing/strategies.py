@@ -81,6 +81,15 @@ def _per_dim(values: list[int]):
     return values[0] if len(set(values)) == 1 else tuple(values)
 
 
+def _padding_and_size(draw, extent: int, max_size: int, beyond_extent: bool, *, cap: bool):
+    """A padding (below `extent`, or up to `extent + 1` with `beyond_extent`; at most
+    `max_size` with `cap`) and an input size the window fits: `Xi + 2p >= extent`."""
+    top = (extent - 1) if not beyond_extent else extent + 1
+    p = draw(st.integers(0, max(0, min(top, max_size)) if cap else top))
+    lo = max(1, extent - 2 * p)
+    return p, draw(st.integers(lo, max(lo, max_size)))
+
+
 @st.composite
 def conv_geometries(
     draw,
@@ -100,11 +109,7 @@ def conv_geometries(
     for _ in range(nd):
         k = draw(st.integers(1, max_kernel))
         d = draw(st.integers(1, max_dilation)) if k > 1 else 1
-        extent = (k - 1) * d + 1
-        top = (extent - 1) if not beyond_extent else extent + 1
-        p = draw(st.integers(0, max(0, min(top, max_size))))
-        lo = max(1, extent - 2 * p)  # Xi + 2p >= extent
-        x = draw(st.integers(lo, max(lo, max_size)))
+        p, x = _padding_and_size(draw, (k - 1) * d + 1, max_size, beyond_extent, cap=True)
         s = draw(st.integers(1, max_stride))
         kernel.append(k)
         xs.append(x)
@@ -141,10 +146,8 @@ def pool_geometries(
     wins, xs, pads, strides = [], [], [], []
     for _ in range(nd):
         win = draw(st.integers(1, max_window))
-        top = (win - 1) if not beyond_extent else win + 1
-        p = draw(st.integers(0, top))
-        lo = max(1, win - 2 * p)
-        xs.append(draw(st.integers(lo, max(lo, max_size))))
+        p, x = _padding_and_size(draw, win, max_size, beyond_extent, cap=False)
+        xs.append(x)
         wins.append(win)
         pads.append(p)
         strides.append(draw(st.integers(1, max_stride)))

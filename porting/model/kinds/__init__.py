@@ -16,11 +16,13 @@ from porting.model.kinds import (
     deconv,
     dense,
     dropout,
+    embed,
     linear,
     mat,
     merge,
     pool,
     reshape,
+    rnn,
     zeropad,
 )
 from porting.model.layer import Kind, Layer
@@ -42,6 +44,9 @@ KINDS: dict[str, Kind] = {
         merge.KIND_CONCAT,
         reshape.KIND,
         zeropad.KIND,
+        embed.KIND,
+        rnn.KIND_RNN,
+        rnn.KIND_TIMEDENSE,
         linear.KIND,
     )
 }

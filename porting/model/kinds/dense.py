@@ -85,6 +85,12 @@ class Dense(Layer):
         return (int(self.w.shape[1]),)
 
     def check_follows(self, prev: Layer) -> None:
+        if prev.kind == "rnn" and getattr(prev, "output", None) == "sequence":
+            raise PortingError(
+                f"{self.label} follows {prev.label}, which gives every time step: Knet's "
+                "w * mat(y) would mix the batch into the features; use TimeDense (w * "
+                "reshape(y, H, :), every step) or RNN(..., output='last') (y[:, :, end])"
+            )
         if isinstance(prev, Dense) and prev.w.shape[0] != self.w.shape[1]:
             raise PortingError(
                 f"{self.label}: w {self.w.shape} expects {self.w.shape[1]} inputs but the "

@@ -1,0 +1,390 @@
+"""The `rnn` and `timedense` kinds: Knet's `RNN` in a model, and a dense layer over every step.
+
+`rnn` wraps porting.rnn: Knet's forward is `porting.rnn.reference.forward`, the Keras layers
+`porting.rnn.keras.apply_keras`, the export entry `porting.rnn.export.from_export` (export
+version 2). What the model reads from Knet's `y` `(Y, B, T)` is said, never guessed from names:
+
+- `output="sequence"`: every time step (Knet's RNNLM: `w * reshape(y, H, :)`), held in the
+  model layout `(T, Y, B)` (see porting.model.kinds.embed);
+- `output="last"`: `y[:, :, end]` `(Y, B)` (Knet's IMDB). For a bidirectional RNN that is the
+  backward direction after ONE step, not its final state (docs/knet.md#rnn-bidirectional): the Keras side takes step T of the
+  full sequence (`Cropping1D` + `Reshape`), never `Bidirectional(return_sequences=False)`.
+
+Tolerances: a row's `K` is the longest sum of one step (`in + H + 2`) and its `S` the magnitude
+carried through the recurrence by `porting.rnn.verify.error_bounds` (the same tolerance that
+`porting.rnn.verify` uses); the report's notes give, per direction of the last layer, the first
+divergent step and the error's growth along the steps read.
+
+Up to `UNROLL_MAX_STEPS` steps the Keras layers are unrolled, so that the model also exports to
+TFLite with builtin operators.
+
+`timedense` is Knet's `w * reshape(y, H, :) .+ b` reshaped back to `(V, B, T)`: the same dense
+layer applied at every time step; Keras `Dense` on `(B, T, H)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from porting import magnitude
+from porting.errors import PortingError
+from porting.model.kinds.embed import knet_sequence, model_sequence
+from porting.model.layer import Kind, Layer, activation_name, weight_array
+from porting.model.stages import ActStage, Stage
+from porting.rnn.params import RNNWeights, pack, unpack
+from porting.rnn.spec import RNNSpec
+
+__all__ = ["RNN", "RNNStage", "TimeDense", "TimeDenseStage", "KIND_RNN", "KIND_TIMEDENSE"]
+
+OUTPUTS = ("sequence", "last")
+UNROLL_MAX_STEPS = 200
+"""Up to this many time steps the Keras layers are unrolled (`unroll=True`): the same cell per
+step, written out, which TFLite converts with builtin operators only; longer sequences keep
+Keras's loop (a TFLite export of those is refused by the converter, with its message)."""
+
+
+def _sub(prefix: str, role: str) -> str:
+    return f"{prefix}_{role}" if prefix else role
+
+
+@dataclass(frozen=True, eq=False)
+class RNNStage(Stage):
+    """Knet `r(x)` on a model-layout sequence `(T, X, B)`; `y` every step or the last one."""
+
+    weights: Any = None
+    output: str = "sequence"
+    # the Knet-layout input of the last forward (the tolerance re-runs the recurrence on it)
+    seen: dict = field(default_factory=dict)
+
+    @property
+    def spec(self) -> RNNSpec:
+        return self.weights.spec
+
+    def out_size(self, size):
+        spec = self.spec
+        if len(size) != 2 or size[1] != spec.input_size:
+            raise PortingError(
+                f"its input has size {size} per sample; expected (T, {spec.input_size}): a "
+                f"sequence of inputSize = {spec.input_size} features per step ({spec})"
+            )
+        y = spec.output_size
+        return (int(size[0]), y) if self.output == "sequence" else (y,)
+
+    def forward(self, x, backend, tags):
+        from porting.rnn.reference import forward
+
+        xk = knet_sequence(x)
+        self.seen["x"] = xk
+        y = forward(self.weights, xk).y  # (Y, B, T): Knet's y
+        return model_sequence(y) if self.output == "sequence" else np.asfortranarray(y[:, :, -1])
+
+    def _bounds(self):
+        from porting.rnn.verify import error_bounds
+
+        if "bounds" not in self.seen or self.seen.get("bounds_of") is not self.seen.get("x"):
+            self.seen["bounds"] = error_bounds(self.weights, self.seen["x"])
+            self.seen["bounds_of"] = self.seen["x"]
+        return self.seen["bounds"]
+
+    def magnitude(self, s, out, wd):
+        """The carried magnitude `E` of the last layer's directions (porting.rnn.verify), in
+        the model layout. An error arriving from the layer before (whole mode) is added
+        through `|W|` of the first layer's input matrices, step by step (not carried)."""
+        spec = self.spec
+        b = self._bounds()
+        last = range(spec.slots - spec.directions, spec.slots)
+        E = np.concatenate([b.Eh[s_] for s_ in last], axis=2)  # (T, B, Y)
+        xk = self.seen["x"]
+        incoming = np.asarray(s, np.float64) - np.abs(model_sequence(xk).astype(np.float64))
+        if incoming.max(initial=0.0) > 0:  # |W e| <= max|W| * sum|e| per pre-activation
+            ws = [self.weights.W[d] for d in range(spec.directions)]
+            gain = max((float(np.abs(w).max()) for w in ws if w is not None), default=1.0)
+            E = E + gain * np.clip(incoming, 0, None).sum(axis=1)[:, :, None]
+        E = E.transpose(0, 2, 1)  # (T, Y, B)
+        out_e = E if self.output == "sequence" else E[-1]
+        return np.asarray(out_e, dtype=wd)
+
+    def terms(self, in_size):
+        spec = self.spec
+        return max(spec.input_size_of(lay) for lay in range(spec.num_layers)) + spec.hidden_size + 2
+
+    def build(self, ctx, t, in_size, out_size):
+        from porting.rnn.keras import apply_keras
+
+        w = self.weights
+        if str(w.dtype) != ctx.dtype:
+            w = w.astype(np.dtype(ctx.dtype))
+        steps = int(in_size[0])
+        y = apply_keras(
+            w,
+            t,
+            output="sequence",
+            name=ctx.name(_sub(self.role, "rnn")),
+            unroll=steps <= UNROLL_MAX_STEPS,
+        )["y"]
+        if self.output == "sequence":
+            return ctx.make("Identity", self.role)(y)
+        y = ctx.make("Cropping1D", _sub(self.role, "last_step"), (steps - 1, 0))(y)
+        return ctx.make("Reshape", self.role, (self.spec.output_size,))(y)
+
+    def note(self, in_size):
+        if self.output == "last" and self.spec.bidirectional:
+            return (
+                "reads y[:, :, end] as Knet does: the backward half is the backward direction "
+                "after one step (not its final state h)"
+            )
+        return None
+
+
+@dataclass(eq=False)
+class RNN(Layer):
+    """Knet's `RNN` in a model: `w` Knet's packed weight vector `r.w` (any shape holding
+    `spec.param_length` values, e.g. `(1, 1, n)`) and `spec` its hyperparameters
+    (`porting.rnn.RNNSpec`, or Knet's field names as a dict). `output` says what the model
+    reads from `y`: "sequence" (every step) or "last" (`y[:, :, end]`). The initial states are
+    Knet's `nothing`/`0` (zero); an exported state array is refused (it fixes the batch)."""
+
+    w: np.ndarray
+    spec: Any
+    _: KW_ONLY
+    output: str = "sequence"
+    name: str | None = None
+    kind = "rnn"
+    rnn_weights: Any = None  # porting.rnn.RNNWeights, set from w and spec
+
+    def __post_init__(self):
+        where = self.label
+        if isinstance(self.spec, dict):
+            self.spec = RNNSpec.from_knet(self.spec)
+        if not isinstance(self.spec, RNNSpec):
+            raise PortingError(
+                f"{where}: spec={self.spec!r}: expected a porting.rnn.RNNSpec or Knet's field "
+                "names as a dict"[:300]
+            )
+        self.w = weight_array(self.w, "w", where, (1, 2, 3))
+        try:
+            self.rnn_weights = unpack(self.spec, self.w)
+        except PortingError as e:
+            raise PortingError(f"{where}: {e}") from None
+        self._seen: dict = {}
+        if self.output not in OUTPUTS:
+            raise PortingError(
+                f"{where}: output={self.output!r}: expected 'sequence' (every step of y) or "
+                "'last' (y[:, :, end])"
+            )
+
+    @classmethod
+    def from_weights(cls, weights: RNNWeights, **kw) -> RNN:
+        """From unpacked `porting.rnn.RNNWeights` (packed here in Knet's layout)."""
+        return cls(pack(weights), weights.spec, **kw)
+
+    def params(self):
+        return {"w": self.w}
+
+    def stages(self) -> list[Stage]:
+        # one cache per layer: the tolerance's float64 run is reused by verify_notes
+        return [RNNStage(weights=self.rnn_weights, output=self.output, seen=self._seen)]
+
+    def output_size(self, size):
+        try:
+            return self.stages()[0].out_size(tuple(size))
+        except PortingError as e:
+            raise PortingError(f"{self.label}: {e}") from None
+
+    @property
+    def flattens(self) -> bool:  # type: ignore[override]
+        return self.output == "last"
+
+    def verify_notes(self, x_in, actual, name: str) -> list[str]:
+        """Per-step figures (porting.rnn.verify) for the report's notes: `x_in` the layer's
+        Knet input `(T, X, B)`, `actual` the Keras side's output in the model layout."""
+        from porting.rnn.verify import verify
+
+        xk = knet_sequence(x_in).astype(self.rnn_weights.dtype, copy=False)
+        a = np.asarray(actual)
+        y = knet_sequence(a) if self.output == "sequence" else a
+        seen = self._seen
+        same = "bounds" in seen and seen.get("bounds_of") is not None
+        same = (
+            same and seen["bounds_of"].shape == xk.shape and np.array_equal(seen["bounds_of"], xk)
+        )
+        v = verify(self.rnn_weights, xk, {"y": y}, bounds=seen["bounds"] if same else None)
+        lines = [
+            f"{name}: {v.spec} per step: {'OK' if v.ok else 'MISMATCH'}, {v.tolerance.formula}"
+        ]
+        for s in v.slots:
+            lines.append(f"{name}: {s.line()}; error along the steps read: {s.profile(6)}")
+        for key, (err, ratio) in v.finals.items():
+            lines.append(f"{name}: {key}: max error {err:.3g} (ratio {ratio:.3g})")
+        if not v.ok:  # the usual porting mistakes, recomputed (porting.rnn.diagnosis)
+            from porting.rnn.diagnosis import diagnose
+
+            try:
+                d = diagnose(self.rnn_weights, xk, y)
+                lines.append(f"{name}: RNN diagnosis: {d.cause} ({d.meaning})")
+            except PortingError as e:  # a diagnosis never hides the report
+                lines.append(f"{name}: no RNN diagnosis: {e}"[:300])
+        return lines
+
+    def describe(self) -> str:
+        what = "every step" if self.output == "sequence" else "y[:, :, end]"
+        return f"rnn {self.spec}, reads {what}"
+
+
+def _rnn_from_json(d: dict, where: str, param) -> RNN:
+    from porting.rnn.export import from_export
+
+    params = d.get("params")
+    if not isinstance(params, dict):
+        raise PortingError(f"{where}: params = {params!r}; expected an object with 'w'"[:300])
+    arrays = {}
+    for key, ref in params.items():
+        a = param(key)
+        if a is not None and isinstance(ref, dict):
+            arrays[ref.get("key")] = a
+    r = from_export(d, arrays)
+    for state in ("h", "c"):
+        if isinstance(getattr(r, state), np.ndarray):
+            raise PortingError(
+                f'{where}: rnn.{state} = "array": the exported RNN holds a state array, which '
+                "fixes the batch size; a converted model starts from zero (Knet's nothing or "
+                f"0): reset r.{state} before exporting"
+            )
+    output = d.get("output", "sequence")
+    if output not in OUTPUTS:
+        raise PortingError(f"{where}: output = {output!r}; expected 'sequence' or 'last'")
+    return RNN(params_w(r.weights), r.spec, output=output, name=d.get("name"))
+
+
+def params_w(weights: RNNWeights) -> np.ndarray:
+    return pack(weights)
+
+
+KIND_RNN = Kind(
+    name="rnn",
+    layer=RNN,
+    prefix="rnn",
+    from_json=_rnn_from_json,
+    to_json=lambda layer: {
+        "rnn": {**layer.spec.to_knet(), "h": "nothing", "c": "nothing"},
+        "output": layer.output,
+    },
+)
+
+
+# --------------------------------------------------------------------------- timedense
+
+
+@dataclass(frozen=True, eq=False)
+class TimeDenseStage(Stage):
+    """`w * reshape(y, H, :) .+ b` on `(T, H, B)` -> `(T, V, B)`."""
+
+    w: Any = None
+    b: Any = None
+    linear = False
+
+    def out_size(self, size):
+        h = int(self.w.shape[1])
+        if len(size) != 2 or size[1] != h:
+            raise PortingError(
+                f"its input has size {size} per sample; expected (T, {h}): a sequence of {h} "
+                f"features per step (w {self.w.shape})"
+            )
+        return (int(size[0]), int(self.w.shape[0]))
+
+    def forward(self, x, backend, tags):
+        yk = knet_sequence(x)  # (H, B, T)
+        h, b, t = yk.shape
+        z = self.w @ yk.reshape((h, b * t), order="F")
+        if self.b is not None:
+            z += self.b.reshape(-1)[:, None]
+        return model_sequence(z.reshape((-1, b, t), order="F"))
+
+    def magnitude(self, s, out, wd):
+        sk = knet_sequence(s)
+        h, b, t = sk.shape
+        m = magnitude.dense(self.w, sk.reshape((h, b * t), order="F"), wd)
+        if self.b is not None:
+            m = magnitude.bias(m, self.b, channel_axis=0)
+        return model_sequence(np.asarray(m).reshape((-1, b, t), order="F")).astype(wd)
+
+    def terms(self, in_size):
+        return int(self.w.shape[1]) + (self.b is not None)
+
+    def build(self, ctx, t, in_size, out_size):
+        return ctx.make("Dense", self.role, int(self.w.shape[0]), use_bias=self.b is not None)(t)
+
+
+@dataclass(eq=False)
+class TimeDense(Layer):
+    """A dense layer at every time step: Knet's `w * reshape(y, H, :) .+ b` (RNNLM), `w`
+    `(V, H)`, `b` `(V,)` or None, then the activation (`softmax` over V)."""
+
+    w: np.ndarray
+    b: np.ndarray | None = None
+    _: KW_ONLY
+    activation: str = "identity"
+    name: str | None = None
+    kind = "timedense"
+
+    def __post_init__(self):
+        where = self.label
+        self.w = weight_array(self.w, "w", where, (2,))
+        if self.b is not None:
+            self.b = weight_array(self.b, "b", where, (1, 2))
+            if self.b.size != self.w.shape[0] or (self.b.ndim == 2 and self.b.shape[1] != 1):
+                raise PortingError(
+                    f"{where}: b has shape {self.b.shape} but w {self.w.shape} has "
+                    f"{self.w.shape[0]} outputs; expected ({self.w.shape[0]},)"
+                )
+            if self.b.dtype != self.w.dtype:
+                raise PortingError(f"{where}: b is {self.b.dtype} but w is {self.w.dtype}")
+        self.activation = activation_name(self.activation, where)
+
+    def params(self):
+        return {"w": self.w} if self.b is None else {"w": self.w, "b": self.b}
+
+    def stages(self) -> list[Stage]:
+        out: list[Stage] = [TimeDenseStage(w=self.w, b=self.b)]
+        if self.activation != "identity":
+            out.append(ActStage(role="act", function=self.activation, dims=2))
+        return out
+
+    def output_size(self, size):
+        try:
+            return TimeDenseStage(w=self.w, b=self.b).out_size(tuple(size))
+        except PortingError as e:
+            raise PortingError(f"{self.label}: {e}") from None
+
+    def describe(self) -> str:
+        s = f"dense over every step, w {self.w.shape}"
+        return s + (f", {self.activation}" if self.activation != "identity" else "")
+
+
+def _td_weights(layer: TimeDense, step, spatial: str, dtype) -> list[np.ndarray]:
+    ws = [np.ascontiguousarray(layer.w.T)]
+    if layer.b is not None:
+        ws.append(layer.b.reshape(-1).copy())
+    return ws
+
+
+def _td_from_json(d: dict, where: str, param) -> TimeDense:
+    w = param("w")
+    if w is None:
+        raise PortingError(f"{where}: has no params.w")
+    return TimeDense(
+        w, param("b"), activation=d.get("activation") or "identity", name=d.get("name")
+    )
+
+
+KIND_TIMEDENSE = Kind(
+    name="timedense",
+    layer=TimeDense,
+    prefix="timedense",
+    from_json=_td_from_json,
+    to_json=lambda layer: {"activation": layer.activation},
+    weights=_td_weights,
+)

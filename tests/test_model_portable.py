@@ -1,7 +1,8 @@
 """Output that loads anywhere: converted models hold Keras built-in layers only, so the `.keras`
 file loads with plain `keras.models.load_model` (safe mode) in a process that never imports
 porting, under the TensorFlow and the PyTorch backends, and the SavedModel and TFLite exports
-agree with Knet.
+agree with Knet. Every shipped example (`porting convert --example NAME`: lenet, cnn-bn, resnet,
+dcgan, vae, layers21 and any added since) is among the models checked.
 
 Expected values are Knet's, from porting's NumPy reference of Knet's CPU kernels (not from
 Keras); the bound is the float32 (or float64) rounding bound of the whole chain:
@@ -20,7 +21,6 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from porting import layout  # noqa: E402
 from porting.model import (  # noqa: E402
     Activation,
     Add,
@@ -30,6 +30,8 @@ from porting.model import (  # noqa: E402
     Deconv,
     Dense,
     KnetModel,
+    Linear,
+    Mat,
     Pool,
     convert,
     forward_knet,
@@ -83,6 +85,21 @@ def _models():
             ),
             w(5, 4, 2, 3),
         ),
+        # logsoftmax over a spatial axis (Permute, Activation("log_softmax"), Permute back),
+        # Layers21's Linear and a per-sample logsoftmax
+        "logsoftmax_linear": (
+            KnetModel(
+                [
+                    Conv(w(3, 3, 2, 3), mode=1, name="c"),
+                    Activation("logsoftmax", dims=1, name="ls_x1"),
+                    Mat(name="flat"),
+                    Linear(w(4, 4 * 3 * 3), bias=w(4), activation="relu", name="fc"),
+                    Activation("logsoftmax", dims=1, name="logp"),
+                ],
+                input_size=(6, 5, 2),
+            ),
+            w(6, 5, 2, 3),
+        ),
         "pool1d_max_padded": (
             KnetModel([Pool(window=3, padding=2, stride=2)], input_size=(9, 3)),
             -np.abs(w(9, 3, 2)) - F32(1),
@@ -98,6 +115,23 @@ def _models():
             -np.abs(w(5, 6, 4, 1, 2, dt=F64)),
         ),
     }
+
+
+SHIPPED = ("lenet", "cnn-bn", "resnet", "dcgan", "vae", "layers21")
+
+
+def _shipped_examples():
+    """Every example `porting convert --example NAME` converts, built as the command builds it
+    (the shipped LeNet export pair and its input; `porting.examples.models`)."""
+    from porting.examples.lenet import lenet, lenet_input
+    from porting.examples.models import EXAMPLES, example_input
+
+    out = {"example_lenet": (lenet(), lenet_input())}
+    for name, (build, _) in EXAMPLES.items():
+        m = build()
+        out[f"example_{name}"] = (m, example_input(m))
+    assert {f"example_{n}" for n in SHIPPED} <= set(out), sorted(out)
+    return out
 
 
 def _chain_bound(model, x, knet):
@@ -122,7 +156,7 @@ def _chain_bound(model, x, knet):
 def saved(tmp_path_factory):
     d = tmp_path_factory.mktemp("portable")
     out = {}
-    for name, (m, x) in _models().items():
+    for name, (m, x) in {**_models(), **_shipped_examples()}.items():
         km = convert.to_keras(m)
         path = d / f"{name}.keras"
         convert.save_keras(km, path)
@@ -130,7 +164,10 @@ def saved(tmp_path_factory):
         flat = m.plan.steps[-1].flat_from
         expected = convert.julia_to_tf(knet.final, flat, "reverse")
         bound = convert.julia_to_tf(_chain_bound(m, x, knet), flat, "reverse")
-        x_tf = layout.activations_to_tf(x)
+        x_tf = convert.julia_to_tf(x, None, "reverse")  # (N, F) for a dense-first model
+        to_keras_input = getattr(m.layers[0], "keras_input", None)
+        if to_keras_input is not None:  # an embedding: Knet's 1-based indices -> 0-based
+            x_tf = to_keras_input(x_tf)
         np.save(d / f"{name}_x.npy", x_tf)
         out[name] = dict(
             model=m, keras=km, path=path, x=x, x_tf=x_tf, expected=expected, bound=bound
@@ -208,7 +245,8 @@ def test_savedmodel_and_tflite_agree_with_knet(saved, tmp_path):
     import tensorflow as tf
 
     _, out = saved
-    for name in ("conv_padded_maxpool", "pool1d_max_padded", "graph_bn_deconv"):  # float32
+    float32 = ("conv_padded_maxpool", "pool1d_max_padded", "graph_bn_deconv", "logsoftmax_linear")
+    for name in float32:
         o = out[name]
         sm = convert.export_savedmodel(o["keras"], tmp_path / f"{name}_sm")
         loaded = tf.saved_model.load(sm)

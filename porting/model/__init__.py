@@ -13,7 +13,8 @@
 
 - `KnetModel` (spec; a chain, or a graph with `Add`/`Concat` merges and `inputs=`), layers
   `Conv`, `Deconv`, `Dense`, `Pool`, `Mat`, `Reshape`, `Dropout`, `Activation`, `BatchNorm`,
-  `Add`, `Concat`, `ZeroPad`: each
+  `Add`, `Concat`, `ZeroPad`, Layers21's `Linear` (and `Block` / `AddBranches` / `Op`, porting.model.layers21,
+  which build those rows): each
   kind defined in one file under `porting.model.kinds` (its table: `porting.model.kinds.KINDS`),
   its Knet computation as ordered stages (`porting.model.stages`).
 - `plan(model, input_size)`: the model planned once for an input size (sizes, stages, flatten
@@ -39,7 +40,9 @@ from porting.model.spec import (
     RNN,
     Activation,
     Add,
+    AddBranches,
     BatchNorm,
+    Block,
     Concat,
     Conv,
     Deconv,
@@ -47,7 +50,9 @@ from porting.model.spec import (
     Dropout,
     Embed,
     KnetModel,
+    Linear,
     Mat,
+    Op,
     Pool,
     Reshape,
     TimeDense,
@@ -69,6 +74,10 @@ __all__ = [
     "Pool",
     "Reshape",
     "ZeroPad",
+    "Linear",
+    "Block",
+    "AddBranches",
+    "Op",
     "Embed",
     "RNN",
     "TimeDense",

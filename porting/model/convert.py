@@ -16,6 +16,8 @@ Each Knet layer becomes a few Keras layers named after it (`conv1`, `conv1__pad`
 | `w * x .+ b` | `Dense`, kernel `w'` (rows permuted after a flatten) |
 | relu, sigm, tanh, elu, identity | `Activation` (relu, sigmoid, tanh, elu) / `Identity` |
 | `softmax(x; dims=1)` | `Softmax(axis=...)` on the TensorFlow axis of Julia's dimension `dims` |
+| `logsoftmax(x; dims=1)` | `Activation("log_softmax")`, between two `Permute`s when that axis is not the last |
+| Layers21 `Linear` | `Dense` (its input is already `(features, N)`: no flatten) |
 | `dropout` | `Dropout` (identity at inference) |
 
 Only Keras built-in layers are used, so a saved `.keras` loads with plain

@@ -22,7 +22,9 @@ in "dropout"), activation (name in "activation"; softmax may carry "dims", relu 
 "momentum"), deconv (keywords in "deconv"), reshape ("size"), zeropad ("padding"), rnn (Knet's
 `RNN`: the `rnn` object read by porting.rnn.export, and porting's `"output"`: "sequence" or
 "last"), embed (`w[:, x]`, params.w `(dim, vocab)`), timedense (a dense layer over every time
-step), and the merges add / concat ("inputs": the layer names they read); any layer may name the
+step), linear (Layers21's Linear: params w and, only when it has one, bias; "activation",
+"dropout"), the activation logsoftmax ("dims" as softmax's), and the merges add / concat
+("inputs": the layer names they read); any layer may name the
 layer it reads in "input" (default: the one before it; "input" is the model's input). Keywords are integers or lists
 (one per spatial dimension, Julia order). A conv layer's "order" is "pool-activation" (Knet's
 tutorial `Conv`, the default) or "activation-pool" (Knet's `lenet.jl`). Keys the Julia side adds

@@ -43,6 +43,7 @@ ACTIVATIONS = (
     "hardsigmoid",
     "hardswish",
     "softmax",
+    "logsoftmax",
 )
 
 _ALIASES = {
@@ -57,6 +58,7 @@ _ALIASES = {
     "silu": "swish",
     "hard_sigmoid": "hardsigmoid",
     "hard_swish": "hardswish",
+    "log_softmax": "logsoftmax",
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 

@@ -42,6 +42,7 @@ from porting.model.kinds.deconv import Deconv
 from porting.model.kinds.dense import Dense
 from porting.model.kinds.dropout import Dropout
 from porting.model.kinds.embed import Embed
+from porting.model.kinds.linear import Linear
 from porting.model.kinds.mat import Mat
 from porting.model.kinds.merge import Add, Concat
 from porting.model.kinds.pool import Pool
@@ -49,6 +50,7 @@ from porting.model.kinds.reshape import Reshape
 from porting.model.kinds.rnn import RNN, TimeDense
 from porting.model.kinds.zeropad import ZeroPad
 from porting.model.layer import ACTIVATIONS, NAME_RE, Layer, activation_name, fmt_size
+from porting.model.layers21 import AddBranches, Block, Op, expand_blocks
 from porting.model.planning import Plan, as_size, plan
 
 __all__ = [
@@ -58,6 +60,10 @@ __all__ = [
     "Conv",
     "Deconv",
     "Dense",
+    "Linear",
+    "Block",
+    "AddBranches",
+    "Op",
     "Pool",
     "Reshape",
     "ZeroPad",
@@ -94,10 +100,14 @@ class KnetModel:
     def __init__(
         self, layers, input_size=None, *, name: str = "knet_model", dtype=None, inputs=None
     ):
+        if isinstance(layers, Block):
+            layers = [layers]
         if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
             raise PortingError(
                 f"layers must be a list of porting.model layers, got {type(layers).__name__}"
             )
+        # Layers21 Blocks / AddBranches: their layers, one row each, and the branches' wiring
+        layers, wiring = expand_blocks(layers)
         if not layers:
             raise PortingError("a model needs at least one layer")
         counts: dict[str, int] = {}
@@ -144,7 +154,7 @@ class KnetModel:
                 )
             dtypes = {want}
         self.dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
-        self.inputs = self._resolve_inputs(inputs, seen)
+        self.inputs = self._resolve_inputs(inputs, seen, wiring)
         self.sources = self._sources()
         self._check_chain()
         self.input_size: tuple[int, ...] | None = None
@@ -155,7 +165,7 @@ class KnetModel:
             self.plan = plan(self, self.input_size)
             self.output_sizes = self.plan.sizes
 
-    def _resolve_inputs(self, inputs, names: set[str]) -> dict[str, str]:
+    def _resolve_inputs(self, inputs, names: set[str], wiring=None) -> dict[str, str]:
         if inputs is None:
             inputs = {
                 layer.name: layer.input_from
@@ -167,7 +177,7 @@ class KnetModel:
                 f"inputs={inputs!r}: expected a dict {{layer name: source layer name}}"[:300]
             )
         out = {}
-        for k, v in inputs.items():
+        for k, v in {**(wiring or {}), **inputs}.items():
             if k not in names:
                 raise PortingError(f"inputs: no layer named {k!r}; the layers are {sorted(names)}")
             if not isinstance(v, str):

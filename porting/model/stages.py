@@ -80,6 +80,10 @@ def activate(name: str, x: np.ndarray, dims: int = 1) -> np.ndarray:
             axis = dims - 1
             e = np.exp(x - x.max(axis=axis, keepdims=True))
             return e / e.sum(axis=axis, keepdims=True)
+        if name == "logsoftmax":  # Knet: z = x .- maximum(x; dims); z .- log.(sum(exp.(z); dims))
+            axis = dims - 1
+            z = x - x.max(axis=axis, keepdims=True)
+            return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
     raise PortingError(f"unknown activation {name!r}")  # pragma: no cover - validated earlier
 
 
@@ -383,9 +387,9 @@ class ActStage(Stage):
         return self.max_value is None and self.negative_slope == 0 and self.threshold == 0
 
     def out_size(self, size):
-        if self.function == "softmax" and self.dims > len(size):
+        if self.function in ("softmax", "logsoftmax") and self.dims > len(size):
             raise PortingError(
-                f"softmax over dims={self.dims} but the input has size {_fmt(size)} per sample; "
+                f"{self.function} over dims={self.dims} but the input has size {_fmt(size)} per sample; "
                 f"expected dims <= {len(size)} (the batch dimension cannot be normalised over)"
             )
         return tuple(size)
@@ -423,6 +427,8 @@ class ActStage(Stage):
             return (s + 3.0) / 6.0
         if fn == "hardswish":  # x * (x + 3) / 6
             return s * (s + 3.0) / 6.0
+        if fn == "logsoftmax":
+            return logsoftmax_magnitude(s, out, self.dims)
         return magnitude.activation(fn, s, out, self.dims)
 
     def build(self, ctx, t, in_size, out_size):
@@ -431,6 +437,8 @@ class ActStage(Stage):
             return ctx.make("Identity", self.role)(t)
         if fn == "softmax":
             return ctx.make("Softmax", self.role, axis=tf_axis(self.dims, in_size, ctx.spatial))(t)
+        if fn == "logsoftmax":
+            return build_logsoftmax(ctx, self.role, t, tf_axis(self.dims, in_size, ctx.spatial))
         if fn == "relu" and not self.plain:
             if self.threshold < 0 and self.max_value is not None:
                 ctx.notes.append(
@@ -458,6 +466,36 @@ class ActStage(Stage):
                 "verification in float64 will show it"
             )
         return ctx.make("Activation", self.role, _KERAS_ACTIVATIONS[fn])(t)
+
+
+def logsoftmax_magnitude(s: np.ndarray, out: np.ndarray, dims: int) -> np.ndarray:
+    """S after Knet's `logsoftmax(x; dims)`, `y = z .- L`, `z = x .- max`, `L = log(sum(exp(z)))`
+    (docs/numerics.md#propagation): an input error `e` moves `y_i` by at most
+    `e_i + sum_j p_j e_j` (`p = exp(y)`, the Jacobian `I - p'`); its own rounding is that of
+    `z_i` (`|z_i| <= |y_i| + L`), of `L` (`exp` and a sum of `n` terms: `n` in absolute terms,
+    as `log` turns a relative error into an absolute one) and of the final subtraction (`|y_i|`).
+    `L = -max(y)` (the largest `z` is 0)."""
+    axis = dims - 1
+    n = out.shape[axis]
+    p = np.exp(out)
+    first = s + (p * s).sum(axis=axis, keepdims=True)
+    a = np.abs(out)
+    big_l = -out.max(axis=axis, keepdims=True)
+    return first + magnitude.ROUND * 2 * (a + big_l) + n
+
+
+def build_logsoftmax(ctx: KerasContext, role: str, t, axis: int):
+    """Keras's built-in `Activation("log_softmax")` (`keras.ops.log_softmax`: the maximum
+    subtracted, then the log of the sum of exponentials, as Knet) works on the last axis; another
+    axis is moved last by a `Permute` and back by its inverse (built-in layers only)."""
+    rank = len(t.shape) - 1  # without the batch
+    if axis in (-1, rank):
+        return ctx.make("Activation", role, "log_softmax")(t)
+    perm = tuple(i for i in range(1, rank + 1) if i != axis) + (axis,)
+    inverse = tuple(perm.index(i) + 1 for i in range(1, rank + 1))
+    t = ctx.make("Permute", _sub(role, "to_last"), perm)(t)
+    t = ctx.make("Activation", role, "log_softmax")(t)
+    return ctx.make("Permute", _sub(role, "from_last"), inverse)(t)
 
 
 def _fmt(size) -> str:

@@ -17,6 +17,7 @@ from porting.model.kinds import (
     dense,
     dropout,
     embed,
+    linear,
     mat,
     merge,
     pool,
@@ -46,6 +47,7 @@ KINDS: dict[str, Kind] = {
         embed.KIND,
         rnn.KIND_RNN,
         rnn.KIND_TIMEDENSE,
+        linear.KIND,
     )
 }
 

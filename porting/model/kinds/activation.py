@@ -1,4 +1,4 @@
-"""The `activation` kind: an element-wise Knet activation, or `softmax(x; dims)`."""
+"""The `activation` kind: an element-wise Knet activation, or `softmax` / `logsoftmax(x; dims)`."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ __all__ = ["Activation", "KIND"]
 
 @dataclass(eq=False)
 class Activation(Layer):
-    """An element-wise activation, or `softmax(x; dims)` (default `dims=1`, Julia's first
-    dimension: the features of a dense output)."""
+    """An element-wise activation, or `softmax(x; dims)` / `logsoftmax(x; dims)` (default
+    `dims=1`, Julia's first dimension: the features of a dense output; Knet's own default,
+    `dims=:`, the whole array, mixes samples and is refused)."""
 
     function: str = "identity"
     _: KW_ONLY
@@ -37,8 +38,9 @@ class Activation(Layer):
             or self.dims < 1
         ):
             raise PortingError(
-                f"{self.label}: dims={self.dims!r}: expected a Julia dimension >= 1 (softmax "
-                "over the whole array, Knet's dims=:, mixes samples and has no Keras equivalent)"
+                f"{self.label}: dims={self.dims!r}: expected a Julia dimension >= 1 (softmax or "
+                "logsoftmax over the whole array, Knet's default dims=:, mixes samples and has "
+                "no Keras equivalent)"
             )
         self._check_relu_keywords()
 
@@ -83,7 +85,7 @@ class Activation(Layer):
             for k in ("max_value", "negative_slope", "threshold")
             if getattr(self, k) not in (None, 0, 0.0)
         ]
-        if self.function == "softmax":
+        if self.function in ("softmax", "logsoftmax"):
             kw.append(f"dims={self.dims}")
         return self.function + (f"({', '.join(kw)})" if kw else "")
 

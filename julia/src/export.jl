@@ -727,7 +727,10 @@ function _l21_conv!(layers, c, opts)
     return layers
 end
 
-"""Layers21 `Linear`: `activation(w * mat(dropout(x)) .+ bias)`, no bias unless one is given."""
+"""Layers21 `Linear`: `activation(linear(w, dropout(x)) .+ bias)`, no bias unless one is given.
+Ops21 `linear` contracts `w`'s last dimension with the input's first and does not flatten, so it
+is written as kind "linear" (the Python side refuses an input of more than one dimension per
+sample instead of flattening it as "dense" would)."""
 function _l21_linear!(layers, l, opts)
     index = length(layers) + 1
     desc = "layer $index (a Layers21 Linear)"
@@ -739,7 +742,8 @@ function _l21_linear!(layers, l, opts)
     b = getproperty(l, :bias) === nothing ? nothing : _array(getproperty(l, :bias), "$desc's bias")
     actname, actkw = _activation_of(getproperty(l, :activation), desc)
     p = getproperty(l, :dropout)
-    layer = _layer("dense", "Linear"; arrays=_wb_arrays(w, b),
+    arrays = b === nothing ? Pair{String,Any}["w" => w] : Pair{String,Any}["w" => w, "bias" => b]
+    layer = _layer("linear", "Linear"; arrays=arrays,
                    activation=isempty(actkw) ? actname : "identity", dropout=p isa Real ? Float64(p) : nothing)
     _push!(layers, layer, opts)
     isempty(actkw) || _activation_layer!(layers, actname, actkw, "Linear", opts)

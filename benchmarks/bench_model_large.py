@@ -58,6 +58,8 @@ class Weights:
 
     def take(self, shape, scale: float, order: str = "F") -> np.ndarray:
         n = int(np.prod(shape))
+        if n > self.pool.size:  # a large dense kernel: the pool repeated
+            return np.resize(self.pool, n).reshape(shape, order=order) * F32(scale)
         if self.at + n > self.pool.size:
             self.at = 0
         a = self.pool[self.at : self.at + n].reshape(shape, order=order) * F32(scale)
@@ -382,7 +384,9 @@ def main(argv=None) -> int:
                     f"{', '.join(f'{r:.2f}' for r in ratios)}); peak "
                     f"{np.median([p['peak_rss_MB'] for p in pr]):.0f} MB = keras "
                     f"{np.median(extra):+.0f} MB ({np.median(extra) / wbytes:.2f} x weights; "
-                    f"target <= 1); ok={all(p['ok'] for p in pr)}; verify timings "
+                    f"target <= 1); ok={all(p['ok'] for p in pr)}; to_keras "
+                    f"{np.median([p['to_keras_s'] for p in pr]):.2f} s, verify "
+                    f"{np.median([p['verify_s'] for p in pr]):.2f} s, fastest run's verify timings "
                     + ", ".join(f"{k} {v:.2f}" for k, v in vt.items()),
                     flush=True,
                 )

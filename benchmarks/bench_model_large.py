@@ -270,10 +270,14 @@ def child(arch: str, who: str, size: int, width: float, out_dir: str) -> dict:
         t0 = time.perf_counter()
         for lay, ws in weights:  # as km.set_weights does, layer by layer
             lay.set_weights(ws)
+        t1 = time.perf_counter()
         km(x, training=False)
         km(x, training=False)
+        t2 = time.perf_counter()
         km.save(path)
         res["seconds"] = t + time.perf_counter() - t0
+        res["build_s"], res["forwards_s"] = t + t1 - t0, t2 - t1
+        res["save_s"] = time.perf_counter() - t2
         res["weights"] = int(sum(a.size for _, ws in weights for a in ws))
     else:
         model = knet_fn(size, width)
@@ -287,6 +291,7 @@ def child(arch: str, who: str, size: int, width: float, out_dir: str) -> dict:
         t2 = time.perf_counter()
         mconvert.save_keras(km, path)
         res["seconds"] = time.perf_counter() - t0
+        res["save_s"] = time.perf_counter() - t2
         res["to_keras_s"] = t1 - t0
         res["verify_s"] = t2 - t1
         res["verify_timings"] = rep.timings
@@ -369,7 +374,11 @@ def main(argv=None) -> int:
             wbytes = runs["keras"][0]["weights"] * 4 / 1e6
             print(
                 f"{arch}: {runs['each'][0]['weights'] / 1e6:.1f}M weights ({wbytes:.0f} MB); "
-                f"keras workflow {np.median(kt):.2f} s, peak {np.median(km):.0f} MB",
+                f"keras workflow {np.median(kt):.2f} s (build + set_weights "
+                f"{np.median([r['build_s'] for r in runs['keras']]):.2f}, two forwards "
+                f"{np.median([r['forwards_s'] for r in runs['keras']]):.2f}, save "
+                f"{np.median([r['save_s'] for r in runs['keras']]):.2f}), peak "
+                f"{np.median(km):.0f} MB",
                 flush=True,
             )
             summary = {"weights_MB": wbytes, "keras_s": kt, "keras_peak_MB": km}
@@ -386,7 +395,8 @@ def main(argv=None) -> int:
                     f"{np.median(extra):+.0f} MB ({np.median(extra) / wbytes:.2f} x weights; "
                     f"target <= 1); ok={all(p['ok'] for p in pr)}; to_keras "
                     f"{np.median([p['to_keras_s'] for p in pr]):.2f} s, verify "
-                    f"{np.median([p['verify_s'] for p in pr]):.2f} s, fastest run's verify timings "
+                    f"{np.median([p['verify_s'] for p in pr]):.2f} s, save "
+                    f"{np.median([p['save_s'] for p in pr]):.2f} s; fastest run's verify timings "
                     + ", ".join(f"{k} {v:.2f}" for k, v in vt.items()),
                     flush=True,
                 )

@@ -303,9 +303,9 @@ def child(arch: str, who: str, size: int, width: float, out_dir: str) -> dict:
     return res
 
 
-def run_child(arch, who, size, width, out_dir) -> dict:
-    cmd = [sys.executable, __file__, "--child", arch, who, str(size), str(width), out_dir]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def run_child(arch, who, size, width, out_dir, root=ROOT) -> dict:
+    cmd = [sys.executable, __file__, "--child", arch, who, str(size), str(width), out_dir, root]
+    env = {**os.environ, "PYTHONPATH": str(root)}
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise SystemExit(f"{arch}/{who} failed:\n{p.stderr[-3000:]}")
@@ -338,8 +338,9 @@ def profile(arch: str, mode: str, size: int, width: float) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
-        arch, who, size, width, out_dir = argv[1:6]
-        print(json.dumps(child(arch, who, int(size), float(width), out_dir)))
+        arch, who, size, width, out_dir, root = argv[1:7]
+        sys.path.insert(0, root)  # the porting under test (--baseline: another checkout)
+        print(json.dumps(child(arch, who.split("@")[0], int(size), float(width), out_dir)))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="64x64 input, half-width VGG, 1 repeat")
@@ -349,6 +350,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="OUT.json", help="also write the numbers here")
     ap.add_argument("--profile", metavar="ARCH", help="cProfile the porting path of ARCH")
     ap.add_argument("--mode", default="each", choices=("each", "whole"), help="for --profile")
+    ap.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run the porting path with the `porting` package found in DIR (e.g. an older "
+        "commit: git archive REV porting | tar -x -C DIR), interleaved with the others",
+    )
     args = ap.parse_args(argv)
     size = args.size or (64 if args.quick else 224)
     width = {"resnet50": 1.0, "vgg16": 0.5 if args.quick else 1.0}
@@ -366,9 +373,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as out_dir:
         for arch in args.models.split(","):
             runs: dict[str, list[dict]] = {"keras": [], "each": [], "whole": []}
+            if args.baseline:
+                runs.update({"each@baseline": [], "whole@baseline": []})
             for _ in range(repeat):
                 for who in runs:
-                    runs[who].append(run_child(arch, who, size, width[arch], out_dir))
+                    root = args.baseline if who.endswith("@baseline") else str(ROOT)
+                    runs[who].append(run_child(arch, who, size, width[arch], out_dir, root))
             kt = [r["seconds"] for r in runs["keras"]]
             km = [r["peak_rss_MB"] for r in runs["keras"]]
             wbytes = runs["keras"][0]["weights"] * 4 / 1e6
@@ -382,13 +392,13 @@ def main(argv=None) -> int:
                 flush=True,
             )
             summary = {"weights_MB": wbytes, "keras_s": kt, "keras_peak_MB": km}
-            for mode in ("each", "whole"):
+            for mode in [m for m in runs if m != "keras"]:
                 pr = runs[mode]
                 ratios = [p["seconds"] / k for p, k in zip(pr, kt, strict=True)]
                 extra = [p["peak_rss_MB"] - k for p, k in zip(pr, km, strict=True)]
                 vt = pr[int(np.argmin([p["seconds"] for p in pr]))]["verify_timings"]
                 print(
-                    f"  porting --mode {mode:<5} {np.median([p['seconds'] for p in pr]):6.2f} s "
+                    f"  porting --mode {mode:<14} {np.median([p['seconds'] for p in pr]):6.2f} s "
                     f"= {np.median(ratios):.2f}x keras (target <= 1.3x; per repetition "
                     f"{', '.join(f'{r:.2f}' for r in ratios)}); peak "
                     f"{np.median([p['peak_rss_MB'] for p in pr]):.0f} MB = keras "

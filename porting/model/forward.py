@@ -15,6 +15,7 @@ Knet's numerically stable form, `elu` as `exp(x) - 1`, `softmax` with the maximu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,29 +103,44 @@ def forward_knet(
     Returns `KnetOutputs`: every layer's output, Julia-indexed, and the backend that ran.
     """
     x, plan = check_input(model, x, plan)
-    outputs: list[np.ndarray] = []
+    done: dict[int, np.ndarray] = {}
     extras: list[dict] = []
     tags: list = []
-    for step in plan:
-        extra = {}
-        last = len(step.stages) - 1
-        ins = [x if k < 0 else outputs[k] for k in step.sources]
-        y: Any = ins if step.layer.merges else ins[0]
-        for j, stage in enumerate(step.stages):
-            y = stage.forward(y, backend, tags)
-            if keep_extras and stage.needs_output and j != last:
-                extra[j] = y
-        outputs.append(y)
+    for _, _, extra in forward_steps(plan, x, backend, keep_extras, done, tags):
         extras.append(extra)
-    if tags:
-        name, reason = tags[0].backend, tags[0].backend_reason
-    else:
-        name, reason = "reference", "dense-only model: NumPy matrix products and activations"
+    name, reason = backend_of(tags)
     return KnetOutputs(
         names=[str(step.layer.name) for step in plan],
-        outputs=outputs,
+        outputs=[done[i] for i in range(len(plan))],
         input=x,
         backend=name,
         backend_reason=reason,
         extras=extras,
     )
+
+
+def forward_steps(
+    plan: Plan, x: np.ndarray, backend: str, keep_extras: bool, done: dict, tags: list
+) -> Iterator[tuple[int, np.ndarray, dict]]:
+    """`forward_knet` one layer at a time, for a checked `x`: yields `(i, output, extras)` in
+    order after storing the output in `done[i]`; a layer reads its inputs from `done`, so a
+    caller may delete the entries no later layer reads (verification keeps memory low so).
+    `tags` collects the arrays that name the backend (`backend_of`)."""
+    for i, step in enumerate(plan):
+        extra = {}
+        last = len(step.stages) - 1
+        ins = [x if k < 0 else done[k] for k in step.sources]
+        y: Any = ins if step.layer.merges else ins[0]
+        for j, stage in enumerate(step.stages):
+            y = stage.forward(y, backend, tags)
+            if keep_extras and stage.needs_output and j != last:
+                extra[j] = y
+        done[i] = y
+        yield i, y, extra
+
+
+def backend_of(tags: list) -> tuple[str, str]:
+    """The backend name and reason that `forward_steps`' first tag carries."""
+    if tags:
+        return tags[0].backend, tags[0].backend_reason
+    return "reference", "dense-only model: NumPy matrix products and activations"

@@ -40,7 +40,7 @@ from porting._checks import check_choice
 from porting.comparison import Comparison, compare
 from porting.errors import PortingError
 from porting.model import convert as mconvert
-from porting.model.forward import check_input, forward_knet
+from porting.model.forward import backend_of, check_input, forward_steps
 from porting.model.planning import Plan
 from porting.model.spec import KnetModel
 
@@ -386,9 +386,13 @@ def verify_model(
             progress(desc, done, total)
 
     with _no_tf32(allow_tf32, notes):
-        t0 = time.perf_counter()
-        knet_out = forward_knet(model, x, backend=knet, keep_extras=True, plan=steps)
-        timings["knet_forward_s"] = time.perf_counter() - t0
+        # The Knet side runs layer by layer inside the comparison loop below, and each Knet
+        # output is dropped once no later layer reads it: peak memory stays near one layer's
+        # arrays instead of every layer's output at once.
+        knet_done: dict[int, np.ndarray] = {}
+        tags: list = []
+        knet_steps = forward_steps(steps, x, knet, True, knet_done, tags)
+        t_knet = 0.0
         advance("Keras side")
 
         import keras  # imported by to_keras / the caller's model already
@@ -419,11 +423,15 @@ def verify_model(
         last_use = {k: i for i, st in enumerate(steps) for k in st.sources}
         t_keras_each = 0.0
         first_bad = None
+        diag_arrays = None  # the first divergent layer's Knet input and output
         for i, (step, group) in enumerate(zip(steps, groups, strict=True)):
             layer = step.layer
-            y_knet = knet_out[i]
+            t0 = time.perf_counter()
+            _, y_knet, extra = next(knet_steps)
+            del tags[1:]  # the first names the backend; the others would keep outputs alive
+            t_knet += time.perf_counter() - t0
             expected = mconvert.julia_to_tf(y_knet, step.flat_from, spatial)
-            x_ins = [x if k < 0 else knet_out[k] for k in step.sources]
+            x_ins = [x if k < 0 else knet_done[k] for k in step.sources]
             e_ins = None
             if mode == "each":
                 t0 = time.perf_counter()
@@ -449,7 +457,7 @@ def verify_model(
                     )
             k = step.k
             scale = _SAFETY / ((math.sqrt(k) + 2.0) * eps)
-            mag = _magnitude(step, x_ins, e_ins, knet_out.extras[i], y_knet, scale, wd)
+            mag = _magnitude(step, x_ins, e_ins, extra, y_knet, scale, wd)
             mag_tf = mconvert.julia_to_tf(mag, step.flat_from, spatial)
             if a_i.shape != expected.shape:
                 raise PortingError(
@@ -467,12 +475,18 @@ def verify_model(
                 notes.extend(layer.verify_notes(x_ins[0], a_j, str(layer.name)))
             if not comp.ok and first_bad is None:
                 first_bad = (a_i, mag_tf)
+                diag_arrays = (x_ins[0], y_knet)
+            for j in {*step.sources, i}:  # Knet outputs no later layer reads
+                if j >= 0 and last_use.get(j, -1) <= i and j != len(steps) - 1:
+                    knet_done.pop(j, None)
+            del x_ins, extra
             if mode == "whole":
                 if i in last_use:
                     actual_j[i] = mconvert.tf_to_julia(a_i, step.flat_from, spatial)
                 for src in [s for s in actual_j if last_use[s] <= i]:
                     del actual_j[src]
             advance(f"compared {layer.name}")
+        timings["knet_forward_s"] = t_knet
         if mode == "each":
             timings["keras_layers_s"] = t_keras_each
 
@@ -484,7 +498,8 @@ def verify_model(
         )
     if diagnosis is None and diagnose and first_i is not None:
         src = steps[first_i].sources[0]
-        x_in = x if src < 0 else knet_out[src]
+        assert diag_arrays is not None  # set with first_bad, at the first row not ok
+        x_in, y_first = diag_arrays
         in_flat = None if src < 0 else steps[src].flat_from
         diagnosis = _diagnose_layer(
             _source_name(steps, src),
@@ -492,16 +507,17 @@ def verify_model(
             groups[first_i],
             x_in,
             in_flat,
-            knet_out[first_i],
+            y_first,
             rows[first_i],
             first_bad,
             spatial,
             kdt,
             notes,
         )
-    expected_final = mconvert.julia_to_tf(knet_out.final, steps[-1].flat_from, spatial)
+    expected_final = mconvert.julia_to_tf(knet_done[len(steps) - 1], steps[-1].flat_from, spatial)
     end = _end_to_end(expected_final, final_actual)
     first = next((r.name for r in rows if not r.ok), None)
+    backend, backend_reason = backend_of(tags)
     ok = first is None
     for step in steps:
         for st, (size, _) in zip(step.stages, step.stage_sizes, strict=True):
@@ -521,8 +537,8 @@ def verify_model(
         rows=rows,
         first_divergent=first,
         end_to_end=end,
-        knet_backend=knet_out.backend,
-        knet_backend_reason=knet_out.backend_reason,
+        knet_backend=backend,
+        knet_backend_reason=backend_reason,
         dtypes={"knet": str(model.dtype), "keras": str(kdt)},
         input_shape=tuple(x.shape),
         versions=_versions(),

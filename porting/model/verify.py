@@ -475,7 +475,7 @@ def verify_model(
                 notes.extend(layer.verify_notes(x_ins[0], a_j, str(layer.name)))
             if not comp.ok and first_bad is None:
                 first_bad = (a_i, mag_tf)
-                diag_arrays = (x_ins[0], y_knet)
+                diag_arrays = (list(x_ins), y_knet)
             for j in {*step.sources, i}:  # Knet outputs no later layer reads
                 if j >= 0 and last_use.get(j, -1) <= i and j != len(steps) - 1:
                     knet_done.pop(j, None)
@@ -493,13 +493,14 @@ def verify_model(
     diagnosis = None
     first_i = next((i for i, r in enumerate(rows) if not r.ok), None)
     if diagnose and first_i is not None:
+        assert diag_arrays is not None  # set with first_bad, at the first row not ok
         diagnosis = _diagnose_layer_kind(
-            steps, first_i, groups[first_i], x, knet_out, spatial, kdt, notes
+            steps, first_i, groups[first_i], *diag_arrays, spatial, kdt, notes
         )
     if diagnosis is None and diagnose and first_i is not None:
         src = steps[first_i].sources[0]
         assert diag_arrays is not None  # set with first_bad, at the first row not ok
-        x_in, y_first = diag_arrays
+        x_in, y_first = diag_arrays[0][0], diag_arrays[1]
         in_flat = None if src < 0 else steps[src].flat_from
         diagnosis = _diagnose_layer(
             _source_name(steps, src),
@@ -550,9 +551,10 @@ def verify_model(
     return report
 
 
-def _diagnose_layer_kind(steps, i, group, x, knet_out, spatial, kdt, notes):
+def _diagnose_layer_kind(steps, i, group, x_ins_julia, y_knet, spatial, kdt, notes):
     """Batchnorm and residual-sum causes (porting.diagnosis._model) for layer `i`, its Keras
-    group run on the Knet inputs; None for other kinds, or when no such cause is found."""
+    group run on its Knet inputs `x_ins_julia` (one per source; Knet output `y_knet`); None for
+    other kinds, or when no such cause is found."""
     step = steps[i]
     if step.layer.kind not in ("batchnorm", "add"):
         return None
@@ -561,14 +563,12 @@ def _diagnose_layer_kind(steps, i, group, x, knet_out, spatial, kdt, notes):
         from porting.model.kinds import batchnorm as kbn
 
         x_ins, feeds = [], {}
-        for k in step.sources:
-            t = mconvert.julia_to_tf(
-                x if k < 0 else knet_out[k], None if k < 0 else steps[k].flat_from, spatial
-            )
+        for k, x_j in zip(step.sources, x_ins_julia, strict=True):
+            t = mconvert.julia_to_tf(x_j, None if k < 0 else steps[k].flat_from, spatial)
             x_ins.append(t)
             feeds[_source_name(steps, k)] = t.astype(kdt, copy=False)
         actual = np.asarray(_run_group(group, feeds))
-        expected = mconvert.julia_to_tf(knet_out[i], step.flat_from, spatial)
+        expected = mconvert.julia_to_tf(y_knet, step.flat_from, spatial)
         d = diagnose_step(
             step,
             x_ins,

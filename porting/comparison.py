@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from porting._checks import check_fits
 from porting.errors import PortingError
 from porting.tolerance import Tolerance, check_k
 
@@ -54,6 +55,7 @@ def _as_float(a: Any, name: str) -> np.ndarray:
             f"shape {arr.shape}); expected float16, float32 or float64, the formats Knet and "
             "TensorFlow compute in: convert it with .astype(np.float64)"
         )
+    check_fits(arr.shape, arr.dtype, name)  # a broadcast view claiming terabytes
     return arr
 
 

@@ -214,6 +214,8 @@ def bias_from_tf(b: ArrayLike, ndims: int = 4) -> np.ndarray:
     (1, 1, 8, 1)
     """
     a = as_float_array(b, "bias", ndim=1)
+    check_choice(ndims, "ndims", (1, 2, 3, 4, 5))  # an integer: not True, 4.0 or an array
+    ndims = int(ndims)
     if ndims == 1:
         return a.copy()
     if ndims not in (2, 3, 4, 5):

@@ -82,6 +82,7 @@ from typing import Any
 import numpy as np
 
 from porting import files
+from porting._checks import short_repr
 from porting.errors import PortingError
 from porting.io._core import EXPECTED, FORMATS, MAX_NODES_DEFAULT, MAX_NODES_ENV, Budget
 from porting.io._npy import save_npz
@@ -174,7 +175,7 @@ def detect_format(path: str | os.PathLike, *, format: str | None = None) -> str:
     if format is not None:
         if not isinstance(format, str):
             raise PortingError(
-                f"format={format!r}: expected one of {', '.join(map(repr, FORMATS))} or None"
+                f"format={short_repr(format)}: expected one of {', '.join(map(repr, FORMATS))} or None"
             )
         name = format.lower().lstrip(".")
         name = _ALIASES.get(name, name)

@@ -92,7 +92,7 @@ def _read_json(path: Path) -> dict:
             f"{path}: format {fmt!r}; expected {FORMAT!r} (written by PortingKnet.export_model)"
         )
     version = doc.get("version")
-    if not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise PortingError(f"{path}: version {version!r}; expected an integer >= 1")
     if version > VERSION:
         raise PortingError(
@@ -196,6 +196,8 @@ def load_export(path) -> KnetModel:
     json_path, npz_path = export_paths(path)
     doc = _read_json(json_path)
     npz_name = doc.get("npz")
+    if npz_name is not None:
+        schema.text(npz_name, "npz", str(json_path))
     if isinstance(npz_name, str) and npz_name and Path(os.fspath(path)).suffix != ".npz":
         npz_path = json_path.parent / Path(npz_name).name  # the .json names its arrays file
     input_size = doc.get("input_size")

@@ -7,10 +7,14 @@ with an input size) and passed on to `forward_knet`, `to_keras`, `convert_weight
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from porting._checks import INT_MAX, short_repr
 from porting.errors import PortingError
 from porting.model.layer import Layer
 from porting.model.stages import Stage
@@ -74,14 +78,21 @@ class Plan:
 def as_size(value, what: str) -> tuple[int, ...]:
     """A per-sample Julia size: 1-4 positive integers."""
     try:
-        size = tuple(int(v) for v in value)
-    except (TypeError, ValueError, OverflowError):
+        items = list(value)
+    except TypeError:
+        items = None
+    if items is None or not all(
+        isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool) for v in items
+    ):  # strict: 28.5, "28" and True are not sizes
         raise PortingError(
-            f"{what}={value!r}: expected Julia sizes of one sample, e.g. (28, 28, 1)"[:300]
-        ) from None
-    if not 1 <= len(size) <= 4 or any(s < 1 for s in size):
+            f"{what}={short_repr(value)}: expected Julia sizes of one sample, e.g. (28, 28, 1)"[
+                :300
+            ]
+        )
+    size = tuple(int(v) for v in items)
+    if not 1 <= len(size) <= 4 or any(not 1 <= s <= INT_MAX for s in size):
         raise PortingError(
-            f"{what}={size}: expected 1-4 positive sizes of one sample (X1, ..., C), batch left out"[
+            f"{what}={short_repr(size)}: expected 1-4 positive sizes of one sample (X1, ..., C), batch left out"[
                 :300
             ]
         )

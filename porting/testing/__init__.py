@@ -33,6 +33,7 @@ import numpy as np
 
 from porting.errors import PortingError
 from porting.testing._record import Check, record, verbosity
+from porting.tolerance import check_k
 
 __all__ = [
     "ASSUMED_K",
@@ -138,9 +139,7 @@ def assert_ported_close(
 
     e = _as_float(expected, "expected")
     a = _as_float(actual, "actual")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
-        raise PortingError(f"k={k!r}: expected a positive integer (terms summed per element)")
-    k_used = int(k) if k is not None else ASSUMED_K
+    k_used = check_k(k) if k is not None else ASSUMED_K  # a positive integer <= 2**53
     assumption = None
     if e.shape != a.shape:
         msg = (

@@ -999,3 +999,316 @@ def test_stat_mode_of_unreadable_file_named(tmp_path):
         assert "w.npy" in msg
     finally:
         p.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment variables
+
+ENV_VALUES = {
+    "text": "lots",
+    "negative": "-1",
+    "huge": "9" * 5000,
+    "nan": "nan",
+    "empty": "",
+    "nul-like": " 1 2 ",
+}
+ENV_CALLS = [
+    ("PORTING_MAX_LOAD_BYTES", lambda: pio.load(_tiny_npy())),
+    ("PORTING_MAX_LOAD_OBJECTS", lambda: pio.load(_tiny_npy())),
+    ("PORTING_THREADS", lambda: layout.activations_to_tf(np.ones((64, 64, 8, 8), np.float32))),
+    ("PORTING_DEBUG", lambda: pio.load(_tiny_npy())),
+]
+
+
+@pytest.mark.parametrize("value", list(ENV_VALUES))
+@pytest.mark.parametrize("call", ENV_CALLS, ids=[c[0] for c in ENV_CALLS])
+def test_environment_variables(monkeypatch, call, value):
+    """A nonsense setting in the environment is one PortingError quoting the variable (or is
+    ignored where it cannot change an answer); never a crash."""
+    name, fn = call
+    monkeypatch.setenv(name, ENV_VALUES[value])
+    kind, got = outcome(fn)
+    if kind == "error":
+        assert name in str(got), str(got)
+
+
+@pytest.mark.parametrize("columns", ["-5", "0", "abc", "9" * 5000, "3"])
+def test_cli_text_output_with_hostile_columns(tmp_path, monkeypatch, columns):
+    """COLUMNS set to nonsense never breaks text output."""
+    _cli_fixture(tmp_path)
+    monkeypatch.setenv("COLUMNS", columns)
+    code, out, err = run_cli(["inspect", "w.npy"], tmp_path)
+    assert code == 0, err
+    assert "w" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# The model API
+
+
+def _dense():
+    return porting.model.Dense(np.ones((2, 3), np.float32))
+
+
+MODEL_CASES = {
+    "layers-none": lambda: porting.model.KnetModel(None),
+    "layers-dict": lambda: porting.model.KnetModel({"a": _dense()}),
+    "layers-strings": lambda: porting.model.KnetModel(["dense"]),
+    "layers-empty": lambda: porting.model.KnetModel([]),
+    "name-list": lambda: porting.model.KnetModel([_dense()], name=["x"]),
+    "dtype-int": lambda: porting.model.KnetModel([porting.model.Mat()], dtype=np.int32),
+    "input-size-0": lambda: porting.model.KnetModel([_dense()], (0,)),
+    "input-size-wrong": lambda: porting.model.KnetModel([_dense()], (4,)),
+    "inputs-unknown": lambda: porting.model.KnetModel([_dense()], inputs={"dense1": "nope"}),
+    "inputs-self": lambda: porting.model.KnetModel([_dense()], inputs={"dense1": "dense1"}),
+    "dup-names": lambda: porting.model.KnetModel(
+        [porting.model.Dense(np.ones((3, 3), np.float32), name="a")] * 2
+    ),
+    "conv-pool-string": lambda: porting.model.Conv(W, pool="max"),
+    "conv-activation-int": lambda: porting.model.Conv(W, activation=3),
+    "conv-activation-unknown": lambda: porting.model.Conv(W, activation="swish-ish"),
+    "conv-b-wrong": lambda: porting.model.Conv(W, np.ones(5, np.float32)),
+    "conv-b-dtype": lambda: porting.model.Conv(W, np.ones(4, np.float64)),
+    "dense-nan-weights-forward": lambda: porting.model.forward_knet(
+        porting.model.KnetModel([_dense()], (3,)), np.full((3, 2), np.nan, np.float32)
+    ),
+    "forward-wrong-x-shape": lambda: porting.model.forward_knet(
+        porting.model.KnetModel([_dense()], (3,)), np.ones((4, 2), np.float32)
+    ),
+    "forward-x-int": lambda: porting.model.forward_knet(
+        porting.model.KnetModel([_dense()], (3,)), np.ones((3, 2), np.int64)
+    ),
+    "forward-x-float64": lambda: porting.model.forward_knet(
+        porting.model.KnetModel([_dense()], (3,)), np.ones((3, 2), np.float64)
+    ),
+    "to-keras-not-model": lambda: porting.model.to_keras("lenet"),
+    "to-keras-spatial": lambda: porting.model.to_keras(
+        porting.model.KnetModel([_dense()], (3,)), spatial="sideways"
+    ),
+    "verify-not-model": lambda: porting.model.verify_model(None),
+    "verify-mode": lambda: porting.model.verify_model(
+        porting.model.KnetModel([_dense()], (3,)), mode="both"
+    ),
+    "load-export-dir": lambda: porting.model.load_export(ROOT / "porting"),
+    "load-export-int": lambda: porting.model.load_export(3),
+    "save-export-not-model": lambda: porting.model.save_export("m", "/tmp/x"),
+    "rnn-spec-type": lambda: porting.rnn.RNNSpec(3, 2, "transformer"),
+    "rnn-spec-skip": lambda: porting.rnn.RNNSpec(3, 2, skip_input=True),
+    "rnn-unpack-spec": lambda: porting.rnn.unpack("lstm", np.ones(3, np.float32)),
+    "rnn-unpack-length": lambda: porting.rnn.unpack(_spec(), np.ones(3, np.float32)),
+    "rnn-forward-dtype": lambda: porting.rnn.forward(
+        porting.rnn.unpack(_spec(), np.ones(_spec().param_length, np.float32)),
+        np.ones((3, 2), np.float64),
+    ),
+    "rnn-forward-h-shape": lambda: porting.rnn.forward(
+        porting.rnn.unpack(_spec(), np.ones(_spec().param_length, np.float32)),
+        np.ones((3, 2), np.float32),
+        h=np.ones((5, 5), np.float32),
+    ),
+    "rnn-forward-x-size": lambda: porting.rnn.forward(
+        porting.rnn.unpack(_spec(), np.ones(_spec().param_length, np.float32)),
+        np.ones((4, 2), np.float32),
+    ),
+}
+MODEL_MAY_RUN = {"dense-nan-weights-forward", "forward-x-float64"}
+
+
+@pytest.mark.parametrize("case", list(MODEL_CASES))
+def test_model_and_rnn_api(case):
+    """Model and RNN constructors and runners on wrong structure and values: one
+    PortingError, or (NaN input, a float64 batch) an answer that says what it computed."""
+    kind, value = outcome(MODEL_CASES[case])
+    if case not in MODEL_MAY_RUN:
+        assert kind == "error", f"{case}: accepted ({type(value).__name__})"
+    elif case == "dense-nan-weights-forward" and kind == "ok":
+        out = value.output if hasattr(value, "output") else value
+        arr = np.asarray(getattr(out, "y", out), dtype=float) if not isinstance(out, dict) else None
+        if arr is not None and arr.size:
+            assert np.isnan(arr).all(), "NaN input gave finite outputs"
+
+
+# ---------------------------------------------------------------------------------------------
+# HDF5 / MAT / safetensors / npy headers
+
+
+def _hdf5_case(kind: str, d: Path) -> Path:
+    h5py = pytest.importorskip("h5py", reason="HDF5 fixtures")
+    p = d / "w.jld2"
+    with h5py.File(p, "w") as f:
+        if kind == "external-link":
+            with h5py.File(d / "other.h5", "w") as g:
+                g["secret"] = np.ones(3)
+            f["w"] = h5py.ExternalLink(str(d / "other.h5"), "/secret")
+        elif kind == "soft-link-out":
+            f["w"] = h5py.SoftLink("/nonexistent/deep")
+        elif kind == "huge-unwritten-chunked":
+            f.create_dataset("w", shape=(2**40,), dtype="f4", chunks=(1024,), fillvalue=1.0)
+        elif kind == "vlen-strings":
+            f["w"] = np.array(["a", "b"], dtype=h5py.string_dtype())
+        elif kind == "compound":
+            f["w"] = np.zeros(3, [("a", "f4"), ("b", "i8")])
+        elif kind == "enum":
+            f.create_dataset(
+                "w", data=np.zeros(3, "i1"), dtype=h5py.enum_dtype({"A": 0, "B": 1}, basetype="i1")
+            )
+        elif kind == "hard-link-cycle":
+            g = f.create_group("g")
+            g["loop"] = g
+        elif kind == "many-hard-links":
+            g = f.create_group("g0")
+            for i in range(1, 25):  # 2**24 paths through 25 groups
+                h = f.create_group(f"g{i}")
+                h["a"] = g
+                h["b"] = g
+                g = h
+        elif kind == "empty-dataset":
+            f.create_dataset("w", shape=(0, 3), dtype="f4")
+        elif kind == "null-dataspace":
+            f.create_dataset("w", data=h5py.Empty("f4"))
+        elif kind == "int-dataset":
+            f["w"] = np.arange(6, dtype=np.int64)
+        elif kind == "object-refs":
+            f["a"] = np.ones(2)
+            f.create_dataset("refs", data=[f["a"].ref] * 3, dtype=h5py.ref_dtype)
+        else:
+            raise AssertionError(kind)
+    return p
+
+
+HDF5_KINDS = [
+    "external-link",
+    "soft-link-out",
+    "huge-unwritten-chunked",
+    "vlen-strings",
+    "compound",
+    "enum",
+    "hard-link-cycle",
+    "many-hard-links",
+    "empty-dataset",
+    "null-dataspace",
+    "int-dataset",
+    "object-refs",
+]
+
+
+@pytest.mark.parametrize("kind", HDF5_KINDS)
+def test_hostile_hdf5(tmp_path, kind):
+    """An HDF5 (JLD2 / MAT v7.3) file built to hurt: never follows an external link, never
+    allocates a claimed terabyte, never walks 2**24 paths, never hangs; a PortingError or
+    what the file really holds."""
+    p = _hdf5_case(kind, tmp_path)
+    kind_, value = outcome(pio.load, p, max_bytes=8_000_000)
+    if kind == "external-link" and kind_ == "ok":
+        assert "secret" not in json.dumps(
+            pio.flatten(value) if hasattr(pio, "flatten") else {}, default=str
+        )
+        flat = str(value)
+        assert "1." not in flat or "external" in flat.lower(), flat[:300]
+    if kind == "huge-unwritten-chunked":
+        assert kind_ == "error", "a claimed 4 TiB dataset was read"
+
+
+def _safetensors(header: bytes | dict, data: bytes = b"") -> bytes:
+    h = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return len(h).to_bytes(8, "little") + h + data
+
+
+SAFETENSORS = {
+    "offsets-out-of-range": _safetensors(
+        {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 800]}}, b"\0" * 8
+    ),
+    "offsets-reversed": _safetensors(
+        {"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}}, b"\0" * 8
+    ),
+    "shape-mismatch": _safetensors(
+        {"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8
+    ),
+    "shape-huge": _safetensors(
+        {"a": {"dtype": "F32", "shape": [2**40, 2**40], "data_offsets": [0, 8]}}, b"\0" * 8
+    ),
+    "shape-string": _safetensors(
+        {"a": {"dtype": "F32", "shape": "2", "data_offsets": [0, 8]}}, b"\0" * 8
+    ),
+    "shape-float": _safetensors(
+        {"a": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}}, b"\0" * 8
+    ),
+    "dtype-unknown": _safetensors(
+        {"a": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8
+    ),
+    "header-list": _safetensors(b"[1, 2]"),
+    "header-not-utf8": _safetensors(b"\xff\xfe{}"),
+    "header-deep": _safetensors(b"[" * 50000 + b"]" * 50000),
+    "tensor-not-dict": _safetensors({"a": 5}),
+    "overlap": _safetensors(
+        {
+            "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+            "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+        },
+        b"\0" * 12,
+    ),
+    "bf16-valid": _safetensors(
+        {"a": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}, b"\x80\x3f\x00\x40"
+    ),
+    "bool": _safetensors(
+        {"a": {"dtype": "BOOL", "shape": [2], "data_offsets": [0, 2]}}, b"\x01\x00"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SAFETENSORS))
+def test_hostile_safetensors(tmp_path, case):
+    """Safetensors headers lying about offsets, shapes, dtypes: one PortingError saying what is
+    wrong; a valid bfloat16 file is read (converted) or called unsupported, never corrupt."""
+    p = tmp_path / "w.safetensors"
+    p.write_bytes(SAFETENSORS[case])
+    kind, value = outcome(pio.load, p, max_bytes=8_000_000)
+    if case == "bf16-valid":
+        if kind == "ok":
+            np.testing.assert_array_equal(np.asarray(value["a"], np.float64), [1.0, 2.0])
+        else:
+            assert "corrupt" not in str(value).lower(), str(value)
+    elif case not in ("overlap", "bool"):
+        assert kind == "error", f"{case}: accepted"
+
+
+def _npy_header(descr: str, shape: str, fortran: bool = False, version=(1, 0), body=b"") -> bytes:
+    d = f"{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape}, }}"
+    h = d.encode().ljust(118) + b"\n"
+    if version == (1, 0):
+        return b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h + body
+    return b"\x93NUMPY" + bytes(version) + len(h).to_bytes(4, "little") + h + body
+
+
+NPY = {
+    "big-endian": (_npy_bytes(np.arange(4, dtype=">f4")), True),
+    "fortran": (_npy_bytes(np.asfortranarray(np.arange(6, dtype="f4").reshape(2, 3))), True),
+    "version-3": (_npy_header("<f4", "(2,)", version=(3, 0), body=b"\0" * 8), True),
+    "version-9": (_npy_header("<f4", "(2,)", version=(9, 0), body=b"\0" * 8), False),
+    "header-len-huge": (b"\x93NUMPY\x02\x00" + (2**31).to_bytes(4, "little") + b"{", False),
+    "shape-negative": (_npy_header("<f4", "(-2,)", body=b"\0" * 8), False),
+    "shape-huge": (_npy_header("<f4", "(4611686018427387904, 4)", body=b"\0" * 8), False),
+    "shape-expr": (_npy_header("<f4", "__import__('os').getcwd()", body=b"\0" * 8), False),
+    "descr-object": (_npy_header("|O", "(2,)", body=b"\0" * 16), False),
+    "descr-bogus": (_npy_header("<q9", "(2,)", body=b"\0" * 16), False),
+    "body-short": (_npy_header("<f8", "(100,)", body=b"\0" * 16), False),
+    "float128": (_npy_bytes(np.ones(2, np.longdouble)), None),
+    "0-d": (_npy_bytes(np.float32(3.0)), True),
+}
+
+
+@pytest.mark.parametrize("case", list(NPY))
+def test_hostile_npy_headers(tmp_path, case):
+    """.npy headers: big-endian and Fortran order read correctly; lying sizes, object
+    dtypes, unknown versions and expressions in the header are one PortingError."""
+    data, good = NPY[case]
+    p = tmp_path / "w.npy"
+    p.write_bytes(data)
+    kind, value = outcome(pio.load, p, max_bytes=8_000_000)
+    if good is True:
+        assert kind == "ok", str(value)
+        a = value["w"]
+        want = np.load(pyio.BytesIO(data)) if case != "version-3" else np.zeros(2, np.float32)
+        np.testing.assert_array_equal(np.asarray(a), want)
+    elif good is False:
+        assert kind == "error", f"{case}: accepted"
+        assert "allow_pickle" not in str(value), str(value)

@@ -39,6 +39,7 @@ import porting.model.schema as schema
 from porting import files
 from porting.errors import PortingError
 from porting.model.kinds import KINDS
+from porting.model.planning import check_model
 from porting.model.spec import KnetModel
 
 __all__ = ["load_export", "save_export", "export_paths", "FORMAT", "VERSION"]
@@ -268,6 +269,7 @@ def _dumps(doc: dict) -> str:
 def save_export(model: KnetModel, prefix) -> tuple[str, str]:
     """Write `model` as `<prefix>.npz` (Fortran-ordered arrays, Julia sizes, as NPZ.jl writes
     them) and `<prefix>.json` (schema above); both atomically. Returns the two paths."""
+    check_model(model)
     json_path, npz_path = export_paths(prefix)
     files.output_file(json_path, suffix=".json", what="export")
     files.output_file(npz_path, suffix=".npz", what="export")

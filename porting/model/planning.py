@@ -108,10 +108,22 @@ def _stage_sizes(layer: Layer, stages, size):
     return tuple(out)
 
 
+def check_model(model, what: str = "model") -> None:
+    """`PortingError` unless `model` is a `porting.model.KnetModel`."""
+    from porting.model.spec import KnetModel
+
+    if not isinstance(model, KnetModel):
+        raise PortingError(
+            f"{what}: expected a porting.model.KnetModel (e.g. from load_export), got "
+            f"{type(model).__name__} {short_repr(model, 60)}"
+        )
+
+
 def plan(model, input_size=None) -> Plan:
     """Sizes and flatten bookkeeping for every layer of `model` (a KnetModel) on
     `input_size` (default: the model's); `PortingError` naming the first layer whose weights
     do not fit."""
+    check_model(model)
     size = input_size if input_size is not None else model.input_size
     if size is None:
         raise PortingError(
@@ -164,6 +176,7 @@ def plan(model, input_size=None) -> Plan:
 def plan_for(model, input_size=None, given: Plan | None = None) -> Plan:
     """The plan to use: `given` (checked to be this model's, for this input size), else the
     model's own when the input size is its, else a new one."""
+    check_model(model)
     want = None if input_size is None else as_size(input_size, "input size")
     if given is not None:
         if given.model_id != id(model) or (want is not None and want != given.input_size):

@@ -1312,3 +1312,18 @@ def test_hostile_npy_headers(tmp_path, case):
     elif good is False:
         assert kind == "error", f"{case}: accepted"
         assert "allow_pickle" not in str(value), str(value)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["inspect", "--depth", "60"], ["inspect", "--depth", "60", "--json"], ["convert", "--list"]],
+)
+def test_listing_a_dag_of_hard_links_is_prompt(tmp_path, argv):
+    """24 groups each linking the previous one twice: 2**24 paths in a few kB. Listing it
+    (inspect, convert --list) names each shared object once and returns promptly."""
+    p = _hdf5_case("many-hard-links", tmp_path)
+    code, out, err = run_cli([argv[0], str(p), *argv[1:]], tmp_path)
+    assert code in (0, 2), err
+    assert len(out) < 2_000_000, len(out)
+    if code == 0:
+        assert "same object" in out or len(out.splitlines()) < 1000

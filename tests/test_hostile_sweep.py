@@ -1327,3 +1327,171 @@ def test_listing_a_dag_of_hard_links_is_prompt(tmp_path, argv):
     assert len(out) < 2_000_000, len(out)
     if code == 0:
         assert "same object" in out or len(out.splitlines()) < 1000
+
+
+# ---------------------------------------------------------------------------------------------
+# Every geometry Knet's CPU computes, against loops written here from Knet's definitions
+
+
+def _conv_loops(w, x, pad, stride, dil, mode, alpha):
+    """Knet conv4 by definition, float64 loops: mode 0 rotates the kernel 180 degrees."""
+    (k1, k2, ci, co), (x1, x2, _, n) = w.shape, x.shape
+    wk = w[::-1, ::-1] if mode == 0 else w
+    xp = np.zeros((x1 + 2 * pad[0], x2 + 2 * pad[1], ci, n))
+    xp[pad[0] : pad[0] + x1, pad[1] : pad[1] + x2] = x
+    y1 = 1 + (x1 + 2 * pad[0] - ((k1 - 1) * dil[0] + 1)) // stride[0]
+    y2 = 1 + (x2 + 2 * pad[1] - ((k2 - 1) * dil[1] + 1)) // stride[1]
+    y = np.zeros((y1, y2, co, n))
+    for i in range(y1):
+        for j in range(y2):
+            for a in range(k1):
+                for b in range(k2):
+                    patch = xp[i * stride[0] + a * dil[0], j * stride[1] + b * dil[1]]  # (ci, n)
+                    y[i, j] += wk[a, b].T.astype(np.float64) @ patch
+    return alpha * y
+
+
+def _pool_loops(x, window, pad, stride, mode):
+    x1, x2, c, n = x.shape
+    y1 = 1 + (x1 + 2 * pad[0] - window[0]) // stride[0]
+    y2 = 1 + (x2 + 2 * pad[1] - window[1]) // stride[1]
+    y = np.zeros((y1, y2, c, n))
+    for i in range(y1):
+        for j in range(y2):
+            r = [i * stride[0] - pad[0] + a for a in range(window[0])]
+            s = [j * stride[1] - pad[1] + b for b in range(window[1])]
+            inside = [x[a, b] for a in r for b in s if 0 <= a < x1 and 0 <= b < x2]
+            if mode == 0:
+                y[i, j] = np.max(inside, axis=0) if inside else -np.finfo(x.dtype).max
+            else:
+                y[i, j] = np.sum(inside, axis=0) / (window[0] * window[1]) if inside else 0.0
+    return y
+
+
+def _geometries(seed: int, n: int):
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        k = tuple(int(v) for v in rng.integers(1, 4, 2))
+        dil = tuple(int(v) for v in rng.integers(1, 3, 2))
+        pad = tuple(int(v) for v in rng.integers(0, 5, 2))  # often >= the kernel extent
+        stride = tuple(int(v) for v in rng.integers(1, 4, 2))
+        xs = tuple(int(v) for v in rng.integers(1, 7, 2))
+        if all(xs[i] + 2 * pad[i] >= (k[i] - 1) * dil[i] + 1 for i in range(2)):
+            out.append((k, dil, pad, stride, xs, int(rng.integers(0, 2))))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("geom", _geometries(7, 40))
+def test_conv4_and_deconv4_every_cpu_geometry(geom):
+    """conv4 on random geometries, padding beyond the kernel extent included, equals the
+    definition's loops; deconv4 is its adjoint (<conv4(w, a), b> == <a, deconv4(w, b)>)."""
+    k, dil, pad, stride, xs, mode = geom
+    rng = np.random.default_rng(abs(hash(geom)) % 2**32)
+    w = rng.standard_normal((*k, 2, 3))
+    x = rng.standard_normal((*xs, 2, 2))
+    kind, y = outcome(
+        knet.conv4,
+        w,
+        x,
+        padding=pad,
+        stride=stride,
+        dilation=dil,
+        mode=mode,
+        alpha=1.5,
+        backend="reference",
+    )
+    assert kind == "ok", f"Knet's CPU computes {geom}; porting refused: {y}"
+    np.testing.assert_allclose(
+        y, _conv_loops(w, x, pad, stride, dil, mode, 1.5), rtol=1e-12, atol=1e-12
+    )
+    b = rng.standard_normal(y.shape)
+    kind, xt = outcome(
+        knet.deconv4,
+        w,
+        b,
+        padding=pad,
+        stride=stride,
+        dilation=dil,
+        mode=mode,
+        alpha=1.5,
+        backend="reference",
+    )
+    if kind == "ok":  # deconv4's output is conv4's input size when the stride divides evenly
+        if xt.shape == x.shape:
+            lhs = float(np.sum(y * b))
+            rhs = float(np.sum(x * xt))
+            assert abs(lhs - rhs) <= 1e-9 * (1 + abs(lhs)), (lhs, rhs)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("geom", _geometries(11, 30))
+def test_pool_every_cpu_geometry(geom):
+    """pool (max and mean) on random geometries, padding >= window included (-floatmax /
+    zeros there, as NNlib), equals the definition's loops."""
+    win, _, pad, stride, xs, mode = geom
+    rng = np.random.default_rng(abs(hash(geom)) % 2**32)
+    x = rng.standard_normal((*xs, 2, 2))
+    if any(xs[i] + 2 * pad[i] < win[i] for i in range(2)):
+        refused(
+            knet.pool, x, window=win, padding=pad, stride=stride, mode=mode, backend="reference"
+        )
+        return
+    kind, y = outcome(
+        knet.pool, x, window=win, padding=pad, stride=stride, mode=mode, backend="reference"
+    )
+    assert kind == "ok", f"Knet's CPU computes {geom}; porting refused: {y}"
+    np.testing.assert_allclose(y, _pool_loops(x, win, pad, stride, mode), rtol=1e-12, atol=0)
+
+
+FIFO_ARGV = {
+    "diagnose-expected": ["diagnose", "f.npy", "y.npy"],
+    "diagnose-magnitude": ["diagnose", "y.npy", "y.npy", "--magnitude", "f.npy"],
+    "verify-conv-x": ["verify-conv", "--w", "w.npy", "--x", "f.npy"],
+    "inspect": ["inspect", "f.npy"],
+    "convert-model": ["convert", "f.json"],
+    "convert-input": ["convert", "--example", "lenet", "--verify", "--input", "f.npy"],
+    "convert-structure": ["convert", "w.npy", "--structure", "f.json"],
+    "doctor-julia": ["doctor", "--no-probe", "--julia", "f.npy"],
+}
+
+
+@pytest.mark.parametrize("case", list(FIFO_ARGV))
+def test_fifo_given_anywhere_is_refused_at_once(tmp_path, case):
+    """A FIFO in any file argument is refused without opening it (opening one blocks until a
+    writer comes)."""
+    _cli_fixture(tmp_path)
+    os.mkfifo(tmp_path / "f.npy")
+    os.mkfifo(tmp_path / "f.json")
+    code, out, err = run_cli(FIFO_ARGV[case], tmp_path)
+    assert code in ((0, 1, 2) if case == "doctor-julia" else (2,)), (code, err)
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "fill, what",
+    [(np.nan, "NaN everywhere"), (0.0, "0 everywhere"), (np.inf, "NaN or Inf everywhere")],
+)
+def test_diagnose_on_two_empty_sides_says_so(fill, what):
+    """Both sides all NaN (or all zero): equal, but nothing was shown to compute; the diagnosis
+    says what they hold and names no precision format."""
+    e = np.full((3, 4), fill, np.float32)
+    kind, d = outcome(porting.diagnose, e, e.copy())
+    assert kind == "ok"
+    assert f"expected is {what}" in d.evidence and f"actual is {what}" in d.evidence, d.evidence
+    assert d.cause != "rounding" and "float32 bound" not in d.evidence, d.evidence
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_compare_ulps_in_the_arrays_own_byte_order(dtype):
+    """The ULP distance of two big-endian arrays is that of the same values native."""
+    e = np.linspace(0.5, 3, 7).astype(dtype)
+    a = np.nextafter(np.nextafter(e, dtype(9)), dtype(9))  # 2 ULP up
+    native = porting.compare(e, a).max_ulp
+    assert native == 2.0
+    for ee, aa in [
+        (e.astype(e.dtype.newbyteorder(">")), a.astype(a.dtype.newbyteorder(">"))),
+        (e, a.astype(a.dtype.newbyteorder(">"))),
+    ]:
+        assert porting.compare(ee, aa).max_ulp == native

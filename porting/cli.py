@@ -24,6 +24,7 @@ import os
 import pkgutil
 import sys
 
+from porting._text import printable
 from porting.errors import MissingDependencyError, PortingError
 
 EXIT_OK, EXIT_DIFFER, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
         _silence_stdout()
         return EXIT_PIPE_CLOSED
     except (PortingError, MissingDependencyError) as e:
-        print(f"{name}: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {printable(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Terminated:
         print("terminated", file=sys.stderr)
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     except OSError as e:  # the system refused: permissions, a full disk, a missing folder
         where = f": {_short(str(e.filename))}" if getattr(e, "filename", None) else ""
-        print(f"{name}: error: {e.strerror or e}{where}", file=sys.stderr)
+        print(f"{name}: error: {printable(str(e.strerror or e) + where)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as e:  # noqa: BLE001 - anything else is a bug in porting, said as such
         if _debug():
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
         first = (str(e).strip().splitlines() or [""])[0][:200]
         print(
             f"{name}: internal error (a bug in porting, not in your input): "
-            f"{type(e).__name__}: {first}; {REPORT_HINT}",
+            f"{type(e).__name__}: {printable(first)}; {REPORT_HINT}",
             file=sys.stderr,
         )
         return EXIT_INTERNAL

@@ -1495,3 +1495,31 @@ def test_compare_ulps_in_the_arrays_own_byte_order(dtype):
         (e, a.astype(a.dtype.newbyteorder(">"))),
     ]:
         assert porting.compare(ee, aa).max_ulp == native
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["inspect", "evil.npz"],
+        ["inspect", "bad.npz"],
+        ["convert", "bad.npz", "--list"],
+        ["inspect", "e\x1b[31m\nx.npy"],
+        ["diagnose", "e\x1b[31m\nx.npy", "e\x1b[31m\nx.npy"],
+    ],
+)
+def test_names_from_hostile_files_cannot_forge_lines_or_drive_the_terminal(tmp_path, argv):
+    """Member names (and file names) holding a newline or an escape sequence are printed
+    escaped: an error stays one line, a listing one line per entry, and no ESC byte reaches
+    the terminal."""
+    with zipfile.ZipFile(tmp_path / "evil.npz", "w") as z:
+        z.writestr("line1\nFAKE: all good\x1b[2J.npy", _npy_bytes(np.ones(2, np.float32)))
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as z:
+        z.writestr("x\nFAKE\x1b[2J.npy", b"GARBAGE")
+    (tmp_path / "e\x1b[31m\nx.npy").write_bytes(b"junk")
+    code, out, err = run_cli(argv, tmp_path)
+    assert code in (0, 2), err
+    assert "\x1b" not in out + err
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1, err
+    else:
+        assert not any(line.startswith("FAKE") for line in out.splitlines()), out

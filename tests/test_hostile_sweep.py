@@ -829,6 +829,27 @@ CLI_CASES = {
     "vc-padding-huge": ["verify-conv", "--w", "w.npy", "--x", "x.npy", "--padding", "9" * 5000],
     "vc-padding-3": ["verify-conv", "--w", "w.npy", "--x", "x.npy", "--padding", "1,1,1"],
     "vc-padding-empty": ["verify-conv", "--w", "w.npy", "--x", "x.npy", "--padding", ","],
+    "vc-padding-underscore": ["verify-conv", "--w", "w.npy", "--x", "x.npy", "--padding", "1_0"],
+    "vc-padding-arabic-digit": [
+        "verify-conv",
+        "--w",
+        "w.npy",
+        "--x",
+        "x.npy",
+        "--padding",
+        "\u0663",
+    ],
+    "vc-padding-hex": ["verify-conv", "--w", "w.npy", "--x", "x.npy", "--padding", "0x1"],
+    "vc-padding-trailing-comma": [
+        "verify-conv",
+        "--w",
+        "w.npy",
+        "--x",
+        "x.npy",
+        "--padding",
+        "1,1,",
+    ],
+    "dg-k-underscore": ["diagnose", "y.npy", "y.npy", "--k", "1_000"],
     "vc-stride-zero": ["verify-conv", "--w", "w.npy", "--x", "x.npy", "--stride", "0"],
     "vc-stride-float": ["verify-conv", "--w", "w.npy", "--x", "x.npy", "--stride", "1.5"],
     "vc-dilation-huge": ["verify-conv", "--w", "w.npy", "--x", "x.npy", "--dilation", "100000"],
@@ -1523,3 +1544,110 @@ def test_names_from_hostile_files_cannot_forge_lines_or_drive_the_terminal(tmp_p
         assert len(err.strip().splitlines()) == 1, err
     else:
         assert not any(line.startswith("FAKE") for line in out.splitlines()), out
+
+
+# ---------------------------------------------------------------------------------------------
+# MAT v5 and the export's weights
+
+
+def _mat_case(kind: str, p: Path) -> None:
+    sio = pytest.importorskip("scipy.io", reason="MAT fixtures")
+    import scipy.sparse
+
+    data = {
+        "sparse": {"w": scipy.sparse.random(4, 4, density=0.5, format="csc")},
+        "cell": {"w": np.array([[np.ones(2), "text"]], dtype=object)},
+        "struct": {"s": {"w": np.ones((2, 2)), "b": np.zeros(2)}},
+        "char": {"w": "hello"},
+        "int": {"w": np.arange(6, dtype=np.int16).reshape(2, 3)},
+        "complex": {"w": np.ones(3) * (1 + 2j)},
+        "empty": {"w": np.zeros((0, 3))},
+        "big-endian": {"w": np.arange(6, dtype=">f8").reshape(2, 3)},
+        "logical": {"w": np.array([True, False])},
+    }[kind]
+    sio.savemat(p, data)
+
+
+MAT_KINDS = ["sparse", "cell", "struct", "char", "int", "complex", "empty", "big-endian", "logical"]
+
+
+@pytest.mark.parametrize("kind", MAT_KINDS)
+def test_hostile_mat(tmp_path, kind):
+    """MAT v5 sparse matrices, cells, structs, chars, integers, complex, empty and
+    big-endian arrays: read as what they are or one PortingError; big-endian values exact."""
+    p = tmp_path / "w.mat"
+    _mat_case(kind, p)
+    k, value = outcome(pio.load, p)
+    if kind == "big-endian":
+        assert k == "ok", str(value)
+        np.testing.assert_array_equal(
+            np.asarray(value["w"], np.float64), np.arange(6.0).reshape(2, 3)
+        )
+    for cmd in (
+        ["inspect", "w.mat"],
+        ["inspect", "w.mat", "--json"],
+        ["diagnose", "w.mat", "w.mat"],
+    ):
+        code, out, err = run_cli(cmd, tmp_path)
+        assert code in (0, 1, 2), err
+        assert "Traceback" not in err
+
+
+def _export_with_arrays(tmp: Path, **override) -> Path:
+    arrays = dict(np.load(ROOT / "porting/examples/lenet.npz"))
+    for k, v in override.items():
+        if v is None:
+            del arrays[k]
+        else:
+            arrays[k] = v
+    np.savez(tmp / "lenet.npz", **arrays)
+    (tmp / "lenet.json").write_text((ROOT / "porting/examples/lenet.json").read_text())
+    return tmp / "lenet.json"
+
+
+NPZ_OVERRIDES = {
+    "weight-missing": {"conv1.w": None},
+    "weight-float64": {"conv1.w": np.ones((5, 5, 1, 20))},
+    "weight-int": {"conv1.w": np.ones((5, 5, 1, 20), np.int32)},
+    "weight-complex": {"conv1.w": np.ones((5, 5, 1, 20), np.complex64)},
+    "weight-shape": {"conv1.w": np.ones((5, 5, 1, 21), np.float32)},
+    "weight-0d": {"conv1.w": np.float32(1)},
+    "weight-nan": {"dense2.b": np.full(10, np.nan, np.float32)},
+    "bias-shape": {"dense1.b": np.ones(127, np.float32)},
+}
+
+
+@pytest.mark.parametrize("case", list(NPZ_OVERRIDES))
+def test_export_weights_that_do_not_match_the_json(tmp_path, case):
+    """Weights missing, of another type or size than the .json records: one PortingError
+    naming the layer; NaN weights load (a model may hold them) but are never called equal."""
+    p = _export_with_arrays(tmp_path, **NPZ_OVERRIDES[case])
+    kind, value = outcome(porting.model.load_export, p)
+    if case == "weight-nan":
+        return
+    assert kind == "error", f"{case}: accepted"
+    assert "conv1" in str(value) or "dense1" in str(value), str(value)
+
+
+VERIFY_CONV4 = {
+    "w-none": lambda: porting.verify_conv4(None, X),
+    "x-int": lambda: porting.verify_conv4(W, X.astype(int)),
+    "padding-bool": lambda: porting.verify_conv4(W, X, padding=True),
+    "spatial": lambda: porting.verify_conv4(W, X, spatial="up"),
+    "dtype": lambda: porting.verify_conv4(W, X, dtype="int8"),
+    "knet": lambda: porting.verify_conv4(W, X, knet="cuda"),
+    "channels": lambda: porting.verify_conv4(W, X4),
+    "nan-alpha": lambda: porting.verify_conv4(W, X, alpha=float("nan")),
+}
+
+
+@pytest.mark.parametrize("case", list(VERIFY_CONV4))
+def test_verify_conv4_bad_arguments(case):
+    """verify_conv4's arguments are checked before TensorFlow is needed: one PortingError."""
+    import inspect as _inspect
+
+    params = _inspect.signature(porting.verify_conv4).parameters
+    for kw in ("spatial", "dtype", "knet"):
+        if case == kw and kw not in params:
+            pytest.skip(f"verify_conv4 has no {kw}=")
+    refused(VERIFY_CONV4[case])

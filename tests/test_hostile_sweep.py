@@ -577,6 +577,14 @@ def _make_file(kind: str, d: Path) -> Path:
         p = d / "w.safetensors"
         head = b'{"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}'
         p.write_bytes(len(head).to_bytes(8, "little") + head + b"\x00" * 4)
+    elif kind == "symlink-to-device":
+        os.symlink("/dev/zero", p)
+    elif kind == "socket":
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(p))
+        sock.close()
     elif kind == "long-name":
         p = d / ("w" * 300 + ".npy")
     elif kind == "missing":
@@ -619,6 +627,8 @@ FILE_KINDS = [
     "mat-garbage",
     "safetensors-garbage",
     "safetensors-bad-json",
+    "symlink-to-device",
+    "socket",
     "long-name",
     "missing",
     "nul-in-name",
@@ -928,6 +938,11 @@ CLI_CASES = {
     "in-json-bad": ["inspect", "bad.npy", "--json"],
     "in-json-ok": ["inspect", "w.npy", "--json"],
     # doctor
+    "dg-dev-zero": ["diagnose", "/dev/zero", "y.npy"],
+    "vc-dev-zero": ["verify-conv", "--w", "/dev/zero", "--x", "x.npy"],
+    "in-dev-zero": ["inspect", "/dev/zero"],
+    "cv-dev-zero": ["convert", "/dev/zero"],
+    "cv-input-dev-zero": ["convert", "--example", "lenet", "--verify", "--input", "/dev/zero"],
     "dr-julia-absent": ["doctor", "--no-probe", "--julia", "/nonexistent/julia"],
     "dr-julia-dir": ["doctor", "--no-probe", "--julia", "dir.npy"],
     "dr-julia-not-exe": ["doctor", "--no-probe", "--julia", "bad.npy", "--json"],
@@ -998,14 +1013,19 @@ def test_fifo_and_closed_stdout(tmp_path):
     r = _proc(["verify-conv", "--w", "f.npy", "--x", "x.npy"], tmp_path, timeout=60)
     assert r.returncode == 2, r.stderr
     assert "f.npy" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    rd, wr = os.pipe()
-    os.close(rd)
-    try:
-        r = _proc(["inspect", "w.npy", "--json"], tmp_path, stdout=wr)
-    finally:
-        os.close(wr)
-    assert r.returncode in (141, 0), (r.returncode, r.stderr)
-    assert "Traceback" not in r.stderr, r.stderr
+    for argv in (
+        ["inspect", "w.npy", "--json"],
+        ["diagnose", "y.npy", "yi.npy", "--json"],  # closed stdout and a bad input at once
+        ["doctor", "--no-probe", "--json"],
+    ):
+        rd, wr = os.pipe()
+        os.close(rd)
+        try:
+            r = _proc(argv, tmp_path, stdout=wr)
+        finally:
+            os.close(wr)
+        assert r.returncode in (141, 0, 2), (argv, r.returncode, r.stderr)
+        assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
 
 
 def test_stat_mode_of_unreadable_file_named(tmp_path):
@@ -1651,3 +1671,49 @@ def test_verify_conv4_bad_arguments(case):
         if case == kw and kw not in params:
             pytest.skip(f"verify_conv4 has no {kw}=")
     refused(VERIFY_CONV4[case])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("call", _kw_calls(), ids=[c[0] for c in _kw_calls()])
+def test_numpy_integer_scalars_are_integers(call):
+    """np.int64(2), np.int32(2) and np.uint8(2) mean what 2 means: the same answer, or the same
+    refusal."""
+    name, fn = call
+    if name.endswith(("backend", "path", "format", "spatial", "precision")):
+        pytest.skip("not an integer keyword")
+    kind, want = outcome(fn, 2)
+    for v in (np.int64(2), np.int32(2), np.uint8(2)):
+        k, got = outcome(fn, v)
+        assert k == kind, f"{name}={v!r} ({type(v).__name__}): {k} but 2 gives {kind}: {got}"
+        if kind == "ok" and isinstance(want, np.ndarray):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("view", list(VIEWS))
+@pytest.mark.parametrize("mode", [0, 1])
+@pytest.mark.parametrize("spatial", ["reverse", "keep"])
+def test_layout_round_trips_on_any_view(view, mode, spatial):
+    """kernel/activation/bias/dense converters and their inverses give back the same values
+    from strided, negative-stride, read-only, Fortran and big-endian arrays."""
+    v = VIEWS[view]
+    np.testing.assert_array_equal(
+        layout.kernel_from_tf(
+            layout.kernel_to_tf(v(W), mode=mode, spatial=spatial), mode=mode, spatial=spatial
+        ),
+        W,
+    )
+    np.testing.assert_array_equal(
+        layout.activations_from_tf(
+            layout.activations_to_tf(v(X), spatial=spatial), spatial=spatial
+        ),
+        X,
+    )
+    b = np.arange(4, dtype=np.float32).reshape(1, 1, 4, 1)
+    np.testing.assert_array_equal(layout.bias_from_tf(layout.bias_to_tf(v(b))), b)
+    d = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(layout.dense_from_tf(layout.dense_to_tf(v(d))), d)
+    # an independent statement of the kernel rule: mode 0 rotates 180 degrees, then
+    # (W1, W2, Cin, Cout) -> (H, W, Cin, Cout) with H = W2 under "reverse"
+    k = layout.kernel_to_tf(v(W), mode=mode, spatial=spatial)
+    r = W[::-1, ::-1] if mode == 0 else W
+    np.testing.assert_array_equal(k, r.transpose(1, 0, 2, 3) if spatial == "reverse" else r)

@@ -238,7 +238,9 @@ def compare(
     """Compare `actual` with `expected` element by element, with a float-derived tolerance.
 
     `k` is the number of terms summed per element (conv4: kernel volume x input channels);
-    `magnitude` the sum of magnitudes per element (same shape), default `|expected|`;
+    `magnitude` the sum of magnitudes per element (same shape), default `|expected|`; a
+    negative one is refused, and where it is infinite it bounds nothing, so that element must
+    match exactly;
     `precision` the format the lower-precision side computed in (default: the lower of the
     two dtypes; 'tf32' for TensorFloat-32 accumulation). Shapes must match exactly.
 
@@ -262,6 +264,17 @@ def compare(
             raise PortingError(
                 f"magnitude has shape {m.shape}; expected the shape of expected, {e.shape}"
             )
+        with np.errstate(invalid="ignore"):
+            negative = bool(np.any(m < 0))
+        if negative:
+            raise PortingError(
+                f"magnitude has negative values (min {float(np.nanmin(m)):.3g}); expected sums "
+                "of magnitudes (sum of |w*x| per element), which are >= 0"
+            )
+        if np.isinf(m).any():
+            # an infinite sum of magnitudes bounds nothing: never an infinite tolerance, the
+            # element must match exactly (its tolerance is the floor alone)
+            m = np.where(np.isinf(m), np.zeros((), m.dtype), m)
     # the format of the lower-precision side, in native byte order (ULPs are read from its bits)
     lower = (e.dtype if e.dtype.itemsize <= a.dtype.itemsize else a.dtype).newbyteorder("=")
     tol_info = Tolerance.of(

@@ -1717,3 +1717,21 @@ def test_layout_round_trips_on_any_view(view, mode, spatial):
     k = layout.kernel_to_tf(v(W), mode=mode, spatial=spatial)
     r = W[::-1, ::-1] if mode == 0 else W
     np.testing.assert_array_equal(k, r.transpose(1, 0, 2, 3) if spatial == "reverse" else r)
+
+
+@pytest.mark.parametrize("ok", ["no", "False", [], [0], None, 0, 1.0])
+def test_assert_ported_close_on_a_report_without_a_boolean_verdict(ok):
+    """A report-like object whose `ok` is not a boolean is no verdict: refused, never a pass."""
+    from types import SimpleNamespace
+
+    refused(porting.testing.assert_ported_close, SimpleNamespace(ok=ok))
+
+
+def test_compare_magnitudes_that_bound_nothing():
+    """A negative sum of magnitudes is refused; an infinite one gives no infinite tolerance
+    (the element must match exactly), never a pass for different values."""
+    e = np.float32([1, 2, 3])
+    refused(porting.compare, e, e, magnitude=-np.abs(e))
+    for m in (np.full(3, np.inf, np.float32), np.float32([1, np.inf, 3])):
+        assert porting.compare(e, e, magnitude=m).ok
+        assert not porting.compare(e, e + np.float32(0.5), magnitude=m).ok

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from porting._checks import short_repr
 from porting.errors import PortingError
 from porting.testing._record import Check, record, verbosity
 from porting.tolerance import check_k
@@ -217,6 +218,11 @@ def assert_ported_close(
 
 def _assert_report(report, label):
     __tracebackhide__ = True
+    if not isinstance(report.ok, (bool, np.bool_)):  # "no" or [1] is no verdict: never a pass
+        raise PortingError(
+            f"{type(report).__name__}.ok = {short_repr(report.ok)}: expected True or False (a "
+            "report from verify_conv4, verify_model, compare or diagnose)"
+        )
     comp = getattr(report, "comparison", None)
     diag = getattr(report, "diagnosis", None)
     record(

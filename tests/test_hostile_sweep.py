@@ -1735,3 +1735,21 @@ def test_compare_magnitudes_that_bound_nothing():
     for m in (np.full(3, np.inf, np.float32), np.float32([1, np.inf, 3])):
         assert porting.compare(e, e, magnitude=m).ok
         assert not porting.compare(e, e + np.float32(0.5), magnitude=m).ok
+
+
+@pytest.mark.parametrize("value", [1.5, 0.5, "1.5", "0.2", "1.2.3", "1e", "--1"])
+def test_size_limits_are_whole_bytes(tmp_path, value):
+    """A size limit that is a fraction of a byte (or no number) is refused, never truncated
+    into another limit."""
+    p = tmp_path / "w.npy"
+    np.save(p, np.ones(3, np.float32))
+    msg = refused(pio.load, p, max_bytes=value)
+    assert "max_load_bytes" in msg or "max_bytes" in msg, msg
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None, [True]])
+def test_load_partial_is_a_boolean(tmp_path, value):
+    p = tmp_path / "w.npy"
+    np.save(p, np.ones(3, np.float32))
+    msg = refused(pio.load, p, partial=value)
+    assert "partial" in msg, msg

@@ -148,6 +148,8 @@ def load(
     Raises `PortingError` naming `path` when the file is missing, not a regular file, truncated
     or corrupt, of an unknown format, over a budget, or holds non-numeric arrays.
     """
+    if not isinstance(partial, (bool, np.bool_)):
+        raise PortingError(f"partial={short_repr(partial)}: expected True or False")
     p = files.input_file(path, EXPECTED)
     budget = Budget(p, max_bytes, max_objects)
     fmt = detect_format(p, format=format)

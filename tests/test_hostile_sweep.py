@@ -1753,3 +1753,47 @@ def test_load_partial_is_a_boolean(tmp_path, value):
     np.save(p, np.ones(3, np.float32))
     msg = refused(pio.load, p, partial=value)
     assert "partial" in msg, msg
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("geom", _geometries(13, 12))
+def test_one_and_three_spatial_dimensions_agree_with_two(geom):
+    """conv4/pool with 1 or 3 spatial dimensions (padding beyond the kernel included) equal
+    the loop-checked 2-d case with the extra dimension of size 1."""
+    k, dil, pad, stride, xs, mode = geom
+    rng = np.random.default_rng(abs(hash(geom)) % 2**32)
+    w2 = rng.standard_normal((k[0], 1, 2, 3))
+    x2 = rng.standard_normal((xs[0], 1, 2, 2))
+    kw2 = dict(padding=(pad[0], 0), stride=(stride[0], 1), dilation=(dil[0], 1), mode=mode)
+    want = knet.conv4(w2, x2, backend="reference", **kw2)
+    np.testing.assert_allclose(
+        want,
+        _conv_loops(w2, x2, kw2["padding"], kw2["stride"], kw2["dilation"], mode, 1.0),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    kind, y1 = outcome(
+        knet.conv4,
+        w2[:, 0],
+        x2[:, 0],
+        padding=pad[0],
+        stride=stride[0],
+        dilation=dil[0],
+        mode=mode,
+        backend="reference",
+    )
+    assert kind == "ok", y1
+    np.testing.assert_allclose(y1, want[:, 0], rtol=1e-12, atol=1e-12)
+    kw3 = dict(padding=(pad[0], 0, 0), stride=(stride[0], 1, 1), dilation=(dil[0], 1, 1), mode=mode)
+    kind, y3 = outcome(knet.conv4, w2[:, :, None], x2[:, :, None], backend="reference", **kw3)
+    assert kind == "ok", y3
+    np.testing.assert_allclose(y3[:, :, 0], want, rtol=1e-12, atol=1e-12)
+    if xs[0] + 2 * pad[0] >= k[0]:
+        p2 = knet.pool(
+            x2, window=(k[0], 1), padding=(pad[0], 0), stride=(stride[0], 1), backend="reference"
+        )
+        kind, p1 = outcome(
+            knet.pool, x2[:, 0], window=k[0], padding=pad[0], stride=stride[0], backend="reference"
+        )
+        assert kind == "ok", p1
+        np.testing.assert_array_equal(p1, p2[:, 0])

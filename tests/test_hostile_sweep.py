@@ -1797,3 +1797,42 @@ def test_one_and_three_spatial_dimensions_agree_with_two(geom):
         )
         assert kind == "ok", p1
         np.testing.assert_array_equal(p1, p2[:, 0])
+
+
+def _rnn_entry(**rnn_over):
+    n = porting.rnn.RNNSpec(3, 4, "gru").param_length
+    rnn = {"inputSize": 3, "hiddenSize": 4, "rnnType": "gru", "numLayers": 1, "bidirectional": False,
+           "skipInput": False, "dropout": 0.0, "h": "nothing", "c": "nothing"}  # fmt: skip
+    rnn.update(rnn_over)
+    entry = {"name": "layer2", "kind": "rnn", "julia_type": "RNN", "rnn": rnn,
+             "params": {"w": {"key": "layer2.w", "size": [1, 1, n], "eltype": "Float32"}}}  # fmt: skip
+    return entry, {"layer2.w": np.zeros((1, 1, n), np.float32)}
+
+
+RNN_EXPORT = {
+    "hidden-string": {"hiddenSize": "4"},
+    "hidden-float": {"hiddenSize": 4.0},
+    "hidden-bool": {"hiddenSize": True},
+    "hidden-huge": {"hiddenSize": 10**5000},
+    "hidden-googol": {"hiddenSize": 10**100},
+    "layers-zero": {"numLayers": 0},
+    "type-int": {"rnnType": 2},
+    "type-unknown": {"rnnType": "transformer"},
+    "bidirectional-int": {"bidirectional": 1},
+    "bidirectional-string": {"bidirectional": "false"},
+    "dropout-nan": {"dropout": float("nan")},
+    "dropout-bool": {"dropout": False},
+    "dropout-string": {"dropout": "0"},
+    "h-unknown": {"h": "random"},
+    "h-list": {"h": ["nothing"]},
+}
+
+
+@pytest.mark.parametrize("case", list(RNN_EXPORT))
+def test_rnn_export_entry_with_wrong_types(case):
+    """An rnn layer object with a wrong type or value at any key: one PortingError naming
+    rnn.<key>."""
+    entry, arrays = _rnn_entry(**RNN_EXPORT[case])
+    msg = refused(porting.rnn.from_export, entry, arrays)
+    key = next(iter(RNN_EXPORT[case]))
+    assert key in msg, msg

@@ -1836,3 +1836,71 @@ def test_rnn_export_entry_with_wrong_types(case):
     msg = refused(porting.rnn.from_export, entry, arrays)
     key = next(iter(RNN_EXPORT[case]))
     assert key in msg, msg
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize(
+    "pool",
+    [
+        dict(window=2, padding=1),
+        dict(window=2, padding=2, mode=0),
+        dict(window=3, padding=3, mode=1),
+    ],
+)
+def test_keras_conversion_of_padding_beyond_kernel_and_window(pool):
+    """Two conv layers with padding beyond the kernel extent and pools with padding >= window
+    convert to Keras with unique layer names, and the Keras model agrees with the Knet side
+    (whose kernels the loops above check) layer by layer."""
+    pytest.importorskip("tensorflow", reason="the Keras conversion needs TensorFlow")
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((1, 1, 2, 3)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    model = porting.model.KnetModel(
+        [
+            porting.model.Conv(w, b, padding=2, pool=pool, activation="relu"),
+            porting.model.Conv(
+                rng.standard_normal((3, 3, 3, 2)).astype(np.float32),
+                padding=3,
+                pool=dict(window=2, padding=2),
+            ),
+        ],
+        input_size=(5, 4, 2),
+    )
+    with _deadline(120):
+        km = porting.model.to_keras(model)
+        names = [layer.name for layer in km.layers]
+        assert len(names) == len(set(names)), names
+        report = porting.model.verify_model(model, keras_model=km)
+    assert report.ok, str(report)
+
+
+def test_writing_over_what_the_user_has(tmp_path):
+    """Replacing an existing .keras keeps its permission bits; a --savedmodel directory holding
+    a file an export does not write, or the input itself, is refused before any work, and
+    nothing is lost."""
+    pytest.importorskip("tensorflow", reason="the conversion needs TensorFlow")
+    _cli_fixture(tmp_path)
+    out = tmp_path / "o.keras"
+    out.write_text("old")
+    out.chmod(0o600)
+    code, _, err = run_cli(["convert", "--example", "lenet", "-o", "o.keras"], tmp_path)
+    assert code == 0, err
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert zipfile.is_zipfile(out)
+    (tmp_path / "sm").mkdir()
+    (tmp_path / "sm" / "mine.txt").write_text("keep")
+    before = _snapshot(tmp_path)
+    code, _, err = run_cli(["convert", "--example", "lenet", "--savedmodel", "sm"], tmp_path)
+    assert code == 2 and "mine.txt" in err, err
+    (tmp_path / "m").mkdir()
+    for suffix in ("json", "npz"):
+        (tmp_path / "m" / f"lenet.{suffix}").write_bytes(
+            (ROOT / f"porting/examples/lenet.{suffix}").read_bytes()
+        )
+    before = _snapshot(tmp_path)
+    code, _, err = run_cli(["convert", "m/lenet", "--savedmodel", "m"], tmp_path)
+    assert code == 2, err
+    code, _, err = run_cli(["convert", "m/lenet", "-o", "m/lenet.json"], tmp_path)
+    assert code == 2, err
+    assert _snapshot(tmp_path) == before
+    assert (tmp_path / "sm" / "mine.txt").read_text() == "keep"

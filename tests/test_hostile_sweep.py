@@ -1904,3 +1904,21 @@ def test_writing_over_what_the_user_has(tmp_path):
     assert code == 2, err
     assert _snapshot(tmp_path) == before
     assert (tmp_path / "sm" / "mine.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize(
+    "shape", ["abc", (2.0, 2, 3), (True, 2, 6), (-2, -2, 3), (10**5000, 1, 1), (12,), {"a": 1}]
+)
+@pytest.mark.parametrize("fn", ["dense_to_tf", "dense_from_tf"])
+def test_dense_input_shapes_are_strict(fn, shape):
+    """input_shape is a Julia size of integers >= 1 whose product is the weight's inputs:
+    strings, floats, bools, negatives and huge integers are one PortingError naming it."""
+    w = np.ones((3, 12), np.float32) if fn == "dense_to_tf" else np.ones((12, 3), np.float32)
+    msg = refused(getattr(layout, fn), w, input_shape=shape)
+    assert "input_shape" in msg, msg
+
+
+@pytest.mark.parametrize("values", [None, 3, "ab", {"a": 1}])
+def test_spatial_reorder_needs_a_tuple(values):
+    refused(layout.spatial_to_tf, values)
+    refused(layout.spatial_from_tf, values)

@@ -243,7 +243,7 @@ def _check_dense_input_shape(input_shape: Any, n_in: int) -> tuple[int, ...]:
     except TypeError:
         raise PortingError(f"input_shape={short_repr(input_shape)}: {expected}") from None
     if isinstance(input_shape, (str, bytes)) or not all(
-        isinstance(s, (numbers.Integral, np.integer)) and not isinstance(s, bool) and s >= 1
+        isinstance(s, (numbers.Integral, np.integer)) and not isinstance(s, bool) and int(s) >= 1
         for s in items
     ):  # strict: "abc", 2.0, True and -2 are not sizes
         raise PortingError(

@@ -96,6 +96,22 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     name = f"porting {args.command}"
+    import warnings
+
+    def _warning_line(message, category, filename, lineno, line=None) -> str:
+        # a warning is for the user of the command: one line, no source location (which for
+        # a command is `<frozen runpy>`)
+        return f"{name}: warning: {printable(str(message))}\n"
+
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _warning_line
+    try:
+        return _run(args, name)
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _run(args, name: str) -> int:
     from porting.files import Terminated, terminate_as_interrupt
 
     try:

@@ -1922,3 +1922,17 @@ def test_dense_input_shapes_are_strict(fn, shape):
 def test_spatial_reorder_needs_a_tuple(values):
     refused(layout.spatial_to_tf, values)
     refused(layout.spatial_from_tf, values)
+
+
+def test_cli_warnings_are_one_line_without_a_source_location(tmp_path):
+    """A warning on the command line is one line naming the command, not
+    `<frozen runpy>:88: UserWarning:`."""
+    _cli_fixture(tmp_path)
+    r = _proc(
+        ["verify-conv", "--w", "w.npy", "--x", "x.npy", "--padding", "3", "--knet", "reference"],
+        tmp_path,
+    )
+    assert r.returncode in (0, 1), r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "padding" in ln]
+    assert lines and all(ln.startswith("porting verify-conv: warning: ") for ln in lines), r.stderr
+    assert "runpy" not in r.stderr and "UserWarning" not in r.stderr, r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -67,12 +68,41 @@ def as_float_array(x: object, name: str, *, ndim: Sequence[int] | int | None = N
         )
     if a.size == 0:
         raise PortingError(f"{name} is empty (shape {a.shape}); expected at least one element")
+    check_fits(a.shape, a.dtype, name)  # a broadcast view claiming terabytes
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if a.ndim not in allowed:
             want = " or ".join(str(n) for n in allowed)
             raise PortingError(f"{name} has {a.ndim} dimensions (shape {a.shape}); expected {want}")
     return a
+
+
+@functools.lru_cache(maxsize=1)
+def physical_memory() -> int | None:
+    """Bytes of physical memory, or None where the system does not say."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits(shape: tuple[int, ...], dtype: np.dtype, what: str) -> None:
+    """Refuse an array larger than this machine's memory before allocating (or scanning) it:
+    a broadcast view or a geometry claiming terabytes is a clear error, not a MemoryError deep
+    in NumPy or an hours-long loop.
+
+    >>> check_fits((3, 4), np.dtype(np.float32), "x")  # fits: nothing happens
+    """
+    need = math.prod(shape) * np.dtype(dtype).itemsize
+    have = physical_memory()
+    if have is not None and need > have:
+        raise PortingError(
+            f"{what} would be an array of shape {shape} ({need / 2**30:.3g} GiB of "
+            f"{np.dtype(dtype)}), more than this machine's {have / 2**30:.3g} GiB of memory; "
+            "expected sizes that fit (check padding, stride and the input size)"
+        )
 
 
 def int_tuple(value: object, n: int, name: str, *, minimum: int) -> tuple[int, ...]:

@@ -42,3 +42,16 @@ def fit(text: str, columns: int | None = None) -> str:
             or [line]
         )
     return "\n".join(out)
+
+
+def printable(text: str) -> str:
+    """`text` with every control character (newline, carriage return, ESC, ...) written as
+    its Python escape, so that a name taken from a hostile file (an .npz member, an HDF5
+    dataset) can neither forge output lines nor drive the terminal.
+
+    >>> printable("a\\nb\\x1b[2J")
+    'a\\\\nb\\\\x1b[2J'
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)

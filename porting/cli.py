@@ -24,6 +24,7 @@ import os
 import pkgutil
 import sys
 
+from porting._text import printable
 from porting.errors import MissingDependencyError, PortingError
 
 EXIT_OK, EXIT_DIFFER, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
@@ -95,6 +96,22 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     name = f"porting {args.command}"
+    import warnings
+
+    def _warning_line(message, category, filename, lineno, line=None) -> str:
+        # a warning is for the user of the command: one line, no source location (which for
+        # a command is `<frozen runpy>`)
+        return f"{name}: warning: {printable(str(message))}\n"
+
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _warning_line
+    try:
+        return _run(args, name)
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _run(args, name: str) -> int:
     from porting.files import Terminated, terminate_as_interrupt
 
     try:
@@ -106,7 +123,7 @@ def main(argv=None) -> int:
         _silence_stdout()
         return EXIT_PIPE_CLOSED
     except (PortingError, MissingDependencyError) as e:
-        print(f"{name}: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {printable(str(e))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Terminated:
         print("terminated", file=sys.stderr)
@@ -130,7 +147,7 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     except OSError as e:  # the system refused: permissions, a full disk, a missing folder
         where = f": {_short(str(e.filename))}" if getattr(e, "filename", None) else ""
-        print(f"{name}: error: {e.strerror or e}{where}", file=sys.stderr)
+        print(f"{name}: error: {printable(str(e.strerror or e) + where)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as e:  # noqa: BLE001 - anything else is a bug in porting, said as such
         if _debug():
@@ -140,7 +157,7 @@ def main(argv=None) -> int:
         first = (str(e).strip().splitlines() or [""])[0][:200]
         print(
             f"{name}: internal error (a bug in porting, not in your input): "
-            f"{type(e).__name__}: {first}; {REPORT_HINT}",
+            f"{type(e).__name__}: {printable(first)}; {REPORT_HINT}",
             file=sys.stderr,
         )
         return EXIT_INTERNAL

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from porting._checks import check_fits
 from porting.errors import PortingError
 from porting.tolerance import Tolerance, check_k
 
@@ -54,6 +55,7 @@ def _as_float(a: Any, name: str) -> np.ndarray:
             f"shape {arr.shape}); expected float16, float32 or float64, the formats Knet and "
             "TensorFlow compute in: convert it with .astype(np.float64)"
         )
+    check_fits(arr.shape, arr.dtype, name)  # a broadcast view claiming terabytes
     return arr
 
 
@@ -236,7 +238,9 @@ def compare(
     """Compare `actual` with `expected` element by element, with a float-derived tolerance.
 
     `k` is the number of terms summed per element (conv4: kernel volume x input channels);
-    `magnitude` the sum of magnitudes per element (same shape), default `|expected|`;
+    `magnitude` the sum of magnitudes per element (same shape), default `|expected|`; a
+    negative one is refused, and where it is infinite it bounds nothing, so that element must
+    match exactly;
     `precision` the format the lower-precision side computed in (default: the lower of the
     two dtypes; 'tf32' for TensorFloat-32 accumulation). Shapes must match exactly.
 
@@ -260,6 +264,17 @@ def compare(
             raise PortingError(
                 f"magnitude has shape {m.shape}; expected the shape of expected, {e.shape}"
             )
+        with np.errstate(invalid="ignore"):
+            negative = bool(np.any(m < 0))
+        if negative:
+            raise PortingError(
+                f"magnitude has negative values (min {float(np.nanmin(m)):.3g}); expected sums "
+                "of magnitudes (sum of |w*x| per element), which are >= 0"
+            )
+        if np.isinf(m).any():
+            # an infinite sum of magnitudes bounds nothing: never an infinite tolerance, the
+            # element must match exactly (its tolerance is the floor alone)
+            m = np.where(np.isinf(m), np.zeros((), m.dtype), m)
     # the format of the lower-precision side, in native byte order (ULPs are read from its bits)
     lower = (e.dtype if e.dtype.itemsize <= a.dtype.itemsize else a.dtype).newbyteorder("=")
     tol_info = Tolerance.of(

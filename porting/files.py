@@ -50,6 +50,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from porting._checks import short_repr
 from porting.errors import PortingError
 
 __all__ = [
@@ -99,7 +100,7 @@ def _describe(mode: int) -> str:
 def as_path(path: Any, what: str, expected: str) -> Path:
     """`path` as a `Path`, or a PortingError naming `what` when it is not a path at all."""
     if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
-        raise PortingError(f"{what}={path!r}: expected a file path ({expected})")
+        raise PortingError(f"{what}={short_repr(path)}: expected a file path ({expected})")
     try:
         p = Path(os.fspath(path))
     except TypeError:

@@ -20,6 +20,8 @@ per-axis parameters and image orientation do not. All round trips are bit-exact.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -65,6 +67,10 @@ def spatial_to_tf(values: tuple[T, ...], spatial: str = "reverse") -> tuple[T, .
     >>> spatial_to_tf((1, 2), "reverse")
     (2, 1)
     """
+    if not isinstance(values, (tuple, list)):
+        raise PortingError(
+            f"values={short_repr(values)}: expected a tuple of per-dimension values, Julia order"
+        )
     return tuple(values[i] for i in _spatial_order(len(values), spatial))
 
 
@@ -214,6 +220,8 @@ def bias_from_tf(b: ArrayLike, ndims: int = 4) -> np.ndarray:
     (1, 1, 8, 1)
     """
     a = as_float_array(b, "bias", ndim=1)
+    check_choice(ndims, "ndims", (1, 2, 3, 4, 5))  # an integer: not True, 4.0 or an array
+    ndims = int(ndims)
     if ndims == 1:
         return a.copy()
     if ndims not in (2, 3, 4, 5):
@@ -241,17 +249,24 @@ def _dense_operands(
 
 
 def _check_dense_input_shape(input_shape: Any, n_in: int) -> tuple[int, ...]:
+    expected = "expected the Julia size of one sample before mat, e.g. (X1, X2, C)"
     try:
-        shape = tuple(int(s) for s in input_shape)
+        items = list(input_shape)
     except TypeError:
+        raise PortingError(f"input_shape={short_repr(input_shape)}: {expected}") from None
+    if isinstance(input_shape, (str, bytes)) or not all(
+        isinstance(s, (numbers.Integral, np.integer)) and not isinstance(s, bool) and int(s) >= 1
+        for s in items
+    ):  # strict: "abc", 2.0, True and -2 are not sizes
         raise PortingError(
-            f"input_shape={short_repr(input_shape)}: expected the Julia size of one sample before mat, "
-            "e.g. (X1, X2, C)"
-        ) from None
-    if not 2 <= len(shape) <= 4 or int(np.prod(shape)) != n_in:
+            f"input_shape={short_repr(input_shape)}: {expected}, every entry an integer >= 1"
+        )
+    shape = tuple(int(s) for s in items)
+    if not 2 <= len(shape) <= 4 or math.prod(shape) != n_in:
         raise PortingError(
-            f"input_shape={shape} (product {int(np.prod(shape))}) does not match the dense "
-            f"weight's {n_in} inputs; expected the Julia size (X1, ..., C) of one sample before mat"
+            f"input_shape={short_repr(shape)} (product {short_repr(math.prod(shape))}) does not "
+            f"match the dense weight's {n_in} inputs; expected the Julia size (X1, ..., C) of "
+            "one sample before mat"
         )
     return shape
 

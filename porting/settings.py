@@ -128,10 +128,16 @@ def _parse_bytes(value: object) -> int | None:
     unit = text[len(digits) :]
     if unit not in _UNITS or not digits:
         return None
-    number = float(digits)
+    try:
+        number = float(digits)
+    except ValueError:  # "1.2.3", "1e", ...
+        return None
     if not math.isfinite(number) or number <= 0:
         return None
-    return int(number * _UNITS[unit])
+    size = number * _UNITS[unit]
+    if size < 1 or (_UNITS[unit] == 1 and not number.is_integer()):
+        return None  # a fraction of a byte is no size (1.5 is not silently 1)
+    return int(size)
 
 
 def size_bytes(name: str, default: int, *, explicit: int | str | None = None) -> int:

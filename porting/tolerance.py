@@ -51,11 +51,11 @@ def check_k(k: object) -> int:
 
 
 def precision_dtype(precision: Any) -> np.dtype:
-    if precision in ("tf32", "TF32"):
+    if isinstance(precision, str) and precision in ("tf32", "TF32"):
         return np.dtype(np.float32)  # storage; eps handled by caller
     try:
         dt = np.dtype(precision)
-    except TypeError:
+    except (TypeError, ValueError):
         dt = None
     if dt is None or not np.issubdtype(dt, np.floating):
         raise PortingError(

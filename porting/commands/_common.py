@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -22,10 +23,21 @@ MAX_K = 2**40
 `(sqrt(K)+2) eps S` exceeds S/8 and says nothing."""
 
 
+_INT = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
+def _int(text: str) -> int:
+    """`int(text)` for ASCII decimal digits only: Python's `int` also takes `1_0` (10) and
+    other scripts' digits, which on a command line are more likely typos than numbers."""
+    if not _INT.fullmatch(text):
+        raise ValueError(text)
+    return int(text)
+
+
 def int_or_tuple(text: str):
     """Parse `1` or `1,2` (per spatial dimension, Julia order) for argparse."""
     try:
-        parts = [int(p) for p in text.split(",")]
+        parts = [_int(p) for p in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text[:40]!r}: expected an integer or comma-separated integers (one per spatial "
@@ -66,7 +78,7 @@ def positive_int(maximum: int, what: str):
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value = _int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{text[:40]!r}: expected a positive integer ({what})"

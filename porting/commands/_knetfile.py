@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from porting._text import printable
 from porting.errors import PortingError
 
 __all__ = [
@@ -155,14 +156,15 @@ def inspect_text(path, key: str | None = None, *, depth: int = 8) -> str:
     tree = read(p)
     node = select(tree, key, p) if key else tree
     lines = [
-        f"{p}: what it holds (paths usable as --key; items numbered from 1, as in Julia)"
+        f"{printable(p)}: what it holds (paths usable as --key; items numbered from 1, as in Julia)"
         if not key
-        else f"{p} --key {key}:"
+        else f"{printable(p)} --key {printable(key)}:"
     ]
     if key:
         kind, summary = classify(node)
         if kind == "model":
-            lines.append(load_model(p, key).report())
+            report = load_model(p, key).report()
+            lines += [printable(line) for line in report.splitlines()]
             return "\n".join(lines)
     found = entries(node, depth=depth)
     prefix = f"{key.strip('/')}/" if key else ""
@@ -176,9 +178,9 @@ def inspect_text(path, key: str | None = None, *, depth: int = 8) -> str:
             "gpu": "GPU, no data",
             "unreadable": "unreadable",
         }.get(e.kind)
-        shown = (prefix + e.path) if e.path else (key or "")
+        shown = printable((prefix + e.path) if e.path else (key or ""))  # names from the file
         left = ("  " * (e.depth + 1) + shown).ljust(width + 2)
-        lines.append(f"{left}  {label + ': ' if label else ''}{e.summary}")
+        lines.append(f"{left}  {label + ': ' if label else ''}{printable(e.summary)}")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from porting import magnitude as S
-from porting._checks import check_choice, short_repr
+from porting._checks import check_choice, check_fits, short_repr
 from porting.comparison import compare
 from porting.diagnosis import _context, _hypotheses, _outputs, _score
 from porting.diagnosis._result import CAUSES, Diagnosis, Finding
@@ -37,6 +37,7 @@ def _output_array(v, name: str) -> np.ndarray:
         )
     if a.ndim == 0 or a.size == 0:
         raise PortingError(f"{name} has shape {a.shape}; expected a non-empty array (TF layout)")
+    check_fits(a.shape, np.dtype(np.float64), name)  # worked on in float64; a broadcast view
     if a.dtype.name == "bfloat16":
         a = a.astype(np.float32)
     if not a.dtype.isnative:  # big-endian data: the same values in native bytes
@@ -214,7 +215,9 @@ def _diagnose(e, a, ctx, kk, mag, prec, tol, basis, notes, max_positions) -> Dia
     comparison = None
     if e.shape == a.shape:
         comparison = compare(e, a, k=kk, magnitude=mag, precision=prec)
-        if comparison.ok:
+        # two sides of nothing (all NaN, all zero) are equal, but no computation is shown to
+        # be right: said below as such, never as rounding in some precision format
+        if comparison.ok and _empty_sides(e, a) is None:
             c = comparison
             ev = (
                 f"all {c.n_elements} elements agree within the {prec} bound (max error "

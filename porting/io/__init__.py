@@ -78,7 +78,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from porting import files
+from porting._checks import short_repr
 from porting.errors import PortingError
 from porting.io._core import EXPECTED, FORMATS, Budget, flatten
 from porting.io._npy import save_npz
@@ -144,6 +147,8 @@ def load(
     Raises `PortingError` naming `path` when the file is missing, not a regular file, truncated
     or corrupt, of an unknown format, over a budget, or holds non-numeric arrays.
     """
+    if not isinstance(partial, (bool, np.bool_)):
+        raise PortingError(f"partial={short_repr(partial)}: expected True or False")
     p = files.input_file(path, EXPECTED)
     budget = Budget(p, max_bytes, max_objects)
     fmt = detect_format(p, format=format)
@@ -171,7 +176,7 @@ def detect_format(path: str | os.PathLike, *, format: str | None = None) -> str:
     if format is not None:
         if not isinstance(format, str):
             raise PortingError(
-                f"format={format!r}: expected one of {', '.join(map(repr, FORMATS))} or None"
+                f"format={short_repr(format)}: expected one of {', '.join(map(repr, FORMATS))} or None"
             )
         name = format.lower().lstrip(".")
         name = _ALIASES.get(name, name)

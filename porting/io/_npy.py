@@ -31,10 +31,14 @@ def _header(fh: IO[bytes], p: Path, name: str, fmt: str) -> tuple[tuple, bool, n
         version = fmt_lib.read_magic(fh)
         if version == (1, 0):
             shape, fortran, dtype = fmt_lib.read_array_header_1_0(fh)
-        elif version == (2, 0):
+        elif version in ((2, 0), (3, 0)):
+            # 3.0 differs from 2.0 only in allowing UTF-8 in the header (structured field
+            # names, which are refused below anyway); its layout is 2.0's
             shape, fortran, dtype = fmt_lib.read_array_header_2_0(fh)
         else:
-            shape, fortran, dtype = fmt_lib._read_array_header(fh, version)  # type: ignore[attr-defined]
+            raise ValueError(
+                f"format version {version[0]}.{version[1]}; expected 1.0, 2.0 or 3.0 (NumPy's)"
+            )
     except Exception as e:  # noqa: BLE001 - any failure here is a bad header
         where = f"member {name!r}: " if fmt == "npz" else ""
         raise corrupt(p, fmt, f"{where}bad .npy header: {short(e)}") from None

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from porting._checks import short_repr
 from porting.bridge.choices import BACKEND_CHOICES, Resolved
 from porting.errors import PortingError
 
@@ -30,7 +31,7 @@ def resolve(backend: str) -> Resolved:
     """Turn a `backend=` argument into an implementation; never downloads anything."""
     if not isinstance(backend, str) or backend not in BACKEND_CHOICES:
         raise PortingError(
-            f"backend={backend!r}: expected one of {', '.join(map(repr, BACKEND_CHOICES))}"
+            f"backend={short_repr(backend)}: expected one of {', '.join(map(repr, BACKEND_CHOICES))}"
         )
     if backend == "reference":
         return _reference()

@@ -174,19 +174,31 @@ class Entry:
     summary: str
 
 
-def entries(tree: Any, *, depth: int = 8, items: int = 20) -> list[Entry]:
+def entries(
+    tree: Any, *, depth: int = 8, items: int = 20, max_entries: int = 100_000
+) -> list[Entry]:
     """What `tree` holds, top-down. Models, arrays and refused models are leaves (their inner
     structure is the model's business); containers are opened up to `depth` levels and `items`
-    children each."""
+    children each. A container reached again by another path (HDF5 hard links and object
+    references make a DAG: a small file can hold 2**30 paths) is listed once, then named as
+    the same object; at most `max_entries` lines in all."""
     out: list[Entry] = []
+    seen: dict[int, str] = {}  # id of a container opened -> its first path
 
     def walk(node: Any, path: str, level: int) -> None:
+        if len(out) >= max_entries:
+            return
         kind, summary = classify(node, path)
         if kind == "weights" and not any(a.ndim >= 2 for a in node):
             kind, summary = "value", summary
         if kind != "value" or not isinstance(node, (dict, list, tuple)) or not node:
             out.append(Entry(path, level, kind, summary))
             return
+        if id(node) in seen:
+            first = seen[id(node)] or "the top level"
+            out.append(Entry(path, level, "container", f"the same object as {first} (shared)"))
+            return
+        seen[id(node)] = path
         kids = children(node)
         label = (
             f"{type(node).__name__} of {len(kids)} (items 1-{len(kids)}, 1-based as in Julia)"
@@ -206,4 +218,6 @@ def entries(tree: Any, *, depth: int = 8, items: int = 20) -> list[Entry]:
             )
 
     walk(tree, "", 0)
+    if len(out) >= max_entries:
+        out.append(Entry("...", 0, "more", f"listing stopped at {max_entries} entries"))
     return out

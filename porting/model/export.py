@@ -47,6 +47,7 @@ import porting.model.schema as schema
 from porting import files
 from porting.errors import PortingError
 from porting.model.kinds import KINDS
+from porting.model.planning import check_model
 from porting.model.spec import KnetModel
 
 __all__ = ["load_export", "save_export", "export_paths", "FORMAT", "VERSION"]
@@ -207,6 +208,8 @@ def load_export(path) -> KnetModel:
     json_path, npz_path = export_paths(path)
     doc = _read_json(json_path)
     npz_name = doc.get("npz")
+    if npz_name is not None:
+        schema.text(npz_name, "npz", str(json_path))
     if isinstance(npz_name, str) and npz_name and Path(os.fspath(path)).suffix != ".npz":
         npz_path = json_path.parent / Path(npz_name).name  # the .json names its arrays file
     input_size = doc.get("input_size")
@@ -277,6 +280,7 @@ def _dumps(doc: dict) -> str:
 def save_export(model: KnetModel, prefix) -> tuple[str, str]:
     """Write `model` as `<prefix>.npz` (Fortran-ordered arrays, Julia sizes, as NPZ.jl writes
     them) and `<prefix>.json` (schema above); both atomically. Returns the two paths."""
+    check_model(model)
     json_path, npz_path = export_paths(prefix)
     files.output_file(json_path, suffix=".json", what="export")
     files.output_file(npz_path, suffix=".npz", what="export")

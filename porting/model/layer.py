@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from porting._checks import FLOAT_DTYPES, describe
+from porting._checks import FLOAT_DTYPES, describe, short_repr
 from porting.errors import PortingError
 
 if TYPE_CHECKING:
@@ -114,10 +114,10 @@ def check_probability(p, where: str, key: str = "dropout") -> None:
     if (
         isinstance(p, bool)
         or not isinstance(p, (int, float, np.number))
+        or not 0 <= p < 1  # before float(): a 5000-digit integer overflows it
         or not math.isfinite(float(p))
-        or not 0 <= p < 1
     ):
-        raise PortingError(f"{where}: {key}={p!r}: expected a probability 0 <= p < 1")
+        raise PortingError(f"{where}: {key}={short_repr(p)}: expected a probability 0 <= p < 1")
 
 
 def check_real(value, where: str, key: str) -> None:
@@ -125,9 +125,10 @@ def check_real(value, where: str, key: str) -> None:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float, np.number))
+        or not -(2**1023) < value < 2**1023  # float() of a larger integer overflows
         or not math.isfinite(float(value))
     ):
-        raise PortingError(f"{where}: {key}={value!r}: expected a finite real number")
+        raise PortingError(f"{where}: {key}={short_repr(value)}: expected a finite real number")
 
 
 @dataclass(eq=False)

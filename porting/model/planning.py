@@ -8,10 +8,14 @@ with an input size) and passed on to `forward_knet`, `to_keras`, `convert_weight
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from porting._checks import INT_MAX, short_repr
 from porting.errors import PortingError
 from porting.model.layer import Layer
 from porting.model.stages import Stage
@@ -75,14 +79,21 @@ class Plan:
 def as_size(value, what: str) -> tuple[int, ...]:
     """A per-sample Julia size: 1-4 positive integers."""
     try:
-        size = tuple(int(v) for v in value)
-    except (TypeError, ValueError, OverflowError):
+        items = list(value)
+    except TypeError:
+        items = None
+    if items is None or not all(
+        isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool) for v in items
+    ):  # strict: 28.5, "28" and True are not sizes
         raise PortingError(
-            f"{what}={value!r}: expected Julia sizes of one sample, e.g. (28, 28, 1)"[:300]
-        ) from None
-    if not 1 <= len(size) <= 4 or any(s < 1 for s in size):
+            f"{what}={short_repr(value)}: expected Julia sizes of one sample, e.g. (28, 28, 1)"[
+                :300
+            ]
+        )
+    size = tuple(int(v) for v in items)
+    if not 1 <= len(size) <= 4 or any(not 1 <= s <= INT_MAX for s in size):
         raise PortingError(
-            f"{what}={size}: expected 1-4 positive sizes of one sample (X1, ..., C), batch left out"[
+            f"{what}={short_repr(size)}: expected 1-4 positive sizes of one sample (X1, ..., C), batch left out"[
                 :300
             ]
         )
@@ -98,10 +109,22 @@ def _stage_sizes(layer: Layer, stages, size):
     return tuple(out)
 
 
+def check_model(model, what: str = "model") -> None:
+    """`PortingError` unless `model` is a `porting.model.KnetModel`."""
+    from porting.model.spec import KnetModel
+
+    if not isinstance(model, KnetModel):
+        raise PortingError(
+            f"{what}: expected a porting.model.KnetModel (e.g. from load_export), got "
+            f"{type(model).__name__} {short_repr(model, 60)}"
+        )
+
+
 def plan(model, input_size=None) -> Plan:
     """Sizes and flatten bookkeeping for every layer of `model` (a KnetModel) on
     `input_size` (default: the model's); `PortingError` naming the first layer whose weights
     do not fit."""
+    check_model(model)
     size = input_size if input_size is not None else model.input_size
     if size is None:
         raise PortingError(
@@ -201,6 +224,7 @@ def _features_in_flatten_order(steps: list[Step], k: int, target, layer, sources
 def plan_for(model, input_size=None, given: Plan | None = None) -> Plan:
     """The plan to use: `given` (checked to be this model's, for this input size), else the
     model's own when the input size is its, else a new one."""
+    check_model(model)
     want = None if input_size is None else as_size(input_size, "input size")
     if given is not None:
         if given.model_id != id(model) or (want is not None and want != given.input_size):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from porting._checks import FLOAT_DTYPES
+from porting._checks import FLOAT_DTYPES, short_repr
 from porting.errors import PortingError
 from porting.model.kinds import KINDS, kind_of
 from porting.model.kinds.activation import Activation
@@ -138,6 +138,8 @@ class KnetModel:
                 )
             seen.add(layer.name)
         self.layers = list(layers)
+        if not isinstance(name, str) or not name:
+            raise PortingError(f"name={short_repr(name)}: expected a non-empty string")
         self.name = name
         dtypes = {p.dtype for layer in self.layers for p in layer.params().values()}
         if len(dtypes) > 1:

@@ -125,7 +125,10 @@ class RNNWeights:
 
 
 def _flat_vector(w, spec: RNNSpec) -> np.ndarray:
-    a = np.asarray(w)
+    try:
+        a = np.asarray(w)
+    except (TypeError, ValueError) as e:  # a ragged list, ...
+        raise PortingError(f"RNN packed weights: expected a numeric array ({e})") from None
     if a.dtype == object or not np.issubdtype(a.dtype, np.number):
         raise PortingError(f"RNN packed weights: expected a numeric array, got {a.dtype}")
     _float_dtype(a.dtype, "RNN packed weights")

@@ -61,7 +61,10 @@ class RNNOutput:
 
 def x_to_batch_major(x, spec, dtype) -> np.ndarray:
     """Knet's `x` `(X,)`, `(X, B)` or `(X, B, T)` -> C-ordered `(T, B, X)` in `dtype`."""
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError) as e:  # a ragged list, ...
+        raise PortingError(f"RNN input x: expected a numeric array ({e})") from None
     if a.dtype == object or not np.issubdtype(a.dtype, np.floating):
         raise PortingError(
             f"RNN input x has element type {a.dtype}: expected {np.dtype(dtype)} like the weights"

@@ -17,6 +17,7 @@ import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from porting._checks import INT_MAX, short_repr
 from porting.errors import PortingError
 
 __all__ = ["GATE_NAMES", "RNN_TYPES", "RNNSpec"]
@@ -40,8 +41,12 @@ _IGNORED_FIELDS |= {"dx", "dhx", "dcx", "atype"}
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
-        raise PortingError(f"RNN {name}={value!r}: expected a positive integer")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or not 1 <= int(value) <= INT_MAX
+    ):
+        raise PortingError(f"RNN {name}={short_repr(value)}: expected a positive integer <= 2**62")
     return int(value)
 
 
@@ -50,7 +55,7 @@ def _flag(value, name: str) -> bool:
         return value
     if isinstance(value, numbers.Integral) and int(value) in (0, 1):
         return bool(value)
-    raise PortingError(f"RNN {name}={value!r}: expected true or false")
+    raise PortingError(f"RNN {name}={short_repr(value)}: expected true or false")
 
 
 def rnn_type_name(value) -> str:
@@ -63,7 +68,7 @@ def rnn_type_name(value) -> str:
         if name in RNN_TYPES:
             return name
     raise PortingError(
-        f"RNN rnnType={value!r}: expected one of :relu, :tanh, :lstm, :gru "
+        f"RNN rnnType={short_repr(value)}: expected one of :relu, :tanh, :lstm, :gru "
         "(or Knet's mode 0, 1, 2, 3)"
     )
 
@@ -96,11 +101,13 @@ class RNNSpec:
         set_(self, "bidirectional", _flag(self.bidirectional, "bidirectional"))
         set_(self, "skip_input", _flag(self.skip_input, "skipInput"))
         try:
-            p = float(self.dropout)
-        except (TypeError, ValueError):
+            p = math.nan if isinstance(self.dropout, bool) else float(self.dropout)
+        except (TypeError, ValueError, OverflowError):
             p = math.nan
         if not 0.0 <= p < 1.0:
-            raise PortingError(f"RNN dropout={self.dropout!r}: expected a number in [0, 1)")
+            raise PortingError(
+                f"RNN dropout={short_repr(self.dropout)}: expected a number in [0, 1)"
+            )
         set_(self, "dropout", p)
         if self.skip_input and self.input_size != self.hidden_size:
             raise PortingError(

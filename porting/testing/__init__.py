@@ -31,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from porting._checks import short_repr
 from porting.errors import PortingError
 from porting.testing._record import Check, record, verbosity
+from porting.tolerance import check_k
 
 __all__ = [
     "ASSUMED_K",
@@ -138,9 +140,7 @@ def assert_ported_close(
 
     e = _as_float(expected, "expected")
     a = _as_float(actual, "actual")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
-        raise PortingError(f"k={k!r}: expected a positive integer (terms summed per element)")
-    k_used = int(k) if k is not None else ASSUMED_K
+    k_used = check_k(k) if k is not None else ASSUMED_K  # a positive integer <= 2**53
     assumption = None
     if e.shape != a.shape:
         msg = (
@@ -218,6 +218,11 @@ def assert_ported_close(
 
 def _assert_report(report, label):
     __tracebackhide__ = True
+    if not isinstance(report.ok, (bool, np.bool_)):  # "no" or [1] is no verdict: never a pass
+        raise PortingError(
+            f"{type(report).__name__}.ok = {short_repr(report.ok)}: expected True or False (a "
+            "report from verify_conv4, verify_model, compare or diagnose)"
+        )
     comp = getattr(report, "comparison", None)
     diag = getattr(report, "diagnosis", None)
     record(

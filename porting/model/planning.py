@@ -110,10 +110,14 @@ def _stage_sizes(layer: Layer, stages, size):
 
 
 def check_model(model, what: str = "model") -> None:
-    """`PortingError` unless `model` is a `porting.model.KnetModel`."""
-    from porting.model.spec import KnetModel
-
-    if not isinstance(model, KnetModel):
+    """`PortingError` unless `model` is a `porting.model.KnetModel` (checked by its shape, a
+    list of layers and an input size, so that planning never imports the model class)."""
+    layers = getattr(model, "layers", None)
+    if (
+        not isinstance(layers, list)
+        or not all(isinstance(layer, Layer) for layer in layers)
+        or not hasattr(model, "input_size")
+    ):
         raise PortingError(
             f"{what}: expected a porting.model.KnetModel (e.g. from load_export), got "
             f"{type(model).__name__} {short_repr(model, 60)}"

@@ -30,6 +30,7 @@ import numpy as np
 
 from porting._checks import check_fits
 from porting.errors import PortingError
+from porting.magnitude import check_given
 from porting.tolerance import Tolerance, check_k
 
 __all__ = ["compare", "Comparison", "Tolerance"]  # Tolerance re-exported from porting.tolerance
@@ -264,13 +265,7 @@ def compare(
             raise PortingError(
                 f"magnitude has shape {m.shape}; expected the shape of expected, {e.shape}"
             )
-        with np.errstate(invalid="ignore"):
-            negative = bool(np.any(m < 0))
-        if negative:
-            raise PortingError(
-                f"magnitude has negative values (min {float(np.nanmin(m)):.3g}); expected sums "
-                "of magnitudes (sum of |w*x| per element), which are >= 0"
-            )
+        check_given(m)
         if np.isinf(m).any():
             # an infinite sum of magnitudes bounds nothing: never an infinite tolerance, the
             # element must match exactly (its tolerance is the floor alone)

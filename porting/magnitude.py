@@ -93,9 +93,24 @@ def dense(w: Any, x: Any, dtype: Any = np.float64) -> np.ndarray:
     return matmul(w, a, a_is_magnitude=False, dtype=dtype)
 
 
+def check_given(magnitude: np.ndarray) -> None:
+    """A user's sums of magnitudes are >= 0 (`sum(|w*x|)`): a negative one is a signed output
+    passed by mistake, refused here for porting.compare and porting.diagnose alike."""
+    with np.errstate(invalid="ignore"):
+        negative = bool(np.any(magnitude < 0))
+    if negative:
+        raise PortingError(
+            f"magnitude has negative values (min {float(np.nanmin(magnitude)):.3g}); expected "
+            "sums of magnitudes (sum of |w*x| per element), which are >= 0"
+        )
+
+
 def of_outputs(expected: Any, magnitude: Any = None) -> np.ndarray:
-    """`S` when only the outputs are known: `|magnitude|` when given, else `|expected|` (right
-    for element-wise results; too strict where a sum cancels), as porting.compare uses it."""
+    """`S` when only the outputs are known: `magnitude` when given (refused if negative), else
+    `|expected|` (right for element-wise results; too strict where a sum cancels), as
+    porting.compare uses it."""
+    if magnitude is not None:
+        check_given(np.asarray(magnitude))
     return absolute(expected if magnitude is None else magnitude)
 
 

@@ -534,3 +534,10 @@ def test_a_huge_max_positions_means_all_positions():
     w, x = _case(15)
     e = _conv(w, x, padding=1)
     assert diagnose(e, e, w=w, x=x, padding=1, max_positions=10**5000).cause == "rounding"
+
+
+def test_negative_magnitudes_are_refused_as_compare_refuses_them():
+    e = np.float32([[1.0, -2.0, 3.0]])
+    for call in (porting.diagnose, porting.compare):
+        with pytest.raises(PortingError, match="magnitude has negative values"):
+            call(e, e.copy(), magnitude=-np.abs(e))

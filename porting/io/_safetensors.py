@@ -62,12 +62,16 @@ def load_safetensors(p: Path, budget: Budget) -> dict[str, Any]:
         if not isinstance(header, dict):
             raise corrupt(p, "safetensors", f"header is a JSON {type(header).__name__}")
         start, data_len = 8 + n, size - 8 - n
+        entries = {
+            name: _entry(p, name, entry, data_len)
+            for name, entry in header.items()
+            if name != "__metadata__"
+        }
+        _check_disjoint(p, entries)
         out: dict[str, Any] = {}
-        for name, entry in header.items():
-            if name == "__metadata__":
-                continue
+        for name, (dtype, shape, begin, end) in entries.items():
+            entry = header[name]
             budget.visit(name)
-            dtype, shape, begin, end = _entry(p, name, entry, data_len)
             budget.take(name, shape, np.dtype(dtype).itemsize)
             fh.seek(start + begin)
             raw = bytearray(fh.read(end - begin))
@@ -80,6 +84,24 @@ def load_safetensors(p: Path, budget: Budget) -> dict[str, Any]:
                 a = a.astype(a.dtype.newbyteorder("="))
             out[name] = a
     return out
+
+
+def _check_disjoint(p: Path, entries: dict[str, tuple[str, tuple, int, int]]) -> None:
+    """The format gives every tensor its own bytes: overlapping ranges are a forged file."""
+    spans = sorted(
+        (begin, end, name) for name, (_, _, begin, end) in entries.items() if end > begin
+    )
+    reach, owner = 0, ""
+    for begin, end, name in spans:
+        if begin < reach:
+            raise corrupt(
+                p,
+                "safetensors",
+                f"tensors {owner!r} and {name!r} share bytes (from byte {begin}); expected each "
+                "tensor in its own byte range",
+            )
+        if end > reach:
+            reach, owner = end, name
 
 
 def _entry(p: Path, name: str, entry: Any, data_len: int) -> tuple[str, tuple, int, int]:

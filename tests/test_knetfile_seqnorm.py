@@ -1,0 +1,283 @@
+"""porting.knetfile: batchnorm (Knet bnmoments + bnparams), Knet `RNN` structs and embeddings
+found in JLD2 trees, written here in the shape `porting.io.load` gives a JLD2 struct (a dict of
+fields, functions as type names, Knet's Cint fields as int32).
+
+Expected outputs come from tests/knet_torch.py (PyTorch float64 from Knet's definitions) and a
+PyTorch GRU written here; layer kinds and settings are read off Knet's sources
+(ops20/batchnorm.jl: `BNMoments(momentum, mean, var, meaninit, varinit)`; ops20/rnn.jl:
+`mode` 0 relu / 1 tanh / 2 lstm / 3 gru, `direction` 1 bidirectional, `inputMode` 1 skip input).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from porting.errors import PortingError
+from porting.knetfile.recognise import DEFAULT, FILE, FLAG, Geometry, classify, recognise
+
+pytest.importorskip("tensorflow")
+torch = pytest.importorskip("torch", reason="the independent reference is written in PyTorch")
+
+import knet_torch as K  # noqa: E402  (tests/ is on sys.path)
+
+from porting.model import forward_knet  # noqa: E402
+from porting.model.kinds.embed import knet_sequence  # noqa: E402
+from porting.rnn import RNNSpec, pack, random_weights  # noqa: E402
+
+F64 = np.float64
+I32 = np.int32
+
+
+def param(a):
+    return {"value": a, "opt": None}
+
+
+def moments(mean, var, momentum=0.1):
+    """Knet's BNMoments as loaded: meaninit/varinit are functions (type names)."""
+    return {
+        "momentum": momentum,
+        "mean": mean,
+        "var": var,
+        "meaninit": "Base.zeros",
+        "varinit": "Base.ones",
+    }
+
+
+def _bn_chain(rng):
+    """cifar10 cnn_batchnorm's layers as structs: conv4 -> batchnorm -> relu -> pool, then
+    w * x -> batchnorm -> relu, then w * x .+ b."""
+    c = 4
+    conv = {
+        "w": param(rng.standard_normal((3, 3, 2, c))),
+        "bn": moments(rng.standard_normal((1, 1, c, 1)), rng.uniform(0.5, 2, (1, 1, c, 1)), 0.2),
+        "params": param(rng.standard_normal(2 * c)),
+        "f": "Knet.Ops20.relu",
+    }
+    lin = {
+        "w": param(rng.standard_normal((5, 36))),
+        "m": moments(rng.standard_normal((5, 1)), rng.uniform(0.5, 2, (5, 1))),
+        "p": param(rng.standard_normal(10)),  # bnparams named p: an array, not a dropout
+        "f": "Knet.Ops20.relu",
+    }
+    out = {"w": param(rng.standard_normal((3, 5))), "b": param(rng.standard_normal(3))}
+    return {"layers": [conv, lin, out]}
+
+
+def test_cnn_batchnorm_structs_become_conv_batchnorm_relu_pool():
+    rng = np.random.default_rng(0)
+    chain = _bn_chain(rng)
+    rec = recognise(chain, "model", Geometry())
+    kinds = [la.kind for la in rec.layers]
+    assert kinds == [
+        "conv",
+        "batchnorm",
+        "activation",
+        "pool",
+        "dense",
+        "batchnorm",
+        "activation",
+        "dense",
+    ]
+    bn = {s.name: s for s in rec.reports[1].settings}
+    assert bn["momentum"].source == FILE and bn["momentum"].value == 0.2
+    assert bn["eps"].source == DEFAULT and bn["eps"].value == 1e-5
+    assert rec.reports[1].path == "model/layers/1"
+    assert any("model/layers/1/params" in n for n in rec.reports[1].notes)
+    assert rec.layers[0].activation == "identity" and rec.layers[0].pool is None
+
+    from porting.model import KnetModel
+
+    model = KnetModel(rec.layers, input_size=(8, 8, 2))
+    x = rng.standard_normal((8, 8, 2, 3))
+    got = forward_knet(model, x, backend="reference")[-1]
+    conv, lin, out = chain["layers"]
+    y = K.conv4(conv["w"]["value"], x)  # Knet's defaults: padding 0, stride 1, mode 0
+    mom = conv["bn"]
+    y = K.batchnorm(y, K.bnmoments(mean=mom["mean"], var=mom["var"]), conv["params"]["value"])
+    y = K.pool(K.relu(y))
+    y = K.mat(y)
+    y = lin["w"]["value"] @ y
+    mom = lin["m"]
+    y = K.relu(K.batchnorm(y, K.bnmoments(mean=mom["mean"], var=mom["var"]), lin["p"]["value"]))
+    want = out["w"]["value"] @ y + out["b"]["value"][:, None]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_batchnorm_struct_alone_affine_non_affine_and_its_activation():
+    rng = np.random.default_rng(1)
+    dense = {"w": rng.standard_normal((4, 3)), "b": rng.standard_normal(4), "f": "Base.identity"}
+    mean, var = rng.standard_normal((4, 1)), rng.uniform(0.5, 2, (4, 1))
+    bn = {"moments": moments(mean, var), "params": rng.standard_normal(8), "f": "Knet.Ops20.sigm"}
+    plain = {"moments": moments(mean, var)}
+    rec = recognise({"layers": [dense, bn, plain]}, "", Geometry())
+    assert [la.kind for la in rec.layers] == ["dense", "batchnorm", "activation", "batchnorm"]
+    assert rec.layers[3].bnparams is None
+    assert any("non-affine" in n for n in rec.reports[3].notes)
+    from porting.model import KnetModel
+
+    model = KnetModel(rec.layers, input_size=(3,))
+    x = rng.standard_normal((3, 5))
+    got = forward_knet(model, x, backend="reference")[-1]
+    y = dense["w"] @ x + dense["b"][:, None]
+    y = K.sigm(K.batchnorm(y, K.bnmoments(mean=mean, var=var), bn["params"]))
+    want = K.batchnorm(y, K.bnmoments(mean=mean, var=var))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "layer, words",
+    [
+        (  # two candidate bnparams
+            {
+                "moments": moments(np.zeros((2, 1)), np.ones((2, 1))),
+                "a": np.ones(4),
+                "c": np.ones(4),
+            },
+            ["expected one bnparams vector of 2C = 4 values", "a (4,)", "c (4,)"],
+        ),
+        (  # an array of the wrong length
+            {"moments": moments(np.zeros((2, 1)), np.ones((2, 1))), "params": np.ones(6)},
+            ["2 channels", "params (6,)"],
+        ),
+        (  # the moments alone, as a layer
+            moments(np.zeros((2, 1)), np.ones((2, 1))),
+            ["bnmoments struct", "on its own", "--structure"],
+        ),
+    ],
+)
+def test_batchnorm_that_cannot_be_read_unambiguously_is_refused(layer, words):
+    dense = {"w": np.ones((2, 3)), "b": np.zeros(2)}
+    with pytest.raises(PortingError) as e:
+        recognise({"layers": [dense, layer]}, "m", Geometry())
+    msg = str(e.value)
+    assert "m/layers/2" in msg
+    for w in words:
+        assert w in msg
+
+
+# --------------------------------------------------------------------------- RNN
+
+
+def knet_rnn_struct(w, *, mode=3, direction=1, input_mode=0, inputs=5, hidden=4, layers=1):
+    """Knet.jl v1.4.10's `mutable struct RNN` fields as `porting.io.load` gives them."""
+    return {
+        "w": param(w.reshape(1, 1, -1)),
+        "h": None,
+        "c": None,
+        "inputSize": I32(inputs),
+        "hiddenSize": I32(hidden),
+        "numLayers": I32(layers),
+        "dropout": 0.0,
+        "seed": np.uint64(0),
+        "inputMode": I32(input_mode),
+        "direction": I32(direction),
+        "mode": I32(mode),
+        "algo": I32(0),
+        "dataType": "Core.Float64",
+        "rnnDesc": None,
+        "dropoutDesc": None,
+        "dx": None,
+        "dhx": None,
+        "dcx": None,
+    }
+
+
+def _torch_gru_model(we, rnnw, dw, db, x, last):
+    """w[:, x], a bidirectional GRU (cuDNN gate order r, z, n and two biases, as Knet), then
+    w * reshape(y, H, :) .+ b at every step, or w * y[:, :, end] .+ b."""
+    spec = rnnw.spec
+    g, H = spec.gates, spec.hidden_size
+    mod = torch.nn.GRU(spec.input_size, H, bidirectional=True).double()
+    with torch.no_grad():
+        for s in range(2):
+            sfx = "l0" + ("_reverse" if s else "")
+            getattr(mod, "weight_ih_" + sfx).copy_(torch.from_numpy(rnnw.W[s].reshape(g * H, -1)))
+            getattr(mod, "weight_hh_" + sfx).copy_(torch.from_numpy(rnnw.R[s].reshape(g * H, H)))
+            getattr(mod, "bias_ih_" + sfx).copy_(torch.from_numpy(rnnw.bW[s].reshape(-1)))
+            getattr(mod, "bias_hh_" + sfx).copy_(torch.from_numpy(rnnw.bR[s].reshape(-1)))
+        e = torch.from_numpy(K.embed(we, x.T))  # (dim, B, T)
+        y, _ = mod(e.permute(2, 1, 0))  # (T, B, 2H)
+        W, b = torch.from_numpy(dw), torch.from_numpy(db)
+        if last:
+            return (W @ y[-1].T + b[:, None]).numpy()
+        return (torch.einsum("vy,tby->vbt", W, y) + b[:, None, None]).numpy()
+
+
+def _rnn_chain(rng):
+    spec = RNNSpec(5, 4, "gru", bidirectional=True)
+    rnnw = random_weights(spec, rng, dtype=F64)
+    we = rng.standard_normal((5, 11))
+    dw, db = rng.standard_normal((6, 8)), rng.standard_normal(6)
+    chain = {
+        "layers": [
+            {"w": param(we)},
+            knet_rnn_struct(pack(rnnw)),
+            {"w": param(dw), "b": param(db), "f": "Base.identity"},
+        ]
+    }
+    return chain, (we, rnnw, dw, db)
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_embed_rnn_dense_chain(last):
+    rng = np.random.default_rng(2)
+    chain, (we, rnnw, dw, db) = _rnn_chain(rng)
+    geometry = Geometry(rnn_output="last") if last else Geometry()
+    rec = recognise(chain, "net", geometry)
+    kinds = [la.kind for la in rec.layers]
+    assert kinds == ["embed", "rnn", "dense" if last else "timedense"]
+    rnn = rec.layers[1]
+    # mode 3 is cuDNN's GRU, direction 1 bidirectional (ops20/rnn.jl)
+    assert str(rnn.spec) == "GRU(input=5,hidden=4,bidirectional)"
+    out = {s.name: s for s in rec.reports[1].settings}["output"]
+    assert (out.value, out.source) == (("last", FLAG) if last else ("sequence", DEFAULT))
+    assert rec.reports[0].path == "net/layers/1" and "net/layers/2" in rec.reports[0].what
+    assert rec.input_size is None  # a sequence model: T is not in the file
+    assert geometry.used == ({"rnn_output"} if last else set())
+
+    from porting.model import KnetModel
+
+    model = KnetModel(rec.layers, input_size=(7,))
+    x = rng.integers(1, 12, size=(7, 3))  # (T, B) 1-based tokens
+    got = forward_knet(model, x, backend="reference")[-1]
+    want = _torch_gru_model(we, rnnw, dw, db, x, last)
+    got = got if last else knet_sequence(got)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert classify(chain, "net")[0] == "model"
+
+
+def test_rnn_fields_decode_mode_direction_and_input_mode():
+    spec = RNNSpec(4, 4, "tanh", num_layers=2, skip_input=True)
+    w = pack(random_weights(spec, np.random.default_rng(4), dtype=F64))
+    node = knet_rnn_struct(w, mode=1, direction=0, input_mode=1, inputs=4, hidden=4, layers=2)
+    rec = recognise({"layers": [node]}, "", Geometry())
+    s = rec.layers[0].spec
+    assert (s.rnn_type, s.bidirectional, s.skip_input, s.num_layers) == ("tanh", False, True, 2)
+    assert rec.layers[0].output == "sequence"
+
+
+def test_rnn_state_left_in_the_struct_and_wrong_lengths_are_refused():
+    rng = np.random.default_rng(5)
+    chain, _ = _rnn_chain(rng)
+    chain["layers"][1]["h"] = 0  # h = 0: zero initial state, allowed
+    assert recognise(chain, "", Geometry()).layers[1].kind == "rnn"
+    chain["layers"][1]["h"] = np.zeros((4, 3, 2))
+    with pytest.raises(PortingError, match=r"layers/2/h: the saved RNN holds a state"):
+        recognise(chain, "", Geometry())
+    chain["layers"][1]["h"] = None
+    chain["layers"][1]["w"] = param(np.ones((1, 1, 10)))
+    with pytest.raises(PortingError, match=r"layers/2: Knet RNN .*"):
+        recognise(chain, "", Geometry())
+    with pytest.raises(PortingError, match="--rnn-output 'first'"):
+        recognise(_rnn_chain(rng)[0], "", Geometry(rnn_output="first"))
+
+
+def test_w_only_is_an_embedding_only_first_and_before_an_rnn():
+    rng = np.random.default_rng(6)
+    chain, _ = _rnn_chain(rng)
+    w_only = chain["layers"][0]
+    dense = chain["layers"][2]
+    for layers in ([dense, w_only, chain["layers"][1]], [w_only, dense], [w_only]):
+        with pytest.raises(PortingError, match="the file does not say which"):
+            recognise({"layers": layers}, "", Geometry())

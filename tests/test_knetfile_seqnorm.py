@@ -281,3 +281,201 @@ def test_w_only_is_an_embedding_only_first_and_before_an_rnn():
     for layers in ([dense, w_only, chain["layers"][1]], [w_only, dense], [w_only]):
         with pytest.raises(PortingError, match="the file does not say which"):
             recognise({"layers": layers}, "", Geometry())
+
+
+def test_listing_summaries_name_the_new_kinds():
+    rng = np.random.default_rng(7)
+    kind, summary = classify(_rnn_chain(rng)[0], "net")
+    assert kind == "model"
+    assert "embed (5, 11), rnn GRU(input=5,hidden=4,bidirectional) (sequence)" in summary
+    assert "timedense (6, 8)" in summary
+    kind, summary = classify(_bn_chain(rng), "m")
+    assert kind == "model" and "conv (3, 3, 2, 4), batchnorm 4, activation, pool" in summary
+
+
+# --------------------------------------------------------------------------- a file, end to end
+
+
+def _jld2_writer():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent / "fixtures_io" / "julia_like.py"
+    spec = importlib.util.spec_from_file_location("julia_like_fixtures", path)
+    assert spec is not None and spec.loader is not None
+    jl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(jl)
+    return jl
+
+
+def _struct(f, jname, fields):
+    """An unnamed JLD2 struct: concretely typed bits fields (RNN's `inputSize::Cint`...)
+    inline in the compound, every other field a reference (arrays, structs, `nothing`)."""
+    import h5py
+
+    members, values = [], []
+    for k, v in fields.items():
+        if isinstance(v, np.generic):
+            members.append((k, v.dtype))
+            values.append(v)
+        else:
+            members.append((k, h5py.ref_dtype))
+            if v is None:
+                values.append(h5py.Reference())
+            elif isinstance(v, h5py.Reference):
+                values.append(v)
+            else:
+                values.append(f.unnamed_array(v))
+    committed = f.commit(members, jname, [])
+    ds = f.f.create_dataset(None, shape=(), dtype=committed)
+    ds[()] = np.array(tuple(values), dtype=committed.dtype)
+    f._keep_unnamed(ds.id)
+    return h5py.h5r.create(ds.id, b".", h5py.h5r.OBJECT)
+
+
+def _vector_any(f, refs):
+    """A `Vector{Any}` (a Chain's layers): references, julia_type Core.Any."""
+    import h5py
+
+    ds = f.f.create_dataset(None, data=np.array(refs, dtype=h5py.ref_dtype))
+    t = f._type_value_ds("Core.Any", [])
+    ds.attrs.create("julia_type", h5py.h5r.create(t, b".", h5py.h5r.OBJECT), dtype=h5py.ref_dtype)
+    f._keep_unnamed(ds.id)
+    return h5py.h5r.create(ds.id, b".", h5py.h5r.OBJECT)
+
+
+def _write_models(path, rng):
+    """`Knet.save(path, "rnnlm", Chain(Embed(w), RNN(...), Dense(w, b, identity)), "cnn", ...)`
+    laid out as JLD2 writes it (Knet.Ops20.RNN's Cint/Float64/UInt64 fields inline)."""
+    jl = _jld2_writer()
+    spec = RNNSpec(5, 4, "gru", bidirectional=True)
+    rnnw = random_weights(spec, rng, dtype=np.float32)
+    we = rng.standard_normal((5, 11)).astype(np.float32)
+    dw = rng.standard_normal((6, 8)).astype(np.float32)
+    db = rng.standard_normal(6).astype(np.float32)
+    c = 3
+    cw = rng.standard_normal((3, 3, 1, c)).astype(np.float32)
+    mean = rng.standard_normal((1, 1, c, 1)).astype(np.float32)
+    var = rng.uniform(0.5, 2, (1, 1, c, 1)).astype(np.float32)
+    bnp = rng.standard_normal(2 * c).astype(np.float32)
+    ow = rng.standard_normal((2, 27)).astype(np.float32)
+    ob = rng.standard_normal(2).astype(np.float32)
+    with jl.Jld2Writer(path) as f:
+
+        def p(a):
+            return f.struct(None, "AutoGrad.Param", {"value": a, "opt": None})
+
+        identity = f.singleton("Base.identity")
+        rnn = _struct(
+            f,
+            "Knet.Ops20.RNN",
+            {
+                "w": p(pack(rnnw).reshape(1, 1, -1)),
+                "h": None,
+                "c": None,
+                "inputSize": np.int32(5),
+                "hiddenSize": np.int32(4),
+                "numLayers": np.int32(1),
+                "dropout": np.float64(0.0),
+                "seed": np.uint64(0),
+                "inputMode": np.int32(0),
+                "direction": np.int32(1),
+                "mode": np.int32(3),
+                "algo": np.int32(0),
+                "dataType": f.singleton("Core.Float32"),
+                "rnnDesc": None,
+                "dropoutDesc": None,
+                "dx": None,
+                "dhx": None,
+                "dcx": None,
+            },
+        )
+        layers = [
+            _struct(f, "Main.Embed", {"w": p(we)}),
+            rnn,
+            _struct(f, "Main.Dense", {"w": p(dw), "b": p(db), "f": identity}),
+        ]
+        f.struct("rnnlm", "Main.Chain", {"layers": _vector_any(f, layers)})
+        moments_ = _struct(
+            f,
+            "Knet.Ops20.BNMoments",
+            {
+                "momentum": np.asarray(0.1),  # momentum::AbstractFloat: behind a reference
+                "mean": mean,
+                "var": var,
+                "meaninit": f.singleton("Base.zeros"),
+                "varinit": f.singleton("Base.ones"),
+            },
+        )
+        conv = _struct(
+            f,
+            "Main.ConvBN",
+            {"w": p(cw), "m": moments_, "bnp": p(bnp), "f": f.singleton("Knet.Ops20.relu")},
+        )
+        out = _struct(f, "Main.Dense", {"w": p(ow), "b": p(ob), "f": identity})
+        f.struct("cnn", "Main.Chain", {"layers": _vector_any(f, [conv, out])})
+    return (we, rnnw, dw, db), (cw, mean, var, bnp, ow, ob)
+
+
+def _cli(argv, capsys):
+    from porting.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_jld2_file_with_an_rnn_and_a_batchnorm_converts_and_verifies(tmp_path, capsys):
+    import keras
+
+    f = tmp_path / "models.jld2"
+    (we, rnnw, dw, db), (cw, mean, var, bnp, ow, ob) = _write_models(f, np.random.default_rng(8))
+
+    code, text, err = _cli(["inspect", f], capsys)
+    assert code == 0, err
+    assert "rnnlm" in text and "embed (5, 11), rnn GRU(input=5,hidden=4,bidirectional)" in text
+    assert "cnn" in text and "batchnorm 3" in text
+
+    code, _, err = _cli(["convert", f, "--key", "rnnlm", "-o", tmp_path / "x.keras"], capsys)
+    assert code == 2 and "--input-size T" in err and not (tmp_path / "x.keras").exists()
+
+    out = tmp_path / "rnnlm.keras"
+    argv = ["convert", f, "--key", "rnnlm", "-o", out, "--verify", "--input-size", "7"]
+    code, text, err = _cli(argv, capsys)
+    assert code == 0, err
+    assert "OK: the Keras model computes what the Knet model computes" in text
+    assert "output=sequence (Knet default" in text and "--rnn-output last" in text
+    km = keras.models.load_model(out)
+    x = np.random.default_rng(9).integers(1, 12, size=(7, 2))  # (T, B), 1-based
+    got = np.asarray(km(x.T - 1)).astype(np.float64)  # Keras: (B, T, V), 0-based tokens
+    f64 = [a.astype(np.float64) for a in (we, dw, db)]
+    rnn64 = type(rnnw)(
+        rnnw.spec,
+        *[tuple(a.astype(np.float64) for a in getattr(rnnw, n)) for n in "W R bW bR".split()],
+    )
+    want = _torch_gru_model(f64[0], rnn64, f64[1], f64[2], x, last=False)  # (V, B, T)
+    assert got.shape == (2, 7, 6)
+    # float32 through an embedding, 7 GRU steps of K = 5 + 4 + 2 terms and a dense of 9 terms
+    np.testing.assert_allclose(got.transpose(2, 0, 1), want, rtol=0, atol=1e-4)
+
+    out = tmp_path / "last.keras"
+    argv = [*argv[:4], "-o", out, "--verify", "--input-size", "7", "--rnn-output", "last"]
+    code, text, err = _cli(argv, capsys)
+    assert code == 0, err
+    assert "output=last (flag: --rnn-output)" in text
+    got = np.asarray(keras.models.load_model(out)(x.T - 1)).astype(np.float64)  # (B, V)
+    want = _torch_gru_model(f64[0], rnn64, f64[1], f64[2], x, last=True)  # (V, B)
+    np.testing.assert_allclose(got.T, want, rtol=0, atol=1e-4)
+
+    out = tmp_path / "cnn.keras"
+    argv = ["convert", f, "--key", "cnn", "-o", out, "--verify", "--input-size", "8,8,1"]
+    code, text, err = _cli(argv, capsys)
+    assert code == 0, err
+    assert "momentum=0.1 (file: m.momentum)" in text and "eps=1e-05 (Knet default" in text
+    xi = np.random.default_rng(10).standard_normal((8, 8, 1, 2))
+    y = K.conv4(cw.astype(F64), xi)
+    y = K.batchnorm(y, K.bnmoments(mean=mean.astype(F64), var=var.astype(F64)), bnp.astype(F64))
+    y = K.mat(K.pool(K.relu(y)))
+    want = ow.astype(F64) @ y + ob.astype(F64)[:, None]
+    got = np.asarray(keras.models.load_model(out)(xi.transpose(3, 1, 0, 2).astype(np.float32)))
+    np.testing.assert_allclose(got.T.astype(F64), want, rtol=0, atol=1e-4)

@@ -225,9 +225,15 @@ def _field_values(node: dict, names: list[str]) -> str:
 
 
 def _summary(report: LayerReport, layer) -> str:
-    if layer.kind in ("dense", "conv"):
+    if layer.kind in ("dense", "conv", "timedense"):
         act = "" if layer.activation == "identity" else f" {layer.activation}"
         return f"{layer.kind} {tuple(layer.w.shape)}{act}"
+    if layer.kind == "embed":
+        return f"embed {tuple(layer.w.shape)}"
+    if layer.kind == "rnn":
+        return f"rnn {layer.spec} ({layer.output})"
+    if layer.kind == "batchnorm":
+        return f"batchnorm {layer.channels}" + ("" if layer.bnparams is not None else " non-affine")
     return layer.kind
 
 

@@ -79,7 +79,18 @@ def is_w_only(node: Any) -> bool:
     return isinstance(node, dict) and set(node) == {"w"}
 
 
+def scalar(v: Any) -> Any:
+    """A number JLD2 stored behind a reference (an abstract-typed field such as BNMoments'
+    `momentum::AbstractFloat`) comes back as a 1-element array: that number; else `v`."""
+    if isinstance(v, np.ndarray) and v.size == 1 and v.dtype.kind in "biuf":
+        return v.reshape(()).item()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
 def _number(v: Any, where: str, what: str) -> float:
+    v = scalar(v)
     if isinstance(v, bool) or not isinstance(v, (numbers.Real, np.number)):
         raise PortingError(f"{where}: {what} {v!r:.60}; expected a number")
     return float(v)
@@ -146,6 +157,7 @@ def batchnorm(d: dict, path: str, mname: str, skip: set[str]) -> tuple[Any, Laye
 
 
 def _state(v: Any, where: str) -> str:
+    v = scalar(v) if isinstance(v, np.ndarray) and v.size == 1 and v.ndim <= 1 else v
     if v is None:
         return "nothing"
     if isinstance(v, (numbers.Real, np.number)) and not isinstance(v, bool) and v == 0:
@@ -166,10 +178,10 @@ def rnn(d: dict, path: str, geometry: Geometry) -> tuple[Any, LayerReport]:
         raise PortingError(f"{_join(path, 'w')}: the RNN's weights are nothing; expected r.w")
     w = arrays.weight(d["w"], _join(path, "w"))
     states = {s: _state(d.get(s), _join(path, s)) for s in ("h", "c")}
-    fields = {k: d[k] for k in _RNN_FIELDS if k in d}
+    fields = {k: scalar(d[k]) for k in _RNN_FIELDS if k in d}
     for alias in ("rnnType", "bidirectional", "skipInput"):  # a struct written by other code
         if alias in d:
-            fields[alias] = d[alias]
+            fields[alias] = scalar(d[alias])
     flag = geometry.rnn()
     output = "sequence" if flag is None else flag
     if output not in ("sequence", "last"):

@@ -156,6 +156,70 @@ def test_batchnorm_that_cannot_be_read_unambiguously_is_refused(layer, words):
         assert w in msg
 
 
+def layers21_bn(rng, c, **over):
+    """Knet Layers21 `mutable struct BatchNorm` after its first call (statistics filled)."""
+    d = {
+        "dims": None,
+        "mean": rng.standard_normal((c, 1)),
+        "var": rng.uniform(0.5, 2, (c, 1)),
+        "bias": param(rng.standard_normal((c, 1))),
+        "scale": param(rng.standard_normal((c, 1))),
+        "use_estimates": None,
+        "update": 0.1,
+        "epsilon": 1e-3,
+        "format": 0,
+        "mode": 1,
+        "savedMean": None,
+        "savedVar": None,
+        "workspace": None,
+        "reserveSpace": None,
+        "dx": {"x": None},
+        "dscale": {"x": None},
+        "dbias": {"x": None},
+    }
+    d.update(over)
+    return d
+
+
+def test_layers21_batchnorm_takes_its_epsilon_from_the_struct():
+    rng = np.random.default_rng(11)
+    dense = {"w": rng.standard_normal((4, 3)), "b": rng.standard_normal(4)}
+    bn = layers21_bn(rng, 4)
+    rec = recognise({"layers": [dense, bn]}, "", Geometry())
+    assert [la.kind for la in rec.layers] == ["dense", "batchnorm"]
+    eps = {s.name: s for s in rec.reports[1].settings}["eps"]
+    assert (eps.value, eps.source) == (1e-3, FILE)
+    from porting.model import KnetModel
+
+    x = rng.standard_normal((3, 5))
+    got = forward_knet(KnetModel(rec.layers, input_size=(3,)), x, backend="reference")[-1]
+    y = dense["w"] @ x + dense["b"][:, None]
+    ref = K.BatchNorm(
+        mean=bn["mean"],
+        var=bn["var"],
+        bias=bn["bias"]["value"],
+        scale=bn["scale"]["value"],
+        epsilon=1e-3,
+    )
+    np.testing.assert_allclose(got, ref(y), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "over, words",
+    [
+        ({"dims": (2, 3, 4)}, "dims = (2, 3, 4)"),  # channels first (NHWC)
+        ({"use_estimates": False}, "use_estimates = False"),
+        ({"mode": 0}, "mode = 0"),
+        ({"mean": None}, "never ran on data"),
+    ],
+)
+def test_layers21_batchnorm_it_cannot_convert_is_refused(over, words):
+    bn = layers21_bn(np.random.default_rng(12), 4, **over)
+    with pytest.raises(PortingError, match="m/layers/2: Knet Layers21 BatchNorm with") as e:
+        recognise({"layers": [{"w": np.ones((4, 3)), "b": np.zeros(4)}, bn]}, "m", Geometry())
+    assert words in str(e.value)
+
+
 # --------------------------------------------------------------------------- RNN
 
 

@@ -17,12 +17,17 @@ Recognised:
   `Flat` (`mat`), `Dense` (`w`, `b`, `actf`);
 - Knet Layers21 `Conv` and `Linear` (geometry stored in the struct; docs/knet.md#layers21),
   `Dropout`;
-- weights as `Array`, AutoGrad `Param`, Knet `KnetArray` (see `porting.knetfile.arrays`).
+- weights as `Array`, AutoGrad `Param`, Knet `KnetArray` (see `porting.knetfile.arrays`);
+- batch normalisation, RNNs and embeddings (`porting.knetfile.seqnorm`): a layer struct holding
+  Knet's `bnmoments()` (and its `bnparams`) becomes conv/dense, batchnorm, activation (and the
+  tutorial Conv's pool); Layers21 `BatchNorm`; Knet's `RNN` struct (output "sequence" unless
+  `--rnn-output last`; a dense layer reading every step runs per step, `TimeDense`); a struct
+  holding only `w` first in a chain before an RNN is an embedding.
 
-Recognised but refused, with the reason: batch normalisation (Knet `bnmoments` /
-Layers21 `BatchNorm`), RNNs (Knet `RNN`), a struct holding only `w` (an embedding or a
-bias-free linear layer: the file does not say which), GPU arrays saved without data,
-optimiser states, unknown functions.
+Recognised but refused, with the reason: a struct holding only `w` anywhere else (an embedding
+or a bias-free linear layer: the file does not say which), a batchnorm that never ran (no
+running statistics) or whose params are ambiguous, an RNN holding a saved state, GPU arrays
+saved without data, optimiser states, unknown functions.
 """
 
 from __future__ import annotations
@@ -73,6 +78,8 @@ def _is_chain(node: Any) -> bool:
 def _layer_like(node: Any) -> bool:
     if isinstance(node, dict):
         if bool({"w", "kwargs", "hiddenSize"} & set(node)) or set(node) == {"p"}:
+            return True
+        if seqnorm.is_layers21_batchnorm(node):
             return True
         return any(seqnorm.is_bnmoments(v) for v in node.values())
     return isinstance(node, str) and functions.is_function_name(node)
@@ -329,11 +336,13 @@ def _layer(item: Any, path: str, geometry: Geometry) -> list[tuple[Any, LayerRep
         skip = set(_ACT_FIELDS)
         bn, rep, used = seqnorm.batchnorm(item, path, mname, skip)
         return [(bn, rep), *_act_after(item, path, used)]
+    if seqnorm.is_layers21_batchnorm(item):
+        return [seqnorm.layers21_batchnorm(item, path)]
     if _is_batchnorm(item):
         raise PortingError(
             f"{path}: batch normalisation (fields {', '.join(sorted(keys))}), recognised but not "
-            "convertible by porting.knetfile yet (Knet Layers21 BatchNorm); describe it with "
-            "--structure S.json (kind batchnorm, params mean, var, bnparams)"
+            "convertible by porting.knetfile; describe it with --structure S.json (kind "
+            "batchnorm, params mean, var, bnparams)"
         )
     if keys == {"w"}:
         w = arrays.weight(item["w"], _join(path, "w"))

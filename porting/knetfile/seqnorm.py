@@ -1,5 +1,5 @@
 """Batch normalisation, RNNs and embeddings found in a loaded JLD2 tree (docs/knet.md#batchnorm,
-#rnn, #embed).
+#batchnorm-ops21, #rnn, #embed).
 
 - Knet's `bnmoments()` is a `BNMoments` struct with fields `momentum`, `mean`, `var`, `meaninit`,
   `varinit`; `bnparams(C)` one vector `[scale; bias]` of length 2C. A layer struct holding a
@@ -7,6 +7,7 @@
   `batchnorm(y, moments, params)` (Knet's cifar10 `cnn_batchnorm`: conv4, batchnorm, relu,
   pool); without `w` it is a batchnorm layer. Its params are the one other field holding 2C
   numbers; none is a non-affine batchnorm. `eps` is not stored: Knet's default 1e-5.
+  Layers21's `BatchNorm` stores its statistics, `bias`, `scale`, `epsilon` and `update`.
 - Knet's `RNN` struct (Knet.jl v1.4.10 ops20/rnn.jl) stores `w` (the packed `(1, 1, n)`
   weights), `h`, `c`, `inputSize`, `hiddenSize`, `numLayers`, `dropout`, `seed`, `inputMode`
   (0 linear, 1 skip input), `direction` (0 uni-, 1 bidirectional), `mode` (0 relu, 1 tanh,
@@ -35,6 +36,8 @@ __all__ = [
     "moments_field",
     "is_rnn",
     "is_w_only",
+    "is_layers21_batchnorm",
+    "layers21_batchnorm",
     "batchnorm",
     "rnn",
     "embed",
@@ -154,6 +157,56 @@ def batchnorm(d: dict, path: str, mname: str, skip: set[str]) -> tuple[Any, Laye
         raise PortingError(f"{path}: {e}") from None
     what = f"batchnorm(x, {mname}{', ' + params[0][0] if params else ''}) at inference"
     return layer, LayerReport("batchnorm", path, what, settings, notes), used
+
+
+def is_layers21_batchnorm(node: Any) -> bool:
+    return isinstance(node, dict) and {"mean", "var", "bias", "scale", "epsilon"} <= set(node)
+
+
+def layers21_batchnorm(d: dict, path: str) -> tuple[Any, LayerReport]:
+    """Knet Layers21 `BatchNorm` (fields dims, mean, var, bias, scale, use_estimates, update,
+    epsilon, format, mode, ...): `((x .- mean) ./ sqrt.(epsilon .+ var)) .* scale .+ bias`
+    per channel at inference; its epsilon and update (momentum) are stored."""
+    from porting.model import BatchNorm
+
+    def refuse(why: str):
+        return PortingError(f"{path}: Knet Layers21 BatchNorm with {why}")
+
+    dims = d.get("dims")
+    if dims is not None:
+        t = tuple(int(x) for x in np.atleast_1d(np.asarray(dims)).ravel())
+        if not t or t != (*range(1, len(t)), len(t) + 1):
+            raise refuse(
+                f"dims = {dims!r}: porting converts per-channel statistics (dims nothing or "
+                "(1, ..., N-2, N))"
+            )
+    use = scalar(d.get("use_estimates"))
+    if use is not None and use is not True and use != 1:
+        raise refuse(f"use_estimates = {use!r}: it normalises with each batch's own statistics")
+    for name, ok in (("format", 0), ("mode", 1)):  # CUDNN_TENSOR_NCHW, CUDNN_NORM_PER_CHANNEL
+        v = scalar(d.get(name, ok))
+        if v is not None and v != ok:
+            raise refuse(f"{name} = {v!r}; porting converts {name} = {ok} (per channel, NCHW)")
+    if d["mean"] is None or d["var"] is None:
+        raise refuse(
+            "mean/var nothing: it never ran on data, so the file holds no running statistics"
+        )
+    got = {n: arrays.weight(d[n], _join(path, n)) for n in ("mean", "var", "bias", "scale")}
+    eps = _number(d["epsilon"], _join(path, "epsilon"), "epsilon")
+    momentum = _number(d.get("update", 0.1), _join(path, "update"), "update")
+    bnp = np.concatenate([got["scale"].array.reshape(-1), got["bias"].array.reshape(-1)])
+    try:
+        layer = BatchNorm(got["mean"].array, got["var"].array, bnp, eps=eps, momentum=momentum)
+    except PortingError as e:
+        raise PortingError(f"{path}: {e}") from None
+    settings = [
+        Setting("eps", eps, FILE, "epsilon"),
+        Setting("momentum", momentum, FILE, "update"),
+    ]
+    notes = [
+        f"{n} {tuple(w.array.shape)} from {_join(path, n)} ({w.stored_as})" for n, w in got.items()
+    ]
+    return layer, LayerReport("batchnorm", path, "Knet Layers21 BatchNorm", settings, notes)
 
 
 def _state(v: Any, where: str) -> str:

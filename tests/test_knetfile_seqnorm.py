@@ -543,3 +543,81 @@ def test_a_jld2_file_with_an_rnn_and_a_batchnorm_converts_and_verifies(tmp_path,
     want = ow.astype(F64) @ y + ob.astype(F64)[:, None]
     got = np.asarray(keras.models.load_model(out)(xi.transpose(3, 1, 0, 2).astype(np.float32)))
     np.testing.assert_allclose(got.T.astype(F64), want, rtol=0, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- structure files
+
+
+def test_functional_cnn_batchnorm_and_an_rnn_through_a_structure_file(tmp_path):
+    """cnn_batchnorm.jl keeps its weights in `w` and its moments in `m` (predict(w, m, x)):
+    the structure file names them; an RNN's output "last" is chosen there too."""
+    import json
+
+    from porting.knetfile.structure import from_structure
+    from porting.model import KnetModel
+
+    rng = np.random.default_rng(13)
+    spec = RNNSpec(5, 4, "gru", bidirectional=True)
+    rnnw = random_weights(spec, rng, dtype=F64)
+    tree = {
+        "w": [
+            rng.standard_normal((3, 3, 1, 2)),
+            rng.standard_normal(4),
+            rng.standard_normal((3, 8)),
+        ],
+        "m": [moments(rng.standard_normal((1, 1, 2, 1)), rng.uniform(0.5, 2, (1, 1, 2, 1)))],
+        "r": {"w": param(pack(rnnw).reshape(1, 1, -1)), "inputSize": 5},
+    }
+    doc = {
+        "format": "porting-knet-export",
+        "version": 2,
+        "input_size": [5, 5, 1],
+        "layers": [
+            {"kind": "conv", "params": {"w": {"key": "w/1"}}, "conv": {"padding": 1}},
+            {
+                "kind": "batchnorm",
+                "params": {
+                    "mean": {"key": "m/1/mean"},
+                    "var": {"key": "m/1/var"},
+                    "bnparams": {"key": "w/2"},
+                },
+            },
+            {"kind": "activation", "activation": "relu"},
+            {"kind": "pool", "pool": {"window": 2}},
+            {"kind": "dense", "params": {"w": {"key": "w/3"}}},
+        ],
+    }
+    s = tmp_path / "s.json"
+    s.write_text(json.dumps(doc))
+    rec = from_structure(tree, None, s, "f.jld2")
+    x = rng.standard_normal((5, 5, 1, 2))
+    got = forward_knet(KnetModel(rec.layers, input_size=(5, 5, 1)), x, backend="reference")[-1]
+    m = tree["m"][0]
+    y = K.conv4(tree["w"][0], x, padding=1)
+    y = K.relu(K.batchnorm(y, K.bnmoments(mean=m["mean"], var=m["var"]), tree["w"][1]))
+    want = tree["w"][2] @ K.mat(K.pool(y))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+    doc = {
+        "format": "porting-knet-export",
+        "version": 2,
+        "layers": [
+            {
+                "kind": "rnn",
+                "params": {"w": {"key": "r/w"}},  # size and eltype taken from the file
+                "rnn": {**spec.to_knet(), "h": "nothing", "c": "nothing"},
+                "output": "last",
+            }
+        ],
+    }
+    s.write_text(json.dumps(doc))
+    (layer,) = from_structure(tree, None, s, "f.jld2").layers
+    assert (layer.kind, layer.output, str(layer.spec)) == (
+        "rnn",
+        "last",
+        "GRU(input=5,hidden=4,bidirectional)",
+    )
+    doc["layers"][0]["params"]["w"]["eltype"] = "Float32"  # a given eltype is checked
+    s.write_text(json.dumps(doc))
+    with pytest.raises(PortingError, match="the .json says Float32"):
+        from_structure(tree, None, s, "f.jld2")

@@ -621,3 +621,15 @@ def test_functional_cnn_batchnorm_and_an_rnn_through_a_structure_file(tmp_path):
     s.write_text(json.dumps(doc))
     with pytest.raises(PortingError, match="the .json says Float32"):
         from_structure(tree, None, s, "f.jld2")
+
+
+def test_a_lone_rnn_or_batchnorm_struct_is_listed_as_a_model():
+    rng = np.random.default_rng(14)
+    spec = RNNSpec(3, 2, "lstm")
+    r = knet_rnn_struct(
+        pack(random_weights(spec, rng, dtype=F64)), mode=2, direction=0, inputs=3, hidden=2
+    )
+    assert classify(r, "r") == ("model", "a single layer: rnn LSTM(input=3,hidden=2) (sequence)")
+    bn = {"moments": moments(np.zeros((2, 1)), np.ones((2, 1))), "params": np.ones(4)}
+    assert classify(bn, "bn") == ("model", "a single layer: batchnorm 2")
+    assert classify({"p": 0.5, "q": 1}, "h")[0] == "value"

@@ -112,7 +112,10 @@ def classify(node: Any, path: str = "") -> tuple[str, str]:
         and all(_layer_like(v) for v in node)
         and any(isinstance(v, dict) for v in node)
     )
-    if _is_chain(node) or (isinstance(node, dict) and "w" in node) or layer_list:
+    one = isinstance(node, dict) and (
+        "w" in node or seqnorm.is_rnn(node) or seqnorm.moments_count(node) > 0
+    )
+    if _is_chain(node) or one or layer_list:
         try:
             rec = recognise(node, path, Geometry())
         except NotAModel as e:

@@ -34,6 +34,7 @@ from porting.knetfile.tree import describe_value
 __all__ = [
     "is_bnmoments",
     "moments_field",
+    "moments_count",
     "is_rnn",
     "is_w_only",
     "is_layers21_batchnorm",
@@ -57,6 +58,11 @@ def _join(path: str, seg: str) -> str:
 def is_bnmoments(node: Any) -> bool:
     """Whether `node` is Knet's `BNMoments` struct (its fields as a dict)."""
     return isinstance(node, dict) and {"momentum", "mean", "var"} <= set(node)
+
+
+def moments_count(d: dict) -> int:
+    """How many fields of the struct `d` hold a `BNMoments`."""
+    return sum(1 for v in d.values() if is_bnmoments(v))
 
 
 def moments_field(d: dict) -> str | None:

@@ -633,3 +633,10 @@ def test_a_lone_rnn_or_batchnorm_struct_is_listed_as_a_model():
     bn = {"moments": moments(np.zeros((2, 1)), np.ones((2, 1))), "params": np.ones(4)}
     assert classify(bn, "bn") == ("model", "a single layer: batchnorm 2")
     assert classify({"p": 0.5, "q": 1}, "h")[0] == "value"
+
+
+def test_rnn_output_flag_on_a_model_without_an_rnn_is_refused():
+    geometry = Geometry(rnn_output="last")
+    recognise(_bn_chain(np.random.default_rng(15)), "m", geometry)
+    with pytest.raises(PortingError, match="--rnn-output last given but no layer of m takes it"):
+        geometry.check_all_used("m")

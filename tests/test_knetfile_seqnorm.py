@@ -15,6 +15,7 @@ import pytest
 
 from porting.errors import PortingError
 from porting.knetfile.recognise import DEFAULT, FILE, FLAG, Geometry, classify, recognise
+from porting.knetfile.report import ASSUMED
 
 pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch", reason="the independent reference is written in PyTorch")
@@ -85,6 +86,8 @@ def test_cnn_batchnorm_structs_become_conv_batchnorm_relu_pool():
     assert rec.reports[1].path == "model/layers/1"
     assert any("model/layers/1/params" in n for n in rec.reports[1].notes)
     assert rec.layers[0].activation == "identity" and rec.layers[0].pool is None
+    order = {s.name: s for s in rec.reports[0].settings}["order"]
+    assert (order.value, order.source) == ("batchnorm, f, pool", ASSUMED)
 
     from porting.model import KnetModel
 

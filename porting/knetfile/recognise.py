@@ -18,16 +18,13 @@ Recognised:
 - Knet Layers21 `Conv` and `Linear` (geometry stored in the struct; docs/knet.md#layers21),
   `Dropout`;
 - weights as `Array`, AutoGrad `Param`, Knet `KnetArray` (see `porting.knetfile.arrays`);
-- batch normalisation, RNNs and embeddings (`porting.knetfile.seqnorm`): a layer struct holding
-  Knet's `bnmoments()` (and its `bnparams`) becomes conv/dense, batchnorm, activation (and the
-  tutorial Conv's pool); Layers21 `BatchNorm`; Knet's `RNN` struct (output "sequence" unless
-  `--rnn-output last`; a dense layer reading every step runs per step, `TimeDense`); a struct
-  holding only `w` first in a chain before an RNN is an embedding.
+- batchnorm (Knet `bnmoments` + `bnparams`, Layers21 `BatchNorm`), Knet `RNN` structs (a dense
+  layer after one reads every step: `TimeDense`) and a `w`-only first layer before an RNN (an
+  embedding): see `porting.knetfile.seqnorm`.
 
-Recognised but refused, with the reason: a struct holding only `w` anywhere else (an embedding
-or a bias-free linear layer: the file does not say which), a batchnorm that never ran (no
-running statistics) or whose params are ambiguous, an RNN holding a saved state, GPU arrays
-saved without data, optimiser states, unknown functions.
+Refused, with the reason: a `w`-only struct elsewhere (embedding or bias-free linear: the file
+does not say), a batchnorm that never ran or with ambiguous params, an RNN holding a saved
+state, GPU arrays saved without data, optimiser states, unknown functions.
 """
 
 from __future__ import annotations
@@ -397,6 +394,12 @@ def _weighted_bn(d: dict, path: str, geometry: Geometry, mname: str) -> list:
     bn, bnrep, used = seqnorm.batchnorm(d, path, mname, skip)
     plain = {k: v for k, v in d.items() if k not in used}
     layer, rep, pool = _weighted(plain, path, geometry, split=True)
+    op = ("conv4(w, x)" if layer.kind == "conv" else "w * mat(x)") + " .+ b" * (layer.b is not None)
+    rep.what = f"{layer.kind} layer with a batchnorm: {op}, then the batchnorm and f"
+    order = "batchnorm, f" + (", pool" if pool is not None else "")
+    rep.settings.append(
+        Setting("order", order, ASSUMED, "Knet's cnn_batchnorm order; the file does not store it")
+    )
     out = [(layer, rep), (bn, bnrep), *_act_after(d, path, used)]
     if pool is not None:
         kw = dict(pool)

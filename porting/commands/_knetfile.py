@@ -38,8 +38,9 @@ def add_convert_arguments(p) -> None:
         "JLD2 model files (Knet.save / JLD2.@save)",
         "MODEL may be a .jld2 file holding Knet model structs (tutorial Chain/Dense/Conv, "
         "NNHelferlein, Knet Layers21; Param, Array or KnetArray weights). What the file does "
-        "not store (a tutorial Conv's padding, stride, mode, pool) comes from these flags, "
-        "else Knet's defaults; the report says where each value came from.",
+        "not store (a tutorial Conv's padding, stride, mode, pool; which steps of an RNN's "
+        "output the model reads) comes from these flags, else Knet's defaults; the report says "
+        "where each value came from.",
     )
     g.add_argument(
         "--key",
@@ -70,6 +71,13 @@ def add_convert_arguments(p) -> None:
             metavar="N[,N]",
             help=help_ + ", where the file does not store it",
         )
+    g.add_argument(
+        "--rnn-output",
+        dest="rnn_output",
+        choices=("sequence", "last"),
+        help="what the model reads from a Knet RNN's y: every step (sequence, the default; a "
+        "dense layer after it runs at every step) or y[:, :, end] (last)",
+    )
 
 
 def is_model_file(path) -> bool:
@@ -93,12 +101,15 @@ def _geometry(args):
     geometry = Geometry()
     for n in GEOMETRY_FLAGS:
         setattr(geometry, n, getattr(args, n, None))
+    geometry.rnn_output = getattr(args, "rnn_output", None)
     return geometry
 
 
 def _jld2_only_flags(args) -> list[str]:
     used = [
-        f"--{n.replace('_', '-')}" for n in GEOMETRY_FLAGS if getattr(args, n, None) is not None
+        f"--{n.replace('_', '-')}"
+        for n in (*GEOMETRY_FLAGS, "rnn_output")
+        if getattr(args, n, None) is not None
     ]
     for flag in ("key", "structure"):
         if getattr(args, flag, None) is not None:
@@ -123,6 +134,15 @@ def load_for_convert(args):
     from porting.knetfile.load import load_model
 
     fm = load_model(args.model, args.key, structure=args.structure, geometry=_geometry(args))
+    seq = fm.model.layers and fm.model.layers[0].kind in ("embed", "rnn")
+    if seq and fm.model.input_size is None and args.input_size is None and args.input is None:
+        first = fm.model.layers[0]
+        size = "T" if first.kind == "embed" else f"T,{first.spec.input_size}"
+        raise PortingError(
+            f"{fm.source}: a sequence model; the file does not record the sequence length: give "
+            f"--input-size {size} (time steps{'' if first.kind == 'embed' else ', features'} of "
+            "one sample, e.g. 20) or --input X.npy"
+        )
     if fm.model.input_size is None and args.input_size is None and args.input is None:
         raise PortingError(
             f"{fm.source}: the file does not record the input size (a conv model's weights do "

@@ -111,8 +111,9 @@ def load_model(
     if structure is not None:
         if geometry.given():
             raise PortingError(
-                "geometry flags (--conv-*, --pool-*) describe layers recognised in the file; "
-                "with --structure, give each layer's geometry in the structure file instead"
+                "geometry flags (--conv-*, --pool-*, --rnn-output) describe layers recognised in "
+                "the file; with --structure, give each layer's geometry in the structure file "
+                'instead (an rnn layer\'s "output": "sequence" or "last")'
             )
         from porting.knetfile.structure import from_structure
 

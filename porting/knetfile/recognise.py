@@ -17,23 +17,38 @@ Recognised:
   `Flat` (`mat`), `Dense` (`w`, `b`, `actf`);
 - Knet Layers21 `Conv` and `Linear` (geometry stored in the struct; docs/knet.md#layers21),
   `Dropout`;
-- weights as `Array`, AutoGrad `Param`, Knet `KnetArray` (see `porting.knetfile.arrays`).
+- weights as `Array`, AutoGrad `Param`, Knet `KnetArray` (see `porting.knetfile.arrays`);
+- batchnorm (Knet `bnmoments` + `bnparams`, Layers21 `BatchNorm`), Knet `RNN` structs (a dense
+  layer after one reads every step: `TimeDense`) and a `w`-only first layer before an RNN (an
+  embedding): see `porting.knetfile.seqnorm`.
 
-Recognised but refused, with the reason: batch normalisation (Knet `bnmoments` /
-Layers21 `BatchNorm`), RNNs (Knet `RNN`), a struct holding only `w` (an embedding or a
-bias-free linear layer: the file does not say which), GPU arrays saved without data,
-optimiser states, unknown functions.
+Refused, with the reason: a `w`-only struct elsewhere (embedding or bias-free linear: the file
+does not say), a batchnorm that never ran or with ambiguous params, an RNN holding a saved
+state, GPU arrays saved without data, optimiser states, unknown functions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from porting.errors import PortingError
-from porting.knetfile import arrays, functions
+from porting.knetfile import arrays, functions, seqnorm
+from porting.knetfile.report import (  # re-exported
+    ASSUMED,
+    DEFAULT,
+    FILE,
+    FLAG,
+    KNET_CONV_DEFAULTS,
+    KNET_POOL_DEFAULTS,
+    STRUCTURE,
+    Geometry,
+    LayerReport,
+    NotAModel,
+    Recognised,
+    Setting,
+)
 from porting.knetfile.tree import Unreadable, describe_value
 
 __all__ = [
@@ -46,119 +61,8 @@ __all__ = [
     "NotAModel",
     "KNET_CONV_DEFAULTS",
     "KNET_POOL_DEFAULTS",
+    "STRUCTURE",
 ]
-
-KNET_CONV_DEFAULTS = {"padding": 0, "stride": 1, "dilation": 1, "mode": 0}
-KNET_POOL_DEFAULTS = {"window": 2, "padding": 0, "stride": None, "mode": 0}  # stride = window
-
-FILE = "file"
-FLAG = "flag"
-STRUCTURE = "structure file"
-DEFAULT = "Knet default"
-ASSUMED = "Knet tutorial layer"
-
-
-class NotAModel(PortingError):
-    """The selected value is not a Knet model (an array, a number, an optimiser state...)."""
-
-
-@dataclass
-class Geometry:
-    """Geometry for what the file does not say, from command-line flags (None: not given).
-
-    Conv values apply to every conv layer whose struct does not store them; pool values to
-    every pool whose keywords the file does not hold (a tutorial `Conv`'s built-in pool, an
-    NNHelferlein `Pool` whose keywords are unreadable). `pool_window=0` says a tutorial `Conv`
-    does not pool.
-    """
-
-    conv_padding: Any = None
-    conv_stride: Any = None
-    conv_dilation: Any = None
-    conv_mode: Any = None
-    pool_window: Any = None
-    pool_stride: Any = None
-    pool_padding: Any = None
-    pool_mode: Any = None
-
-    used: set = field(default_factory=set, repr=False)  # the flags some layer took
-
-    def conv(self, name: str):
-        value = getattr(self, f"conv_{name}")
-        if value is not None:
-            self.used.add(f"conv_{name}")
-        return value
-
-    def pool(self, name: str):
-        value = getattr(self, f"pool_{name}")
-        if value is not None:
-            self.used.add(f"pool_{name}")
-        return value
-
-    def given(self) -> dict[str, Any]:
-        """The flags given (not None), by field name."""
-        return {k: v for k, v in vars(self).items() if k != "used" and v is not None}
-
-    def check_all_used(self, where: str) -> None:
-        """Refuse a flag no layer took: it would otherwise be silently ignored."""
-        unused = sorted(set(self.given()) - self.used)
-        if unused:
-            flags = ", ".join(f"--{n.replace('_', '-')} {self.given()[n]}" for n in unused)
-            raise PortingError(
-                f"{flags} given but no layer of {where} takes it: the file stores that value "
-                "itself or the model has no such layer (see porting inspect FILE --key ...)"
-            )
-
-
-@dataclass
-class Setting:
-    """One value of a layer (a geometry keyword, the activation...) and where it came from."""
-
-    name: str
-    value: Any
-    source: str  # FILE, FLAG, STRUCTURE, DEFAULT or ASSUMED
-    detail: str = ""
-
-    def __str__(self) -> str:
-        v = "none" if self.value is None else self.value
-        tail = f": {self.detail}" if self.detail else ""
-        return f"{self.name}={v} ({self.source}{tail})"
-
-
-@dataclass
-class LayerReport:
-    """Where one `porting.model` layer came from in the file."""
-
-    kind: str
-    path: str
-    what: str
-    settings: list[Setting] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    name: str = ""
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "path": self.path,
-            "what": self.what,
-            "settings": [
-                {"name": s.name, "value": s.value, "source": s.source, "detail": s.detail}
-                for s in self.settings
-            ],
-            "notes": list(self.notes),
-        }
-
-
-@dataclass
-class Recognised:
-    """A model found in the file: its `porting.model` layers and their provenance."""
-
-    layers: list  # porting.model layers
-    reports: list[LayerReport]
-    what: str
-    notes: list[str] = field(default_factory=list)
-    input_size: tuple[int, ...] | None = None
 
 
 # --------------------------------------------------------------------------- classification
@@ -170,7 +74,11 @@ def _is_chain(node: Any) -> bool:
 
 def _layer_like(node: Any) -> bool:
     if isinstance(node, dict):
-        return bool({"w", "kwargs", "hiddenSize"} & set(node)) or set(node) == {"p"}
+        if bool({"w", "kwargs", "hiddenSize"} & set(node)) or set(node) == {"p"}:
+            return True
+        if seqnorm.is_layers21_batchnorm(node):
+            return True
+        return any(seqnorm.is_bnmoments(v) for v in node.values())
     return isinstance(node, str) and functions.is_function_name(node)
 
 
@@ -201,7 +109,10 @@ def classify(node: Any, path: str = "") -> tuple[str, str]:
         and all(_layer_like(v) for v in node)
         and any(isinstance(v, dict) for v in node)
     )
-    if _is_chain(node) or (isinstance(node, dict) and "w" in node) or layer_list:
+    one = isinstance(node, dict) and (
+        "w" in node or seqnorm.is_rnn(node) or seqnorm.moments_count(node) > 0
+    )
+    if _is_chain(node) or one or layer_list:
         try:
             rec = recognise(node, path, Geometry())
         except NotAModel as e:
@@ -272,10 +183,15 @@ def recognise(node: Any, path: str, geometry: Geometry) -> Recognised:
         raise PortingError(f"{where}: a chain with no layers; nothing to convert")
     layers: list = []
     reports: list[LayerReport] = []
-    for item, ipath in items:
-        for layer, report in _layer(item, ipath, geometry):
+    for i, (item, ipath) in enumerate(items):
+        if i == 0 and seqnorm.is_w_only(item) and len(items) > 1 and seqnorm.is_rnn(items[1][0]):
+            built = [seqnorm.embed(item, ipath, items[1][1])]
+        else:
+            built = _layer(item, ipath, geometry)
+        for layer, report in built:
             layers.append(layer)
             reports.append(report)
+    _per_step_dense(layers, reports)
     notes = []
     if others:
         notes.append(
@@ -284,10 +200,30 @@ def recognise(node: Any, path: str, geometry: Geometry) -> Recognised:
         )
     kinds = ", ".join(_summary(r, layer) for r, layer in zip(reports, layers, strict=True))
     rec = Recognised(layers, reports, f"{what}: {kinds}", notes)
-    first = next((la for la in layers if la.kind in ("conv", "dense", "pool", "mat")), None)
+    first = next((la for la in layers if la.kind not in ("dropout", "activation")), None)
     if first is not None and first.kind == "dense":
         rec.input_size = (int(first.w.shape[1]),)
     return rec
+
+
+def _per_step_dense(layers: list, reports: list[LayerReport]) -> None:
+    """A dense layer reading an RNN's every step is Knet's `w * reshape(y, H, :) .+ b`: the
+    same dense layer at each step (`TimeDense`); a tutorial Dense's `mat(y)` would mix steps."""
+    from porting.model import TimeDense
+
+    seq = False
+    for i, layer in enumerate(layers):
+        if layer.kind == "rnn":
+            seq = layer.output == "sequence"
+        elif layer.kind == "dense" and seq:
+            r = reports[i]
+            layers[i] = _build(TimeDense, r.path, layer.w, layer.b, activation=layer.activation)
+            r.kind = "timedense"
+            r.what = f"{r.what}, applied at every step of the RNN's y (w * reshape(y, H, :))"
+            if layer.dropout:
+                r.notes.append(f"dropout {layer.dropout}: the identity at inference")
+        elif layer.kind not in ("dropout", "activation", "timedense"):
+            seq = False
 
 
 def _field_values(node: dict, names: list[str]) -> str:
@@ -296,9 +232,15 @@ def _field_values(node: dict, names: list[str]) -> str:
 
 
 def _summary(report: LayerReport, layer) -> str:
-    if layer.kind in ("dense", "conv"):
+    if layer.kind in ("dense", "conv", "timedense"):
         act = "" if layer.activation == "identity" else f" {layer.activation}"
         return f"{layer.kind} {tuple(layer.w.shape)}{act}"
+    if layer.kind == "embed":
+        return f"embed {tuple(layer.w.shape)}"
+    if layer.kind == "rnn":
+        return f"rnn {layer.spec} ({layer.output})"
+    if layer.kind == "batchnorm":
+        return f"batchnorm {layer.channels}" + ("" if layer.bnparams is not None else " non-affine")
     return layer.kind
 
 
@@ -376,22 +318,39 @@ def _layer(item: Any, path: str, geometry: Geometry) -> list[tuple[Any, LayerRep
             f"found {describe_value(item)}"
         )
     keys = set(item)
-    if {"hiddenSize", "numLayers"} <= keys or {"inputSize", "hiddenSize"} <= keys:
+    if seqnorm.is_rnn(item):
+        return [seqnorm.rnn(item, path, geometry)]
+    if seqnorm.is_bnmoments(item):
         raise PortingError(
-            f"{path}: a Knet RNN (fields {', '.join(sorted(keys)[:8])} ...), recognised but not "
-            "convertible by porting.knetfile yet: porting.model has no RNN layer kind"
+            f"{path}: a Knet bnmoments struct (fields {', '.join(sorted(keys))}) on its own: "
+            "it is not a layer, and the file does not say which bnparams go with it. Describe "
+            "the model with --structure S.json (kind batchnorm, params mean, var, bnparams)"
         )
+    try:
+        mname = seqnorm.moments_field(item)
+    except PortingError as e:
+        raise PortingError(f"{path}: {e}") from None
+    if mname is not None and "w" in keys:
+        return _weighted_bn(item, path, geometry, mname)
+    if mname is not None:
+        skip = set(_ACT_FIELDS)
+        bn, rep, used = seqnorm.batchnorm(item, path, mname, skip)
+        return [(bn, rep), *_act_after(item, path, used)]
+    if seqnorm.is_layers21_batchnorm(item):
+        return [seqnorm.layers21_batchnorm(item, path)]
     if _is_batchnorm(item):
         raise PortingError(
             f"{path}: batch normalisation (fields {', '.join(sorted(keys))}), recognised but not "
-            "convertible by porting.knetfile yet: porting.model has no batchnorm layer kind"
+            "convertible by porting.knetfile; describe it with --structure S.json (kind "
+            "batchnorm, params mean, var, bnparams)"
         )
     if keys == {"w"}:
         w = arrays.weight(item["w"], _join(path, "w"))
         raise PortingError(
             f"{path}: a struct holding only a weight w {w.array.shape}: a Knet embedding (Embed: "
-            "w[:, x]) or a linear layer without bias; the file does not say which. Embeddings "
-            "are not convertible yet; for a linear layer describe it with --structure S.json"
+            "w[:, x]) or a linear layer without bias; the file does not say which (porting takes "
+            "it as an embedding only as the first layer of a chain followed by a Knet RNN). "
+            "Describe it with --structure S.json"
         )
     if "wdims" in keys and "crosscorrelation" in keys:
         return [_layers21_conv(item, path)]
@@ -413,6 +372,42 @@ def _layer(item: Any, path: str, geometry: Geometry) -> list[tuple[Any, LayerRep
         "recognises (expected weights `w`, `b` and an activation `f`/`actf`, or a known Knet / "
         "NNHelferlein layer). Describe the model with --structure S.json"
     )
+
+
+def _act_after(d: dict, path: str, used: set) -> list:
+    """The activation of a batchnorm struct, applied after it (none: nothing)."""
+    from porting.model import Activation
+
+    act = _activation(d, path)
+    if act.source != FILE or act.value == "identity":
+        return []
+    what = f"activation after the batchnorm ({act.detail})"
+    return [(Activation(act.value), LayerReport("activation", path, what, [act]))]
+
+
+def _weighted_bn(d: dict, path: str, geometry: Geometry, mname: str) -> list:
+    """A conv/dense struct holding a batchnorm: f.(batchnorm(conv4(w, x) .+ b, m, p)), then
+    the tutorial Conv's pool (Knet's cifar10 cnn_batchnorm: conv4, batchnorm, relu, pool)."""
+    from porting.model import Pool
+
+    skip = {"w", "b", "bias", "kwargs", *_ACT_FIELDS}  # a dropout p is a number, not an array
+    bn, bnrep, used = seqnorm.batchnorm(d, path, mname, skip)
+    plain = {k: v for k, v in d.items() if k not in used}
+    layer, rep, pool = _weighted(plain, path, geometry, split=True)
+    op = ("conv4(w, x)" if layer.kind == "conv" else "w * mat(x)") + " .+ b" * (layer.b is not None)
+    rep.what = f"{layer.kind} layer with a batchnorm: {op}, then the batchnorm and f"
+    order = "batchnorm, f" + (", pool" if pool is not None else "")
+    rep.settings.append(
+        Setting("order", order, ASSUMED, "Knet's cnn_batchnorm order; the file does not store it")
+    )
+    out = [(layer, rep), (bn, bnrep), *_act_after(d, path, used)]
+    if pool is not None:
+        kw = dict(pool)
+        prep = LayerReport("pool", path, "the tutorial Conv's pool, after the batchnorm")
+        prep.settings = [s for s in rep.settings if s.name.startswith("pool")]
+        rep.settings = [s for s in rep.settings if not s.name.startswith("pool")]
+        out.append((_build(Pool, path, name=None, **kw), prep))
+    return out
 
 
 def _is_batchnorm(d: dict) -> bool:
@@ -443,16 +438,19 @@ def _activation(d: dict, path: str) -> Setting:
     )
 
 
-def _weighted(d: dict, path: str, geometry: Geometry):
+def _weighted(d: dict, path: str, geometry: Geometry, split: bool = False):
+    """A tutorial / NNHelferlein dense or conv layer. `split`: a batchnorm follows, so build
+    it without its activation and pool, and return `(layer, report, pool keywords or None)`."""
     from porting.model import Conv, Dense
 
     w = arrays.weight(d["w"], _join(path, "w"))
     b, bname, bstored = _opt_weight(d, ("b", "bias"), path)
     act = _activation(d, path)
+    actv = "identity" if split else act.value  # with a batchnorm: applied after it
     p, pname = _dropout_value(d, path)
     known = {"w", "b", "bias", "kwargs", pname, *_ACT_FIELDS} - {""}
     extra = sorted(set(d) - known)
-    settings = [act]
+    settings = [] if split else [act]
     if pname:
         settings.append(Setting("dropout", p, FILE, f"{pname} (identity at inference)"))
     stored = w.stored_as + (f"; {w.note}" if w.note else "")
@@ -472,8 +470,9 @@ def _weighted(d: dict, path: str, geometry: Geometry):
                 "a 4-d conv kernel for a layer with keywords"
             )
         what = f"dense layer (w, {bname or 'no b'}, {actfield})"
-        layer = _build(Dense, path, w.array, b, activation=act.value, dropout=p)
-        return layer, LayerReport("dense", path, what, settings, notes)
+        layer = _build(Dense, path, w.array, b, activation=actv, dropout=p)
+        rep = LayerReport("dense", path, what, settings, notes)
+        return (layer, rep, None) if split else (layer, rep)
     if w.array.ndim not in (3, 4, 5):
         raise PortingError(
             f"{path}/w: a weight of shape {w.array.shape}; expected 2 dimensions (dense) or 3-5 "
@@ -486,9 +485,10 @@ def _weighted(d: dict, path: str, geometry: Geometry):
         notes.append(kwnote)
         what = f"conv layer (w, b, {actfield}, kwargs): actf.(conv4(w, x; kwargs...) .+ b)"
         layer = _build(
-            Conv, path, w.array, b, activation=act.value, dropout=p, pool=None, **_conv_kw(kw)
+            Conv, path, w.array, b, activation=actv, dropout=p, pool=None, **_conv_kw(kw)
         )
-        return layer, LayerReport("conv", path, what, settings + kwsettings, notes)
+        rep = LayerReport("conv", path, what, settings + kwsettings, notes)
+        return (layer, rep, None) if split else (layer, rep)
     # Knet tutorial Conv: f.(pool(conv4(w, dropout(x, p)) .+ b)); geometry in the forward code
     conv = {}
     for name in ("padding", "stride", "dilation", "mode"):
@@ -505,12 +505,13 @@ def _weighted(d: dict, path: str, geometry: Geometry):
         path,
         w.array,
         b,
-        activation=act.value,
+        activation=actv,
         dropout=p,
-        pool=pool,
+        pool=None if split else pool,
         **{k: s.value for k, s in conv.items()},
     )
-    return layer, LayerReport("conv", path, what, settings, notes)
+    rep = LayerReport("conv", path, what, settings, notes)
+    return (layer, rep, pool) if split else (layer, rep)
 
 
 def _conv_kw(settings: dict) -> dict:

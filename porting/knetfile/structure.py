@@ -117,7 +117,9 @@ def from_structure(
             token = f"jld2_{len(tokens) + 1:04d}"
             tokens[token] = full
             npz[token] = w.array
-            new_params[pname] = {**spec, "key": token}
+            eltype = {"float32": "Float32", "float64": "Float64"}.get(str(w.array.dtype))
+            found = {"size": list(w.array.shape), **({"eltype": eltype} if eltype else {})}
+            new_params[pname] = {**found, **spec, "key": token}  # given size/eltype are checked
             notes.append(f"{pname} {tuple(w.array.shape)} from {full} ({w.stored_as})")
         d["params"] = new_params
         layers_json.append(d)

@@ -19,15 +19,14 @@ import numpy as np
 
 from porting import layout, magnitude
 from porting.errors import PortingError
-from porting.geometry import ConvGeometry
 from porting.model import schema
+from porting.model.kinds._convolution import conv_geometry, kernel_and_bias
 from porting.model.layer import (
     Kind,
     Layer,
     activation_name,
     check_real,
     fmt_size,
-    weight_array,
 )
 from porting.model.stages import ActStage, Stage, _dilate, _sub
 
@@ -135,35 +134,19 @@ class Deconv(Layer):
 
     def __post_init__(self):
         where = self.label
-        self.w = weight_array(self.w, "w", where, (3, 4, 5))
+        self.w, self.b = kernel_and_bias(
+            self.w, self.b, where, -2, " (deconv4's w is (W..., Cout, Cin))"
+        )
         self.nd = self.w.ndim - 2
-        cout = self.w.shape[-2]
-        if self.b is not None:
-            self.b = weight_array(self.b, "b", where, (1, 2, 3, 4, 5))
-            extra = [
-                n for i, n in enumerate(self.b.shape) if n != 1 and i != max(self.b.ndim - 2, 0)
-            ]
-            if self.b.size != cout or extra:
-                raise PortingError(
-                    f"{where}: b has shape {self.b.shape} but w {self.w.shape} has {cout} output "
-                    f"channels (deconv4's w is (W..., Cout, Cin)); expected "
-                    f"{(*([1] * self.nd), cout, 1)} or ({cout},)"
-                )
-            if self.b.dtype != self.w.dtype:
-                raise PortingError(
-                    f"{where}: b is {self.b.dtype} but w is {self.w.dtype}; expected one element type"
-                )
         self.activation = activation_name(self.activation, where)
-        try:
-            self.geometry = ConvGeometry.from_knet(
-                self.nd,
-                padding=self.padding,
-                stride=self.stride,
-                dilation=self.dilation,
-                mode=self.mode,
-            )
-        except PortingError as e:
-            raise PortingError(f"{where} (w {self.w.shape}): {e}") from None
+        self.geometry = conv_geometry(
+            self.w,
+            where,
+            padding=self.padding,
+            stride=self.stride,
+            dilation=self.dilation,
+            mode=self.mode,
+        )
         check_real(self.alpha, where, "alpha")
 
     def params(self):

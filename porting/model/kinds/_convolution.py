@@ -1,0 +1,46 @@
+"""What the `conv` and `deconv` kinds check alike: the kernel, the bias against the kernel's
+output channels, and the geometry of the Knet keywords."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from porting.errors import PortingError
+from porting.geometry import ConvGeometry
+from porting.model.layer import weight_array
+
+
+def kernel_and_bias(
+    w, b, where: str, out_axis: int, layout_note: str = ""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`w` (1-3 spatial dimensions) and `b` (`(1, ..., 1, Cout, 1)`, `(Cout,)` or None, with
+    `Cout = w.shape[out_axis]` and w's element type) as checked arrays. `layout_note` (e.g.
+    " (deconv4's w is (W..., Cout, Cin))") follows the channel count in the bias error."""
+    w = weight_array(w, "w", where, (3, 4, 5))
+    if b is None:
+        return w, None
+    nd = w.ndim - 2
+    cout = w.shape[out_axis]
+    b = weight_array(b, "b", where, (1, 2, 3, 4, 5))
+    extra = [n for i, n in enumerate(b.shape) if n != 1 and i != max(b.ndim - 2, 0)]
+    if b.size != cout or extra:
+        raise PortingError(
+            f"{where}: b has shape {b.shape} but w {w.shape} has {cout} output "
+            f"channels{layout_note}; expected {(*([1] * nd), cout, 1)} or ({cout},)"
+        )
+    if b.dtype != w.dtype:
+        raise PortingError(f"{where}: b is {b.dtype} but w is {w.dtype}; expected one element type")
+    return w, b
+
+
+def conv_geometry(
+    w: np.ndarray, where: str, *, padding: object, stride: object, dilation: object, mode: object
+) -> ConvGeometry:
+    """The `ConvGeometry` of the Knet keywords for kernel `w`, its errors naming the layer
+    and the kernel."""
+    try:
+        return ConvGeometry.from_knet(
+            w.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=mode
+        )
+    except PortingError as e:
+        raise PortingError(f"{where} (w {w.shape}): {e}") from None

@@ -221,16 +221,7 @@ class ConvStage(Stage):
         g = self.geometry
 
         def conv(w, x):
-            y = pknet.conv4(
-                w,
-                x,
-                padding=g.padding,
-                stride=g.stride,
-                dilation=g.dilation,
-                mode=g.mode,
-                alpha=self.alpha,
-                backend=backend,
-            )
+            y = pknet.conv4(w, x, **g.knet_keywords(), alpha=self.alpha, backend=backend)
             tags.append(y)
             return np.asarray(y)
 
@@ -324,16 +315,7 @@ class ConvStage(Stage):
 
     def diagnose_kwargs(self, x_in, step) -> dict:
         g = self.geometry
-        return dict(
-            w=self.w,
-            x=x_in,
-            bias=self.b,
-            padding=g.padding,
-            stride=g.stride,
-            dilation=g.dilation,
-            mode=g.mode,
-            alpha=self.alpha,
-        )
+        return dict(w=self.w, x=x_in, bias=self.b, **g.knet_keywords(), alpha=self.alpha)
 
 
 def _zero_padding(ctx: KerasContext, nd: int, pad: tuple[int, ...], role: str):

@@ -57,16 +57,7 @@ class DeconvStage(Stage):
         from porting import knet as pknet
 
         g = self.geometry
-        y = pknet.deconv4(
-            self.w,
-            x,
-            padding=g.padding,
-            stride=g.stride,
-            dilation=g.dilation,
-            mode=g.mode,
-            alpha=self.alpha,
-            backend=backend,
-        )
+        y = pknet.deconv4(self.w, x, **g.knet_keywords(), alpha=self.alpha, backend=backend)
         tags.append(y)
         y = np.asarray(y)
         if self.b is not None:

@@ -3,6 +3,8 @@ output channels, and the geometry of the Knet keywords."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from porting.errors import PortingError
@@ -33,14 +35,34 @@ def kernel_and_bias(
     return w, b
 
 
-def conv_geometry(
-    w: np.ndarray, where: str, *, padding: object, stride: object, dilation: object, mode: object
-) -> ConvGeometry:
-    """The `ConvGeometry` of the Knet keywords for kernel `w`, its errors naming the layer
-    and the kernel."""
+class _ConvKeywords(Protocol):
+    """A conv-like layer: its checked kernel, Knet keywords and label (read only)."""
+
+    @property
+    def w(self) -> np.ndarray: ...
+    @property
+    def padding(self) -> object: ...
+    @property
+    def stride(self) -> object: ...
+    @property
+    def dilation(self) -> object: ...
+    @property
+    def mode(self) -> object: ...
+    @property
+    def label(self) -> str: ...
+
+
+def conv_geometry(layer: _ConvKeywords) -> ConvGeometry:
+    """The `ConvGeometry` of `layer`'s Knet keywords (padding, stride, dilation, mode) for its
+    kernel `w`, its errors naming the layer and the kernel."""
+    w = layer.w
     try:
         return ConvGeometry.from_knet(
-            w.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=mode
+            w.ndim - 2,
+            padding=layer.padding,
+            stride=layer.stride,
+            dilation=layer.dilation,
+            mode=layer.mode,
         )
     except PortingError as e:
-        raise PortingError(f"{where} (w {w.shape}): {e}") from None
+        raise PortingError(f"{layer.label} (w {w.shape}): {e}") from None

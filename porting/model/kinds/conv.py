@@ -65,14 +65,7 @@ class Conv(Layer):
         cout = self.w.shape[-1]
         self.activation = activation_name(self.activation, where)
         self.pool = as_pool(self.pool, where)
-        self.geometry = conv_geometry(
-            self.w,
-            where,
-            padding=self.padding,
-            stride=self.stride,
-            dilation=self.dilation,
-            mode=self.mode,
-        )
+        self.geometry = conv_geometry(self)
         if self.pool is not None:
             try:
                 self.pool.geometry(self.nd)

@@ -130,14 +130,7 @@ class Deconv(Layer):
         )
         self.nd = self.w.ndim - 2
         self.activation = activation_name(self.activation, where)
-        self.geometry = conv_geometry(
-            self.w,
-            where,
-            padding=self.padding,
-            stride=self.stride,
-            dilation=self.dilation,
-            mode=self.mode,
-        )
+        self.geometry = conv_geometry(self)
         check_real(self.alpha, where, "alpha")
 
     def params(self):

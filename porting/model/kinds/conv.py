@@ -186,9 +186,7 @@ _ORDERS = ("pool-activation", "activation-pool")
 
 
 def _from_json(d: dict, where: str, param) -> Conv:
-    w = param("w")
-    if w is None:
-        raise PortingError(f"{where}: has no params.w; a conv layer needs a weight")
+    w = schema.weight(param, where, "a conv layer needs a weight")
     conv = schema.keywords(
         d.get("conv"), where, "conv", {"padding", "stride", "dilation", "mode", "alpha", "groups"}
     )

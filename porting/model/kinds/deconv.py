@@ -180,9 +180,7 @@ def _weights(layer: Deconv, step, spatial: str, dtype) -> list[np.ndarray]:
 
 
 def _from_json(d: dict, where: str, param) -> Deconv:
-    w = param("w")
-    if w is None:
-        raise PortingError(f"{where}: has no params.w; a deconv layer needs a weight")
+    w = schema.weight(param, where, "a deconv layer needs a weight")
     kw = schema.keywords(
         d.get("deconv"), where, "deconv", {"padding", "stride", "dilation", "mode", "alpha"}
     )

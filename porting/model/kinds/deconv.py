@@ -13,7 +13,6 @@ the taps) at dilation 1, which Keras accepts with any stride: the same nonzero p
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
 
 import numpy as np
 
@@ -28,7 +27,7 @@ from porting.model.layer import (
     check_real,
     fmt_size,
 )
-from porting.model.stages import ActStage, Stage, _dilate, _sub
+from porting.model.stages import ActStage, KernelStage, Stage, _dilate, _sub
 
 __all__ = ["Deconv", "DeconvStage", "KIND"]
 
@@ -37,17 +36,8 @@ _kernel_converter = layout.kernel_to_tf
 
 
 @dataclass(frozen=True, eq=False)
-class DeconvStage(Stage):
+class DeconvStage(KernelStage):
     """Knet `deconv4(w, x; padding, stride, dilation, mode, alpha) .+ b`."""
-
-    w: Any = None
-    b: Any = None
-    geometry: Any = None
-    alpha: float = 1.0
-
-    @property
-    def nd(self) -> int:
-        return self.w.ndim - 2
 
     def out_size(self, size):
         g = self.geometry

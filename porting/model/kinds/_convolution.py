@@ -9,7 +9,7 @@ import numpy as np
 
 from porting.errors import PortingError
 from porting.geometry import ConvGeometry
-from porting.model.layer import weight_array
+from porting.model.layer import fmt_size, weight_array
 
 
 def kernel_and_bias(
@@ -66,3 +66,15 @@ def conv_geometry(layer: _ConvKeywords) -> ConvGeometry:
         )
     except PortingError as e:
         raise PortingError(f"{layer.label} (w {w.shape}): {e}") from None
+
+
+def check_input_rank(w: np.ndarray, where: str, size) -> None:
+    """PortingError unless the per-sample input `size` is `(X1, ..., C)` with as many spatial
+    dimensions as the kernel `w`."""
+    nd = w.ndim - 2
+    if len(size) != nd + 1:
+        raise PortingError(
+            f"{where}: w {w.shape} is a {nd}-d kernel expecting input "
+            f"(X1, ..., C) with {nd} spatial dimensions, but the input has size "
+            f"{fmt_size(size)} per sample"
+        )

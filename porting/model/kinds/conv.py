@@ -10,7 +10,7 @@ import numpy as np
 import porting.model.schema as schema
 from porting import layout
 from porting.errors import PortingError
-from porting.model.kinds._convolution import conv_geometry, kernel_and_bias
+from porting.model.kinds._convolution import check_input_rank, conv_geometry, kernel_and_bias
 from porting.model.kinds.pool import POOL_KEYS, as_pool, pool_json
 from porting.model.layer import (
     Kind,
@@ -129,12 +129,7 @@ class Conv(Layer):
     def output_size(self, size):
         where = self.label
         cin = self.in_channels
-        if len(size) != self.nd + 1:
-            raise PortingError(
-                f"{where}: w {self.w.shape} is a {self.nd}-d kernel expecting input "
-                f"(X1, ..., C) with {self.nd} spatial dimensions, but the input has size "
-                f"{fmt_size(size)} per sample"
-            )
+        check_input_rank(self.w, where, size)
         if size[-1] != cin:
             raise PortingError(
                 f"{where}: w {self.w.shape} (groups={self.groups}) has {cin} input channels but its input has "

@@ -19,7 +19,7 @@ import numpy as np
 from porting import layout, magnitude
 from porting.errors import PortingError
 from porting.model import schema
-from porting.model.kinds._convolution import conv_geometry, kernel_and_bias
+from porting.model.kinds._convolution import check_input_rank, conv_geometry, kernel_and_bias
 from porting.model.layer import (
     Kind,
     Layer,
@@ -138,12 +138,7 @@ class Deconv(Layer):
     def output_size(self, size):
         where = self.label
         cin = self.w.shape[-1]
-        if len(size) != self.nd + 1:
-            raise PortingError(
-                f"{where}: w {self.w.shape} is a {self.nd}-d kernel expecting input "
-                f"(X1, ..., C) with {self.nd} spatial dimensions, but the input has size "
-                f"{fmt_size(size)} per sample"
-            )
+        check_input_rank(self.w, where, size)
         if size[-1] != cin:
             raise PortingError(
                 f"{where}: w {self.w.shape} (deconv4: (W..., Cout, Cin)) has {cin} input channels "

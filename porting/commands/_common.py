@@ -73,6 +73,26 @@ def add_conv4_keywords(p, *, defaults: bool = True) -> None:
     g.add_argument("--alpha", type=float, default=d["alpha"])
 
 
+def add_spatial(p, *, default: str | None = "reverse") -> None:
+    """`--spatial reverse|keep`: how Julia's X1 maps to TensorFlow's axes (`default=None`:
+    unset unless given)."""
+    p.add_argument(
+        "--spatial",
+        choices=("reverse", "keep"),
+        default=default,
+        help="reverse: X1 is the width (default); keep: X1 is the height",
+    )
+
+
+def add_knet_backend(p) -> None:
+    """`--knet BACKEND`: which implementation computes the Knet side."""
+    p.add_argument(
+        "--knet",
+        default="auto",
+        help="Knet backend: auto (default), reference, julia, julia-nnlib, worker",
+    )
+
+
 def positive_int(maximum: int, what: str):
     """An argparse type: an integer in 1..maximum, the error naming the value and `what`."""
 

@@ -6,6 +6,8 @@ import contextlib
 import sys
 
 from porting.commands._common import (
+    add_knet_backend,
+    add_spatial,
     check_fits_memory,
     int_or_tuple,
     load_npy,
@@ -73,23 +75,14 @@ def add_arguments(p) -> None:
         default="each",
         help="each: every layer fed the Knet input (default); whole: end to end, errors propagate",
     )
-    p.add_argument(
-        "--spatial",
-        choices=("reverse", "keep"),
-        default="reverse",
-        help="reverse: X1 is the width (default); keep: X1 is the height",
-    )
+    add_spatial(p)
     p.add_argument(
         "--dtype",
         choices=("float32", "float64"),
         default=None,
         help="Keras model dtype (default: the weights')",
     )
-    p.add_argument(
-        "--knet",
-        default="auto",
-        help="Knet backend: auto (default), reference, julia, julia-nnlib, worker",
-    )
+    add_knet_backend(p)
     p.add_argument(
         "--keep-on-mismatch",
         action="store_true",

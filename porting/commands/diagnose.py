@@ -9,6 +9,7 @@ import numpy as np
 from porting.commands._common import (
     MAX_K,
     add_conv4_keywords,
+    add_spatial,
     load_npy,
     positive_int,
     print_json,
@@ -58,12 +59,7 @@ def add_arguments(p) -> None:
     ctx.add_argument("--x", metavar="X.npy", help="input, Julia size (X1,X2,Cin,N)")
     ctx.add_argument("--bias", metavar="B.npy", help="Knet bias, if the results include it")
     add_conv4_keywords(p)
-    p.add_argument(
-        "--spatial",
-        choices=("reverse", "keep"),
-        default="reverse",
-        help="how the port mapped Julia's X1: reverse = width (default), keep = height",
-    )
+    add_spatial(p)
     o = p.add_argument_group("without --w/--x: the tolerance")
     o.add_argument(
         "--k",

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from porting.commands._common import add_conv4_keywords, load_npy, print_json, print_text
+from porting.commands._common import (
+    add_conv4_keywords,
+    add_knet_backend,
+    add_spatial,
+    load_npy,
+    print_json,
+    print_text,
+)
 from porting.errors import PortingError
 
 NAME = "verify-conv"
@@ -26,23 +33,14 @@ def add_arguments(p) -> None:
         "and show that porting's port of it agrees",
     )
     add_conv4_keywords(p, defaults=False)  # unset: --example keeps its own
-    p.add_argument(
-        "--spatial",
-        choices=("reverse", "keep"),
-        default=None,
-        help="reverse: X1 is the width (default); keep: X1 is the height",
-    )
+    add_spatial(p, default=None)  # unset: --example keeps its own
     p.add_argument(
         "--dtype",
         choices=("float32", "float64"),
         default=None,
         help="TensorFlow side's dtype (default: the inputs')",
     )
-    p.add_argument(
-        "--knet",
-        default="auto",
-        help="Knet backend: auto (default), reference, julia, julia-nnlib, worker",
-    )
+    add_knet_backend(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 

@@ -75,35 +75,20 @@ def make_lenet(seed: int = SEED, hidden: int = HIDDEN, dtype=np.float32):
     def bias(size):
         return np.asfortranarray(dt(0.2) * _julia_rand(rng, size, dt) - dt(0.1))
 
+    # Each layer draws its weight, then its bias, in this order (the shipped export's numbers).
+    def conv(cin, cout, name):
+        w = _xavier(rng, (5, 5, cin, cout), dt)
+        return Conv(w, bias((1, 1, cout, 1)), activation="relu", pool=dict(window=2), name=name)
+
+    def dense(nout, nin, activation, name):
+        w = _xavier(rng, (nout, nin), dt)
+        return Dense(w, bias((nout,)), activation=activation, dropout=0.3, name=name)
+
     layers = [
-        Conv(
-            _xavier(rng, (5, 5, 1, 20), dt),
-            bias((1, 1, 20, 1)),
-            activation="relu",
-            pool=dict(window=2),
-            name="conv1",
-        ),
-        Conv(
-            _xavier(rng, (5, 5, 20, 50), dt),
-            bias((1, 1, 50, 1)),
-            activation="relu",
-            pool=dict(window=2),
-            name="conv2",
-        ),
-        Dense(
-            _xavier(rng, (hidden, 800), dt),
-            bias((hidden,)),
-            activation="relu",
-            dropout=0.3,
-            name="dense1",
-        ),
-        Dense(
-            _xavier(rng, (10, hidden), dt),
-            bias((10,)),
-            activation="identity",
-            dropout=0.3,
-            name="dense2",
-        ),
+        conv(1, 20, "conv1"),
+        conv(20, 50, "conv2"),
+        dense(hidden, 800, "relu", "dense1"),
+        dense(10, hidden, "identity", "dense2"),
     ]
     return KnetModel(layers, input_size=(28, 28, 1), name="lenet")
 

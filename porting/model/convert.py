@@ -50,6 +50,7 @@ from porting.model.kinds import kind_of
 from porting.model.planning import Plan, Step, plan, plan_for
 from porting.model.spec import KnetModel
 from porting.model.stages import KerasContext, tf_axis
+from porting.rnn.keras import import_keras
 
 __all__ = [
     "to_keras",
@@ -69,21 +70,6 @@ __all__ = [
 # Extra facts about converted models (spatial convention), kept off the Keras object.
 _INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _tf_axis = tf_axis
-
-
-def _import_keras():
-    from porting import tf as ptf
-
-    ptf._import_tf()  # quiet TensorFlow import, PortingError when it is missing
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        raise PortingError(
-            f"Keras runs the {keras.backend.backend()!r} backend; porting converts for the "
-            "TensorFlow backend (set KERAS_BACKEND=tensorflow)"
-        )
-    return keras
 
 
 def tf_sample_shape(size: tuple[int, ...], spatial: str) -> tuple[int, ...]:
@@ -180,7 +166,7 @@ def to_keras(
     (None, 2)
     """
     check_choice(spatial, "spatial", layout.SPATIAL_CHOICES)
-    keras = _import_keras()
+    keras = import_keras()
     steps = plan_for(model, input_size, plan)
     dt = np.dtype(dtype) if dtype is not None else model.dtype
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -390,7 +376,7 @@ def export_savedmodel(keras_model, directory) -> str:
 def load_keras(path):
     """Load a converted `.keras` model (registers porting's custom layer first)."""
     p = files.input_file(path, "a .keras file (a converted Keras 3 model)")
-    _import_keras()
+    import_keras()
     import keras
 
     import porting.model.keras_layers  # noqa: F401 - registers KnetPool

@@ -124,17 +124,26 @@ def check_model(model, what: str = "model") -> None:
         )
 
 
+def given_input_size(model, input_size, missing: str):
+    """`input_size`, or else the model's (`check_model` first); PortingError `missing` when
+    neither is set. The size is returned as given (callers check it)."""
+    check_model(model)
+    size = input_size if input_size is not None else model.input_size
+    if size is None:
+        raise PortingError(missing)
+    return size
+
+
 def plan(model, input_size=None) -> Plan:
     """Sizes and flatten bookkeeping for every layer of `model` (a KnetModel) on
     `input_size` (default: the model's); `PortingError` naming the first layer whose weights
     do not fit."""
-    check_model(model)
-    size = input_size if input_size is not None else model.input_size
-    if size is None:
-        raise PortingError(
-            "the model has no input size: pass input_size=(X1, ..., C) (one sample, Julia "
-            "order), or give an input to take it from"
-        )
+    size = given_input_size(
+        model,
+        input_size,
+        "the model has no input size: pass input_size=(X1, ..., C) (one sample, Julia "
+        "order), or give an input to take it from",
+    )
     size = as_size(size, "input size")
     steps: list[Step] = []
     sources = getattr(model, "sources", None) or [(i - 1,) for i in range(len(model.layers))]

@@ -108,6 +108,15 @@ def keywords(d, where: str, section: str, allowed: set[str]) -> dict:
     return {k: _KEYWORD_TYPES[k](v, f"{section}.{k}", where) for k, v in d.items() if v is not None}
 
 
+def weight(param, where: str, need: str = "a weight"):
+    """`param("w")`, the layer's weight from the export; PortingError when it has none
+    (`need` says what the layer needs, e.g. "an embedding needs w (dim, vocab)")."""
+    w = param("w")
+    if w is None:
+        raise PortingError(f"{where}: has no params.w; {need}")
+    return w
+
+
 def dropout(value, where: str) -> float:
     """A layer's `dropout`: a finite number (null: 0; the range is the layer's check)."""
     if value is None:

@@ -27,6 +27,7 @@ from porting.geometry import ConvGeometry
 
 __all__ = [
     "Stage",
+    "KernelStage",
     "ConvStage",
     "ActStage",
     "DenseStage",
@@ -187,22 +188,29 @@ def needs_written_dilation(geom: ConvGeometry, dtype) -> bool:
 
 
 @dataclass(frozen=True, eq=False)
-class ConvStage(Stage):
-    """Knet `conv4(w, x; padding, stride, dilation, mode, alpha) .+ b`."""
+class KernelStage(Stage):
+    """What the conv4 and deconv4 stages hold: the kernel `w` (1-3 spatial dimensions), the
+    bias `b` (or None), the `ConvGeometry` of the Knet keywords and `alpha`."""
 
     w: Any = None
     b: Any = None
     geometry: Any = None
     alpha: float = 1.0
+
+    @property
+    def nd(self) -> int:
+        return self.w.ndim - 2
+
+
+@dataclass(frozen=True, eq=False)
+class ConvStage(KernelStage):
+    """Knet `conv4(w, x; padding, stride, dilation, mode, alpha) .+ b`."""
+
     groups: int = 1  # Ops21's groups: channels split into contiguous blocks (depthwise: Cin)
 
     @property
     def linear(self) -> bool:  # type: ignore[override]
         return self.groups == 1  # diagnosis's conv hypotheses are those of an ungrouped conv
-
-    @property
-    def nd(self) -> int:
-        return self.w.ndim - 2
 
     def _blocks(self, c_in: int):
         """(input channel slice, output channel slice) of every group."""
@@ -221,16 +229,7 @@ class ConvStage(Stage):
         g = self.geometry
 
         def conv(w, x):
-            y = pknet.conv4(
-                w,
-                x,
-                padding=g.padding,
-                stride=g.stride,
-                dilation=g.dilation,
-                mode=g.mode,
-                alpha=self.alpha,
-                backend=backend,
-            )
+            y = pknet.conv4(w, x, **g.knet_keywords(), alpha=self.alpha, backend=backend)
             tags.append(y)
             return np.asarray(y)
 
@@ -324,16 +323,7 @@ class ConvStage(Stage):
 
     def diagnose_kwargs(self, x_in, step) -> dict:
         g = self.geometry
-        return dict(
-            w=self.w,
-            x=x_in,
-            bias=self.b,
-            padding=g.padding,
-            stride=g.stride,
-            dilation=g.dilation,
-            mode=g.mode,
-            alpha=self.alpha,
-        )
+        return dict(w=self.w, x=x_in, bias=self.b, **g.knet_keywords(), alpha=self.alpha)
 
 
 def _zero_padding(ctx: KerasContext, nd: int, pad: tuple[int, ...], role: str):

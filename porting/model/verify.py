@@ -41,7 +41,7 @@ from porting.comparison import Comparison, compare
 from porting.errors import PortingError
 from porting.model import convert as mconvert
 from porting.model.forward import backend_of, check_input, forward_steps
-from porting.model.planning import Plan, check_model
+from porting.model.planning import Plan, given_input_size
 from porting.model.spec import KnetModel
 
 __all__ = ["verify_model", "ModelReport", "LayerRow", "default_input", "MODES"]
@@ -233,13 +233,12 @@ def default_input(
 ) -> np.ndarray:
     """A deterministic Julia-indexed input `(input_size..., batch)` in the model's dtype:
     uniform in [-1, 1) from `np.random.default_rng(seed)`."""
-    check_model(model)
-    size = input_size if input_size is not None else model.input_size
-    if size is None:
-        raise PortingError(
-            "no input given and the model has no input_size; pass x (Julia-indexed, batch "
-            "last) or input_size=(X1, ..., C)"
-        )
+    size = given_input_size(
+        model,
+        input_size,
+        "no input given and the model has no input_size; pass x (Julia-indexed, batch "
+        "last) or input_size=(X1, ..., C)",
+    )
     first = model.layers[0]
     if hasattr(first, "default_input"):  # token indices (porting.model.kinds.embed)
         return first.default_input(size, batch, seed)

@@ -41,6 +41,7 @@ from porting.rnn.params import RNNWeights
 from porting.rnn.reference import initial_state
 
 __all__ = [
+    "import_keras",
     "KERAS_GATE_ORDER",
     "apply_keras",
     "keras_forward",
@@ -62,7 +63,9 @@ KERAS_GATE_ORDER: dict[str, tuple[int, ...]] = {
 """Keras's gate block k holds Knet's gate `KERAS_GATE_ORDER[type][k]` (0-based)."""
 
 
-def _import_keras():
+def import_keras():
+    """Keras on the TensorFlow backend (what porting converts for): MissingDependencyError
+    when TensorFlow is missing, PortingError when Keras runs another backend."""
     from porting import tf as ptf
 
     ptf._import_tf()  # quiet import; MissingDependencyError when TensorFlow is missing
@@ -141,7 +144,7 @@ def keras_layers(weights: RNNWeights, *, name: str = "rnn", unroll: bool = False
 
     Called as `layer(x, initial_state=[...])`, a layer returns `[sequence, *states]` with the
     states per direction in Keras's order (LSTM: h, c; forward then backward)."""
-    keras = _import_keras()
+    keras = import_keras()
     spec = _check_weights(weights).spec
     dtype = str(weights.dtype)
     kw = keras_weights(weights)
@@ -179,7 +182,7 @@ def apply_keras(
     model (the hook for a model converter): `h0`/`c0` optional tensors `(B, L or 2L, H)`.
     Returns a dict of tensors: `y` (`(B, T, Y)`, or `(B, Y)` = Knet's last step with
     `output="last"`), `h` (and `c`) `(B, L or 2L, H)`, and `layer1`, ... each layer's sequence."""
-    keras = _import_keras()
+    keras = import_keras()
     spec = _check_weights(weights).spec
     if output not in ("sequence", "last"):
         raise PortingError(f"output={output!r}: expected 'sequence' or 'last'")
@@ -232,7 +235,7 @@ def to_keras(
     the final states `(B, L or 2L, H)`; with `layer_outputs=True`, `layer1`, `layer2`, ...
     each Knet layer's sequence `(B, T, H or 2H)` (forward half first).
     """
-    keras = _import_keras()
+    keras = import_keras()
     spec = _check_weights(weights).spec
     if output not in ("sequence", "last"):
         raise PortingError(f"output={output!r}: expected 'sequence' or 'last'")

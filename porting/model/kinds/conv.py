@@ -10,7 +10,7 @@ import numpy as np
 import porting.model.schema as schema
 from porting import layout
 from porting.errors import PortingError
-from porting.geometry import ConvGeometry
+from porting.model.kinds._convolution import check_input_rank, conv_geometry, kernel_and_bias
 from porting.model.kinds.pool import POOL_KEYS, as_pool, pool_json
 from porting.model.layer import (
     Kind,
@@ -19,7 +19,6 @@ from porting.model.layer import (
     check_probability,
     check_real,
     fmt_size,
-    weight_array,
 )
 from porting.model.stages import ActStage, ConvStage, DropoutStage, Stage
 
@@ -61,35 +60,12 @@ class Conv(Layer):
 
     def __post_init__(self):
         where = self.label
-        self.w = weight_array(self.w, "w", where, (3, 4, 5))
+        self.w, self.b = kernel_and_bias(self.w, self.b, where, -1)
         self.nd = self.w.ndim - 2
         cout = self.w.shape[-1]
-        if self.b is not None:
-            self.b = weight_array(self.b, "b", where, (1, 2, 3, 4, 5))
-            extra = [
-                n for i, n in enumerate(self.b.shape) if n != 1 and i != max(self.b.ndim - 2, 0)
-            ]
-            if self.b.size != cout or extra:
-                raise PortingError(
-                    f"{where}: b has shape {self.b.shape} but w {self.w.shape} has {cout} output "
-                    f"channels; expected {(*([1] * self.nd), cout, 1)} or ({cout},)"
-                )
-            if self.b.dtype != self.w.dtype:
-                raise PortingError(
-                    f"{where}: b is {self.b.dtype} but w is {self.w.dtype}; expected one element type"
-                )
         self.activation = activation_name(self.activation, where)
         self.pool = as_pool(self.pool, where)
-        try:
-            self.geometry = ConvGeometry.from_knet(
-                self.nd,
-                padding=self.padding,
-                stride=self.stride,
-                dilation=self.dilation,
-                mode=self.mode,
-            )
-        except PortingError as e:
-            raise PortingError(f"{where} (w {self.w.shape}): {e}") from None
+        self.geometry = conv_geometry(self)
         if self.pool is not None:
             try:
                 self.pool.geometry(self.nd)
@@ -153,12 +129,7 @@ class Conv(Layer):
     def output_size(self, size):
         where = self.label
         cin = self.in_channels
-        if len(size) != self.nd + 1:
-            raise PortingError(
-                f"{where}: w {self.w.shape} is a {self.nd}-d kernel expecting input "
-                f"(X1, ..., C) with {self.nd} spatial dimensions, but the input has size "
-                f"{fmt_size(size)} per sample"
-            )
+        check_input_rank(self.w, where, size)
         if size[-1] != cin:
             raise PortingError(
                 f"{where}: w {self.w.shape} (groups={self.groups}) has {cin} input channels but its input has "
@@ -210,9 +181,7 @@ _ORDERS = ("pool-activation", "activation-pool")
 
 
 def _from_json(d: dict, where: str, param) -> Conv:
-    w = param("w")
-    if w is None:
-        raise PortingError(f"{where}: has no params.w; a conv layer needs a weight")
+    w = schema.weight(param, where, "a conv layer needs a weight")
     conv = schema.keywords(
         d.get("conv"), where, "conv", {"padding", "stride", "dilation", "mode", "alpha", "groups"}
     )

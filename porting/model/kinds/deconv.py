@@ -13,23 +13,21 @@ the taps) at dilation 1, which Keras accepts with any stride: the same nonzero p
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
 
 import numpy as np
 
 from porting import layout, magnitude
 from porting.errors import PortingError
-from porting.geometry import ConvGeometry
 from porting.model import schema
+from porting.model.kinds._convolution import check_input_rank, conv_geometry, kernel_and_bias
 from porting.model.layer import (
     Kind,
     Layer,
     activation_name,
     check_real,
     fmt_size,
-    weight_array,
 )
-from porting.model.stages import ActStage, Stage, _dilate, _sub
+from porting.model.stages import ActStage, KernelStage, Stage, _dilate, _sub
 
 __all__ = ["Deconv", "DeconvStage", "KIND"]
 
@@ -38,17 +36,8 @@ _kernel_converter = layout.kernel_to_tf
 
 
 @dataclass(frozen=True, eq=False)
-class DeconvStage(Stage):
+class DeconvStage(KernelStage):
     """Knet `deconv4(w, x; padding, stride, dilation, mode, alpha) .+ b`."""
-
-    w: Any = None
-    b: Any = None
-    geometry: Any = None
-    alpha: float = 1.0
-
-    @property
-    def nd(self) -> int:
-        return self.w.ndim - 2
 
     def out_size(self, size):
         g = self.geometry
@@ -58,16 +47,7 @@ class DeconvStage(Stage):
         from porting import knet as pknet
 
         g = self.geometry
-        y = pknet.deconv4(
-            self.w,
-            x,
-            padding=g.padding,
-            stride=g.stride,
-            dilation=g.dilation,
-            mode=g.mode,
-            alpha=self.alpha,
-            backend=backend,
-        )
+        y = pknet.deconv4(self.w, x, **g.knet_keywords(), alpha=self.alpha, backend=backend)
         tags.append(y)
         y = np.asarray(y)
         if self.b is not None:
@@ -135,35 +115,12 @@ class Deconv(Layer):
 
     def __post_init__(self):
         where = self.label
-        self.w = weight_array(self.w, "w", where, (3, 4, 5))
+        self.w, self.b = kernel_and_bias(
+            self.w, self.b, where, -2, " (deconv4's w is (W..., Cout, Cin))"
+        )
         self.nd = self.w.ndim - 2
-        cout = self.w.shape[-2]
-        if self.b is not None:
-            self.b = weight_array(self.b, "b", where, (1, 2, 3, 4, 5))
-            extra = [
-                n for i, n in enumerate(self.b.shape) if n != 1 and i != max(self.b.ndim - 2, 0)
-            ]
-            if self.b.size != cout or extra:
-                raise PortingError(
-                    f"{where}: b has shape {self.b.shape} but w {self.w.shape} has {cout} output "
-                    f"channels (deconv4's w is (W..., Cout, Cin)); expected "
-                    f"{(*([1] * self.nd), cout, 1)} or ({cout},)"
-                )
-            if self.b.dtype != self.w.dtype:
-                raise PortingError(
-                    f"{where}: b is {self.b.dtype} but w is {self.w.dtype}; expected one element type"
-                )
         self.activation = activation_name(self.activation, where)
-        try:
-            self.geometry = ConvGeometry.from_knet(
-                self.nd,
-                padding=self.padding,
-                stride=self.stride,
-                dilation=self.dilation,
-                mode=self.mode,
-            )
-        except PortingError as e:
-            raise PortingError(f"{where} (w {self.w.shape}): {e}") from None
+        self.geometry = conv_geometry(self)
         check_real(self.alpha, where, "alpha")
 
     def params(self):
@@ -181,12 +138,7 @@ class Deconv(Layer):
     def output_size(self, size):
         where = self.label
         cin = self.w.shape[-1]
-        if len(size) != self.nd + 1:
-            raise PortingError(
-                f"{where}: w {self.w.shape} is a {self.nd}-d kernel expecting input "
-                f"(X1, ..., C) with {self.nd} spatial dimensions, but the input has size "
-                f"{fmt_size(size)} per sample"
-            )
+        check_input_rank(self.w, where, size)
         if size[-1] != cin:
             raise PortingError(
                 f"{where}: w {self.w.shape} (deconv4: (W..., Cout, Cin)) has {cin} input channels "
@@ -213,9 +165,7 @@ def _weights(layer: Deconv, step, spatial: str, dtype) -> list[np.ndarray]:
 
 
 def _from_json(d: dict, where: str, param) -> Deconv:
-    w = param("w")
-    if w is None:
-        raise PortingError(f"{where}: has no params.w; a deconv layer needs a weight")
+    w = schema.weight(param, where, "a deconv layer needs a weight")
     kw = schema.keywords(
         d.get("deconv"), where, "deconv", {"padding", "stride", "dilation", "mode", "alpha"}
     )

@@ -128,9 +128,7 @@ def _weights(layer: Dense, step, spatial: str, dtype) -> list[np.ndarray]:
 
 
 def _from_json(d: dict, where: str, param) -> Dense:
-    w = param("w")
-    if w is None:
-        raise PortingError(f"{where}: has no params.w; a dense layer needs a weight")
+    w = schema.weight(param, where, "a dense layer needs a weight")
     return Dense(
         w,
         param("b"),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from porting.errors import PortingError
+from porting.model import schema
 from porting.model.layer import Kind, Layer, weight_array
 from porting.model.stages import Stage
 
@@ -164,9 +165,7 @@ def _weights(layer: Embed, step, spatial: str, dtype) -> list[np.ndarray]:
 
 
 def _from_json(d: dict, where: str, param) -> Embed:
-    w = param("w")
-    if w is None:
-        raise PortingError(f"{where}: has no params.w; an embedding needs w (dim, vocab)")
+    w = schema.weight(param, where, "an embedding needs w (dim, vocab)")
     return Embed(w, name=d.get("name"))
 
 

@@ -92,9 +92,7 @@ class Linear(Dense):
 
 
 def _from_json(d: dict, where: str, param) -> Linear:
-    w = param("w")
-    if w is None:
-        raise PortingError(f"{where}: has no params.w; a linear layer needs a weight")
+    w = schema.weight(param, where, "a linear layer needs a weight")
     return Linear(
         w,
         bias=param("bias"),

@@ -31,6 +31,7 @@ import numpy as np
 
 from porting import magnitude
 from porting.errors import PortingError
+from porting.model import schema
 from porting.model.kinds.embed import knet_sequence, model_sequence
 from porting.model.layer import Kind, Layer, activation_name, weight_array
 from porting.model.stages import ActStage, Stage
@@ -372,9 +373,7 @@ def _td_weights(layer: TimeDense, step, spatial: str, dtype) -> list[np.ndarray]
 
 
 def _td_from_json(d: dict, where: str, param) -> TimeDense:
-    w = param("w")
-    if w is None:
-        raise PortingError(f"{where}: has no params.w")
+    w = schema.weight(param, where, "a timedense layer needs a weight")
     return TimeDense(
         w, param("b"), activation=d.get("activation") or "identity", name=d.get("name")
     )

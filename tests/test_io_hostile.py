@@ -405,10 +405,9 @@ def test_export_json_is_finite_bounded_and_shallow(tmp_path, layers, expect):
 # 7. Real files written by Julia: every one is read or refused, and the process survives
 
 
-GOLDEN = next(
-    (p for p in (ROOT.parent / "shared" / "golden", Path("/work/shared/golden")) if p.is_dir()),
-    None,
-)
+from golden_paths import golden_dir  # noqa: E402  (tests/ is on sys.path)
+
+GOLDEN = golden_dir()
 _REAL = (
     sorted(
         p

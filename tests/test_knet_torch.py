@@ -31,11 +31,10 @@ FLOATMAX = np.finfo(np.float64).max
 
 
 def _golden_path() -> Path | None:
-    repo = Path(__file__).resolve().parents[1]
-    for base in (repo.parent / "shared" / "golden", Path("/work/shared/golden")):
-        if (base / "nnlib_vectors.json").is_file():
-            return base / "nnlib_vectors.json"
-    return None
+    from golden_paths import golden_dir  # tests/ is on sys.path
+
+    base = golden_dir("nnlib_vectors.json")
+    return None if base is None else base / "nnlib_vectors.json"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,8 @@ def golden() -> dict:
     path = _golden_path()
     if path is None:
         pytest.skip(
-            "nnlib_vectors.json not found in <repo>/../shared/golden or /work/shared/golden"
+            "nnlib_vectors.json not found (looked in PORTING_GOLDEN_DIR, <repo>/../shared/golden, "
+            "/work/shared/golden)"
         )
     return json.loads(path.read_text())
 

@@ -9,9 +9,6 @@ from Knet's definitions, never from running the recogniser.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -24,19 +21,9 @@ from porting.knetfile.recognise import DEFAULT, FILE, FLAG, classify, recognise
 F32 = np.float32
 
 
-def golden_dir() -> Path | None:
-    env = os.environ.get("PORTING_GOLDEN_DIR")
-    for cand in (
-        Path(env) if env else None,
-        Path(__file__).resolve().parents[1].parent / "shared" / "golden",
-        Path("/work/shared/golden"),
-    ):
-        if cand is not None and (cand / "real-models").is_dir():
-            return cand
-    return None
+from golden_paths import golden_dir  # noqa: E402  (tests/ is on sys.path)
 
-
-GOLDEN = golden_dir()
+GOLDEN = golden_dir("real-models")
 REAL = (GOLDEN / "real-models") if GOLDEN else None
 needs_real = pytest.mark.skipif(
     GOLDEN is None,

@@ -15,24 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from golden_paths import golden_dir  # noqa: E402  (tests/ is on sys.path)
 
 from porting.cli import main
 
-
-def golden_dir() -> Path | None:
-    """PORTING_GOLDEN_DIR, else shared/golden beside the repository, else /work/shared/golden."""
-    env = os.environ.get("PORTING_GOLDEN_DIR")
-    for cand in (
-        Path(env) if env else None,
-        Path(__file__).resolve().parents[1].parent / "shared" / "golden",
-        Path("/work/shared/golden"),
-    ):
-        if cand is not None and (cand / "real-models").is_dir():
-            return cand
-    return None
-
-
-GOLDEN = golden_dir()
+GOLDEN = golden_dir("real-models")
 REAL = (GOLDEN / "real-models") if GOLDEN else Path("absent")
 needs_real = pytest.mark.skipif(
     GOLDEN is None,

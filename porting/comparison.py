@@ -30,8 +30,7 @@ import numpy as np
 
 from porting._checks import check_fits
 from porting.errors import PortingError
-from porting.magnitude import check_given
-from porting.tolerance import Tolerance, check_k
+from porting.tolerance import Tolerance, check_given, check_k
 
 __all__ = ["compare", "Comparison", "Tolerance"]  # Tolerance re-exported from porting.tolerance
 

@@ -25,6 +25,7 @@ import numpy as np
 from porting.errors import PortingError
 from porting.geometry import ConvDims, ConvGeometry, ConvOp, PoolDims, PoolGeometry, as_pool_dims
 from porting.knet import reference
+from porting.tolerance import check_given
 
 __all__ = [
     "ROUND",
@@ -91,18 +92,6 @@ def dense(w: Any, x: Any, dtype: Any = np.float64) -> np.ndarray:
     if a.ndim != 2:
         a = a.reshape((-1, a.shape[-1]), order="F")
     return matmul(w, a, a_is_magnitude=False, dtype=dtype)
-
-
-def check_given(magnitude: np.ndarray) -> None:
-    """A user's sums of magnitudes are >= 0 (`sum(|w*x|)`): a negative one is a signed output
-    passed by mistake, refused here for porting.compare and porting.diagnose alike."""
-    with np.errstate(invalid="ignore"):
-        negative = bool(np.any(magnitude < 0))
-    if negative:
-        raise PortingError(
-            f"magnitude has negative values (min {float(np.nanmin(magnitude)):.3g}); expected "
-            "sums of magnitudes (sum of |w*x| per element), which are >= 0"
-        )
 
 
 def of_outputs(expected: Any, magnitude: Any = None) -> np.ndarray:

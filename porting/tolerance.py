@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike
 from porting._checks import short_repr
 from porting.errors import PortingError
 
-__all__ = ["Tolerance", "precision_dtype", "check_k", "K_MAX"]
+__all__ = ["check_given", "Tolerance", "precision_dtype", "check_k", "K_MAX"]
 
 K_MAX = 2**53
 """The largest `K` accepted: a count of terms beyond what float64 holds exactly is no count of
@@ -122,4 +122,16 @@ class Tolerance:
         return (
             f"(sqrt(K)+2)*eps*S with K={self.k}, eps={self.eps:.3g} ({self.precision}), "
             f"S = {self.magnitude}"
+        )
+
+
+def check_given(magnitude: np.ndarray) -> None:
+    """A user's sums of magnitudes are >= 0 (`sum(|w*x|)`): a negative one is a signed output
+    passed by mistake, refused here for porting.compare and porting.diagnose alike."""
+    with np.errstate(invalid="ignore"):
+        negative = bool(np.any(magnitude < 0))
+    if negative:
+        raise PortingError(
+            f"magnitude has negative values (min {float(np.nanmin(magnitude)):.3g}); expected "
+            "sums of magnitudes (sum of |w*x| per element), which are >= 0"
         )

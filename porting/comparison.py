@@ -148,6 +148,7 @@ class _Consts:
     lower: np.dtype
     scale: Any
     floor: Any
+    eps: float  # of `lower`
 
 
 @dataclass
@@ -168,16 +169,15 @@ _EXPONENT_BITS = {
 }
 
 
-def _spacing(absval: np.ndarray, lower: np.dtype) -> np.ndarray:
-    """`np.spacing(|x|)` in `lower`'s format, from the exponent bits (a few cheap passes instead
-    of a nextafter per element): the power of two of x times eps, at least the smallest
-    subnormal."""
-    x = absval.astype(lower, copy=False)
+def _binade(x: np.ndarray, lower: np.dtype) -> np.ndarray:
+    """The power of two of `|x|` in `lower`'s format, at least the smallest normal number (from
+    the exponent bits, which carry no sign: one cheap pass instead of a nextafter per element).
+    `np.spacing(|x|)` is this times eps, for normal and subnormal `x` alike (the spacing of
+    subnormals is the smallest subnormal, the smallest normal times eps)."""
+    v = x.astype(lower, copy=False)
     itype, mask = _EXPONENT_BITS[lower.itemsize]
-    p2 = np.bitwise_and(x.view(itype), np.array(mask, dtype=itype)).view(lower)
-    fi = np.finfo(lower)
-    sp = np.multiply(p2, lower.type(fi.eps))
-    return np.maximum(sp, lower.type(fi.smallest_subnormal), out=sp)
+    p2 = np.bitwise_and(v.view(itype), np.array(mask, dtype=itype)).view(lower)
+    return np.maximum(p2, lower.type(np.finfo(lower).smallest_normal), out=p2)
 
 
 def _scan(
@@ -193,8 +193,8 @@ def _scan(
         with np.errstate(invalid="ignore", over="ignore"):
             d = np.subtract(ce, ca)  # inf - inf -> NaN, handled below
         np.abs(d, out=d)
-        abs_e = np.abs(ce)
-        mag = abs_e if fm is None else np.abs(fm[start:stop].astype(work, copy=False))
+        # magnitudes given are >= 0 or NaN (compare checked them); else |expected|
+        mag = np.abs(ce) if fm is None else fm[start:stop].astype(work, copy=False)
         tol = mag * c.scale
         tol += c.floor
         with np.errstate(invalid="ignore"):
@@ -222,8 +222,8 @@ def _scan(
             out.worst_ratio, out.worst_flat = float(ratio[i]), start + i
         out.max_abs = max(out.max_abs, float(d.max()))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            ulp = np.divide(d, _spacing(abs_e, c.lower), dtype=work)
-        out.max_ulp = max(out.max_ulp, float(ulp.max()))
+            ulp = np.divide(d, _binade(ce, c.lower), dtype=work)  # in units of the binade
+        out.max_ulp = max(out.max_ulp, float(ulp.max()) / c.eps)  # eps: a power of two, exact
     return out
 
 
@@ -291,6 +291,7 @@ def compare(
         lower=np.dtype(lower),
         scale=work.type(tol_info.scale),
         floor=work.type(tol_info.floor),
+        eps=float(np.finfo(lower).eps),
     )
     # Two halves on two threads (NumPy releases the GIL in its loops), chunk by chunk.
     from porting._transpose import _executor, _threads

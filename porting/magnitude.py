@@ -57,9 +57,13 @@ def conv4(
     geom: ConvGeometry | ConvDims,
     alpha: float = 1.0,
     dtype: Any = np.float64,
+    *,
+    x_is_magnitude: bool = False,
 ) -> np.ndarray:
-    """`S` of Knet `conv4(w, x)`: the same convolution of `|w|` and `|x|` (times `|alpha|`)."""
-    return reference.conv4(absolute(w, dtype), absolute(x, dtype), geom, abs(float(alpha)))
+    """`S` of Knet `conv4(w, x)`: the same convolution of `|w|` and `|x|` (times `|alpha|`);
+    `x` is taken as it is when it already holds magnitudes (a layer's input `S`)."""
+    xa = np.asarray(x).astype(dtype, copy=False) if x_is_magnitude else absolute(x, dtype)
+    return reference.conv4(absolute(w, dtype), xa, geom, abs(float(alpha)))
 
 
 def deconv4(
@@ -85,10 +89,11 @@ def matmul(a: Any, b: Any, *, a_is_magnitude: bool = False, dtype: Any = np.floa
     return (a if a_is_magnitude else absolute(a, dtype)) @ absolute(b, dtype)
 
 
-def dense(w: Any, x: Any, dtype: Any = np.float64) -> np.ndarray:
+def dense(w: Any, x: Any, dtype: Any = np.float64, *, x_is_magnitude: bool = False) -> np.ndarray:
     """`S` of `w * mat(x)` for `w` `(out, in)` and `x` `(in, N)` (or any `(..., N)`, flattened
-    column-major as Knet's `mat`: docs/knet.md#dense, #mat)."""
-    a = absolute(x, dtype)
+    column-major as Knet's `mat`: docs/knet.md#dense, #mat); `x` is taken as it is when it
+    already holds magnitudes."""
+    a = np.asarray(x).astype(dtype, copy=False) if x_is_magnitude else absolute(x, dtype)
     if a.ndim != 2:
         a = a.reshape((-1, a.shape[-1]), order="F")
     return matmul(w, a, a_is_magnitude=False, dtype=dtype)

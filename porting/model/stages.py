@@ -249,11 +249,18 @@ class ConvStage(KernelStage):
         # conv4(|w|, |x|) in the model's element type: S only sets the scale of the bound (a
         # relative error of 1e-6 in S is immaterial) and float32 halves the cost of the check.
         if self.groups == 1:
-            s = magnitude.conv4(self.w, s, self.geometry, self.alpha, dtype=wd)
+            s = magnitude.conv4(self.w, s, self.geometry, self.alpha, wd, x_is_magnitude=True)
         else:
             s = np.concatenate(
                 [
-                    magnitude.conv4(self.w[..., o], s[..., i, :], self.geometry, self.alpha, wd)
+                    magnitude.conv4(
+                        self.w[..., o],
+                        s[..., i, :],
+                        self.geometry,
+                        self.alpha,
+                        wd,
+                        x_is_magnitude=True,
+                    )
                     for i, o in self._blocks(s.shape[-2])
                 ],
                 axis=-2,
@@ -399,20 +406,21 @@ class ActStage(Stage):
         return activate(self.function, x, self.dims)
 
     def magnitude(self, s, out, wd):
+        fn = self.function
+        if fn in ("identity", "relu") and self.plain:  # slope <= 1, exact: S passes on
+            return s
         out = np.asarray(out, dtype=wd)
-        if self.function == "selu":
+        if fn == "selu":
             # slope <= λα01 (x < 0) or λ01, and the rounding of exp and two products
             # (for out < 0, λα01 exp(x) = out + λα01)
             a = np.abs(out) + np.where(out < 0, out + SELU_LAMBDA_ALPHA, 0)
             return SELU_LAMBDA_ALPHA * s + magnitude.ROUND * a
-        a = np.abs(out)
-        fn = self.function
         if fn == "relu" and not self.plain:  # slope <= max(1, |negative_slope|), x - threshold
             return max(1.0, abs(self.negative_slope)) * (s + abs(self.threshold))
         if fn == "gelu":  # slope <= 1.13; erf and the products round relative to |x| <= s
-            return 1.13 * s + magnitude.ROUND * a
+            return 1.13 * s + magnitude.ROUND * np.abs(out)
         if fn == "swish":  # slope <= 1.1; exp and the products
-            return 1.1 * s + magnitude.ROUND * a
+            return 1.1 * s + magnitude.ROUND * np.abs(out)
         if fn == "hardsigmoid":  # (x + 3) / 6: magnitudes of the terms
             return (s + 3.0) / 6.0
         if fn == "hardswish":  # x * (x + 3) / 6
@@ -516,7 +524,7 @@ class DenseStage(Stage):
         return y
 
     def magnitude(self, s, out, wd):
-        s = magnitude.dense(self.w, s, wd)
+        s = magnitude.dense(self.w, s, wd, x_is_magnitude=True)
         return s if self.b is None else magnitude.bias(s, self.b, channel_axis=0)
 
     def terms(self, in_size):

@@ -27,7 +27,6 @@ ones carry its error in their budget, so the first divergent layer is the one na
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,16 +39,15 @@ from porting._checks import check_choice
 from porting.comparison import Comparison, compare
 from porting.errors import PortingError
 from porting.model import convert as mconvert
+from porting.model import knet_side
 from porting.model.forward import backend_of, check_input, forward_steps
+from porting.model.keras_side import per_sample, run_group, source_name
 from porting.model.planning import Plan, given_input_size
 from porting.model.spec import KnetModel
 
 __all__ = ["verify_model", "ModelReport", "LayerRow", "default_input", "MODES"]
 
 MODES = ("each", "whole")
-# The incoming error is carried into the tolerance through float arithmetic of its own (scaled
-# by 1/((sqrt(K)+2) eps), then back): 0.1% more covers that rounding.
-_SAFETY = 1.001
 
 
 @dataclass
@@ -205,26 +203,6 @@ class ModelReport:
         return "\n".join(out + self._footer())
 
 
-# --------------------------------------------------------------------------- magnitudes
-
-
-def _magnitude(step, x_ins, e_ins, extra, y_out, scale, wd) -> Any:
-    """S for one layer (Julia layout): its stages applied to |x| (+ e_in * scale) of each of its
-    inputs, in Knet's order, each stage with its own rule (porting.magnitude; no TensorFlow)."""
-    ss = []
-    for j, x_in in enumerate(x_ins):
-        s = np.abs(np.asarray(x_in, dtype=wd))
-        if e_ins is not None and e_ins[j] is not None:
-            s = s + e_ins[j].astype(wd, copy=False) * wd.type(scale)
-        ss.append(s)
-    s_all = ss if step.layer.merges else ss[0]
-    last = len(step.stages) - 1
-    for j, stage in enumerate(step.stages):
-        out = y_out if j == last else extra.get(j)
-        s_all = stage.magnitude(s_all, out, wd)
-    return s_all
-
-
 # --------------------------------------------------------------------------- running
 
 
@@ -272,47 +250,6 @@ def _no_tf32(allow: bool, notes: list[str]):
 
 def _keras_dtype(keras_model) -> np.dtype:
     return np.dtype(keras_model.inputs[0].dtype)
-
-
-def _run_group(group, feeds: dict, end=None):
-    """Run one Knet layer's Keras group (up to `end`, default its last layer) eagerly, layer by
-    layer from each layer's recorded call (its inbound node), as a functional model runs its
-    graph; `feeds` gives, by Knet layer name ("knet_input" for the model's input), the value of
-    every tensor the group reads from outside (a merge reads several; an edge-padded max pool
-    branches inside). A Keras without that record gets a sub-model (single-input groups)."""
-    end = end if end is not None else group[-1]
-    try:
-        values: dict = {}
-        out = None
-        for lay in group:
-            node = lay._inbound_nodes[0]
-            for t in node.arguments.keras_tensors:
-                if id(t) not in values:
-                    src = t._keras_history.operation.name.split("__")[0]
-                    values[id(t)] = feeds[src]
-            args, kwargs = node.arguments.fill_in(values)
-            if lay.__class__.__name__ == "Dropout":
-                kwargs = {**kwargs, "training": False}
-            out = lay(*args, **kwargs)
-            if isinstance(out, (list, tuple)):  # a recurrent layer returning its states too
-                for t_out, v in zip(node.outputs, out, strict=False):
-                    values[id(t_out)] = v
-                out = out[0]
-            else:
-                values[id(node.outputs[0])] = out
-            if lay is end:
-                break
-        return out
-    except (AttributeError, IndexError, TypeError):  # pragma: no cover - another Keras
-        import keras
-
-        (x,) = feeds.values()
-        # Layers are in topological order: the group's first layer reads the group's input.
-        return keras.Model(group[0].input, end.output)(x, training=False)
-
-
-def _source_name(steps, k: int) -> str:
-    return "knet_input" if k < 0 else str(steps[k].layer.name)
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -386,116 +323,44 @@ def verify_model(
             progress(desc, done, total)
 
     with _no_tf32(allow_tf32, notes):
-        # The Knet side runs layer by layer inside the comparison loop below, and each Knet
-        # output is dropped once no later layer reads it: peak memory stays near one layer's
-        # arrays instead of every layer's output at once.
+        # The Knet side runs layer by layer inside the comparison (porting.model.knet_side),
+        # and each Knet output is dropped once no later layer reads it: peak memory stays near
+        # one layer's arrays instead of every layer's output at once.
         knet_done: dict[int, np.ndarray] = {}
         tags: list = []
         knet_steps = forward_steps(steps, x, knet, True, knet_done, tags)
-        t_knet = 0.0
-        advance("Keras side")
-
-        import keras  # imported by to_keras / the caller's model already
-
-        x_tf = layout.activations_to_tf(x, spatial) if x.ndim > 2 else np.ascontiguousarray(x.T)
-        x_tf = x_tf.astype(in_dt if not np.issubdtype(in_dt, np.floating) else kdt, copy=False)
-        to_keras_input = getattr(model.layers[0], "keras_input", None)
-        if to_keras_input is not None:  # Knet's 1-based indices -> Keras's 0-based
-            x_tf = to_keras_input(x_tf)
-        t0 = time.perf_counter()
-        if mode == "whole":
-            probe = keras.Model(keras_model.inputs[0], [g[-1].output for g in groups])
-            outs = probe(x_tf, training=False)
-            outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-            actual = [np.asarray(t) for t in outs]
-            final_actual = actual[-1]
-        else:
-            actual = []
-            final_actual = np.asarray(keras_model(x_tf, training=False))
-        timings["keras_forward_s"] = time.perf_counter() - t0
-        advance("comparing layers")
-
-        rows: list[LayerRow] = []
-        x_j = x.astype(kdt).astype(x.dtype) if kdt != x.dtype else None  # x as Keras sees it
-        if not np.issubdtype(x.dtype, np.floating):
-            x_j = None  # token indices reach Keras exactly
-        actual_j: dict[int, np.ndarray] = {}  # whole mode: Keras outputs still to be read
-        last_use = {k: i for i, st in enumerate(steps) for k in st.sources}
-        t_keras_each = 0.0
-        first_bad = None
-        diag_arrays = None  # the first divergent layer's Knet input and output
-        for i, (step, group) in enumerate(zip(steps, groups, strict=True)):
-            layer = step.layer
-            t0 = time.perf_counter()
-            _, y_knet, extra = next(knet_steps)
-            del tags[1:]  # the first names the backend; the others would keep outputs alive
-            t_knet += time.perf_counter() - t0
-            expected = mconvert.julia_to_tf(y_knet, step.flat_from, spatial)
-            x_ins = [x if k < 0 else knet_done[k] for k in step.sources]
-            e_ins = None
-            if mode == "each":
-                t0 = time.perf_counter()
-                feeds = {
-                    _source_name(steps, k): x_tf
-                    if k < 0
-                    else mconvert.julia_to_tf(x_in, steps[k].flat_from, spatial).astype(
-                        kdt, copy=False
-                    )
-                    for k, x_in in zip(step.sources, x_ins, strict=True)
-                }
-                a_i = np.asarray(_run_group(group, feeds))
-                t_keras_each += time.perf_counter() - t0
-            else:
-                a_i = actual[i]
-                e_ins = []
-                for k, x_in in zip(step.sources, x_ins, strict=True):
-                    a_src = x_j if k < 0 else actual_j.get(k)
-                    e_ins.append(
-                        None
-                        if a_src is None
-                        else np.abs(a_src.astype(wd, copy=False) - np.asarray(x_in, dtype=wd))
-                    )
-            k = step.k
-            scale = _SAFETY / ((math.sqrt(k) + 2.0) * eps)
-            mag = _magnitude(step, x_ins, e_ins, extra, y_knet, scale, wd)
-            mag_tf = mconvert.julia_to_tf(mag, step.flat_from, spatial)
-            if a_i.shape != expected.shape:
-                raise PortingError(
-                    f"{layer.label}: the Keras layers {[g.name for g in group]} give shape "
-                    f"{a_i.shape}, Knet's output is {y_knet.shape} ({expected.shape} in TensorFlow "
-                    "layout); the Keras model does not match this Knet model"
-                )
-            with np.errstate(
-                over="ignore", divide="ignore", invalid="ignore"
-            ):  # ULP figures near 0
-                comp = compare(expected, a_i, k=k, magnitude=mag_tf, precision=precision)
-            rows.append(LayerRow(i, str(layer.name), layer.kind, tuple(y_knet.shape), k, comp))
-            if hasattr(layer, "verify_notes"):  # per-step figures (porting.model.kinds.rnn)
-                a_j = mconvert.tf_to_julia(a_i, step.flat_from, spatial)
-                notes.extend(layer.verify_notes(x_ins[0], a_j, str(layer.name)))
-            if not comp.ok and first_bad is None:
-                first_bad = (a_i, mag_tf)
-                diag_arrays = (list(x_ins), y_knet)
-            for j in {*step.sources, i}:  # Knet outputs no later layer reads
-                if j >= 0 and last_use.get(j, -1) <= i and j != len(steps) - 1:
-                    knet_done.pop(j, None)
-            del x_ins, extra
-            if mode == "whole":
-                if i in last_use:
-                    actual_j[i] = mconvert.tf_to_julia(a_i, step.flat_from, spatial)
-                for src in [s for s in actual_j if last_use[s] <= i]:
-                    del actual_j[src]
-            advance(f"compared {layer.name}")
-        timings["knet_forward_s"] = t_knet
-        if mode == "each":
-            timings["keras_layers_s"] = t_keras_each
+        side = knet_side.records(
+            steps, knet_steps, knet_done, x, tags, spatial, eps, wd, mode == "each"
+        )
+        try:
+            rows, first_bad, diag_arrays, final_actual = _compare_layers(
+                steps,
+                groups,
+                side,
+                keras_model,
+                model,
+                x,
+                knet_done,
+                mode,
+                spatial,
+                kdt,
+                in_dt,
+                wd,
+                eps,
+                precision,
+                notes,
+                timings,
+                advance,
+            )
+        finally:
+            side.close()
 
     diagnosis = None
     first_i = next((i for i, r in enumerate(rows) if not r.ok), None)
     if diagnose and first_i is not None:
         assert diag_arrays is not None  # set with first_bad, at the first row not ok
         diagnosis = _diagnose_layer_kind(
-            steps, first_i, groups[first_i], *diag_arrays, spatial, kdt, notes
+            steps, first_i, groups[first_i], diag_arrays[0], diag_arrays[1], spatial, kdt, notes
         )
     if diagnosis is None and diagnose and first_i is not None:
         src = steps[first_i].sources[0]
@@ -503,7 +368,7 @@ def verify_model(
         x_in, y_first = diag_arrays[0][0], diag_arrays[1]
         in_flat = None if src < 0 else steps[src].flat_from
         diagnosis = _diagnose_layer(
-            _source_name(steps, src),
+            source_name(steps, src),
             steps[first_i],
             groups[first_i],
             x_in,
@@ -551,6 +416,149 @@ def verify_model(
     return report
 
 
+def _compare_layers(
+    steps,
+    groups,
+    side,
+    keras_model,
+    model,
+    x,
+    knet_done,
+    mode,
+    spatial,
+    kdt,
+    in_dt,
+    wd,
+    eps,
+    precision,
+    notes,
+    timings,
+    advance,
+):
+    """The comparison loop of `verify_model`: one `LayerRow` per layer, from the Knet records
+    `side` yields (porting.model.knet_side) and the Keras side run here. Returns the rows, the
+    first divergent layer's (Keras output, S) and (Knet inputs, Knet output), and the Keras
+    model's final output."""
+    import keras  # imported by to_keras / the caller's model already
+
+    x_tf = layout.activations_to_tf(x, spatial) if x.ndim > 2 else np.ascontiguousarray(x.T)
+    x_tf = x_tf.astype(in_dt if not np.issubdtype(in_dt, np.floating) else kdt, copy=False)
+    to_keras_input = getattr(model.layers[0], "keras_input", None)
+    if to_keras_input is not None:  # Knet's 1-based indices -> Keras's 0-based
+        x_tf = to_keras_input(x_tf)
+    actual: list = []
+    final_actual = None
+    if mode == "whole":
+        advance("Keras side")
+        t0 = time.perf_counter()
+        probe = keras.Model(keras_model.inputs[0], [g[-1].output for g in groups])
+        outs = probe(x_tf, training=False)
+        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        actual = [np.asarray(t) for t in outs]
+        final_actual = actual[-1]
+        timings["keras_forward_s"] = time.perf_counter() - t0
+    advance("comparing layers")
+
+    rows: list[LayerRow] = []
+    x_j = x.astype(kdt).astype(x.dtype) if kdt != x.dtype else None  # x as Keras sees it
+    if not np.issubdtype(x.dtype, np.floating):
+        x_j = None  # token indices reach Keras exactly
+    actual_j: dict[int, np.ndarray] = {}  # whole mode: Keras outputs still to be read
+    tf_done: dict[int, np.ndarray] = {}  # each mode: Knet outputs in TF layout still to be fed
+    # Each mode, per-sample layers: every group runs once on a doubled batch, Knet's input in
+    # the first half and the Keras chain's own in the second, so the end-to-end run shares the
+    # isolated runs' calls (keras_side.per_sample); `chain` holds the outputs still to be read.
+    doubled = mode == "each" and per_sample(groups, keras_model)
+    chain: dict[int, Any] = {}
+    n = x_tf.shape[0]
+    last_use = {k: i for i, st in enumerate(steps) for k in st.sources}
+    t_keras_each = t_knet = 0.0
+    # the first divergent layer's (Keras output, S) and (Knet inputs, Knet output)
+    first_bad: tuple | None = None
+    diag_arrays: tuple | None = None
+    for i, (step, group) in enumerate(zip(steps, groups, strict=True)):
+        layer = step.layer
+        rec = next(side)
+        t_knet += rec.knet_s
+        y_knet, expected = rec.y, rec.expected
+        x_ins = [x if k < 0 else knet_done[k] for k in step.sources]
+        k = step.k
+        if mode == "each":
+            t0 = time.perf_counter()
+            feeds = {
+                source_name(steps, j): x_tf if j < 0 else tf_done[j].astype(kdt, copy=False)
+                for j in step.sources
+            }
+            if doubled and any(j >= 0 for j in step.sources):
+                for j in step.sources:
+                    name = source_name(steps, j)
+                    feeds[name] = np.concatenate([feeds[name], x_tf if j < 0 else chain[j]])
+                both = np.asarray(run_group(group, feeds))
+                a_i, own = both[:n], both[n:]
+            else:  # the model's input is Knet's and Keras's alike
+                a_i = own = np.asarray(run_group(group, feeds))
+            if doubled and (i in last_use or i == len(steps) - 1):
+                chain[i] = own
+            del own
+            t_keras_each += time.perf_counter() - t0
+            mag_tf = rec.mag_tf
+        else:
+            a_i = actual[i]
+            e_ins = []
+            for j, x_in in zip(step.sources, x_ins, strict=True):
+                a_src = x_j if j < 0 else actual_j.get(j)
+                e_ins.append(
+                    None
+                    if a_src is None
+                    else np.abs(a_src.astype(wd, copy=False) - np.asarray(x_in, dtype=wd))
+                )
+            scale = knet_side.tolerance_scale(k, eps)
+            mag = knet_side.magnitude_of(step, x_ins, e_ins, rec.extra, y_knet, scale, wd)
+            mag_tf = mconvert.julia_to_tf(mag, step.flat_from, spatial)
+            del mag, e_ins
+        if a_i.shape != expected.shape:
+            raise PortingError(
+                f"{layer.label}: the Keras layers {[g.name for g in group]} give shape "
+                f"{a_i.shape}, Knet's output is {y_knet.shape} ({expected.shape} in TensorFlow "
+                "layout); the Keras model does not match this Knet model"
+            )
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # ULPs near 0
+            comp = compare(expected, a_i, k=k, magnitude=mag_tf, precision=precision)
+        rows.append(LayerRow(i, str(layer.name), layer.kind, tuple(y_knet.shape), k, comp))
+        if hasattr(layer, "verify_notes"):  # per-step figures (porting.model.kinds.rnn)
+            a_j = mconvert.tf_to_julia(a_i, step.flat_from, spatial)
+            notes.extend(layer.verify_notes(x_ins[0], a_j, str(layer.name)))
+        if not comp.ok and first_bad is None:
+            first_bad = (a_i, mag_tf)
+            diag_arrays = (list(x_ins), y_knet)
+        if mode == "each" and i in last_use:
+            tf_done[i] = expected
+        for j in {*step.sources, i}:  # outputs no later layer reads
+            if j >= 0 and last_use.get(j, -1) <= i:
+                tf_done.pop(j, None)
+                if j != len(steps) - 1:
+                    chain.pop(j, None)
+                    knet_done.pop(j, None)
+        del x_ins, rec
+        if mode == "whole":
+            if i in last_use:
+                actual_j[i] = mconvert.tf_to_julia(a_i, step.flat_from, spatial)
+            for src in [s for s in actual_j if last_use[s] <= i]:
+                del actual_j[src]
+        advance(f"compared {layer.name}")
+    timings["knet_forward_s"] = t_knet
+    if mode == "each":
+        timings["keras_layers_s"] = t_keras_each
+        advance("Keras side, end to end")
+        if doubled:
+            final_actual = chain[len(steps) - 1]
+        else:  # the whole Keras model, run last, for the end-to-end drift (its kernels warm)
+            t0 = time.perf_counter()
+            final_actual = np.asarray(keras_model(x_tf, training=False))
+            timings["keras_forward_s"] = time.perf_counter() - t0
+    return rows, first_bad, diag_arrays, final_actual
+
+
 def _diagnose_layer_kind(steps, i, group, x_ins_julia, y_knet, spatial, kdt, notes):
     """Batchnorm and residual-sum causes (porting.diagnosis._model) for layer `i`, its Keras
     group run on its Knet inputs `x_ins_julia` (one per source; Knet output `y_knet`); None for
@@ -566,8 +574,8 @@ def _diagnose_layer_kind(steps, i, group, x_ins_julia, y_knet, spatial, kdt, not
         for k, x_j in zip(step.sources, x_ins_julia, strict=True):
             t = mconvert.julia_to_tf(x_j, None if k < 0 else steps[k].flat_from, spatial)
             x_ins.append(t)
-            feeds[_source_name(steps, k)] = t.astype(kdt, copy=False)
-        actual = np.asarray(_run_group(group, feeds))
+            feeds[source_name(steps, k)] = t.astype(kdt, copy=False)
+        actual = np.asarray(run_group(group, feeds))
         expected = mconvert.julia_to_tf(y_knet, step.flat_from, spatial)
         d = diagnose_step(
             step,
@@ -604,7 +612,7 @@ def _diagnose_layer(src_name, step, group, x_in, in_flat, y_knet, row, bad, spat
             by_name = {lay.name: lay for lay in group}
             end = by_name.get(f"{layer.name}__crop", by_name.get(str(layer.name)))
             t = mconvert.julia_to_tf(x_in, in_flat, spatial).astype(kdt, copy=False)
-            a_lin = np.asarray(_run_group(group, {src_name: t}, end))
+            a_lin = np.asarray(run_group(group, {src_name: t}, end))
             # the Knet side of the stages up to the linear one, on the reference backend
             e_lin = x_in
             for st in step.stages[: j + 1]:

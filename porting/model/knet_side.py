@@ -1,0 +1,95 @@
+"""The Knet side of a model verification, one layer at a time.
+
+`verify_model` compares, layer by layer, what Knet computes with what Keras computes. The Knet
+side of a layer (its forward pass, its output in TensorFlow layout, and in "each" mode the sums
+of magnitudes `S` of its tolerance) depends only on the Knet side of earlier layers, never on
+Keras: `records` yields it layer by layer, so that verification holds only the arrays that
+later layers still read.
+
+(Running this side on a second thread, to overlap it with Keras, was measured and rejected:
+TensorFlow and NumPy's BLAS each already use every core, so it saved nothing, and the second
+thread's malloc arena raised peak memory by 20-40 MB on a ResNet-50-sized model.)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from porting.model import convert as mconvert
+
+__all__ = ["KnetRecord", "records", "tolerance_scale", "magnitude_of"]
+
+# The incoming error is carried into the tolerance through float arithmetic of its own (scaled
+# by 1/((sqrt(K)+2) eps), then back): 0.1% more covers that rounding.
+SAFETY = 1.001
+
+
+def tolerance_scale(k: int, eps: float) -> float:
+    """`1 / ((sqrt(K) + 2) eps)` (times SAFETY): turns an absolute error bound into units of
+    the sum of magnitudes `S`."""
+    return SAFETY / ((math.sqrt(k) + 2.0) * eps)
+
+
+def magnitude_of(step, x_ins, e_ins, extra, y_out, scale, wd) -> Any:
+    """S for one layer (Julia layout): its stages applied to |x| (+ e_in * scale) of each of its
+    inputs, in Knet's order, each stage with its own rule (porting.magnitude; no TensorFlow)."""
+    ss = []
+    for j, x_in in enumerate(x_ins):
+        s = np.abs(np.asarray(x_in, dtype=wd))
+        if e_ins is not None and e_ins[j] is not None:
+            s = s + e_ins[j].astype(wd, copy=False) * wd.type(scale)
+        ss.append(s)
+    s_all = ss if step.layer.merges else ss[0]
+    last = len(step.stages) - 1
+    for j, stage in enumerate(step.stages):
+        out = y_out if j == last else extra.get(j)
+        s_all = stage.magnitude(s_all, out, wd)
+    return s_all
+
+
+@dataclass
+class KnetRecord:
+    """One layer's Knet side: its output (Julia layout and TensorFlow layout), the inner stage
+    outputs its magnitudes read, its `S` in TensorFlow layout (None when the caller computes
+    it: whole-model mode adds the measured incoming error first), and seconds spent."""
+
+    y: np.ndarray
+    extra: dict
+    expected: np.ndarray
+    mag_tf: np.ndarray | None
+    knet_s: float
+
+
+def records(
+    steps,
+    knet_steps: Iterator,
+    knet_done: dict,
+    x: np.ndarray,
+    tags: list,
+    spatial: str,
+    eps: float,
+    wd: np.dtype,
+    with_magnitude: bool,
+) -> Generator[KnetRecord, None, None]:
+    """Each layer's `KnetRecord`, in order, from `knet_steps` (`forward_steps`, which stores
+    every output in `knet_done`, where later layers read their inputs)."""
+    for step in steps:
+        t0 = time.perf_counter()
+        _, y, extra = next(knet_steps)
+        del tags[1:]  # the first names the backend; the others would keep outputs alive
+        knet_s = time.perf_counter() - t0
+        expected = mconvert.julia_to_tf(y, step.flat_from, spatial)
+        mag_tf = None
+        if with_magnitude:
+            x_ins = [x if k < 0 else knet_done[k] for k in step.sources]
+            scale = tolerance_scale(step.k, eps)
+            mag = magnitude_of(step, x_ins, None, extra, y, scale, wd)
+            mag_tf = mconvert.julia_to_tf(mag, step.flat_from, spatial)
+            del mag, x_ins
+        yield KnetRecord(y, extra, expected, mag_tf, knet_s)

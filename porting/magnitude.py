@@ -86,7 +86,48 @@ def of_conv(op: ConvOp, dtype: Any = np.float64) -> np.ndarray:
 def matmul(a: Any, b: Any, *, a_is_magnitude: bool = False, dtype: Any = np.float64) -> np.ndarray:
     """`S` of the matrix product `a @ b`: `|a| @ |b|` (`a` taken as it is when it already holds
     magnitudes, e.g. cached im2col columns)."""
-    return (a if a_is_magnitude else absolute(a, dtype)) @ absolute(b, dtype)
+    if a_is_magnitude:
+        return a @ absolute(b, dtype)
+    return _abs_matmul(np.asarray(a), absolute(b, dtype), np.dtype(dtype))
+
+
+_BLOCK_BYTES = 8 << 20  # |a| is formed a row block of about this size at a time
+
+
+def _abs_matmul(a: np.ndarray, b: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """`|a| @ b` for a 2-D `a`, without a full-size `|a|`: a large `a` (VGG-16's first dense
+    weight is 411 MB) goes through one reused buffer of about `_BLOCK_BYTES`, in blocks of
+    rows (C-ordered `a`) or of columns (Fortran-ordered, as a Julia matrix), each block
+    contiguous; column blocks add their partial products (S's summation order changes, and S
+    only sets the scale of a bound)."""
+    if a.ndim != 2 or a.nbytes <= 2 * _BLOCK_BYTES:
+        return absolute(a, dtype) @ b
+    by_cols = a.flags.f_contiguous and not a.flags.c_contiguous
+    if by_cols:  # |a| @ b == (b.T @ |a.T|).T, a.T C-ordered: its row blocks are contiguous
+        return _abs_matmul_rows(a.T, b.T, dtype, accumulate=True).T
+    return _abs_matmul_rows(a, b, dtype, accumulate=False)
+
+
+def _abs_matmul_rows(a, b, dtype, accumulate: bool) -> np.ndarray:
+    """`|a| @ b` by row blocks of C-ordered `a`; with `accumulate`, `b @ |a|` summed over
+    row blocks of `a` (the transposed case of `_abs_matmul`)."""
+    rows = max(1, _BLOCK_BYTES // max(1, a.shape[1] * dtype.itemsize))
+    buf = np.empty((min(rows, a.shape[0]), a.shape[1]), dtype=dtype)
+    rt = np.result_type(dtype, b.dtype)
+    out = (
+        np.zeros((b.shape[0], a.shape[1]), dtype=rt)
+        if accumulate
+        else np.empty((a.shape[0], *b.shape[1:]), dtype=rt)
+    )
+    for r0 in range(0, a.shape[0], rows):
+        r1 = min(r0 + rows, a.shape[0])
+        blk = buf[: r1 - r0]
+        np.abs(a[r0:r1], out=blk, casting="unsafe")
+        if accumulate:
+            out += b[:, r0:r1] @ blk
+        else:
+            np.matmul(blk, b, out=out[r0:r1])
+    return out
 
 
 def dense(w: Any, x: Any, dtype: Any = np.float64, *, x_is_magnitude: bool = False) -> np.ndarray:

@@ -221,3 +221,45 @@ def test_batchnorm_and_relu_magnitudes_are_their_formulas():
     assert got is not s and np.all(s >= 0)  # a new array; the input untouched
     # a plain relu passes S on (slope 1, exact)
     assert relu_step.stages[0].magnitude(s, s, np.dtype(F32)) is s
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_magnitude_matmul_in_blocks_is_abs_w_times_abs_x(monkeypatch, order, dtype):
+    from porting import magnitude
+
+    monkeypatch.setattr(magnitude, "_BLOCK_BYTES", 1000)  # many blocks, and a ragged last one
+    rng = np.random.default_rng(1)
+    w = np.asarray(rng.standard_normal((37, 301)), order=order)
+    x = rng.standard_normal((301, 3))
+    got = magnitude.matmul(w, x, dtype=dtype)
+    want = np.abs(w) @ np.abs(x)  # float64, the textbook definition
+    assert got.shape == want.shape and got.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(got, want, rtol=301 * np.finfo(dtype).eps)
+    # a dense layer's S goes through it: x as Knet's (features, batch)
+    got_dense = magnitude.dense(w, x, dtype)
+    np.testing.assert_allclose(got_dense, want, rtol=301 * np.finfo(dtype).eps)
+
+
+def test_relu_outputs_are_their_own_magnitudes(converted, monkeypatch):
+    from porting.model.stages import ActStage
+
+    from porting.model import knet_side
+
+    model, x, km = converted["resnet"]
+    taken = []
+    real = knet_side.magnitude_of
+
+    def spy(*args):
+        taken.append(any(args[7] or []))
+        return real(*args)
+
+    monkeypatch.setattr(knet_side, "magnitude_of", spy)
+    fast = verify_model(model, x, keras_model=km)
+    assert sum(taken) >= 5  # the layers after a relu took |x| = x
+    monkeypatch.setattr(ActStage, "nonnegative", property(lambda self: False))
+    slow = verify_model(model, x, keras_model=km)
+    assert fast.ok and slow.ok
+    for a, b in zip(fast.rows, slow.rows, strict=True):
+        assert a.comparison.worst_tolerance == b.comparison.worst_tolerance, a.name
+        assert a.error_to_tolerance == b.error_to_tolerance, a.name

@@ -130,14 +130,17 @@ def convert_weights(
     rows permuted after a flatten)."""
     check_choice(spatial, "spatial", layout.SPATIAL_CHOICES)
     dt = np.dtype(dtype) if dtype is not None else model.dtype
-    out = {}
-    for step in plan_for(model, input_size, plan):
+    return dict(_layer_weights(plan_for(model, input_size, plan), spatial, dt))
+
+
+def _layer_weights(steps: Plan, spatial: str, dt: np.dtype):
+    """`(layer name, [kernel, (bias)])` in Keras layout, one layer at a time."""
+    for step in steps:
         convert = kind_of(step.layer).weights
         if convert is None:
             continue
         ws = convert(step.layer, step, spatial, dt)
-        out[step.layer.name] = [w.astype(dt, copy=False) for w in ws]
-    return out
+        yield step.layer.name, [w.astype(dt, copy=False) for w in ws]
 
 
 # --------------------------------------------------------------------------- Keras model
@@ -171,7 +174,7 @@ def to_keras(
     dt = np.dtype(dtype) if dtype is not None else model.dtype
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise PortingError(f"dtype={dtype!r}: expected float32 or float64")
-    weights = convert_weights(model, spatial=spatial, dtype=dt, plan=steps)
+    check_choice(spatial, "spatial", layout.SPATIAL_CHOICES)
     dts = str(dt)
     in_dtype = getattr(steps[0].layer, "input_dtype", None) or dts  # int32: token indices
     inp = keras.Input(
@@ -190,11 +193,14 @@ def to_keras(
             t = stage.build(ctx, t, s_in, s_out)
         tensors.append(t)
     km = keras.Model(inp, t, name=_keras_name(name or model.name))
-    for layer_name, ws in weights.items():
+    # Converted and set one layer at a time: a single layer's Keras-layout copy is alive at once
+    # (VGG-16's first dense kernel alone is 411 MB).
+    for layer_name, ws in _layer_weights(steps, spatial, dt):
         try:
             km.get_layer(layer_name).set_weights(ws)
         except ValueError as e:  # pragma: no cover - shapes are checked by the plan
             raise PortingError(f"layer {layer_name!r}: Keras refused the weights: {e}") from None
+        del ws
     for note in ctx.notes:
         warnings.warn(note, stacklevel=2)
     _INFO[km] = {

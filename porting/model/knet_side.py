@@ -36,12 +36,16 @@ def tolerance_scale(k: int, eps: float) -> float:
     return SAFETY / ((math.sqrt(k) + 2.0) * eps)
 
 
-def magnitude_of(step, x_ins, e_ins, extra, y_out, scale, wd) -> Any:
+def magnitude_of(step, x_ins, e_ins, extra, y_out, scale, wd, nonnegative=None) -> Any:
     """S for one layer (Julia layout): its stages applied to |x| (+ e_in * scale) of each of its
-    inputs, in Knet's order, each stage with its own rule (porting.magnitude; no TensorFlow)."""
+    inputs, in Knet's order, each stage with its own rule (porting.magnitude; no TensorFlow).
+    `nonnegative[j]` says that input j is known to be >= 0 (a relu's output), so that |x| is x
+    itself and is not formed."""
     ss = []
     for j, x_in in enumerate(x_ins):
-        s = np.abs(np.asarray(x_in, dtype=wd))
+        s = np.asarray(x_in, dtype=wd)
+        if not (nonnegative is not None and nonnegative[j]):  # else |x| is x (stages never
+            s = np.abs(s)  # change their input in place)
         if e_ins is not None and e_ins[j] is not None:
             s = s + e_ins[j].astype(wd, copy=False) * wd.type(scale)
         ss.append(s)
@@ -89,7 +93,8 @@ def records(
         if with_magnitude:
             x_ins = [x if k < 0 else knet_done[k] for k in step.sources]
             scale = tolerance_scale(step.k, eps)
-            mag = magnitude_of(step, x_ins, None, extra, y, scale, wd)
+            nonneg = [k >= 0 and steps[k].stages[-1].nonnegative for k in step.sources]
+            mag = magnitude_of(step, x_ins, None, extra, y, scale, wd, nonneg)
             mag_tf = mconvert.julia_to_tf(mag, step.flat_from, spatial)
             del mag, x_ins
         yield KnetRecord(y, extra, expected, mag_tf, knet_s)

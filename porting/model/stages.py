@@ -140,6 +140,7 @@ class Stage:
     linear = False  # conv4/dense: the part diagnosis recomputes from the weights
     needs_output = False  # magnitude() reads this stage's Knet output
     merges = False  # forward/magnitude/build/out_size take lists (one per input)
+    nonnegative = False  # every output is >= 0 (or NaN): its magnitude is itself
 
     def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(size)
@@ -382,6 +383,11 @@ class ActStage(Stage):
     @property
     def plain(self) -> bool:
         return self.max_value is None and self.negative_slope == 0 and self.threshold == 0
+
+    @property
+    def nonnegative(self) -> bool:  # type: ignore[override]
+        # max(0, x), 1/(1 + exp(-x)), exp(x - m) / sum: never below 0 (NaN stays NaN)
+        return (self.function == "relu" and self.plain) or self.function in ("sigm", "softmax")
 
     def out_size(self, size):
         if self.function in ("softmax", "logsoftmax") and self.dims > len(size):

@@ -4,8 +4,12 @@ Two modes:
 
 - `mode="each"` (per-layer isolation): every Keras layer group is fed the *Knet* output of the
   previous layer (converted to TensorFlow layout), so each row measures that layer's own error
-  and a broken layer cannot hide behind, or blame, its neighbours. The whole Keras model is also
-  run once for the end-to-end drift.
+  and a broken layer cannot hide behind, or blame, its neighbours. The Keras model is also run
+  end to end, as it will be in use, for the end-to-end drift: when every layer computes each
+  sample on its own (`keras_side.per_sample`), in the same calls, as the second half of a
+  doubled batch (Knet's input in the first half, the Keras chain's own output in the second),
+  which costs much less than a second pass of per-layer calls; otherwise as a separate call of
+  the whole model after the layers.
 - `mode="whole"`: the Keras model runs end to end, as it will in use; errors propagate.
 
 Tolerance of a row (through `porting.compare`, `tol = (sqrt(K) + 2) * eps * S`): `K` is the

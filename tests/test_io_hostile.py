@@ -280,6 +280,10 @@ def test_bfloat16_big_endian_and_integer_scalars_come_back_as_values(tmp_path):
     got = pio.load(tmp_path / "bf.safetensors")["b"]
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, values)
+    # the budget counts what is kept: 5 float32 values are 20 bytes, not the 10 stored
+    with pytest.raises(PortingError, match="b"):
+        pio.load(tmp_path / "bf.safetensors", max_bytes=19)
+    assert pio.load(tmp_path / "bf.safetensors", max_bytes=20)["b"].shape == (5,)
     # big-endian arrays in every format: converted to native order, same values
     big = np.arange(6, dtype=">f4").reshape(2, 3)
     np.save(tmp_path / "big.npy", big)

@@ -242,9 +242,8 @@ def test_magnitude_matmul_in_blocks_is_abs_w_times_abs_x(monkeypatch, order, dty
 
 
 def test_relu_outputs_are_their_own_magnitudes(converted, monkeypatch):
-    from porting.model.stages import ActStage
-
     from porting.model import knet_side
+    from porting.model.stages import ActStage
 
     model, x, km = converted["resnet"]
     taken = []

@@ -71,15 +71,21 @@ def load_safetensors(p: Path, budget: Budget) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, (dtype, shape, begin, end) in entries.items():
             entry = header[name]
+            bf16 = entry["dtype"] == "BF16"
             budget.visit(name)
-            budget.take(name, shape, np.dtype(dtype).itemsize)
+            # what is kept: BF16 comes back as float32, 4 bytes an element
+            budget.take(name, shape, 4 if bf16 else np.dtype(dtype).itemsize)
             fh.seek(start + begin)
             raw = bytearray(fh.read(end - begin))
             if len(raw) != end - begin:
                 raise corrupt(p, "safetensors", f"{name!r}: data cut short")
             a = np.frombuffer(raw, dtype=_DTYPES[entry["dtype"]]).reshape(shape)
-            if entry["dtype"] == "BF16":
-                a = (a.astype(np.uint32) << 16).view(np.float32)
+            if bf16:  # widened in place of the result: no temporary beside it
+                wide = np.empty(shape, dtype=np.uint32)
+                np.copyto(wide, a)
+                del a, raw
+                wide <<= np.uint32(16)
+                a = wide.view(np.float32)
             elif not a.dtype.isnative:
                 a = a.astype(a.dtype.newbyteorder("="))
             out[name] = a

@@ -35,6 +35,8 @@ def test_reference_conv4_runs_without_tensorflow():
     mods = _modules_after(code)
     assert "tensorflow" not in mods
     assert "juliacall" not in mods
+    # the reference asked for by name never touches the Julia bridge, not even its discovery
+    assert not any(m == "porting.bridge" or m.startswith("porting.bridge.") for m in mods)
 
 
 def test_cli_help_is_light():

@@ -25,8 +25,8 @@ import warnings
 from dataclasses import dataclass
 
 from porting import settings
+from porting.backends import BACKEND_CHOICES, ENV_WORKER, Resolved
 from porting.bridge.arrays import from_julia, to_julia_layout
-from porting.bridge.choices import BACKEND_CHOICES, ENV_WORKER, Resolved
 from porting.bridge.discovery import (
     INSTALL_HINT,
     KNET_VERSION,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from porting._checks import short_repr
-from porting.bridge.choices import BACKEND_CHOICES, Resolved
+from porting.backends import BACKEND_CHOICES, Resolved
 from porting.errors import PortingError
 
 __all__ = ["BACKEND_CHOICES", "Resolved", "KnetResult", "resolve", "tag"]

@@ -1,7 +1,8 @@
 """The `backend=` names and the record of a choice, shared by `porting.knet` and the bridge.
 
-A leaf module (no imports from the rest of `porting`), so that `porting.knet` can depend on the
-bridge while the bridge never imports `porting.knet`.
+A leaf module (no imports from the rest of `porting`): `porting.knet` reads the names from here
+and imports `porting.bridge` only when a call asks for a backend other than the reference, and
+the bridge never imports `porting.knet`.
 """
 
 from __future__ import annotations

@@ -241,7 +241,8 @@ def test_magnitude_matmul_in_blocks_is_abs_w_times_abs_x(monkeypatch, order, dty
     np.testing.assert_allclose(got_dense, want, rtol=301 * np.finfo(dtype).eps)
 
 
-def test_relu_outputs_are_their_own_magnitudes(converted, monkeypatch):
+@pytest.mark.parametrize("mode", ["each", "whole"])
+def test_relu_outputs_are_their_own_magnitudes(converted, monkeypatch, mode):
     from porting.model import knet_side
     from porting.model.stages import ActStage
 
@@ -254,10 +255,10 @@ def test_relu_outputs_are_their_own_magnitudes(converted, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(knet_side, "magnitude_of", spy)
-    fast = verify_model(model, x, keras_model=km)
+    fast = verify_model(model, x, keras_model=km, mode=mode)
     assert sum(taken) >= 5  # the layers after a relu took |x| = x
     monkeypatch.setattr(ActStage, "nonnegative", property(lambda self: False))
-    slow = verify_model(model, x, keras_model=km)
+    slow = verify_model(model, x, keras_model=km, mode=mode)
     assert fast.ok and slow.ok
     for a, b in zip(fast.rows, slow.rows, strict=True):
         assert a.comparison.worst_tolerance == b.comparison.worst_tolerance, a.name

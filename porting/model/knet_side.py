@@ -23,7 +23,7 @@ import numpy as np
 
 from porting.model import convert as mconvert
 
-__all__ = ["KnetRecord", "records", "tolerance_scale", "magnitude_of"]
+__all__ = ["KnetRecord", "records", "tolerance_scale", "magnitude_of", "nonnegative"]
 
 # The incoming error is carried into the tolerance through float arithmetic of its own (scaled
 # by 1/((sqrt(K)+2) eps), then back): 0.1% more covers that rounding.
@@ -55,6 +55,12 @@ def magnitude_of(step, x_ins, e_ins, extra, y_out, scale, wd, nonnegative=None) 
         out = y_out if j == last else extra.get(j)
         s_all = stage.magnitude(s_all, out, wd)
     return s_all
+
+
+def nonnegative(steps, step) -> list[bool]:
+    """For each input of `step`: whether the layer that produced it ends in a stage whose
+    outputs are never negative (a relu), so that its |x| is x itself."""
+    return [k >= 0 and steps[k].stages[-1].nonnegative for k in step.sources]
 
 
 @dataclass
@@ -93,8 +99,7 @@ def records(
         if with_magnitude:
             x_ins = [x if k < 0 else knet_done[k] for k in step.sources]
             scale = tolerance_scale(step.k, eps)
-            nonneg = [k >= 0 and steps[k].stages[-1].nonnegative for k in step.sources]
-            mag = magnitude_of(step, x_ins, None, extra, y, scale, wd, nonneg)
+            mag = magnitude_of(step, x_ins, None, extra, y, scale, wd, nonnegative(steps, step))
             mag_tf = mconvert.julia_to_tf(mag, step.flat_from, spatial)
             del mag, x_ins
         yield KnetRecord(y, extra, expected, mag_tf, knet_s)

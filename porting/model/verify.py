@@ -517,7 +517,8 @@ def _compare_layers(
                     else np.abs(a_src.astype(wd, copy=False) - np.asarray(x_in, dtype=wd))
                 )
             scale = knet_side.tolerance_scale(k, eps)
-            mag = knet_side.magnitude_of(step, x_ins, e_ins, rec.extra, y_knet, scale, wd)
+            nonneg = knet_side.nonnegative(steps, step)
+            mag = knet_side.magnitude_of(step, x_ins, e_ins, rec.extra, y_knet, scale, wd, nonneg)
             mag_tf = mconvert.julia_to_tf(mag, step.flat_from, spatial)
             del mag, e_ins
         if a_i.shape != expected.shape:

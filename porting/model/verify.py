@@ -337,24 +337,11 @@ def verify_model(
             steps, knet_steps, knet_done, x, tags, spatial, eps, wd, mode == "each"
         )
         try:
+            run = _Run(
+                steps, groups, keras_model, model, x, mode, spatial, kdt, in_dt, eps, precision
+            )
             rows, first_bad, diag_arrays, final_actual = _compare_layers(
-                steps,
-                groups,
-                side,
-                keras_model,
-                model,
-                x,
-                knet_done,
-                mode,
-                spatial,
-                kdt,
-                in_dt,
-                wd,
-                eps,
-                precision,
-                notes,
-                timings,
-                advance,
+                run, side, knet_done, notes, timings, advance
             )
         finally:
             side.close()
@@ -420,30 +407,34 @@ def verify_model(
     return report
 
 
-def _compare_layers(
-    steps,
-    groups,
-    side,
-    keras_model,
-    model,
-    x,
-    knet_done,
-    mode,
-    spatial,
-    kdt,
-    in_dt,
-    wd,
-    eps,
-    precision,
-    notes,
-    timings,
-    advance,
-):
+@dataclass(frozen=True)
+class _Run:
+    """What one `verify_model` call compares: the plan, the Keras groups and models, the input,
+    and the settings derived from them."""
+
+    steps: Plan
+    groups: list
+    keras_model: Any
+    model: KnetModel
+    x: np.ndarray
+    mode: str
+    spatial: str
+    kdt: np.dtype  # the Keras layers' float type
+    in_dt: np.dtype  # the Keras input's type (int32 for token indices)
+    eps: float  # of the lower of the two precisions
+    precision: str | None
+
+
+def _compare_layers(run: _Run, side, knet_done: dict, notes: list, timings: dict, advance):
     """The comparison loop of `verify_model`: one `LayerRow` per layer, from the Knet records
     `side` yields (porting.model.knet_side) and the Keras side run here. Returns the rows, the
     first divergent layer's (Keras output, S) and (Knet inputs, Knet output), and the Keras
     model's final output."""
     import keras  # imported by to_keras / the caller's model already
+
+    steps, groups, keras_model, model, x = run.steps, run.groups, run.keras_model, run.model, run.x
+    mode, spatial, kdt, in_dt, eps = run.mode, run.spatial, run.kdt, run.in_dt, run.eps
+    precision, wd = run.precision, model.dtype
 
     x_tf = layout.activations_to_tf(x, spatial) if x.ndim > 2 else np.ascontiguousarray(x.T)
     x_tf = x_tf.astype(in_dt if not np.issubdtype(in_dt, np.floating) else kdt, copy=False)

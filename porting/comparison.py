@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from porting._checks import check_fits
 from porting.errors import PortingError
@@ -40,7 +41,7 @@ _CHUNK = 1 << 16  # elements per chunk: a few chunk-sized temporaries stay in L2
 _FORMATS = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64))
 
 
-def _as_float(a: Any, name: str) -> np.ndarray:
+def _as_float(a: object, name: str) -> NDArray[np.floating[Any]]:
     try:
         arr = np.asarray(a)
     except Exception as e:  # noqa: BLE001
@@ -89,7 +90,7 @@ class Comparison:
         `json.dumps(..., allow_nan=False)` holds."""
         d = asdict(self)
         d["tolerance"]["formula"] = self.tolerance.formula
-        return _json_safe(d)
+        return {k: _json_safe(v) for k, v in d.items()}
 
     def __str__(self) -> str:
         verdict = "agree" if self.ok else "DIFFER"
@@ -115,7 +116,7 @@ class Comparison:
         return "\n".join(lines)
 
 
-def _json_safe(v: Any) -> Any:
+def _json_safe(v: object) -> object:
     if isinstance(v, dict):
         return {k: _json_safe(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -125,13 +126,15 @@ def _json_safe(v: Any) -> Any:
     return v
 
 
-def _memory_order(a: np.ndarray) -> Literal["C", "F"]:
+def _memory_order(a: NDArray[np.floating[Any]]) -> Literal["C", "F"]:
     return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
 
 
 def _flat_views(
-    expected: np.ndarray, actual: np.ndarray, magnitude: np.ndarray | None
-) -> tuple[str, list[np.ndarray]]:
+    expected: NDArray[np.floating[Any]],
+    actual: NDArray[np.floating[Any]],
+    magnitude: NDArray[np.floating[Any]] | None,
+) -> tuple[Literal["C", "F"], list[NDArray[np.floating[Any]]]]:
     """1-D views in one common memory order; at most one of them is copied."""
     order = _memory_order(expected)
     arrays = [expected, actual] + ([magnitude] if magnitude is not None else [])
@@ -144,10 +147,10 @@ def _flat_views(
 
 @dataclass(frozen=True)
 class _Consts:
-    work: np.dtype
-    lower: np.dtype
-    scale: Any
-    floor: Any
+    work: np.dtype[np.floating[Any]]
+    lower: np.dtype[np.floating[Any]]
+    scale: np.floating[Any]  # of `work`
+    floor: np.floating[Any]
     eps: float  # of `lower`
 
 
@@ -162,14 +165,16 @@ class _Partial:
     first_nonfinite_bad: int = -1
 
 
-_EXPONENT_BITS = {
+_EXPONENT_BITS: dict[int, tuple[type[np.signedinteger[Any]], int]] = {
     2: (np.int16, 0x7C00),
     4: (np.int32, 0x7F800000),
     8: (np.int64, 0x7FF0000000000000),
 }
 
 
-def _binade(x: np.ndarray, lower: np.dtype) -> np.ndarray:
+def _binade(
+    x: NDArray[np.floating[Any]], lower: np.dtype[np.floating[Any]]
+) -> NDArray[np.floating[Any]]:
     """The power of two of `|x|` in `lower`'s format, at least the smallest normal number (from
     the exponent bits, which carry no sign: one cheap pass instead of a nextafter per element).
     `np.spacing(|x|)` is this times eps, for normal and subnormal `x` alike (the spacing of
@@ -177,11 +182,17 @@ def _binade(x: np.ndarray, lower: np.dtype) -> np.ndarray:
     v = x.astype(lower, copy=False)
     itype, mask = _EXPONENT_BITS[lower.itemsize]
     p2 = np.bitwise_and(v.view(itype), np.array(mask, dtype=itype)).view(lower)
-    return np.maximum(p2, lower.type(np.finfo(lower).smallest_normal), out=p2)
+    np.maximum(p2, lower.type(np.finfo(lower).smallest_normal), out=p2)
+    return p2
 
 
 def _scan(
-    fe: np.ndarray, fa: np.ndarray, fm: np.ndarray | None, lo: int, hi: int, c: _Consts
+    fe: NDArray[np.floating[Any]],
+    fa: NDArray[np.floating[Any]],
+    fm: NDArray[np.floating[Any]] | None,
+    lo: int,
+    hi: int,
+    c: _Consts,
 ) -> _Partial:
     """The statistics of elements [lo, hi) of the flat views, one cache-sized chunk at a time."""
     out = _Partial()
@@ -228,12 +239,12 @@ def _scan(
 
 
 def compare(
-    expected: Any,
-    actual: Any,
+    expected: ArrayLike,
+    actual: ArrayLike,
     *,
     k: int = 1,
-    magnitude: Any = None,
-    precision: Any = None,
+    magnitude: ArrayLike | None = None,
+    precision: DTypeLike | None = None,
 ) -> Comparison:
     """Compare `actual` with `expected` element by element, with a float-derived tolerance.
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from porting.errors import PortingError
 from porting.geometry import ConvDims, ConvGeometry, ConvOp, PoolDims, PoolGeometry, as_pool_dims
@@ -46,20 +47,21 @@ ROUND = 4.0
 """Rounding allowance of exp-based activations, in units of `(sqrt(K)+2) eps |f|`."""
 
 
-def absolute(x: Any, dtype: Any = np.float64) -> np.ndarray:
+def absolute(x: ArrayLike, dtype: DTypeLike = np.float64) -> NDArray[np.floating[Any]]:
     """`|x|` as `dtype` (float64 by default)."""
-    return np.abs(np.asarray(x)).astype(dtype, copy=False)
+    a: NDArray[Any] = np.abs(np.asarray(x))  # NumPy's stubs type a ufunc's result as Any
+    return a.astype(dtype, copy=False)
 
 
 def conv4(
-    w: Any,
-    x: Any,
+    w: ArrayLike,
+    x: ArrayLike,
     geom: ConvGeometry | ConvDims,
     alpha: float = 1.0,
-    dtype: Any = np.float64,
+    dtype: DTypeLike = np.float64,
     *,
     x_is_magnitude: bool = False,
-) -> np.ndarray:
+) -> NDArray[np.floating[Any]]:
     """`S` of Knet `conv4(w, x)`: the same convolution of `|w|` and `|x|` (times `|alpha|`);
     `x` is taken as it is when it already holds magnitudes (a layer's input `S`)."""
     xa = np.asarray(x).astype(dtype, copy=False) if x_is_magnitude else absolute(x, dtype)
@@ -67,34 +69,39 @@ def conv4(
 
 
 def deconv4(
-    w: Any,
-    x: Any,
+    w: ArrayLike,
+    x: ArrayLike,
     geom: ConvGeometry | ConvDims,
     alpha: float = 1.0,
-    dtype: Any = np.float64,
-) -> np.ndarray:
+    dtype: DTypeLike = np.float64,
+) -> NDArray[np.floating[Any]]:
     """`S` of Knet `deconv4(w, x)`."""
     return reference.deconv4(absolute(w, dtype), absolute(x, dtype), geom, abs(float(alpha)))
 
 
-def of_conv(op: ConvOp, dtype: Any = np.float64) -> np.ndarray:
+def of_conv(op: ConvOp, dtype: DTypeLike = np.float64) -> NDArray[np.floating[Any]]:
     """`S` of a validated Julia-order `ConvOp` (conv4 or deconv4), Julia-indexed."""
     fn = deconv4 if op.dims.transposed else conv4
     return fn(op.w, op.x, op.dims, op.alpha, dtype)
 
 
-def matmul(a: Any, b: Any, *, a_is_magnitude: bool = False, dtype: Any = np.float64) -> np.ndarray:
+def matmul(
+    a: ArrayLike, b: ArrayLike, *, a_is_magnitude: bool = False, dtype: DTypeLike = np.float64
+) -> NDArray[np.floating[Any]]:
     """`S` of the matrix product `a @ b`: `|a| @ |b|` (`a` taken as it is when it already holds
     magnitudes, e.g. cached im2col columns)."""
     if a_is_magnitude:
-        return a @ absolute(b, dtype)
+        s: NDArray[np.floating[Any]] = np.asarray(a) @ absolute(b, dtype)
+        return s
     return _abs_matmul(np.asarray(a), absolute(b, dtype), np.dtype(dtype))
 
 
 _BLOCK_BYTES = 8 << 20  # |a| is formed a row block of about this size at a time
 
 
-def _abs_matmul(a: np.ndarray, b: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def _abs_matmul(
+    a: NDArray[Any], b: NDArray[np.floating[Any]], dtype: np.dtype[Any]
+) -> NDArray[np.floating[Any]]:
     """`|a| @ b` for a 2-D `a`, without a full-size `|a|`: a large `a` (VGG-16's first dense
     weight is 411 MB) goes through one reused buffer of about `_BLOCK_BYTES`, in blocks of
     rows (C-ordered `a`) or of columns (Fortran-ordered, as a Julia matrix), each block
@@ -108,7 +115,9 @@ def _abs_matmul(a: np.ndarray, b: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return _abs_matmul_rows(a, b, dtype, accumulate=False)
 
 
-def _abs_matmul_rows(a, b, dtype, accumulate: bool) -> np.ndarray:
+def _abs_matmul_rows(
+    a: NDArray[Any], b: NDArray[np.floating[Any]], dtype: np.dtype[Any], accumulate: bool
+) -> NDArray[np.floating[Any]]:
     """`|a| @ b` by row blocks of C-ordered `a`; with `accumulate`, `b @ |a|` summed over
     row blocks of `a` (the transposed case of `_abs_matmul`)."""
     rows = max(1, _BLOCK_BYTES // max(1, a.shape[1] * dtype.itemsize))
@@ -130,7 +139,9 @@ def _abs_matmul_rows(a, b, dtype, accumulate: bool) -> np.ndarray:
     return out
 
 
-def dense(w: Any, x: Any, dtype: Any = np.float64, *, x_is_magnitude: bool = False) -> np.ndarray:
+def dense(
+    w: ArrayLike, x: ArrayLike, dtype: DTypeLike = np.float64, *, x_is_magnitude: bool = False
+) -> NDArray[np.floating[Any]]:
     """`S` of `w * mat(x)` for `w` `(out, in)` and `x` `(in, N)` (or any `(..., N)`, flattened
     column-major as Knet's `mat`: docs/knet.md#dense, #mat); `x` is taken as it is when it
     already holds magnitudes."""
@@ -140,7 +151,9 @@ def dense(w: Any, x: Any, dtype: Any = np.float64, *, x_is_magnitude: bool = Fal
     return matmul(w, a, a_is_magnitude=False, dtype=dtype)
 
 
-def of_outputs(expected: Any, magnitude: Any = None) -> np.ndarray:
+def of_outputs(
+    expected: ArrayLike, magnitude: ArrayLike | None = None
+) -> NDArray[np.floating[Any]]:
     """`S` when only the outputs are known: `magnitude` when given (refused if negative), else
     `|expected|` (right for element-wise results; too strict where a sum cancels), as
     porting.compare uses it."""
@@ -149,17 +162,20 @@ def of_outputs(expected: Any, magnitude: Any = None) -> np.ndarray:
     return absolute(expected if magnitude is None else magnitude)
 
 
-def estimate(expected: Any, k: int) -> np.ndarray:
+def estimate(expected: ArrayLike, k: int) -> NDArray[np.floating[Any]]:
     """A guess at `S` from the outputs of K-term sums alone: `|expected|`, but at least
     `sqrt(K) * rms(expected)` (a sum of K random terms of that size), ignoring NaN/Inf."""
     ef = absolute(expected)
     finite = np.isfinite(ef)
     fin = ef[finite]
     rms = float(np.sqrt(np.mean(fin**2))) if fin.size else 0.0
-    return np.maximum(np.where(finite, ef, 0.0), np.sqrt(k) * rms)
+    s: NDArray[np.floating[Any]] = np.maximum(np.where(finite, ef, 0.0), np.sqrt(k) * rms)
+    return s
 
 
-def bias(s: np.ndarray, b: Any, channel_axis: int = -2) -> np.ndarray:
+def bias(
+    s: NDArray[np.floating[Any]], b: ArrayLike, channel_axis: int = -2
+) -> NDArray[np.floating[Any]]:
     """`S` plus `|b|` broadcast along `channel_axis` (Knet biases are per channel/feature)."""
     shape = [1] * s.ndim
     b = np.asarray(b).reshape(-1)
@@ -167,7 +183,9 @@ def bias(s: np.ndarray, b: Any, channel_axis: int = -2) -> np.ndarray:
     return s + absolute(b, s.dtype).reshape(shape)
 
 
-def pool(s: np.ndarray, geom: PoolGeometry | PoolDims, alpha: float = 1.0) -> np.ndarray:
+def pool(
+    s: NDArray[np.floating[Any]], geom: PoolGeometry | PoolDims, alpha: float = 1.0
+) -> NDArray[np.floating[Any]]:
     """`S` after Knet `pool`: the max of the magnitudes (max pooling) or their mean (mean;
     docs/numerics.md#propagation)."""
     dims = as_pool_dims(geom, s)
@@ -175,10 +193,13 @@ def pool(s: np.ndarray, geom: PoolGeometry | PoolDims, alpha: float = 1.0) -> np
         return reference.pool(s, dims.with_mode(1), abs(float(alpha)))
     # A window of only padding holds no magnitude: 0, not max pooling's -floatmax.
     out = reference.pool(s, dims, abs(float(alpha)))
-    return np.maximum(out, 0.0, out=out)
+    np.maximum(out, 0.0, out=out)
+    return out
 
 
-def activation(fn: str, s: np.ndarray, out: np.ndarray, dims: int = 1) -> np.ndarray:
+def activation(
+    fn: str, s: NDArray[np.floating[Any]], out: NDArray[np.floating[Any]], dims: int = 1
+) -> NDArray[np.floating[Any]]:
     """Carry a magnitude (or error bound) `s` through activation `fn`, whose output is `out`,
     and add the activation's own rounding: relu and identity pass it on, sigm scales it by its
     slope bound 1/4, tanh has slope <= 1, elu <= 1 with its exp rounding, softmax along
@@ -186,7 +207,7 @@ def activation(fn: str, s: np.ndarray, out: np.ndarray, dims: int = 1) -> np.nda
     the functions: docs/knet.md#activations, #softmax)."""
     if fn in ("identity", "relu"):
         return s
-    a = np.abs(out)
+    a: NDArray[np.floating[Any]] = np.abs(out)
     if fn == "sigm":
         return 0.25 * s + ROUND * a
     if fn == "tanh":
@@ -195,9 +216,11 @@ def activation(fn: str, s: np.ndarray, out: np.ndarray, dims: int = 1) -> np.nda
         return s + ROUND * (a + np.where(out < 0, out + 1, 0))
     if fn == "softmax":
         axis = dims - 1
-        n = out.shape[axis]
-        first = out * (s + (out * s).sum(axis=axis, keepdims=True))
+        n: int = out.shape[axis]
+        first: NDArray[np.floating[Any]] = out * (s + (out * s).sum(axis=axis, keepdims=True))
         with np.errstate(divide="ignore", invalid="ignore"):
-            spread = np.where(out > 0, np.log(out.max(axis=axis, keepdims=True)) - np.log(out), 0.0)
+            spread: NDArray[np.floating[Any]] = np.where(
+                out > 0, np.log(out.max(axis=axis, keepdims=True)) - np.log(out), 0.0
+            )
         return first + out * (ROUND + spread + n)
     raise PortingError(f"activation {fn!r}: no magnitude rule for it")

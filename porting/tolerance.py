@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from porting._checks import short_repr
 from porting.errors import PortingError
@@ -50,9 +50,15 @@ def check_k(k: object) -> int:
     return int(k)
 
 
-def precision_dtype(precision: Any) -> np.dtype:
+def precision_dtype(precision: DTypeLike) -> np.dtype[np.floating[Any]]:
+    """`precision` as a floating-point NumPy dtype ("tf32" stores as float32), or `PortingError`.
+
+    >>> precision_dtype("float16")
+    dtype('float16')
+    """
     if isinstance(precision, str) and precision in ("tf32", "TF32"):
         return np.dtype(np.float32)  # storage; eps handled by caller
+    dt: np.dtype[Any] | None
     try:
         dt = np.dtype(precision)
     except (TypeError, ValueError):
@@ -62,7 +68,7 @@ def precision_dtype(precision: Any) -> np.dtype:
             f"precision={short_repr(precision)}: expected a floating-point dtype such as 'float32', "
             "'float64', 'float16' or 'tf32'"
         )
-    return dt
+    return cast("np.dtype[np.floating[Any]]", dt)  # np.issubdtype checked it
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,9 @@ class Tolerance:
     tiny: float = float(np.finfo(np.float32).tiny)
 
     @classmethod
-    def of(cls, k: int, dtype: Any, magnitude: str = "sum of magnitudes (given)") -> Tolerance:
+    def of(
+        cls, k: int, dtype: DTypeLike, magnitude: str = "sum of magnitudes (given)"
+    ) -> Tolerance:
         """The tolerance `compare` uses for K-term sums computed in `dtype` (a float dtype, or
         "tf32" for TensorFloat-32 arithmetic: a 10-bit mantissa, float32's range).
 
@@ -112,7 +120,7 @@ class Tolerance:
         """`factor * tiny`, the bound where `S` is 0."""
         return self.factor * self.tiny
 
-    def bound(self, magnitude: ArrayLike) -> np.ndarray:
+    def bound(self, magnitude: ArrayLike) -> NDArray[np.float64]:
         """Per-element tolerance for sums of magnitudes `magnitude` (float64)."""
         s = np.abs(np.asarray(magnitude, dtype=np.float64))
         return self.factor * (self.eps * s + self.tiny)
@@ -125,7 +133,7 @@ class Tolerance:
         )
 
 
-def check_given(magnitude: np.ndarray) -> None:
+def check_given(magnitude: NDArray[np.floating[Any]]) -> None:
     """A user's sums of magnitudes are >= 0 (`sum(|w*x|)`): a negative one is a signed output
     passed by mistake, refused here for porting.compare and porting.diagnose alike."""
     with np.errstate(invalid="ignore"):

@@ -5,10 +5,11 @@ need (docs/layout.md#width-axis). Part of porting.geometry."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import Field, dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from porting.errors import PortingError
 from porting.geometry._keywords import (
@@ -39,7 +40,7 @@ class _Bound(Generic[G]):
     """What `ConvDims` and `PoolDims` share: a geometry `G` bound to an input and output
     size in the axis order `order`, with the geometry's accessors (for the backends)."""
 
-    __dataclass_fields__: ClassVar[dict[str, Any]]  # the subclasses are dataclasses
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # the subclasses are dataclasses
     geometry: G
     x_spatial: tuple[int, ...]
     y_spatial: tuple[int, ...]
@@ -106,7 +107,7 @@ class _Bound(Generic[G]):
             raise ValueError("tf_paddings: call to_tf(spatial) first")
         return [[0, 0], *([p, p] for p in self.padding), [0, 0]]
 
-    def knet_keywords(self) -> dict[str, object]:
+    def knet_keywords(self) -> dict[str, int | tuple[int, ...]]:
         """Julia keywords that give these dims."""
         return self.geometry.knet_keywords()
 
@@ -247,7 +248,11 @@ class PoolDims(_Bound[PoolGeometry]):
 
 
 def as_conv_dims(
-    geom: ConvGeometry | ConvDims, w: np.ndarray, x: np.ndarray, *, transposed: bool = False
+    geom: ConvGeometry | ConvDims,
+    w: NDArray[np.floating[Any]],
+    x: NDArray[np.floating[Any]],
+    *,
+    transposed: bool = False,
 ) -> ConvDims:
     """`geom` as Julia-order `ConvDims` for Julia-indexed `w`, `x` (a `ConvDims` passes)."""
     if isinstance(geom, ConvDims):
@@ -255,7 +260,7 @@ def as_conv_dims(
     return ConvDims.bind(geom, w.shape, x.shape, transposed=transposed)
 
 
-def as_pool_dims(geom: PoolGeometry | PoolDims, x: np.ndarray) -> PoolDims:
+def as_pool_dims(geom: PoolGeometry | PoolDims, x: NDArray[np.floating[Any]]) -> PoolDims:
     """`geom` as Julia-order `PoolDims` for Julia-indexed `x` (a `PoolDims` passes)."""
     if isinstance(geom, PoolDims):
         return geom

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, SupportsIndex, cast
 
 from porting._checks import check_choice, int_tuple, user_stacklevel
 from porting.errors import PortingError
@@ -93,7 +93,7 @@ class _Keywords:
     def nd(self) -> int:
         return len(getattr(self, self._PER_DIM[0]))
 
-    def knet_keywords(self) -> dict[str, object]:
+    def knet_keywords(self) -> dict[str, int | tuple[int, ...]]:
         """The Knet keywords that build this geometry (scalars where all dimensions agree)."""
         return {
             **{name: _compact(getattr(self, name)) for name in self._PER_DIM},
@@ -243,7 +243,7 @@ class PoolGeometry(_Keywords):
             window=win,
             padding=int_tuple(padding, nd, "padding", minimum=0),
             stride=win if stride is None else int_tuple(stride, nd, "stride", minimum=1),
-            mode=int(mode),  # type: ignore[call-overload]
+            mode=int(cast(SupportsIndex, mode)),  # check_choice let only an integer through
         )
 
     @property

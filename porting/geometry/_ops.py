@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from porting._checks import as_float_array, as_scalar
 from porting.errors import PortingError
@@ -26,7 +28,7 @@ def _physical_memory() -> int | None:
         return None
 
 
-def _check_fits(shape: tuple[int, ...], dtype: np.dtype, what: str) -> None:
+def _check_fits(shape: tuple[int, ...], dtype: np.dtype[np.floating[Any]], what: str) -> None:
     """Refuse an output larger than this machine's memory before allocating it (a padding of
     10**6 must be a clear error, not a MemoryError deep in NumPy)."""
     need = math.prod(shape) * dtype.itemsize
@@ -40,8 +42,8 @@ def _check_fits(shape: tuple[int, ...], dtype: np.dtype, what: str) -> None:
 
 
 def check_operands(
-    w: np.ndarray,
-    x: np.ndarray,
+    w: NDArray[np.floating[Any]],
+    x: NDArray[np.floating[Any]],
     *,
     op: str,
     transposed: bool = False,
@@ -91,8 +93,8 @@ class ConvOp:
     `w` and `x` are float32/float64 ndarrays of one dtype, in the axis order of `dims`.
     """
 
-    w: np.ndarray
-    x: np.ndarray
+    w: NDArray[np.floating[Any]]
+    x: NDArray[np.floating[Any]]
     dims: ConvDims
     alpha: float = 1.0
 
@@ -126,7 +128,7 @@ class ConvOp:
         _check_fits(dims.y_shape, xa.dtype, f"the {name} output")
         return cls(wa, xa, dims, as_scalar(alpha, "alpha"))
 
-    def astype(self, dtype: np.dtype) -> ConvOp:
+    def astype(self, dtype: np.dtype[np.floating[Any]]) -> ConvOp:
         """The same call on arrays converted to `dtype` (no copy when they already are)."""
         return replace(self, w=self.w.astype(dtype, copy=False), x=self.x.astype(dtype, copy=False))
 
@@ -135,7 +137,7 @@ class ConvOp:
 class PoolOp:
     """A pool call validated once: its input, its `PoolDims` and `alpha`."""
 
-    x: np.ndarray
+    x: NDArray[np.floating[Any]]
     dims: PoolDims
     alpha: float = 1.0
 

@@ -136,10 +136,10 @@ def assert_ported_close(
     __tracebackhide__ = True  # pytest: show the caller's line, not this one
     if actual is None and hasattr(expected, "ok"):
         return _assert_report(expected, label)
-    from porting.comparison import _as_float, compare
+    from porting.comparison import compare, float_operand
 
-    e = _as_float(expected, "expected")
-    a = _as_float(actual, "actual")
+    e = float_operand(expected, "expected")
+    a = float_operand(actual, "actual")
     k_used = check_k(k) if k is not None else ASSUMED_K  # a positive integer <= 2**53
     assumption = None
     if e.shape != a.shape:

@@ -1,5 +1,5 @@
 """Which reader `porting.io.load` uses for a file: its magic bytes, else its extension, else
-the caller's `format=` (docs/files.md describes each format).
+the caller's `format=` (docs/files.md#npz and the sections after it describe each format).
 """
 
 from __future__ import annotations

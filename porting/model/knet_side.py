@@ -13,6 +13,7 @@ thread's malloc arena raised peak memory by 20-40 MB on a ResNet-50-sized model.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ __all__ = [
 SAFETY = 1.001
 
 
+@functools.lru_cache(maxsize=256)  # one per (K, precision): the same few in every model
 def tolerance_scale(k: int, dtype: np.dtype) -> float:
     """How many units of `S` one unit of absolute error is, for a K-term layer whose
     tolerance is `porting.tolerance.Tolerance.of(k, dtype)`: `SAFETY / scale` (an error bound

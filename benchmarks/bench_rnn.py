@@ -51,7 +51,7 @@ KERAS_ORDER = {"relu": (0,), "tanh": (0,), "lstm": (0, 1, 2, 3), "gru": (1, 0, 2
 def _keras():
     from porting import tf as ptf
 
-    ptf._import_tf()
+    ptf.import_tf()
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
 

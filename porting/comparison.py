@@ -33,7 +33,12 @@ from porting._checks import check_fits
 from porting.errors import PortingError
 from porting.tolerance import Tolerance, check_given, check_k
 
-__all__ = ["compare", "Comparison", "Tolerance"]  # Tolerance re-exported from porting.tolerance
+__all__ = [
+    "compare",
+    "Comparison",
+    "Tolerance",
+    "float_operand",
+]  # Tolerance re-exported from porting.tolerance
 
 _CHUNK = 1 << 16  # elements per chunk: a few chunk-sized temporaries stay in L2
 
@@ -41,7 +46,13 @@ _CHUNK = 1 << 16  # elements per chunk: a few chunk-sized temporaries stay in L2
 _FORMATS = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64))
 
 
-def _as_float(a: object, name: str) -> NDArray[np.floating[Any]]:
+def float_operand(a: object, name: str) -> NDArray[np.floating[Any]]:
+    """`a` as an array `compare` accepts (float16, float32 or float64, of a size that fits), or
+    one `PortingError` naming it as `name` (shared with porting.testing's assertions).
+
+    >>> float_operand([1.0, 2.0], "expected").dtype
+    dtype('float64')
+    """
     try:
         arr = np.asarray(a)
     except Exception as e:  # noqa: BLE001
@@ -260,8 +271,8 @@ def compare(
     >>> c.ok, c.max_ulp
     (True, 1.0)
     """
-    e = _as_float(expected, "expected")
-    a = _as_float(actual, "actual")
+    e = float_operand(expected, "expected")
+    a = float_operand(actual, "actual")
     if e.shape != a.shape:
         raise PortingError(
             f"expected has shape {e.shape} but actual has shape {a.shape}; shapes must match "
@@ -270,7 +281,7 @@ def compare(
     k = check_k(k)
     m = None
     if magnitude is not None:
-        m = _as_float(magnitude, "magnitude")
+        m = float_operand(magnitude, "magnitude")
         if m.shape != e.shape:
             raise PortingError(
                 f"magnitude has shape {m.shape}; expected the shape of expected, {e.shape}"

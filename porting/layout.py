@@ -37,6 +37,8 @@ T = TypeVar("T")
 
 __all__ = [
     "activations_to_tf",
+    "activations_array_to_tf",
+    "kernel_array_to_tf",
     "activations_from_tf",
     "kernel_to_tf",
     "kernel_from_tf",
@@ -109,11 +111,16 @@ def activations_to_tf(x: ArrayLike, spatial: str = "reverse") -> np.ndarray:
     >>> activations_to_tf(np.zeros((5, 4, 3, 2)), spatial="keep").shape
     (2, 5, 4, 3)
     """
-    return _activations_to_tf(as_float_array(x, "activations"), spatial)
+    return activations_array_to_tf(as_float_array(x, "activations"), spatial)
 
 
-def _activations_to_tf(a: np.ndarray, spatial: str) -> np.ndarray:
-    """`activations_to_tf` of an array already validated (float, any memory order)."""
+def activations_array_to_tf(a: np.ndarray, spatial: str) -> np.ndarray:
+    """`activations_to_tf` of an array already validated (float, any memory order): for
+    callers that hold a checked `porting.geometry` op or their own checked array.
+
+    >>> activations_array_to_tf(np.zeros((5, 4, 3, 2)), "reverse").shape
+    (2, 4, 5, 3)
+    """
     nd = _check_ndim(a, "activations")
     perm = [nd + 1, *_spatial_order(nd, spatial), nd]
     return _transpose_copy(a, perm)
@@ -157,10 +164,10 @@ def kernel_to_tf(w: ArrayLike, mode: int = 0, spatial: str = "reverse") -> np.nd
            [1., 0.]])
     """
     check_choice(mode, "mode", (0, 1))
-    return _kernel_to_tf(as_float_array(w, "kernel"), mode, spatial)
+    return kernel_array_to_tf(as_float_array(w, "kernel"), mode, spatial)
 
 
-def _kernel_to_tf(a: np.ndarray, mode: int, spatial: str) -> np.ndarray:
+def kernel_array_to_tf(a: np.ndarray, mode: int, spatial: str) -> np.ndarray:
     """`kernel_to_tf` of an array already validated (float, `mode` 0 or 1)."""
     nd = _check_ndim(a, "kernel")
     perm = [*_spatial_order(nd, spatial), nd, nd + 1]

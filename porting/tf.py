@@ -64,6 +64,7 @@ __all__ = [
     "run_deconv4",
     "run_pool",
     "versions",
+    "import_tf",
 ]
 
 # Lines TensorFlow 2.21 writes to stderr at import before its logging is set up, so that
@@ -101,7 +102,7 @@ def _drop_native_stderr_lines(patterns: tuple[str, ...]):
                 os.write(2, kept.encode())
 
 
-def _import_tf() -> Any:
+def import_tf() -> Any:
     """Import TensorFlow quietly (TF_CPP_MIN_LOG_LEVEL=2 unless the user set it)."""
     loaded = sys.modules.get("tensorflow")
     if loaded is not None and hasattr(loaded, "nn"):
@@ -121,9 +122,12 @@ def _import_tf() -> Any:
     return tf
 
 
+_import_tf = import_tf  # the old private name, for callers written before `import_tf`
+
+
 def versions() -> dict[str, str | None]:
     """Versions of TensorFlow and Keras (None when Keras is not installed)."""
-    tf = _import_tf()
+    tf = import_tf()
     try:
         import keras
 
@@ -237,7 +241,7 @@ def _tf_layout_op(
 
 def _conv(x: np.ndarray, w: np.ndarray, dims: ConvDims, alpha: float) -> np.ndarray:
     """`conv` on validated TF-layout arrays whose TF-order `dims` are already computed."""
-    tf = _import_tf()
+    tf = import_tf()
     out = dims.y_spatial
     xt = _pad(tf, tf.convert_to_tensor(x), dims, 0.0)
     stride = single_output_stride(out, dims.stride)
@@ -279,7 +283,7 @@ def conv_transpose(
 
 def _conv_transpose(x: np.ndarray, w: np.ndarray, dims: ConvDims, alpha: float) -> np.ndarray:
     """`conv_transpose` on validated TF-layout arrays with TF-order `dims`."""
-    tf = _import_tf()
+    tf = import_tf()
     kext = dims.effective_kernel()
     full = tuple(
         (xi - 1) * s + k for xi, s, k in zip(dims.x_spatial, dims.stride, kext, strict=True)
@@ -378,7 +382,7 @@ def _pool(x: np.ndarray, geom: PoolDims, alpha: float) -> np.ndarray:
             UserWarning,
             stacklevel=user_stacklevel(),  # the first caller outside porting
         )
-    tf = _import_tf()
+    tf = import_tf()
     # A tensor, never the NumPy array: TF 2.21's eager MaxPool returns float32 for a float64
     # NumPy input on every call but the first in a process (docs/tensorflow.md#maxpool-float64).
     xt = tf.convert_to_tensor(x)
@@ -457,8 +461,8 @@ def _tf_side(op: ConvOp, spatial: str) -> tuple[np.ndarray, np.ndarray, ConvDims
     TensorFlow layout (a mode-0 kernel rotated), the dims in TF order, `alpha`."""
     layout = _layout()
     return (
-        layout._activations_to_tf(op.x, spatial),
-        layout._kernel_to_tf(op.w, op.dims.mode, spatial),
+        layout.activations_array_to_tf(op.x, spatial),
+        layout.kernel_array_to_tf(op.w, op.dims.mode, spatial),
         op.dims.to_tf(spatial),
         op.alpha,
     )
@@ -523,5 +527,5 @@ def knet_pool_via_tf(
 
 def run_pool(op: PoolOp, spatial: str = "reverse") -> np.ndarray:
     """`knet_pool_via_tf` of an already validated Julia-order `porting.geometry.PoolOp`."""
-    x_tf = _layout()._activations_to_tf(op.x, spatial)
+    x_tf = _layout().activations_array_to_tf(op.x, spatial)
     return _pool(x_tf, op.dims.to_tf(spatial), op.alpha)

@@ -150,9 +150,9 @@ def verify_conv4(
     # Sum of magnitudes per output element, for the tolerance (float64: it only sets a bound).
     mag = magnitude.of_conv(op)
     y_tf = ptf.run_conv4(op.astype(tf_dtype), spatial)
-    expected = layout._activations_to_tf(np.asarray(y_knet), spatial)
+    expected = layout.activations_array_to_tf(np.asarray(y_knet), spatial)
     comparison = compare(
-        expected, y_tf, k=op.dims.terms, magnitude=layout._activations_to_tf(mag, spatial)
+        expected, y_tf, k=op.dims.terms, magnitude=layout.activations_array_to_tf(mag, spatial)
     )
     report = VerifyReport(
         op="conv4",

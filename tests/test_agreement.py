@@ -23,7 +23,7 @@ from porting.comparison import Tolerance, compare
 from porting.geometry import ConvGeometry, PoolGeometry
 from porting.knet import reference
 
-ptf._import_tf()  # once, up front: TF raises the recursion limit while it imports
+ptf.import_tf()  # once, up front: TF raises the recursion limit while it imports
 
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True)
 
@@ -342,7 +342,7 @@ def test_broken_port_padding_off_by_one():
 
 
 def test_broken_port_same_padding_with_stride_2_and_even_kernel():
-    tf = ptf._import_tf()
+    tf = ptf.import_tf()
     # 4x4 kernel, stride 2, 9x9 input: "SAME" pads 3 in total, 1 before and 2 after; Knet's
     # padding=2 pads 2 on both sides and gives the same output size
     # (docs/tensorflow.md#same-padding).

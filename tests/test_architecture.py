@@ -1,5 +1,7 @@
 """The package's shape: one import direction per boundary (no import cycles, counting imports
-inside functions too, TYPE_CHECKING blocks aside) and no module over 700 lines."""
+inside functions too, TYPE_CHECKING blocks aside), no module over 700 lines, and package
+`__init__.py` files that are faces (at most 150 lines: the logic lives in modules named for
+their job, the face re-exports it)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "porting"
 MAX_LINES = 700
+MAX_INIT_LINES = 150
 
 
 def _modules() -> dict[str, Path]:
@@ -114,3 +117,18 @@ def test_no_module_over_700_lines():
         if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert big == {}, f"modules over {MAX_LINES} lines: {big}"
+
+
+def test_no_package_init_over_150_lines():
+    big = {
+        str(p.relative_to(PACKAGE.parent)): n
+        for p in PACKAGE.rglob("__init__.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_INIT_LINES
+    }
+    assert big == {}, f"package faces over {MAX_INIT_LINES} lines (move the logic out): {big}"
+
+
+def test_the_init_size_check_sees_every_package():
+    # the check above reads every package's face: porting itself and each subpackage
+    inits = {p.parent.name for p in PACKAGE.rglob("__init__.py")}
+    assert {"porting", "io", "quant", "bridge", "testing", "knet", "model"} <= inits

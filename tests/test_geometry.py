@@ -36,7 +36,7 @@ from porting.geometry import ConvGeometry, PoolGeometry
 torch = pytest.importorskip("torch", reason="PyTorch float64 is the independent implementation")
 F = torch.nn.functional
 ptf = pytest.importorskip("porting.tf")
-ptf._import_tf()  # once, up front: TF raises the recursion limit while it imports
+ptf.import_tf()  # once, up front: TF raises the recursion limit while it imports
 
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True)
 TF_PROPERTY = settings(max_examples=15, deadline=None, derandomize=True)

@@ -14,7 +14,7 @@ import pytest
 from porting import PortingError, knet, layout
 from porting import tf as ptf
 
-tf = ptf._import_tf()
+tf = ptf.import_tf()
 ROOT = Path(__file__).resolve().parents[1]  # so that `import porting` works in a subprocess
 
 
@@ -32,7 +32,7 @@ def test_importing_porting_tf_does_not_import_tensorflow():
 def test_tensorflow_import_is_quiet():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     code = (
-        "import os; from porting import tf as ptf; ptf._import_tf(); "
+        "import os; from porting import tf as ptf; ptf.import_tf(); "
         "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
     )
     out = subprocess.run(

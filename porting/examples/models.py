@@ -190,7 +190,7 @@ def layers21(seed: int = 7):
 def example_input(model, seed: int = 5, batch: int = 2) -> np.ndarray:
     """Deterministic images in [0, 1), Julia size (input_size..., batch); token indices for a
     model that starts with an embedding (porting.examples.rnn_models)."""
-    if hasattr(model.layers[0], "default_input"):
+    if model.layers[0].integer_input:
         from porting.examples.rnn_models import token_input
 
         return token_input(model, seed)

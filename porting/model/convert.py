@@ -265,7 +265,7 @@ def export_tflite(keras_model, path) -> str:
     target = check_tflite_path(path)
     from porting import tf as ptf
 
-    tf = ptf._import_tf()
+    tf = ptf.import_tf()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             flat = tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()

@@ -23,11 +23,10 @@ def run_group(group, feeds: dict, end=None):
         values: dict = {}
         out = None
         for lay in group:
-            node = lay._inbound_nodes[0]
-            for t in node.arguments.keras_tensors:
+            node, sources = _recorded_call(lay)
+            for t, src in sources:
                 if id(t) not in values:
-                    src = t._keras_history.operation.name.split("__")[0]
-                    values[id(t)] = feeds[src]
+                    values[id(t)] = feeds[src.split("__")[0]]
             args, kwargs = node.arguments.fill_in(values)
             if lay.__class__.__name__ == "Dropout":
                 kwargs = {**kwargs, "training": False}
@@ -89,10 +88,28 @@ def _direct(lay, args, kwargs) -> bool:
     values = args[0] if isinstance(args[0], (list, tuple)) else args
     return all(
         hasattr(v, "dtype")
-        and getattr(v, "_keras_mask", None) is None
+        and _keras_mask(v) is None
         and backend.standardize_dtype(v.dtype) == dtype
         for v in values
     )
+
+
+# Keras 3 has no public API for a layer's recorded call in its functional model (its inbound
+# node), for the layer that produced a symbolic tensor, or for the mask an eager call attaches
+# to its output: these two functions are the only places that read Keras's private attributes,
+# so that another Keras breaks them alone (run_group then falls back to a sub-model).
+
+
+def _recorded_call(lay):
+    """`lay`'s first inbound node, and for each symbolic tensor it reads, the name of the layer
+    that produced it (Keras 3: `Operation._inbound_nodes`, `KerasTensor._keras_history`)."""
+    node = lay._inbound_nodes[0]
+    return node, [(t, t._keras_history.operation.name) for t in node.arguments.keras_tensors]
+
+
+def _keras_mask(value):
+    """The mask Keras attached to an eager value (`_keras_mask`), or None."""
+    return getattr(value, "_keras_mask", None)
 
 
 def source_name(steps, k: int) -> str:

@@ -13,7 +13,7 @@ thread's malloc arena raised peak memory by 20-40 MB on a ResNet-50-sized model.
 
 from __future__ import annotations
 
-import math
+import functools
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -22,18 +22,28 @@ from typing import Any
 import numpy as np
 
 from porting.model import convert as mconvert
+from porting.tolerance import Tolerance
 
-__all__ = ["KnetRecord", "records", "tolerance_scale", "magnitude_of", "nonnegative"]
+__all__ = [
+    "KnetRecord",
+    "records",
+    "tolerance_scale",
+    "magnitude_of",
+    "magnitude_tf",
+    "nonnegative",
+]
 
-# The incoming error is carried into the tolerance through float arithmetic of its own (scaled
-# by 1/((sqrt(K)+2) eps), then back): 0.1% more covers that rounding.
+# The incoming error is carried into the tolerance through float arithmetic of its own (divided
+# by the tolerance's `(sqrt(K)+2) eps`, then multiplied back): 0.1% more covers that rounding.
 SAFETY = 1.001
 
 
-def tolerance_scale(k: int, eps: float) -> float:
-    """`1 / ((sqrt(K) + 2) eps)` (times SAFETY): turns an absolute error bound into units of
-    the sum of magnitudes `S`."""
-    return SAFETY / ((math.sqrt(k) + 2.0) * eps)
+@functools.lru_cache(maxsize=256)  # one per (K, precision): the same few in every model
+def tolerance_scale(k: int, dtype: np.dtype) -> float:
+    """How many units of `S` one unit of absolute error is, for a K-term layer whose
+    tolerance is `porting.tolerance.Tolerance.of(k, dtype)`: `SAFETY / scale` (an error bound
+    `e` enters `S` as `e * tolerance_scale`, so that `scale * S` covers it)."""
+    return SAFETY / Tolerance.of(k, dtype).scale
 
 
 def magnitude_of(step, x_ins, e_ins, extra, y_out, scale, wd, nonnegative=None) -> Any:
@@ -55,6 +65,18 @@ def magnitude_of(step, x_ins, e_ins, extra, y_out, scale, wd, nonnegative=None) 
         out = y_out if j == last else extra.get(j)
         s_all = stage.magnitude(s_all, out, wd)
     return s_all
+
+
+def magnitude_tf(
+    steps, step, x_ins, e_ins, extra, y_out, dtype: np.dtype, wd: np.dtype, spatial: str
+) -> np.ndarray:
+    """S of `step` (`magnitude_of`, with the incoming errors `e_ins` when given: whole-model
+    mode) in TensorFlow layout, as `porting.compare` takes it beside the layer's output; the
+    one place both verification modes compute it. `dtype` is the precision whose eps the
+    tolerances use."""
+    scale = tolerance_scale(step.k, dtype)
+    mag = magnitude_of(step, x_ins, e_ins, extra, y_out, scale, wd, nonnegative(steps, step))
+    return mconvert.julia_to_tf(mag, step.flat_from, spatial)
 
 
 def nonnegative(steps, step) -> list[bool]:
@@ -83,12 +105,13 @@ def records(
     x: np.ndarray,
     tags: list,
     spatial: str,
-    eps: float,
+    dtype: np.dtype,
     wd: np.dtype,
     with_magnitude: bool,
 ) -> Generator[KnetRecord, None, None]:
     """Each layer's `KnetRecord`, in order, from `knet_steps` (`forward_steps`, which stores
-    every output in `knet_done`, where later layers read their inputs)."""
+    every output in `knet_done`, where later layers read their inputs); with `with_magnitude`
+    ("each" mode), also its `S` without incoming error (`magnitude_tf`)."""
     for step in steps:
         t0 = time.perf_counter()
         _, y, extra = next(knet_steps)
@@ -98,8 +121,6 @@ def records(
         mag_tf = None
         if with_magnitude:
             x_ins = [x if k < 0 else knet_done[k] for k in step.sources]
-            scale = tolerance_scale(step.k, eps)
-            mag = magnitude_of(step, x_ins, None, extra, y, scale, wd, nonnegative(steps, step))
-            mag_tf = mconvert.julia_to_tf(mag, step.flat_from, spatial)
-            del mag, x_ins
+            mag_tf = magnitude_tf(steps, step, x_ins, None, extra, y, dtype, wd, spatial)
+            del x_ins
         yield KnetRecord(y, extra, expected, mag_tf, knet_s)

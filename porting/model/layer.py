@@ -180,6 +180,32 @@ class Layer:
     def describe(self) -> str:
         return self.kind
 
+    # What model verification (porting.model.verify) asks of a kind, with the defaults that
+    # every kind taking real-valued activations keeps.
+
+    integer_input: ClassVar[bool] = False
+    """True when, as the first layer, it reads integer token indices (porting.model.forward)."""
+
+    def default_input(self, size: tuple[int, ...], batch: int, seed: int, dtype) -> np.ndarray:
+        """A deterministic model input `(size..., batch)` when this layer comes first:
+        uniform in [-1, 1) from `np.random.default_rng(seed)`, in `dtype` (Fortran order)."""
+        rng = np.random.default_rng(seed)
+        return np.asfortranarray(rng.uniform(-1.0, 1.0, size=(*size, batch)).astype(dtype))
+
+    def keras_input(self, x_tf: np.ndarray) -> np.ndarray:
+        """The Keras model's input for Knet's input `x_tf` (already in TensorFlow layout) when
+        this layer comes first: the same values by default."""
+        return x_tf
+
+    verify_notes_of_output: ClassVar[bool] = False
+    """True when `verify_notes` reports on the Keras side's output (per-step figures of a
+    recurrent layer); verification then converts that output back to the model layout."""
+
+    def verify_notes(self, x_in: np.ndarray, actual: np.ndarray, name: str) -> list[str]:
+        """Notes for the verification report from the layer's Knet input `x_in` and the Keras
+        side's output `actual` (model layout); asked only when `verify_notes_of_output`."""
+        return []
+
 
 @dataclass(frozen=True)
 class Kind:

@@ -33,178 +33,26 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from porting import layout
 from porting._checks import check_choice
-from porting.comparison import Comparison, compare
+from porting.comparison import compare
 from porting.errors import PortingError
 from porting.model import convert as mconvert
 from porting.model import knet_side
 from porting.model.forward import backend_of, check_input, forward_steps
 from porting.model.keras_side import per_sample, run_group, source_name
 from porting.model.planning import Plan, given_input_size
+from porting.model.report import LayerRow, ModelReport
 from porting.model.spec import KnetModel
 
 __all__ = ["verify_model", "ModelReport", "LayerRow", "default_input", "MODES"]
 
 MODES = ("each", "whole")
-
-
-@dataclass
-class LayerRow:
-    """One Knet layer's comparison."""
-
-    index: int
-    name: str
-    kind: str
-    shape: tuple[int, ...]  # Julia size of the output, batch last
-    k: int
-    comparison: Comparison
-
-    @property
-    def ok(self) -> bool:
-        return self.comparison.ok
-
-    @property
-    def max_abs_error(self) -> float:
-        return self.comparison.max_abs_error
-
-    @property
-    def error_to_tolerance(self) -> float:
-        return self.comparison.max_error_to_tolerance
-
-    def to_dict(self) -> dict:
-        c = self.comparison
-        return {
-            "index": self.index,
-            "name": self.name,
-            "kind": self.kind,
-            "shape": list(self.shape),
-            "k": self.k,
-            "ok": self.ok,
-            "max_abs_error": c.max_abs_error,
-            "max_rel_error": c.max_rel_error,
-            "max_ulp": c.max_ulp,
-            "error_to_tolerance": c.max_error_to_tolerance,
-            "n_mismatched": c.n_mismatched,
-            "comparison": c.to_dict(),
-        }
-
-
-@dataclass
-class ModelReport:
-    """What `verify_model` compared and how each layer fared (`str()` is a readable table)."""
-
-    ok: bool
-    mode: str
-    spatial: str
-    rows: list[LayerRow]
-    first_divergent: str | None
-    end_to_end: dict
-    knet_backend: str
-    knet_backend_reason: str
-    dtypes: dict[str, str]
-    input_shape: tuple[int, ...]
-    versions: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)
-    diagnosis: Any = None
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        diag = self.diagnosis
-        return {
-            "ok": self.ok,
-            "mode": self.mode,
-            "spatial": self.spatial,
-            "first_divergent": self.first_divergent,
-            "end_to_end": self.end_to_end,
-            "knet_backend": self.knet_backend,
-            "knet_backend_reason": self.knet_backend_reason,
-            "dtypes": self.dtypes,
-            "input_shape": list(self.input_shape),
-            "layers": [r.to_dict() for r in self.rows],
-            "timings": self.timings,
-            "diagnosis": diag.to_dict() if hasattr(diag, "to_dict") else diag,
-            "notes": self.notes,
-            "versions": self.versions,
-        }
-
-    def _headline(self) -> str:
-        what = (
-            "each layer fed the Knet input"
-            if self.mode == "each"
-            else "whole model, errors propagate"
-        )
-        if self.ok:
-            return f"OK: the Keras model computes what the Knet model computes ({what})"
-        return f"MISMATCH: first divergent layer {self.first_divergent!r} ({what})"
-
-    def _footer(self) -> list[str]:
-        e = self.end_to_end
-        lines = [
-            f"end to end: max abs error {e['max_abs_error']:.3g} "
-            f"({e['max_rel_error']:.3g} of max |output| {e['max_abs_expected']:.3g}), "
-            f"max {e['max_ulp']:.3g} ULP",
-            f"Knet side: backend {self.knet_backend!r} ({self.knet_backend_reason}), "
-            f"{self.dtypes['knet']}; Keras side: {self.dtypes['keras']}, spatial={self.spatial!r} "
-            f"({'X1 is the width' if self.spatial == 'reverse' else 'X1 is the height'}); "
-            f"input {self.input_shape}",
-            "tolerance per layer: (sqrt(K)+2)*eps*S, S = the layer on |w|, |x| (+|b|)"
-            + (
-                "; plus the incoming error pushed through the layer's bound"
-                if self.mode == "whole"
-                else ""
-            ),
-        ]
-        if self.diagnosis is not None:
-            lines.append("diagnosis: " + str(self.diagnosis).replace("\n", "\n  "))
-        lines += [f"note: {n}" for n in self.notes]
-        lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in self.versions.items()))
-        return lines
-
-    COLUMNS = ("layer", "kind", "shape (Julia)", "K", "max abs err", "err / tol", "ok")
-
-    def table(self) -> list[tuple[str, ...]]:
-        """One row of plain strings per layer, under `COLUMNS` (for any presentation)."""
-        return [
-            (
-                r.name,
-                r.kind,
-                str(r.shape),
-                str(r.k),
-                f"{r.max_abs_error:.3g}",
-                f"{r.error_to_tolerance:.3g}",
-                "yes" if r.ok else "NO",
-            )
-            for r in self.rows
-        ]
-
-    def headline(self) -> str:
-        return self._headline()
-
-    def footer(self) -> list[str]:
-        return self._footer()
-
-    def __str__(self) -> str:
-        """Plain text: the headline, an aligned table, the footer."""
-        rows = [self.COLUMNS, *self.table()]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(self.COLUMNS))]
-        right = {3, 4, 5}
-
-        def line(r):
-            cells = [
-                c.rjust(w) if i in right else c.ljust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            ]
-            return "  ".join(cells).rstrip()
-
-        out = [self._headline(), line(rows[0]), "  ".join("-" * w for w in widths)]
-        out += [line(r) for r in rows[1:]]
-        return "\n".join(out + self._footer())
 
 
 # --------------------------------------------------------------------------- running
@@ -221,12 +69,8 @@ def default_input(
         "no input given and the model has no input_size; pass x (Julia-indexed, batch "
         "last) or input_size=(X1, ..., C)",
     )
-    first = model.layers[0]
-    if hasattr(first, "default_input"):  # token indices (porting.model.kinds.embed)
-        return first.default_input(size, batch, seed)
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-1.0, 1.0, size=(*size, batch)).astype(model.dtype)
-    return np.asfortranarray(x)
+    # uniform floats, or the first layer's own kind of input (token indices: kinds.embed)
+    return model.layers[0].default_input(tuple(size), batch, seed, model.dtype)
 
 
 @contextlib.contextmanager
@@ -234,7 +78,7 @@ def _no_tf32(allow: bool, notes: list[str]):
     """TensorFlow enables TF32 on Ampere+ GPUs; verification runs in true float32 unless told."""
     from porting import tf as ptf
 
-    tf = ptf._import_tf()
+    tf = ptf.import_tf()
     cfg = tf.config.experimental
     before = cfg.tensor_float_32_execution_enabled()
     gpus = tf.config.list_physical_devices("GPU")
@@ -314,7 +158,6 @@ def verify_model(
     notes: list[str] = mconvert.conversion_notes(keras_model)
     timings: dict[str, float] = {}
     lower = kdt if kdt.itemsize <= model.dtype.itemsize else model.dtype
-    eps = float(np.finfo(lower).eps)
     wd = model.dtype
     precision = "tf32" if allow_tf32 else None
     total = len(steps) + 2
@@ -334,11 +177,11 @@ def verify_model(
         tags: list = []
         knet_steps = forward_steps(steps, x, knet, True, knet_done, tags)
         side = knet_side.records(
-            steps, knet_steps, knet_done, x, tags, spatial, eps, wd, mode == "each"
+            steps, knet_steps, knet_done, x, tags, spatial, lower, wd, mode == "each"
         )
         try:
             run = _Run(
-                steps, groups, keras_model, model, x, mode, spatial, kdt, in_dt, eps, precision
+                steps, groups, keras_model, model, x, mode, spatial, kdt, in_dt, lower, precision
             )
             rows, first_bad, diag_arrays, final_actual = _compare_layers(
                 run, side, knet_done, notes, timings, advance
@@ -421,138 +264,192 @@ class _Run:
     spatial: str
     kdt: np.dtype  # the Keras layers' float type
     in_dt: np.dtype  # the Keras input's type (int32 for token indices)
-    eps: float  # of the lower of the two precisions
+    tol_dtype: np.dtype  # the lower of the two precisions: the tolerances use its eps
     precision: str | None
+
+    @property
+    def last(self) -> int:
+        return len(self.steps) - 1
 
 
 def _compare_layers(run: _Run, side, knet_done: dict, notes: list, timings: dict, advance):
     """The comparison loop of `verify_model`: one `LayerRow` per layer, from the Knet records
-    `side` yields (porting.model.knet_side) and the Keras side run here. Returns the rows, the
-    first divergent layer's (Keras output, S) and (Knet inputs, Knet output), and the Keras
-    model's final output."""
-    import keras  # imported by to_keras / the caller's model already
-
-    steps, groups, keras_model, model, x = run.steps, run.groups, run.keras_model, run.model, run.x
-    mode, spatial, kdt, in_dt, eps = run.mode, run.spatial, run.kdt, run.in_dt, run.eps
-    precision, wd = run.precision, model.dtype
-
-    x_tf = layout.activations_to_tf(x, spatial) if x.ndim > 2 else np.ascontiguousarray(x.T)
-    x_tf = x_tf.astype(in_dt if not np.issubdtype(in_dt, np.floating) else kdt, copy=False)
-    to_keras_input = getattr(model.layers[0], "keras_input", None)
-    if to_keras_input is not None:  # Knet's 1-based indices -> Keras's 0-based
-        x_tf = to_keras_input(x_tf)
-    actual: list = []
-    final_actual = None
-    if mode == "whole":
-        advance("Keras side")
-        t0 = time.perf_counter()
-        probe = keras.Model(keras_model.inputs[0], [g[-1].output for g in groups])
-        outs = probe(x_tf, training=False)
-        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-        actual = [np.asarray(t) for t in outs]
-        final_actual = actual[-1]
-        timings["keras_forward_s"] = time.perf_counter() - t0
-    advance("comparing layers")
-
-    rows: list[LayerRow] = []
-    x_j = x.astype(kdt).astype(x.dtype) if kdt != x.dtype else None  # x as Keras sees it
-    if not np.issubdtype(x.dtype, np.floating):
-        x_j = None  # token indices reach Keras exactly
-    actual_j: dict[int, np.ndarray] = {}  # whole mode: Keras outputs still to be read
-    tf_done: dict[int, np.ndarray] = {}  # each mode: Knet outputs in TF layout still to be fed
-    # Each mode, per-sample layers: every group runs once on a doubled batch, Knet's input in
-    # the first half and the Keras chain's own in the second, so the end-to-end run shares the
-    # isolated runs' calls (keras_side.per_sample); `chain` holds the outputs still to be read.
-    doubled = mode == "each" and per_sample(groups, keras_model)
-    chain: dict[int, Any] = {}
-    n = x_tf.shape[0]
+    `side` yields (porting.model.knet_side) and the Keras side that the mode's runner gives
+    (`_EachMode`, `_WholeMode`). Returns the rows, the first divergent layer's (Keras output, S)
+    and (Knet inputs, Knet output), and the Keras model's final output."""
+    steps, x = run.steps, run.x
+    x_tf = _keras_input(run)
     last_use = {k: i for i, st in enumerate(steps) for k in st.sources}
-    t_keras_each = t_knet = 0.0
-    # the first divergent layer's (Keras output, S) and (Knet inputs, Knet output)
-    first_bad: tuple | None = None
-    diag_arrays: tuple | None = None
-    for i, (step, group) in enumerate(zip(steps, groups, strict=True)):
-        layer = step.layer
+    keras_side = (
+        _EachMode(run, x_tf, last_use)
+        if run.mode == "each"
+        else _WholeMode(run, x_tf, last_use, timings, advance)
+    )
+    advance("comparing layers")
+    rows: list[LayerRow] = []
+    t_knet = 0.0
+    first_bad: tuple | None = None  # the first divergent layer's (Keras output, S)
+    diag_arrays: tuple | None = None  # and its (Knet inputs, Knet output)
+    for i, (step, group) in enumerate(zip(steps, run.groups, strict=True)):
         rec = next(side)
         t_knet += rec.knet_s
-        y_knet, expected = rec.y, rec.expected
         x_ins = [x if k < 0 else knet_done[k] for k in step.sources]
-        k = step.k
-        if mode == "each":
-            t0 = time.perf_counter()
-            feeds = {
-                source_name(steps, j): x_tf if j < 0 else tf_done[j].astype(kdt, copy=False)
-                for j in step.sources
-            }
-            if doubled and any(j >= 0 for j in step.sources):
-                for j in step.sources:
-                    name = source_name(steps, j)
-                    feeds[name] = np.concatenate([feeds[name], x_tf if j < 0 else chain[j]])
-                both = np.asarray(run_group(group, feeds))
-                a_i, own = both[:n], both[n:]
-            else:  # the model's input is Knet's and Keras's alike
-                a_i = own = np.asarray(run_group(group, feeds))
-            if doubled and (i in last_use or i == len(steps) - 1):
-                chain[i] = own
-            del own
-            t_keras_each += time.perf_counter() - t0
-            mag_tf = rec.mag_tf
-        else:
-            a_i = actual[i]
-            e_ins = []
-            for j, x_in in zip(step.sources, x_ins, strict=True):
-                a_src = x_j if j < 0 else actual_j.get(j)
-                e_ins.append(
-                    None
-                    if a_src is None
-                    else np.abs(a_src.astype(wd, copy=False) - np.asarray(x_in, dtype=wd))
-                )
-            scale = knet_side.tolerance_scale(k, eps)
-            nonneg = knet_side.nonnegative(steps, step)
-            mag = knet_side.magnitude_of(step, x_ins, e_ins, rec.extra, y_knet, scale, wd, nonneg)
-            mag_tf = mconvert.julia_to_tf(mag, step.flat_from, spatial)
-            del mag, e_ins
-        if a_i.shape != expected.shape:
-            raise PortingError(
-                f"{layer.label}: the Keras layers {[g.name for g in group]} give shape "
-                f"{a_i.shape}, Knet's output is {y_knet.shape} ({expected.shape} in TensorFlow "
-                "layout); the Keras model does not match this Knet model"
-            )
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # ULPs near 0
-            comp = compare(expected, a_i, k=k, magnitude=mag_tf, precision=precision)
-        rows.append(LayerRow(i, str(layer.name), layer.kind, tuple(y_knet.shape), k, comp))
-        if hasattr(layer, "verify_notes"):  # per-step figures (porting.model.kinds.rnn)
-            a_j = mconvert.tf_to_julia(a_i, step.flat_from, spatial)
+        a_i, mag_tf = keras_side.output(i, step, group, rec, x_ins)
+        row = _row(run, i, step, group, rec, a_i, mag_tf)
+        rows.append(row)
+        layer = step.layer
+        if layer.verify_notes_of_output:  # per-step figures (porting.model.kinds.rnn)
+            a_j = mconvert.tf_to_julia(a_i, step.flat_from, run.spatial)
             notes.extend(layer.verify_notes(x_ins[0], a_j, str(layer.name)))
-        if not comp.ok and first_bad is None:
+        if not row.ok and first_bad is None:
             first_bad = (a_i, mag_tf)
-            diag_arrays = (list(x_ins), y_knet)
-        if mode == "each" and i in last_use:
-            tf_done[i] = expected
+            diag_arrays = (list(x_ins), rec.y)
+        expected = rec.expected
+        del x_ins, rec
         for j in {*step.sources, i}:  # outputs no later layer reads
             if j >= 0 and last_use.get(j, -1) <= i:
-                tf_done.pop(j, None)
-                if j != len(steps) - 1:
-                    chain.pop(j, None)
+                keras_side.drop(j)
+                if j != run.last:
                     knet_done.pop(j, None)
-        del x_ins, rec
-        if mode == "whole":
-            if i in last_use:
-                actual_j[i] = mconvert.tf_to_julia(a_i, step.flat_from, spatial)
-            for src in [s for s in actual_j if last_use[s] <= i]:
-                del actual_j[src]
+        keras_side.keep(i, step, a_i, expected)
+        del expected
         advance(f"compared {layer.name}")
     timings["knet_forward_s"] = t_knet
-    if mode == "each":
-        timings["keras_layers_s"] = t_keras_each
-        advance("Keras side, end to end")
-        if doubled:
-            final_actual = chain[len(steps) - 1]
-        else:  # the whole Keras model, run last, for the end-to-end drift (its kernels warm)
-            t0 = time.perf_counter()
-            final_actual = np.asarray(keras_model(x_tf, training=False))
-            timings["keras_forward_s"] = time.perf_counter() - t0
+    final_actual = keras_side.final(timings, advance)
     return rows, first_bad, diag_arrays, final_actual
+
+
+def _keras_input(run: _Run) -> np.ndarray:
+    """The Keras model's input for Knet's `x`: TensorFlow layout, the Keras input's type, and
+    what the first layer makes of it (token indices: 0-based)."""
+    x, in_dt = run.x, run.in_dt
+    x_tf = layout.activations_to_tf(x, run.spatial) if x.ndim > 2 else np.ascontiguousarray(x.T)
+    x_tf = x_tf.astype(in_dt if not np.issubdtype(in_dt, np.floating) else run.kdt, copy=False)
+    return run.model.layers[0].keras_input(x_tf)
+
+
+def _row(run: _Run, i: int, step, group, rec, a_i: np.ndarray, mag_tf) -> LayerRow:
+    """Layer `i`'s comparison: Knet's output (`rec.expected`, TensorFlow layout) against the
+    Keras side's `a_i`, tolerance from the layer's K and `mag_tf`."""
+    layer, expected = step.layer, rec.expected
+    if a_i.shape != expected.shape:
+        raise PortingError(
+            f"{layer.label}: the Keras layers {[g.name for g in group]} give shape "
+            f"{a_i.shape}, Knet's output is {rec.y.shape} ({expected.shape} in TensorFlow "
+            "layout); the Keras model does not match this Knet model"
+        )
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # ULPs near 0
+        comp = compare(expected, a_i, k=step.k, magnitude=mag_tf, precision=run.precision)
+    return LayerRow(i, str(layer.name), layer.kind, tuple(rec.y.shape), step.k, comp)
+
+
+class _EachMode:
+    """The Keras side in "each" mode: every group is fed the Knet outputs it reads (TensorFlow
+    layout), so a row measures that layer's own error; S comes with the Knet record.
+
+    With per-sample layers (`keras_side.per_sample`) every group runs once on a doubled batch,
+    Knet's input in the first half and the Keras chain's own in the second, so the end-to-end
+    run shares the isolated runs' calls; otherwise the whole model runs after the layers."""
+
+    def __init__(self, run: _Run, x_tf: np.ndarray, last_use: dict[int, int]):
+        self.run, self.x_tf, self.last_use = run, x_tf, last_use
+        self.doubled = per_sample(run.groups, run.keras_model)
+        self.tf_done: dict[int, np.ndarray] = {}  # Knet outputs in TF layout still to be fed
+        self.chain: dict[int, Any] = {}  # the Keras chain's own outputs still to be read
+        self.seconds = 0.0
+
+    def output(self, i: int, step, group, rec, x_ins) -> tuple[np.ndarray, Any]:
+        """Layer `i`'s Keras output on Knet's inputs, and its S (from the Knet record)."""
+        t0 = time.perf_counter()
+        steps, x_tf, kdt = self.run.steps, self.x_tf, self.run.kdt
+        feeds = {
+            source_name(steps, j): x_tf if j < 0 else self.tf_done[j].astype(kdt, copy=False)
+            for j in step.sources
+        }
+        if self.doubled and any(j >= 0 for j in step.sources):
+            for j in step.sources:
+                name = source_name(steps, j)
+                feeds[name] = np.concatenate([feeds[name], x_tf if j < 0 else self.chain[j]])
+            both = np.asarray(run_group(group, feeds))
+            n = x_tf.shape[0]
+            a_i, own = both[:n], both[n:]
+        else:  # the model's input is Knet's and Keras's alike
+            a_i = own = np.asarray(run_group(group, feeds))
+        if self.doubled and (i in self.last_use or i == self.run.last):
+            self.chain[i] = own
+        del own
+        self.seconds += time.perf_counter() - t0
+        return a_i, rec.mag_tf
+
+    def keep(self, i: int, step, a_i: np.ndarray, expected: np.ndarray) -> None:
+        if i in self.last_use:  # a later layer is fed Knet's output
+            self.tf_done[i] = expected
+
+    def drop(self, j: int) -> None:
+        self.tf_done.pop(j, None)
+        if j != self.run.last:
+            self.chain.pop(j, None)
+
+    def final(self, timings: dict, advance) -> np.ndarray:
+        """The Keras model's own output, end to end."""
+        run = self.run
+        timings["keras_layers_s"] = self.seconds
+        advance("Keras side, end to end")
+        if self.doubled:
+            return self.chain[run.last]
+        # the whole Keras model, run last, for the end-to-end drift (its kernels warm)
+        t0 = time.perf_counter()
+        final_actual = np.asarray(run.keras_model(self.x_tf, training=False))
+        timings["keras_forward_s"] = time.perf_counter() - t0
+        return final_actual
+
+
+class _WholeMode:
+    """The Keras side in "whole" mode: the Keras model runs once, end to end, and every layer's
+    S adds the error measured at its inputs (`E = |Keras input - Knet input|`)."""
+
+    def __init__(self, run: _Run, x_tf, last_use: dict[int, int], timings: dict, advance):
+        import keras  # imported by to_keras / the caller's model already
+
+        self.run, self.last_use = run, last_use
+        advance("Keras side")
+        t0 = time.perf_counter()
+        probe = keras.Model(run.keras_model.inputs[0], [g[-1].output for g in run.groups])
+        outs = probe(x_tf, training=False)
+        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        self.actual = [np.asarray(t) for t in outs]
+        timings["keras_forward_s"] = time.perf_counter() - t0
+        x = run.x
+        # x as Keras sees it (None: exactly Knet's, token indices or the same float type)
+        floating = np.issubdtype(x.dtype, np.floating)
+        self.x_j = x.astype(run.kdt).astype(x.dtype) if floating and run.kdt != x.dtype else None
+        self.actual_j: dict[int, np.ndarray] = {}  # Keras outputs still to be read (Julia layout)
+
+    def output(self, i: int, step, group, rec, x_ins) -> tuple[np.ndarray, np.ndarray]:
+        """Layer `i`'s output in the Keras model's own run, and its S with the incoming error."""
+        run, wd = self.run, self.run.model.dtype
+        e_ins = []
+        for j, x_in in zip(step.sources, x_ins, strict=True):
+            a_src = self.x_j if j < 0 else self.actual_j.get(j)
+            e_ins.append(
+                None
+                if a_src is None
+                else np.abs(a_src.astype(wd, copy=False) - np.asarray(x_in, dtype=wd))
+            )
+        mag_tf = knet_side.magnitude_tf(
+            run.steps, step, x_ins, e_ins, rec.extra, rec.y, run.tol_dtype, wd, run.spatial
+        )
+        return self.actual[i], mag_tf
+
+    def keep(self, i: int, step, a_i: np.ndarray, expected: np.ndarray) -> None:
+        if i in self.last_use:  # a later layer's incoming error reads it
+            self.actual_j[i] = mconvert.tf_to_julia(a_i, step.flat_from, self.run.spatial)
+
+    def drop(self, j: int) -> None:
+        self.actual_j.pop(j, None)
+
+    def final(self, timings: dict, advance) -> np.ndarray:
+        return self.actual[-1]
 
 
 def _diagnose_layer_kind(steps, i, group, x_ins_julia, y_knet, spatial, kdt, notes):

@@ -68,7 +68,7 @@ def import_keras():
     when TensorFlow is missing, PortingError when Keras runs another backend."""
     from porting import tf as ptf
 
-    ptf._import_tf()  # quiet import; MissingDependencyError when TensorFlow is missing
+    ptf.import_tf()  # quiet import; MissingDependencyError when TensorFlow is missing
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
 

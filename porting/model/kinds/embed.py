@@ -150,8 +150,9 @@ class Embed(Layer):
         """The Keras model's input for Knet's indices (TensorFlow layout): 0-based, `x - 1`."""
         return x_tf - 1
 
-    def default_input(self, size, batch: int = 2, seed: int = 0) -> np.ndarray:
-        """Deterministic indices `(size..., batch)` uniform in `1:vocab`."""
+    def default_input(self, size, batch: int = 2, seed: int = 0, dtype=None) -> np.ndarray:
+        """Deterministic indices `(size..., batch)` uniform in `1:vocab` (`dtype` unused:
+        indices are integers)."""
         rng = np.random.default_rng(seed)
         return np.asfortranarray(rng.integers(1, self.vocab + 1, size=(*size, batch)))
 

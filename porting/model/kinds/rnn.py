@@ -25,7 +25,7 @@ layer applied at every time step; Keras `Dense` on `(B, T, H)`.
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -198,6 +198,8 @@ class RNN(Layer):
     @property
     def flattens(self) -> bool:  # type: ignore[override]
         return self.output == "last"
+
+    verify_notes_of_output: ClassVar[bool] = True
 
     def verify_notes(self, x_in, actual, name: str) -> list[str]:
         """Per-step figures (porting.rnn.verify) for the report's notes: `x_in` the layer's

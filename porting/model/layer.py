@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from porting._checks import FLOAT_DTYPES, describe, short_repr
+from porting.activations import ACTIVATIONS, canonical
 from porting.errors import PortingError
 
 if TYPE_CHECKING:
@@ -31,57 +32,17 @@ __all__ = [
     "weight_array",
 ]
 
-ACTIVATIONS = (
-    "identity",
-    "relu",
-    "sigm",
-    "tanh",
-    "elu",
-    "selu",
-    "gelu",
-    "swish",
-    "hardsigmoid",
-    "hardswish",
-    "softmax",
-    "logsoftmax",
-)
-
-_ALIASES = {
-    None: "identity",
-    "": "identity",
-    "none": "identity",
-    "linear": "identity",
-    "sigmoid": "sigm",
-    "σ": "sigm",
-    "tanh_fast": "tanh",
-    "tanh_": "tanh",
-    "silu": "swish",
-    "hard_sigmoid": "hardsigmoid",
-    "hard_swish": "hardswish",
-    "log_softmax": "logsoftmax",
-}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
-def activation_name(value, where: str) -> str:
+def activation_name(value: object, where: str) -> str:
     """Normalise an activation name (`"Knet.relu"`, `"NNlib.σ"`, `None` ...) to one of
-    `ACTIVATIONS`, or raise `PortingError` naming the layer.
+    `ACTIVATIONS` (porting.activations' table), or raise `PortingError` naming the layer.
 
     >>> activation_name("Knet.sigm", "dense1"), activation_name(None, "conv1")
     ('sigm', 'identity')
     """
-    if value is not None and not isinstance(value, str):
-        raise PortingError(
-            f"{where}: activation={value!r}: expected a name, one of {', '.join(ACTIVATIONS)}"
-        )
-    key = value.rsplit(".", 1)[-1].strip().lower() if isinstance(value, str) else value
-    key = _ALIASES.get(key, key)
-    if key not in ACTIVATIONS:
-        raise PortingError(
-            f"{where}: unknown activation {value!r}; expected one of {', '.join(ACTIVATIONS)} "
-            "(Knet names; 'sigmoid' is accepted for sigm)"
-        )
-    return key
+    return canonical(value, where)
 
 
 def weight_array(a, what: str, where: str, ndim: tuple[int, ...]) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 
 from porting import layout, magnitude
 from porting.errors import PortingError
+from porting.geometry import ConvOp
 from porting.model import schema
 from porting.model.kinds._convolution import check_input_rank, conv_geometry, kernel_and_bias
 from porting.model.layer import (
@@ -27,7 +28,7 @@ from porting.model.layer import (
     check_real,
     fmt_size,
 )
-from porting.model.stages import ActStage, KernelStage, Stage, _dilate, _sub
+from porting.model.stages import ActStage, KernelStage, Stage, dilate_kernel, sub_role
 
 __all__ = ["Deconv", "DeconvStage", "KIND"]
 
@@ -46,8 +47,8 @@ class DeconvStage(KernelStage):
     def forward(self, x, backend, tags):
         from porting import knet as pknet
 
-        g = self.geometry
-        y = pknet.deconv4(self.w, x, **g.knet_keywords(), alpha=self.alpha, backend=backend)
+        op = ConvOp.bind(self.w, x, self.geometry, self.alpha, transposed=True)
+        y = pknet.run_deconv4(op, backend)
         tags.append(y)
         y = np.asarray(y)
         if self.b is not None:
@@ -70,7 +71,7 @@ class DeconvStage(KernelStage):
         if self.alpha != 1:
             k = (np.float64(self.alpha) * k.astype(np.float64)).astype(k.dtype)
         if max(g.dilation) > 1:
-            k = _dilate(k, layout.spatial_to_tf(g.dilation, spatial))
+            k = dilate_kernel(k, layout.spatial_to_tf(g.dilation, spatial))
         return k
 
     def build(self, ctx, t, in_size, out_size):
@@ -89,7 +90,9 @@ class DeconvStage(KernelStage):
         pad = ctx.tf(g.padding)
         if any(pad):
             crop = tuple((p, p) for p in pad)
-            t = ctx.make(f"Cropping{nd}D", _sub(self.role, "crop"), crop[0] if nd == 1 else crop)(t)
+            t = ctx.make(
+                f"Cropping{nd}D", sub_role(self.role, "crop"), crop[0] if nd == 1 else crop
+            )(t)
         return t
 
 

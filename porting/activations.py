@@ -103,7 +103,8 @@ def _identity(x: Array, dims: int) -> Array:
 
 
 def _relu(x: Array, dims: int) -> Array:
-    return np.maximum(x, x.dtype.type(0))
+    y: Array = np.maximum(x, x.dtype.type(0))
+    return y
 
 
 def _tanh(x: Array, dims: int) -> Array:
@@ -115,7 +116,8 @@ def _sigm(x: Array, dims: int) -> Array:
     t = x.dtype.type
     with np.errstate(over="ignore"):
         z = np.exp(-np.abs(x))
-        return np.where(x >= 0, t(1) / (t(1) + z), z / (t(1) + z)).astype(x.dtype, copy=False)
+        y: Array = np.where(x >= 0, t(1) / (t(1) + z), z / (t(1) + z)).astype(x.dtype, copy=False)
+        return y
 
 
 def _gelu(x: Array, dims: int) -> Array:
@@ -124,7 +126,8 @@ def _gelu(x: Array, dims: int) -> Array:
 
     t = x.dtype.type
     with np.errstate(over="ignore"):
-        return (x * (t(1) + erf(x / t(np.sqrt(2)))) / t(2)).astype(x.dtype, copy=False)
+        y: Array = (x * (t(1) + erf(x / t(np.sqrt(2)))) / t(2)).astype(x.dtype, copy=False)
+        return y
 
 
 def _swish(x: Array, dims: int) -> Array:
@@ -138,7 +141,8 @@ def _hardsigmoid(x: Array, dims: int) -> Array:
     t = x.dtype.type
     with np.errstate(over="ignore"):
         mid = (x + t(3)) / t(6)
-        return np.where(x <= -3, t(0), np.where(x >= 3, t(1), mid)).astype(x.dtype, copy=False)
+        y: Array = np.where(x <= -3, t(0), np.where(x >= 3, t(1), mid)).astype(x.dtype, copy=False)
+        return y
 
 
 def _hardswish(x: Array, dims: int) -> Array:
@@ -154,7 +158,8 @@ def _selu(x: Array, dims: int) -> Array:
     t = x.dtype.type
     with np.errstate(over="ignore"):
         neg = t(SELU_LAMBDA_ALPHA) * (np.exp(np.minimum(x, t(0))) - t(1))
-        return np.where(x >= 0, t(SELU_LAMBDA) * x, neg).astype(x.dtype, copy=False)
+        y: Array = np.where(x >= 0, t(SELU_LAMBDA) * x, neg).astype(x.dtype, copy=False)
+        return y
 
 
 def _elu(x: Array, dims: int) -> Array:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVATIONS",
+    "FlatRule",
     "Kind",
     "Layer",
     "activation_name",
@@ -45,7 +47,7 @@ def activation_name(value: object, where: str) -> str:
     return canonical(value, where)
 
 
-def weight_array(a, what: str, where: str, ndim: tuple[int, ...]) -> np.ndarray:
+def weight_array(a: object, what: str, where: str, ndim: tuple[int, ...]) -> np.ndarray:
     """`a` as a float32/float64 array with one of `ndim` dimensions, or `PortingError`."""
     try:
         arr = np.asarray(a)
@@ -66,12 +68,12 @@ def weight_array(a, what: str, where: str, ndim: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
-def fmt_size(size) -> str:
+def fmt_size(size: Sequence[int]) -> str:
     """A Julia size as Julia prints it: `(3, 4)`, `(5,)`."""
     return "(" + ", ".join(map(str, size)) + (",)" if len(size) == 1 else ")")
 
 
-def check_probability(p, where: str, key: str = "dropout") -> None:
+def check_probability(p: object, where: str, key: str = "dropout") -> None:
     if (
         isinstance(p, bool)
         or not isinstance(p, (int, float, np.number))
@@ -81,7 +83,7 @@ def check_probability(p, where: str, key: str = "dropout") -> None:
         raise PortingError(f"{where}: {key}={short_repr(p)}: expected a probability 0 <= p < 1")
 
 
-def check_real(value, where: str, key: str) -> None:
+def check_real(value: object, where: str, key: str) -> None:
     """A finite real number (not a boolean), or `PortingError` naming `key`."""
     if (
         isinstance(value, bool)
@@ -92,22 +94,31 @@ def check_real(value, where: str, key: str) -> None:
         raise PortingError(f"{where}: {key}={short_repr(value)}: expected a finite real number")
 
 
+class FlatRule(str, Enum):
+    """How the plan tracks a `mat`'s input through a layer, for the order of Keras' `Flatten`
+    (porting.model.planning): the input size a `dense` layer's weights were written for."""
+
+    KEEP = "keep"  # sizes pass through: what the layer reads is what it gives on
+    RESET = "reset"  # a spatial output: nothing flattened reaches past it
+    MAT = "mat"  # a `mat`: records its spatial input
+    DENSE = "dense"  # a dense layer: consumes the recorded input
+    RESHAPE = "reshape"  # features -> spatial (held in Flatten order) or spatial -> features
+
+
 @dataclass(eq=False)
 class Layer:
     """Base of every layer: a `kind` and a `name` (given or assigned by `KnetModel`).
 
     A kind says, as class attributes, how it sits in a chain (`transparent`: sizes and links
     pass through it; `needs_spatial`: its input must be `(X1, ..., C)`; `flattens`: its output
-    is `(features,)`), and, as `stages()`, what Knet computes, in order.
+    is `(features,)`; the last two may be properties where the layer's fields decide), and, as
+    `stages()`, what Knet computes, in order.
     """
 
     kind: ClassVar[str] = "layer"
     transparent: ClassVar[bool] = False
-    needs_spatial: ClassVar[bool] = False
-    flattens: ClassVar[bool] = False
-    # How the plan tracks a `mat`'s input for Keras' Flatten order: "keep" (passes through),
-    # "reset" (a spatial output), "mat" (records its input), "dense" (consumes it).
-    flat_rule: ClassVar[str] = "keep"
+    # How the plan tracks a `mat`'s input for Keras' Flatten order (`FlatRule`).
+    flat_rule: ClassVar[FlatRule] = FlatRule.KEEP
     # A merge (Add, Concat) reads several earlier outputs, named in its `inputs`; its
     # `output_size` and first stage take lists.
     merges: ClassVar[bool] = False
@@ -115,6 +126,16 @@ class Layer:
     input_from: ClassVar[str | None] = None
     if TYPE_CHECKING:  # every concrete layer has a `name` field (keyword-only, default None)
         name: str | None
+
+    @property
+    def needs_spatial(self) -> bool:
+        """Its input must be `(X1, ..., C)` (a kind sets `needs_spatial = True`)."""
+        return False
+
+    @property
+    def flattens(self) -> bool:
+        """Its output is `(features,)` (a kind sets `flattens = True`)."""
+        return False
 
     @property
     def label(self) -> str:
@@ -158,5 +179,5 @@ class Kind:
     layer: type[Layer]
     prefix: str
     from_json: Callable[..., Layer]
-    to_json: Callable[[Any], dict]
+    to_json: Callable[[Any], dict[str, Any]]
     weights: Callable[..., list[np.ndarray]] | None = None

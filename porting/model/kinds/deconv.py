@@ -22,6 +22,7 @@ from porting.geometry import ConvOp
 from porting.model import schema
 from porting.model.kinds._convolution import check_input_rank, conv_geometry, kernel_and_bias
 from porting.model.layer import (
+    FlatRule,
     Kind,
     Layer,
     activation_name,
@@ -114,7 +115,7 @@ class Deconv(Layer):
     name: str | None = None
     kind = "deconv"
     needs_spatial = True
-    flat_rule = "reset"
+    flat_rule = FlatRule.RESET
 
     def __post_init__(self):
         where = self.label

@@ -12,7 +12,7 @@ import porting.model.schema as schema
 from porting import magnitude
 from porting.errors import PortingError
 from porting.geometry import PoolGeometry, PoolOp
-from porting.model.layer import Kind, Layer, check_real, fmt_size
+from porting.model.layer import FlatRule, Kind, Layer, check_real, fmt_size
 from porting.model.stages import KerasContext, Stage, sub_role, zero_padding
 
 __all__ = ["Pool", "PoolStage", "KIND", "pool_json"]
@@ -215,7 +215,7 @@ class Pool(Layer):
     name: str | None = None
     kind = "pool"
     needs_spatial = True
-    flat_rule = "reset"
+    flat_rule = FlatRule.RESET
 
     def __post_init__(self):
         lengths = {

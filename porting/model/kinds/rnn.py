@@ -196,7 +196,7 @@ class RNN(Layer):
             raise PortingError(f"{self.label}: {e}") from None
 
     @property
-    def flattens(self) -> bool:  # type: ignore[override]
+    def flattens(self) -> bool:
         return self.output == "last"
 
     def verify_notes(self, x_in, actual, name: str) -> list[str]:

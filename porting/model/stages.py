@@ -341,8 +341,7 @@ class ConvStage(KernelStage):
 
     def diagnose_kwargs(self, x_in: Array, step: Step) -> dict[str, Any]:
         """porting.diagnose's arguments for this conv4 on its Knet input `x_in`."""
-        g = self.geometry
-        return dict(w=self.w, x=x_in, bias=self.b, **g.knet_keywords(), alpha=self.alpha)
+        return dict(w=self.w, x=x_in, bias=self.b, geometry=self.geometry, alpha=self.alpha)
 
 
 # --------------------------------------------------------------------------- activations

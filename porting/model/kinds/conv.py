@@ -213,7 +213,8 @@ def _to_json(layer: Conv) -> dict:
         return list(v) if isinstance(v, tuple) else v
 
     d: dict = {"activation": layer.activation}
-    d["conv"] = {k: val(getattr(layer, k)) for k in ("padding", "stride", "dilation", "mode")}
+    # from the parsed geometry (scalars where every dimension agrees), not the raw keywords
+    d["conv"] = {k: val(v) for k, v in layer.geometry.knet_keywords().items()}
     if layer.alpha != 1:
         d["conv"]["alpha"] = layer.alpha
     if layer.groups != 1:

@@ -183,7 +183,8 @@ def _to_json(layer: Deconv) -> dict:
         return list(v) if isinstance(v, tuple) else v
 
     d: dict = {"activation": layer.activation}
-    d["deconv"] = {k: val(getattr(layer, k)) for k in ("padding", "stride", "dilation", "mode")}
+    # from the parsed geometry (scalars where every dimension agrees), not the raw keywords
+    d["deconv"] = {k: val(v) for k, v in layer.geometry.knet_keywords().items()}
     if layer.alpha != 1:
         d["deconv"]["alpha"] = layer.alpha
     return d

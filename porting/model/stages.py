@@ -382,8 +382,13 @@ class ActStage(Stage):
         return self.max_value is None and self.negative_slope == 0 and self.threshold == 0
 
     @property
+    def relu_keywords(self) -> bool:
+        """Ops21's relu with `max_value`, `negative_slope` or `threshold`."""
+        return self.function == "relu" and not self.plain
+
+    @property
     def nonnegative(self) -> bool:
-        return self.plain and self.row.nonnegative
+        return self.row.nonnegative and not self.relu_keywords
 
     def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         if not self.row.elementwise and self.dims > len(size):
@@ -394,7 +399,7 @@ class ActStage(Stage):
         return tuple(size)
 
     def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
-        if not self.plain:
+        if self.relu_keywords:
             return activations.relu_keywords_forward(
                 x, self.max_value, self.negative_slope, self.threshold
             )
@@ -402,9 +407,9 @@ class ActStage(Stage):
 
     def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         row = self.row
-        if row.passes_magnitude and self.plain:  # slope <= 1, exact: S passes on
+        if row.passes_magnitude and not self.relu_keywords:  # slope <= 1, exact: S passes on
             return s
-        if not self.plain:  # relu's keywords
+        if self.relu_keywords:
             return activations.relu_keywords_magnitude(s, self.negative_slope, self.threshold)
         return row.magnitude(s, np.asarray(out, dtype=wd), self.dims)
 
@@ -415,7 +420,7 @@ class ActStage(Stage):
         in_size: tuple[int, ...],
         out_size: tuple[int, ...],
     ) -> KerasTensor:
-        if not self.plain:
+        if self.relu_keywords:
             return self._build_relu_keywords(ctx, t)
         keras = self.row.keras
         if keras.float64_note is not None and ctx.dtype == "float64":

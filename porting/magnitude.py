@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from porting.errors import PortingError
+from porting import activations
+from porting.activations import ROUND
 from porting.geometry import ConvDims, ConvGeometry, ConvOp, PoolDims, PoolGeometry, as_pool_dims
 from porting.knet import reference
 from porting.tolerance import check_given
@@ -32,6 +33,7 @@ __all__ = [
     "ROUND",
     "absolute",
     "activation",
+    "batchnorm",
     "bias",
     "conv4",
     "deconv4",
@@ -42,9 +44,6 @@ __all__ = [
     "of_outputs",
     "estimate",
 ]
-
-ROUND = 4.0
-"""Rounding allowance of exp-based activations, in units of `(sqrt(K)+2) eps |f|`."""
 
 
 def absolute(x: ArrayLike, dtype: DTypeLike = np.float64) -> NDArray[np.floating[Any]]:
@@ -197,30 +196,42 @@ def pool(
     return out
 
 
+def batchnorm(
+    s: NDArray[np.floating[Any]],
+    mean: ArrayLike,
+    var: ArrayLike,
+    scale: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    eps: float = 1e-5,
+    *,
+    channel_axis: int = -2,
+    dtype: DTypeLike = np.float64,
+) -> NDArray[np.floating[Any]]:
+    """`S` after Knet's inference `batchnorm`: `|g| (S_x + |mean|) ivar + |b|`, the sums and
+    products the layer forms, their magnitudes (`ivar = 1/sqrt(|var| + eps)` itself rounded:
+    covered by K = 4; `scale` None: non-affine, no `g` and no `b`). Per channel (along
+    `channel_axis`, Knet's `(..., C, N)` by default) this is `S_x * a + c` with `a = |g| ivar`
+    and `c = a |mean| + |b|`, formed in float64 once per channel; the pass over `S_x` then runs
+    in `dtype` (a relative rounding of S of order eps only rescales the bound by that much).
+    A new array: `s` is never changed in place."""
+    ivar = 1.0 / np.sqrt(np.abs(np.asarray(var).astype(np.float64).ravel()) + eps)
+    a = ivar if scale is None else np.abs(np.asarray(scale).astype(np.float64).ravel()) * ivar
+    c = a * np.abs(np.asarray(mean).astype(np.float64).ravel())
+    if scale is not None:
+        c = c + np.abs(np.asarray(bias).astype(np.float64).ravel())
+    shape = [1] * s.ndim
+    shape[channel_axis] = a.size
+    y: NDArray[np.floating[Any]] = np.multiply(s, a.astype(dtype).reshape(shape), dtype=dtype)
+    y += c.astype(dtype).reshape(shape)
+    return y
+
+
 def activation(
     fn: str, s: NDArray[np.floating[Any]], out: NDArray[np.floating[Any]], dims: int = 1
 ) -> NDArray[np.floating[Any]]:
     """Carry a magnitude (or error bound) `s` through activation `fn`, whose output is `out`,
-    and add the activation's own rounding: relu and identity pass it on, sigm scales it by its
-    slope bound 1/4, tanh has slope <= 1, elu <= 1 with its exp rounding, softmax along
-    Julia dimension `dims` as its Jacobian bounds it (docs/numerics.md#propagation;
-    the functions: docs/knet.md#activations, #softmax)."""
-    if fn in ("identity", "relu"):
-        return s
-    a: NDArray[np.floating[Any]] = np.abs(out)
-    if fn == "sigm":
-        return 0.25 * s + ROUND * a
-    if fn == "tanh":
-        return s + ROUND * a
-    if fn == "elu":
-        return s + ROUND * (a + np.where(out < 0, out + 1, 0))
-    if fn == "softmax":
-        axis = dims - 1
-        n: int = out.shape[axis]
-        first: NDArray[np.floating[Any]] = out * (s + (out * s).sum(axis=axis, keepdims=True))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            spread: NDArray[np.floating[Any]] = np.where(
-                out > 0, np.log(out.max(axis=axis, keepdims=True)) - np.log(out), 0.0
-            )
-        return first + out * (ROUND + spread + n)
-    raise PortingError(f"activation {fn!r}: no magnitude rule for it")
+    and add the activation's own rounding: the row's rule in porting.activations (relu and
+    identity pass it on, sigm scales it by its slope bound 1/4, tanh has slope <= 1, elu <= 1
+    with its exp rounding, softmax along Julia dimension `dims` as its Jacobian bounds it;
+    docs/numerics.md#propagation; the functions: docs/knet.md#activations, #softmax)."""
+    return activations.get(fn).magnitude(s, out, dims)

@@ -71,6 +71,26 @@ def test_seed002_printed_outputs_are_a_kernel_flip():
     assert np.allclose(expected[0, :, :, 0], ex["knet_printed"], rtol=1e-5, atol=1e-3)
 
 
+def test_a_parsed_geometry_diagnoses_as_its_keywords():
+    """`geometry=` (a layer's ConvGeometry, parsed once) is the keywords it was parsed from."""
+    from porting.geometry import ConvGeometry
+
+    ex = seed002()
+    w, x = ex["w"], ex["x"]
+    expected = _conv(w, x, padding=1, spatial="keep")
+    actual = np.asarray(ex["tf_printed"], dtype=np.float32).reshape(1, 5, 5, 1)
+    g = ConvGeometry.from_knet(2, padding=1)
+    d = diagnose(expected, actual, w=w, x=x, geometry=g, spatial="keep")
+    assert d.cause == "kernel_flip"
+    assert d.evidence == diagnose(expected, actual, w=w, x=x, padding=1, spatial="keep").evidence
+    with pytest.raises(PortingError, match="geometry and padding, stride both given"):
+        diagnose(expected, actual, w=w, x=x, geometry=g, padding=1, stride=(1, 1))
+    with pytest.raises(PortingError, match="geometry is 1-d but x has 2 spatial dimensions"):
+        diagnose(expected, actual, w=w, x=x, geometry=ConvGeometry.from_knet(1))
+    with pytest.raises(PortingError, match=r"geometry=\{'padding': 1\}: expected a porting"):
+        diagnose(expected, actual, w=w, x=x, geometry={"padding": 1})
+
+
 def test_seed002_outputs_only_suggests_the_flip():
     ex = seed002()
     expected = _conv(ex["w"], ex["x"], padding=1, spatial="keep")

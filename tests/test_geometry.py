@@ -406,3 +406,84 @@ def test_numpy_integers_are_integers_everywhere():
     )
     assert knet.mat(x, dims=i(3), backend="reference").shape == (50, 1)
     assert knet.pool(x, window=np.uint8(2), mode=i(1), backend="reference").shape == (2, 2, 2, 1)
+
+
+# --------------------------------------------------------------------------- Knet's defaults, once
+
+
+def _defaults_of(fn) -> dict:
+    import inspect
+
+    return {
+        k: p.default
+        for k, p in inspect.signature(fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def test_knet_defaults_are_written_once_and_every_signature_agrees():
+    """Knet's own defaults (Knet.jl src/ops20/conv.jl docstrings: `conv4(w, x; padding=0,
+    stride=1, dilation=1, mode=0, alpha=1)`, `pool(x; window=2, padding=0, stride=window,
+    mode=0, alpha=1)`) are porting.geometry's tables, and every signature or layer field that
+    spells one out gives the table's value."""
+    import dataclasses
+
+    from porting import diagnosis, quant, verify
+    from porting import tf as ptf
+    from porting.geometry import CONV_DEFAULTS, POOL_DEFAULTS, ConvOp, PoolOp
+    from porting.model import Conv, Deconv, Pool
+
+    assert dict(CONV_DEFAULTS) == {"padding": 0, "stride": 1, "dilation": 1, "mode": 0, "alpha": 1}
+    assert dict(POOL_DEFAULTS) == {"window": 2, "padding": 0, "stride": None, "mode": 0, "alpha": 1}
+    conv_like = [
+        knet.conv4,
+        knet.deconv4,
+        ConvOp.knet,
+        ConvGeometry.from_knet,
+        verify.verify_conv4,
+        diagnosis.diagnose,
+        quant.diagnose_quantized,
+        ptf.conv,
+        ptf.conv_transpose,
+        ptf.knet_conv4_via_tf,
+        ptf.knet_deconv4_via_tf,
+    ]
+    pool_like = [knet.pool, PoolOp.knet, PoolGeometry.from_knet, ptf.pool, ptf.knet_pool_via_tf]
+    fields = {
+        cls: {f.name: f.default for f in dataclasses.fields(cls)} for cls in (Conv, Deconv, Pool)
+    }
+    seen = 0
+    for where, table, found in (
+        *((fn.__qualname__, CONV_DEFAULTS, _defaults_of(fn)) for fn in conv_like),
+        *((fn.__qualname__, POOL_DEFAULTS, _defaults_of(fn)) for fn in pool_like),
+        ("Conv", CONV_DEFAULTS, fields[Conv]),
+        ("Deconv", CONV_DEFAULTS, fields[Deconv]),
+        ("Pool", POOL_DEFAULTS, fields[Pool]),
+    ):
+        for key, value in table.items():
+            if key in found:
+                seen += 1
+                assert found[key] == value, (where, key, found[key])
+    assert seen >= 70  # the table is what the signatures spell out, not a few of them
+
+
+def test_an_op_bound_to_a_parsed_geometry_is_the_op_of_its_keywords():
+    from porting.geometry import ConvOp, PoolOp
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 2, 2, 4)).astype(np.float32)
+    x = rng.standard_normal((7, 6, 2, 3)).astype(np.float32)
+    kw = {"padding": (1, 0), "stride": 2, "dilation": (1, 2), "mode": 1}
+    g = ConvGeometry.from_knet(2, **kw)
+    assert ConvOp.bind(w, x, g, 0.5) == ConvOp.knet(w, x, **kw, alpha=0.5)
+    wt = rng.standard_normal((3, 2, 4, 2)).astype(np.float32)  # deconv4: (W..., Cy, Cx)
+    dual = ConvOp.bind(wt, x, g, transposed=True)
+    assert dual == ConvOp.knet(wt, x, **kw, transposed=True)
+    pg = PoolGeometry.from_knet(2, window=3, padding=1)
+    assert PoolOp.bind(x, pg, 2) == PoolOp.knet(x, window=3, padding=1, alpha=2)
+    with pytest.raises(PortingError, match=r"conv4: a 1-d geometry for x of shape \(7, 6, 2, 3\)"):
+        ConvOp.bind(w, x, ConvGeometry.from_knet(1))
+    with pytest.raises(PortingError, match="input channels"):
+        ConvOp.bind(w, x[:, :, :1], g)
+    with pytest.raises(PortingError, match=r"pool: a 3-d geometry"):
+        PoolOp.bind(x, PoolGeometry.from_knet(3))

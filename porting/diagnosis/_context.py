@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 
 import numpy as np
 
 from porting import layout
 from porting import magnitude as S
-from porting._checks import as_float_array, as_scalar
+from porting._checks import as_float_array, as_scalar, short_repr
 from porting.diagnosis._engine import Grid, Windows, sample_positions
 from porting.diagnosis._formats import to_format
 from porting.diagnosis._spec import (
@@ -32,7 +33,7 @@ from porting.diagnosis._spec import (
     _quantization_specs,
 )
 from porting.errors import PortingError
-from porting.geometry import ConvDims, ConvGeometry, check_operands
+from porting.geometry import CONV_DEFAULTS, ConvDims, ConvGeometry, check_operands
 
 __all__ = ["ConvContext", "DenseContext", "make_context"]
 
@@ -49,6 +50,36 @@ def make_context(w, x, *, bias, spatial, activation=None, **conv_keywords):
         ctx = ConvContext(w, x, bias=bias, spatial=spatial, **conv_keywords)
     ctx.activation = act
     return ctx
+
+
+def _conv_geometry(nd: int, geometry, padding, stride, dilation, mode) -> ConvGeometry:
+    """`geometry` (already parsed: the keywords must then be Knet's defaults), else the
+    `ConvGeometry` of the keywords."""
+    if geometry is None:
+        return ConvGeometry.from_knet(
+            nd, padding=padding, stride=stride, dilation=dilation, mode=mode
+        )
+    if not isinstance(geometry, ConvGeometry):
+        raise PortingError(
+            f"geometry={short_repr(geometry)}: expected a porting.geometry.ConvGeometry (or "
+            "None, with the keywords padding, stride, dilation, mode)"
+        )
+    given = {"padding": padding, "stride": stride, "dilation": dilation, "mode": mode}
+    changed = [
+        k
+        for k, v in given.items()
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v != CONV_DEFAULTS[k]
+    ]
+    if changed:
+        raise PortingError(
+            f"geometry and {', '.join(changed)} both given; expected the keywords inside the "
+            "geometry (ConvGeometry.from_knet) or the keywords alone"
+        )
+    if geometry.nd != nd:
+        raise PortingError(
+            f"geometry is {geometry.nd}-d but x has {nd} spatial dimensions; expected the same"
+        )
+    return geometry
 
 
 def _bias_tf(bias, n_out: int, what: str) -> np.ndarray:
@@ -116,15 +147,15 @@ class ConvContext(_Context):
 
     kind = "conv"
 
-    def __init__(self, w, x, *, bias, padding, stride, dilation, mode, alpha, spatial):
+    def __init__(
+        self, w, x, *, bias, padding, stride, dilation, mode, alpha, spatial, geometry=None
+    ):
         super().__init__()
         x = as_float_array(x, "x", ndim=(3, 4, 5))
         # w and x may differ in dtype here: both are recomputed in float64
         check_operands(w, x, op="conv4", same_dtype=False)
         nd = x.ndim - 2
-        geom = ConvGeometry.from_knet(
-            nd, padding=padding, stride=stride, dilation=dilation, mode=mode
-        )
+        geom = _conv_geometry(nd, geometry, padding, stride, dilation, mode)
         dims = ConvDims.bind(geom, w.shape, x.shape)  # validates the sizes
         self.geom, self.nd, self.spatial = geom, nd, spatial
         self.alpha = as_scalar(alpha, "alpha")

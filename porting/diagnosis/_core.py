@@ -12,6 +12,7 @@ from porting.comparison import compare
 from porting.diagnosis import _context, _hypotheses, _outputs, _score
 from porting.diagnosis._result import CAUSES, Diagnosis, Finding
 from porting.errors import PortingError
+from porting.geometry import ConvGeometry
 from porting.layout import SPATIAL_CHOICES
 from porting.tolerance import check_k
 
@@ -81,6 +82,7 @@ def diagnose(
     dilation=1,
     mode=0,
     alpha=1,
+    geometry: ConvGeometry | None = None,
     spatial: str = "reverse",
     activation=None,
     k: int | None = None,
@@ -98,7 +100,9 @@ def diagnose(
     TensorFlow): `w` `(W1, W2, Cin, Cout)` and `x` `(X1, X2, Cin, N)` Julia-indexed, with
     conv4's `padding`, `stride`, `dilation` (Julia order), `mode`, `alpha` and `spatial` as
     used for the port (see porting.layout); or a dense layer: `w` `(out, in)` and `x`
-    `(X1, X2, C, N)` (the input of `mat`) or `(in, N)`. `bias` (Knet's) and `activation`
+    `(X1, X2, C, N)` (the input of `mat`) or `(in, N)`. A conv's keywords may come already
+    parsed instead, as a `porting.geometry.ConvGeometry` in `geometry` (padding, stride,
+    dilation and mode then left at their defaults). `bias` (Knet's) and `activation`
     ("relu", "sigmoid", "tanh" or a NumPy function) when the outputs include them; Knet's
     `alpha` is inferred when not given. Without w and x only the outputs are examined (axis
     permutations, mirror images, border-only errors, storage format, error size); `k` (terms
@@ -147,6 +151,7 @@ def diagnose(
             dilation=dilation,
             mode=mode,
             alpha=alpha,
+            geometry=geometry,
             spatial=spatial,
             activation=activation,
         )

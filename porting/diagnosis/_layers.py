@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from porting import activations
+from porting import magnitude as S
 from porting.comparison import compare
 from porting.diagnosis import _score
 from porting.diagnosis._core import _effective_precision, _output_array
@@ -205,8 +207,8 @@ def _bn(x, mean, var, g, b, eps):
 
 
 def _bn_mag(x, mean, var, g, b, eps):
-    s = (np.abs(x) + np.abs(mean)) / np.sqrt(np.abs(var) + eps)
-    return s if g is None else np.abs(g) * s + np.abs(b)
+    """S of batchnorm on `x` (channels last), by porting.magnitude's one rule for it."""
+    return S.batchnorm(np.abs(x), mean, var, g, b, eps, channel_axis=-1)
 
 
 def _fit_epsilon(x, a, mean, var, g, b) -> float | None:
@@ -359,20 +361,22 @@ def _finish_sample(e, a, mag, e_s, a_s, mag_s, k, hyps, basis) -> Diagnosis:
 # --------------------------------------------------------------------------- residual
 
 
-def _activate(name: str, x: np.ndarray) -> np.ndarray:
-    from porting.model.stages import activate
-
-    if name in ("softmax", "logsoftmax"):
+def _elementwise(name: str) -> activations.Activation:
+    row = activations.get(name)
+    if not row.elementwise:
         raise PortingError(f"activation={name!r}: expected an elementwise activation")
-    return np.asarray(activate(name, x))
+    return row
+
+
+def _activate(name: str, x: np.ndarray) -> np.ndarray:
+    return np.asarray(_elementwise(name).forward(x, 1))
 
 
 def _act_mag(name: str, z: np.ndarray) -> np.ndarray:
-    """Magnitudes of an activation's own intermediate results at `z`, beyond |f(z)|: elu's
-    exp(z) - 1 cancels near 0, leaving rounding of order eps * exp(z)."""
-    if name in ("elu", "selu", "celu"):
-        return (1.76 if name == "selu" else 1.0) * np.exp(np.minimum(z, 0.0))
-    return np.zeros_like(z)
+    """Magnitudes of an activation's own intermediate results at `z`, beyond |f(z)|
+    (porting.activations' `intermediate`: elu's exp(z) - 1 cancels near 0, leaving rounding of
+    order eps * exp(z))."""
+    return _elementwise(name).intermediate(z)
 
 
 def diagnose_residual(

@@ -27,7 +27,13 @@ ConvDims(conv4 x (8, 6, 2, 5), w (3, 3, 2, 4) -> y (8, 6, 4, 5); padding=1, stri
 from __future__ import annotations
 
 from porting.geometry._dims import ConvDims, Order, PoolDims, as_conv_dims, as_pool_dims
-from porting.geometry._keywords import POOL_MODES, ConvGeometry, PoolGeometry
+from porting.geometry._keywords import (
+    CONV_DEFAULTS,
+    POOL_DEFAULTS,
+    POOL_MODES,
+    ConvGeometry,
+    PoolGeometry,
+)
 from porting.geometry._ops import ConvOp, PoolOp, check_operands
 
 __all__ = [
@@ -42,4 +48,6 @@ __all__ = [
     "as_pool_dims",
     "Order",
     "POOL_MODES",
+    "CONV_DEFAULTS",
+    "POOL_DEFAULTS",
 ]

@@ -5,11 +5,24 @@ Part of porting.geometry (import from there)."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import ClassVar, SupportsIndex, cast
 
 from porting._checks import check_choice, int_tuple, user_stacklevel
 from porting.errors import PortingError
+
+# Knet's keyword defaults, in one place (docs/knet.md#conv4, #pool): every signature that
+# spells them out is checked against these (tests/test_geometry.py).
+CONV_DEFAULTS: Mapping[str, object] = MappingProxyType(
+    {"padding": 0, "stride": 1, "dilation": 1, "mode": 0, "alpha": 1}
+)
+"""conv4 / deconv4: `padding=0, stride=1, dilation=1, mode=0` (true convolution), `alpha=1`."""
+POOL_DEFAULTS: Mapping[str, object] = MappingProxyType(
+    {"window": 2, "padding": 0, "stride": None, "mode": 0, "alpha": 1}
+)
+"""pool: `window=2, padding=0, stride=window` (None), `mode=0` (max), `alpha=1`."""
 
 
 def _fmt(t: tuple[int, ...]) -> str:

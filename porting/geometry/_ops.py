@@ -124,9 +124,46 @@ class ConvOp:
         geom = ConvGeometry.from_knet(
             xa.ndim - 2, padding=padding, stride=stride, dilation=dilation, mode=mode
         )
-        dims = ConvDims.bind(geom, wa.shape, xa.shape, transposed=transposed, order=order)
-        _check_fits(dims.y_shape, xa.dtype, f"the {name} output")
-        return cls(wa, xa, dims, as_scalar(alpha, "alpha"))
+        return cls._bound(wa, xa, geom, as_scalar(alpha, "alpha"), transposed, order, name)
+
+    @classmethod
+    def bind(
+        cls,
+        w: object,
+        x: object,
+        geometry: ConvGeometry,
+        alpha: float = 1.0,
+        *,
+        transposed: bool = False,
+        order: Order = "julia",
+    ) -> ConvOp:
+        """The call of an already parsed `geometry` (a layer's, built once) on `w` and `x`:
+        the arrays are checked as `knet` checks them, the keywords are not parsed again."""
+        name = "deconv4" if transposed else "conv4"
+        xa = as_float_array(x, "x", ndim=(3, 4, 5))
+        wa = as_float_array(w, "w", ndim=(3, 4, 5))
+        check_operands(wa, xa, op=name, transposed=transposed, order=order)
+        if geometry.nd != xa.ndim - 2:
+            raise PortingError(
+                f"{name}: a {geometry.nd}-d geometry for x of shape {xa.shape}; expected "
+                f"{xa.ndim - 2} spatial dimensions"
+            )
+        return cls._bound(wa, xa, geometry, as_scalar(alpha, "alpha"), transposed, order, name)
+
+    @classmethod
+    def _bound(
+        cls,
+        w: np.ndarray,
+        x: np.ndarray,
+        geometry: ConvGeometry,
+        alpha: float,
+        transposed: bool,
+        order: Order,
+        name: str,
+    ) -> ConvOp:
+        dims = ConvDims.bind(geometry, w.shape, x.shape, transposed=transposed, order=order)
+        _check_fits(dims.y_shape, x.dtype, f"the {name} output")
+        return cls(w, x, dims, alpha)
 
     def astype(self, dtype: np.dtype[np.floating[Any]]) -> ConvOp:
         """The same call on arrays converted to `dtype` (no copy when they already are)."""
@@ -157,6 +194,19 @@ class PoolOp:
         geom = PoolGeometry.from_knet(
             xa.ndim - 2, window=window, padding=padding, stride=stride, mode=mode
         )
-        dims = PoolDims.bind(geom, xa.shape, order=order)
+        return cls.bind(xa, geom, as_scalar(alpha, "alpha"), order=order)
+
+    @classmethod
+    def bind(
+        cls, x: object, geometry: PoolGeometry, alpha: float = 1.0, *, order: Order = "julia"
+    ) -> PoolOp:
+        """The pool of an already parsed `geometry` on `x` (checked as `knet` checks it)."""
+        xa = as_float_array(x, "x", ndim=(3, 4, 5))
+        if geometry.nd != xa.ndim - 2:
+            raise PortingError(
+                f"pool: a {geometry.nd}-d geometry for x of shape {xa.shape}; expected "
+                f"{xa.ndim - 2} spatial dimensions"
+            )
+        dims = PoolDims.bind(geometry, xa.shape, order=order)
         _check_fits(dims.y_shape, xa.dtype, "the pool output")
         return cls(xa, dims, as_scalar(alpha, "alpha"))

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from porting._checks import as_float_array
+from porting.activations import activate
 from porting.errors import PortingError
 from porting.model.planning import Plan, plan_for
 from porting.model.spec import KnetModel
-from porting.model.stages import activate
 
 __all__ = ["forward_knet", "KnetOutputs", "activate", "check_input"]
 

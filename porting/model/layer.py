@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from porting._checks import FLOAT_DTYPES, describe, short_repr
+from porting.activations import ACTIVATIONS, canonical
 from porting.errors import PortingError
 
 if TYPE_CHECKING:
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVATIONS",
+    "FlatRule",
     "Kind",
     "Layer",
     "activation_name",
@@ -31,60 +35,20 @@ __all__ = [
     "weight_array",
 ]
 
-ACTIVATIONS = (
-    "identity",
-    "relu",
-    "sigm",
-    "tanh",
-    "elu",
-    "selu",
-    "gelu",
-    "swish",
-    "hardsigmoid",
-    "hardswish",
-    "softmax",
-    "logsoftmax",
-)
-
-_ALIASES = {
-    None: "identity",
-    "": "identity",
-    "none": "identity",
-    "linear": "identity",
-    "sigmoid": "sigm",
-    "σ": "sigm",
-    "tanh_fast": "tanh",
-    "tanh_": "tanh",
-    "silu": "swish",
-    "hard_sigmoid": "hardsigmoid",
-    "hard_swish": "hardswish",
-    "log_softmax": "logsoftmax",
-}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
-def activation_name(value, where: str) -> str:
+def activation_name(value: object, where: str) -> str:
     """Normalise an activation name (`"Knet.relu"`, `"NNlib.σ"`, `None` ...) to one of
-    `ACTIVATIONS`, or raise `PortingError` naming the layer.
+    `ACTIVATIONS` (porting.activations' table), or raise `PortingError` naming the layer.
 
     >>> activation_name("Knet.sigm", "dense1"), activation_name(None, "conv1")
     ('sigm', 'identity')
     """
-    if value is not None and not isinstance(value, str):
-        raise PortingError(
-            f"{where}: activation={value!r}: expected a name, one of {', '.join(ACTIVATIONS)}"
-        )
-    key = value.rsplit(".", 1)[-1].strip().lower() if isinstance(value, str) else value
-    key = _ALIASES.get(key, key)
-    if key not in ACTIVATIONS:
-        raise PortingError(
-            f"{where}: unknown activation {value!r}; expected one of {', '.join(ACTIVATIONS)} "
-            "(Knet names; 'sigmoid' is accepted for sigm)"
-        )
-    return key
+    return canonical(value, where)
 
 
-def weight_array(a, what: str, where: str, ndim: tuple[int, ...]) -> np.ndarray:
+def weight_array(a: object, what: str, where: str, ndim: tuple[int, ...]) -> np.ndarray:
     """`a` as a float32/float64 array with one of `ndim` dimensions, or `PortingError`."""
     try:
         arr = np.asarray(a)
@@ -105,12 +69,12 @@ def weight_array(a, what: str, where: str, ndim: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
-def fmt_size(size) -> str:
+def fmt_size(size: Sequence[int]) -> str:
     """A Julia size as Julia prints it: `(3, 4)`, `(5,)`."""
     return "(" + ", ".join(map(str, size)) + (",)" if len(size) == 1 else ")")
 
 
-def check_probability(p, where: str, key: str = "dropout") -> None:
+def check_probability(p: object, where: str, key: str = "dropout") -> None:
     if (
         isinstance(p, bool)
         or not isinstance(p, (int, float, np.number))
@@ -120,7 +84,7 @@ def check_probability(p, where: str, key: str = "dropout") -> None:
         raise PortingError(f"{where}: {key}={short_repr(p)}: expected a probability 0 <= p < 1")
 
 
-def check_real(value, where: str, key: str) -> None:
+def check_real(value: object, where: str, key: str) -> None:
     """A finite real number (not a boolean), or `PortingError` naming `key`."""
     if (
         isinstance(value, bool)
@@ -131,22 +95,31 @@ def check_real(value, where: str, key: str) -> None:
         raise PortingError(f"{where}: {key}={short_repr(value)}: expected a finite real number")
 
 
+class FlatRule(str, Enum):
+    """How the plan tracks a `mat`'s input through a layer, for the order of Keras' `Flatten`
+    (porting.model.planning): the input size a `dense` layer's weights were written for."""
+
+    KEEP = "keep"  # sizes pass through: what the layer reads is what it gives on
+    RESET = "reset"  # a spatial output: nothing flattened reaches past it
+    MAT = "mat"  # a `mat`: records its spatial input
+    DENSE = "dense"  # a dense layer: consumes the recorded input
+    RESHAPE = "reshape"  # features -> spatial (held in Flatten order) or spatial -> features
+
+
 @dataclass(eq=False)
 class Layer:
     """Base of every layer: a `kind` and a `name` (given or assigned by `KnetModel`).
 
     A kind says, as class attributes, how it sits in a chain (`transparent`: sizes and links
     pass through it; `needs_spatial`: its input must be `(X1, ..., C)`; `flattens`: its output
-    is `(features,)`), and, as `stages()`, what Knet computes, in order.
+    is `(features,)`; the last two may be properties where the layer's fields decide), and, as
+    `stages()`, what Knet computes, in order.
     """
 
     kind: ClassVar[str] = "layer"
     transparent: ClassVar[bool] = False
-    needs_spatial: ClassVar[bool] = False
-    flattens: ClassVar[bool] = False
-    # How the plan tracks a `mat`'s input for Keras' Flatten order: "keep" (passes through),
-    # "reset" (a spatial output), "mat" (records its input), "dense" (consumes it).
-    flat_rule: ClassVar[str] = "keep"
+    # How the plan tracks a `mat`'s input for Keras' Flatten order (`FlatRule`).
+    flat_rule: ClassVar[FlatRule] = FlatRule.KEEP
     # A merge (Add, Concat) reads several earlier outputs, named in its `inputs`; its
     # `output_size` and first stage take lists.
     merges: ClassVar[bool] = False
@@ -154,6 +127,16 @@ class Layer:
     input_from: ClassVar[str | None] = None
     if TYPE_CHECKING:  # every concrete layer has a `name` field (keyword-only, default None)
         name: str | None
+
+    @property
+    def needs_spatial(self) -> bool:
+        """Its input must be `(X1, ..., C)` (a kind sets `needs_spatial = True`)."""
+        return False
+
+    @property
+    def flattens(self) -> bool:
+        """Its output is `(features,)` (a kind sets `flattens = True`)."""
+        return False
 
     @property
     def label(self) -> str:
@@ -186,7 +169,9 @@ class Layer:
     integer_input: ClassVar[bool] = False
     """True when, as the first layer, it reads integer token indices (porting.model.forward)."""
 
-    def default_input(self, size: tuple[int, ...], batch: int, seed: int, dtype) -> np.ndarray:
+    def default_input(
+        self, size: tuple[int, ...], batch: int, seed: int, dtype: DTypeLike
+    ) -> np.ndarray:
         """A deterministic model input `(size..., batch)` when this layer comes first:
         uniform in [-1, 1) from `np.random.default_rng(seed)`, in `dtype` (Fortran order)."""
         rng = np.random.default_rng(seed)
@@ -223,5 +208,5 @@ class Kind:
     layer: type[Layer]
     prefix: str
     from_json: Callable[..., Layer]
-    to_json: Callable[[Any], dict]
+    to_json: Callable[[Any], dict[str, Any]]
     weights: Callable[..., list[np.ndarray]] | None = None

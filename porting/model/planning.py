@@ -17,7 +17,7 @@ import numpy as np
 
 from porting._checks import INT_MAX, short_repr
 from porting.errors import PortingError
-from porting.model.layer import Layer
+from porting.model.layer import FlatRule, Layer
 from porting.model.stages import Stage
 
 __all__ = ["Plan", "Step", "plan", "plan_for", "as_size"]
@@ -165,14 +165,14 @@ def plan(model, input_size=None) -> Plan:
         stages = tuple(layer.stages())
         dense_input = None
         rule = layer.flat_rule
-        if rule == "mat":
+        if rule == FlatRule.MAT:
             flat = in_size if len(in_size) > 1 else flat
-        elif rule == "dense":
+        elif rule == FlatRule.DENSE:
             dense_input = in_size if len(in_size) > 1 else flat
             flat = None
-        elif rule == "reset":
+        elif rule == FlatRule.RESET:
             flat = None
-        elif rule == "reshape":
+        elif rule == FlatRule.RESHAPE:
             if len(out) > 1:  # features -> spatial: Keras must hold them in Flatten order
                 if flat is not None and tuple(flat) != out:
                     raise PortingError(
@@ -222,9 +222,9 @@ def _features_in_flatten_order(steps: list[Step], k: int, target, layer, sources
                 f"cannot also be put in the Keras order of {target}"
             )
         chain.append(k)
-        if st.layer.flat_rule == "dense":
+        if st.layer.flat_rule == FlatRule.DENSE:
             break
-        if st.layer.flat_rule != "keep":
+        if st.layer.flat_rule != FlatRule.KEEP:
             raise PortingError(
                 f"{layer.label}: reshapes the output of {st.layer.label} into {target}: no Keras "
                 "built-in equivalent (a dense layer's output, through batchnorm/activation, can be)"

@@ -49,7 +49,14 @@ from porting.model.kinds.pool import Pool
 from porting.model.kinds.reshape import Reshape
 from porting.model.kinds.rnn import RNN, TimeDense
 from porting.model.kinds.zeropad import ZeroPad
-from porting.model.layer import ACTIVATIONS, NAME_RE, Layer, activation_name, fmt_size
+from porting.model.layer import (
+    ACTIVATIONS,
+    NAME_RE,
+    FlatRule,
+    Layer,
+    activation_name,
+    fmt_size,
+)
 from porting.model.layers21 import AddBranches, Block, Op, expand_blocks
 from porting.model.planning import Plan, as_size, plan
 
@@ -243,7 +250,7 @@ class KnetModel:
                 )
             if layer.flattens:
                 flat.append(True)
-            elif layer.flat_rule in ("reset", "reshape"):  # a spatial output
+            elif layer.flat_rule in (FlatRule.RESET, FlatRule.RESHAPE):  # a spatial output
                 flat.append(False)
             else:
                 flat.append(before)

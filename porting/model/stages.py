@@ -16,14 +16,20 @@ Nothing here imports TensorFlow or Keras: `build` receives the `keras` module in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
-from porting import layout, magnitude
+from porting import activations, layout, magnitude
+from porting.activations import activate
 from porting.errors import PortingError
-from porting.geometry import ConvGeometry
+from porting.geometry import ConvGeometry, ConvOp
+
+if TYPE_CHECKING:
+    from porting.model.planning import Step
 
 __all__ = [
     "Stage",
@@ -34,58 +40,16 @@ __all__ = [
     "FlattenStage",
     "DropoutStage",
     "KerasContext",
+    "KerasTensor",
     "activate",
+    "dilate_kernel",
+    "sub_role",
+    "zero_padding",
 ]
 
-
-# Knet's selu constants (ops20/activation.jl): λ01 and λ01 * α01, rounded to the element type.
-SELU_LAMBDA = 1.0507009873554805
-SELU_LAMBDA_ALPHA = 1.7580993408473773
-
-
-def activate(name: str, x: np.ndarray, dims: int = 1) -> np.ndarray:
-    """Knet's activation `name` on a Julia-indexed array, in x's dtype (a new array)."""
-    t = x.dtype.type
-    if name == "identity":
-        return x
-    if name == "relu":
-        return np.maximum(x, t(0))
-    if name == "tanh":
-        return np.tanh(x)
-    with np.errstate(over="ignore"):
-        if name == "sigm":
-            # Knet: x >= 0 ? 1/(1+exp(-x)) : (z = exp(x); z/(1+z))
-            z = np.exp(-np.abs(x))
-            return np.where(x >= 0, t(1) / (t(1) + z), z / (t(1) + z)).astype(x.dtype, copy=False)
-        if name == "gelu":  # Ops21: x * (1 + erf(x / T(sqrt(2)))) / 2, exact (erf)
-            from scipy.special import erf
-
-            return (x * (t(1) + erf(x / t(np.sqrt(2)))) / t(2)).astype(x.dtype, copy=False)
-        if name == "swish":  # Ops21: x * sigm(x)
-            return (x * activate("sigm", x)).astype(x.dtype, copy=False)
-        if name == "hardsigmoid":  # Ops21: x <= -3 ? 0 : x >= 3 ? 1 : (x + 3) / 6
-            mid = (x + t(3)) / t(6)
-            return np.where(x <= -3, t(0), np.where(x >= 3, t(1), mid)).astype(x.dtype, copy=False)
-        if name == "hardswish":  # Ops21: x <= -3 ? 0 : x >= 3 ? x : x * (x + 3) / 6
-            mid = x * (x + t(3)) / t(6)
-            return np.where(x <= -3, t(0), np.where(x >= 3, x, mid)).astype(x.dtype, copy=False)
-        if name == "selu":
-            # Knet: x >= 0 ? T(λ01) * x : T(λα01) * (exp(x) - 1)
-            neg = t(SELU_LAMBDA_ALPHA) * (np.exp(np.minimum(x, t(0))) - t(1))
-            return np.where(x >= 0, t(SELU_LAMBDA) * x, neg).astype(x.dtype, copy=False)
-        if name == "elu":
-            return np.where(x >= 0, x, np.exp(np.minimum(x, t(0))) - t(1)).astype(
-                x.dtype, copy=False
-            )
-        if name == "softmax":
-            axis = dims - 1
-            e = np.exp(x - x.max(axis=axis, keepdims=True))
-            return e / e.sum(axis=axis, keepdims=True)
-        if name == "logsoftmax":  # Knet: z = x .- maximum(x; dims); z .- log.(sum(exp.(z); dims))
-            axis = dims - 1
-            z = x - x.max(axis=axis, keepdims=True)
-            return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
-    raise PortingError(f"unknown activation {name!r}")  # pragma: no cover - validated earlier
+Array = npt.NDArray[Any]
+KerasTensor = Any
+"""A Keras symbolic tensor (Keras is not imported here: `build` gets the module in `ctx`)."""
 
 
 def unique_name(name: str, used: set[str]) -> str:
@@ -102,7 +66,7 @@ class KerasContext:
     """What a stage needs to build its Keras layers: the `keras` module, the dtype, the spatial
     convention, and the name of the Knet layer being built (every generated name is unique)."""
 
-    def __init__(self, keras, dtype: str, spatial: str):
+    def __init__(self, keras: Any, dtype: str, spatial: str) -> None:
         self.keras = keras
         self.dtype = dtype
         self.spatial = spatial
@@ -117,7 +81,8 @@ class KerasContext:
         """`base` for the layer's main Keras layer (role ""), else `base__role`, made unique."""
         return unique_name(self.base if not role else f"{self.base}__{role}", self.used)
 
-    def make(self, cls: str, role: str, *args, **kwargs):
+    def make(self, cls: str, role: str, *args: Any, **kwargs: Any) -> Any:
+        """A new `keras.layers.<cls>` named for `role`, in the context's dtype."""
         return getattr(self.keras.layers, cls)(
             *args, name=self.name(role), dtype=self.dtype, **kwargs
         )
@@ -126,32 +91,65 @@ class KerasContext:
         return layout.spatial_to_tf(tuple(t), self.spatial)
 
 
-def _sub(prefix: str, role: str) -> str:
-    """The role of a stage's helper layer: `pad` for a main stage, `pool_pad` under `pool`."""
+def sub_role(prefix: str, role: str) -> str:
+    """The role of a stage's helper layer: `pad` for a main stage, `pool_pad` under `pool`.
+
+    >>> sub_role("", "pad"), sub_role("pool", "pad")
+    ('pad', 'pool_pad')
+    """
     return f"{prefix}_{role}" if prefix else role
+
+
+def zero_padding(ctx: KerasContext, nd: int, pad: tuple[int, ...], role: str) -> Any:
+    """A Keras `ZeroPadding{nd}D` layer padding `pad` cells (TensorFlow order) on both sides."""
+    arg = pad[0] if nd == 1 else tuple((p, p) for p in pad)
+    return ctx.make(f"ZeroPadding{nd}D", role, padding=arg)
 
 
 @dataclass(frozen=True, eq=False)
 class Stage:
     """Base: the identity. `role` is "" for the stage whose Keras layer carries the Knet layer's
-    own name, else the suffix of its Keras names (`conv1__pool`, `conv1__act`)."""
+    own name, else the suffix of its Keras names (`conv1__pool`, `conv1__act`).
+
+    A stage that `merges` (Add, Concat) takes lists, one entry per input, in `forward`,
+    `magnitude`, `build` and `out_size`.
+    """
 
     role: str = ""
-    linear = False  # conv4/dense: the part diagnosis recomputes from the weights
     needs_output = False  # magnitude() reads this stage's Knet output
     merges = False  # forward/magnitude/build/out_size take lists (one per input)
-    nonnegative = False  # every output is >= 0 (or NaN): its magnitude is itself
+
+    @property
+    def linear(self) -> bool:
+        """conv4/dense: the part diagnosis recomputes from the weights."""
+        return False
+
+    @property
+    def nonnegative(self) -> bool:
+        """Every output is >= 0 (or NaN): its magnitude is itself."""
+        return False
 
     def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(size)
 
-    def forward(self, x: np.ndarray, backend: str, tags: list) -> np.ndarray:
+    def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
+        """Knet's computation on the Julia-indexed `x` (`backend`: porting.knet's); the arrays
+        a Knet backend computed are appended to `tags` (they carry the backend's name)."""
         return x
 
-    def magnitude(self, s: np.ndarray, out: np.ndarray | None, wd) -> np.ndarray:
+    def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
+        """The sum of magnitudes `S` after this stage, from the one before it (`s`), this
+        stage's Knet output `out` (when `needs_output`) and the working dtype `wd`."""
         return s
 
-    def build(self, ctx: KerasContext, t, in_size, out_size):  # pragma: no cover
+    def build(
+        self,
+        ctx: KerasContext,
+        t: KerasTensor,
+        in_size: tuple[int, ...],
+        out_size: tuple[int, ...],
+    ) -> KerasTensor:  # pragma: no cover
+        """The Keras layers computing this stage, applied to `t`."""
         raise NotImplementedError
 
     def terms(self, in_size: tuple[int, ...]) -> int | None:
@@ -165,15 +163,19 @@ class Stage:
 # --------------------------------------------------------------------------- conv4 .+ b
 
 
-def _bias(b: np.ndarray, ndim: int) -> np.ndarray:
+def _bias(b: Array, ndim: int) -> Array:
     """Conv bias `(Cout,)` -> broadcastable `(1, ..., Cout, 1)`."""
     shape = [1] * ndim
     shape[-2] = b.size
     return b.reshape(-1).reshape(shape)
 
 
-def _dilate(k: np.ndarray, dilation: tuple[int, ...]) -> np.ndarray:
-    """A TF kernel `(H, W, Cin, Cout)` written out dilated: zeros between the taps."""
+def dilate_kernel(k: Array, dilation: tuple[int, ...]) -> Array:
+    """A TF kernel `(H, W, Cin, Cout)` written out dilated: zeros between the taps.
+
+    >>> dilate_kernel(np.float32([1, 2]).reshape(2, 1, 1), (3,)).ravel().tolist()
+    [1.0, 0.0, 0.0, 2.0]
+    """
     nd = len(dilation)
     ext = [(n - 1) * d + 1 for n, d in zip(k.shape[:nd], dilation, strict=True)]
     out = np.zeros((*ext, *k.shape[nd:]), dtype=k.dtype)
@@ -181,7 +183,7 @@ def _dilate(k: np.ndarray, dilation: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def needs_written_dilation(geom: ConvGeometry, dtype) -> bool:
+def needs_written_dilation(geom: ConvGeometry, dtype: npt.DTypeLike) -> bool:
     """Stride > 1 with dilation > 1 (Keras refuses it) and 3-D dilation in float64 (no TF CPU
     kernel) run the kernel written out dilated at dilation 1: the same nonzero products."""
     dilated = max(geom.dilation) > 1
@@ -195,12 +197,12 @@ class KernelStage(Stage):
 
     w: Any = None
     b: Any = None
-    geometry: Any = None
+    geometry: ConvGeometry = ConvGeometry((0,), (1,), (1,))  # always given by the kind
     alpha: float = 1.0
 
     @property
     def nd(self) -> int:
-        return self.w.ndim - 2
+        return int(self.w.ndim) - 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -210,27 +212,25 @@ class ConvStage(KernelStage):
     groups: int = 1  # Ops21's groups: channels split into contiguous blocks (depthwise: Cin)
 
     @property
-    def linear(self) -> bool:  # type: ignore[override]
+    def linear(self) -> bool:
         return self.groups == 1  # diagnosis's conv hypotheses are those of an ungrouped conv
 
-    def _blocks(self, c_in: int):
+    def _blocks(self, c_in: int) -> list[tuple[slice, slice]]:
         """(input channel slice, output channel slice) of every group."""
         ci, co = c_in // self.groups, self.w.shape[-1] // self.groups
         return [
             (slice(g * ci, (g + 1) * ci), slice(g * co, (g + 1) * co)) for g in range(self.groups)
         ]
 
-    def out_size(self, size):
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         nd = self.nd
         return (*self.geometry.output_size(size[:-1], self.w.shape[:nd]), int(self.w.shape[-1]))
 
-    def forward(self, x, backend, tags):
+    def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
         from porting import knet as pknet
 
-        g = self.geometry
-
-        def conv(w, x):
-            y = pknet.conv4(w, x, **g.knet_keywords(), alpha=self.alpha, backend=backend)
+        def conv(w: Array, x: Array) -> Array:
+            y = pknet.run_conv4(ConvOp.bind(w, x, self.geometry, self.alpha), backend)
             tags.append(y)
             return np.asarray(y)
 
@@ -246,7 +246,7 @@ class ConvStage(KernelStage):
             y = y + _bias(self.b, y.ndim)
         return y
 
-    def magnitude(self, s, out, wd):
+    def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         # conv4(|w|, |x|) in the model's element type: S only sets the scale of the bound (a
         # relative error of 1e-6 in S is immaterial) and float32 halves the cost of the check.
         if self.groups == 1:
@@ -268,10 +268,10 @@ class ConvStage(KernelStage):
             )
         return s if self.b is None else magnitude.bias(s, self.b)
 
-    def terms(self, in_size):
+    def terms(self, in_size: tuple[int, ...]) -> int | None:
         return int(np.prod(self.w.shape[:-1])) + (self.b is not None)
 
-    def note(self, in_size):
+    def note(self, in_size: tuple[int, ...]) -> str | None:
         extent = self.geometry.effective_kernel(self.w.shape[: self.nd])
         if any(p >= k for p, k in zip(self.geometry.padding, extent, strict=True)):
             return (
@@ -281,7 +281,13 @@ class ConvStage(KernelStage):
             )
         return None
 
-    def build(self, ctx, t, in_size, out_size):
+    def build(
+        self,
+        ctx: KerasContext,
+        t: KerasTensor,
+        in_size: tuple[int, ...],
+        out_size: tuple[int, ...],
+    ) -> KerasTensor:
         from porting.tf import single_output_stride
 
         g = self.geometry
@@ -289,7 +295,7 @@ class ConvStage(KernelStage):
         kernel = self.w.shape[:nd]
         pad = ctx.tf(g.padding)
         if any(pad):
-            t = _zero_padding(ctx, nd, pad, _sub(self.role, "pad"))(t)
+            t = zero_padding(ctx, nd, pad, sub_role(self.role, "pad"))(t)
         written = needs_written_dilation(g, ctx.dtype)
         # Axes with a single output run at stride 1 (TF's oneDNN conv can return garbage for a
         # strided axis of output length 1; see porting.tf.single_output_stride) and a Cropping
@@ -316,43 +322,29 @@ class ConvStage(KernelStage):
                 for xp, k, s, s0 in zip(padded, extent, stride, g.stride, strict=True)
             ]
             crop = tuple((0, c) for c in ctx.tf(tuple(extra)))
-            t = ctx.make(f"Cropping{nd}D", _sub(self.role, "crop"), crop[0] if nd == 1 else crop)(t)
+            t = ctx.make(
+                f"Cropping{nd}D", sub_role(self.role, "crop"), crop[0] if nd == 1 else crop
+            )(t)
         return t
 
-    def keras_kernel(self, spatial: str, dtype, converter) -> np.ndarray:
+    def keras_kernel(
+        self, spatial: str, dtype: npt.DTypeLike, converter: Callable[[Array, int, str], Array]
+    ) -> Array:
         """The Keras kernel: `converter(w, mode, spatial)` (mode 0 rotated), times `alpha`,
         written out dilated where the Keras layer runs at dilation 1."""
         k = converter(self.w, self.geometry.mode, spatial)
         if self.alpha != 1:
             k = (np.float64(self.alpha) * k.astype(np.float64)).astype(k.dtype)
         if needs_written_dilation(self.geometry, dtype):
-            k = _dilate(k, layout.spatial_to_tf(self.geometry.dilation, spatial))
+            k = dilate_kernel(k, layout.spatial_to_tf(self.geometry.dilation, spatial))
         return k
 
-    def diagnose_kwargs(self, x_in, step) -> dict:
-        g = self.geometry
-        return dict(w=self.w, x=x_in, bias=self.b, **g.knet_keywords(), alpha=self.alpha)
-
-
-def _zero_padding(ctx: KerasContext, nd: int, pad: tuple[int, ...], role: str):
-    arg = pad[0] if nd == 1 else tuple((p, p) for p in pad)
-    return ctx.make(f"ZeroPadding{nd}D", role, padding=arg)
+    def diagnose_kwargs(self, x_in: Array, step: Step) -> dict[str, Any]:
+        """porting.diagnose's arguments for this conv4 on its Knet input `x_in`."""
+        return dict(w=self.w, x=x_in, bias=self.b, geometry=self.geometry, alpha=self.alpha)
 
 
 # --------------------------------------------------------------------------- activations
-
-
-_KERAS_ACTIVATIONS = {
-    "relu": "relu",
-    "sigm": "sigmoid",
-    "tanh": "tanh",
-    "elu": "elu",
-    "selu": "selu",
-    "gelu": "gelu",  # keras.activations.gelu: exact (erf) by default, as Knet's
-    "swish": "swish",
-    "hardsigmoid": "hard_sigmoid",  # relu6(x + 3) / 6
-    "hardswish": "hard_swish",
-}
 
 
 def tf_axis(julia_dim: int, size: tuple[int, ...], spatial: str) -> int:
@@ -369,7 +361,8 @@ def tf_axis(julia_dim: int, size: tuple[int, ...], spatial: str) -> int:
 
 @dataclass(frozen=True, eq=False)
 class ActStage(Stage):
-    """An element-wise Knet activation, or `softmax(x; dims)`."""
+    """A Knet activation (a row of porting.activations' table): element-wise, or along Julia
+    dimension `dims` (`softmax(x; dims)`)."""
 
     function: str = "identity"
     dims: int = 1
@@ -381,128 +374,105 @@ class ActStage(Stage):
     needs_output = True
 
     @property
+    def row(self) -> activations.Activation:
+        return activations.get(self.function)
+
+    @property
     def plain(self) -> bool:
         return self.max_value is None and self.negative_slope == 0 and self.threshold == 0
 
     @property
-    def nonnegative(self) -> bool:  # type: ignore[override]
-        # max(0, x), 1/(1 + exp(-x)), exp(x - m) / sum: never below 0 (NaN stays NaN)
-        return (self.function == "relu" and self.plain) or self.function in ("sigm", "softmax")
+    def relu_keywords(self) -> bool:
+        """Ops21's relu with `max_value`, `negative_slope` or `threshold`."""
+        return self.function == "relu" and not self.plain
 
-    def out_size(self, size):
-        if self.function in ("softmax", "logsoftmax") and self.dims > len(size):
+    @property
+    def nonnegative(self) -> bool:
+        return self.row.nonnegative and not self.relu_keywords
+
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
+        if not self.row.elementwise and self.dims > len(size):
             raise PortingError(
                 f"{self.function} over dims={self.dims} but the input has size {_fmt(size)} per sample; "
                 f"expected dims <= {len(size)} (the batch dimension cannot be normalised over)"
             )
         return tuple(size)
 
-    def forward(self, x, backend, tags):
-        if self.function == "relu" and not self.plain:
-            t = x.dtype.type
-            below = (
-                t(self.negative_slope) * (x - t(self.threshold))
-                if self.negative_slope
-                else np.zeros_like(x)
+    def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
+        if self.relu_keywords:
+            return activations.relu_keywords_forward(
+                x, self.max_value, self.negative_slope, self.threshold
             )
-            y = np.where(x >= t(self.threshold), x, below)
-            if self.max_value is not None:
-                y = np.where(x >= t(self.max_value), t(self.max_value), y)
-            return y.astype(x.dtype, copy=False)
-        return activate(self.function, x, self.dims)
+        return self.row.forward(x, self.dims)
 
-    def magnitude(self, s, out, wd):
-        fn = self.function
-        if fn in ("identity", "relu") and self.plain:  # slope <= 1, exact: S passes on
+    def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
+        row = self.row
+        if row.passes_magnitude and not self.relu_keywords:  # slope <= 1, exact: S passes on
             return s
-        out = np.asarray(out, dtype=wd)
-        if fn == "selu":
-            # slope <= λα01 (x < 0) or λ01, and the rounding of exp and two products
-            # (for out < 0, λα01 exp(x) = out + λα01)
-            a = np.abs(out) + np.where(out < 0, out + SELU_LAMBDA_ALPHA, 0)
-            return SELU_LAMBDA_ALPHA * s + magnitude.ROUND * a
-        if fn == "relu" and not self.plain:  # slope <= max(1, |negative_slope|), x - threshold
-            return max(1.0, abs(self.negative_slope)) * (s + abs(self.threshold))
-        if fn == "gelu":  # slope <= 1.13; erf and the products round relative to |x| <= s
-            return 1.13 * s + magnitude.ROUND * np.abs(out)
-        if fn == "swish":  # slope <= 1.1; exp and the products
-            return 1.1 * s + magnitude.ROUND * np.abs(out)
-        if fn == "hardsigmoid":  # (x + 3) / 6: magnitudes of the terms
-            return (s + 3.0) / 6.0
-        if fn == "hardswish":  # x * (x + 3) / 6
-            return s * (s + 3.0) / 6.0
-        if fn == "logsoftmax":
-            return logsoftmax_magnitude(s, out, self.dims)
-        return magnitude.activation(fn, s, out, self.dims)
+        if self.relu_keywords:
+            return activations.relu_keywords_magnitude(s, self.negative_slope, self.threshold)
+        return row.magnitude(s, np.asarray(out, dtype=wd), self.dims)
 
-    def build(self, ctx, t, in_size, out_size):
-        fn = self.function
-        if fn == "identity":
-            return ctx.make("Identity", self.role)(t)
-        if fn == "softmax":
-            return ctx.make("Softmax", self.role, axis=tf_axis(self.dims, in_size, ctx.spatial))(t)
-        if fn == "logsoftmax":
-            return build_logsoftmax(ctx, self.role, t, tf_axis(self.dims, in_size, ctx.spatial))
-        if fn == "relu" and not self.plain:
-            if self.threshold < 0 and self.max_value is not None:
-                ctx.notes.append(
-                    f"{ctx.base}: relu threshold={self.threshold} < 0 with max_value: Keras's "
-                    "ReLU clips to [0, max_value], so threshold < x < 0 gives 0 where Knet "
-                    "gives x (no exact built-in there)"
-                )
-            if self.threshold != 0:
-                ctx.notes.append(
-                    f"{ctx.base}: relu threshold={self.threshold}: Keras's ReLU gives 0 at "
-                    "x == threshold where Knet gives x (no exact built-in there; other inputs "
-                    "agree)"
-                )
-            return ctx.make(
-                "ReLU",
-                self.role,
-                max_value=self.max_value,
-                negative_slope=float(self.negative_slope),
-                threshold=float(self.threshold),
-            )(t)
-        if fn == "gelu" and ctx.dtype == "float64":
+    def build(
+        self,
+        ctx: KerasContext,
+        t: KerasTensor,
+        in_size: tuple[int, ...],
+        out_size: tuple[int, ...],
+    ) -> KerasTensor:
+        if self.relu_keywords:
+            return self._build_relu_keywords(ctx, t)
+        keras = self.row.keras
+        if keras.float64_note is not None and ctx.dtype == "float64":
+            ctx.notes.append(f"{ctx.base}: {keras.float64_note}")
+        args = () if keras.activation is None else (keras.activation,)
+        if keras.axis == "keyword":
+            axis = tf_axis(self.dims, in_size, ctx.spatial)
+            return ctx.make(keras.layer, self.role, *args, axis=axis)(t)
+        if keras.axis == "last":
+            axis = tf_axis(self.dims, in_size, ctx.spatial)
+            return build_on_last_axis(ctx, self.role, t, axis, keras.layer, *args)
+        return ctx.make(keras.layer, self.role, *args)(t)
+
+    def _build_relu_keywords(self, ctx: KerasContext, t: KerasTensor) -> KerasTensor:
+        if self.threshold < 0 and self.max_value is not None:
             ctx.notes.append(
-                f"{ctx.base}: Keras's built-in gelu runs TensorFlow's erf, which in float64 is "
-                "accurate to about 1e-9 only (Knet's erf to float64's eps): no exact built-in; "
-                "verification in float64 will show it"
+                f"{ctx.base}: relu threshold={self.threshold} < 0 with max_value: Keras's "
+                "ReLU clips to [0, max_value], so threshold < x < 0 gives 0 where Knet "
+                "gives x (no exact built-in there)"
             )
-        return ctx.make("Activation", self.role, _KERAS_ACTIVATIONS[fn])(t)
+        if self.threshold != 0:
+            ctx.notes.append(
+                f"{ctx.base}: relu threshold={self.threshold}: Keras's ReLU gives 0 at "
+                "x == threshold where Knet gives x (no exact built-in there; other inputs "
+                "agree)"
+            )
+        return ctx.make(
+            "ReLU",
+            self.role,
+            max_value=self.max_value,
+            negative_slope=float(self.negative_slope),
+            threshold=float(self.threshold),
+        )(t)
 
 
-def logsoftmax_magnitude(s: np.ndarray, out: np.ndarray, dims: int) -> np.ndarray:
-    """S after Knet's `logsoftmax(x; dims)`, `y = z .- L`, `z = x .- max`, `L = log(sum(exp(z)))`
-    (docs/numerics.md#propagation): an input error `e` moves `y_i` by at most
-    `e_i + sum_j p_j e_j` (`p = exp(y)`, the Jacobian `I - p'`); its own rounding is that of
-    `z_i` (`|z_i| <= |y_i| + L`), of `L` (`exp` and a sum of `n` terms: `n` in absolute terms,
-    as `log` turns a relative error into an absolute one) and of the final subtraction (`|y_i|`).
-    `L = -max(y)` (the largest `z` is 0)."""
-    axis = dims - 1
-    n = out.shape[axis]
-    p = np.exp(out)
-    first = s + (p * s).sum(axis=axis, keepdims=True)
-    a = np.abs(out)
-    big_l = -out.max(axis=axis, keepdims=True)
-    return first + magnitude.ROUND * 2 * (a + big_l) + n
-
-
-def build_logsoftmax(ctx: KerasContext, role: str, t, axis: int):
-    """Keras's built-in `Activation("log_softmax")` (`keras.ops.log_softmax`: the maximum
-    subtracted, then the log of the sum of exponentials, as Knet) works on the last axis; another
-    axis is moved last by a `Permute` and back by its inverse (built-in layers only)."""
+def build_on_last_axis(
+    ctx: KerasContext, role: str, t: KerasTensor, axis: int, layer: str, *args: Any
+) -> KerasTensor:
+    """A Keras built-in working on the last axis only (`Activation("log_softmax")`:
+    `keras.ops.log_softmax`) applied along `axis`: another axis is moved last by a `Permute`
+    and back by its inverse (built-in layers only)."""
     rank = len(t.shape) - 1  # without the batch
     if axis in (-1, rank):
-        return ctx.make("Activation", role, "log_softmax")(t)
+        return ctx.make(layer, role, *args)(t)
     perm = tuple(i for i in range(1, rank + 1) if i != axis) + (axis,)
     inverse = tuple(perm.index(i) + 1 for i in range(1, rank + 1))
-    t = ctx.make("Permute", _sub(role, "to_last"), perm)(t)
-    t = ctx.make("Activation", role, "log_softmax")(t)
-    return ctx.make("Permute", _sub(role, "from_last"), inverse)(t)
+    t = ctx.make("Permute", sub_role(role, "to_last"), perm)(t)
+    t = ctx.make(layer, role, *args)(t)
+    return ctx.make("Permute", sub_role(role, "from_last"), inverse)(t)
 
 
-def _fmt(size) -> str:
+def _fmt(size: tuple[int, ...]) -> str:
     return "(" + ", ".join(map(str, size)) + (",)" if len(size) == 1 else ")")
 
 
@@ -517,31 +487,38 @@ class DenseStage(Stage):
     b: Any = None
     linear = True
 
-    def out_size(self, size):
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         return (int(self.w.shape[0]),)
 
-    def forward(self, x, backend, tags):
+    def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
         from porting import knet as pknet
 
         x2 = x if x.ndim == 2 else np.asarray(pknet.mat(x, backend="reference"))
-        y = self.w @ x2
+        y: Array = self.w @ x2
         if self.b is not None:
             y += self.b.reshape(-1)[:, None]
         return y
 
-    def magnitude(self, s, out, wd):
+    def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         s = magnitude.dense(self.w, s, wd, x_is_magnitude=True)
         return s if self.b is None else magnitude.bias(s, self.b, channel_axis=0)
 
-    def terms(self, in_size):
+    def terms(self, in_size: tuple[int, ...]) -> int | None:
         return int(self.w.shape[1]) + (self.b is not None)
 
-    def build(self, ctx, t, in_size, out_size):
+    def build(
+        self,
+        ctx: KerasContext,
+        t: KerasTensor,
+        in_size: tuple[int, ...],
+        out_size: tuple[int, ...],
+    ) -> KerasTensor:
         if len(in_size) > 1:
-            t = ctx.make("Flatten", _sub(self.role, "flatten"))(t)
+            t = ctx.make("Flatten", sub_role(self.role, "flatten"))(t)
         return ctx.make("Dense", self.role, int(self.w.shape[0]), use_bias=self.b is not None)(t)
 
-    def diagnose_kwargs(self, x_in, step) -> dict:
+    def diagnose_kwargs(self, x_in: Array, step: Step) -> dict[str, Any]:
+        """porting.diagnose's arguments for this `w * mat(x)` on its Knet input `x_in`."""
         x_arg = x_in
         if x_in.ndim == 2 and step.dense_input is not None:  # give diagnose mat's input
             x_arg = x_in.reshape((*step.dense_input, x_in.shape[-1]), order="F")
@@ -552,18 +529,24 @@ class DenseStage(Stage):
 class FlattenStage(Stage):
     """Knet `mat(x)`: `reshape(x, :, N)` in column-major order (X1 fastest)."""
 
-    def out_size(self, size):
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         return (math.prod(size),)
 
-    def forward(self, x, backend, tags):
+    def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
         from porting import knet as pknet
 
         return np.asarray(pknet.mat(x, backend="reference"))
 
-    def magnitude(self, s, out, wd):
+    def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         return s.reshape((-1, s.shape[-1]), order="F")
 
-    def build(self, ctx, t, in_size, out_size):
+    def build(
+        self,
+        ctx: KerasContext,
+        t: KerasTensor,
+        in_size: tuple[int, ...],
+        out_size: tuple[int, ...],
+    ) -> KerasTensor:
         return ctx.make("Flatten", self.role)(t)
 
 
@@ -573,7 +556,13 @@ class DropoutStage(Stage):
 
     p: float = 0.0
 
-    def build(self, ctx, t, in_size, out_size):
+    def build(
+        self,
+        ctx: KerasContext,
+        t: KerasTensor,
+        in_size: tuple[int, ...],
+        out_size: tuple[int, ...],
+    ) -> KerasTensor:
         if self.p:
             return ctx.make("Dropout", self.role, float(self.p))(t)
         return ctx.make("Identity", self.role)(t)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from porting import layout
+from porting import layout, magnitude
 from porting.errors import PortingError
 from porting.model import schema
 from porting.model.layer import Kind, Layer, check_real, fmt_size, weight_array
@@ -74,21 +74,10 @@ class BatchNormStage(Stage):
         return g * (x - mean) * ivar + b
 
     def magnitude(self, s, out, wd):
-        """`S = |g| (S_x + |mean|) ivar + |b|`: the sums and products the layer forms, their
-        magnitudes (`ivar` itself rounded: covered by K = 4). Per channel this is
-        `S_x * a + c` with `a = |g| ivar` and `c = a |mean| + |b|`, formed in float64 once per
-        channel; the pass over `S_x` then runs in the model's element type (a relative rounding
-        of S of order eps only rescales the bound by that much)."""
-        shape = _channel_shape(self.channels, s.ndim)
-        ivar = 1.0 / np.sqrt(np.abs(self.var.astype(np.float64).ravel()) + self.eps)
-        a = ivar if self.scale is None else np.abs(self.scale.astype(np.float64).ravel()) * ivar
-        c = a * np.abs(self.mean.astype(np.float64).ravel())
-        if self.scale is not None:
-            c = c + np.abs(self.bias.astype(np.float64).ravel())
-        # a new array: `s` may be another stage's output (never changed in place)
-        y = np.multiply(s, a.astype(wd).reshape(shape), dtype=wd)
-        y += c.astype(wd).reshape(shape)
-        return y
+        """`S = |g| (S_x + |mean|) ivar + |b|` (porting.magnitude.batchnorm)."""
+        return magnitude.batchnorm(
+            s, self.mean, self.var, self.scale, self.bias, self.eps, dtype=wd
+        )
 
     def terms(self, in_size):
         return 4  # x - mean, * ivar (itself from sqrt and a division), * g, + b

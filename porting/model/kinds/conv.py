@@ -13,6 +13,7 @@ from porting.errors import PortingError
 from porting.model.kinds._convolution import check_input_rank, conv_geometry, kernel_and_bias
 from porting.model.kinds.pool import POOL_KEYS, as_pool, pool_json
 from porting.model.layer import (
+    FlatRule,
     Kind,
     Layer,
     activation_name,
@@ -56,7 +57,7 @@ class Conv(Layer):
     name: str | None = None
     kind = "conv"
     needs_spatial = True
-    flat_rule = "reset"
+    flat_rule = FlatRule.RESET
 
     def __post_init__(self):
         where = self.label
@@ -212,7 +213,8 @@ def _to_json(layer: Conv) -> dict:
         return list(v) if isinstance(v, tuple) else v
 
     d: dict = {"activation": layer.activation}
-    d["conv"] = {k: val(getattr(layer, k)) for k in ("padding", "stride", "dilation", "mode")}
+    # from the parsed geometry (scalars where every dimension agrees), not the raw keywords
+    d["conv"] = {k: val(v) for k, v in layer.geometry.knet_keywords().items()}
     if layer.alpha != 1:
         d["conv"]["alpha"] = layer.alpha
     if layer.groups != 1:

@@ -18,16 +18,18 @@ import numpy as np
 
 from porting import layout, magnitude
 from porting.errors import PortingError
+from porting.geometry import ConvOp
 from porting.model import schema
 from porting.model.kinds._convolution import check_input_rank, conv_geometry, kernel_and_bias
 from porting.model.layer import (
+    FlatRule,
     Kind,
     Layer,
     activation_name,
     check_real,
     fmt_size,
 )
-from porting.model.stages import ActStage, KernelStage, Stage, _dilate, _sub
+from porting.model.stages import ActStage, KernelStage, Stage, dilate_kernel, sub_role
 
 __all__ = ["Deconv", "DeconvStage", "KIND"]
 
@@ -46,8 +48,8 @@ class DeconvStage(KernelStage):
     def forward(self, x, backend, tags):
         from porting import knet as pknet
 
-        g = self.geometry
-        y = pknet.deconv4(self.w, x, **g.knet_keywords(), alpha=self.alpha, backend=backend)
+        op = ConvOp.bind(self.w, x, self.geometry, self.alpha, transposed=True)
+        y = pknet.run_deconv4(op, backend)
         tags.append(y)
         y = np.asarray(y)
         if self.b is not None:
@@ -70,7 +72,7 @@ class DeconvStage(KernelStage):
         if self.alpha != 1:
             k = (np.float64(self.alpha) * k.astype(np.float64)).astype(k.dtype)
         if max(g.dilation) > 1:
-            k = _dilate(k, layout.spatial_to_tf(g.dilation, spatial))
+            k = dilate_kernel(k, layout.spatial_to_tf(g.dilation, spatial))
         return k
 
     def build(self, ctx, t, in_size, out_size):
@@ -89,7 +91,9 @@ class DeconvStage(KernelStage):
         pad = ctx.tf(g.padding)
         if any(pad):
             crop = tuple((p, p) for p in pad)
-            t = ctx.make(f"Cropping{nd}D", _sub(self.role, "crop"), crop[0] if nd == 1 else crop)(t)
+            t = ctx.make(
+                f"Cropping{nd}D", sub_role(self.role, "crop"), crop[0] if nd == 1 else crop
+            )(t)
         return t
 
 
@@ -111,7 +115,7 @@ class Deconv(Layer):
     name: str | None = None
     kind = "deconv"
     needs_spatial = True
-    flat_rule = "reset"
+    flat_rule = FlatRule.RESET
 
     def __post_init__(self):
         where = self.label
@@ -179,7 +183,8 @@ def _to_json(layer: Deconv) -> dict:
         return list(v) if isinstance(v, tuple) else v
 
     d: dict = {"activation": layer.activation}
-    d["deconv"] = {k: val(getattr(layer, k)) for k in ("padding", "stride", "dilation", "mode")}
+    # from the parsed geometry (scalars where every dimension agrees), not the raw keywords
+    d["deconv"] = {k: val(v) for k, v in layer.geometry.knet_keywords().items()}
     if layer.alpha != 1:
         d["deconv"]["alpha"] = layer.alpha
     return d

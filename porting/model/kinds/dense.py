@@ -11,6 +11,7 @@ import porting.model.schema as schema
 from porting import layout
 from porting.errors import PortingError
 from porting.model.layer import (
+    FlatRule,
     Kind,
     Layer,
     activation_name,
@@ -40,7 +41,7 @@ class Dense(Layer):
     name: str | None = None
     kind = "dense"
     flattens = True
-    flat_rule = "dense"
+    flat_rule = FlatRule.DENSE
 
     def __post_init__(self):
         where = self.label

@@ -23,7 +23,7 @@ import porting.model.schema as schema
 from porting.errors import PortingError
 from porting.model.kinds import dense
 from porting.model.kinds.dense import Dense
-from porting.model.layer import Kind, fmt_size
+from porting.model.layer import FlatRule, Kind, fmt_size
 
 __all__ = ["Linear", "KIND"]
 
@@ -37,7 +37,7 @@ class Linear(Dense):
 
     kind = "linear"
     flattens = True
-    flat_rule = "dense"
+    flat_rule = FlatRule.DENSE
 
     def __init__(
         self,

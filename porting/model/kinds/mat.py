@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import KW_ONLY, dataclass
 
-from porting.model.layer import Kind, Layer
+from porting.model.layer import FlatRule, Kind, Layer
 from porting.model.stages import FlattenStage
 
 __all__ = ["Mat", "KIND"]
@@ -19,7 +19,7 @@ class Mat(Layer):
     name: str | None = None
     kind = "mat"
     flattens = True
-    flat_rule = "mat"
+    flat_rule = FlatRule.MAT
 
     def stages(self):
         return [FlattenStage()]

@@ -3,7 +3,7 @@ layer, its stage (Knet forward, Keras built-ins, magnitudes) and its export sche
 
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -11,9 +11,9 @@ import numpy as np
 import porting.model.schema as schema
 from porting import magnitude
 from porting.errors import PortingError
-from porting.geometry import PoolGeometry
-from porting.model.layer import Kind, Layer, check_real, fmt_size
-from porting.model.stages import KerasContext, Stage, _sub, _zero_padding
+from porting.geometry import PoolGeometry, PoolOp
+from porting.model.layer import FlatRule, Kind, Layer, check_real, fmt_size
+from porting.model.stages import KerasContext, Stage, sub_role, zero_padding
 
 __all__ = ["Pool", "PoolStage", "KIND", "pool_json"]
 
@@ -30,11 +30,17 @@ class PoolStage(Stage):
     stride: Any = None
     mode: int = 0
     alpha: float = 1.0
+    # the geometry of each number of spatial dimensions, parsed once (`geometry`)
+    _geometries: dict[int, PoolGeometry] = field(default_factory=dict, repr=False)
 
     def geometry(self, nd: int) -> PoolGeometry:
-        return PoolGeometry.from_knet(
-            nd, window=self.window, padding=self.padding, stride=self.stride, mode=self.mode
-        )
+        """The `PoolGeometry` of the keywords for `nd` spatial dimensions, built once."""
+        g = self._geometries.get(nd)
+        if g is None:
+            g = self._geometries[nd] = PoolGeometry.from_knet(
+                nd, window=self.window, padding=self.padding, stride=self.stride, mode=self.mode
+            )
+        return g
 
     def out_size(self, size):
         return (*self.geometry(len(size) - 1).output_size(size[:-1]), size[-1])
@@ -42,15 +48,7 @@ class PoolStage(Stage):
     def forward(self, x, backend, tags):
         from porting import knet as pknet
 
-        y = pknet.pool(
-            x,
-            window=self.window,
-            padding=self.padding,
-            stride=self.stride,
-            mode=self.mode,
-            alpha=self.alpha,
-            backend=backend,
-        )
+        y = pknet.run_pool(PoolOp.bind(x, self.geometry(x.ndim - 2), self.alpha), backend)
         tags.append(y)
         return np.asarray(y)
 
@@ -91,13 +89,13 @@ class PoolStage(Stage):
         size = ctx.tf(in_size[:-1])
         if any(pad):
             if g.is_max:
-                t = _edge_padding(ctx, t, nd, size, pad, _sub(self.role, "pad"))
+                t = _edge_padding(ctx, t, nd, size, pad, sub_role(self.role, "pad"))
             else:  # Knet's CPU mean pooling counts padding as zeros, divides by prod(window)
-                t = _zero_padding(ctx, nd, pad, _sub(self.role, "pad"))(t)
+                t = zero_padding(ctx, nd, pad, sub_role(self.role, "pad"))(t)
         kind = "Max" if g.is_max else "Average"
         padded = tuple(x + 2 * p for x, p in zip(size, pad, strict=True))
         empty = g.is_max and any(p >= k for p, k in zip(pad, window, strict=True))
-        main = _sub(self.role, "pool") if empty else self.role
+        main = sub_role(self.role, "pool") if empty else self.role
         if nd == 3 and ctx.dtype == "float64":
             t = _pool3d_by_2d(ctx, t, kind, padded, in_size[-1], window, stride, main)
         else:
@@ -106,9 +104,11 @@ class PoolStage(Stage):
             )(t)
         if empty:
             out = ctx.tf(out_size[:-1])
-            t = _all_padding(ctx, t, nd, size, window, stride, pad, out, _sub(self.role, "border"))
+            t = _all_padding(
+                ctx, t, nd, size, window, stride, pad, out, sub_role(self.role, "border")
+            )
         if self.alpha != 1:
-            t = ctx.make("Rescaling", _sub(self.role, "scale"), float(self.alpha))(t)
+            t = ctx.make("Rescaling", sub_role(self.role, "scale"), float(self.alpha))(t)
         return t
 
 
@@ -182,13 +182,17 @@ def _pool3d_by_2d(ctx: KerasContext, t, kind: str, size, channels: int, window, 
     a, b, c = size
     (wa, wb, wc), (sa, sb, sc) = window, stride
     oa, ob, oc = (1 + (n - w) // s for n, w, s in zip(size, window, stride, strict=True))
-    t = ctx.make("Reshape", _sub(role, "merge_c"), (a, b, c * channels))(t)
+    t = ctx.make("Reshape", sub_role(role, "merge_c"), (a, b, c * channels))(t)
     t = ctx.make(
-        f"{kind}Pooling2D", _sub(role, "ab"), pool_size=(wa, wb), strides=(sa, sb), padding="valid"
+        f"{kind}Pooling2D",
+        sub_role(role, "ab"),
+        pool_size=(wa, wb),
+        strides=(sa, sb),
+        padding="valid",
     )(t)
-    t = ctx.make("Reshape", _sub(role, "merge_ab"), (oa * ob, c, channels))(t)
+    t = ctx.make("Reshape", sub_role(role, "merge_ab"), (oa * ob, c, channels))(t)
     t = ctx.make(
-        f"{kind}Pooling2D", _sub(role, "c"), pool_size=(1, wc), strides=(1, sc), padding="valid"
+        f"{kind}Pooling2D", sub_role(role, "c"), pool_size=(1, wc), strides=(1, sc), padding="valid"
     )(t)
     return ctx.make("Reshape", role, (oa, ob, oc, channels))(t)
 
@@ -211,7 +215,7 @@ class Pool(Layer):
     name: str | None = None
     kind = "pool"
     needs_spatial = True
-    flat_rule = "reset"
+    flat_rule = FlatRule.RESET
 
     def __post_init__(self):
         lengths = {

@@ -17,7 +17,7 @@ from typing import Any
 
 from porting.errors import PortingError
 from porting.model import schema
-from porting.model.layer import Kind, Layer, fmt_size
+from porting.model.layer import FlatRule, Kind, Layer, fmt_size
 from porting.model.stages import Stage
 
 __all__ = ["Reshape", "ReshapeStage", "KIND"]
@@ -55,7 +55,7 @@ class Reshape(Layer):
     _: KW_ONLY
     name: str | None = None
     kind = "reshape"
-    flat_rule = "reshape"
+    flat_rule = FlatRule.RESHAPE
 
     def __post_init__(self):
         try:
@@ -68,11 +68,11 @@ class Reshape(Layer):
             )
 
     @property
-    def needs_spatial(self):  # type: ignore[override]
+    def needs_spatial(self) -> bool:
         return False
 
     @property
-    def flattens(self):  # type: ignore[override]
+    def flattens(self) -> bool:
         return len(self.size) == 1
 
     def stages(self):

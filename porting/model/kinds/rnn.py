@@ -34,7 +34,7 @@ from porting.errors import PortingError
 from porting.model import schema
 from porting.model.kinds.embed import knet_sequence, model_sequence
 from porting.model.layer import Kind, Layer, activation_name, weight_array
-from porting.model.stages import ActStage, Stage
+from porting.model.stages import ActStage, Stage, sub_role
 from porting.rnn.params import RNNWeights, pack, unpack
 from porting.rnn.spec import RNNSpec
 
@@ -45,10 +45,6 @@ UNROLL_MAX_STEPS = 200
 """Up to this many time steps the Keras layers are unrolled (`unroll=True`): the same cell per
 step, written out, which TFLite converts with builtin operators only; longer sequences keep
 Keras's loop (a TFLite export of those is refused by the converter, with its message)."""
-
-
-def _sub(prefix: str, role: str) -> str:
-    return f"{prefix}_{role}" if prefix else role
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,12 +119,12 @@ class RNNStage(Stage):
             w,
             t,
             output="sequence",
-            name=ctx.name(_sub(self.role, "rnn")),
+            name=ctx.name(sub_role(self.role, "rnn")),
             unroll=steps <= UNROLL_MAX_STEPS,
         )["y"]
         if self.output == "sequence":
             return ctx.make("Identity", self.role)(y)
-        y = ctx.make("Cropping1D", _sub(self.role, "last_step"), (steps - 1, 0))(y)
+        y = ctx.make("Cropping1D", sub_role(self.role, "last_step"), (steps - 1, 0))(y)
         return ctx.make("Reshape", self.role, (self.spec.output_size,))(y)
 
     def note(self, in_size):
@@ -196,7 +192,7 @@ class RNN(Layer):
             raise PortingError(f"{self.label}: {e}") from None
 
     @property
-    def flattens(self) -> bool:  # type: ignore[override]
+    def flattens(self) -> bool:
         return self.output == "last"
 
     verify_notes_of_output: ClassVar[bool] = True

@@ -13,7 +13,7 @@ import numpy as np
 
 from porting.errors import PortingError
 from porting.model import schema
-from porting.model.layer import Kind, Layer, fmt_size
+from porting.model.layer import FlatRule, Kind, Layer, fmt_size
 from porting.model.stages import Stage
 
 __all__ = ["ZeroPad", "ZeroPadStage", "KIND"]
@@ -87,7 +87,7 @@ class ZeroPad(Layer):
     name: str | None = None
     kind = "zeropad"
     needs_spatial = True
-    flat_rule = "reset"
+    flat_rule = FlatRule.RESET
 
     def __post_init__(self):
         nd = len(self.padding) if isinstance(self.padding, (list, tuple)) else 2

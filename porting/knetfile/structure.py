@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +83,6 @@ def from_structure(
     doc = read_structure(structure)
     sname = Path(os.fspath(structure)).name
     base = select(tree, key, source) if key else tree
-    tokens: dict[str, str] = {}
     npz: dict[str, Any] = {}
     layers_json = []
     reports = []
@@ -114,12 +112,10 @@ def from_structure(
                 ) from None
             full = f"{key.strip('/')}/{path}" if key else path
             w = arrays.weight(node, full)
-            token = f"jld2_{len(tokens) + 1:04d}"
-            tokens[token] = full
-            npz[token] = w.array
+            npz[full] = w.array
             eltype = {"float32": "Float32", "float64": "Float64"}.get(str(w.array.dtype))
             found = {"size": list(w.array.shape), **({"eltype": eltype} if eltype else {})}
-            new_params[pname] = {**found, **spec, "key": token}  # given size/eltype are checked
+            new_params[pname] = {**found, **spec, "key": full}  # given size/eltype are checked
             notes.append(f"{pname} {tuple(w.array.shape)} from {full} ({w.stored_as})")
         d["params"] = new_params
         layers_json.append(d)
@@ -134,7 +130,7 @@ def from_structure(
         )
     model_doc = {k: v for k, v in doc.items() if k not in ("layers", "npz")}
     model_doc["layers"] = layers_json
-    model = _load(model_doc, npz, tokens, sname, source)
+    model = _build(model_doc, npz, sname, source)
     what = f"{len(model.layers)} layers described by {sname}"
     rec = Recognised(list(model.layers), reports, what)
     rec.input_size = model.input_size
@@ -177,26 +173,13 @@ def _settings(d: dict) -> list[Setting]:
     return out
 
 
-def _load(doc: dict, npz: dict, tokens: dict[str, str], sname: str, source: str):
-    from porting import io
-    from porting.model import load_export
+def _build(doc: dict, arrays: dict, sname: str, source: str):
+    """The model `doc` describes, its weights `arrays` (by their paths in `source`)."""
+    from porting.model.export import model_from_doc
 
-    with tempfile.TemporaryDirectory(prefix="porting-structure-") as tmp:
-        prefix = Path(tmp) / "model"
-        doc = {**doc, "npz": "model.npz"}
-        if npz:
-            io.save_npz(prefix.with_suffix(".npz"), npz)
-        else:
-            raise PortingError(f"{sname}: no layer names a weight in {source}")
-        prefix.with_suffix(".json").write_text(json.dumps(doc), encoding="utf-8")
-        try:
-            model = load_export(prefix.with_suffix(".json"))
-        except PortingError as e:
-            msg = str(e)
-            for token, path in tokens.items():
-                msg = msg.replace(token, path)
-            msg = msg.replace(str(prefix.with_suffix(".json")), sname)
-            msg = msg.replace(str(prefix.with_suffix(".npz")), source).replace("model.npz", source)
-            raise PortingError(f"{sname}: {msg}") from None
-    model.source = None
-    return model
+    if not arrays:
+        raise PortingError(f"{sname}: no layer names a weight in {source}")
+    try:
+        return model_from_doc(doc, arrays, where=sname, arrays_name=source, default_name="model")
+    except PortingError as e:
+        raise PortingError(f"{sname}: {e}") from None

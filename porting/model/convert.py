@@ -4,21 +4,45 @@ Each Knet layer becomes a few Keras layers named after it (`conv1`, `conv1__pad`
 `conv1__pool`, `conv1__act`, ...; every name unique), built by the layer's stages
 (porting.model.stages) in Knet's order, so the correspondence survives a save and reload:
 
-| Knet | Keras |
+| Knet (porting.model) | Keras 3 |
 | --- | --- |
-| `conv4(w, x; padding=p, stride, dilation, mode)` | `ZeroPadding{1,2,3}D(p)` + `Conv{1,2,3}D(padding="valid")`, kernel `kernel_to_tf(w, mode, spatial)` (mode 0 rotated 180 degrees). Never "same": Knet's padding is symmetric. Stride > 1 with dilation > 1 (which Keras refuses), and 3-D dilation in float64 (no TF CPU kernel), run the kernel written out dilated (zeros between taps) at dilation 1: the same nonzero products. |
-| `.+ b` | the conv's / dense's bias |
-| `pool` max, no padding | `MaxPooling{n}D("valid")` |
-| `pool` max with padding | edge padding (`Cropping` + `Concatenate`: a padded cell copies a real cell of every window it is in, so it never wins, as in NNlib) + `MaxPooling{n}D("valid")`; windows of padding only (padding >= window) are -floatmax |
-| `pool` mean (modes 1, 2: Knet's CPU) | `ZeroPadding` + `AveragePooling{n}D("valid")`: divides by prod(window), padding counted as zeros |
-| 3-D `pool` in float64 (no TF CPU kernel) | `Reshape` + two 2-D poolings + `Reshape` (max is separable; a mean of means) |
-| `mat` | `Flatten`; the next Dense's kernel rows are permuted to Keras' (H, W, C) order |
-| `w * x .+ b` | `Dense`, kernel `w'` (rows permuted after a flatten) |
-| relu, sigm, tanh, elu, identity | `Activation` (relu, sigmoid, tanh, elu) / `Identity` |
-| `softmax(x; dims=1)` | `Softmax(axis=...)` on the TensorFlow axis of Julia's dimension `dims` |
-| `logsoftmax(x; dims=1)` | `Activation("log_softmax")`, between two `Permute`s when that axis is not the last |
-| Layers21 `Linear` | `Dense` (its input is already `(features, N)`: no flatten) |
-| `dropout` | `Dropout` (identity at inference) |
+| `Conv`: `conv4(w, x; ...) .+ b`, Ops21 `groups` | `ZeroPadding{n}D` + `Conv{n}D(padding="valid", groups=...)` (never "same"; `mode=0` kernels rotated) |
+| `Dense`: `w * mat(x) .+ b` | (`Flatten` +) `Dense`, kernel `w'` (rows permuted after a flatten to Keras' (H, W, C) order) |
+| `Pool`: `pool` max / mean | `MaxPooling{n}D` / `AveragePooling{n}D("valid")`; max padding by repeating edge cells (a padded cell never wins), mean padding as zeros (counted, as Knet's CPU) |
+| `Mat`: `mat` | `Flatten`; the next Dense's kernel rows are permuted to Keras' (H, W, C) order |
+| `Dropout`: `dropout(x, p)` | `Dropout` (identity at inference) |
+| `Activation`: `f.(x)`, `softmax(x; dims)`, `logsoftmax(x; dims)` | `Activation` / `ReLU` / `Softmax(axis)` (one row per activation below) |
+| `BatchNorm`: `batchnorm(x, moments, params)` | `BatchNormalization(epsilon=Knet's 1e-5, momentum=1 - Knet's 0.1)`, gamma/beta from `[scale; bias]` |
+| `Deconv`: `deconv4` | `Conv{n}DTranspose("valid")` + `Cropping{n}D` of the padding |
+| `Add`: `f.(x1 .+ x2 .+ ...)` | `Add` (+ `Activation`) |
+| `Concat`: `cat(x1, x2, ...; dims=ndims(x)-1)` | `Concatenate(axis=-1)` |
+| `Reshape`: `reshape(x, size..., :)` | `Reshape` (features in Keras' (H, W, C) order: the layer before is permuted) |
+| `ZeroPad`: Layers21's `ZeroPad` | `ZeroPadding{n}D` (asymmetric pairs) |
+| `Embed`: `w[:, x]` | `Embedding` (fed `x - 1`: 0-based) |
+| `RNN`: Knet's `RNN` | Keras recurrent layers (see [Recurrent networks](#recurrent-networks-knet-rnn)) |
+| `TimeDense`: `w * reshape(y, H, :) .+ b` | `Dense` per step |
+| `Linear`: Layers21's `Linear`: `w * x .+ bias` | `Dense` (its input is already `(features, N)`: no flatten) |
+
+(each kind's row in `porting.model.kinds.KINDS` says it: `Kind.knet`, `Kind.keras`; the README's
+table is the same, both checked by tests/test_kinds_contract.py). In detail:
+
+- `conv4(w, x; padding=p, stride, dilation, mode)`: `ZeroPadding{1,2,3}D(p)` +
+  `Conv{1,2,3}D(padding="valid")`, kernel `kernel_to_tf(w, mode, spatial)` (mode 0 rotated 180
+  degrees). Never "same": Knet's padding is symmetric. Stride > 1 with dilation > 1 (which Keras
+  refuses), and 3-D dilation in float64 (no TF CPU kernel), run the kernel written out dilated
+  (zeros between taps) at dilation 1: the same nonzero products. `.+ b` is the conv's / dense's
+  bias.
+- `pool` max, no padding: `MaxPooling{n}D("valid")`; with padding: edge padding (`Cropping` +
+  `Concatenate`: a padded cell copies a real cell of every window it is in, so it never wins, as
+  in NNlib) + `MaxPooling{n}D("valid")`; windows of padding only (padding >= window) are
+  -floatmax. Mean (modes 1, 2: Knet's CPU): `ZeroPadding` + `AveragePooling{n}D("valid")`,
+  dividing by prod(window), padding counted as zeros. 3-D `pool` in float64 (no TF CPU kernel):
+  `Reshape` + two 2-D poolings + `Reshape` (max is separable; a mean of means).
+- `w * x .+ b`: `Dense`, kernel `w'` (rows permuted after a flatten).
+- relu, sigm, tanh, elu, identity: `Activation` (relu, sigmoid, tanh, elu) / `Identity`;
+  `softmax(x; dims=1)`: `Softmax(axis=...)` on the TensorFlow axis of Julia's dimension `dims`;
+  `logsoftmax(x; dims=1)`: `Activation("log_softmax")`, between two `Permute`s when that axis is
+  not the last.
 
 Only Keras built-in layers are used, so a saved `.keras` loads with plain
 `keras.models.load_model` (safe mode) without porting, on any Keras 3 backend, and exports to a

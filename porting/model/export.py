@@ -16,19 +16,32 @@ Julia's `size()`. The `.json`:
         "dropout": 0.0},
        {"name": "mat1", "kind": "mat"}, ...]}
 
-Kinds (porting.model.kinds): conv, dense, pool (keywords in "pool"), mat, dropout (probability
-in "dropout"), activation (name in "activation"; softmax may carry "dims", relu "max_value",
-"negative_slope", "threshold"); since version 2: batchnorm (params mean, var, bnparams; "eps",
-"momentum"), deconv (keywords in "deconv"), reshape ("size"), zeropad ("padding"), rnn (Knet's
-`RNN`: the `rnn` object read by porting.rnn.export, and porting's `"output"`: "sequence" or
-"last"), embed (`w[:, x]`, params.w `(dim, vocab)`), timedense (a dense layer over every time
-step), linear (Layers21's Linear: params w and, only when it has one, bias; "activation",
-"dropout"), the activation logsoftmax ("dims" as softmax's), and the merges add / concat
-("inputs": the layer names they read); any layer may name the
-layer it reads in "input" (default: the one before it; "input" is the model's input). Keywords are integers or lists
-(one per spatial dimension, Julia order). A conv layer's "order" is "pool-activation" (Knet's
-tutorial `Conv`, the default) or "activation-pool" (Knet's `lenet.jl`). Keys the Julia side adds
-for information (`julia_version`, `julia_type`, ...) are ignored, null values mean "not set",
+Kinds (each kind's row in porting.model.kinds.KINDS says its keys, `Kind.schema`; checked by
+tests/test_kinds_contract.py):
+
+- conv: keywords in "conv" and "pool", "activation", "dropout", "order"
+- dense: "activation", "dropout"
+- pool: keywords in "pool"
+- mat: no keys
+- dropout: probability in "dropout"
+- activation: name in "activation"; softmax and logsoftmax (since version 2) may carry "dims", relu
+  "max_value", "negative_slope", "threshold"
+- batchnorm: params mean, var, bnparams; "eps", "momentum" (since version 2)
+- deconv: keywords in "deconv", "activation" (since version 2)
+- add: "inputs": the layer names it reads; "activation" (since version 2)
+- concat: "inputs" (since version 2)
+- reshape: "size" (since version 2)
+- zeropad: "padding" (since version 2)
+- embed: `w[:, x]`: params.w `(dim, vocab)` (since version 2)
+- rnn: Knet's `RNN`: the `rnn` object read by porting.rnn.export, and porting's "output": "sequence"
+  or "last" (since version 2)
+- timedense: a dense layer over every time step: params w, b; "activation" (since version 2)
+- linear: params w and, only when it has one, bias; "activation", "dropout" (since version 2)
+
+Any layer may name the layer it reads in "input" (default: the one before it; "input" is the
+model's input). Keywords are integers or lists (one per spatial dimension, Julia order). A conv
+layer's "order" is "pool-activation" (Knet's tutorial `Conv`, the default) or "activation-pool"
+(Knet's `lenet.jl`). Keys the Julia side adds for information (`julia_version`, `julia_type`, ...) are ignored, null values mean "not set",
 and `"npz"` names the arrays file when present. "input_size" is porting's own optional addition
 (the Julia exporter cannot know it): without it, give the input (`--input`) when converting.
 Every problem raises `PortingError` naming the file, the layer and what was expected.

@@ -161,9 +161,10 @@ def test_every_kinds_saved_keras_file_loads_without_porting(keras, tmp_path):
 
 
 def test_the_public_layer_names_are_the_tables_classes():
-    from porting.model import spec
+    from porting.model import kinds, spec
 
     classes = {k.layer.__name__: k.layer for k in ROWS}
+    assert sorted(kinds.__all__) == sorted(classes)  # the literal list type checkers read
     for module in (pm, spec):
         for name, cls in classes.items():
             assert getattr(module, name) is cls

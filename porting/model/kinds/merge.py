@@ -172,12 +172,11 @@ def _diagnose_add(step, x_ins_tf, expected_tf, actual_tf, spatial: str):
 
 
 def _example(cls, **kw) -> Example:
-    """Two layers of the model's input merged (any layer kind would do; these need no file)."""
+    """A layer and the one after it merged (any layer kinds would do; these need no weights)."""
     from porting.model.kinds.activation import Activation
 
     a = Activation("tanh", name="a")
     b = Activation("sigm", name="b")
-    b.input_from = "input"
     return [a, b, cls(["a", "b"], **kw)], (4, 3, 2)
 
 

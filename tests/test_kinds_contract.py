@@ -177,32 +177,29 @@ def test_the_public_layer_names_are_the_tables_classes():
     assert layerish == set(classes)
 
 
-def _row(kind: Kind) -> str:
-    return f"| `{kind.layer.__name__}`: {kind.knet} | {kind.keras} |"
-
-
-def _kind_rows(text: str, header: str) -> list[str]:
-    lines = text.splitlines()
-    start = lines.index(header) + 2
-    assert lines[start - 1] == "| --- | --- |"
-    return lines[start : start + len(ROWS) + 1]
-
-
 def test_the_readme_kind_table_is_the_tables():
+    from porting.model.kinds import keras_table
+
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    rows = _kind_rows(readme, "| Knet (porting.model) | Keras 3 |")
-    assert rows[:-1] == [_row(k) for k in ROWS]
-    assert not rows[-1].startswith(tuple(f"| `{k.layer.__name__}`" for k in ROWS))
+    lines = readme.splitlines()
+    start = lines.index("| Knet (porting.model) | Keras 3 |") + 2
+    assert lines[start - 1] == "| --- | --- |"
+    rows = keras_table().splitlines()
+    assert lines[start : start + len(rows)] == rows, (
+        "README.md's Knet -> Keras table is not the table's; its kind rows should read:\n"
+        + keras_table()
+    )
+    after = lines[start + len(rows)]  # then the activations, no other kind
+    assert not after.startswith(tuple(f"| `{k.layer.__name__}`" for k in ROWS)), after
 
 
-def test_the_convert_docstring_kind_table_is_the_tables():
-    rows = _kind_rows(convert.__doc__ or "", "| Knet (porting.model) | Keras 3 |")
-    assert rows == [*(_row(k) for k in ROWS), ""]
+def test_the_convert_and_export_docstrings_show_the_tables():
+    from porting.model.kinds import keras_table, schema_list
 
-
-def test_the_export_docstring_schema_list_is_the_tables():
-    doc = export.__doc__ or ""
-    block = doc.split("tests/test_kinds_contract.py):\n\n", 1)[1].split("\n\n", 1)[0]
-    items = re.split(r"\n(?=- )", block)
+    assert keras_table() in (convert.__doc__ or "")
+    assert schema_list() in (export.__doc__ or "")
+    assert "<one " not in (convert.__doc__ or "") + (export.__doc__ or "")
+    assert len(keras_table().splitlines()) == len(ROWS)
+    items = re.split(r"\n(?=- )", schema_list())
     got = [" ".join(line.strip() for line in item.splitlines()) for item in items]
     assert got == [f"- {k.name}: {k.schema}" for k in ROWS]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,40 +138,38 @@ def from_structure(
     return rec
 
 
+def _given(d: dict, key: str, default: Any) -> Setting:
+    if d.get(key) is not None:
+        return Setting(key, d[key], STRUCTURE)
+    return Setting(key, default, DEFAULT, "the structure file gives none")
+
+
+def _conv_settings(d: dict) -> list[Setting]:
+    raw = d.get("conv")
+    conv: dict = raw if isinstance(raw, dict) else {}
+    out = [_given(conv, name, default) for name, default in _CONV_DEFAULTS]
+    out.append(_given(d, "pool", None))
+    order = d.get("order")
+    out.append(Setting("order", order or "pool-activation", STRUCTURE if order else DEFAULT))
+    return out
+
+
+_CONV_DEFAULTS = (("padding", 0), ("stride", 1), ("dilation", 1), ("mode", 0))
+
+# What the conversion report lists for a structure-file layer, by its kind (the activation
+# first, for the kinds that have one; other kinds: nothing).
+_ACTIVATED = ("conv", "dense", "activation")
+_SETTINGS: dict[str, Callable[[dict], list[Setting]]] = {
+    "conv": _conv_settings,
+    "pool": lambda d: [Setting("pool", d.get("pool") or {}, STRUCTURE)],
+}
+
+
 def _settings(d: dict) -> list[Setting]:
     kind = d.get("kind")
-    out = []
-    if kind in ("conv", "dense", "activation"):
-        act = d.get("activation")
-        out.append(
-            Setting("activation", act, STRUCTURE)
-            if act is not None
-            else Setting("activation", "identity", DEFAULT, "the structure file gives none")
-        )
-    if kind == "conv":
-        raw = d.get("conv")
-        conv: dict = raw if isinstance(raw, dict) else {}
-        for name, default in (("padding", 0), ("stride", 1), ("dilation", 1), ("mode", 0)):
-            if conv.get(name) is not None:
-                out.append(Setting(name, conv[name], STRUCTURE))
-            else:
-                out.append(Setting(name, default, DEFAULT, "the structure file gives none"))
-        pool = d.get("pool")
-        out.append(
-            Setting("pool", pool, STRUCTURE)
-            if pool is not None
-            else Setting("pool", None, DEFAULT, "the structure file gives none")
-        )
-        out.append(
-            Setting(
-                "order",
-                d.get("order") or "pool-activation",
-                STRUCTURE if d.get("order") else DEFAULT,
-            )
-        )
-    if kind == "pool":
-        out.append(Setting("pool", d.get("pool") or {}, STRUCTURE))
-    return out
+    out = [_given(d, "activation", "identity")] if kind in _ACTIVATED else []
+    more = _SETTINGS.get(kind) if isinstance(kind, str) else None
+    return out + (more(d) if more is not None else [])
 
 
 def _build(doc: dict, arrays: dict, sname: str, source: str):

@@ -6,25 +6,10 @@ Each Knet layer becomes a few Keras layers named after it (`conv1`, `conv1__pad`
 
 | Knet (porting.model) | Keras 3 |
 | --- | --- |
-| `Conv`: `conv4(w, x; ...) .+ b`, Ops21 `groups` | `ZeroPadding{n}D` + `Conv{n}D(padding="valid", groups=...)` (never "same"; `mode=0` kernels rotated) |
-| `Dense`: `w * mat(x) .+ b` | (`Flatten` +) `Dense`, kernel `w'` (rows permuted after a flatten to Keras' (H, W, C) order) |
-| `Pool`: `pool` max / mean | `MaxPooling{n}D` / `AveragePooling{n}D("valid")`; max padding by repeating edge cells (a padded cell never wins), mean padding as zeros (counted, as Knet's CPU) |
-| `Mat`: `mat` | `Flatten`; the next Dense's kernel rows are permuted to Keras' (H, W, C) order |
-| `Dropout`: `dropout(x, p)` | `Dropout` (identity at inference) |
-| `Activation`: `f.(x)`, `softmax(x; dims)`, `logsoftmax(x; dims)` | `Activation` / `ReLU` / `Softmax(axis)` (one row per activation below) |
-| `BatchNorm`: `batchnorm(x, moments, params)` | `BatchNormalization(epsilon=Knet's 1e-5, momentum=1 - Knet's 0.1)`, gamma/beta from `[scale; bias]` |
-| `Deconv`: `deconv4` | `Conv{n}DTranspose("valid")` + `Cropping{n}D` of the padding |
-| `Add`: `f.(x1 .+ x2 .+ ...)` | `Add` (+ `Activation`) |
-| `Concat`: `cat(x1, x2, ...; dims=ndims(x)-1)` | `Concatenate(axis=-1)` |
-| `Reshape`: `reshape(x, size..., :)` | `Reshape` (features in Keras' (H, W, C) order: the layer before is permuted) |
-| `ZeroPad`: Layers21's `ZeroPad` | `ZeroPadding{n}D` (asymmetric pairs) |
-| `Embed`: `w[:, x]` | `Embedding` (fed `x - 1`: 0-based) |
-| `RNN`: Knet's `RNN` | Keras recurrent layers (see [Recurrent networks](#recurrent-networks-knet-rnn)) |
-| `TimeDense`: `w * reshape(y, H, :) .+ b` | `Dense` per step |
-| `Linear`: Layers21's `Linear`: `w * x .+ bias` | `Dense` (its input is already `(features, N)`: no flatten) |
+<one row per kind: porting.model.kinds.keras_table()>
 
-(each kind's row in `porting.model.kinds.KINDS` says it: `Kind.knet`, `Kind.keras`; the README's
-table is the same, both checked by tests/test_kinds_contract.py). In detail:
+(the rows are each kind's `Kind.knet` and `Kind.keras` in `porting.model.kinds.KINDS`, put into
+this docstring at import; the README's table is checked against them). In detail:
 
 - `conv4(w, x; padding=p, stride, dilation, mode)`: `ZeroPadding{1,2,3}D(p)` +
   `Conv{1,2,3}D(padding="valid")`, kernel `kernel_to_tf(w, mode, spatial)` (mode 0 rotated 180
@@ -69,12 +54,17 @@ import numpy as np
 from porting import files, layout
 from porting._checks import check_choice
 from porting.errors import PortingError
+from porting.model import kinds
 from porting.model.export import atomic_path
 from porting.model.kinds import kind_of
 from porting.model.planning import Plan, Step, plan, plan_for
 from porting.model.spec import KnetModel
 from porting.model.stages import KerasContext, tf_axis
 from porting.rnn.keras import import_keras
+
+__doc__ = (__doc__ or "").replace(
+    "<one row per kind: porting.model.kinds.keras_table()>", kinds.keras_table()
+)
 
 __all__ = [
     "to_keras",

@@ -16,27 +16,10 @@ Julia's `size()`. The `.json`:
         "dropout": 0.0},
        {"name": "mat1", "kind": "mat"}, ...]}
 
-Kinds (each kind's row in porting.model.kinds.KINDS says its keys, `Kind.schema`; checked by
-tests/test_kinds_contract.py):
+Kinds (each kind's row in porting.model.kinds.KINDS says its keys, `Kind.schema`,
+put into this docstring at import):
 
-- conv: keywords in "conv" and "pool", "activation", "dropout", "order"
-- dense: "activation", "dropout"
-- pool: keywords in "pool"
-- mat: no keys
-- dropout: probability in "dropout"
-- activation: name in "activation"; softmax and logsoftmax (since version 2) may carry "dims", relu
-  "max_value", "negative_slope", "threshold"
-- batchnorm: params mean, var, bnparams; "eps", "momentum" (since version 2)
-- deconv: keywords in "deconv", "activation" (since version 2)
-- add: "inputs": the layer names it reads; "activation" (since version 2)
-- concat: "inputs" (since version 2)
-- reshape: "size" (since version 2)
-- zeropad: "padding" (since version 2)
-- embed: `w[:, x]`: params.w `(dim, vocab)` (since version 2)
-- rnn: Knet's `RNN`: the `rnn` object read by porting.rnn.export, and porting's "output": "sequence"
-  or "last" (since version 2)
-- timedense: a dense layer over every time step: params w, b; "activation" (since version 2)
-- linear: params w and, only when it has one, bias; "activation", "dropout" (since version 2)
+<one item per kind: porting.model.kinds.schema_list()>
 
 Any layer may name the layer it reads in "input" (default: the one before it; "input" is the
 model's input). Keywords are integers or lists (one per spatial dimension, Julia order). A conv
@@ -59,9 +42,13 @@ import numpy as np
 import porting.model.schema as schema
 from porting import files
 from porting.errors import PortingError
-from porting.model.kinds import KINDS
+from porting.model.kinds import KINDS, schema_list
 from porting.model.planning import check_model
 from porting.model.spec import KnetModel
+
+__doc__ = (__doc__ or "").replace(
+    "<one item per kind: porting.model.kinds.schema_list()>", schema_list()
+)
 
 __all__ = ["load_export", "save_export", "export_paths", "model_from_doc", "FORMAT", "VERSION"]
 

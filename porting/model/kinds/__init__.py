@@ -95,6 +95,23 @@ KINDS: dict[str, Kind] = {
 }
 
 
+def keras_table() -> str:
+    """The rows of the "Knet -> Keras" table, one per kind (`Kind.knet`, `Kind.keras`): the
+    README's table and porting.model.convert's docstring show them."""
+    return "\n".join(f"| `{k.layer.__name__}`: {k.knet} | {k.keras} |" for k in KINDS.values())
+
+
+def schema_list() -> str:
+    """The export schema's keys, one item per kind (`Kind.schema`; porting.model.export's
+    docstring shows them)."""
+    import textwrap
+
+    return "\n".join(
+        textwrap.fill(f"- {k.name}: {k.schema}", 100, subsequent_indent="  ")
+        for k in KINDS.values()
+    )
+
+
 def kind_of(layer: Layer) -> Kind:
     """The table row of `layer`'s kind."""
     try:

@@ -174,7 +174,7 @@ def _settings(d: dict) -> list[Setting]:
 
 def _build(doc: dict, arrays: dict, sname: str, source: str):
     """The model `doc` describes, its weights `arrays` (by their paths in `source`)."""
-    from porting.model.export import model_from_doc
+    from porting.model import model_from_doc
 
     if not arrays:
         raise PortingError(f"{sname}: no layer names a weight in {source}")

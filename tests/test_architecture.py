@@ -140,13 +140,9 @@ def test_the_init_size_check_sees_every_package():
 # Package-wide leaf modules: shared internals that any module may import.
 SHARED_INTERNALS = {"porting._checks", "porting._text", "porting._transpose"}
 
-# Reach-ins being removed on other branches at the time this test was written (issue 22); the
-# lead empties this list at merge time. Each entry: "importer: private name it uses".
-KNOWN: set[str] = {
-    # kinds (issue 22 item 1): model.verify's per-kind diagnosis and weights
-    "porting.model.verify: porting.diagnosis._model.diagnose_step",
-    "porting.model.verify: porting.model.kinds.batchnorm._weights",
-}
+# Reach-ins allowed for now, each with its reason ("importer: private name it uses"); empty:
+# the test fails on a new reach-in and on an entry here that no longer occurs.
+KNOWN: set[str] = set()
 
 
 def _private_part(dotted: str) -> tuple[str, str] | None:
@@ -258,3 +254,18 @@ def test_lower_layers_never_import_the_model():
     ]
     up = {m: sorted(t for t in graph[m] if t.startswith("porting.model")) for m in lower}
     assert {m: t for m, t in up.items() if t} == {}
+
+
+def test_knetfile_uses_the_model_face_only():
+    """porting.knetfile sits beside porting.model: it builds a model through porting.model's
+    public names only."""
+    graph = import_graph()
+    public = {"porting.model"}  # the package face
+    reach = {
+        (m, t)
+        for m, ts in graph.items()
+        if m.startswith("porting.knetfile")
+        for t in ts
+        if t.startswith("porting.model") and t not in public
+    }
+    assert not reach, sorted(reach)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,6 @@ def from_structure(
     doc = read_structure(structure)
     sname = Path(os.fspath(structure)).name
     base = select(tree, key, source) if key else tree
-    tokens: dict[str, str] = {}
     npz: dict[str, Any] = {}
     layers_json = []
     reports = []
@@ -114,12 +113,10 @@ def from_structure(
                 ) from None
             full = f"{key.strip('/')}/{path}" if key else path
             w = arrays.weight(node, full)
-            token = f"jld2_{len(tokens) + 1:04d}"
-            tokens[token] = full
-            npz[token] = w.array
+            npz[full] = w.array
             eltype = {"float32": "Float32", "float64": "Float64"}.get(str(w.array.dtype))
             found = {"size": list(w.array.shape), **({"eltype": eltype} if eltype else {})}
-            new_params[pname] = {**found, **spec, "key": token}  # given size/eltype are checked
+            new_params[pname] = {**found, **spec, "key": full}  # given size/eltype are checked
             notes.append(f"{pname} {tuple(w.array.shape)} from {full} ({w.stored_as})")
         d["params"] = new_params
         layers_json.append(d)
@@ -134,69 +131,54 @@ def from_structure(
         )
     model_doc = {k: v for k, v in doc.items() if k not in ("layers", "npz")}
     model_doc["layers"] = layers_json
-    model = _load(model_doc, npz, tokens, sname, source)
+    model = _build(model_doc, npz, sname, source)
     what = f"{len(model.layers)} layers described by {sname}"
     rec = Recognised(list(model.layers), reports, what)
     rec.input_size = model.input_size
     return rec
 
 
-def _settings(d: dict) -> list[Setting]:
-    kind = d.get("kind")
-    out = []
-    if kind in ("conv", "dense", "activation"):
-        act = d.get("activation")
-        out.append(
-            Setting("activation", act, STRUCTURE)
-            if act is not None
-            else Setting("activation", "identity", DEFAULT, "the structure file gives none")
-        )
-    if kind == "conv":
-        raw = d.get("conv")
-        conv: dict = raw if isinstance(raw, dict) else {}
-        for name, default in (("padding", 0), ("stride", 1), ("dilation", 1), ("mode", 0)):
-            if conv.get(name) is not None:
-                out.append(Setting(name, conv[name], STRUCTURE))
-            else:
-                out.append(Setting(name, default, DEFAULT, "the structure file gives none"))
-        pool = d.get("pool")
-        out.append(
-            Setting("pool", pool, STRUCTURE)
-            if pool is not None
-            else Setting("pool", None, DEFAULT, "the structure file gives none")
-        )
-        out.append(
-            Setting(
-                "order",
-                d.get("order") or "pool-activation",
-                STRUCTURE if d.get("order") else DEFAULT,
-            )
-        )
-    if kind == "pool":
-        out.append(Setting("pool", d.get("pool") or {}, STRUCTURE))
+def _given(d: dict, key: str, default: Any) -> Setting:
+    if d.get(key) is not None:
+        return Setting(key, d[key], STRUCTURE)
+    return Setting(key, default, DEFAULT, "the structure file gives none")
+
+
+def _conv_settings(d: dict) -> list[Setting]:
+    raw = d.get("conv")
+    conv: dict = raw if isinstance(raw, dict) else {}
+    out = [_given(conv, name, default) for name, default in _CONV_DEFAULTS]
+    out.append(_given(d, "pool", None))
+    order = d.get("order")
+    out.append(Setting("order", order or "pool-activation", STRUCTURE if order else DEFAULT))
     return out
 
 
-def _load(doc: dict, npz: dict, tokens: dict[str, str], sname: str, source: str):
-    from porting import io
-    from porting.model import load_export
+_CONV_DEFAULTS = (("padding", 0), ("stride", 1), ("dilation", 1), ("mode", 0))
 
-    with tempfile.TemporaryDirectory(prefix="porting-structure-") as tmp:
-        prefix = Path(tmp) / "model"
-        doc = {**doc, "npz": "model.npz"}
-        if npz:
-            io.save_npz(prefix.with_suffix(".npz"), npz)
-        else:
-            raise PortingError(f"{sname}: no layer names a weight in {source}")
-        prefix.with_suffix(".json").write_text(json.dumps(doc), encoding="utf-8")
-        try:
-            model = load_export(prefix.with_suffix(".json"))
-        except PortingError as e:
-            msg = str(e)
-            for token, path in tokens.items():
-                msg = msg.replace(token, path)
-            msg = msg.replace(str(prefix.with_suffix(".json")), sname)
-            msg = msg.replace(str(prefix.with_suffix(".npz")), source).replace("model.npz", source)
-            raise PortingError(f"{sname}: {msg}") from None
-    model.source = None
-    return model
+# What the conversion report lists for a structure-file layer, by its kind (the activation
+# first, for the kinds that have one; other kinds: nothing).
+_ACTIVATED = ("conv", "dense", "activation")
+_SETTINGS: dict[str, Callable[[dict], list[Setting]]] = {
+    "conv": _conv_settings,
+    "pool": lambda d: [Setting("pool", d.get("pool") or {}, STRUCTURE)],
+}
+
+
+def _settings(d: dict) -> list[Setting]:
+    kind = d.get("kind")
+    out = [_given(d, "activation", "identity")] if kind in _ACTIVATED else []
+    more = _SETTINGS.get(kind) if isinstance(kind, str) else None
+    return out + (more(d) if more is not None else [])
+
+
+def _build(doc: dict, arrays: dict, sname: str, source: str):
+    """The model `doc` describes, its weights `arrays` (by their paths in `source`)."""
+    from porting.model import model_from_doc
+
+    if not arrays:
+        raise PortingError(f"{sname}: no layer names a weight in {source}")
+    try:
+        return model_from_doc(doc, arrays, where=sname, arrays_name=source, default_name="model")
+    except PortingError as e:
+        raise PortingError(f"{sname}: {e}") from None

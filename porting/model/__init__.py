@@ -11,12 +11,14 @@
 >>> forward_knet(m, rng.standard_normal((14, 14, 1, 3), np.float32))[-1].shape
 (2, 3)
 
-- `KnetModel` (spec; a chain, or a graph with `Add`/`Concat` merges and `inputs=`), layers
-  `Conv`, `Deconv`, `Dense`, `Pool`, `Mat`, `Reshape`, `Dropout`, `Activation`, `BatchNorm`,
-  `Add`, `Concat`, `ZeroPad`, Layers21's `Linear` (and `Block` / `AddBranches` / `Op`, porting.model.layers21,
-  which build those rows): each
-  kind defined in one file under `porting.model.kinds` (its table: `porting.model.kinds.KINDS`),
-  its Knet computation as ordered stages (`porting.model.stages`).
+- `KnetModel` (spec; a chain, or a graph with `Add`/`Concat` merges and `inputs=`) and the
+  layers of the table `porting.model.kinds.KINDS` (`Conv`, `Deconv`, `Dense`, `Pool`, `Mat`,
+  `Reshape`, `Dropout`, `Activation`, `BatchNorm`, `Add`, `Concat`, `ZeroPad`, Layers21's
+  `Linear`, ...; exported from it, not listed here), and `Block` / `AddBranches` / `Op`
+  (porting.model.layers21, which build those layers): each kind defined in one file under
+  `porting.model.kinds`, its Knet computation as ordered stages (`porting.model.stages`).
+- `model_from_doc(doc, arrays, ...)`: the model an export document describes, its weights given
+  as arrays (`load_export` reads both from disk).
 - `plan(model, input_size)`: the model planned once for an input size (sizes, stages, flatten
   bookkeeping); `forward_knet`, `to_keras`, `convert_weights`, `verify_model` take `plan=`.
 - `load_export(prefix)` / `save_export(model, prefix)`: the `.npz` + `.json` pair the Julia side
@@ -31,56 +33,33 @@
   `model_sequence` the reverse.
 """
 
-from porting.model.export import load_export, save_export
+from typing import TYPE_CHECKING
+
+from porting.model import kinds as _kinds
+from porting.model.export import load_export, model_from_doc, save_export
 from porting.model.forward import KnetOutputs, forward_knet
+from porting.model.kinds import *  # noqa: F403 - the layer classes, one per kind (and merges)
 from porting.model.kinds.embed import knet_sequence, model_sequence
 from porting.model.planning import Plan, plan
-from porting.model.spec import (
-    ACTIVATIONS,
-    RNN,
-    Activation,
-    Add,
-    AddBranches,
-    BatchNorm,
-    Block,
-    Concat,
-    Conv,
-    Deconv,
-    Dense,
-    Dropout,
-    Embed,
-    KnetModel,
-    Linear,
-    Mat,
-    Op,
-    Pool,
-    Reshape,
-    TimeDense,
-    ZeroPad,
-)
+from porting.model.spec import ACTIVATIONS, AddBranches, Block, KnetModel, Op
+
+if TYPE_CHECKING:  # imported on first use (`__getattr__`): they import TensorFlow's helpers
+    from porting.model.convert import (
+        convert_weights,
+        export_savedmodel,
+        export_tflite,
+        load_keras,
+        save_keras,
+        to_keras,
+    )
+    from porting.model.verify import ModelReport, default_input, verify_model
 
 __all__ = [
     "ACTIVATIONS",
-    "Activation",
-    "Add",
-    "BatchNorm",
-    "Concat",
-    "Conv",
-    "Deconv",
-    "Dense",
-    "Dropout",
     "KnetModel",
-    "Mat",
-    "Pool",
-    "Reshape",
-    "ZeroPad",
-    "Linear",
     "Block",
     "AddBranches",
     "Op",
-    "Embed",
-    "RNN",
-    "TimeDense",
     "KnetOutputs",
     "knet_sequence",
     "model_sequence",
@@ -89,6 +68,7 @@ __all__ = [
     "default_input",
     "forward_knet",
     "load_export",
+    "model_from_doc",
     "save_export",
     "to_keras",
     "save_keras",
@@ -99,6 +79,7 @@ __all__ = [
     "verify_model",
     "ModelReport",
 ]
+__all__ += _kinds.__all__  # the layer classes of the table (porting.model.kinds.KINDS)
 
 _LAZY = {
     "to_keras": "porting.model.convert",

@@ -4,21 +4,30 @@ Each Knet layer becomes a few Keras layers named after it (`conv1`, `conv1__pad`
 `conv1__pool`, `conv1__act`, ...; every name unique), built by the layer's stages
 (porting.model.stages) in Knet's order, so the correspondence survives a save and reload:
 
-| Knet | Keras |
+| Knet (porting.model) | Keras 3 |
 | --- | --- |
-| `conv4(w, x; padding=p, stride, dilation, mode)` | `ZeroPadding{1,2,3}D(p)` + `Conv{1,2,3}D(padding="valid")`, kernel `kernel_to_tf(w, mode, spatial)` (mode 0 rotated 180 degrees). Never "same": Knet's padding is symmetric. Stride > 1 with dilation > 1 (which Keras refuses), and 3-D dilation in float64 (no TF CPU kernel), run the kernel written out dilated (zeros between taps) at dilation 1: the same nonzero products. |
-| `.+ b` | the conv's / dense's bias |
-| `pool` max, no padding | `MaxPooling{n}D("valid")` |
-| `pool` max with padding | edge padding (`Cropping` + `Concatenate`: a padded cell copies a real cell of every window it is in, so it never wins, as in NNlib) + `MaxPooling{n}D("valid")`; windows of padding only (padding >= window) are -floatmax |
-| `pool` mean (modes 1, 2: Knet's CPU) | `ZeroPadding` + `AveragePooling{n}D("valid")`: divides by prod(window), padding counted as zeros |
-| 3-D `pool` in float64 (no TF CPU kernel) | `Reshape` + two 2-D poolings + `Reshape` (max is separable; a mean of means) |
-| `mat` | `Flatten`; the next Dense's kernel rows are permuted to Keras' (H, W, C) order |
-| `w * x .+ b` | `Dense`, kernel `w'` (rows permuted after a flatten) |
-| relu, sigm, tanh, elu, identity | `Activation` (relu, sigmoid, tanh, elu) / `Identity` |
-| `softmax(x; dims=1)` | `Softmax(axis=...)` on the TensorFlow axis of Julia's dimension `dims` |
-| `logsoftmax(x; dims=1)` | `Activation("log_softmax")`, between two `Permute`s when that axis is not the last |
-| Layers21 `Linear` | `Dense` (its input is already `(features, N)`: no flatten) |
-| `dropout` | `Dropout` (identity at inference) |
+<one row per kind: porting.model.kinds.keras_table()>
+
+(the rows are each kind's `Kind.knet` and `Kind.keras` in `porting.model.kinds.KINDS`, put into
+this docstring at import; the README's table is checked against them). In detail:
+
+- `conv4(w, x; padding=p, stride, dilation, mode)`: `ZeroPadding{1,2,3}D(p)` +
+  `Conv{1,2,3}D(padding="valid")`, kernel `kernel_to_tf(w, mode, spatial)` (mode 0 rotated 180
+  degrees). Never "same": Knet's padding is symmetric. Stride > 1 with dilation > 1 (which Keras
+  refuses), and 3-D dilation in float64 (no TF CPU kernel), run the kernel written out dilated
+  (zeros between taps) at dilation 1: the same nonzero products. `.+ b` is the conv's / dense's
+  bias.
+- `pool` max, no padding: `MaxPooling{n}D("valid")`; with padding: edge padding (`Cropping` +
+  `Concatenate`: a padded cell copies a real cell of every window it is in, so it never wins, as
+  in NNlib) + `MaxPooling{n}D("valid")`; windows of padding only (padding >= window) are
+  -floatmax. Mean (modes 1, 2: Knet's CPU): `ZeroPadding` + `AveragePooling{n}D("valid")`,
+  dividing by prod(window), padding counted as zeros. 3-D `pool` in float64 (no TF CPU kernel):
+  `Reshape` + two 2-D poolings + `Reshape` (max is separable; a mean of means).
+- `w * x .+ b`: `Dense`, kernel `w'` (rows permuted after a flatten).
+- relu, sigm, tanh, elu, identity: `Activation` (relu, sigmoid, tanh, elu) / `Identity`;
+  `softmax(x; dims=1)`: `Softmax(axis=...)` on the TensorFlow axis of Julia's dimension `dims`;
+  `logsoftmax(x; dims=1)`: `Activation("log_softmax")`, between two `Permute`s when that axis is
+  not the last.
 
 Only Keras built-in layers are used, so a saved `.keras` loads with plain
 `keras.models.load_model` (safe mode) without porting, on any Keras 3 backend, and exports to a
@@ -45,12 +54,17 @@ import numpy as np
 from porting import files, layout
 from porting._checks import check_choice
 from porting.errors import PortingError
+from porting.model import kinds
 from porting.model.export import atomic_path
 from porting.model.kinds import kind_of
 from porting.model.planning import Plan, Step, plan, plan_for
 from porting.model.spec import KnetModel
 from porting.model.stages import KerasContext, tf_axis
 from porting.rnn.keras import import_keras
+
+__doc__ = (__doc__ or "").replace(
+    "<one row per kind: porting.model.kinds.keras_table()>", kinds.keras_table()
+)
 
 __all__ = [
     "to_keras",

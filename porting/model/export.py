@@ -16,19 +16,15 @@ Julia's `size()`. The `.json`:
         "dropout": 0.0},
        {"name": "mat1", "kind": "mat"}, ...]}
 
-Kinds (porting.model.kinds): conv, dense, pool (keywords in "pool"), mat, dropout (probability
-in "dropout"), activation (name in "activation"; softmax may carry "dims", relu "max_value",
-"negative_slope", "threshold"); since version 2: batchnorm (params mean, var, bnparams; "eps",
-"momentum"), deconv (keywords in "deconv"), reshape ("size"), zeropad ("padding"), rnn (Knet's
-`RNN`: the `rnn` object read by porting.rnn.export, and porting's `"output"`: "sequence" or
-"last"), embed (`w[:, x]`, params.w `(dim, vocab)`), timedense (a dense layer over every time
-step), linear (Layers21's Linear: params w and, only when it has one, bias; "activation",
-"dropout"), the activation logsoftmax ("dims" as softmax's), and the merges add / concat
-("inputs": the layer names they read); any layer may name the
-layer it reads in "input" (default: the one before it; "input" is the model's input). Keywords are integers or lists
-(one per spatial dimension, Julia order). A conv layer's "order" is "pool-activation" (Knet's
-tutorial `Conv`, the default) or "activation-pool" (Knet's `lenet.jl`). Keys the Julia side adds
-for information (`julia_version`, `julia_type`, ...) are ignored, null values mean "not set",
+Kinds (each kind's row in porting.model.kinds.KINDS says its keys, `Kind.schema`,
+put into this docstring at import):
+
+<one item per kind: porting.model.kinds.schema_list()>
+
+Any layer may name the layer it reads in "input" (default: the one before it; "input" is the
+model's input). Keywords are integers or lists (one per spatial dimension, Julia order). A conv
+layer's "order" is "pool-activation" (Knet's tutorial `Conv`, the default) or "activation-pool"
+(Knet's `lenet.jl`). Keys the Julia side adds for information (`julia_version`, `julia_type`, ...) are ignored, null values mean "not set",
 and `"npz"` names the arrays file when present. "input_size" is porting's own optional addition
 (the Julia exporter cannot know it): without it, give the input (`--input`) when converting.
 Every problem raises `PortingError` naming the file, the layer and what was expected.
@@ -46,11 +42,15 @@ import numpy as np
 import porting.model.schema as schema
 from porting import files
 from porting.errors import PortingError
-from porting.model.kinds import KINDS
+from porting.model.kinds import KINDS, schema_list
 from porting.model.planning import check_model
 from porting.model.spec import KnetModel
 
-__all__ = ["load_export", "save_export", "export_paths", "FORMAT", "VERSION"]
+__doc__ = (__doc__ or "").replace(
+    "<one item per kind: porting.model.kinds.schema_list()>", schema_list()
+)
+
+__all__ = ["load_export", "save_export", "export_paths", "model_from_doc", "FORMAT", "VERSION"]
 
 FORMAT = "porting-knet-export"
 # 2: the kinds batchnorm, deconv, reshape, zeropad, rnn, embed, timedense, add, concat and the
@@ -125,7 +125,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     return {k: v for k, v in arrays.items() if isinstance(v, np.ndarray)}
 
 
-def _param(spec, what: str, where: str, arrays: dict, npz: Path):
+def _param(spec, what: str, where: str, arrays: dict, npz: str, npz_short: str):
     if spec is None:
         return None
     if not isinstance(spec, dict) or "key" not in spec:
@@ -154,7 +154,7 @@ def _param(spec, what: str, where: str, arrays: dict, npz: Path):
                     "Julia arrays Fortran-ordered with Julia's size)"
                 )
             raise PortingError(
-                f"{where}: {what} ({key!r}) has shape {tuple(a.shape)} in {npz.name} but the .json "
+                f"{where}: {what} ({key!r}) has shape {tuple(a.shape)} in {npz_short} but the .json "
                 f"says Julia size {size}{hint}"
             )
     eltype = spec.get("eltype")
@@ -166,12 +166,12 @@ def _param(spec, what: str, where: str, arrays: dict, npz: Path):
             )
         if a.dtype != want:
             raise PortingError(
-                f"{where}: {what} ({key!r}) is {a.dtype} in {npz.name} but the .json says {eltype}"
+                f"{where}: {what} ({key!r}) is {a.dtype} in {npz_short} but the .json says {eltype}"
             )
     return a
 
 
-def _layer_from_json(i: int, d, arrays: dict, npz: Path):
+def _layer_from_json(i: int, d, arrays: dict, npz: str, npz_short: str):
     if not isinstance(d, dict):
         raise PortingError(f"layer {i + 1}: expected a JSON object, got {d!r}"[:200])
     name = d.get("name")
@@ -192,7 +192,7 @@ def _layer_from_json(i: int, d, arrays: dict, npz: Path):
             schema.text(d[key], key, where)
 
     def param(what: str):
-        return _param(params.get(what), what, where, arrays, npz)
+        return _param(params.get(what), what, where, arrays, npz, npz_short)
 
     return KINDS[kind].from_json(d, where, param)
 
@@ -212,26 +212,55 @@ def load_export(path) -> KnetModel:
         schema.text(npz_name, "npz", str(json_path))
     if isinstance(npz_name, str) and npz_name and Path(os.fspath(path)).suffix != ".npz":
         npz_path = json_path.parent / Path(npz_name).name  # the .json names its arrays file
-    input_size = doc.get("input_size")
-    if input_size is not None:
-        input_size = schema.size(input_size, "input_size", str(json_path))
-    name = doc.get("name")
-    if name is not None:
-        schema.text(name, "name", str(json_path))
-    arrays = _read_npz(npz_path)
-    layers = [_layer_from_json(i, d, arrays, npz_path) for i, d in enumerate(doc["layers"])]
-    inputs = {}
-    for i, d in enumerate(doc["layers"]):
-        if d.get("input") is not None:
-            where = f"layer {i + 1} ({layers[i].name!r})"
-            inputs[str(layers[i].name)] = schema.text(d["input"], "input", where)
-    if input_size is None:
-        input_size = layers[0].fixed_input_size()  # a dense-first model's input is fixed
-    model = KnetModel(
-        layers, input_size=input_size, name=str(name or json_path.stem), inputs=inputs or None
+    if doc.get("input_size") is not None:  # the .json's own errors before the .npz is read
+        schema.size(doc["input_size"], "input_size", str(json_path))
+    if doc.get("name") is not None:
+        schema.text(doc["name"], "name", str(json_path))
+    model = model_from_doc(
+        doc,
+        _read_npz(npz_path),
+        where=str(json_path),
+        arrays_name=str(npz_path),
+        arrays_short=npz_path.name,
+        default_name=json_path.stem,
     )
     model.source = str(json_path.with_suffix(""))
     return model
+
+
+def model_from_doc(
+    doc: dict,
+    arrays: dict,
+    *,
+    where: str,
+    arrays_name: str,
+    arrays_short: str | None = None,
+    default_name: str = "knet_model",
+) -> KnetModel:
+    """The model an export document describes (its "layers", "input_size", "name"), with each
+    weight's "key" looked up in `arrays`; `where` names the document and `arrays_name` the
+    arrays in errors (`arrays_short`: its short name, default `arrays_name`). `load_export` reads both from disk; `porting.knetfile.structure` builds
+    them from a JLD2 file."""
+    input_size = doc.get("input_size")
+    if input_size is not None:
+        input_size = schema.size(input_size, "input_size", where)
+    name = doc.get("name")
+    if name is not None:
+        schema.text(name, "name", where)
+    short = arrays_name if arrays_short is None else arrays_short
+    layers = [
+        _layer_from_json(i, d, arrays, arrays_name, short) for i, d in enumerate(doc["layers"])
+    ]
+    inputs = {}
+    for i, d in enumerate(doc["layers"]):
+        if d.get("input") is not None:
+            lwhere = f"layer {i + 1} ({layers[i].name!r})"
+            inputs[str(layers[i].name)] = schema.text(d["input"], "input", lwhere)
+    if input_size is None:
+        input_size = layers[0].fixed_input_size()  # a dense-first model's input is fixed
+    return KnetModel(
+        layers, input_size=input_size, name=str(name or default_name), inputs=inputs or None
+    )
 
 
 def _layer_to_json(layer, keys: dict) -> dict:

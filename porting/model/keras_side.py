@@ -9,6 +9,8 @@ Knet's input and on Keras's own so).
 
 from __future__ import annotations
 
+import functools
+
 __all__ = ["run_group", "source_name", "per_sample", "PER_SAMPLE"]
 
 
@@ -31,7 +33,7 @@ def run_group(group, feeds: dict, end=None):
             if lay.__class__.__name__ == "Dropout":
                 kwargs = {**kwargs, "training": False}
             if _direct(lay, args, kwargs):
-                out = lay.call(*args, **_DIRECT[type(lay).__name__])
+                out = lay.call(*args, **_direct_calls()[type(lay).__name__])
             else:
                 out = lay(*args, **kwargs)
             if isinstance(out, (list, tuple)):  # a recurrent layer returning its states too
@@ -51,32 +53,35 @@ def run_group(group, feeds: dict, end=None):
         return keras.Model(group[0].input, end.output)(x, training=False)
 
 
-# Stateless or inference-only built-in layers whose `call` is what `__call__` runs once it has
-# converted and cast the inputs, built the layer and resolved masks and `training`: with inputs
-# already in the layer's compute dtype, no mask and no other arguments, calling `call` directly
-# gives the same numbers without Keras's per-call bookkeeping (a third of the time of a small
-# layer's call). The value: the keyword arguments `call` takes for inference.
-_DIRECT: dict[str, dict] = {
-    **{f"Conv{d}D": {} for d in (1, 2, 3)},
-    **{f"ZeroPadding{d}D": {} for d in (1, 2, 3)},
-    **{f"Cropping{d}D": {} for d in (1, 2, 3)},
-    **{f"MaxPooling{d}D": {} for d in (1, 2, 3)},
-    **{f"AveragePooling{d}D": {} for d in (1, 2, 3)},
-    **{f"GlobalAveragePooling{d}D": {} for d in (1, 2, 3)},
-    "BatchNormalization": {"training": False},
-    "Activation": {},
-    "ReLU": {},
-    "LeakyReLU": {},
-    "Dense": {},
-    "Add": {},
-    "Flatten": {},
-    "Identity": {},
-}
+@functools.cache
+def _direct_calls() -> dict[str, dict]:
+    """Keras class name -> the keyword arguments its `call` takes at inference, for the layers
+    the kinds declare callable directly (`porting.model.layer.KerasLayer.direct`): with inputs
+    already in the layer's compute dtype, no mask and no other arguments, calling `call` gives
+    the same numbers without Keras's per-call bookkeeping (a third of the time of a small
+    layer's call)."""
+    from porting.model.kinds import KINDS
+
+    return {
+        kl.name: dict(kl.direct)
+        for kind in KINDS.values()
+        for kl in kind.keras_layers
+        if kl.direct is not None
+    }
+
+
+@functools.cache
+def _declared_per_sample() -> dict[str, bool]:
+    """The Keras classes the kinds build, and whether each is per-sample at inference
+    (`KerasLayer.per_sample`; it overrides `PER_SAMPLE`)."""
+    from porting.model.kinds import KINDS
+
+    return {kl.name: kl.per_sample for kind in KINDS.values() for kl in kind.keras_layers}
 
 
 def _direct(lay, args, kwargs) -> bool:
-    """Whether `lay(*args, **kwargs)` may run as `lay.call(...)` (`_DIRECT`)."""
-    if type(lay).__name__ not in _DIRECT or len(args) != 1 or not lay.built:
+    """Whether `lay(*args, **kwargs)` may run as `lay.call(...)` (`_direct_calls`)."""
+    if type(lay).__name__ not in _direct_calls() or len(args) != 1 or not lay.built:
         return False
     if any(k not in ("mask", "training") or v is not None for k, v in kwargs.items()):
         return False  # only the defaults a functional node records (mask=None)
@@ -133,12 +138,13 @@ PER_SAMPLE = frozenset(
 )  # fmt: skip
 """Keras's built-in layers that, at inference, compute each sample of a batch from that sample
 alone (batch normalisation uses its moving statistics; a recurrent layer that is not stateful
-starts every sequence from zero state)."""
+starts every sequence from zero state): for Keras models written by hand. The layers porting's
+kinds build are declared with their kind (`porting.model.layer.KerasLayer.per_sample`)."""
 
 
 def _per_sample_layer(lay) -> bool:
     name = type(lay).__name__
-    if name not in PER_SAMPLE or getattr(lay, "stateful", False):
+    if not _declared_per_sample().get(name, name in PER_SAMPLE) or getattr(lay, "stateful", False):
         return False
     if name == "Concatenate":  # joining along the batch axis would mix the halves
         return lay.axis != 0
@@ -150,8 +156,8 @@ def _per_sample_layer(lay) -> bool:
 
 def per_sample(groups, keras_model) -> bool:
     """True when every layer of `groups` is a built-in Keras layer that computes each sample on
-    its own at inference (`PER_SAMPLE`, not stateful, no Concatenate along the batch) and the
-    last group ends at the model's single output: then a batch made of two inputs gives, in
+    its own at inference (declared so by its kind, or in `PER_SAMPLE`; not stateful, no
+    Concatenate along the batch) and the last group ends at the model's single output: then a batch made of two inputs gives, in
     each half, what either input alone gives (up to the order of float operations, which the
     tolerances allow for)."""
     outputs = getattr(keras_model, "outputs", None) or []

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVATIONS",
+    "ACT_KERAS",
+    "Example",
     "FlatRule",
+    "KerasLayer",
     "Kind",
     "Layer",
     "activation_name",
@@ -193,6 +196,42 @@ class Layer:
 
 
 @dataclass(frozen=True)
+class KerasLayer:
+    """A Keras built-in layer class a kind's stages build, and how verification may run it.
+
+    - `name`: the Keras class name (`"Conv2D"`);
+    - `per_sample`: at inference it computes each sample of a batch from that sample alone
+      (batch normalisation uses its moving statistics), so verification may run two inputs as
+      the halves of one doubled batch (porting.model.keras_side.per_sample);
+    - `direct`: the keyword arguments its `call` takes at inference when verification may call
+      `call` itself, skipping `__call__`'s bookkeeping (a stateless or inference-only layer,
+      whose `call` is what `__call__` runs once inputs are converted and masks and `training`
+      resolved); None: always through `__call__`.
+    """
+
+    name: str
+    per_sample: bool = True
+    direct: Mapping[str, Any] | None = field(default=None, compare=False)
+
+
+def _direct(*names: str, **call_kwargs: Any) -> tuple[KerasLayer, ...]:
+    return tuple(KerasLayer(n, direct=dict(call_kwargs)) for n in names)
+
+
+# What the activation stage (porting.model.stages.ActStage) builds: every kind with an
+# activation lists these among its `keras_layers`.
+ACT_KERAS: tuple[KerasLayer, ...] = (
+    *_direct("Activation", "ReLU", "LeakyReLU", "Identity"),
+    KerasLayer("Softmax"),
+    KerasLayer("Permute"),
+)
+
+# A kind's small example: its layers (the layers it needs before it included) and the input
+# size of one sample, for the contract test (tests/test_kinds_contract.py).
+Example = tuple[list["Layer"], tuple[int, ...]]
+
+
+@dataclass(frozen=True)
 class Kind:
     """One row of the layer table (porting.model.kinds.KINDS): a kind's entry for every concern
     that is not a stage of its Knet computation.
@@ -201,7 +240,17 @@ class Kind:
     - `prefix`: the name `KnetModel` gives unnamed layers (`conv` -> conv1, conv2, ...);
     - `weights(layer, step, spatial, dtype)`: its weights in Keras layout (None: it has none);
     - `from_json(d, where, param)` / `to_json(layer)`: the export schema (porting.model.export;
-      `param(what)` reads params.<what> from the `.npz`, or None).
+      `param(what)` reads params.<what> from the `.npz`, or None);
+    - `knet`, `keras`: what it computes in Knet and what it becomes in Keras, one line each
+      (the README's and porting.model.convert's tables, checked by tests/test_kinds_contract.py);
+    - `schema`: its keys in the export's JSON, one phrase (porting.model.export's docstring);
+    - `keras_layers`: every Keras layer class its stages build, with how verification may run
+      it (`KerasLayer`; the contract test checks the list is complete);
+    - `diagnose(step, x_ins_tf, expected_tf, actual_tf, spatial)`: the kind's own causes for
+      its divergent layer (porting.diagnosis' layer-level functions), or None: the conv/dense
+      diagnosis applies;
+    - `example()`: a small instance (`Example`) the contract test builds, converts, verifies
+      and round-trips.
     """
 
     name: str
@@ -210,3 +259,9 @@ class Kind:
     from_json: Callable[..., Layer]
     to_json: Callable[[Any], dict[str, Any]]
     weights: Callable[..., list[np.ndarray]] | None = None
+    knet: str = ""
+    keras: str = ""
+    schema: str = ""
+    keras_layers: tuple[KerasLayer, ...] = ()
+    diagnose: Callable[..., Any] | None = None
+    example: Callable[[], Example] | None = None

@@ -34,29 +34,10 @@ import numpy as np
 
 from porting._checks import FLOAT_DTYPES, short_repr
 from porting.errors import PortingError
+from porting.model import kinds as _kinds
+from porting.model.kinds import *  # noqa: F403 - the layer classes, one per kind (and merges)
 from porting.model.kinds import KINDS, kind_of
-from porting.model.kinds.activation import Activation
-from porting.model.kinds.batchnorm import BatchNorm
-from porting.model.kinds.conv import Conv
-from porting.model.kinds.deconv import Deconv
-from porting.model.kinds.dense import Dense
-from porting.model.kinds.dropout import Dropout
-from porting.model.kinds.embed import Embed
-from porting.model.kinds.linear import Linear
-from porting.model.kinds.mat import Mat
-from porting.model.kinds.merge import Add, Concat
-from porting.model.kinds.pool import Pool
-from porting.model.kinds.reshape import Reshape
-from porting.model.kinds.rnn import RNN, TimeDense
-from porting.model.kinds.zeropad import ZeroPad
-from porting.model.layer import (
-    ACTIVATIONS,
-    NAME_RE,
-    FlatRule,
-    Layer,
-    activation_name,
-    fmt_size,
-)
+from porting.model.layer import ACTIVATIONS, NAME_RE, FlatRule, Layer, activation_name, fmt_size
 from porting.model.layers21 import AddBranches, Block, Op, expand_blocks
 from porting.model.planning import Plan, as_size, plan
 
@@ -64,28 +45,13 @@ __all__ = [
     "ACTIVATIONS",
     "KINDS",
     "Layer",
-    "Conv",
-    "Deconv",
-    "Dense",
-    "Linear",
     "Block",
     "AddBranches",
     "Op",
-    "Pool",
-    "Reshape",
-    "ZeroPad",
-    "Mat",
-    "Dropout",
-    "Activation",
-    "Add",
-    "BatchNorm",
-    "Concat",
-    "Embed",
-    "RNN",
-    "TimeDense",
     "KnetModel",
     "activation_name",
 ]
+__all__ += _kinds.__all__  # the layer classes of the table (porting.model.kinds)
 
 
 class KnetModel:

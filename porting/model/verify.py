@@ -46,6 +46,7 @@ from porting.model import convert as mconvert
 from porting.model import knet_side
 from porting.model.forward import backend_of, check_input, forward_steps
 from porting.model.keras_side import per_sample, run_group, source_name
+from porting.model.kinds import kind_of
 from porting.model.planning import Plan, given_input_size
 from porting.model.report import LayerRow, ModelReport
 from porting.model.spec import KnetModel
@@ -453,16 +454,14 @@ class _WholeMode:
 
 
 def _diagnose_layer_kind(steps, i, group, x_ins_julia, y_knet, spatial, kdt, notes):
-    """Batchnorm and residual-sum causes (porting.diagnosis._model) for layer `i`, its Keras
-    group run on its Knet inputs `x_ins_julia` (one per source; Knet output `y_knet`); None for
-    other kinds, or when no such cause is found."""
+    """The kind's own causes (its row's `diagnose`: batchnorm, residual sum) for layer `i`, its
+    Keras group run on its Knet inputs `x_ins_julia` (one per source; Knet output `y_knet`);
+    None for kinds without one, or when no such cause is found."""
     step = steps[i]
-    if step.layer.kind not in ("batchnorm", "add"):
+    kind_diagnose = kind_of(step.layer).diagnose
+    if kind_diagnose is None:
         return None
     try:
-        from porting.diagnosis._model import diagnose_step
-        from porting.model.kinds import batchnorm as kbn
-
         x_ins, feeds = [], {}
         for k, x_j in zip(step.sources, x_ins_julia, strict=True):
             t = mconvert.julia_to_tf(x_j, None if k < 0 else steps[k].flat_from, spatial)
@@ -470,13 +469,7 @@ def _diagnose_layer_kind(steps, i, group, x_ins_julia, y_knet, spatial, kdt, not
             feeds[source_name(steps, k)] = t.astype(kdt, copy=False)
         actual = np.asarray(run_group(group, feeds))
         expected = mconvert.julia_to_tf(y_knet, step.flat_from, spatial)
-        d = diagnose_step(
-            step,
-            x_ins,
-            expected,
-            actual,
-            lambda: kbn._weights(step.layer, step, spatial, np.float64),
-        )
+        d = kind_diagnose(step, x_ins, expected, actual, spatial)
     except Exception as e:  # noqa: BLE001 - a diagnosis must never hide the report itself
         notes.append(f"no diagnosis for {step.layer.name}: {type(e).__name__}: {e}"[:300])
         return None

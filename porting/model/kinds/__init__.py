@@ -2,8 +2,16 @@
 
 A kind's file defines its layer class (whose `stages()` are Knet's computation, in order:
 porting.model.stages gives each stage's Knet forward, Keras build and magnitudes) and its row
-(`porting.model.layer.Kind`: weight conversion and export schema). Adding a kind is one file
-here plus its row in `KINDS`.
+(`porting.model.layer.Kind`: weight conversion, export schema, the Keras layers it builds, its
+diagnosis, its prose and a small example). Everything else is derived from `KINDS`: the public
+names (`__all__` here; porting.model.spec and porting.model export them), the verification's
+Keras fast paths (porting.model.keras_side), the per-kind diagnosis (porting.model.verify) and
+the tables of the README, porting.model.convert and
+porting.model.export (checked by tests/test_kinds_contract.py, which also runs every row's
+example through build, conversion, verification, the export and a reload without porting).
+
+Adding a kind: its file here, and its lines below (its module and classes, their names in
+`__all__`, its row in `KINDS`).
 """
 
 from __future__ import annotations
@@ -25,9 +33,44 @@ from porting.model.kinds import (
     rnn,
     zeropad,
 )
+from porting.model.kinds.activation import Activation
+from porting.model.kinds.batchnorm import BatchNorm
+from porting.model.kinds.conv import Conv
+from porting.model.kinds.deconv import Deconv
+from porting.model.kinds.dense import Dense
+from porting.model.kinds.dropout import Dropout
+from porting.model.kinds.embed import Embed
+from porting.model.kinds.linear import Linear
+from porting.model.kinds.mat import Mat
+from porting.model.kinds.merge import Add, Concat
+from porting.model.kinds.pool import Pool
+from porting.model.kinds.reshape import Reshape
+from porting.model.kinds.rnn import RNN, TimeDense
+from porting.model.kinds.zeropad import ZeroPad
 from porting.model.layer import Kind, Layer
 
-__all__ = ["KINDS", "kind_of"]
+# The layer classes, exported by porting.model and porting.model.spec (a literal list: the
+# form type checkers and IDEs follow through `from porting.model.kinds import *`; the contract
+# test checks it is the table's classes).
+__all__ = [
+    "Activation",
+    "BatchNorm",
+    "Conv",
+    "Deconv",
+    "Dense",
+    "Dropout",
+    "Embed",
+    "Linear",
+    "Mat",
+    "Add",
+    "Concat",
+    "Pool",
+    "Reshape",
+    "RNN",
+    "TimeDense",
+    "ZeroPad",
+]
+
 
 KINDS: dict[str, Kind] = {
     k.name: k
@@ -50,6 +93,23 @@ KINDS: dict[str, Kind] = {
         linear.KIND,
     )
 }
+
+
+def keras_table() -> str:
+    """The rows of the "Knet -> Keras" table, one per kind (`Kind.knet`, `Kind.keras`): the
+    README's table and porting.model.convert's docstring show them."""
+    return "\n".join(f"| `{k.layer.__name__}`: {k.knet} | {k.keras} |" for k in KINDS.values())
+
+
+def schema_list() -> str:
+    """The export schema's keys, one item per kind (`Kind.schema`; porting.model.export's
+    docstring shows them)."""
+    import textwrap
+
+    return "\n".join(
+        textwrap.fill(f"- {k.name}: {k.schema}", 100, subsequent_indent="  ")
+        for k in KINDS.values()
+    )
 
 
 def kind_of(layer: Layer) -> Kind:

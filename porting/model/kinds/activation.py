@@ -8,7 +8,7 @@ import numpy as np
 
 import porting.model.schema as schema
 from porting.errors import PortingError
-from porting.model.layer import Kind, Layer, activation_name, check_real
+from porting.model.layer import ACT_KERAS, Example, Kind, Layer, activation_name, check_real
 from porting.model.stages import ActStage
 
 __all__ = ["Activation", "KIND"]
@@ -115,10 +115,22 @@ def _to_json(layer: Activation) -> dict:
     return d
 
 
+def _example() -> Example:
+    return [Activation("softmax", dims=3)], (3, 2, 4)
+
+
 KIND = Kind(
     name="activation",
     layer=Activation,
     prefix="act",
     from_json=_from_json,
     to_json=_to_json,
+    knet="`f.(x)`, `softmax(x; dims)`, `logsoftmax(x; dims)`",
+    keras="`Activation` / `ReLU` / `Softmax(axis)` (one row per activation below)",
+    schema=(
+        'name in "activation"; softmax and logsoftmax (since version 2) may carry "dims", '
+        'relu "max_value", "negative_slope", "threshold"'
+    ),
+    keras_layers=ACT_KERAS,
+    example=_example,
 )

@@ -24,7 +24,7 @@ import numpy as np
 from porting import layout, magnitude
 from porting.errors import PortingError
 from porting.model import schema
-from porting.model.layer import Kind, Layer, check_real, fmt_size, weight_array
+from porting.model.layer import Example, KerasLayer, Kind, Layer, check_real, fmt_size, weight_array
 from porting.model.stages import Stage
 
 __all__ = ["BatchNorm", "BatchNormStage", "KIND"]
@@ -221,6 +221,36 @@ def _from_json(d: dict, where: str, param) -> BatchNorm:
     )
 
 
+def _diagnose(step, x_ins_tf, expected_tf, actual_tf, spatial: str):
+    """Batchnorm causes (porting.diagnosis.diagnose_batchnorm) for a divergent batchnorm layer:
+    its Knet input, Knet output and the port's output for that input, in TensorFlow layout."""
+    from porting.diagnosis import diagnose_batchnorm
+
+    if len(step.stages) != 1:
+        return None
+    ws = _weights(step.layer, step, spatial, np.float64)
+    g, b = (ws[0], ws[1]) if len(ws) == 4 else (None, None)
+    return diagnose_batchnorm(
+        x_ins_tf[0],
+        actual_tf,
+        mean=ws[-2],
+        var=ws[-1],
+        scale=g,
+        bias=b,
+        eps=float(step.stages[0].eps),
+        expected=expected_tf,
+    )
+
+
+def _example() -> Example:
+    rng = np.random.default_rng(0)
+    c = 3
+    mean = rng.standard_normal(c).astype(np.float32)
+    var = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    params = rng.standard_normal(2 * c).astype(np.float32)
+    return [BatchNorm(mean, var, params)], (4, 3, c)
+
+
 KIND = Kind(
     name="batchnorm",
     layer=BatchNorm,
@@ -228,4 +258,10 @@ KIND = Kind(
     from_json=_from_json,
     to_json=lambda layer: {"eps": layer.eps, "momentum": layer.momentum},
     weights=_weights,
+    knet="`batchnorm(x, moments, params)`",
+    keras="`BatchNormalization(epsilon=Knet's 1e-5, momentum=1 - Knet's 0.1)`, gamma/beta from `[scale; bias]`",
+    schema='params mean, var, bnparams; "eps", "momentum" (since version 2)',
+    keras_layers=(KerasLayer("BatchNormalization", direct={"training": False}),),
+    diagnose=_diagnose,
+    example=_example,
 )

@@ -11,9 +11,13 @@ import porting.model.schema as schema
 from porting import layout
 from porting.errors import PortingError
 from porting.model.kinds._convolution import check_input_rank, conv_geometry, kernel_and_bias
+from porting.model.kinds.pool import KERAS_LAYERS as POOL_KERAS
 from porting.model.kinds.pool import POOL_KEYS, as_pool, pool_json
 from porting.model.layer import (
+    ACT_KERAS,
+    Example,
     FlatRule,
+    KerasLayer,
     Kind,
     Layer,
     activation_name,
@@ -225,6 +229,13 @@ def _to_json(layer: Conv) -> dict:
     return d
 
 
+def _example() -> Example:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+    b = rng.standard_normal((1, 1, 4, 1)).astype(np.float32)
+    return [Conv(w, b, padding=1, activation="relu", pool=dict(window=2))], (6, 5, 2)
+
+
 KIND = Kind(
     name="conv",
     layer=Conv,
@@ -232,4 +243,13 @@ KIND = Kind(
     from_json=_from_json,
     to_json=_to_json,
     weights=_weights,
+    knet="`conv4(w, x; ...) .+ b`, Ops21 `groups`",
+    keras='`ZeroPadding{n}D` + `Conv{n}D(padding="valid", groups=...)` (never "same"; `mode=0` kernels rotated)',
+    schema='keywords in "conv" and "pool", "activation", "dropout", "order"',
+    keras_layers=(
+        *(KerasLayer(f"Conv{d}D", direct={}) for d in (1, 2, 3)),
+        *POOL_KERAS,
+        *ACT_KERAS,
+    ),
+    example=_example,
 )

@@ -22,7 +22,10 @@ from porting.geometry import ConvOp
 from porting.model import schema
 from porting.model.kinds._convolution import check_input_rank, conv_geometry, kernel_and_bias
 from porting.model.layer import (
+    ACT_KERAS,
+    Example,
     FlatRule,
+    KerasLayer,
     Kind,
     Layer,
     activation_name,
@@ -190,6 +193,13 @@ def _to_json(layer: Deconv) -> dict:
     return d
 
 
+def _example() -> Example:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 3, 2, 3)).astype(np.float32)  # (W1, W2, Cout, Cin)
+    b = rng.standard_normal((1, 1, 2, 1)).astype(np.float32)
+    return [Deconv(w, b, stride=2, padding=1, activation="tanh")], (4, 3, 3)
+
+
 KIND = Kind(
     name="deconv",
     layer=Deconv,
@@ -197,4 +207,13 @@ KIND = Kind(
     from_json=_from_json,
     to_json=_to_json,
     weights=_weights,
+    knet="`deconv4`",
+    keras='`Conv{n}DTranspose("valid")` + `Cropping{n}D` of the padding',
+    schema='keywords in "deconv", "activation" (since version 2)',
+    keras_layers=(
+        *(KerasLayer(f"Conv{d}DTranspose") for d in (1, 2, 3)),
+        *(KerasLayer(f"Cropping{d}D", direct={}) for d in (1, 2, 3)),
+        *ACT_KERAS,
+    ),
+    example=_example,
 )

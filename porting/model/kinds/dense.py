@@ -11,7 +11,10 @@ import porting.model.schema as schema
 from porting import layout
 from porting.errors import PortingError
 from porting.model.layer import (
+    ACT_KERAS,
+    Example,
     FlatRule,
+    KerasLayer,
     Kind,
     Layer,
     activation_name,
@@ -139,6 +142,21 @@ def _from_json(d: dict, where: str, param) -> Dense:
     )
 
 
+KERAS_LAYERS: tuple[KerasLayer, ...] = (
+    KerasLayer("Dense", direct={}),
+    KerasLayer("Flatten", direct={}),
+    KerasLayer("Dropout"),
+    *ACT_KERAS,
+)
+
+
+def _example() -> Example:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 24)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    return [Dense(w, b, activation="sigm")], (4, 3, 2)
+
+
 KIND = Kind(
     name="dense",
     layer=Dense,
@@ -146,4 +164,9 @@ KIND = Kind(
     from_json=_from_json,
     to_json=lambda layer: {"activation": layer.activation, "dropout": layer.dropout},
     weights=_weights,
+    knet="`w * mat(x) .+ b`",
+    keras="(`Flatten` +) `Dense`, kernel `w'` (rows permuted after a flatten to Keras' (H, W, C) order)",
+    schema='"activation", "dropout"',
+    keras_layers=KERAS_LAYERS,
+    example=_example,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass
 
 import porting.model.schema as schema
-from porting.model.layer import Kind, Layer, check_probability
+from porting.model.layer import Example, KerasLayer, Kind, Layer, check_probability
 from porting.model.stages import DropoutStage
 
 __all__ = ["Dropout", "KIND"]
@@ -34,6 +34,10 @@ class Dropout(Layer):
         return f"dropout(p={self.p}) (identity at inference)"
 
 
+def _example() -> Example:
+    return [Dropout(0.25)], (4,)
+
+
 KIND = Kind(
     name="dropout",
     layer=Dropout,
@@ -42,4 +46,9 @@ KIND = Kind(
         schema.dropout(d.get("dropout"), where), name=d.get("name")
     ),
     to_json=lambda layer: {"dropout": layer.p},
+    knet="`dropout(x, p)`",
+    keras="`Dropout` (identity at inference)",
+    schema='probability in "dropout"',
+    keras_layers=(KerasLayer("Dropout"), KerasLayer("Identity", direct={})),
+    example=_example,
 )

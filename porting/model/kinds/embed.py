@@ -22,7 +22,7 @@ import numpy as np
 
 from porting.errors import PortingError
 from porting.model import schema
-from porting.model.layer import Kind, Layer, weight_array
+from porting.model.layer import Example, KerasLayer, Kind, Layer, weight_array
 from porting.model.stages import Stage
 
 __all__ = ["Embed", "EmbedStage", "KIND", "check_indices", "knet_sequence", "model_sequence"]
@@ -170,6 +170,11 @@ def _from_json(d: dict, where: str, param) -> Embed:
     return Embed(w, name=d.get("name"))
 
 
+def _example() -> Example:
+    w = np.random.default_rng(0).standard_normal((4, 9)).astype(np.float32)
+    return [Embed(w)], (5,)
+
+
 KIND = Kind(
     name="embed",
     layer=Embed,
@@ -177,4 +182,9 @@ KIND = Kind(
     from_json=_from_json,
     to_json=lambda layer: {},
     weights=_weights,
+    knet="`w[:, x]`",
+    keras="`Embedding` (fed `x - 1`: 0-based)",
+    schema="`w[:, x]`: params.w `(dim, vocab)` (since version 2)",
+    keras_layers=(KerasLayer("Embedding"),),
+    example=_example,
 )

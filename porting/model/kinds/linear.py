@@ -23,7 +23,7 @@ import porting.model.schema as schema
 from porting.errors import PortingError
 from porting.model.kinds import dense
 from porting.model.kinds.dense import Dense
-from porting.model.layer import FlatRule, Kind, fmt_size
+from porting.model.layer import Example, FlatRule, Kind, fmt_size
 
 __all__ = ["Linear", "KIND"]
 
@@ -106,6 +106,12 @@ def _to_json(layer: Linear) -> dict:
     return {"activation": layer.activation, "dropout": layer.dropout}
 
 
+def _example() -> Example:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 5)).astype(np.float32)
+    return [Linear(w, bias=rng.standard_normal(3).astype(np.float32), activation="elu")], (5,)
+
+
 KIND = Kind(
     name="linear",
     layer=Linear,
@@ -113,4 +119,9 @@ KIND = Kind(
     from_json=_from_json,
     to_json=_to_json,
     weights=dense._weights,
+    knet="Layers21's `Linear`: `w * x .+ bias`",
+    keras="`Dense` (its input is already `(features, N)`: no flatten)",
+    schema='params w and, only when it has one, bias; "activation", "dropout" (since version 2)',
+    keras_layers=dense.KERAS_LAYERS,
+    example=_example,
 )

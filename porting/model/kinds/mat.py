@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import KW_ONLY, dataclass
 
-from porting.model.layer import FlatRule, Kind, Layer
+from porting.model.layer import Example, FlatRule, KerasLayer, Kind, Layer
 from porting.model.stages import FlattenStage
 
 __all__ = ["Mat", "KIND"]
@@ -28,10 +28,19 @@ class Mat(Layer):
         return (math.prod(size),)
 
 
+def _example() -> Example:
+    return [Mat()], (3, 2, 2)
+
+
 KIND = Kind(
     name="mat",
     layer=Mat,
     prefix="mat",
     from_json=lambda d, where, param: Mat(name=d.get("name")),
     to_json=lambda layer: {},
+    knet="`mat`",
+    keras="`Flatten`; the next Dense's kernel rows are permuted to Keras' (H, W, C) order",
+    schema="no keys",
+    keras_layers=(KerasLayer("Flatten", direct={}),),
+    example=_example,
 )

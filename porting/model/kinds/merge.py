@@ -19,7 +19,15 @@ import numpy as np
 
 from porting.errors import PortingError
 from porting.model import schema
-from porting.model.layer import Kind, Layer, activation_name, fmt_size
+from porting.model.layer import (
+    ACT_KERAS,
+    Example,
+    KerasLayer,
+    Kind,
+    Layer,
+    activation_name,
+    fmt_size,
+)
 from porting.model.stages import ActStage, Stage
 
 __all__ = ["Add", "Concat", "MergeStage", "KIND_ADD", "KIND_CONCAT"]
@@ -152,6 +160,26 @@ def _inputs_json(d: dict, where: str) -> tuple[str, ...]:
     return tuple(schema.text(v, f"inputs[{i + 1}]", where) for i, v in enumerate(value))
 
 
+def _diagnose_add(step, x_ins_tf, expected_tf, actual_tf, spatial: str):
+    """Residual causes (porting.diagnosis.diagnose_residual) for a divergent sum of two or more
+    inputs: its Knet inputs, Knet output and the port's output for those inputs."""
+    from porting.diagnosis import diagnose_residual
+
+    act = getattr(step.layer, "activation", "identity")
+    if len(x_ins_tf) < 2 or act in ("softmax", "logsoftmax"):
+        return None
+    return diagnose_residual(list(x_ins_tf), actual_tf, activation=act, expected=expected_tf)
+
+
+def _example(cls, **kw) -> Example:
+    """A layer and the one after it merged (any layer kinds would do; these need no weights)."""
+    from porting.model.kinds.activation import Activation
+
+    a = Activation("tanh", name="a")
+    b = Activation("sigm", name="b")
+    return [a, b, cls(["a", "b"], **kw)], (4, 3, 2)
+
+
 KIND_ADD = Kind(
     name="add",
     layer=Add,
@@ -160,6 +188,12 @@ KIND_ADD = Kind(
         _inputs_json(d, where), activation=d.get("activation") or "identity", name=d.get("name")
     ),
     to_json=lambda layer: {"inputs": list(layer.inputs), "activation": layer.activation},
+    knet="`f.(x1 .+ x2 .+ ...)`",
+    keras="`Add` (+ `Activation`)",
+    schema='"inputs": the layer names it reads; "activation" (since version 2)',
+    keras_layers=(KerasLayer("Add", direct={}), *ACT_KERAS),
+    diagnose=_diagnose_add,
+    example=lambda: _example(Add, activation="relu"),
 )
 
 KIND_CONCAT = Kind(
@@ -168,4 +202,9 @@ KIND_CONCAT = Kind(
     prefix="concat",
     from_json=lambda d, where, param: Concat(_inputs_json(d, where), name=d.get("name")),
     to_json=lambda layer: {"inputs": list(layer.inputs)},
+    knet="`cat(x1, x2, ...; dims=ndims(x)-1)`",
+    keras="`Concatenate(axis=-1)`",
+    schema='"inputs" (since version 2)',
+    keras_layers=(KerasLayer("Concatenate"),),
+    example=lambda: _example(Concat),
 )

@@ -12,7 +12,7 @@ import porting.model.schema as schema
 from porting import magnitude
 from porting.errors import PortingError
 from porting.geometry import PoolGeometry, PoolOp
-from porting.model.layer import FlatRule, Kind, Layer, check_real, fmt_size
+from porting.model.layer import Example, FlatRule, KerasLayer, Kind, Layer, check_real, fmt_size
 from porting.model.stages import KerasContext, Stage, sub_role, zero_padding
 
 __all__ = ["Pool", "PoolStage", "KIND", "pool_json"]
@@ -303,10 +303,34 @@ def _from_json(d: dict, where: str, param) -> Pool:
     return Pool(**kw, name=d.get("name"))
 
 
+# What a pool stage builds (a conv layer's pool too): the poolings, edge padding (Cropping +
+# Concatenate), mean padding, alpha (Rescaling), 3-D float64 pooling (Reshape + 2-D poolings).
+KERAS_LAYERS: tuple[KerasLayer, ...] = (
+    *(
+        KerasLayer(f"{p}{d}D", direct={})
+        for p in ("MaxPooling", "AveragePooling", "GlobalAveragePooling", "ZeroPadding", "Cropping")
+        for d in (1, 2, 3)
+    ),
+    KerasLayer("Concatenate"),
+    KerasLayer("Rescaling"),
+    KerasLayer("Reshape"),
+    KerasLayer("Activation", direct={}),
+)
+
+
+def _example() -> Example:
+    return [Pool(window=2, padding=1, name="pool")], (5, 4, 2)
+
+
 KIND = Kind(
     name="pool",
     layer=Pool,
     prefix="pool",
     from_json=_from_json,
     to_json=lambda layer: {"pool": pool_json(layer)},
+    knet="`pool` max / mean",
+    keras='`MaxPooling{n}D` / `AveragePooling{n}D("valid")`; max padding by repeating edge cells (a padded cell never wins), mean padding as zeros (counted, as Knet\'s CPU)',
+    schema='keywords in "pool"',
+    keras_layers=KERAS_LAYERS,
+    example=_example,
 )

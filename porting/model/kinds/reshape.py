@@ -15,9 +15,11 @@ import math
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
+import numpy as np
+
 from porting.errors import PortingError
 from porting.model import schema
-from porting.model.layer import FlatRule, Kind, Layer, fmt_size
+from porting.model.layer import Example, FlatRule, KerasLayer, Kind, Layer, fmt_size
 from porting.model.stages import Stage
 
 __all__ = ["Reshape", "ReshapeStage", "KIND"]
@@ -92,10 +94,24 @@ def _from_json(d: dict, where: str, param) -> Reshape:
     return Reshape(schema.size(d.get("size"), "size", where), name=d.get("name"))
 
 
+def _example() -> Example:
+    """A dense layer's features reshaped (a reshape of the model's input has no Keras layer)."""
+    from porting.model.kinds.dense import Dense
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((12, 5)).astype(np.float32)
+    return [Dense(w, rng.standard_normal(12).astype(np.float32)), Reshape((3, 2, 2))], (5,)
+
+
 KIND = Kind(
     name="reshape",
     layer=Reshape,
     prefix="reshape",
     from_json=_from_json,
     to_json=lambda layer: {"size": list(layer.size)},
+    knet="`reshape(x, size..., :)`",
+    keras="`Reshape` (features in Keras' (H, W, C) order: the layer before is permuted)",
+    schema='"size" (since version 2)',
+    keras_layers=(KerasLayer("Reshape"),),
+    example=_example,
 )

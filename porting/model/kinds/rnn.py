@@ -33,7 +33,15 @@ from porting import magnitude
 from porting.errors import PortingError
 from porting.model import schema
 from porting.model.kinds.embed import knet_sequence, model_sequence
-from porting.model.layer import Kind, Layer, activation_name, weight_array
+from porting.model.layer import (
+    ACT_KERAS,
+    Example,
+    KerasLayer,
+    Kind,
+    Layer,
+    activation_name,
+    weight_array,
+)
 from porting.model.stages import ActStage, Stage, sub_role
 from porting.rnn.params import RNNWeights, pack, unpack
 from porting.rnn.spec import RNNSpec
@@ -262,6 +270,23 @@ def params_w(weights: RNNWeights) -> np.ndarray:
     return pack(weights)
 
 
+# porting.rnn.keras's layers (a bidirectional or last-step output: Cropping1D + Reshape)
+RNN_KERAS: tuple[KerasLayer, ...] = (
+    *(KerasLayer(n) for n in ("SimpleRNN", "LSTM", "GRU", "Bidirectional", "Reshape")),
+    KerasLayer("Cropping1D", direct={}),
+    KerasLayer("Concatenate"),
+    *ACT_KERAS,
+)
+
+
+def _rnn_example() -> Example:
+    from porting.rnn.params import random_weights
+
+    spec = RNNSpec(3, 4, "lstm", bidirectional=True)
+    w = pack(random_weights(spec, np.random.default_rng(0), dtype=np.float32))
+    return [RNN(w, spec, output="last")], (5, 3)
+
+
 KIND_RNN = Kind(
     name="rnn",
     layer=RNN,
@@ -271,6 +296,11 @@ KIND_RNN = Kind(
         "rnn": {**layer.spec.to_knet(), "h": "nothing", "c": "nothing"},
         "output": layer.output,
     },
+    knet="Knet's `RNN`",
+    keras="Keras recurrent layers (see [Recurrent networks](#recurrent-networks-knet-rnn))",
+    schema='Knet\'s `RNN`: the `rnn` object read by porting.rnn.export, and porting\'s "output": "sequence" or "last" (since version 2)',
+    keras_layers=RNN_KERAS,
+    example=_rnn_example,
 )
 
 
@@ -377,6 +407,12 @@ def _td_from_json(d: dict, where: str, param) -> TimeDense:
     )
 
 
+def _td_example() -> Example:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((2, 3)).astype(np.float32)
+    return [TimeDense(w, rng.standard_normal(2).astype(np.float32))], (5, 3)
+
+
 KIND_TIMEDENSE = Kind(
     name="timedense",
     layer=TimeDense,
@@ -384,4 +420,9 @@ KIND_TIMEDENSE = Kind(
     from_json=_td_from_json,
     to_json=lambda layer: {"activation": layer.activation},
     weights=_td_weights,
+    knet="`w * reshape(y, H, :) .+ b`",
+    keras="`Dense` per step",
+    schema='a dense layer over every time step: params w, b; "activation" (since version 2)',
+    keras_layers=(KerasLayer("Dense", direct={}), *ACT_KERAS),
+    example=_td_example,
 )

@@ -13,7 +13,7 @@ import numpy as np
 
 from porting.errors import PortingError
 from porting.model import schema
-from porting.model.layer import FlatRule, Kind, Layer, fmt_size
+from porting.model.layer import Example, FlatRule, KerasLayer, Kind, Layer, fmt_size
 from porting.model.stages import Stage
 
 __all__ = ["ZeroPad", "ZeroPadStage", "KIND"]
@@ -134,4 +134,19 @@ def _to_json(layer: ZeroPad) -> dict:
     }
 
 
-KIND = Kind(name="zeropad", layer=ZeroPad, prefix="zeropad", from_json=_from_json, to_json=_to_json)
+def _example() -> Example:
+    return [ZeroPad(((1, 0), (0, 2)))], (3, 2, 2)
+
+
+KIND = Kind(
+    name="zeropad",
+    layer=ZeroPad,
+    prefix="zeropad",
+    from_json=_from_json,
+    to_json=_to_json,
+    knet="Layers21's `ZeroPad`",
+    keras="`ZeroPadding{n}D` (asymmetric pairs)",
+    schema='"padding" (since version 2)',
+    keras_layers=tuple(KerasLayer(f"ZeroPadding{d}D", direct={}) for d in (1, 2, 3)),
+    example=_example,
+)

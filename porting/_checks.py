@@ -77,6 +77,28 @@ def as_float_array(x: object, name: str, *, ndim: Sequence[int] | int | None = N
     return a
 
 
+def read_only(a: np.ndarray, what: str = "array") -> np.ndarray:
+    """`a` as an array nobody can write through: `a` itself when neither it nor any array it
+    views is writable, else a read-only copy (a view would still change when the caller writes
+    into `a`). A copy that would not fit in memory (a broadcast view of terabytes) is a
+    `PortingError` naming `what`.
+
+    >>> w = np.zeros(3)
+    >>> r = read_only(w)
+    >>> r.flags.writeable, read_only(r) is r, np.shares_memory(r, w)
+    (False, True, False)
+    """
+    base: object = a
+    while isinstance(base, np.ndarray) and not base.flags.writeable:
+        base = base.base
+    if base is None or not isinstance(base, np.ndarray):
+        return a
+    check_fits(a.shape, a.dtype, what)
+    out = a.copy(order="K")
+    out.flags.writeable = False
+    return out
+
+
 @functools.lru_cache(maxsize=1)
 def physical_memory() -> int | None:
     """Bytes of physical memory, or None where the system does not say."""

@@ -11,7 +11,7 @@ import numpy as np
 
 from porting import magnitude as S
 from porting._checks import short_repr
-from porting.comparison import Comparison, compare
+from porting.comparison import Comparison, assumed_magnitude, compare
 from porting.errors import PortingError
 
 _GAP_MAX = 5  # binade gaps >= this share one colour
@@ -66,6 +66,8 @@ def _storage(precision: str) -> np.dtype:
 
 def error_figures(expected, actual, *, k, magnitude, precision) -> Errors:
     c = compare(expected, actual, k=k, magnitude=magnitude, precision=precision)  # validates
+    if magnitude is None:  # the S compare assumed, drawn as compare judged
+        magnitude = assumed_magnitude(expected, c.tolerance.k)
     e = np.asarray(expected).astype(np.float64)
     a = np.asarray(actual).astype(np.float64)
     t = c.tolerance
@@ -138,7 +140,7 @@ def draw_histogram(fig, er: Errors, magnitude_given: bool, title: str | None) ->
             gap_counts[str(g)] = int(sel.size)
             more = "+" if g == _GAP_MAX else ""
             if magnitude is None:
-                labels.append("S = |expected| (no magnitude given)")
+                labels.append("S = sqrt(K) max|expected| (assumed: no magnitude given)")
             elif g == 0:
                 labels.append("S in the binade of |y|")
             else:

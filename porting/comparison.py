@@ -8,9 +8,15 @@ measured float32 errors on CPUs and GPUs stay within about 3 eps * S, TF32 reach
 docs/numerics.md#measured).
 `eps` is that of the lower-precision side (or of `precision=` when the computation ran in a
 format other than the one its result is stored in). `S` is `magnitude=` when given (e.g. the
-same convolution applied to `|w|` and `|x|`, which `verify_conv4` computes), otherwise
-`|expected|` (right for element-wise results; under cancellation it is too strict, so pass
-`magnitude`).
+same convolution applied to `|w|` and `|x|`, which `verify_conv4` computes).
+
+**When K or S is not given** (`compare(expected, actual)`), one rule, the library's only one
+for "nothing else known" (`porting.testing.assert_ported_close` and `porting.diagnose` apply
+it too): K = `ASSUMED_K` (4096) and S = sqrt(K) * max|expected| everywhere, what a sum of K
+random-sign terms has when it cancels down to the largest output (`assumed_magnitude`).
+Correct ports pass it, cancellation included; kernel flips, swapped axes, padding shifts and
+flatten-order mistakes fail it; it is too loose to judge precision (TF32), for which pass `k=`
+and `magnitude=` (docs/numerics.md#assumed).
 
 The comparison is one pass over the data in cache-sized chunks, holding no input-sized buffers
 beyond at most one copy when the two arrays differ in memory order.
@@ -33,17 +39,69 @@ from porting._checks import check_fits
 from porting.errors import PortingError
 from porting.tolerance import Tolerance, check_given, check_k
 
-__all__ = [
-    "compare",
+__all__ = [  # Tolerance re-exported from porting.tolerance
+    "ASSUMED_K",
     "Comparison",
     "Tolerance",
+    "assumed_magnitude",
+    "compare",
     "float_operand",
-]  # Tolerance re-exported from porting.tolerance
+]
+
+ASSUMED_K = 4096
+"""Terms per element assumed when `k` is not given (`compare`, `assert_ported_close`,
+`diagnose`).
+
+4096 covers a 3x3 convolution over 455 channels or a 4096-wide dense layer; the bound grows
+like K, so a larger K only loosens it (pass `k=` for wider layers).
+"""
 
 _CHUNK = 1 << 16  # elements per chunk: a few chunk-sized temporaries stay in L2
 
 
 _FORMATS = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64))
+
+
+def finite_max_abs(a: np.ndarray) -> float:
+    """max|a| over the finite elements (0 when there are none)."""
+    a = np.asarray(a)
+    if a.size == 0:
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        m = np.abs(a[np.isfinite(a)])
+    return float(m.max()) if m.size else 0.0
+
+
+def _flat_max_abs(flat: np.ndarray) -> float:
+    """`finite_max_abs` of a 1-D array, chunk by chunk (no input-sized temporary)."""
+    top = 0.0
+    for start in range(0, flat.size, _CHUNK):
+        c = np.abs(flat[start : start + _CHUNK].astype(np.float64))
+        c[~np.isfinite(c)] = 0.0
+        top = max(top, float(c.max()))
+    return top
+
+
+def assumed_magnitude(expected: Any, k: int) -> np.ndarray:
+    """The S assumed when no magnitude is known: sqrt(k) * max|expected| at every element (a
+    read-only broadcast float64 view, no input-sized buffer).
+
+    >>> float(assumed_magnitude(np.float32([1, -3]), 4)[0])
+    6.0
+    """
+    e = np.asarray(expected)
+    s = np.float64(math.sqrt(k) * _flat_max_abs(e.ravel()))
+    return np.broadcast_to(s, e.shape)
+
+
+def assumption(k: int, k_given: bool, peak: float) -> str:
+    """Where S came from, when it was assumed (`Tolerance.magnitude`)."""
+    kk = f"K={k}" if k_given else f"K={k} assumed"
+    return (
+        f"sqrt(K)*max|expected| = {math.sqrt(k) * peak:.3g} ({kk}; no magnitude given: "
+        "each element taken as a sum of K random-sign terms, which cancel to about "
+        "S/sqrt(K); pass k= and magnitude= for the exact bound)"
+    )
 
 
 def float_operand(a: object, name: str) -> NDArray[np.floating[Any]]:
@@ -163,6 +221,7 @@ class _Consts:
     scale: np.floating[Any]  # of `work`
     floor: np.floating[Any]
     eps: float  # of `lower`
+    magnitude: Any  # S at every element, where no magnitudes are given
 
 
 @dataclass
@@ -215,10 +274,12 @@ def _scan(
         with np.errstate(invalid="ignore", over="ignore"):
             d = np.subtract(ce, ca)  # inf - inf -> NaN, handled below
         np.abs(d, out=d)
-        # magnitudes given are >= 0 or NaN (compare checked them); else |expected|
-        mag = np.abs(ce) if fm is None else fm[start:stop].astype(work, copy=False)
-        tol = mag * c.scale
-        tol += c.floor
+        # magnitudes given are >= 0 or NaN (compare checked them); else the one assumed
+        if fm is None:
+            tol = np.full(ce.shape, c.magnitude * c.scale + c.floor, dtype=work)
+        else:
+            tol = fm[start:stop].astype(work, copy=False) * c.scale
+            tol += c.floor
         with np.errstate(invalid="ignore"):
             ratio = np.divide(d, tol, out=tol)  # NaN where an infinity or NaN is involved
         top = float(ratio.max())
@@ -253,23 +314,26 @@ def compare(
     expected: ArrayLike,
     actual: ArrayLike,
     *,
-    k: int = 1,
+    k: int | None = None,
     magnitude: ArrayLike | None = None,
     precision: DTypeLike | None = None,
 ) -> Comparison:
     """Compare `actual` with `expected` element by element, with a float-derived tolerance.
 
-    `k` is the number of terms summed per element (conv4: kernel volume x input channels);
-    `magnitude` the sum of magnitudes per element (same shape), default `|expected|`; a
-    negative one is refused, and where it is infinite it bounds nothing, so that element must
-    match exactly;
+    `k` is the number of terms summed per element (conv4: kernel volume x input channels),
+    default `ASSUMED_K`; `magnitude` the sum of magnitudes per element (same shape), default
+    `assumed_magnitude(expected, k)` (see the module's docstring; an element-wise result's
+    exact bound is `k=1, magnitude=abs(expected)`); a negative magnitude is refused, and where
+    it is infinite it bounds nothing, so that element must match exactly;
     `precision` the format the lower-precision side computed in (default: the lower of the
     two dtypes; 'tf32' for TensorFloat-32 accumulation). Shapes must match exactly.
 
     >>> import numpy as np
-    >>> c = compare(np.float64([1.0, 2.0]), np.float32([1.0, 2.0000002]))
+    >>> c = compare(np.float64([1.0, 2.0]), np.float32([1.0, 2.0000002]), k=1)
     >>> c.ok, c.max_ulp
     (True, 1.0)
+    >>> compare(np.float64([1.0, 2.0]), np.float64([1.0, 2.0000002])).ok  # not Float64 rounding
+    False
     """
     e = float_operand(expected, "expected")
     a = float_operand(actual, "actual")
@@ -278,8 +342,10 @@ def compare(
             f"expected has shape {e.shape} but actual has shape {a.shape}; shapes must match "
             "exactly (no broadcasting). A layout mix-up? Convert with porting.layout first."
         )
-    k = check_k(k)
+    k_given = k is not None
+    k = check_k(k) if k is not None else ASSUMED_K
     m = None
+    assumed = None
     if magnitude is not None:
         m = float_operand(magnitude, "magnitude")
         if m.shape != e.shape:
@@ -291,22 +357,25 @@ def compare(
             # an infinite sum of magnitudes bounds nothing: never an infinite tolerance, the
             # element must match exactly (its tolerance is the floor alone)
             m = np.where(np.isinf(m), np.zeros((), m.dtype), m)
+    _, flat = _flat_views(e, a, m)
+    fe, fa = flat[0], flat[1]
+    fm = flat[2] if m is not None else None
+    s_assumed = 0.0  # S at every element when assumed
+    if m is None:
+        peak = _flat_max_abs(fe)
+        s_assumed = math.sqrt(k) * peak
+        assumed = assumption(k, k_given, peak)
     # the format of the lower-precision side, in native byte order (ULPs are read from its bits)
     lower = (e.dtype if e.dtype.itemsize <= a.dtype.itemsize else a.dtype).newbyteorder("=")
     tol_info = Tolerance.of(
         k,
         lower if precision is None else precision,
-        magnitude="sum of magnitudes (given)"
-        if m is not None
-        else "|expected| (no magnitude given)",
+        magnitude=assumed if assumed is not None else "sum of magnitudes (given)",
     )
     if e.dtype.newbyteorder("=") != a.dtype.newbyteorder("="):
         work = np.dtype(np.float64)
     else:
         work = np.promote_types(e.dtype, np.float32)  # float16 inputs are compared in float32
-    _, flat = _flat_views(e, a, m)
-    fe, fa = flat[0], flat[1]
-    fm = flat[2] if m is not None else None
     n = fe.size
     consts = _Consts(
         work=work,
@@ -314,6 +383,7 @@ def compare(
         scale=work.type(tol_info.scale),
         floor=work.type(tol_info.floor),
         eps=float(np.finfo(lower).eps),
+        magnitude=work.type(s_assumed),
     )
     # Two halves on two threads (NumPy releases the GIL in its loops), chunk by chunk.
     from porting._transpose import _executor, _threads
@@ -347,14 +417,11 @@ def compare(
         worst_index = tuple(int(i) for i in np.unravel_index(worst_flat, e.shape, order=order))
         worst_e = float(e[worst_index])
         worst_a = float(a[worst_index])
-        mv = abs(float(m[worst_index])) if m is not None else abs(worst_e)
+        mv = abs(float(m[worst_index])) if m is not None else s_assumed
         worst_t = tol_info.scale * mv + tol_info.floor
     notes = []
-    if m is None and k > 1:
-        notes.append(
-            "no magnitude given: the tolerance scales with |expected|, which is too strict "
-            "where the sum cancels; pass magnitude= (e.g. the op applied to |w| and |x|)"
-        )
+    if assumed is None and not k_given:
+        notes.append(f"K={ASSUMED_K} assumed (no k given)")
     return Comparison(
         ok=n_bad == 0,
         shape=tuple(e.shape),

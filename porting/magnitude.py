@@ -153,9 +153,9 @@ def dense(
 def of_outputs(
     expected: ArrayLike, magnitude: ArrayLike | None = None
 ) -> NDArray[np.floating[Any]]:
-    """`S` when only the outputs are known: `magnitude` when given (refused if negative), else
-    `|expected|` (right for element-wise results; too strict where a sum cancels), as
-    porting.compare uses it."""
+    """`S` from the outputs: `magnitude` when given (refused if negative), else `|expected|`
+    (an element-wise result's own, with K = 1; too strict where a sum cancels, which is why
+    porting.compare assumes `comparison.assumed_magnitude` when given no magnitude)."""
     if magnitude is not None:
         check_given(np.asarray(magnitude))
     return absolute(expected if magnitude is None else magnitude)

@@ -118,7 +118,7 @@ def ulp_histogram(
     actual,
     path,
     *,
-    k: int = 1,
+    k: int | None = None,
     magnitude=None,
     precision=None,
     title: str | None = None,
@@ -127,8 +127,8 @@ def ulp_histogram(
 
     `expected` and `actual` have one shape (any layout); `k`, `magnitude` (sum of |w*x| per
     element, e.g. the conv applied to |w| and |x|) and `precision` mean what they mean in
-    porting.compare, whose tolerance `(sqrt(K)+2) * eps * S` is drawn. Without `magnitude`,
-    `S = |expected|` and the binade stacking has nothing to show. Returns the path written.
+    porting.compare, whose tolerance `(sqrt(K)+2) * eps * S` is drawn; without them, compare's
+    assumption (K = 4096, S = sqrt(K) * max|expected| everywhere). Returns the path written.
 
     Left panel: |error| in ULPs of the output (lower precision, at |expected|), on octave
     bins, each bar stacked by `g = binade(S) - binade(|expected|)`: an error of about one ULP
@@ -150,7 +150,7 @@ def error_heatmap(
     actual,
     path,
     *,
-    k: int = 1,
+    k: int | None = None,
     magnitude=None,
     precision=None,
     batch: int | None = None,

@@ -21,10 +21,11 @@ def test_identical_arrays_agree_with_zero_error():
 def test_one_ulp_is_within_tolerance_but_a_large_error_is_not():
     a = rng().standard_normal(1000).astype(np.float32)
     b = np.nextafter(a, np.float32(np.inf))
-    c = compare(a, b)
+    exact = {"k": 1, "magnitude": np.abs(a)}  # an element-wise result's own bound
+    c = compare(a, b, **exact)
     assert c.ok and c.max_ulp == pytest.approx(1.0)
     b[17] = a[17] * 1.001
-    c = compare(a, b)
+    c = compare(a, b, **exact)
     assert not c.ok and c.n_mismatched == 1 and c.worst_index == (17,)
     assert c.max_error_to_tolerance > 100
 
@@ -35,7 +36,7 @@ def test_tolerance_scales_with_sqrt_k_and_magnitude():
     eps = np.finfo(np.float32).eps
     # an error of 20 eps * |e| fails with K=1 and S=|e| ...
     a = np.float32([1.0 + 20 * eps])
-    assert not compare(e, a).ok
+    assert not compare(e, a, k=1, magnitude=np.abs(e)).ok
     # ... but passes when the sum of magnitudes was 100 (cancellation) ...
     assert compare(e, a, k=9, magnitude=m).ok
     # ... and the tolerance reported is (sqrt(K)+2)*eps*S
@@ -180,8 +181,10 @@ def test_report_text_and_dict():
     c = compare(np.float32([1, 2]), np.float32([1, 3]))
     text = str(c)
     assert "DIFFER" in text and "(sqrt(K)+2)*eps*S" in text
+    assert "K=4096 assumed" in text and "sqrt(K)*max|expected|" in text  # the bare rule
     d = c.to_dict()
-    assert d["ok"] is False and d["tolerance"]["k"] == 1 and "formula" in d["tolerance"]
+    assert d["ok"] is False and d["tolerance"]["k"] == 4096 and "formula" in d["tolerance"]
+    assert compare(np.float32([1, 2]), np.float32([1, 3]), k=1).to_dict()["tolerance"]["k"] == 1
 
 
 @pytest.mark.parametrize("orders", ["CC", "FC"])
@@ -219,3 +222,90 @@ def test_report_dict_is_strict_json_with_non_finite_figures():
     d = json.loads(json.dumps(c.to_dict(), allow_nan=False))
     assert d["worst_actual"] == "nan" and d["worst_index"] == [1]
     assert d["shape"] == [3] and d["n_mismatched"] == c.n_mismatched
+
+
+# ---------------------------------------------------------------- the bare rule, everywhere
+
+
+def _cancelling_conv4_case():
+    """Issue 21's case: a correct Float64 conv4 (w (1, 2, 2, 3), x (6, 8, 2, 2), padding 1,
+    mode 1) whose sums cancel at some elements. Knet's side from an independent PyTorch
+    float64 cross-correlation (mode 1), in TensorFlow layout (N, X2, X1, C)."""
+    torch = pytest.importorskip("torch", reason="PyTorch float64 is the independent Knet side")
+    r = np.random.default_rng(0)
+    w = r.standard_normal((1, 2, 2, 3))
+    x = r.standard_normal((6, 8, 2, 2))
+    wt = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))  # (Cout, Cin, W1, W2)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1)))  # (N, Cin, X1, X2)
+    y = torch.nn.functional.conv2d(xt, wt, padding=1).numpy()  # (N, Cout, Y1, Y2)
+    expected = np.ascontiguousarray(y.transpose(0, 3, 2, 1))  # (N, Y2, Y1, Cout): X1 the width
+    return w, x, expected
+
+
+def _ports(w, x):
+    """Correct ports of that conv4: porting's NumPy reference and, when installed, TensorFlow."""
+    from porting import knet, layout
+
+    yield (
+        "reference",
+        layout.activations_to_tf(
+            np.asarray(knet.conv4(w, x, padding=1, mode=1, backend="reference"))
+        ),
+    )
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return
+    from porting import tf as ptf
+
+    x_tf, w_tf = layout.activations_to_tf(x), layout.kernel_to_tf(w, mode=1)
+    yield "tensorflow", np.asarray(ptf.conv(x_tf, w_tf, padding=1))
+
+
+@pytest.mark.filterwarnings("ignore:conv4 padding=1 >= kernel extent")
+def test_a_correct_port_with_cancellation_passes_every_bare_entry_point(tmp_path):
+    import porting
+    from porting.cli import main
+    from porting.testing import assert_ported_close
+
+    w, x, expected = _cancelling_conv4_case()
+    assert expected.shape == (2, 9, 8, 3)  # 432 elements
+    for name, actual in _ports(w, x):
+        assert actual.dtype == np.float64 and actual.shape == expected.shape, name
+        # not a vacuous check: the sides differ, and the element-wise rule (S = |expected|)
+        # calls the correct port different where the sums cancel
+        assert np.abs(actual - expected).max() > 0, name
+        assert not compare(expected, actual, k=1, magnitude=np.abs(expected)).ok, name
+        c = porting.compare(expected, actual)
+        assert c.ok, (name, str(c))
+        assert c.tolerance.k == 4096 and "sqrt(K)*max|expected|" in c.tolerance.magnitude
+        assert assert_ported_close(expected, actual).ok, name
+        assert porting.diagnose(expected, actual).cause == "rounding", name
+        np.save(tmp_path / "e.npy", expected)
+        np.save(tmp_path / "a.npy", actual)
+        assert main(["diagnose", str(tmp_path / "e.npy"), str(tmp_path / "a.npy")]) == 0, name
+        # the exact bound (K and S from w and x) agrees too
+        assert porting.diagnose(expected, actual, w=w, x=x, padding=1, mode=1).cause == "rounding"
+
+
+def test_the_bare_rule_is_one_rule():
+    """compare, assert_ported_close and diagnose assume the same K and S."""
+    import porting.diagnosis
+    import porting.testing
+    from porting.comparison import ASSUMED_K, assumed_magnitude
+
+    assert porting.testing.ASSUMED_K == porting.diagnosis.K_ASSUMED == ASSUMED_K == 4096
+    e = np.float32([[1.0, -3.0], [0.5, 2.0]])
+    a = e + np.float32(1e-4)
+    bare = compare(e, a)
+    explicit = compare(e, a, k=ASSUMED_K, magnitude=assumed_magnitude(e, ASSUMED_K))
+    assert bare.max_error_to_tolerance == explicit.max_error_to_tolerance
+    assert bare.worst_tolerance == pytest.approx((64 + 2) * np.finfo(np.float32).eps * 64 * 3)
+    d = porting.diagnose(e, a)
+    assert d.comparison.max_error_to_tolerance == bare.max_error_to_tolerance
+    assert porting.testing.assert_ported_close(e, a).max_error_to_tolerance == (
+        bare.max_error_to_tolerance
+    )
+    # k alone: S = sqrt(k) max|expected|; magnitude alone: K = 4096
+    assert compare(e, a, k=9).worst_tolerance == pytest.approx(5 * np.finfo(np.float32).eps * 3 * 3)
+    assert compare(e, a, magnitude=np.ones_like(e)).tolerance.k == 4096

@@ -438,6 +438,7 @@ NEVER = {
 NONE_OK = {
     "pool.stride",
     "compare.precision",
+    "compare.k",
     "mat.dims",
     "diagnose.k",
     "assert_ported_close.k",

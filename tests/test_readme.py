@@ -1,65 +1,105 @@
-"""The README runs as written: every ```python block is executed (each in a fresh namespace,
-in a temporary directory holding the files it loads), and the test functions it defines are
-called. Also: the README points to every notebook, and the license matches pyproject.toml."""
+"""The README runs as written: every ```python and ```bash (or ```sh) block is run as a person
+copies it, alone, in a fresh empty directory with nothing prepared for it: a python block with
+`python block.py`, or, when it defines `test_` functions, with pytest on it; a bash block with
+`bash -e`. A block that cannot run there says why on the line just above it,
 
-import inspect
+    <!-- readme-test: skip, needs network (pip) -->
+
+and is skipped with that reason (a ```julia block needs such a line). Also: the README points
+to every notebook, and the license matches pyproject.toml."""
+
+import os
 import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```([\w+-]*)[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+MARKER = re.compile(r"^<!-- readme-test: skip, needs (?P<needs>[^\n]+?) -->$")
+RUN = {"python": "python", "bash": "bash", "sh": "bash", "shell": "bash"}
+TIMEOUT = 900
 
 
-def _blocks():
+def _fences():
+    """(language, code, skip reason or None, line, heading) of every fenced block."""
     out = []
-    for m in BLOCK.finditer(README):
-        heading = [h for h in re.findall(r"^#+ (.+)$", README[: m.start()], re.M)][-1]
-        line = README[: m.start()].count("\n") + 1
-        out.append(pytest.param(m.group(1), id=f"line{line}-{heading[:30]}"))
+    for m in FENCE.finditer(README):
+        before = README[: m.start()]
+        heading = re.findall(r"^#+ (.+)$", before, re.M)[-1]
+        above = before.rstrip("\n").rsplit("\n", 1)[-1]
+        marker = MARKER.match(above)
+        line = before.count("\n") + 1
+        out.append((m.group(1), m.group(2), marker and marker["needs"], line, heading))
     return out
 
 
-BLOCKS = _blocks()
+FENCES = _fences()
+BLOCKS = [
+    pytest.param(RUN[lang], code, needs, id=f"line{line}-{lang}-{heading[:30]}")
+    for lang, code, needs, line, heading in FENCES
+    if lang in RUN
+]
 
 
-def test_every_python_block_is_collected():
-    assert len(BLOCKS) == README.count("```python") >= 4
+def test_every_block_is_collected_and_every_marker_is_on_a_block():
+    assert len(BLOCKS) == sum(lang in RUN for lang, *_ in FENCES) >= 8
+    assert sum(lang == "python" for lang, *_ in FENCES) >= 4
+    marked = sum(needs is not None for _, _, needs, _, _ in FENCES)
+    assert marked == len(re.findall(r"^<!-- readme-test:", README, re.M)), (
+        "a readme-test marker must be on the line just above a fenced block, written "
+        "'<!-- readme-test: skip, needs WHAT -->'"
+    )
+    for lang, _, needs, line, _ in FENCES:
+        if lang == "julia":  # no Julia here: such a block says so
+            assert needs is not None, f"README line {line}: a julia block without a marker"
 
 
-@pytest.fixture
-def fixtures_dir(tmp_path, monkeypatch):
-    """The files the Tour loads: a Knet kernel and input as NPZ.jl writes them (Fortran
-    order, Julia sizes)."""
-    rng = np.random.default_rng(0)
-    np.save(tmp_path / "w.npy", np.asfortranarray(rng.standard_normal((3, 3, 2, 4), np.float32)))
-    np.save(tmp_path / "x.npy", np.asfortranarray(rng.standard_normal((8, 7, 2, 2), np.float32)))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def _entry_point_installed() -> bool:
+    eps = metadata.entry_points(group="pytest11")
+    return any(ep.value == "porting.testing.plugin" for ep in eps)
 
 
-@pytest.mark.parametrize("code", BLOCKS)
-def test_readme_block_runs(code, fixtures_dir, capsys):
+def _run(args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))  # this checkout's porting, nothing else
+    return subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False
+    )
+
+
+@pytest.mark.parametrize(("runner", "code", "needs"), BLOCKS)
+def test_readme_block_runs_in_an_empty_directory(runner, code, needs, tmp_path):
+    if needs is not None:
+        pytest.skip(f"the README says this block needs {needs}")
     pytest.importorskip("tensorflow", reason="the README's examples run TensorFlow")
     if "hypothesis" in code:
         pytest.importorskip("hypothesis", reason="the property-test example needs hypothesis")
-    ns: dict = {"__name__": "readme"}
-    exec(compile(code, "README.md", "exec"), ns)
-    tests = {k: v for k, v in ns.items() if k.startswith("test_") and callable(v)}
-    for fn in tests.values():
-        params = inspect.signature(fn).parameters
-        if "port_checks" in params:
-            from porting.testing._record import Recorder
-
-            with Recorder() as rec:
-                fn(port_checks=rec)
-        else:
-            fn()
+    work = tmp_path / "fresh"
+    work.mkdir()  # empty: the block brings everything it uses
+    if runner == "bash":
+        if re.search(r"^porting\b", code, re.M) and shutil.which("porting") is None:
+            pytest.skip("the porting command is not on PATH (pip install porting)")
+        script = tmp_path / "block.sh"
+        script.write_text(code)
+        out = _run(["bash", "-e", str(script)], work)
+    elif re.search(r"^def test_", code, re.M):  # a test file: what a person runs is pytest
+        (work / "test_readme_block.py").write_text(code)
+        plugin = [] if _entry_point_installed() else ["-p", "porting.testing.plugin"]
+        args = [sys.executable, "-m", "pytest", *plugin, "-p", "no:cacheprovider", "-q"]
+        out = _run([*args, "test_readme_block.py"], work)
+        assert " passed" in out.stdout and "skipped" not in out.stdout, out.stdout[-3000:]
+    else:
+        script = tmp_path / "block.py"  # outside the directory it runs in
+        script.write_text(code)
+        out = _run([sys.executable, str(script)], work)
+    assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
     if "print(c.ok, d.cause)" in code:  # the Tour's last line says what it shows
-        assert capsys.readouterr().out.rstrip().endswith("True rounding")
+        assert out.stdout.rstrip().endswith("True rounding"), out.stdout[-1000:]
 
 
 def test_readme_points_to_every_notebook():

@@ -167,11 +167,17 @@ def _broken_lenet(m, what):
 @pytest.mark.parametrize("what", ["kernel_flip", "swapped_hw", "flatten_order"])
 def test_bare_call_fails_broken_lenet_ports(lenet, what):
     m, x, expected = lenet
+    actual = keras_out(_broken_lenet(m, what), x)
     with pytest.raises(AssertionError) as e:
-        assert_ported_close(expected.T, keras_out(_broken_lenet(m, what), x))
+        assert_ported_close(expected.T, actual)
     msg = " ".join(str(e.value).split())  # messages are wrapped to 80 columns
     assert msg.startswith("ported results differ") and "DIFFER" in msg
     assert f"K={ASSUMED_K} assumed" in msg  # the assumption is in every message
+    # the other bare entry points, which share the rule, fail it too
+    import porting
+
+    assert not porting.compare(expected.T, actual).ok
+    assert porting.diagnose(expected.T, actual).cause != "rounding"
 
 
 def test_bare_call_fails_a_padding_shift():

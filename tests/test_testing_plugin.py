@@ -146,3 +146,78 @@ def test_the_plugin_is_light_to_load():
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+HOSTILE = {
+    "ESC": ("\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m"),
+    "NUL": ("a\x00b", "a\\x00b"),
+    "CR": ("ok\rFAKE", "ok\\rFAKE"),
+    "LF": ("one\ntwo", "one\\ntwo"),
+    "BEL": ("ding\x07", "ding\\x07"),
+    "C1 CSI": ("x\x9b2J", "x\\x9b2J"),
+    "RLO": ("abc\u202edef", "abc\\u202edef"),
+    "LRI": ("\u2066x\u2069", "\\u2066x\\u2069"),
+    "lone surrogate": ("bad\udcff", "bad\\udcff"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_report_shows_control_characters_visibly(tmp_path, name):
+    """A test id or label holding terminal controls (ESC), NUL, a carriage return or a bidi
+    override reaches neither file raw: both show the same visible escape, as the CLI does."""
+    from porting.testing._record import Check
+    from porting.testing.plugin import write_report
+
+    raw, shown = HOSTILE[name]
+    check = Check(
+        kind="close",
+        ok=False,
+        label=f"<b>{raw}</b>",
+        shape=(2,),
+        max_abs_error=1.0,
+        error_to_tolerance=2.0,
+        tolerance=f"tol {raw}",
+        cause=raw,
+        test=f"test_x.py::test_y[{raw}]",
+        detail=[raw],
+    )
+    path, html_path = write_report([check], tmp_path / "ports.json")
+    for p in (path, html_path):
+        data = p.read_bytes()
+        text = data.decode("utf-8")  # valid UTF-8: no lone surrogate written
+        bad = [c for c in text if not (c.isprintable() or c in "\n ")]
+        assert bad == [], (p.name, bad)
+    doc = _strict(path.read_text(encoding="utf-8"))
+    c = doc["checks"][0]
+    assert c["test"] == f"test_x.py::test_y[{shown}]" and c["label"] == f"<b>{shown}</b>"
+    assert c["cause"] == shown and c["tolerance"] == f"tol {shown}" and c["detail"] == [shown]
+    page = html_path.read_text(encoding="utf-8")
+    assert f"test_x.py::test_y[{shown}]" in page
+    assert f"&lt;b&gt;{shown}&lt;/b&gt;" in page  # escaped for HTML as well
+
+
+def test_report_through_pytest_shows_a_hostile_label_visibly(tmp_path):
+    (tmp_path / "test_hostile.py").write_text(
+        "import numpy as np\n"
+        "from porting.testing import assert_ported_close\n\n"
+        "def test_it():\n"
+        "    e = np.float32([1.0])\n"
+        "    assert_ported_close(e, e.copy(), label='\\x1b[31mred\\x00\\r\\u202e')\n"
+    )
+    report = tmp_path / "ports.json"
+    plugin = [] if _entry_point_installed() else ["-p", "porting.testing.plugin"]
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", *plugin, "-p", "no:cacheprovider", "-q"]
+        + [f"--porting-report={report}", "test_hostile.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    shown = "\\x1b[31mred\\x00\\r\\u202e"
+    assert _strict(report.read_text(encoding="utf-8"))["checks"][0]["label"] == shown
+    page = report.with_suffix(".html").read_bytes()
+    assert b"\x1b" not in page and b"\x00" not in page and b"\r" not in page
+    assert shown.encode() in page and "\u202e".encode() not in page

@@ -66,7 +66,7 @@ def add_arguments(p) -> None:
         type=positive_int(MAX_K, "terms summed per output element"),
         default=None,
         metavar="K",
-        help="terms summed per output (default: assume 256)",
+        help="terms summed per output (default: assume 4096, as porting.compare does)",
     )
     o.add_argument(
         "--magnitude", metavar="S.npy", help="sum of |w*x| per output, same shape as EXPECTED"

@@ -8,7 +8,7 @@ import numpy as np
 
 from porting import magnitude as S
 from porting._checks import check_choice, check_fits, short_repr
-from porting.comparison import compare
+from porting.comparison import ASSUMED_K, assumed_magnitude, compare
 from porting.diagnosis import _context, _hypotheses, _outputs, _score
 from porting.diagnosis._result import CAUSES, Diagnosis, Finding
 from porting.errors import PortingError
@@ -18,8 +18,9 @@ from porting.tolerance import check_k
 
 __all__ = ["diagnose", "K_ASSUMED", "MAX_POSITIONS"]
 
-#: Terms per output assumed when neither w/x nor k are given (a 3x3 conv over ~28 channels).
-K_ASSUMED = 256
+#: Terms per output assumed when neither w/x nor k are given: porting.compare's `ASSUMED_K`
+#: (one rule for "nothing else known" in the whole library).
+K_ASSUMED = ASSUMED_K
 #: Output positions at which a hypothesis is recomputed (all of them for smaller outputs).
 MAX_POSITIONS = 4096
 
@@ -107,7 +108,8 @@ def diagnose(
     `alpha` is inferred when not given. Without w and x only the outputs are examined (axis
     permutations, mirror images, border-only errors, storage format, error size); `k` (terms
     per output) and `magnitude` (sum of |w*x| per output) then set the tolerance as in
-    porting.compare, else K = K_ASSUMED and magnitudes estimated from the outputs' spread.
+    porting.compare, else porting.compare's rule for "nothing else known": K = `K_ASSUMED`
+    (compare's `ASSUMED_K`, 4096) and S = sqrt(K) * max|expected|.
 
     Returns a `Diagnosis`: `cause`, `evidence`, `confidence`, `alternatives` (the other causes
     tested, best first), `comparison` (porting.compare's report), and the error arrays for
@@ -182,19 +184,30 @@ def diagnose(
                 )
             basis = f"outputs only, with the magnitudes given (K = {kk})"
         else:
-            mag = S.estimate(e, kk)
+            mag = np.asarray(assumed_magnitude(e, kk))
             basis = (
                 f"outputs only: the float bound assumes K = {kk} terms per output with sums of "
-                f"magnitudes ~ sqrt(K) x rms(expected) (pass w and x, or k and magnitude, for "
-                "an exact bound and for the hypotheses that need recomputation)"
+                "magnitudes sqrt(K) x max|expected| (porting.compare's rule when nothing else "
+                "is known; pass w and x, or k and magnitude, for an exact bound and for the "
+                "hypotheses that need recomputation)"
             )
     prec = _effective_precision(e, a)
     tol = compare(np.zeros(1), np.zeros(1), k=kk, precision=prec).tolerance
     with np.errstate(all="ignore"):  # compare's ULP figures may overflow where expected is 0
-        return _diagnose(e, a, ctx, kk, mag, prec, tol, basis, notes, max_positions)
+        assumed = ctx is None and magnitude is None
+        return _diagnose(e, a, ctx, kk, mag, prec, tol, basis, notes, max_positions, assumed)
 
 
-def _diagnose(e, a, ctx, kk, mag, prec, tol, basis, notes, max_positions) -> Diagnosis:
+def _stored_in_half(e, a, kk, mag, prec, tol) -> bool:
+    """Whether actual's values are float16/bfloat16 numbers (expected's are not), within that
+    format's bound: seen from the bits, whatever bound was assumed."""
+    found = _outputs.heuristics(e, a, k=kk, M=mag, prec=prec, tol=tol, context=False)
+    return any(f.hypothesis.startswith("stored_") and f.explains for f in found)
+
+
+def _diagnose(
+    e, a, ctx, kk, mag, prec, tol, basis, notes, max_positions, assumed=False
+) -> Diagnosis:
     if ctx is not None:
         status = _hypotheses.check_expected(ctx, e, a, tol, max_positions)
         if status == "swapped":
@@ -222,7 +235,13 @@ def _diagnose(e, a, ctx, kk, mag, prec, tol, basis, notes, max_positions) -> Dia
         comparison = compare(e, a, k=kk, magnitude=mag, precision=prec)
         # two sides of nothing (all NaN, all zero) are equal, but no computation is shown to
         # be right: said below as such, never as rounding in some precision format
-        if comparison.ok and _empty_sides(e, a) is None:
+        # (with an assumed bound, loose enough for half precision, a result stored in
+        # float16/bfloat16 is still named from its bits, below)
+        if (
+            comparison.ok
+            and _empty_sides(e, a) is None
+            and not (assumed and _stored_in_half(e, a, kk, mag, prec, tol))
+        ):
             c = comparison
             ev = (
                 f"all {c.n_elements} elements agree within the {prec} bound (max error "

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from numpy.typing import DTypeLike
 
-from porting._checks import FLOAT_DTYPES, describe, short_repr
+from porting._checks import FLOAT_DTYPES, describe, read_only, short_repr
 from porting.activations import ACTIVATIONS, canonical
 from porting.errors import PortingError
 
@@ -35,6 +35,7 @@ __all__ = [
     "check_probability",
     "check_real",
     "fmt_size",
+    "set_link",
     "weight_array",
 ]
 
@@ -109,9 +110,26 @@ class FlatRule(str, Enum):
     RESHAPE = "reshape"  # features -> spatial (held in Flatten order) or spatial -> features
 
 
+class _Sealing(type):
+    """Seals every layer once its constructor (and `__post_init__`) has run: its arrays are
+    read-only copies from then on (`read_only`) and assigning a field raises `PortingError`."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        layer = super().__call__(*args, **kwargs)
+        layer._seal()
+        return layer
+
+
 @dataclass(eq=False)
-class Layer:
+class Layer(metaclass=_Sealing):
     """Base of every layer: a `kind` and a `name` (given or assigned by `KnetModel`).
+
+    A layer is a value once built: assigning any field afterwards (`conv.mode = 1`) raises
+    `PortingError` (its derived parts, such as a conv's geometry, and every model planned
+    with it, would otherwise keep the old meaning), and its arrays are read-only copies
+    (writing `conv.w[0] = 1` raises NumPy's read-only error; writing into the array you passed
+    in does not reach the layer). A changed layer is a new one: `dataclasses.replace(conv,
+    mode=1)`, in a new `KnetModel`.
 
     A kind says, as class attributes, how it sits in a chain (`transparent`: sizes and links
     pass through it; `needs_spatial`: its input must be `(X1, ..., C)`; `flattens`: its output
@@ -130,6 +148,31 @@ class Layer:
     input_from: ClassVar[str | None] = None
     if TYPE_CHECKING:  # every concrete layer has a `name` field (keyword-only, default None)
         name: str | None
+
+    def _seal(self) -> None:
+        for key, value in vars(self).items():
+            if isinstance(value, np.ndarray):
+                object.__setattr__(self, key, read_only(value, f"{self.label}: {key}"))
+        object.__setattr__(self, "_sealed", True)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if self.__dict__.get("_sealed"):
+            raise PortingError(
+                f"{self.label}: {key} cannot be changed after the layer is built (a model "
+                f"planned with it would keep the old one); build a changed layer with "
+                f"dataclasses.replace(layer, {key}=...) and a new KnetModel from it"
+            )
+        object.__setattr__(self, key, value)
+
+    def __delattr__(self, key: str) -> None:
+        if self.__dict__.get("_sealed"):
+            self.__setattr__(key, None)  # refused, with the same message
+        object.__delattr__(self, key)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """copy.deepcopy and pickle: the copy is sealed too (its arrays read-only again)."""
+        self.__dict__.update(state)
+        self._seal()
 
     @property
     def needs_spatial(self) -> bool:
@@ -229,6 +272,14 @@ ACT_KERAS: tuple[KerasLayer, ...] = (
 # A kind's small example: its layers (the layers it needs before it included) and the input
 # size of one sample, for the contract test (tests/test_kinds_contract.py).
 Example = tuple[list["Layer"], tuple[int, ...]]
+
+
+def set_link(layer: Layer, key: str, value: str) -> None:
+    """What a model sets on a layer it takes in (its `name` when none was given, its
+    `input_from`): wiring, which no stage or plan computes from."""
+    if key not in ("name", "input_from"):  # pragma: no cover - a programming error
+        raise ValueError(key)
+    object.__setattr__(layer, key, value)
 
 
 @dataclass(frozen=True)

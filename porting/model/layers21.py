@@ -31,7 +31,7 @@ from porting.model.kinds.mat import Mat
 from porting.model.kinds.pool import Pool
 from porting.model.kinds.reshape import Reshape
 from porting.model.kinds.zeropad import ZeroPad
-from porting.model.layer import ACTIVATIONS, Layer, activation_name
+from porting.model.layer import ACTIVATIONS, Layer, activation_name, set_link
 
 __all__ = ["AddBranches", "Block", "Op", "expand_blocks"]
 
@@ -125,9 +125,10 @@ def expand_blocks(layers) -> tuple[list, dict[str, str]]:
         if naming and isinstance(layer, Layer) and layer.kind in KINDS:
             counts[layer.kind] = counts.get(layer.kind, 0) + 1
             if layer.name is None:
-                layer.name = f"{KINDS[layer.kind].prefix}{counts[layer.kind]}"
-                while layer.name in seen:
-                    layer.name += "_"
+                name = f"{KINDS[layer.kind].prefix}{counts[layer.kind]}"
+                while name in seen:
+                    name += "_"
+                set_link(layer, "name", name)
             seen.add(str(layer.name))
         out.append(layer)
         return str(getattr(layer, "name", None))

@@ -37,7 +37,15 @@ from porting.errors import PortingError
 from porting.model import kinds as _kinds
 from porting.model.kinds import *  # noqa: F403 - the layer classes, one per kind (and merges)
 from porting.model.kinds import KINDS, kind_of
-from porting.model.layer import ACTIVATIONS, NAME_RE, FlatRule, Layer, activation_name, fmt_size
+from porting.model.layer import (
+    ACTIVATIONS,
+    NAME_RE,
+    FlatRule,
+    Layer,
+    activation_name,
+    fmt_size,
+    set_link,
+)
 from porting.model.layers21 import AddBranches, Block, Op, expand_blocks
 from porting.model.planning import Plan, as_size, plan
 
@@ -54,6 +62,28 @@ __all__ = [
 __all__ += _kinds.__all__  # the layer classes of the table (porting.model.kinds)
 
 
+class _Layers(list):
+    """A model's layers: a list (so that `model.layers + [...]` builds a new one) that refuses
+    to change in place."""
+
+    def _refuse(self, *args, **kwargs):
+        raise PortingError(
+            "a model's layers cannot be changed after it is built (its plan and every converted "
+            "model are made from them); build a changed model: model.replace(layers=new_layers) "
+            "or KnetModel(new_layers, input_size=...)"
+        )
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def __reduce__(self):
+        return (list, (list(self),))
+
+
+def _rebuild(layers, input_size, name, dtype, inputs) -> KnetModel:
+    return KnetModel(layers, input_size, name=name, dtype=dtype, inputs=inputs)
+
+
 class KnetModel:
     """A chain of Knet layers (Knet's tutorial `Chain`), with Julia-indexed weights.
 
@@ -66,6 +96,13 @@ class KnetModel:
     A model is a graph: every layer reads the layer before it, except merges (`Add`, `Concat`,
     which name their `inputs`) and layers given another source in `inputs={name: source}`
     (`source` a layer before it, or "input": the model's input), e.g. a projection shortcut.
+
+    A model never changes once built, nor do its layers: assigning `model.layers`,
+    `model.input_size`, ... or a layer's field, or writing into a layer's (read-only) arrays,
+    raises an error instead of leaving the plan and converted models describing the old
+    model. Build a changed one with `model.replace(layers=...)` (layers changed with
+    `dataclasses.replace(layer, mode=1)`) or `KnetModel(new_layers, input_size=...)`.
+    `copy.deepcopy` and pickle rebuild the model, with a fresh plan.
     """
 
     source: str | None = None  # the export prefix it was loaded from, if any
@@ -93,9 +130,10 @@ class KnetModel:
                 )
             counts[layer.kind] = counts.get(layer.kind, 0) + 1
             if layer.name is None:
-                layer.name = f"{kind_of(layer).prefix}{counts[layer.kind]}"
-                while layer.name in seen:
-                    layer.name += "_"
+                auto = f"{kind_of(layer).prefix}{counts[layer.kind]}"
+                while auto in seen:
+                    auto += "_"
+                set_link(layer, "name", auto)
             if (
                 not isinstance(layer.name, str)
                 or not NAME_RE.match(layer.name)
@@ -110,7 +148,7 @@ class KnetModel:
                     f"layer {i + 1} ({layer.kind}): name {layer.name!r} is used twice"
                 )
             seen.add(layer.name)
-        self.layers = list(layers)
+        self.layers: list = _Layers(layers)
         if not isinstance(name, str) or not name:
             raise PortingError(f"name={short_repr(name)}: expected a non-empty string")
         self.name = name
@@ -139,6 +177,75 @@ class KnetModel:
             self.input_size = as_size(input_size, "input_size")
             self.plan = plan(self, self.input_size)
             self.output_sizes = self.plan.sizes
+        self._built = True
+
+    def __setattr__(self, key: str, value) -> None:
+        if key != "source" and self.__dict__.get("_built"):
+            raise PortingError(
+                f"model {self.name!r}: {key} cannot be changed after the model is built (its "
+                "plan and every converted model are made from the layers it was built with); "
+                f"build a changed one: model.replace({key}=...), or "
+                "KnetModel(new_layers, input_size=...)"
+            )
+        object.__setattr__(self, key, value)
+
+    def __delattr__(self, key: str) -> None:
+        self.__setattr__(key, None)  # refused once built, with the same message
+        object.__delattr__(self, key)
+
+    def replace(self, **changes) -> KnetModel:
+        """A new model, built (checked and planned) from this one's arguments with `changes`:
+        `layers`, `input_size`, `name`, `dtype`, `inputs`. A model never changes once built.
+        With new `layers` and no `inputs`, a layer whose name stays reads what it read before,
+        unless it says otherwise (its own `input_from`).
+
+        >>> import dataclasses
+        >>> from porting.examples.lenet import lenet
+        >>> m = lenet()
+        >>> flipped = [dataclasses.replace(c, mode=1) if c.kind == "conv" else c for c in m]
+        >>> m.replace(layers=flipped)[0].mode, m[0].mode
+        (1, 0)
+        """
+        keys = {"layers", "input_size", "name", "dtype", "inputs"}
+        unknown = sorted(set(changes) - keys)
+        if unknown:
+            raise PortingError(
+                f"replace({', '.join(unknown)}=...): expected some of {', '.join(sorted(keys))}"
+            )
+        args = {
+            "layers": list(self.layers),
+            "input_size": self.input_size,
+            "name": self.name,
+            "dtype": None,
+            "inputs": dict(self.inputs),
+            **changes,
+        }
+        layers = args.pop("layers")
+        if "layers" in changes and "inputs" not in changes and isinstance(layers, (list, tuple)):
+            names = {getattr(layer, "name", None) for layer in layers}
+            args["inputs"] = {k: v for k, v in self.inputs.items() if k in names}
+            for layer in layers:
+                if isinstance(layer, Layer) and layer.name and layer.input_from is not None:
+                    args["inputs"][layer.name] = layer.input_from
+        if args["dtype"] is None and not any(
+            isinstance(layer, Layer) and layer.params() for layer in layers
+        ):
+            args["dtype"] = self.dtype
+        return KnetModel(layers, **args)
+
+    def __reduce__(self):
+        """copy, deepcopy and pickle rebuild the model (checked and planned afresh: a copy
+        never carries a plan made for another object)."""
+        state = {"source": self.source} if "source" in self.__dict__ else None
+        return (
+            _rebuild,
+            (list(self.layers), self.input_size, self.name, self.dtype, dict(self.inputs)),
+            state,
+        )
+
+    def __setstate__(self, state: dict | None) -> None:
+        if state:
+            self.source = state["source"]
 
     def _resolve_inputs(self, inputs, names: set[str], wiring=None) -> dict[str, str]:
         if inputs is None:
@@ -160,7 +267,7 @@ class KnetModel:
             out[k] = v
         for layer in self.layers:  # recorded on the layer too: the export writes it
             if layer.name in out:
-                layer.input_from = out[str(layer.name)]
+                set_link(layer, "input_from", out[str(layer.name)])
         return out
 
     def _sources(self) -> list[tuple[int, ...]]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from porting._checks import read_only
 from porting.errors import PortingError
 from porting.rnn.spec import RNNSpec
 
@@ -50,6 +51,9 @@ class RNNWeights:
 
     Knet's `rnnparam(r, layer, id, 1)` is `W[layer-1][id-1].T` (or `R[...][id-gates-1].T`);
     `rnnparam` here gives the same, 1-based.
+
+    A value: the fields cannot be assigned (a frozen dataclass) and the arrays are read-only
+    copies (`porting._checks.read_only`), so nothing computed from them goes stale.
     """
 
     spec: RNNSpec
@@ -87,6 +91,9 @@ class RNNWeights:
                     dtypes.add(_float_dtype(a.dtype, f"RNN weights {name}[{s}]"))
         if len(dtypes) != 1:
             raise PortingError(f"RNN weights mix element types {sorted(map(str, dtypes))}")
+        for name in ("W", "R", "bW", "bR"):
+            frozen = tuple(None if a is None else read_only(a) for a in getattr(self, name))
+            object.__setattr__(self, name, frozen)
 
     @property
     def dtype(self) -> np.dtype:
@@ -140,6 +147,13 @@ def _flat_vector(w, spec: RNNSpec) -> np.ndarray:
     return a.reshape(-1)
 
 
+def _owned(a: np.ndarray) -> np.ndarray:
+    """A read-only copy of `a` (RNNWeights keeps it as it is: no second copy)."""
+    out = a.copy()
+    out.flags.writeable = False
+    return out
+
+
 def unpack(spec: RNNSpec, w) -> RNNWeights:
     """Knet's packed vector `r.w` (any shape `(n,)`, `(1, 1, n)`, ...) -> `RNNWeights`.
 
@@ -161,15 +175,15 @@ def unpack(spec: RNNSpec, w) -> RNNWeights:
     for s in range(spec.slots):
         n_in = spec.matrix_input_size(s)
         # g input matrices, each H rows of n_in (row-major = Knet's transposed (in, H) view)
-        Ws.append(v[pos : pos + g * h * n_in].reshape(g, h, n_in).copy() if n_in else None)
+        Ws.append(_owned(v[pos : pos + g * h * n_in].reshape(g, h, n_in)) if n_in else None)
         pos += g * h * n_in
-        Rs.append(v[pos : pos + g * h * h].reshape(g, h, h).copy())
+        Rs.append(_owned(v[pos : pos + g * h * h].reshape(g, h, h)))
         pos += g * h * h
     bWs, bRs = [], []
     for _ in range(spec.slots):
-        bWs.append(v[pos : pos + g * h].reshape(g, h).copy())
+        bWs.append(_owned(v[pos : pos + g * h].reshape(g, h)))
         pos += g * h
-        bRs.append(v[pos : pos + g * h].reshape(g, h).copy())
+        bRs.append(_owned(v[pos : pos + g * h].reshape(g, h)))
         pos += g * h
     assert pos == v.size
     return RNNWeights(spec, tuple(Ws), tuple(Rs), tuple(bWs), tuple(bRs))

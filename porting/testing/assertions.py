@@ -25,13 +25,13 @@ True
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
 import numpy as np
 
 from porting._checks import short_repr
+from porting.comparison import ASSUMED_K
 from porting.errors import PortingError
 from porting.testing._record import Check, record, verbosity
 from porting.tolerance import check_k
@@ -43,31 +43,6 @@ __all__ = [
     "assert_layer_ported",
     "assert_model_ported",
 ]
-
-ASSUMED_K = 4096
-"""Terms per element assumed by `assert_ported_close` when `k` is not given.
-
-4096 covers a 3x3 convolution over 455 channels or a 4096-wide dense layer; the bound grows
-like K, so a larger K only loosens it (pass `k=` for wider layers).
-"""
-
-
-def _finite_max_abs(a: np.ndarray) -> float:
-    a = np.asarray(a)
-    if a.size == 0:
-        return 0.0
-    with np.errstate(invalid="ignore"):
-        m = np.abs(a[np.isfinite(a)])
-    return float(m.max()) if m.size else 0.0
-
-
-def _assumption(k: int, k_given: bool, peak: float) -> str:
-    kk = f"K={k}" if k_given else f"K={k} assumed"
-    return (
-        f"sqrt(K)*max|expected| = {math.sqrt(k) * peak:.3g} ({kk}; no magnitude given: "
-        "each element taken as a sum of K random-sign terms, which cancel to about "
-        "S/sqrt(K); pass k= and magnitude= for the exact bound)"
-    )
 
 
 def _short(lines: list[str]) -> str:
@@ -112,8 +87,9 @@ def assert_ported_close(
 
     with `eps` that of the lower-precision side (or `precision=`, e.g. "tf32").
 
-    **What it assumes when K and the magnitudes are unknown** (the bare call): every element is
-    a sum of at most K = `ASSUMED_K` (4096) products, and the sum of their magnitudes is
+    **What it assumes when K and the magnitudes are unknown** (the bare call), as
+    `porting.compare` does (one rule for the whole library): every element is a sum of at most
+    K = `ASSUMED_K` (4096) products, and the sum of their magnitudes is
     S = sqrt(K) * max|expected| everywhere, the size a sum of K random-sign terms has when it
     cancels down to the largest output. So the tolerance is about K * eps * max|expected|
     (float32: 5e-4 of the largest output; Float64: 9e-13). Correct float32 and Float64 ports
@@ -141,7 +117,6 @@ def assert_ported_close(
     e = float_operand(expected, "expected")
     a = float_operand(actual, "actual")
     k_used = check_k(k) if k is not None else ASSUMED_K  # a positive integer <= 2**53
-    assumption = None
     if e.shape != a.shape:
         msg = (
             f"ported results differ in shape: expected {e.shape}, actual {a.shape}; a layout "
@@ -161,20 +136,11 @@ def assert_ported_close(
             )
         )
         raise _fail(msg, msg)
-    if magnitude is None:
-        peak = _finite_max_abs(e)
-        s = np.float64(math.sqrt(k_used) * peak)
-        magnitude = np.broadcast_to(s, e.shape)
-        assumption = _assumption(k_used, k is not None, peak)
-    report = compare(e, a, k=k_used, magnitude=magnitude, precision=precision)
-    if assumption is not None:
-        tol = dataclasses.replace(report.tolerance, magnitude=assumption)
-        report = dataclasses.replace(report, tolerance=tol)
-    elif k is None:
-        report.notes.append(f"K={ASSUMED_K} assumed (no k given)")
+    assumed = magnitude is None  # compare's rule for "nothing else known" (ASSUMED_K, S)
+    report = compare(e, a, k=k, magnitude=magnitude, precision=precision)
     cause = None
     if not report.ok:
-        diag = _cause(e, a, k_used, magnitude)
+        diag = _cause(e, a, k, magnitude)
         if diag is not None and diag.cause in _STRUCTURAL and diag.confidence >= 0.5:
             cause = diag.cause
             report.notes.append(f"likely cause: {diag}".splitlines()[0])
@@ -210,7 +176,7 @@ def assert_ported_close(
             f"  tolerance (sqrt(K)+2)*eps*S, eps={report.tolerance.eps:.3g} "
             f"({report.tolerance.precision}), K={k_used}"
             + (" assumed" if k is None else "")
-            + (", S = sqrt(K)*max|expected| assumed" if assumption else ", S given"),
+            + (", S = sqrt(K)*max|expected| assumed" if assumed else ", S given"),
         ]
         raise _fail("ported results differ\n" + text, _short(short))
     return report

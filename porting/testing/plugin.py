@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from porting._text import printable
 from porting.testing import _record
 
 __all__ = ["port_checks", "write_report"]
@@ -118,16 +119,30 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def _visible(v):
+    """Every string in `v` (a check's JSON data) with its control characters written as escapes
+    (`porting._text.printable`): a test id or label holding ESC, NUL, a carriage return or a
+    bidi override shows as `\x1b`, `\x00`, `\r`, `\u202e` in the JSON and the HTML alike."""
+    if isinstance(v, str):
+        return printable(v)
+    if isinstance(v, dict):
+        return {_visible(k): _visible(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_visible(x) for x in v]
+    return v
+
+
 def write_report(checks, path) -> tuple[Path, Path]:
     """Write `checks` as JSON to `path` and as HTML to `path` with suffix `.html` (each
-    atomically). JSON is strict: non-finite numbers are written as strings ("nan", "inf")."""
+    atomically). JSON is strict: non-finite numbers are written as strings ("nan", "inf").
+    Control characters in any text (test ids, labels) are written as visible escapes."""
     import porting
 
     path = Path(path)
     doc = {
         "porting": porting.__version__,
         "summary": _summary(checks),
-        "checks": [c.to_dict() for c in checks],
+        "checks": [_visible(c.to_dict()) for c in checks],
     }
     _atomic_write(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
     html_path = path.with_suffix(".html") if path.suffix != ".html" else path.with_suffix(".htm")

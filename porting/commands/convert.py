@@ -105,6 +105,12 @@ def _load_model(args):
     if args.model and args.example:
         raise PortingError("give MODEL or --example, not both")
     if args.model:
+        from porting.commands._flux import is_flux_file
+
+        if is_flux_file(args.model):  # a Flux model saved with BSON.jl
+            from porting.commands._flux import load_for_convert as load_flux
+
+            return load_flux(args)
         from porting.commands._knetfile import load_for_convert
 
         if (found := load_for_convert(args)) is not None:  # a JLD2 file of Knet structs

@@ -28,6 +28,10 @@ described in docs/files.md#npz, #mat-v5, #mat-v73, #jld2, #jld2-functions, #hdf5
   header, dims reversed as for ``mat73``; object references followed.
 - ``safetensors``: Python / PyTorch writers; returned as stored (see below), read without
   the ``safetensors`` package.
+- ``bson``: BSON.jl (``BSON.@save``, Flux's older way to save a model): BSON decoded by
+  pymongo's ``bson`` module, BSON.jl's tags into a plain tree (``porting.io._bson``: structs,
+  types, Julia-indexed arrays; functions by name, anonymous ones as code never run;
+  docs/files.md#bson).
 
 Decisions, stated once:
 
@@ -95,6 +99,7 @@ _EXTENSIONS = {
     ".mat": "mat",
     ".jld2": "jld2",
     ".safetensors": "safetensors",
+    ".bson": "bson",
     ".h5": "hdf5",
     ".hdf5": "hdf5",
 }
@@ -106,6 +111,7 @@ _READERS = {
     "mat73": ("porting.io._mat73", "load_mat73"),
     "jld2": ("porting.io._jld2", "load_jld2"),
     "safetensors": ("porting.io._safetensors", "load_safetensors"),
+    "bson": ("porting.io._bson", "load_bson"),
 }
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -131,7 +137,7 @@ def load(
     (3, 3, 1, 8)
 
     `format` is one of ``"npy", "npz", "mat5", "mat73", "mat"`` (v5 or v7.3 by header),
-    ``"jld2"``, ``"safetensors"``; by default the file's magic bytes decide, then its extension.
+    ``"jld2"``, ``"safetensors"``, ``"bson"``; by default the file's magic bytes decide, then its extension.
     A JLD2 or MAT v7.3 array ``w`` of Julia size ``(3, 3, 1, 8)`` comes back with
     ``w.shape == (3, 3, 1, 8)``, Fortran-ordered, and ``w[i-1, j-1, c-1, n-1]`` equal to Julia's
     ``w[i, j, c, n]``. See the module docstring for vectors, scalars and safetensors.

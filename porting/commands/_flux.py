@@ -1,0 +1,42 @@
+"""Command-line pieces for Flux models in BSON.jl files: `porting convert FILE.bson ...` and
+`porting inspect FILE.bson` (the commands call these; they hold no logic of their own)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from porting._text import printable
+from porting.errors import PortingError
+
+__all__ = ["is_flux_file", "load_for_convert", "inspect_text"]
+
+
+def is_flux_file(path) -> bool:
+    """Whether `path` names a BSON.jl file (by its extension: BSON has no magic bytes)."""
+    return Path(os.fspath(path)).suffix.lower() == ".bson"
+
+
+def load_for_convert(args):
+    """`(model, None, source)` for `porting convert FILE.bson`; the recognition is kept on
+    `args.knetfile` (the command prints its report and puts it in the JSON)."""
+    from porting.flux import load_model
+
+    for flag in ("structure",):
+        if getattr(args, flag, None) is not None:
+            raise PortingError(f"--{flag} applies to a JLD2 model file, not to {args.model}")
+    fm = load_model(args.model, args.key)
+    if fm.model.input_size is None and args.input_size is None and args.input is None:
+        raise PortingError(
+            f"{fm.source}: Flux files do not record the input size (a conv model's weights do "
+            "not fix it); give --input-size X1,X2,C (one sample's Julia size, e.g. 28,28,1 for "
+            "MNIST) or --input X.npy"
+        )
+    args.knetfile = fm
+    return fm.model, None, f"{fm.source} (Flux.jl)"
+
+
+def inspect_text(path, key: str | None = None) -> str:
+    from porting.flux import inspect_text as text
+
+    return "\n".join(printable(line) for line in text(path, key).splitlines())

@@ -1,0 +1,401 @@
+"""Flux layer structs (decoded from a BSON.jl file) -> `porting.model` layers.
+
+Fields are read by position, in each layer's declaration order, which depends on the Flux
+version (docs/flux.md#layer-fields). A layer whose arithmetic has no exact counterpart among
+the kinds is refused with its path and what to do; nothing is approximated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from porting.errors import PortingError
+from porting.flux.functions import (
+    ACTIVATIONS,
+    anonymous_layer,
+    function_name,
+    is_function,
+    read_anonymous,
+)
+from porting.io._bson import Anonymous, JuliaStruct, JuliaType
+from porting.model import (
+    Activation,
+    BatchNorm,
+    Conv,
+    Deconv,
+    Dense,
+    Dropout,
+    Mat,
+    Pool,
+    Reshape,
+    ZeroPad,
+)
+
+__all__ = ["Found", "find_gpu", "layers_of", "is_flux_model", "is_optimiser"]
+
+CONTAINERS = ("Chain",)
+GPU_HINT = (
+    "it was saved from the GPU: the file holds CuArray device pointers, not the numbers. In "
+    "Julia, load it on a machine with a GPU and save it again from the CPU: "
+    '`model = cpu(model); BSON.@save "model_cpu.bson" model`'
+)
+
+
+@dataclass
+class Found:
+    """One converted layer: the model layer and how it was read."""
+
+    layer: Any
+    path: str
+    what: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _short(x: Any) -> str:
+    return x.type.short if isinstance(x, JuliaStruct) and isinstance(x.type, JuliaType) else ""
+
+
+def _module(x: Any) -> str:
+    if isinstance(x, JuliaStruct) and isinstance(x.type, JuliaType):
+        return x.type.name.rsplit(".", 1)[0] if "." in x.type.name else ""
+    return ""
+
+
+def is_flux_model(x: Any) -> bool:
+    """Whether `x` is a Flux layer or Chain (a struct of module ``Flux``)."""
+    return isinstance(x, JuliaStruct) and _module(x).split(".")[0] == "Flux"
+
+
+def is_optimiser(x: Any) -> bool:
+    """Whether `x` is an optimiser's state (Flux.Optimise, Optimisers.jl)."""
+    return isinstance(x, JuliaStruct) and any(
+        m in x.name for m in ("Flux.Optimise.", "Optimisers.")
+    )
+
+
+def find_gpu(x: Any, path: str, depth: int = 0) -> str | None:
+    """The path of the first CuArray under `x` (a model saved from the GPU), or None."""
+    if depth > 40:
+        return None
+    if isinstance(x, JuliaStruct):
+        if "CuArray" in x.name:
+            return path
+        if isinstance(x.type, Anonymous):
+            return None
+        items: Any = x.data
+    elif isinstance(x, (tuple, list)):
+        items = x
+    else:
+        return None
+    for i, v in enumerate(items, 1):
+        got = find_gpu(v, f"{path}.{i}", depth + 1)
+        if got is not None:
+            return got
+    return None
+
+
+def _gpu(x: Any, path: str) -> PortingError:
+    return PortingError(f"{path}: a {x.name}: {GPU_HINT}")
+
+
+def array(x: Any, path: str, what: str) -> np.ndarray:
+    """A weight array; Tracker's `TrackedArray` unwrapped, a CuArray refused with advice."""
+    if isinstance(x, JuliaStruct):
+        if _short(x) == "TrackedArray" and len(x.data) >= 2:  # Tracker: (tracker, data, grad)
+            return array(x.data[1], path, what)
+        if "CuArray" in x.name:
+            raise _gpu(x, f"{path}.{what}")
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+        raise PortingError(
+            f"{path}.{what}: a {type(x).__name__ if not isinstance(x, JuliaStruct) else x.name}; "
+            "expected a Float32 or Float64 array"
+        )
+    return x
+
+
+def bias(x: Any, path: str) -> np.ndarray | None:
+    """`false` (Flux >= 0.13) and `Flux.Zeros` (0.11-0.12) are no bias."""
+    if x is False or (isinstance(x, JuliaStruct) and _short(x) == "Zeros"):
+        return None
+    return array(x, path, "bias")
+
+
+def activation(x: Any, path: str) -> str:
+    name = function_name(x)
+    if name is None:
+        if isinstance(x, JuliaStruct) and isinstance(x.type, Anonymous):
+            raise _anonymous_refusal(x.type, path, "as an activation")
+        raise PortingError(f"{path}: activation {x!r:.80}; expected a named NNlib function")
+    short = name.rsplit(".", 1)[-1]
+    if short not in ACTIVATIONS:
+        raise PortingError(
+            f"{path}: activation {name} has no counterpart here; supported: "
+            f"{', '.join(sorted(ACTIVATIONS))}"
+        )
+    return ACTIVATIONS[short]
+
+
+def _ints(x: Any, path: str, what: str) -> tuple[int, ...]:
+    if isinstance(x, np.ndarray):
+        x = tuple(x.tolist())
+    if isinstance(x, int) and not isinstance(x, bool):
+        x = (x,)
+    if not isinstance(x, tuple) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in x
+    ):
+        raise PortingError(f"{path}.{what}: {x!r:.80}; expected a tuple of integers")
+    return tuple(int(v) for v in x)
+
+
+def _padding(pad: tuple[int, ...], nd: int, path: str) -> tuple[tuple[int, ...], tuple | None]:
+    """Flux's `pad` (N values, or 2N as lo1, hi1, lo2, hi2...) -> (symmetric padding, the
+    (lo, hi) pairs when asymmetric else None)."""
+    if len(pad) == nd:
+        return pad, None
+    if len(pad) != 2 * nd:
+        raise PortingError(f"{path}.pad: {pad}; expected {nd} or {2 * nd} values")
+    pairs = tuple((pad[2 * i], pad[2 * i + 1]) for i in range(nd))
+    if all(lo == hi for lo, hi in pairs):
+        return tuple(lo for lo, _ in pairs), None
+    return (0,) * nd, pairs
+
+
+def _anonymous_refusal(a: Anonymous, path: str, role: str = "") -> PortingError:
+    code = read_anonymous(a)
+    return PortingError(
+        f"{path}: an anonymous function {code.name} {role + ' ' if role else ''}(written at "
+        f"{code.where}; its code: {code.text()[:200]}) is not a pattern porting knows. Its code "
+        "is never run. Replace it by the Flux layer it stands for before saving (e.g. "
+        "`x -> reshape(x, :, size(x, 4))` by `Flux.flatten`, `x -> maxpool(x, (2, 2))` by "
+        "`MaxPool((2, 2))`), or give its arithmetic as a layer of the export JSON"
+    )
+
+
+def layers_of(x: Any, path: str, out: list[Found]) -> None:
+    """Append the layers that the Flux value `x` (a Chain, a layer or a function) becomes."""
+    if isinstance(x, JuliaStruct) and isinstance(x.type, Anonymous):
+        code = read_anonymous(x.type)
+        got = anonymous_layer(code)
+        if got is None:
+            raise _anonymous_refusal(x.type, path)
+        kind, kw = got
+        what = f"anonymous function {code.name} ({code.text()}, at {code.where})"
+        if kind == "flatten":
+            out.append(Found(Mat(), path, f"{what}: recognised as Flux.flatten"))
+        elif kind == "maxpool":
+            w = kw["window"]
+            out.append(Found(Pool(w, stride=w, mode=0), path, f"{what}: recognised as MaxPool{w}"))
+        else:
+            out.append(Found(Reshape(kw["size"]), path, f"{what}: recognised as a reshape"))
+        return
+    if is_function(x):
+        name = function_name(x) or ""
+        short = name.rsplit(".", 1)[-1]
+        if short == "flatten":
+            out.append(Found(Mat(), path, f"{name}"))
+            return
+        out.append(Found(Activation(activation(x, path)), path, name))
+        return
+    if not isinstance(x, JuliaStruct):
+        raise PortingError(f"{path}: a {type(x).__name__} {x!r:.60}; expected a Flux layer")
+    kind = _short(x)
+    if not is_flux_model(x):
+        if "CuArray" in x.name:
+            raise _gpu(x, path)
+        raise PortingError(
+            f"{path}: a {x.name}, not a Flux layer: a user struct has its own forward, which "
+            "the file does not hold (Julia code). Convert its Flux parts one by one with --key "
+            f"(e.g. --key {path.replace('.', '/')}/1), or describe the whole as an export JSON"
+        )
+    handler = _HANDLERS.get(kind)
+    if handler is None:
+        raise PortingError(
+            f"{path}: Flux.{kind} is not supported yet (supported: "
+            f"{', '.join(sorted(k for k in _HANDLERS if _HANDLERS[k] is not _recurrent))}, "
+            "flatten and named activations)"
+        )
+    handler(x, path, out)
+
+
+def _chain(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    if len(x.data) != 1:
+        raise PortingError(f"{path}: a Chain with {len(x.data)} fields; expected (layers,)")
+    items = x.data[0]
+    names: list[str] | None = None
+    if isinstance(items, JuliaStruct) and _short(items) == "NamedTuple":  # Chain(a = ..., ...)
+        t = items.type
+        names = [str(n) for n in t.params[0]] if t.params and isinstance(t.params[0], tuple) else []
+        items = items.data
+    if not isinstance(items, (tuple, list)):
+        raise PortingError(f"{path}: a Chain of {type(items).__name__}; expected a tuple")
+    for i, item in enumerate(items, 1):
+        sub = f"{path}.{names[i - 1]}" if names and i <= len(names) else f"{path}.{i}"
+        layers_of(item, sub, out)
+
+
+def _conv(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    d = x.data
+    kind = _short(x)
+    if len(d) not in (6, 7):
+        raise PortingError(f"{path}: Flux.{kind} with {len(d)} fields; expected 6 or 7")
+    act = activation(d[0], f"{path}.σ")
+    w = array(d[1], path, "weight")
+    b = bias(d[2], path)
+    nd = w.ndim - 2
+    stride = _ints(d[3], path, "stride")
+    pad, pairs = _padding(_ints(d[4], path, "pad"), nd, path)
+    dilation = _ints(d[5], path, "dilation")
+    groups = int(d[6]) if len(d) == 7 else 1
+    mode = 1 if kind == "CrossCor" else 0
+    what = f"Flux.{kind} {w.shape}" + (" (cross-correlation: mode 1)" if mode else " (flipped)")
+    if pairs is not None:
+        out.append(Found(ZeroPad(pairs), path, f"Flux.{kind} asymmetric pad {pairs}"))
+    out.append(
+        Found(
+            Conv(
+                w,
+                b,
+                activation=act,
+                padding=pad,
+                stride=stride,
+                dilation=dilation,
+                mode=mode,
+                groups=groups,
+            ),
+            path,
+            what,
+        )
+    )
+
+
+def _conv_transpose(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    d = list(x.data)
+    if len(d) == 8:  # outpad, from 0.14.17
+        outpad = _ints(d.pop(5), path, "outpad")
+        if any(outpad):
+            raise PortingError(
+                f"{path}: ConvTranspose outpad={outpad} is not supported yet (no kind adds "
+                "output padding)"
+            )
+    if len(d) not in (6, 7):
+        raise PortingError(f"{path}: ConvTranspose with {len(x.data)} fields; expected 6-8")
+    act = activation(d[0], f"{path}.σ")
+    w = array(d[1], path, "weight")
+    b = bias(d[2], path)
+    nd = w.ndim - 2
+    stride = _ints(d[3], path, "stride")
+    pad, pairs = _padding(_ints(d[4], path, "pad"), nd, path)
+    if pairs is not None:
+        raise PortingError(f"{path}: ConvTranspose with asymmetric pad {pairs} is not supported")
+    dilation = _ints(d[5], path, "dilation")
+    groups = int(d[6]) if len(d) == 7 else 1
+    if groups != 1:
+        raise PortingError(f"{path}: ConvTranspose groups={groups} is not supported (only 1)")
+    out.append(
+        Found(
+            Deconv(w, b, activation=act, padding=pad, stride=stride, dilation=dilation),
+            path,
+            f"Flux.ConvTranspose {w.shape}",
+        )
+    )
+
+
+def _pool(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    kind = _short(x)
+    if len(x.data) != 3:
+        raise PortingError(
+            f"{path}: Flux.{kind} with {len(x.data)} fields; expected (k, pad, stride)"
+        )
+    k = _ints(x.data[0], path, "k")
+    pad, pairs = _padding(_ints(x.data[1], path, "pad"), len(k), path)
+    if pairs is not None:
+        raise PortingError(
+            f"{path}: Flux.{kind} with asymmetric pad {pairs} is not supported (Knet's pool "
+            "pads both sides alike)"
+        )
+    stride = _ints(x.data[2], path, "stride")
+    mode = 0 if kind == "MaxPool" else 1  # NNlib meanpool divides by prod(k), padding counted
+    out.append(Found(Pool(k, padding=pad, stride=stride, mode=mode), path, f"Flux.{kind}{k}"))
+
+
+def _dense(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    if len(x.data) != 3:
+        raise PortingError(f"{path}: Flux.Dense with {len(x.data)} fields; expected 3")
+    w = array(x.data[0], path, "weight")
+    if w.ndim != 2:
+        raise PortingError(f"{path}.weight has shape {w.shape}; expected (out, in)")
+    b = bias(x.data[1], path)
+    act = activation(x.data[2], f"{path}.σ")
+    out.append(Found(Dense(w, b, activation=act), path, f"Flux.Dense {w.shape[1]} => {w.shape[0]}"))
+
+
+def _batchnorm(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    d = x.data
+    if len(d) not in (7, 8, 11):
+        raise PortingError(f"{path}: Flux.BatchNorm with {len(d)} fields; expected 7, 8 or 11")
+    act = activation(d[0], f"{path}.λ")
+    affine = bool(d[7]) if len(d) == 11 else True
+    track = bool(d[8]) if len(d) == 11 else True
+    active = d[9] if len(d) == 11 else d[7] if len(d) == 8 else None
+    if not track:
+        raise PortingError(
+            f"{path}: BatchNorm(track_stats=false) normalises with each batch's own statistics "
+            "at inference too; no running mean/variance to convert"
+        )
+    if active is True:
+        raise PortingError(
+            f"{path}: BatchNorm saved with active=true (trainmode!: batch statistics always); "
+            "call testmode!(model) or Flux.trainmode!(model, :auto) before saving"
+        )
+    mu = array(d[3], path, "μ")
+    var = array(d[4], path, "σ²")
+    params = None
+    if affine:
+        beta, gamma = array(d[1], path, "β"), array(d[2], path, "γ")
+        params = np.concatenate([gamma.reshape(-1), beta.reshape(-1)])
+    eps, momentum = float(d[5]), float(d[6])
+    out.append(
+        Found(
+            BatchNorm(mu, var, params, eps=eps, momentum=momentum),
+            path,
+            f"Flux.BatchNorm({mu.size}, ϵ={eps:g}, momentum={momentum:g}"
+            + ("" if affine else ", affine=false")
+            + ")",
+        )
+    )
+    if act != "identity":
+        out.append(Found(Activation(act), path, f"BatchNorm's λ = {act}"))
+
+
+def _dropout(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    p = x.data[0] if x.data else 0.0
+    out.append(Found(Dropout(float(p)), path, f"Flux.{_short(x)}({p}): identity at inference"))
+
+
+def _recurrent(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    raise PortingError(
+        f"{path}: a Flux recurrent layer ({x.name}) is not supported yet: Flux's cells start "
+        "from a trained initial state `state0` and are applied one time step per call, so "
+        "which steps the model reads is in the user's code, not the file"
+    )
+
+
+_HANDLERS = {
+    "Chain": _chain,
+    "Conv": _conv,
+    "CrossCor": _conv,
+    "ConvTranspose": _conv_transpose,
+    "MaxPool": _pool,
+    "MeanPool": _pool,
+    "Dense": _dense,
+    "BatchNorm": _batchnorm,
+    "Dropout": _dropout,
+    "AlphaDropout": _dropout,
+    "Recur": _recurrent,
+    "LSTM": _recurrent,
+    "GRU": _recurrent,
+    "RNN": _recurrent,
+}

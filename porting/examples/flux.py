@@ -1,0 +1,143 @@
+"""Flux models written as BSON.jl would write them, from Python (no Julia): for the README,
+examples and tests.
+
+The documents follow BSON.jl v0.3.9 ``src/extensions.jl``: ``lower(x::Symbol)`` (line 7),
+``lower(x::Tuple)`` (line 10), ``lower(v::DataType)`` (line 64: ``name`` the module path and
+type name, ``params`` the type parameters), ``lower(x::Array)`` (line 96: ``type`` the element
+type, ``size`` Julia's size, ``data`` the column-major bytes) and ``lower(x)`` (line 122: a
+struct's ``type`` and its field values in declaration order). A named function is an empty
+struct of its ``#name`` type. Fields per layer: docs/flux.md#layer-fields (Flux 0.14).
+
+>>> import os, tempfile
+>>> p = save_lenet(os.path.join(tempfile.mkdtemp(), "lenet.bson"))
+>>> from porting.flux import load_model
+>>> [f.layer.kind for f in load_model(p).layers]
+['conv', 'pool', 'conv', 'pool', 'mat', 'dense', 'dense', 'activation']
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "array",
+    "datatype",
+    "encode",
+    "function",
+    "lenet",
+    "save",
+    "save_lenet",
+    "struct",
+    "tuple_",
+]
+
+_ELTYPES = {np.dtype(np.float32): "Float32", np.dtype(np.float64): "Float64"}
+
+
+def datatype(path: str, *params: Any) -> dict:
+    """``{tag: datatype}`` for ``"Flux.Dense"`` (module path and name, dot-separated)."""
+    return {"tag": "datatype", "name": path.split("."), "params": list(params)}
+
+
+def struct(path: str, *fields: Any) -> dict:
+    """``{tag: struct}``: a value of type `path` with `fields` in declaration order."""
+    return {"tag": "struct", "type": datatype(path), "data": list(fields)}
+
+
+def function(path: str) -> dict:
+    """A named function (``"NNlib.relu"``): an empty struct of type ``NNlib.#relu``."""
+    module, _, name = path.rpartition(".")
+    return {"tag": "struct", "type": datatype(f"{module}.#{name}"), "data": []}
+
+
+def tuple_(*items: Any) -> dict:
+    return {"tag": "tuple", "data": list(items)}
+
+
+def array(a: np.ndarray) -> dict:
+    """A Julia-indexed array (shape = Julia's size) as BSON.jl writes it."""
+    a = np.asarray(a)
+    return {
+        "tag": "array",
+        "type": datatype(f"Core.{_ELTYPES[a.dtype]}"),
+        "size": [int(s) for s in a.shape],
+        "data": np.asarray(a, a.dtype.newbyteorder("<")).tobytes(order="F"),
+    }
+
+
+def float32(v: float) -> dict:
+    """A Float32 scalar: a primitive struct holding its 4 bytes."""
+    return {"tag": "struct", "type": datatype("Core.Float32"), "data": np.float32(v).tobytes()}
+
+
+def encode(entries: dict) -> bytes:
+    import bson
+
+    return bson.encode(entries)
+
+
+def save(path: str | os.PathLike, entries: dict) -> str:
+    """Write `entries` (names -> lowered documents) as a BSON file, atomically."""
+    from porting import files
+
+    target = files.output_file(path, suffix=".bson")
+    data = encode(entries)
+    with files.atomic_write(target) as tmp:
+        tmp.write_bytes(data)
+    return str(target)
+
+
+def conv(w, b, act="NNlib.relu", stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1), groups=1):
+    """Flux 0.14 ``Conv(σ, weight, bias, stride, pad, dilation, groups)``."""
+    return struct(
+        "Flux.Conv",
+        function(act),
+        array(w),
+        array(b) if b is not None else False,
+        tuple_(*stride),
+        tuple_(*pad),
+        tuple_(*dilation),
+        groups,
+    )
+
+
+def dense(w, b, act="Base.identity"):
+    """Flux 0.14 ``Dense(weight, bias, σ)``."""
+    return struct("Flux.Dense", array(w), array(b) if b is not None else False, function(act))
+
+
+def maxpool(k=(2, 2), pad=(0, 0, 0, 0), stride=None):
+    return struct("Flux.MaxPool", tuple_(*k), tuple_(*pad), tuple_(*(stride or k)))
+
+
+def chain(*layers):
+    return struct("Flux.Chain", tuple_(*layers))
+
+
+def lenet(seed: int = 0) -> dict:
+    """A Flux LeNet for 28x28x1 inputs: ``Chain(Conv((5, 5), 1 => 6, relu), MaxPool((2, 2)),
+    Conv((5, 5), 6 => 16, relu), MaxPool((2, 2)), Flux.flatten, Dense(256 => 120, relu),
+    Dense(120 => 10), softmax)``, deterministic weights, lowered as BSON.jl lowers it."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape, fan):
+        return (rng.standard_normal(shape) / np.sqrt(fan)).astype(np.float32)
+
+    return chain(
+        conv(w(5, 5, 1, 6, fan=25), w(6, fan=4)),
+        maxpool(),
+        conv(w(5, 5, 6, 16, fan=150), w(16, fan=4)),
+        maxpool(),
+        function("Flux.flatten"),
+        dense(w(120, 256, fan=256), w(120, fan=4), "NNlib.relu"),
+        dense(w(10, 120, fan=120), w(10, fan=4)),
+        function("NNlib.softmax"),
+    )
+
+
+def save_lenet(path: str | os.PathLike, seed: int = 0) -> str:
+    """Write `lenet` as ``BSON.@save path model`` would: one entry, ``model``."""
+    return save(path, {"model": lenet(seed)})

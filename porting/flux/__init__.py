@@ -1,5 +1,5 @@
 """Flux.jl models saved with BSON.jl (``BSON.@save "model.bson" model``), converted without
-Julia (docs/flux.md).
+Julia (docs/flux.md#bson-files, #layer-fields).
 
 >>> from porting.flux import load_model                                  # doctest: +SKIP
 >>> fm = load_model("model.bson", key="model")                           # doctest: +SKIP

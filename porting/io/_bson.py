@@ -1,7 +1,7 @@
 """BSON.jl files (``BSON.@save``, ``bson(path, ...)``): decoded into a plain tree, nothing run.
 
 The bytes are ordinary BSON, read with pymongo's ``bson`` module. BSON.jl then marks Julia
-values with a ``tag`` field (docs/files.md#bson); this module turns each tagged document into a
+values with a ``tag`` field (docs/flux.md#bson-files); this module turns each tagged document into a
 plain Python value and never evaluates anything the file holds:
 
 - ``array`` -> a Julia-indexed NumPy array (Fortran order, shape = Julia's ``size``) for the

@@ -425,3 +425,20 @@ def test_real_refused_with_reason(name, words, tmp_path):
         assert w in str(e.value)
     r = _cli("convert", _real(name), "--input-size", "8", "-o", tmp_path / "x.keras", cwd=tmp_path)
     assert r.returncode == 2 and not (tmp_path / "x.keras").exists()
+
+
+def test_source_packages_do_not_import_each_other():
+    import ast
+
+    def imported(pkg):
+        names = set()
+        for f in (ROOT / "porting" / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    names.add(node.module)
+                elif isinstance(node, ast.Import):
+                    names.update(a.name for a in node.names)
+        return names
+
+    assert not any(n.startswith("porting.knetfile") for n in imported("flux"))
+    assert not any(n.startswith("porting.flux") for n in imported("knetfile"))

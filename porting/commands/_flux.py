@@ -9,7 +9,7 @@ from pathlib import Path
 from porting._text import printable
 from porting.errors import PortingError
 
-__all__ = ["is_flux_file", "load_for_convert", "inspect_text"]
+__all__ = ["is_flux_file", "load_for_convert", "inspect_text", "print_listing_json"]
 
 
 def is_flux_file(path) -> bool:
@@ -40,3 +40,19 @@ def inspect_text(path, key: str | None = None) -> str:
     from porting.flux import inspect_text as text
 
     return "\n".join(printable(line) for line in text(path, key).splitlines())
+
+
+def print_listing_json(path) -> None:
+    """`porting inspect FILE.bson --json`: one entry per top-level name."""
+    from porting.commands._common import print_json
+    from porting.flux import entries
+
+    print_json(
+        {
+            "file": str(path),
+            "source": "Flux.jl (BSON.jl file)",
+            "entries": [
+                {"path": e.path, "kind": e.kind, "summary": e.summary} for e in entries(path)
+            ],
+        }
+    )

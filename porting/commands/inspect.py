@@ -30,10 +30,14 @@ def run(args) -> int:
         raise PortingError(f"--depth {args.depth}: expected 0 or more")
     from porting.commands._flux import is_flux_file
 
-    if is_flux_file(args.file) and not args.json:  # a Flux model saved with BSON.jl
+    if is_flux_file(args.file):  # a Flux model saved with BSON.jl
         from porting.commands._flux import inspect_text as flux_text
+        from porting.commands._flux import print_listing_json as flux_json
 
-        print(flux_text(args.file, key=args.key))
+        if args.json:
+            flux_json(args.file)
+        else:
+            print(flux_text(args.file, key=args.key))
         return 0
     from porting.commands._knetfile import inspect_text, print_listing_json
 

@@ -25,7 +25,10 @@ def load_for_convert(args):
     for flag in ("structure",):
         if getattr(args, flag, None) is not None:
             raise PortingError(f"--{flag} applies to a JLD2 model file, not to {args.model}")
-    fm = load_model(args.model, args.key)
+    size = args.input_size
+    if size is not None and not isinstance(size, tuple):
+        size = (size,)
+    fm = load_model(args.model, args.key, input_size=size)
     if fm.model.input_size is None and args.input_size is None and args.input is None:
         raise PortingError(
             f"{fm.source}: Flux files do not record the input size (a conv model's weights do "

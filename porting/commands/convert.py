@@ -41,12 +41,25 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--example",
-        choices=("lenet", "cnn-bn", "resnet", "dcgan", "vae", "layers21", "rnnlm", "tagger"),
+        choices=(
+            "lenet",
+            "cnn-bn",
+            "resnet",
+            "dcgan",
+            "vae",
+            "layers21",
+            "rnnlm",
+            "tagger",
+            "flux-lenet",
+            "flux-resnet",
+        ),
         help="use a built-in model: lenet (the default when MODEL is omitted), cnn-bn (Knet's "
         "cifar10 batchnorm CNN, small), resnet (a small CIFAR ResNet), dcgan (Knet's DCGAN "
         "generator, small), vae (Knet's conv VAE decoder, small), layers21 (asymmetric "
         "ZeroPad, depthwise conv), rnnlm (Knet's RNNLM: embedding, LSTM, dense over every "
-        "step), tagger (embedding, bidirectional 2-layer LSTM, dense per step)",
+        "step), tagger (embedding, bidirectional 2-layer LSTM, dense per step), flux-lenet / "
+        "flux-resnet (Flux models written as BSON.jl files and read back: a LeNet; residual "
+        "blocks with SkipConnection and GlobalMeanPool)",
     )
     p.add_argument(
         "-o", "--output", metavar="OUT.keras", help="write the Keras model here (atomically)"

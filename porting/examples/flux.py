@@ -23,13 +23,21 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "FLUX_EXAMPLES",
+    "adaptive_pool",
     "array",
     "datatype",
     "encode",
+    "depthwise_v012",
     "function",
+    "global_pool",
     "lenet",
+    "parallel",
+    "resnet",
     "save",
     "save_lenet",
+    "save_resnet",
+    "skip",
     "struct",
     "tuple_",
 ]
@@ -117,6 +125,66 @@ def chain(*layers):
     return struct("Flux.Chain", tuple_(*layers))
 
 
+def skip(layers, connection="Base.+"):
+    """``SkipConnection(layers, connection)`` (fields: layers, connection)."""
+    return struct("Flux.SkipConnection", layers, function(connection))
+
+
+def parallel(connection, *layers):
+    """``Parallel(connection, layers...)`` (fields: connection, layers as a tuple)."""
+    return struct("Flux.Parallel", function(connection), tuple_(*layers))
+
+
+def global_pool(kind="GlobalMeanPool"):
+    """``GlobalMaxPool()`` / ``GlobalMeanPool()``: structs without fields."""
+    return struct(f"Flux.{kind}")
+
+
+def adaptive_pool(out, kind="AdaptiveMeanPool"):
+    """``AdaptiveMaxPool(out)`` / ``AdaptiveMeanPool(out)`` (one field, ``out``)."""
+    return struct(f"Flux.{kind}", tuple_(*out))
+
+
+def depthwise_v012(w, b, act="Base.identity", stride=(1, 1), pad=(0, 0), dilation=(1, 1)):
+    """Flux 0.11-0.12 ``DepthwiseConv(σ, weight, bias, stride, pad, dilation)``, weight
+    ``(k1, k2, multiplier, Cin)``."""
+    return struct(
+        "Flux.DepthwiseConv",
+        function(act),
+        array(w),
+        array(b) if b is not None else False,
+        tuple_(*stride),
+        tuple_(*pad),
+        tuple_(*dilation),
+    )
+
+
+def resnet(seed: int = 0, channels: int = 8, blocks: int = 2, classes: int = 10) -> dict:
+    """A Metalhead-style stack of basic residual blocks for 16x16x3 inputs: ``Chain(Conv((3, 3),
+    3 => c, relu; pad=1), [Chain(SkipConnection(Chain(Conv((3, 3), c => c, relu; pad=1),
+    Conv((3, 3), c => c; pad=1)), +), relu) for each block]..., MaxPool((2, 2)),
+    GlobalMeanPool(), Flux.flatten, Dense(c => classes))``, deterministic weights."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape, fan):
+        return (rng.standard_normal(shape) / np.sqrt(fan)).astype(np.float32)
+
+    def cv(cin, cout, act="NNlib.relu"):
+        return conv(w(3, 3, cin, cout, fan=9 * cin), w(cout, fan=16), act, pad=(1, 1, 1, 1))
+
+    body = [cv(3, channels)]
+    for _ in range(blocks):
+        block = skip(chain(cv(channels, channels), cv(channels, channels, "Base.identity")))
+        body.append(chain(block, function("NNlib.relu")))
+    body += [
+        maxpool(),
+        global_pool("GlobalMeanPool"),
+        function("Flux.flatten"),
+        dense(w(classes, channels, fan=channels), w(classes, fan=16)),
+    ]
+    return chain(*body)
+
+
 def lenet(seed: int = 0) -> dict:
     """A Flux LeNet for 28x28x1 inputs: ``Chain(Conv((5, 5), 1 => 6, relu), MaxPool((2, 2)),
     Conv((5, 5), 6 => 16, relu), MaxPool((2, 2)), Flux.flatten, Dense(256 => 120, relu),
@@ -141,3 +209,36 @@ def lenet(seed: int = 0) -> dict:
 def save_lenet(path: str | os.PathLike, seed: int = 0) -> str:
     """Write `lenet` as ``BSON.@save path model`` would: one entry, ``model``."""
     return save(path, {"model": lenet(seed)})
+
+
+def save_resnet(path: str | os.PathLike, seed: int = 0) -> str:
+    """Write `resnet` as ``BSON.@save path model`` would."""
+    return save(path, {"model": resnet(seed)})
+
+
+def _example(save_fn, input_size):
+    def build():
+        """The example written as a BSON.jl file (a temporary folder) and read back by
+        `porting.flux.load_model`: the whole Flux path, as a user's file takes it."""
+        import tempfile
+
+        from porting.flux import load_model
+
+        with tempfile.TemporaryDirectory() as d:
+            return load_model(save_fn(os.path.join(d, "model.bson")), input_size=input_size).model
+
+    return build
+
+
+# `porting convert --example NAME` (porting.examples.models adds these to its EXAMPLES)
+FLUX_EXAMPLES = {
+    "flux-lenet": (
+        _example(save_lenet, (28, 28, 1)),
+        "built-in example: a Flux LeNet (Conv, MaxPool, flatten, Dense, softmax), read from BSON",
+    ),
+    "flux-resnet": (
+        _example(save_resnet, (16, 16, 3)),
+        "built-in example: a Flux stack of residual blocks (SkipConnection(+), GlobalMeanPool), "
+        "read from BSON",
+    ),
+}

@@ -14,6 +14,7 @@ from porting.flux.recognise import (
     is_flux_model,
     is_optimiser,
     layers_of,
+    pool_window,
 )
 from porting.io._bson import Anonymous, JuliaStruct
 
@@ -107,10 +108,15 @@ def select(tree: dict, key: str, p: str) -> Any:
     return node
 
 
-def load_model(path: str | os.PathLike, key: str | None = None, **limits) -> FluxModel:
+def load_model(
+    path: str | os.PathLike, key: str | None = None, input_size=None, **limits
+) -> FluxModel:
     """Recognise the Flux model at `key` (default: the file's only Flux model, else
-    ``model``) and build the `KnetModel`. `PortingError` names what cannot be converted."""
+    ``model``) and build the `KnetModel`. `input_size` (one sample's Julia size) plans it and
+    fixes the windows of Global/Adaptive pools, which Flux computes from the input.
+    `PortingError` names what cannot be converted."""
     from porting.model import KnetModel
+    from porting.model.planning import as_size
 
     p = str(os.fspath(path))
     tree = read(p, **limits)
@@ -123,37 +129,141 @@ def load_model(path: str | os.PathLike, key: str | None = None, **limits) -> Flu
     layers_of(node, key.replace("/", "."), found)
     if not found:
         raise PortingError(f"{p} --key {key}: no layers found")
-    _check_dense_inputs(found, p)
-    input_size = None
+    size = None if input_size is None else as_size(input_size, "input size")
     first = found[0].layer
-    if first.kind == "dense":
-        input_size = (int(first.w.shape[1]),)
-    model = KnetModel([f.layer for f in found], input_size=input_size, name="flux_model")
+    if size is None and first.kind == "dense":
+        size = (int(first.w.shape[1]),)
+    srcs = _graph(found)
+    _check_flat(found, srcs, size, p)
+    _resolve_pools(found, srcs, size, p)
+    inputs = _wire(found, srcs)
+    model = KnetModel(
+        [f.layer for f in found], input_size=size, name="flux_model", inputs=inputs or None
+    )
+    _check_cat_dims(found, model, p)
     model.source = f"{p} --key {key}"
     notes = (
         ["Flux stores no input size: a conv model needs --input-size (one sample's Julia size)"]
-        if input_size is None
+        if size is None
         else []
     )
     return FluxModel(model, p, key, found, notes)
 
 
-def _check_dense_inputs(found: list[Found], p: str) -> None:
+def _graph(found: list[Found]) -> list[tuple[int, ...]]:
+    """Each found layer's sources (indices; -1 the model's input)."""
+    out = []
+    for i, f in enumerate(found):
+        if f.sources is not None:
+            out.append(tuple(f.sources))
+        elif f.reads is not None:
+            out.append((f.reads,))
+        else:
+            out.append((i - 1,))
+    return out
+
+
+def _check_flat(found: list[Found], srcs, size, p: str) -> None:
     """Flux's Dense on an array of more than two dimensions multiplies the first one only
-    (Knet's flattens everything): refuse a Dense that would meet a spatial input."""
-    spatial = False
-    for f in found:
+    (Knet's flattens everything): refuse a Dense that would meet a spatial input. `vcat`
+    joins along Flux's first dimension: the features of a (F, N) matrix (Concat), but the
+    width of an image (no kind does that): refused there; `cat_channels` (dims=3) of
+    features makes a third dimension: refused there."""
+    if size is not None:
+        state_in: str | None = "flat" if len(size) == 1 else "spatial"
+    elif any(f.layer.kind in _SPATIAL for f in found):
+        state_in = "spatial"
+    else:
+        state_in = None
+    states: list[str | None] = []
+    for i, f in enumerate(found):
         k = f.layer.kind
-        if k == "dense" and spatial:
+        before = [state_in if j < 0 else states[j] for j in srcs[i]]
+        st = before[0]
+        if k == "dense" and st == "spatial":
             raise PortingError(
                 f"{p}: {f.path}: a Flux.Dense after a spatial layer with no Flux.flatten in "
                 "between: Flux applies it to the first dimension only, which this converter "
                 "does not model; add Flux.flatten before it"
             )
+        if f.connection == "vcat" and any(b != "flat" for b in before):
+            why = (
+                "spatial arrays joins them along Flux's first dimension (the width), not the "
+                "channels, which no kind does; join channels with Metalhead.cat_channels"
+                if "spatial" in before
+                else "inputs of unknown layout; give --input-size"
+            )
+            raise PortingError(f"{p}: {f.path}: vcat of {why}")
+        if f.connection == "cat3" and any(b != "spatial" for b in before):
+            why = (
+                "(features, N) matrices makes a third dimension; join features with vcat"
+                if "flat" in before
+                else "inputs of unknown layout; give --input-size"
+            )
+            raise PortingError(f"{p}: {f.path}: cat_channels (cat(xs...; dims=3)) of {why}")
         if k in _SPATIAL:
-            spatial = True
+            st = "spatial"
         elif k in _FLAT_AFTER:
-            spatial = False
+            st = "flat"
+        states.append(st)
+
+
+def _resolve_pools(found: list[Found], srcs, size, p: str) -> None:
+    """Give Global/Adaptive pools their windows, from their input sizes (planned here)."""
+    from porting.model import Pool
+
+    pending = [f for f in found if f.pending]
+    if not pending:
+        return
+    if size is None:
+        f = pending[0]
+        kind = (f.pending or {}).get("kind")
+        raise PortingError(
+            f"{p}: {f.path}: Flux.{kind} takes its window from the input's size, which Flux "
+            "files do not record: give --input-size X1,X2,C (one sample's Julia size)"
+        )
+    sizes: list[tuple[int, ...]] = []
+    for i, f in enumerate(found):
+        ins = [size if j < 0 else sizes[j] for j in srcs[i]]
+        if f.pending:
+            window, stride = pool_window(f.pending, ins[0], f.path)
+            f.layer = Pool(window, stride=stride, mode=f.pending["mode"])
+            f.what += f": window {window}, stride {stride} on {ins[0][:-1]}"
+        try:
+            out = f.layer.output_size(ins) if f.layer.merges else f.layer.output_size(ins[0])
+        except PortingError as e:
+            raise PortingError(f"{p}: {f.path}: {e}") from None
+        sizes.append(tuple(out))
+
+
+def _wire(found: list[Found], srcs) -> dict[str, str]:
+    """Names every layer and wires merges and branch heads (`KnetModel(inputs=...)`)."""
+    if all(f.sources is None and f.reads is None for f in found):
+        return {}
+    counts: dict[str, int] = {}
+    for f in found:
+        counts[f.layer.kind] = counts.get(f.layer.kind, 0) + 1
+        f.layer.name = f"{f.layer.kind}{counts[f.layer.kind]}"
+
+    def name(j: int) -> str:
+        return "input" if j < 0 else str(found[j].layer.name)
+
+    inputs: dict[str, str] = {}
+    for i, f in enumerate(found):
+        if f.sources is not None:
+            f.layer.inputs = tuple(name(j) for j in srcs[i])
+        elif f.reads is not None:
+            inputs[str(f.layer.name)] = name(f.reads)
+    return inputs
+
+
+def _check_cat_dims(found: list[Found], model, p: str) -> None:
+    for f in found:
+        if f.connection == "cat3" and model.nd not in (None, 2):
+            raise PortingError(
+                f"{p}: {f.path}: cat_channels joins along dimension 3, which is the channels "
+                f"of 2-D images only; this model's inputs have {model.nd} spatial dimensions"
+            )
 
 
 @dataclass

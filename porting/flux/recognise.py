@@ -23,7 +23,9 @@ from porting.flux.functions import (
 from porting.io._bson import Anonymous, JuliaStruct, JuliaType
 from porting.model import (
     Activation,
+    Add,
     BatchNorm,
+    Concat,
     Conv,
     Deconv,
     Dense,
@@ -34,7 +36,7 @@ from porting.model import (
     ZeroPad,
 )
 
-__all__ = ["Found", "find_gpu", "layers_of", "is_flux_model", "is_optimiser"]
+__all__ = ["Found", "find_gpu", "layers_of", "is_flux_model", "is_optimiser", "pool_window"]
 
 CONTAINERS = ("Chain",)
 GPU_HINT = (
@@ -52,6 +54,13 @@ class Found:
     path: str
     what: str
     notes: list[str] = field(default_factory=list)
+    # graph wiring, as indices into the list of found layers (-1: the model's input):
+    # a merge's inputs, and a branch's first layer's source when it is not the layer before it
+    sources: tuple[int, ...] | None = None
+    reads: int | None = None
+    # a Global/Adaptive pool whose window comes from its input size (`load.resolve_pools`)
+    pending: dict | None = None
+    connection: str | None = None  # a merge's Flux connection: "add", "vcat" or "cat3"
 
 
 def _short(x: Any) -> str:
@@ -375,6 +384,159 @@ def _dropout(x: JuliaStruct, path: str, out: list[Found]) -> None:
     out.append(Found(Dropout(float(p)), path, f"Flux.{_short(x)}({p}): identity at inference"))
 
 
+def _depthwise(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    """Flux 0.11-0.12 ``DepthwiseConv(σ, weight, bias, stride, pad, dilation)``, weight
+    ``(k..., multiplier, Cin)``; NNlib's output channel ``(c_in - 1) * multiplier + m`` is a
+    grouped conv's (groups = Cin) with the weight reshaped to ``(k..., 1, multiplier * Cin)``
+    (column-major). From 0.13 on `DepthwiseConv` builds a `Conv` with `groups`."""
+    d = x.data
+    if len(d) != 6:
+        raise PortingError(f"{path}: Flux.DepthwiseConv with {len(d)} fields; expected 6")
+    w = array(d[1], path, "weight")
+    if w.ndim < 3:
+        raise PortingError(f"{path}.weight has shape {w.shape}; expected (k..., multiplier, Cin)")
+    cin = int(w.shape[-1])
+    w2 = w.reshape((*w.shape[:-2], 1, w.shape[-2] * cin), order="F")
+    conv = JuliaStruct(x.type, (d[0], w2, d[2], d[3], d[4], d[5], cin))
+    _conv(conv, path, out)
+    out[-1].what = f"Flux.DepthwiseConv {w.shape} (multiplier {w.shape[-2]}): conv groups={cin}"
+
+
+def _global_pool(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    """``GlobalMaxPool()``/``GlobalMeanPool()``: NNlib's pool with the whole spatial size as
+    window (stride = window, no padding); Flux keeps ``(1, ..., 1, C, N)``."""
+    kind = _short(x)
+    mode = 0 if kind == "GlobalMaxPool" else 1
+    out.append(
+        Found(
+            Pool(1, stride=1, mode=mode),
+            path,
+            f"Flux.{kind}()",
+            pending={"kind": kind, "mode": mode, "out": None},
+        )
+    )
+
+
+def _adaptive_pool(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    """``AdaptiveMaxPool(out)``/``AdaptiveMeanPool(out)``: Flux computes ``stride = in ÷ out``
+    and ``k = in - (out - 1) * stride``, no padding, then an ordinary pool."""
+    kind = _short(x)
+    if len(x.data) != 1:
+        raise PortingError(f"{path}: Flux.{kind} with {len(x.data)} fields; expected (out,)")
+    target = _ints(x.data[0], path, "out")
+    if any(v < 1 for v in target):
+        raise PortingError(f"{path}.out = {target}; expected positive sizes")
+    mode = 0 if kind == "AdaptiveMaxPool" else 1
+    out.append(
+        Found(
+            Pool(1, stride=1, mode=mode),
+            path,
+            f"Flux.{kind}({target})",
+            pending={"kind": kind, "mode": mode, "out": target},
+        )
+    )
+
+
+def pool_window(pending: dict, in_size: tuple[int, ...], path: str) -> tuple[tuple, tuple]:
+    """(window, stride) of a Global/Adaptive pool on an input of `in_size` (one sample)."""
+    spatial = tuple(int(v) for v in in_size[:-1])
+    kind = pending["kind"]
+    if not spatial:
+        raise PortingError(
+            f"{path}: Flux.{kind} meets an input of size {in_size} per sample (features); "
+            "expected (X1, ..., C): pooling needs spatial dimensions"
+        )
+    target = pending["out"]
+    if target is None:  # global
+        return spatial, spatial
+    if len(target) != len(spatial):
+        raise PortingError(
+            f"{path}: Flux.{kind}{target} has {len(target)} output sizes but its input "
+            f"{in_size} has {len(spatial)} spatial dimensions"
+        )
+    small = [(i, o) for i, o in zip(spatial, target, strict=True) if i < o]
+    if small:
+        raise PortingError(
+            f"{path}: Flux.{kind}{target} on an input of spatial size {spatial}: Flux's stride "
+            "`in ÷ out` would be 0 (NNlib refuses it); the output cannot be larger than the input"
+        )
+    stride = tuple(i // o for i, o in zip(spatial, target, strict=True))
+    window = tuple(i - (o - 1) * s for i, o, s in zip(spatial, target, stride, strict=True))
+    return window, stride
+
+
+def _connection(x: Any, path: str) -> str:
+    """A SkipConnection's or Parallel's connection: ``+`` -> "add", ``vcat`` -> "vcat",
+    Metalhead's ``cat_channels`` (``cat(xs...; dims=3)``) -> "cat3"; anything else refused."""
+    name = function_name(x)
+    known = {"Base.+": "add", "Base.vcat": "vcat", "Metalhead.cat_channels": "cat3"}
+    if name in known:
+        return known[name]
+    if isinstance(x, JuliaStruct) and isinstance(x.type, Anonymous):
+        code = read_anonymous(x.type)
+        shown = f"an anonymous function {code.name} (written at {code.where}; code: {code.text()[:160]})"
+    elif name is not None:
+        shown = f"the function {name}"
+    else:
+        shown = f"a {x.name if isinstance(x, JuliaStruct) else type(x).__name__}"
+    raise PortingError(
+        f"{path}.connection is {shown}: the connections converted are `+` (Add), `vcat` (Concat "
+        "of features) and Metalhead's `cat_channels` (Concat of channels); its code is never "
+        "run. Rebuild the layer with one of them before saving (e.g. `SkipConnection(layer, +)`, "
+        "`Parallel(vcat, a, b)`; for channels `Metalhead.cat_channels`)"
+    )
+
+
+def _merge(op: str, sources: tuple[int, ...], path: str, what: str) -> Found:
+    layer = Add(["#"] * len(sources)) if op == "add" else Concat(["#"] * len(sources))
+    return Found(layer, path, what, sources=sources, connection=op)
+
+
+def _skip(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    """``SkipConnection(layers, connection)``: ``connection(layers(x), x)``."""
+    if len(x.data) != 2:
+        raise PortingError(f"{path}: Flux.SkipConnection with {len(x.data)} fields; expected 2")
+    op = _connection(x.data[1], path)
+    src = len(out) - 1
+    start = len(out)
+    layers_of(x.data[0], f"{path}.layers", out)
+    end = len(out) - 1 if len(out) > start else src
+    if len(out) > start and out[start].reads is None:
+        out[start].reads = src
+    out.append(_merge(op, (end, src), path, f"Flux.SkipConnection({op}): connection(layers(x), x)"))
+
+
+def _parallel(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    """``Parallel(connection, layers)``: ``connection(map(f -> f(x), layers)...)`` (Flux
+    0.12: ``mapreduce(f -> f(x), connection, layers)``, the same for `+`, `vcat`, `cat`)."""
+    if len(x.data) != 2:
+        raise PortingError(f"{path}: Flux.Parallel with {len(x.data)} fields; expected 2")
+    op = _connection(x.data[0], path)
+    items = x.data[1]
+    names: list[str] = []
+    if isinstance(items, JuliaStruct) and _short(items) == "NamedTuple":
+        t = items.type
+        names = [str(n) for n in t.params[0]] if t.params and isinstance(t.params[0], tuple) else []
+        items = items.data
+    if not isinstance(items, (tuple, list)) or not items:
+        raise PortingError(f"{path}.layers: expected a tuple of one or more layers")
+    src = len(out) - 1
+    ends: list[int] = []
+    for i, item in enumerate(items, 1):
+        sub = f"{path}.{names[i - 1]}" if i <= len(names) else f"{path}.layers.{i}"
+        start = len(out)
+        layers_of(item, sub, out)
+        if len(out) > start:
+            if out[start].reads is None:
+                out[start].reads = src
+            ends.append(len(out) - 1)
+        else:
+            ends.append(src)
+    if len(ends) == 1:  # connection(y): `+(y)`, `vcat(y)` and `cat(y; dims)` are y
+        return
+    out.append(_merge(op, tuple(ends), path, f"Flux.Parallel({op}) of {len(ends)} branches"))
+
+
 def _recurrent(x: JuliaStruct, path: str, out: list[Found]) -> None:
     raise PortingError(
         f"{path}: a Flux recurrent layer ({x.name}) is not supported yet: Flux's cells start "
@@ -394,6 +556,13 @@ _HANDLERS = {
     "BatchNorm": _batchnorm,
     "Dropout": _dropout,
     "AlphaDropout": _dropout,
+    "DepthwiseConv": _depthwise,
+    "GlobalMaxPool": _global_pool,
+    "GlobalMeanPool": _global_pool,
+    "AdaptiveMaxPool": _adaptive_pool,
+    "AdaptiveMeanPool": _adaptive_pool,
+    "SkipConnection": _skip,
+    "Parallel": _parallel,
     "Recur": _recurrent,
     "LSTM": _recurrent,
     "GRU": _recurrent,

@@ -300,7 +300,7 @@ def test_resnet_example_matches_oracle(tmp_path):
     assert_close(keras_run(fm.model, x, np.float32), want, np.float32)
 
 
-@pytest.mark.parametrize("name", ["flux-lenet", "flux-resnet"])
+@pytest.mark.parametrize("name", ["flux-lenet", "flux-resnet", "flux-lstm"])
 def test_cli_flux_examples_convert_and_verify(tmp_path, name):
     r = _cli("convert", "--example", name, "-o", tmp_path / "m.keras", "--verify", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr

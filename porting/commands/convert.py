@@ -52,6 +52,7 @@ def add_arguments(p) -> None:
             "tagger",
             "flux-lenet",
             "flux-resnet",
+            "flux-lstm",
         ),
         help="use a built-in model: lenet (the default when MODEL is omitted), cnn-bn (Knet's "
         "cifar10 batchnorm CNN, small), resnet (a small CIFAR ResNet), dcgan (Knet's DCGAN "
@@ -59,7 +60,8 @@ def add_arguments(p) -> None:
         "ZeroPad, depthwise conv), rnnlm (Knet's RNNLM: embedding, LSTM, dense over every "
         "step), tagger (embedding, bidirectional 2-layer LSTM, dense per step), flux-lenet / "
         "flux-resnet (Flux models written as BSON.jl files and read back: a LeNet; residual "
-        "blocks with SkipConnection and GlobalMeanPool)",
+        "blocks with SkipConnection and GlobalMeanPool), flux-lstm (a Flux LSTM classifier "
+        "at every step)",
     )
     p.add_argument(
         "-o", "--output", metavar="OUT.keras", help="write the Keras model here (atomically)"

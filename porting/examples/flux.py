@@ -31,6 +31,13 @@ __all__ = [
     "depthwise_v012",
     "function",
     "global_pool",
+    "gru_cell",
+    "lstm_cell",
+    "lstm_classifier",
+    "recur",
+    "recurrent",
+    "rnn_cell",
+    "save_lstm",
     "lenet",
     "parallel",
     "resnet",
@@ -159,6 +166,74 @@ def depthwise_v012(w, b, act="Base.identity", stride=(1, 1), pad=(0, 0), dilatio
     )
 
 
+def recur(cell, state=None):
+    """Flux 0.12-0.14 ``Recur(cell, state)``: `state` the last batch's (default: none saved)."""
+    return struct("Flux.Recur", cell, state if state is not None else tuple_())
+
+
+def lstm_cell(wi, wh, b, state0=None, version="0.14"):
+    """``LSTMCell``: 0.14 ``(Wi, Wh, b, state0 = (h0, c0))``; 0.15 on ``(Wi, Wh, bias)``."""
+    fields = [array(wi), array(wh), array(b) if b is not None else False]
+    if version == "0.14":
+        h = wh.shape[1]
+        h0, c0 = state0 if state0 is not None else (np.zeros((h, 1), wi.dtype),) * 2
+        fields.append(tuple_(array(h0), array(c0)))
+    return struct("Flux.LSTMCell", *fields)
+
+
+def gru_cell(wi, wh, b, state0=None, version="0.14"):
+    """``GRUCell``: 0.14 ``(Wi, Wh, b, state0)``; 0.15 on ``(Wi, Wh, b)``."""
+    fields = [array(wi), array(wh), array(b) if b is not None else False]
+    if version == "0.14":
+        fields.append(array(state0 if state0 is not None else np.zeros((wh.shape[1], 1), wi.dtype)))
+    return struct("Flux.GRUCell", *fields)
+
+
+def rnn_cell(wi, wh, b, act="Base.tanh", state0=None, version="0.14"):
+    """``RNNCell``: 0.14 ``(σ, Wi, Wh, b, state0)``; 0.15 on ``(σ, Wi, Wh, bias)``."""
+    fields = [function(act), array(wi), array(wh), array(b) if b is not None else False]
+    if version == "0.14":
+        fields.append(array(state0 if state0 is not None else np.zeros((wh.shape[1], 1), wi.dtype)))
+    return struct("Flux.RNNCell", *fields)
+
+
+def recurrent(kind, cell, return_state=False):
+    """Flux 0.15+ ``LSTM``/``GRU``/``RNN``/``GRUv3`` (one field, the cell; the type's first
+    parameter is `return_state` from 0.16)."""
+    return {
+        "tag": "struct",
+        "type": datatype(f"Flux.{kind}", return_state, datatype(cell["type"]["name"][-1])),
+        "data": [cell],
+    }
+
+
+def lstm_classifier(seed: int = 0, features: int = 6, hidden: int = 16, classes: int = 4):
+    """A Flux 0.15-style sequence classifier: ``Chain(LSTM(features => hidden),
+    Dense(hidden => classes), softmax)``: class probabilities at every step (the caller reads
+    the step it wants, e.g. the last)."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape, fan):
+        return (rng.standard_normal(shape) / np.sqrt(fan)).astype(np.float32)
+
+    cell = lstm_cell(
+        w(4 * hidden, features, fan=features),
+        w(4 * hidden, hidden, fan=hidden),
+        w(4 * hidden, fan=4),
+        version="0.15",
+    )
+    return chain(
+        recurrent("LSTM", cell),
+        dense(w(classes, hidden, fan=hidden), w(classes, fan=4)),
+        function("NNlib.softmax"),
+    )
+
+
+def save_lstm(path: str | os.PathLike, seed: int = 0) -> str:
+    """Write `lstm_classifier` as ``BSON.@save path model`` would."""
+    return save(path, {"model": lstm_classifier(seed)})
+
+
 def resnet(seed: int = 0, channels: int = 8, blocks: int = 2, classes: int = 10) -> dict:
     """A Metalhead-style stack of basic residual blocks for 16x16x3 inputs: ``Chain(Conv((3, 3),
     3 => c, relu; pad=1), [Chain(SkipConnection(Chain(Conv((3, 3), c => c, relu; pad=1),
@@ -240,5 +315,10 @@ FLUX_EXAMPLES = {
         _example(save_resnet, (16, 16, 3)),
         "built-in example: a Flux stack of residual blocks (SkipConnection(+), GlobalMeanPool), "
         "read from BSON",
+    ),
+    "flux-lstm": (
+        _example(save_lstm, (12, 6)),
+        "built-in example: a Flux LSTM sequence classifier (LSTM, Dense, softmax at every "
+        "step), read from BSON",
     ),
 }

@@ -23,6 +23,7 @@ __all__ = ["FluxModel", "entries", "load_model", "read"]
 SOURCE = "Flux.jl (BSON.jl file)"
 _FLAT_AFTER = {"mat", "dense"}
 _SPATIAL = {"conv", "pool", "deconv", "zeropad", "reshape"}
+_SEQUENCE_KINDS = {"rnn", "dense", "activation", "dropout"}
 
 
 @dataclass
@@ -129,6 +130,7 @@ def load_model(
     layers_of(node, key.replace("/", "."), found)
     if not found:
         raise PortingError(f"{p} --key {key}: no layers found")
+    _sequence_model(found, p)
     size = None if input_size is None else as_size(input_size, "input size")
     first = found[0].layer
     if size is None and first.kind == "dense":
@@ -148,6 +150,43 @@ def load_model(
         else []
     )
     return FluxModel(model, p, key, found, notes)
+
+
+def _sequence_model(found: list[Found], p: str) -> None:
+    """A model with a recurrent layer maps a sequence to a sequence: Flux 0.11-0.14 apply the
+    whole Chain once per step (``[m(x) for x in xs]`` after ``Flux.reset!``), 0.15 on every
+    layer to ``(features, steps, batch)`` arrays (Dense on the first dimension): either way a
+    Dense is the same dense at every step (`TimeDense`), and `softmax` is over the features
+    of each step (folded into the TimeDense before it)."""
+    from porting.model import TimeDense
+
+    if not any(f.layer.kind == "rnn" for f in found):
+        return
+    keep: list[Found] = []
+    for f in found:
+        layer = f.layer
+        k = layer.kind
+        if f.sources is not None or f.reads is not None or k not in _SEQUENCE_KINDS:
+            raise PortingError(
+                f"{p}: {f.path}: {f.what} in a model with recurrent layers: only Dense, "
+                "Dropout, elementwise activations and the recurrent layers themselves are "
+                "converted there (each applied at every time step)"
+            )
+        if k == "dense":
+            f.layer = TimeDense(layer.w, layer.b, activation=layer.activation)
+            f.what += ", at every time step"
+        elif k == "activation" and layer.function in ("softmax", "logsoftmax"):
+            prev = keep[-1].layer if keep else None
+            if prev is None or prev.kind != "timedense" or prev.activation != "identity":
+                raise PortingError(
+                    f"{p}: {f.path}: {layer.function} in a recurrent model is converted only "
+                    "right after a Dense (over each step's features)"
+                )
+            prev.activation = layer.function
+            keep[-1].what += f", then {layer.function} over each step's features"
+            continue
+        keep.append(f)
+    found[:] = keep
 
 
 def _graph(found: list[Found]) -> list[tuple[int, ...]]:

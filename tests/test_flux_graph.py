@@ -148,7 +148,8 @@ def test_parallel_vcat_of_dense_branches_and_identity(tmp_path):
     assert_close(keras_run(fm.model, x, np.float32), want, np.float32)
 
 
-def test_parallel_add_and_cat_channels_of_conv_branches(tmp_path):
+@pytest.mark.parametrize("cat", ["Metalhead.cat_channels", "Metalhead.Layers.cat_channels"])
+def test_parallel_add_and_cat_channels_of_conv_branches(tmp_path, cat):
     from porting.flux import load_model
 
     rng = np.random.default_rng(4)
@@ -158,7 +159,7 @@ def test_parallel_add_and_cat_channels_of_conv_branches(tmp_path):
     wd, bd = weights(rng, np.float32, 3, 3, 3, 4), weights(rng, np.float32, 4)
     model = fx.chain(
         fx.parallel("Base.+", fconv(wa, ba, "NNlib.relu"), fconv(wb, bb)),
-        fx.parallel("Metalhead.cat_channels", fconv(wc, bc), fconv(wd, bd, "NNlib.relu")),
+        fx.parallel(cat, fconv(wc, bc), fconv(wd, bd, "NNlib.relu")),
     )
     fm = load_model(save(tmp_path, model), input_size=(5, 6, 2))
     assert fm.model.output_sizes[-1] == (5, 6, 6)

@@ -469,7 +469,12 @@ def _connection(x: Any, path: str) -> str:
     """A SkipConnection's or Parallel's connection: ``+`` -> "add", ``vcat`` -> "vcat",
     Metalhead's ``cat_channels`` (``cat(xs...; dims=3)``) -> "cat3"; anything else refused."""
     name = function_name(x)
-    known = {"Base.+": "add", "Base.vcat": "vcat", "Metalhead.cat_channels": "cat3"}
+    known = {
+        "Base.+": "add",
+        "Base.vcat": "vcat",
+        "Metalhead.cat_channels": "cat3",  # Metalhead 0.8
+        "Metalhead.Layers.cat_channels": "cat3",  # Metalhead 0.9 (docs/flux.md#graph-flux)
+    }
     if name in known:
         return known[name]
     if isinstance(x, JuliaStruct) and isinstance(x.type, Anonymous):
@@ -645,7 +650,7 @@ def _recurrent(x: JuliaStruct, path: str, out: list[Found]) -> None:
     )
     # Flux's gate blocks (LSTM i, f, c, o; GRU r, z, n) are Knet's/cuDNN's order; Flux has
     # one bias (the input bias here, the recurrent one zero); Flux's GRU resets the recurrent
-    # product, as cuDNN does (docs/flux.md#recurrent)
+    # product, as cuDNN does (docs/flux.md#recurrent-flux)
     out.append(
         Found(
             RNN.from_weights(weights, output="sequence"),

@@ -236,3 +236,44 @@ def test_lstm_example_matches_oracle(tmp_path):
         x,
     )
     assert_close(keras_seq(fm.model, x), want)
+
+
+def test_embedding_lstm_dense(tmp_path):
+    """``Embedding`` is ``weight[:, x]`` with 1-based indices (Flux v0.14.25 ``basic.jl``:
+    ``NNlib.gather``), ``(dim, steps, batch)`` on a ``(steps, batch)`` index matrix."""
+    from porting.flux import load_model
+    from porting.model import to_keras
+
+    rng = np.random.default_rng(6)
+    V, E, H, Y = 10, 4, 5, 3
+    emb = w(rng, np.float32, E, V)
+    wi, wh, b = (
+        w(rng, np.float32, 4 * H, E),
+        w(rng, np.float32, 4 * H, H),
+        w(rng, np.float32, 4 * H),
+    )
+    wo, bo = w(rng, np.float32, Y, H), w(rng, np.float32, Y)
+    m = fx.chain(
+        fx.struct("Flux.Embedding", fx.array(emb)),
+        fx.recurrent("LSTM", fx.lstm_cell(wi, wh, b, version="0.15")),
+        fx.dense(wo, bo, "NNlib.tanh"),
+    )
+    fm = load_model(save(tmp_path, m), input_size=(8,))
+    assert [f.layer.kind for f in fm.layers] == ["embed", "rnn", "timedense"]
+    idx = np.random.default_rng(7).integers(1, V + 1, (8, 3))  # Julia's 1-based indices
+    idx[0, 0], idx[1, 0] = 1, V  # both ends of the vocabulary
+    x = emb[:, idx - 1].transpose(1, 0, 2)  # (T, E, B): weight[:, x], 1-based
+    want = run_sequence(
+        [flux_cell("lstm", wi, wh, b), dense_step(wo, bo, torch.tanh)], x.astype(np.float64)
+    )
+    km = to_keras(fm.model, input_size=(8,))
+    got = np.asarray(km((idx.T - 1).astype(np.int32))).transpose(1, 2, 0)  # Keras: 0-based
+    assert_close(got, want)
+
+
+def test_embedding_not_first_refused(tmp_path):
+    rng = np.random.default_rng(8)
+    m = fx.chain(
+        fx.function("NNlib.relu"), fx.struct("Flux.Embedding", fx.array(w(rng, np.float32, 3, 5)))
+    )
+    assert "first" in _refused(tmp_path, m, "model.2: a Flux.Embedding")

@@ -23,7 +23,7 @@ __all__ = ["FluxModel", "entries", "load_model", "read"]
 SOURCE = "Flux.jl (BSON.jl file)"
 _FLAT_AFTER = {"mat", "dense"}
 _SPATIAL = {"conv", "pool", "deconv", "zeropad", "reshape"}
-_SEQUENCE_KINDS = {"rnn", "dense", "activation", "dropout"}
+_SEQUENCE_KINDS = {"embed", "rnn", "dense", "activation", "dropout"}
 
 
 @dataclass
@@ -160,17 +160,23 @@ def _sequence_model(found: list[Found], p: str) -> None:
     of each step (folded into the TimeDense before it)."""
     from porting.model import TimeDense
 
-    if not any(f.layer.kind == "rnn" for f in found):
+    if not any(f.layer.kind in ("rnn", "embed") for f in found):
         return
     keep: list[Found] = []
-    for f in found:
+    for i, f in enumerate(found):
         layer = f.layer
         k = layer.kind
+        if k == "embed" and i:
+            raise PortingError(
+                f"{p}: {f.path}: a Flux.Embedding that is not the model's first layer: it "
+                "reads the model's integer input, so it must come first"
+            )
         if f.sources is not None or f.reads is not None or k not in _SEQUENCE_KINDS:
             raise PortingError(
-                f"{p}: {f.path}: {f.what} in a model with recurrent layers: only Dense, "
-                "Dropout, elementwise activations and the recurrent layers themselves are "
-                "converted there (each applied at every time step)"
+                f"{p}: {f.path}: {f.what} in a sequence model (recurrent layers or an "
+                "Embedding): only an Embedding first, Dense, Dropout, elementwise activations "
+                "and the recurrent layers themselves are converted there (each applied at "
+                "every time step)"
             )
         if k == "dense":
             f.layer = TimeDense(layer.w, layer.b, activation=layer.activation)

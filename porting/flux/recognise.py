@@ -30,6 +30,7 @@ from porting.model import (
     Deconv,
     Dense,
     Dropout,
+    Embed,
     Mat,
     Pool,
     Reshape,
@@ -384,6 +385,20 @@ def _dropout(x: JuliaStruct, path: str, out: list[Found]) -> None:
     out.append(Found(Dropout(float(p)), path, f"Flux.{_short(x)}({p}): identity at inference"))
 
 
+def _embedding(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    """``Embedding(weight)`` (Flux 0.12 on), weight ``(dim, vocab)``: ``weight[:, x]`` with
+    Julia's 1-based indices, Knet's `w[:, x]` (the `embed` kind); on a ``(steps, batch)``
+    index matrix Flux gives ``(dim, steps, batch)``, a sequence (docs/flux.md#recurrent-flux)."""
+    if len(x.data) != 1:
+        raise PortingError(f"{path}: Flux.Embedding with {len(x.data)} fields; expected (weight,)")
+    w = array(x.data[0], path, "weight")
+    if w.ndim != 2:
+        raise PortingError(f"{path}.weight has shape {w.shape}; expected (dim, vocab)")
+    out.append(
+        Found(Embed(w), path, f"Flux.Embedding({w.shape[1]} => {w.shape[0]}): 1-based indices")
+    )
+
+
 def _depthwise(x: JuliaStruct, path: str, out: list[Found]) -> None:
     """Flux 0.11-0.12 ``DepthwiseConv(σ, weight, bias, stride, pad, dilation)``, weight
     ``(k..., multiplier, Cin)``; NNlib's output channel ``(c_in - 1) * multiplier + m`` is a
@@ -672,6 +687,7 @@ _HANDLERS = {
     "Dropout": _dropout,
     "AlphaDropout": _dropout,
     "DepthwiseConv": _depthwise,
+    "Embedding": _embedding,
     "GlobalMaxPool": _global_pool,
     "GlobalMeanPool": _global_pool,
     "AdaptiveMaxPool": _adaptive_pool,

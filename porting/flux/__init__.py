@@ -9,7 +9,9 @@ Julia (docs/flux.md#bson-files, #layer-fields).
   model description) and, per layer, the Flux struct it came from.
 - `inspect_text(path)`: what the file holds (`porting inspect FILE.bson`).
 - Modules: `recognise` (Flux layer structs -> model layers), `functions` (activations by
-  NNlib name; anonymous functions read as code, never run), `load` (files, keys, report).
+  NNlib name; anonymous functions read as code, never run), `load` (files, keys, report),
+  `build` (Flux's constructors in Python, onto which a `Flux.state` tree is loaded:
+  `build.load_state(build.Chain(build.Conv((5, 5), (1, 6), "relu"), ...), state)`).
 
 This package reads files through `porting.io` (the BSON reader) and builds `porting.model`
 layers; it imports no other source-format package (`porting.knetfile`).

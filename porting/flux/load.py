@@ -7,15 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from porting.errors import PortingError
-from porting.flux.recognise import (
-    GPU_HINT,
-    Found,
-    find_gpu,
-    is_flux_model,
-    is_optimiser,
-    layers_of,
-    pool_window,
-)
+from porting.flux.fields import GPU_HINT, Found, find_gpu, is_flux_model, is_optimiser
+from porting.flux.recognise import layers_of, pool_window
 from porting.io._bson import Anonymous, JuliaStruct
 
 __all__ = ["FluxModel", "entries", "load_model", "read"]
@@ -116,9 +109,6 @@ def load_model(
     ``model``) and build the `KnetModel`. `input_size` (one sample's Julia size) plans it and
     fixes the windows of Global/Adaptive pools, which Flux computes from the input.
     `PortingError` names what cannot be converted."""
-    from porting.model import KnetModel
-    from porting.model.planning import as_size
-
     p = str(os.fspath(path))
     tree = read(p, **limits)
     key = key or _pick_key(tree, p)
@@ -130,6 +120,21 @@ def load_model(
     layers_of(node, key.replace("/", "."), found)
     if not found:
         raise PortingError(f"{p} --key {key}: no layers found")
+    model = _assemble(found, p, input_size)
+    model.source = f"{p} --key {key}"
+    notes = (
+        ["Flux stores no input size: a conv model needs --input-size (one sample's Julia size)"]
+        if model.input_size is None
+        else []
+    )
+    return FluxModel(model, p, key, found, notes)
+
+
+def _assemble(found: list[Found], p: str, input_size=None):
+    """The `KnetModel` of the recognised layers (`found` is completed in place)."""
+    from porting.model import KnetModel
+    from porting.model.planning import as_size
+
     _sequence_model(found, p)
     size = None if input_size is None else as_size(input_size, "input size")
     first = found[0].layer
@@ -143,13 +148,7 @@ def load_model(
         [f.layer for f in found], input_size=size, name="flux_model", inputs=inputs or None
     )
     _check_cat_dims(found, model, p)
-    model.source = f"{p} --key {key}"
-    notes = (
-        ["Flux stores no input size: a conv model needs --input-size (one sample's Julia size)"]
-        if size is None
-        else []
-    )
-    return FluxModel(model, p, key, found, notes)
+    return model
 
 
 def _sequence_model(found: list[Found], p: str) -> None:

@@ -7,20 +7,30 @@ the kinds is refused with its path and what to do; nothing is approximated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from porting.errors import PortingError
+from porting.flux.fields import (
+    Found,
+    _anonymous_refusal,
+    _gpu,
+    _ints,
+    _padding,
+    _short,
+    activation,
+    array,
+    bias,
+    is_flux_model,
+)
 from porting.flux.functions import (
-    ACTIVATIONS,
     anonymous_layer,
     function_name,
     is_function,
     read_anonymous,
 )
-from porting.io._bson import Anonymous, JuliaStruct, JuliaType
+from porting.io._bson import Anonymous, JuliaStruct
 from porting.model import (
     Activation,
     Add,
@@ -37,151 +47,7 @@ from porting.model import (
     ZeroPad,
 )
 
-__all__ = ["Found", "find_gpu", "layers_of", "is_flux_model", "is_optimiser", "pool_window"]
-
-CONTAINERS = ("Chain",)
-GPU_HINT = (
-    "it was saved from the GPU: the file holds CuArray device pointers, not the numbers. In "
-    "Julia, load it on a machine with a GPU and save it again from the CPU: "
-    '`model = cpu(model); BSON.@save "model_cpu.bson" model`'
-)
-
-
-@dataclass
-class Found:
-    """One converted layer: the model layer and how it was read."""
-
-    layer: Any
-    path: str
-    what: str
-    notes: list[str] = field(default_factory=list)
-    # graph wiring, as indices into the list of found layers (-1: the model's input):
-    # a merge's inputs, and a branch's first layer's source when it is not the layer before it
-    sources: tuple[int, ...] | None = None
-    reads: int | None = None
-    # a Global/Adaptive pool whose window comes from its input size (`load.resolve_pools`)
-    pending: dict | None = None
-    connection: str | None = None  # a merge's Flux connection: "add", "vcat" or "cat3"
-
-
-def _short(x: Any) -> str:
-    return x.type.short if isinstance(x, JuliaStruct) and isinstance(x.type, JuliaType) else ""
-
-
-def _module(x: Any) -> str:
-    if isinstance(x, JuliaStruct) and isinstance(x.type, JuliaType):
-        return x.type.name.rsplit(".", 1)[0] if "." in x.type.name else ""
-    return ""
-
-
-def is_flux_model(x: Any) -> bool:
-    """Whether `x` is a Flux layer or Chain (a struct of module ``Flux``)."""
-    return isinstance(x, JuliaStruct) and _module(x).split(".")[0] == "Flux"
-
-
-def is_optimiser(x: Any) -> bool:
-    """Whether `x` is an optimiser's state (Flux.Optimise, Optimisers.jl)."""
-    return isinstance(x, JuliaStruct) and any(
-        m in x.name for m in ("Flux.Optimise.", "Optimisers.")
-    )
-
-
-def find_gpu(x: Any, path: str, depth: int = 0) -> str | None:
-    """The path of the first CuArray under `x` (a model saved from the GPU), or None."""
-    if depth > 40:
-        return None
-    if isinstance(x, JuliaStruct):
-        if "CuArray" in x.name:
-            return path
-        if isinstance(x.type, Anonymous):
-            return None
-        items: Any = x.data
-    elif isinstance(x, (tuple, list)):
-        items = x
-    else:
-        return None
-    for i, v in enumerate(items, 1):
-        got = find_gpu(v, f"{path}.{i}", depth + 1)
-        if got is not None:
-            return got
-    return None
-
-
-def _gpu(x: Any, path: str) -> PortingError:
-    return PortingError(f"{path}: a {x.name}: {GPU_HINT}")
-
-
-def array(x: Any, path: str, what: str) -> np.ndarray:
-    """A weight array; Tracker's `TrackedArray` unwrapped, a CuArray refused with advice."""
-    if isinstance(x, JuliaStruct):
-        if _short(x) == "TrackedArray" and len(x.data) >= 2:  # Tracker: (tracker, data, grad)
-            return array(x.data[1], path, what)
-        if "CuArray" in x.name:
-            raise _gpu(x, f"{path}.{what}")
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
-        raise PortingError(
-            f"{path}.{what}: a {type(x).__name__ if not isinstance(x, JuliaStruct) else x.name}; "
-            "expected a Float32 or Float64 array"
-        )
-    return x
-
-
-def bias(x: Any, path: str) -> np.ndarray | None:
-    """`false` (Flux >= 0.13) and `Flux.Zeros` (0.11-0.12) are no bias."""
-    if x is False or (isinstance(x, JuliaStruct) and _short(x) == "Zeros"):
-        return None
-    return array(x, path, "bias")
-
-
-def activation(x: Any, path: str) -> str:
-    name = function_name(x)
-    if name is None:
-        if isinstance(x, JuliaStruct) and isinstance(x.type, Anonymous):
-            raise _anonymous_refusal(x.type, path, "as an activation")
-        raise PortingError(f"{path}: activation {x!r:.80}; expected a named NNlib function")
-    short = name.rsplit(".", 1)[-1]
-    if short not in ACTIVATIONS:
-        raise PortingError(
-            f"{path}: activation {name} has no counterpart here; supported: "
-            f"{', '.join(sorted(ACTIVATIONS))}"
-        )
-    return ACTIVATIONS[short]
-
-
-def _ints(x: Any, path: str, what: str) -> tuple[int, ...]:
-    if isinstance(x, np.ndarray):
-        x = tuple(x.tolist())
-    if isinstance(x, int) and not isinstance(x, bool):
-        x = (x,)
-    if not isinstance(x, tuple) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in x
-    ):
-        raise PortingError(f"{path}.{what}: {x!r:.80}; expected a tuple of integers")
-    return tuple(int(v) for v in x)
-
-
-def _padding(pad: tuple[int, ...], nd: int, path: str) -> tuple[tuple[int, ...], tuple | None]:
-    """Flux's `pad` (N values, or 2N as lo1, hi1, lo2, hi2...) -> (symmetric padding, the
-    (lo, hi) pairs when asymmetric else None)."""
-    if len(pad) == nd:
-        return pad, None
-    if len(pad) != 2 * nd:
-        raise PortingError(f"{path}.pad: {pad}; expected {nd} or {2 * nd} values")
-    pairs = tuple((pad[2 * i], pad[2 * i + 1]) for i in range(nd))
-    if all(lo == hi for lo, hi in pairs):
-        return tuple(lo for lo, _ in pairs), None
-    return (0,) * nd, pairs
-
-
-def _anonymous_refusal(a: Anonymous, path: str, role: str = "") -> PortingError:
-    code = read_anonymous(a)
-    return PortingError(
-        f"{path}: an anonymous function {code.name} {role + ' ' if role else ''}(written at "
-        f"{code.where}; its code: {code.text()[:200]}) is not a pattern porting knows. Its code "
-        "is never run. Replace it by the Flux layer it stands for before saving (e.g. "
-        "`x -> reshape(x, :, size(x, 4))` by `Flux.flatten`, `x -> maxpool(x, (2, 2))` by "
-        "`MaxPool((2, 2))`), or give its arithmetic as a layer of the export JSON"
-    )
+__all__ = ["layers_of", "pool_window"]
 
 
 def layers_of(x: Any, path: str, out: list[Found]) -> None:
@@ -557,122 +423,10 @@ def _parallel(x: JuliaStruct, path: str, out: list[Found]) -> None:
     out.append(_merge(op, tuple(ends), path, f"Flux.Parallel({op}) of {len(ends)} branches"))
 
 
-_CELLS = {"RNNCell", "LSTMCell", "GRUCell", "GRUv3Cell"}
-_GATES = {"RNNCell": 1, "LSTMCell": 4, "GRUCell": 3, "GRUv3Cell": 3}
-
-
-def _cell_fields(cell: JuliaStruct, path: str) -> tuple[Any, Any, Any, Any, list]:
-    """(σ or None, Wi, Wh, b, [initial state arrays]) of a Flux recurrent cell, by version:
-    Flux 0.11 ``RNNCell(σ, Wi, Wh, b, h)``, ``LSTMCell(Wi, Wh, b, h, c)``, ``GRUCell(Wi, Wh, b,
-    h)``; 0.12-0.14 the same with ``state0`` (a tuple ``(h0, c0)`` for LSTM) in place of the
-    states, ``GRUv3Cell(Wi, Wh, b, Wh_h̃, state0)``; 0.15 on no state (zeros):
-    ``RNNCell(σ, Wi, Wh, bias)``, ``LSTMCell(Wi, Wh, bias)``, ``GRUCell(Wi, Wh, b)``."""
-    kind = _short(cell)
-    d = list(cell.data)
-    sigma = None
-    if kind == "RNNCell":
-        if not d:
-            raise PortingError(f"{path}: Flux.RNNCell with no fields")
-        sigma, d = d[0], d[1:]
-    if kind == "GRUv3Cell":
-        raise PortingError(
-            f"{path}: Flux.GRUv3Cell applies the reset gate before the recurrent product "
-            "(h̃ = tanh(Wi_h x + Wh_h̃ (r .* h) + b_h), Keras' reset_after=False); the rnn kind "
-            "computes cuDNN's GRU (r .* (Wh_h h)), which is Flux's GRU/GRUCell. Not convertible "
-            "exactly: train a Flux.GRU instead, or wait for a GRUv3 kind"
-        )
-    if len(d) < 3:
-        raise PortingError(f"{path}: Flux.{kind} with {len(cell.data)} fields; expected 3-5")
-    wi = array(d[0], path, "Wi")
-    wh = array(d[1], path, "Wh")
-    b = bias(d[2], path)
-    states: list = []
-    for v in d[3:]:
-        states.extend(v if isinstance(v, tuple) else [v])
-    return sigma, wi, wh, b, states
-
-
 def _recurrent(x: JuliaStruct, path: str, out: list[Found]) -> None:
-    """``Recur(cell, state)`` (Flux 0.12-0.14; ``Recur(cell, init, state)`` in 0.11) and the
-    0.15+ layers ``RNN``/``LSTM``/``GRU``/``GRUv3`` (one field: the cell) -> the rnn kind, one
-    layer, every step read (``output="sequence"``), starting from zero."""
-    from porting.model import RNN
-    from porting.rnn import RNNSpec
-    from porting.rnn.params import RNNWeights
+    from porting.flux.recurrent import recurrent
 
-    wrapper = _short(x)
-    if not x.data or not isinstance(x.data[0], JuliaStruct) or _short(x.data[0]) not in _CELLS:
-        raise PortingError(
-            f"{path}: a Flux.{wrapper} whose first field is not a Flux RNN/LSTM/GRU cell"
-        )
-    cell = x.data[0]
-    kind = _short(cell)
-    where = f"{path}: Flux.{wrapper}" + (f"(Flux.{kind})" if wrapper == "Recur" else "")
-    if wrapper != "Recur":
-        params = x.type.params if isinstance(x.type, JuliaType) else ()
-        if params and params[0] is True:
-            raise PortingError(
-                f"{where} has return_state=true: it returns (output, state), a tuple no layer "
-                "after it in a Chain reads as an array; save it with return_state=false"
-            )
-    sigma, wi, wh, b, states = _cell_fields(cell, path)
-    if wrapper == "Recur" and len(x.data) == 3:  # Flux 0.11: Recur(cell, init, state)
-        init = x.data[1]
-        states = list(init) if isinstance(init, tuple) else [init]
-    state_arrays = [array(s, path, "state0") for s in states]
-    nonzero = [
-        (i, float(np.abs(s).max())) for i, s in enumerate(state_arrays) if s.size and np.any(s)
-    ]
-    if nonzero:
-        names = ["h0", "c0"] if kind == "LSTMCell" else ["h0"]
-        shown = ", ".join(
-            f"{names[i] if i < len(names) else i} max |.| = {m:.3g}" for i, m in nonzero
-        )
-        raise PortingError(
-            f"{where} starts every sequence (Flux.reset!) from its trained initial state "
-            f"state0, which is nonzero ({shown}). The rnn kind (Knet's RNN) starts from a zero "
-            "state and cannot hold an initial state, so no converted model matches this one. "
-            "A zero state0 converts (as every Flux 0.15+ layer has); an rnn kind with an "
-            "initial state is not there yet"
-        )
-    g = _GATES[kind]
-    if wi.ndim != 2 or wh.ndim != 2 or wi.shape[0] % g or wh.shape[0] != wi.shape[0]:
-        raise PortingError(
-            f"{where}: Wi {wi.shape}, Wh {wh.shape}; expected ({g}H, in) and ({g}H, H)"
-        )
-    h = wi.shape[0] // g
-    if wh.shape[1] != h:
-        raise PortingError(f"{where}: Wh {wh.shape}; expected ({g * h}, {h})")
-    if b is not None and b.shape != (g * h,):
-        raise PortingError(f"{where}: bias {b.shape}; expected ({g * h},)")
-    if kind == "RNNCell":
-        act = activation(sigma, f"{path}.σ")
-        if act not in ("tanh", "relu"):
-            raise PortingError(
-                f"{where}: σ = {act}; the rnn kind (cuDNN's) computes tanh or relu cells only"
-            )
-        rnn_type = act
-    else:
-        rnn_type = "lstm" if kind == "LSTMCell" else "gru"
-    dt = wi.dtype
-    bw = np.zeros((g, h), dt) if b is None else b.reshape(g, h)
-    weights = RNNWeights(
-        RNNSpec(int(wi.shape[1]), h, rnn_type),
-        W=(wi.reshape(g, h, -1),),
-        R=(wh.reshape(g, h, h),),
-        bW=(bw,),
-        bR=(np.zeros((g, h), dt),),
-    )
-    # Flux's gate blocks (LSTM i, f, c, o; GRU r, z, n) are Knet's/cuDNN's order; Flux has
-    # one bias (the input bias here, the recurrent one zero); Flux's GRU resets the recurrent
-    # product, as cuDNN does (docs/flux.md#recurrent-flux)
-    out.append(
-        Found(
-            RNN.from_weights(weights, output="sequence"),
-            path,
-            f"{where.split(': ', 1)[1]} {wi.shape[1]} => {h}: every step, from a zero state",
-        )
-    )
+    recurrent(x, path, out)
 
 
 _HANDLERS = {

@@ -170,6 +170,26 @@ def test_parallel_add_and_cat_channels_of_conv_branches(tmp_path, cat):
     assert_close(keras_run(fm.model, x, np.float32), julia(t), np.float32)
 
 
+def test_nested_skip_inside_second_parallel_branch(tmp_path):
+    """Parallel(+, Dense, SkipConnection(Dense, +)): the skip's input is the Parallel's input,
+    not the first branch's output."""
+    from porting.flux import load_model
+
+    rng = np.random.default_rng(11)
+    w1, b1 = weights(rng, np.float32, 4, 4), weights(rng, np.float32, 4)
+    w2, b2 = weights(rng, np.float32, 4, 4), weights(rng, np.float32, 4)
+    w3, b3 = weights(rng, np.float32, 4, 4), weights(rng, np.float32, 4)
+    model = fx.chain(
+        fx.dense(w1, b1, "NNlib.relu"),
+        fx.parallel("Base.+", fx.dense(w2, b2), fx.skip(fx.dense(w3, b3, "Base.tanh"))),
+    )
+    fm = load_model(save(tmp_path, model))
+    x = np.random.default_rng(12).uniform(-1, 1, (4, 3))
+    h = dense(t64(x.T), w1, b1, torch.relu)
+    want = (dense(h, w2, b2) + (dense(h, w3, b3, torch.tanh) + h)).numpy().T
+    assert_close(keras_run(fm.model, x, np.float32), want, np.float32)
+
+
 def _refusal(tmp_path, model, match, **kw):
     from porting.flux import load_model
 

@@ -392,6 +392,16 @@ def _skip(x: JuliaStruct, path: str, out: list[Found]) -> None:
     out.append(_merge(op, (end, src), path, f"Flux.SkipConnection({op}): connection(layers(x), x)"))
 
 
+def _rewire(found: list[Found], old: int, new: int) -> None:
+    """Point the layers of one branch that read `old` (the layer before the branch, which a
+    nested SkipConnection or Parallel takes for its input) at `new` (the branch's input)."""
+    for f in found:
+        if f.reads == old:
+            f.reads = new
+        if f.sources is not None:
+            f.sources = tuple(new if j == old else j for j in f.sources)
+
+
 def _parallel(x: JuliaStruct, path: str, out: list[Found]) -> None:
     """``Parallel(connection, layers)``: ``connection(map(f -> f(x), layers)...)`` (Flux
     0.12: ``mapreduce(f -> f(x), connection, layers)``, the same for `+`, `vcat`, `cat`)."""
@@ -415,6 +425,8 @@ def _parallel(x: JuliaStruct, path: str, out: list[Found]) -> None:
         if len(out) > start:
             if out[start].reads is None:
                 out[start].reads = src
+            if start - 1 != src:  # what the branch took for its input (the layer before it)
+                _rewire(out[start:], start - 1, src)
             ends.append(len(out) - 1)
         else:
             ends.append(src)

@@ -41,12 +41,27 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--example",
-        choices=("lenet", "cnn-bn", "resnet", "dcgan", "vae", "layers21", "rnnlm", "tagger"),
+        choices=(
+            "lenet",
+            "cnn-bn",
+            "resnet",
+            "dcgan",
+            "vae",
+            "layers21",
+            "rnnlm",
+            "tagger",
+            "flux-lenet",
+            "flux-resnet",
+            "flux-lstm",
+        ),
         help="use a built-in model: lenet (the default when MODEL is omitted), cnn-bn (Knet's "
         "cifar10 batchnorm CNN, small), resnet (a small CIFAR ResNet), dcgan (Knet's DCGAN "
         "generator, small), vae (Knet's conv VAE decoder, small), layers21 (asymmetric "
         "ZeroPad, depthwise conv), rnnlm (Knet's RNNLM: embedding, LSTM, dense over every "
-        "step), tagger (embedding, bidirectional 2-layer LSTM, dense per step)",
+        "step), tagger (embedding, bidirectional 2-layer LSTM, dense per step), flux-lenet / "
+        "flux-resnet (Flux models written as BSON.jl files and read back: a LeNet; residual "
+        "blocks with SkipConnection and GlobalMeanPool), flux-lstm (a Flux LSTM classifier "
+        "at every step)",
     )
     p.add_argument(
         "-o", "--output", metavar="OUT.keras", help="write the Keras model here (atomically)"
@@ -105,6 +120,12 @@ def _load_model(args):
     if args.model and args.example:
         raise PortingError("give MODEL or --example, not both")
     if args.model:
+        from porting.commands._flux import is_flux_file
+
+        if is_flux_file(args.model):  # a Flux model saved with BSON.jl
+            from porting.commands._flux import load_for_convert as load_flux
+
+            return load_flux(args)
         from porting.commands._knetfile import load_for_convert
 
         if (found := load_for_convert(args)) is not None:  # a JLD2 file of Knet structs

@@ -28,6 +28,17 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     if args.depth < 0:
         raise PortingError(f"--depth {args.depth}: expected 0 or more")
+    from porting.commands._flux import is_flux_file
+
+    if is_flux_file(args.file):  # a Flux model saved with BSON.jl
+        from porting.commands._flux import inspect_text as flux_text
+        from porting.commands._flux import print_listing_json as flux_json
+
+        if args.json:
+            flux_json(args.file)
+        else:
+            print(flux_text(args.file, key=args.key))
+        return 0
     from porting.commands._knetfile import inspect_text, print_listing_json
 
     if args.json:

@@ -217,3 +217,12 @@ def _add_rnn_examples() -> None:
 
 
 _add_rnn_examples()
+
+
+def _add_flux_examples() -> None:
+    from porting.examples.flux import FLUX_EXAMPLES
+
+    EXAMPLES.update(FLUX_EXAMPLES)
+
+
+_add_flux_examples()

@@ -17,7 +17,7 @@ import numpy as np
 from porting import settings
 from porting.errors import PortingError
 
-FORMATS = ("npy", "npz", "mat5", "mat73", "jld2", "safetensors")
+FORMATS = ("npy", "npz", "mat5", "mat73", "jld2", "safetensors", "bson")
 LABELS = {
     "npy": "a .npy file (NPZ.jl / NumPy)",
     "npz": "a .npz file (NPZ.jl / NumPy)",
@@ -25,8 +25,9 @@ LABELS = {
     "mat73": "a MAT v7.3 (HDF5) file",
     "jld2": "a JLD2 file",
     "safetensors": "a safetensors file",
+    "bson": "a BSON.jl file",
 }
-EXPECTED = "a weight file (.npy, .npz, .mat, .jld2 or .safetensors)"
+EXPECTED = "a weight file (.npy, .npz, .mat, .jld2, .safetensors or .bson)"
 NUMERIC_KINDS = "biufc"
 MAX_DEPTH = 64
 

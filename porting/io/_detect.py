@@ -21,6 +21,7 @@ _EXTENSIONS = {
     ".mat": "mat",
     ".jld2": "jld2",
     ".safetensors": "safetensors",
+    ".bson": "bson",
     ".h5": "hdf5",
     ".hdf5": "hdf5",
 }

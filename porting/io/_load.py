@@ -26,6 +26,7 @@ _READERS = {
     "mat73": ("porting.io._mat73", "load_mat73"),
     "jld2": ("porting.io._jld2", "load_jld2"),
     "safetensors": ("porting.io._safetensors", "load_safetensors"),
+    "bson": ("porting.io._bson", "load_bson"),
 }
 
 
@@ -46,7 +47,7 @@ def load(
     (3, 3, 1, 8)
 
     `format` is one of ``"npy", "npz", "mat5", "mat73", "mat"`` (v5 or v7.3 by header),
-    ``"jld2"``, ``"safetensors"``; by default the file's magic bytes decide, then its extension.
+    ``"jld2"``, ``"safetensors"``, ``"bson"``; by default the file's magic bytes decide, then its extension.
     A JLD2 or MAT v7.3 array ``w`` of Julia size ``(3, 3, 1, 8)`` comes back with
     ``w.shape == (3, 3, 1, 8)``, Fortran-ordered, and ``w[i-1, j-1, c-1, n-1]`` equal to Julia's
     ``w[i, j, c, n]``. See `porting.io`'s docstring for vectors, scalars and safetensors.

@@ -1,0 +1,328 @@
+"""A model's structure in Python, Flux's way, for a `Flux.state` tree (docs/flux.md#flux-state).
+
+`Flux.state(model)` keeps a model's arrays and numbers in nested NamedTuples (functions and
+other values become ``()``) and no layer types: what the layers are comes from the user's
+code. These constructors mirror Flux's (a pair ``1 => 6`` is written ``(1, 6)``) and
+`load_state` puts a state tree (as `porting.io` reads it from a JLD2 file: a NamedTuple is a
+dict, a Tuple a tuple) into them the way ``Flux.loadmodel!`` does: the same field names at
+every level, arrays of the same size; every mismatch is one `PortingError` naming its path.
+
+>>> import numpy as np
+>>> m = Chain(Dense((3, 2), "relu"))
+>>> state = {"layers": ({"weight": np.ones((2, 3), np.float32), "bias": np.zeros(2, np.float32),
+...                     "σ": ()},)}
+>>> load_state(m, state).output_sizes
+[(2,)]
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from porting.errors import PortingError
+from porting.io._bson import JuliaStruct, JuliaType
+
+__all__ = [
+    "BatchNorm",
+    "Chain",
+    "Conv",
+    "Dense",
+    "Dropout",
+    "MaxPool",
+    "MeanPool",
+    "flatten",
+    "load_jld2",
+    "load_state",
+]
+
+_FUNCS = {
+    "identity": "Base.identity",
+    "relu": "NNlib.relu",
+    "σ": "NNlib.σ",
+    "sigmoid": "NNlib.σ",
+    "tanh": "Base.tanh",
+    "elu": "NNlib.elu",
+    "softmax": "NNlib.softmax",
+    "logsoftmax": "NNlib.logsoftmax",
+    "swish": "NNlib.swish",
+    "flatten": "Flux.flatten",
+}
+
+
+def _function(name: str) -> JuliaStruct:
+    if name not in _FUNCS:
+        raise PortingError(f"activation {name!r}; expected one of {', '.join(sorted(_FUNCS))}")
+    module, _, short = _FUNCS[name].rpartition(".")
+    return JuliaStruct(JuliaType(f"{module}.#{short}"), ())
+
+
+def _tuple(v: Any, n: int, what: str) -> tuple[int, ...]:
+    t = (v,) * n if isinstance(v, int) else tuple(v)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in t):
+        raise PortingError(f"{what}={v!r}: expected an integer or a tuple of integers")
+    return t
+
+
+def _pair(ch: Any, what: str) -> tuple[int, int]:
+    if not (isinstance(ch, tuple) and len(ch) == 2 and all(isinstance(c, int) for c in ch)):
+        raise PortingError(f"{what}: channels {ch!r}; expected (in, out), Flux's in => out")
+    return ch
+
+
+@dataclass
+class _Layer:
+    """A layer's fields in Flux 0.14's declaration order: name -> expected value (a shape for
+    an array, ``()`` for a function, else the number or tuple)."""
+
+    kind: str
+    fields: dict[str, Any]
+    arrays: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    functions: dict[str, str] = field(default_factory=dict)
+    leaf: bool = False  # not a Functors node in Flux 0.14: its state is ``()``
+
+    def __post_init__(self):
+        for f in self.functions.values():
+            _function(f)  # an unknown activation name is refused when the layer is built
+
+
+def Dense(ch, σ: str = "identity", *, bias: bool = True) -> _Layer:  # noqa: N802
+    i, o = _pair(ch, "Dense")
+    arrays: dict[str, tuple[int, ...]] = {"weight": (o, i)} | ({"bias": (o,)} if bias else {})
+    return _Layer(
+        "Dense", {"weight": None, "bias": None if bias else False, "σ": None}, arrays, {"σ": σ}
+    )
+
+
+def Conv(
+    k, ch, σ: str = "identity", *, stride=1, pad=0, dilation=1, groups: int = 1, bias: bool = True
+) -> _Layer:  # noqa: N802
+    k = _tuple(k, len(k) if isinstance(k, tuple) else 2, "Conv k")
+    n = len(k)
+    cin, cout = _pair(ch, "Conv")
+    if cin % groups or cout % groups:
+        raise PortingError(f"Conv groups={groups} does not divide channels {cin} => {cout}")
+    p = _tuple(pad, n, "pad")
+    p = tuple(v for v in p for _ in range(2)) if len(p) == n else p
+    arrays = {"weight": (*k, cin // groups, cout)} | ({"bias": (cout,)} if bias else {})
+    fields = {
+        "σ": None,
+        "weight": None,
+        "bias": None if bias else False,
+        "stride": _tuple(stride, n, "stride"),
+        "pad": p,
+        "dilation": _tuple(dilation, n, "dilation"),
+        "groups": groups,
+    }
+    return _Layer("Conv", fields, arrays, {"σ": σ})
+
+
+def _pool(kind: str, k, pad=0, stride=None) -> _Layer:
+    k = _tuple(k, 2, f"{kind} k")
+    p = _tuple(pad, len(k), "pad")
+    p = tuple(v for v in p for _ in range(2)) if len(p) == len(k) else p
+    s = _tuple(stride if stride is not None else k, len(k), "stride")
+    return _Layer(kind, {"k": k, "pad": p, "stride": s}, leaf=True)
+
+
+def MaxPool(k, *, pad=0, stride=None) -> _Layer:  # noqa: N802
+    return _pool("MaxPool", k, pad, stride)
+
+
+def MeanPool(k, *, pad=0, stride=None) -> _Layer:  # noqa: N802
+    return _pool("MeanPool", k, pad, stride)
+
+
+def BatchNorm(
+    ch: int,
+    λ: str = "identity",
+    *,
+    eps: float = 1e-5,
+    momentum: float = 0.1,  # noqa: N802
+    affine: bool = True,
+    track_stats: bool = True,
+) -> _Layer:
+    arrays: dict[str, tuple[int, ...]] = {"μ": (ch,), "σ²": (ch,)}
+    if affine:
+        arrays.update({"β": (ch,), "γ": (ch,)})
+    fields = {
+        "λ": None,
+        "β": None,
+        "γ": None,
+        "μ": None,
+        "σ²": None,
+        "ϵ": eps,
+        "momentum": momentum,
+        "affine": affine,
+        "track_stats": track_stats,
+        "active": None,
+        "chs": ch,
+    }
+    return _Layer("BatchNorm", fields, arrays, {"λ": λ})
+
+
+def Dropout(p: float) -> _Layer:  # noqa: N802
+    return _Layer("Dropout", {"p": p, "dims": None, "active": None, "rng": None})
+
+
+flatten = "flatten"
+
+
+@dataclass
+class Chain:
+    """``Chain(layers...)``: layers built here, or activation / ``flatten`` names."""
+
+    layers: tuple
+
+    def __init__(self, *layers: Any):
+        for i, layer in enumerate(layers, 1):
+            if not isinstance(layer, (_Layer, Chain, str)):
+                raise PortingError(
+                    f"Chain layer {i}: a {type(layer).__name__}; expected a layer built by "
+                    "porting.flux.build or an activation name"
+                )
+        self.layers = layers
+
+
+def _empty(v: Any) -> bool:
+    return v is None or v == () or (isinstance(v, dict) and not v) or v == []
+
+
+def _keys(node: Any, want: list[str], path: str) -> dict:
+    if not isinstance(node, dict):
+        raise PortingError(
+            f"{path}: the state holds a {type(node).__name__}; expected a NamedTuple with "
+            f"fields {', '.join(want)}"
+        )
+    got = list(node)
+    if set(got) != set(want):
+        missing = [k for k in want if k not in node]
+        extra = [k for k in got if k not in want]
+        raise PortingError(
+            f"{path}: the state's fields ({', '.join(got)}) do not match the model's "
+            f"({', '.join(want)}): "
+            + "; ".join(
+                x
+                for x in (
+                    f"missing {', '.join(missing)}" if missing else "",
+                    f"not in the model {', '.join(extra)}" if extra else "",
+                )
+                if x
+            )
+            + " (as Flux.loadmodel! requires the same structure; a state from another Flux "
+            "version can differ in fields, e.g. ConvTranspose's outpad)"
+        )
+    return node
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(a)))
+        except (TypeError, ValueError):
+            return False
+    return a == b
+
+
+def _layer(spec: _Layer, node: Any, path: str) -> JuliaStruct:
+    if spec.leaf and _empty(node):  # Flux 0.14: no children, state ()
+        node = dict(spec.fields)
+    d = _keys(node, list(spec.fields), path)
+    values: list[Any] = []
+    for name, want in spec.fields.items():
+        v = d[name]
+        where = f"{path}.{name}"
+        if name in spec.functions:
+            if not _empty(v):
+                raise PortingError(f"{where}: {v!r:.60}; expected () (a function's state)")
+            values.append(_function(spec.functions[name]))
+        elif name in spec.arrays:
+            shape = spec.arrays[name]
+            if not isinstance(v, np.ndarray) or v.dtype.kind != "f":
+                raise PortingError(f"{where}: a {type(v).__name__}; expected a float array {shape}")
+            if tuple(v.shape) != shape:
+                raise PortingError(
+                    f"{where}: size {tuple(v.shape)} in the state, {shape} in the model "
+                    "(Flux.loadmodel!: DimensionMismatch); check the layer's sizes"
+                )
+            values.append(v)
+        elif want is None:  # a value the model does not fix (active, rng, dims)
+            values.append(None if _empty(v) else v)
+        elif want is False and name == "bias":
+            if v is not False and not _empty(v):
+                raise PortingError(f"{where}: the state holds a bias; the model has bias=false")
+            values.append(False)
+        else:
+            if not _same(v, want):
+                raise PortingError(
+                    f"{where}: {v!r:.60} in the state, {want!r} in the model; build the layer "
+                    f"with {name}={v!r:.40}"
+                )
+            values.append(want)
+    if spec.kind == "Dropout":
+        values = [values[0]]
+    if spec.kind == "BatchNorm" and not d["affine"]:
+        values[1] = values[2] = None
+    return JuliaStruct(JuliaType(f"Flux.{spec.kind}"), tuple(values))
+
+
+def _tree(model: Any, node: Any, path: str) -> Any:
+    if isinstance(model, str):
+        if not _empty(node):
+            raise PortingError(f"{path}: {node!r:.60}; expected () (the function {model})")
+        return _function(model)
+    if isinstance(model, Chain):
+        d = _keys(node, ["layers"], path)
+        items = d["layers"]
+        if isinstance(items, dict):
+            items = tuple(items.values())
+        if not isinstance(items, (tuple, list)) or len(items) != len(model.layers):
+            n = len(items) if isinstance(items, (tuple, list)) else type(items).__name__
+            raise PortingError(
+                f"{path}.layers: the state holds {n} layers, the model {len(model.layers)}"
+            )
+        return JuliaStruct(
+            JuliaType("Flux.Chain"),
+            (
+                tuple(
+                    _tree(m, s, f"{path}.layers[{i}]")
+                    for i, (m, s) in enumerate(zip(model.layers, items, strict=True), 1)
+                ),
+            ),
+        )
+    return _layer(model, node, path)
+
+
+def load_state(model: Chain, state: Any, *, input_size=None, where: str = "state"):
+    """The `porting.model.KnetModel` of `model` (built here) holding the arrays of `state`
+    (a `Flux.state` tree), checked as ``Flux.loadmodel!`` checks it."""
+    from porting.flux.fields import Found
+    from porting.flux.recognise import layers_of
+
+    if not isinstance(model, Chain):
+        raise PortingError(f"model: a {type(model).__name__}; expected porting.flux.build.Chain")
+    tree = _tree(model, state, where)
+    found: list[Found] = []
+    layers_of(tree, where, found)
+    from porting.flux.load import _assemble
+
+    return _assemble(found, where, input_size)
+
+
+def load_jld2(path: str | os.PathLike, model: Chain, key: str = "model_state", input_size=None):
+    """`load_state` of the entry `key` of a JLD2 file (``jldsave(path; model_state =
+    Flux.state(model))``), read by `porting.io`."""
+    from porting import io
+
+    p = str(os.fspath(path))
+    entries = io.load(p)
+    if key not in entries:
+        raise PortingError(f"{p}: no entry {key!r}; the file holds {', '.join(map(repr, entries))}")
+    return load_state(model, entries[key], input_size=input_size, where=f"{p}:{key}")

@@ -2,10 +2,10 @@
 class: `CONVERTERS[class name](node, cx)` returns the Knet layers computing what the Keras
 layer computes, in order (the last one is named after the Keras layer).
 
-The arithmetic each row relies on is in docs/fromkeras.md: TensorFlow's "same" padding (the
-extra row or column at the end: docs/fromkeras.md#same-padding), the kernel rotated for
-`conv4`'s default mode 0, Keras' `Flatten` order against Knet's `mat`, Keras' batchnorm
-momentum against Knet's, and what has no Knet equivalent.
+The arithmetic each row relies on is in docs/tensorflow.md#keras-to-knet: TensorFlow's "same"
+padding (the extra row or column goes at the end), the kernel rotated for `conv4`'s default
+mode 0, Keras' `Flatten` order against Knet's `mat`, Keras' batchnorm momentum against Knet's,
+and what has no Knet equivalent.
 """
 
 from __future__ import annotations

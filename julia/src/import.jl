@@ -267,6 +267,10 @@ end
 checked)."""
 function _read_export(prefix::AbstractString)
     stem = endswith(prefix, ".json") || endswith(prefix, ".npz") ? splitext(prefix)[1] : prefix
+    for ext in (".json", ".npz")
+        isfile(stem * ext) || _import_error("$(stem)$ext: no such file; expected the export pair " *
+                                            "<prefix>.json + <prefix>.npz")
+    end
     doc = JSON.parsefile(stem * ".json")
     get(doc, "format", nothing) == EXPORT_FORMAT ||
         _import_error("$(stem).json is not a porting export (format $(repr(get(doc, "format", nothing))))")

@@ -26,7 +26,14 @@ def run_group(group, feeds: dict, end=None):
             node = lay._inbound_nodes[0]
             for t in node.arguments.keras_tensors:
                 if id(t) not in values:
-                    src = t._keras_history.operation.name.split("__")[0]
+                    op = t._keras_history.operation
+                    # the model's input, whatever its name (a Keras model written by hand has
+                    # "input_layer", not the "knet_input" of a converted one)
+                    src = (
+                        "knet_input"
+                        if type(op).__name__ == "InputLayer"
+                        else op.name.split("__")[0]
+                    )
                     values[id(t)] = feeds[src]
             args, kwargs = node.arguments.fill_in(values)
             if lay.__class__.__name__ == "Dropout":

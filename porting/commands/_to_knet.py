@@ -67,6 +67,9 @@ def run(args, verify_model, default_input, print_json, print_text, rich_report) 
         x = load_npy(args.input, "--input") if args.input else default_input(model)
         report = verify_model(model, x, mode=args.mode, spatial=args.spatial, knet=args.knet)
         x_tf = layout.activations_to_tf(x, args.spatial) if x.ndim > 2 else x.T
+        to_keras_input = getattr(model.layers[0], "keras_input", None)
+        if to_keras_input is not None:  # Knet's 1-based token indices -> Keras's 0-based
+            x_tf = to_keras_input(x_tf)
         trip = round_trip(
             km, to_keras(model, spatial=args.spatial), x_tf.astype(km.inputs[0].dtype)
         )

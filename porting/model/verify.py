@@ -560,6 +560,8 @@ def _diagnose_layer_kind(steps, i, group, x_ins_julia, y_knet, spatial, kdt, not
     group run on its Knet inputs `x_ins_julia` (one per source; Knet output `y_knet`); None for
     other kinds, or when no such cause is found."""
     step = steps[i]
+    if step.layer.kind == "rnn":
+        return _diagnose_rnn(steps, step, group, x_ins_julia[0], spatial, kdt, notes)
     if step.layer.kind not in ("batchnorm", "add"):
         return None
     try:
@@ -584,6 +586,27 @@ def _diagnose_layer_kind(steps, i, group, x_ins_julia, y_knet, spatial, kdt, not
         notes.append(f"no diagnosis for {step.layer.name}: {type(e).__name__}: {e}"[:300])
         return None
     return None if d is None or d.cause == "unknown" else d
+
+
+def _diagnose_rnn(steps, step, group, x_in, spatial, kdt, notes):
+    """An RNN row: its Keras layers run on the Knet input and the recurrence's usual mistakes
+    recomputed (porting.rnn.diagnosis: gate order, biases, directions, ...); None when no
+    recomputed cause explains the difference."""
+    try:
+        from porting.model.kinds.embed import knet_sequence
+        from porting.rnn.diagnosis import diagnose as diagnose_rnn
+
+        src = step.sources[0]
+        x_tf = mconvert.julia_to_tf(x_in, None if src < 0 else steps[src].flat_from, spatial)
+        actual = np.asarray(run_group(group, {source_name(steps, src): x_tf.astype(kdt)}))
+        a_j = mconvert.tf_to_julia(actual, step.flat_from, spatial)
+        weights = step.layer.rnn_weights
+        y = knet_sequence(a_j) if step.layer.output == "sequence" else a_j
+        d = diagnose_rnn(weights, knet_sequence(x_in).astype(weights.dtype, copy=False), y)
+    except Exception as e:  # noqa: BLE001 - a diagnosis must never hide the report itself
+        notes.append(f"no RNN diagnosis for {step.layer.name}: {type(e).__name__}: {e}"[:300])
+        return None
+    return None if d.cause == "unknown" else d
 
 
 def _diagnose_layer(src_name, step, group, x_in, in_flat, y_knet, row, bad, spatial, kdt, notes):

@@ -82,11 +82,27 @@ def _stacked():
     return keras.Model(inp, x, name="stacked")
 
 
-MODELS = {"lstm": _lstm_classifier, "bigru": _bigru_tagger, "stacked": _stacked}
+def _conv_lstm():
+    """Embedding -> Conv1D over the steps -> LSTM -> Dense: a sequence between a conv and an
+    RNN is the same (T, X, B) array (Knet's (X, B, T) permuted; conv1d's (W, C, N))."""
+    inp = keras.Input((T,), dtype="int32")
+    x = L.Embedding(VOCAB, 4, name="emb")(inp)
+    x = L.Conv1D(5, 3, padding="same", activation="relu", name="conv")(x)
+    x = L.LSTM(4, name="lstm")(x)
+    return keras.Model(inp, L.Dense(2, name="out")(x), name="conv_lstm")
+
+
+MODELS = {
+    "lstm": _lstm_classifier,
+    "bigru": _bigru_tagger,
+    "stacked": _stacked,
+    "conv_lstm": _conv_lstm,
+}
 KINDS = {
     "lstm": ["embed", "rnn", "dense"],
     "bigru": ["embed", "rnn", "timedense"],
     "stacked": ["embed", "rnn", "dropout", "rnn", "timedense", "rnn"],
+    "conv_lstm": ["embed", "conv", "rnn", "dense"],
 }
 
 
@@ -124,6 +140,28 @@ def test_keras_text_model_converts_and_verifies_against_the_original(name, dtype
     assert y.shape == expected.shape
     eps = np.finfo(expected.dtype).eps
     np.testing.assert_allclose(y, expected, rtol=0, atol=256 * eps * np.abs(expected).max())
+
+
+def test_an_embedding_bag_classifier_converts():
+    """Embedding -> GlobalAveragePooling1D -> Dense (no RNN): the mean over the steps."""
+    km = _randomise(
+        keras.Sequential(
+            [
+                keras.Input((T,), dtype="int32"),
+                L.Embedding(VOCAB, 4, name="emb"),
+                L.GlobalAveragePooling1D(name="gap"),
+                L.Dense(3, name="out"),
+            ]
+        )
+    )
+    model = from_keras(km)
+    x = _tokens()
+    assert verify_model(model, x).ok
+    expected = np.asarray(km(x.T - 1))
+    eps = np.finfo(np.float32).eps
+    np.testing.assert_allclose(
+        forward_knet(model, x)[-1].T, expected, rtol=0, atol=64 * eps * np.abs(expected).max()
+    )
 
 
 def test_gate_blocks_land_where_the_gate_orders_say():

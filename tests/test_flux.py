@@ -376,7 +376,7 @@ def test_all_six_decode():
 )
 def test_real_cnn_converts_and_matches_flux_oracle(name, pattern):
     from porting.flux import load_model
-    from porting.io._bson import JuliaStruct
+    from porting.io.bsonjl import JuliaStruct
 
     fm = load_model(_real(name))
     assert pattern in fm.report()

@@ -451,7 +451,7 @@ def test_real_julia_files_never_crash_the_process(path):
     assert r.returncode == 0, f"{path.name}: exit {r.returncode}\n{r.stderr[-2000:]}"
     result = json.loads(r.stdout.strip().splitlines()[-1])
     if path.suffix == ".bson":
-        assert "ok" in result, result  # BSON.jl files decode whole (porting.io._bson)
+        assert "ok" in result, result  # BSON.jl files decode whole (porting.io.bsonjl)
     elif "error" in result:
         assert str(path) in result["error"]
 

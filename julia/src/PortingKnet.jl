@@ -2,8 +2,9 @@
     PortingKnet
 
 The Julia side of the `porting` toolkit: Knet's `conv4`, `deconv4`, `pool` and `mat` with Knet's
-exact CPU semantics, and `export_model`, which writes a Knet model's parameters to `.npz` plus a
-JSON description that Python reads without Julia.
+exact CPU semantics; `export_model`, which writes a Knet model's parameters to `.npz` plus a
+JSON description that Python reads without Julia; and `import_model`, which reads that pair
+back into a callable model (the way back: a Keras model that Python's porting converted).
 
 Knet itself is used when the active environment can load it (Knet 1.4.10 installs only on
 Julia <= 1.9); otherwise the same arithmetic runs on NNlib, the library Knet's CPU path calls.
@@ -32,10 +33,11 @@ const LinearAlgebra = Base.require(Base.PkgId(Base.UUID("37e2e46d-f89d-539d-b4ee
 const TOML_ID = Base.PkgId(Base.UUID("fa267f1f-6049-4f14-aa54-33bafae1ed76"), "TOML")
 const lmul! = LinearAlgebra.lmul!
 
-export export_model
+export export_model, import_model, flux_model
 
 include("backend.jl")
 include("ops.jl")
 include("export.jl")
+include("import.jl")
 
 end # module

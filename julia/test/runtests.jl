@@ -525,4 +525,31 @@ knet_bn(x, mean, var, g, b, eps) = g .* (x .- mean) ./ sqrt.(var .+ eltype(x)(ep
     end
 end
 
+@testset "import_model and flux_model: the export pair back into a model" begin
+    model = TChain((TConv(FakeParam(fixture(Float32, 5, 5, 1, 4)), fixture(Float32, 1, 1, 4, 1), relu, 0),
+                    TConv(fixture(Float32, 3, 3, 4, 6), fixture(Float32, 1, 1, 6, 1), relu, 0.25),
+                    TDense(FakeParam(fixture(Float32, 10, 72)), fixture(Float32, 10), relu, 0.5),
+                    TDense(fixture(Float32, 3, 10), fixture(Float32, 3), identity, 0)))
+    x = fixture(Float32, 20, 24, 1, 2)
+    mktempdir() do dir
+        files = export_model(joinpath(dir, "lenet"), model)
+        m = import_model(files.json)
+        @test m isa PortingKnet.ImportedModel && length(m.layers) == 4
+        @test m(x) == model(x)                       # the same functions on the same arrays
+        @test sort(collect(keys(m(x; all=true)))) == sort(["input", "layer1", "layer2", "layer3", "layer4"])
+        @test_throws ArgumentError import_model(joinpath(dir, "missing"))
+        write(joinpath(dir, "bad.json"), "{\"format\": \"something else\"}")
+        NPZ.npzwrite(joinpath(dir, "bad.npz"), Dict("a" => zeros(Float32, 2)))
+        @test_throws ArgumentError import_model(joinpath(dir, "bad"))
+        if Base.find_package("Flux") !== nothing && VERSION >= v"1.9"
+            @eval import Flux
+            chain = Base.invokelatest(flux_model, files.json)
+            y = Base.invokelatest(chain, x)
+            @test size(y) == size(model(x)) && isapprox(y, model(x); rtol=1f-5)
+        else
+            @test_throws ArgumentError flux_model(files.json)
+        end
+    end
+end
+
 end # @testset "PortingKnet"

@@ -74,6 +74,13 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--verify", action="store_true", help="compare every layer with the Knet side")
     p.add_argument(
+        "--to",
+        choices=("keras", "knet"),
+        default="keras",
+        help="keras: a Knet model in, Keras out (default); knet: MODEL.keras in, the Knet export "
+        "pair PREFIX.npz + PREFIX.json out (-o PREFIX), for julia/'s importer",
+    )
+    p.add_argument(
         "--input",
         metavar="X.npy",
         help="input batch, Julia size (X1,X2,C,N) (.npy as NPZ.jl writes it)",
@@ -257,6 +264,12 @@ def run(args) -> int:
 
         return list_file(args)
 
+    if args.to == "knet":
+        from porting.commands import _to_knet
+        from porting.model.verify import default_input, verify_model
+
+        _to_knet.check_args(args)
+        return _to_knet.run(args, verify_model, default_input, print_json, print_text, _rich_report)
     if not (args.output or args.savedmodel or args.tflite or args.verify):
         raise PortingError(
             "nothing to do: give -o OUT.keras, --savedmodel DIR, --tflite OUT.tflite and/or "

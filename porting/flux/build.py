@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from porting.errors import PortingError
-from porting.io._bson import JuliaStruct, JuliaType
+from porting.io.bsonjl import JuliaStruct, JuliaType
 
 __all__ = [
     "BatchNorm",

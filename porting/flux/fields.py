@@ -10,7 +10,7 @@ import numpy as np
 
 from porting.errors import PortingError
 from porting.flux.functions import ACTIVATIONS, function_name, read_anonymous
-from porting.io._bson import Anonymous, JuliaStruct, JuliaType
+from porting.io.bsonjl import Anonymous, JuliaStruct, JuliaType
 
 __all__ = [
     "GPU_HINT",

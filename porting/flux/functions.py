@@ -2,7 +2,7 @@
 
 A named function is an empty struct whose type is ``NNlib.#relu`` (``Base.#identity``,
 ``Flux.#flatten``...): `function_name` gives ``"NNlib.relu"``. An anonymous function or closure
-(`porting.io._bson.Anonymous`) is never run: `read_anonymous` finds its method's lowered code in
+(`porting.io.bsonjl.Anonymous`) is never run: `read_anonymous` finds its method's lowered code in
 the decoded tree and `anonymous_layer` recognises the few one-line patterns Flux users wrote
 before Flux had a layer for them (docs/flux.md#anonymous-functions):
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from porting.io._bson import Anonymous, JuliaStruct, JuliaType, Symbol
+from porting.io.bsonjl import Anonymous, JuliaStruct, JuliaType, Symbol
 
 __all__ = ["Code", "anonymous_layer", "function_name", "is_function", "read_anonymous"]
 

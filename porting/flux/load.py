@@ -10,7 +10,7 @@ from typing import Any
 from porting.errors import PortingError
 from porting.flux.fields import GPU_HINT, Found, find_gpu, is_flux_model, is_optimiser
 from porting.flux.recognise import layers_of, pool_window
-from porting.io._bson import Anonymous, JuliaStruct
+from porting.io.bsonjl import Anonymous, JuliaStruct
 
 __all__ = ["FluxModel", "entries", "load_model", "read"]
 

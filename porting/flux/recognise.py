@@ -30,7 +30,7 @@ from porting.flux.functions import (
     is_function,
     read_anonymous,
 )
-from porting.io._bson import Anonymous, JuliaStruct
+from porting.io.bsonjl import Anonymous, JuliaStruct
 from porting.model import (
     Activation,
     Add,

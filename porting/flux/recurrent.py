@@ -11,7 +11,7 @@ import numpy as np
 
 from porting.errors import PortingError
 from porting.flux.fields import Found, _short, activation, array, bias
-from porting.io._bson import JuliaStruct, JuliaType
+from porting.io.bsonjl import JuliaStruct, JuliaType
 
 __all__ = ["recurrent"]
 

@@ -29,7 +29,7 @@ described in docs/files.md#npz, #mat-v5, #mat-v73, #jld2, #jld2-functions, #hdf5
 - ``safetensors``: Python / PyTorch writers; returned as stored (see below), read without
   the ``safetensors`` package.
 - ``bson``: BSON.jl (``BSON.@save``, Flux's older way to save a model): BSON decoded by
-  pymongo's ``bson`` module, BSON.jl's tags into a plain tree (``porting.io._bson``: structs,
+  pymongo's ``bson`` module, BSON.jl's tags into a plain tree (``porting.io.bsonjl``: structs,
   types, Julia-indexed arrays; functions by name, anonymous ones as code never run;
   docs/flux.md#bson-files).
 

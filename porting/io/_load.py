@@ -26,7 +26,7 @@ _READERS = {
     "mat73": ("porting.io._mat73", "load_mat73"),
     "jld2": ("porting.io._jld2", "load_jld2"),
     "safetensors": ("porting.io._safetensors", "load_safetensors"),
-    "bson": ("porting.io._bson", "load_bson"),
+    "bson": ("porting.io.bsonjl", "load_bson"),
 }
 
 

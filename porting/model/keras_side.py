@@ -107,9 +107,16 @@ def _direct(lay, args, kwargs) -> bool:
 
 def _recorded_call(lay):
     """`lay`'s first inbound node, and for each symbolic tensor it reads, the name of the layer
-    that produced it (Keras 3: `Operation._inbound_nodes`, `KerasTensor._keras_history`)."""
+    that produced it (Keras 3: `Operation._inbound_nodes`, `KerasTensor._keras_history`); the
+    model's input is "knet_input" whatever its name (a Keras model written by hand calls it
+    "input_layer", not the "knet_input" of a converted one)."""
     node = lay._inbound_nodes[0]
-    return node, [(t, t._keras_history.operation.name) for t in node.arguments.keras_tensors]
+
+    def source(t) -> str:
+        op = t._keras_history.operation
+        return "knet_input" if type(op).__name__ == "InputLayer" else str(op.name)
+
+    return node, [(t, source(t)) for t in node.arguments.keras_tensors]
 
 
 def _keras_mask(value):

@@ -96,6 +96,18 @@ class RNNDiagnosis:
     def __str__(self) -> str:
         return self.text()
 
+    def to_dict(self) -> dict:
+        """JSON-ready: the cause, its meaning and detail, and the ranked findings."""
+        return {
+            "cause": self.cause,
+            "meaning": self.meaning,
+            "detail": self.detail,
+            "findings": [
+                {"cause": f.cause, "detail": f.detail, "ratio": f.ratio, "explains": f.explains}
+                for f in self.findings
+            ],
+        }
+
 
 def _map(w: RNNWeights, fn) -> RNNWeights:
     """Apply fn(name, slot, array) to every array (None kept)."""

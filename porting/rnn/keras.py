@@ -47,6 +47,7 @@ __all__ = [
     "keras_forward",
     "keras_layers",
     "keras_weights",
+    "weights_from_keras",
     "state_from_keras",
     "state_to_keras",
     "to_keras",
@@ -110,6 +111,78 @@ def keras_weights(weights: RNNWeights) -> list[list[np.ndarray]]:
         bias = np.stack([bW, bR]) if spec.rnn_type == "gru" else bW + bR
         out.append([np.ascontiguousarray(kernel), np.ascontiguousarray(recurrent), bias])
     return out
+
+
+def weights_from_keras(spec, slots, dtype=None) -> RNNWeights:
+    """The inverse of `keras_weights`: per 0-based slot a Keras weight list `[kernel,
+    recurrent_kernel, bias]` (bias None for `use_bias=False`) -> Knet's `RNNWeights` for `spec`.
+
+    Keras keeps one bias per gate for SimpleRNN and LSTM (Knet's `bW + bR`): it becomes `bW`,
+    with `bR` zero, which gives Knet's sum exactly; a GRU's `(2, 3H)` bias is `bW` (row 0) and
+    `bR` (row 1). Shapes are checked against `spec` (a PortingError names the slot).
+
+    >>> from porting.rnn import RNNSpec, random_weights
+    >>> w = random_weights(RNNSpec(3, 4, "gru"), 0)
+    >>> back = weights_from_keras(w.spec, keras_weights(w))
+    >>> bool(np.array_equal(back.R[0], w.R[0]) and np.array_equal(back.bR[0], w.bR[0]))
+    True
+    """
+    from porting.rnn.params import weights_from_gates
+
+    if spec.skip_input:
+        raise PortingError(
+            f"{spec}: skipInput has no Keras counterpart (Keras always has a kernel)"
+        )
+    order = KERAS_GATE_ORDER[spec.rnn_type]
+    g, h = spec.gates, spec.hidden_size
+    slots = list(slots)
+    if len(slots) != spec.slots:
+        raise PortingError(f"{len(slots)} Keras weight lists for {spec}: expected {spec.slots}")
+    W, R, bW, bR = [], [], [], []
+    for s, ws in enumerate(slots):
+        ws = list(ws)
+        if len(ws) != 3 or ws[0] is None or ws[1] is None:
+            raise PortingError(
+                f"Keras weights of {spec.slot_name(s)}: expected [kernel, recurrent_kernel, bias "
+                f"or None], got {len(ws)} arrays"
+            )
+        kernel, recurrent = np.asarray(ws[0]), np.asarray(ws[1])
+        bias = None if ws[2] is None else np.asarray(ws[2])
+        dt = np.dtype(dtype) if dtype is not None else kernel.dtype
+        n_in = spec.matrix_input_size(s)
+        gru = spec.rnn_type == "gru"
+        want = {
+            "kernel": (kernel, (n_in, g * h)),
+            "recurrent_kernel": (recurrent, (h, g * h)),
+            "bias": (bias, ((2, g * h) if gru else (g * h,)) if bias is not None else None),
+        }
+        for name, (a, shape) in want.items():
+            if a is not None and a.shape != shape:
+                raise PortingError(
+                    f"Keras {name} of {spec.slot_name(s)} has shape {a.shape}; expected {shape} "
+                    f"for {spec}"
+                )
+        inverse = np.argsort(order)  # Knet gate k is Keras block inverse[k]
+
+        def blocks(m, inverse=inverse):  # (rows, gates*H) -> (gates, H, rows), Knet's order
+            return np.stack([m[:, b * h : (b + 1) * h].T for b in inverse])
+
+        def gates(v, inverse=inverse):
+            return np.stack([v[b * h : (b + 1) * h] for b in inverse])
+
+        W.append(blocks(kernel).astype(dt))
+        R.append(blocks(recurrent).astype(dt))
+        zero = np.zeros((g, h), dt)
+        if bias is None:
+            bW.append(zero)
+            bR.append(zero.copy())
+        elif gru:
+            bW.append(gates(bias[0]).astype(dt))
+            bR.append(gates(bias[1]).astype(dt))
+        else:
+            bW.append(gates(bias).astype(dt))
+            bR.append(zero)
+    return weights_from_gates(spec, W, R, bW, bR)
 
 
 def _cell_layer(keras, spec, name: str, dtype: str, backwards: bool = False, unroll=False):

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from porting import magnitude
+from porting import layout, magnitude
 from porting.errors import PortingError
 from porting.model import schema
 from porting.model.kinds.embed import knet_sequence, model_sequence
@@ -287,6 +287,25 @@ def _rnn_example() -> Example:
     return [RNN(w, spec, output="last")], (5, 3)
 
 
+def _diagnose(step, x_ins_tf, expected_tf, actual_tf, spatial: str):
+    """The recurrence's usual mistakes (porting.rnn.diagnosis: gate order, biases, directions,
+    ...) recomputed from the layer's weights and its Knet input, against the port's output for
+    that input (in TensorFlow layout: `(B, T, X)` in, `(B, T, H)` or `(B, H)` out); None when
+    no recomputed cause explains the difference."""
+    from porting.rnn.diagnosis import diagnose as diagnose_rnn
+
+    def julia(t: np.ndarray) -> np.ndarray:  # TensorFlow layout -> the model's (T, X, B) / (H, B)
+        t = np.asarray(t)
+        return layout.activations_from_tf(t, spatial) if t.ndim > 2 else t.T
+
+    weights = step.layer.rnn_weights
+    a_j = julia(actual_tf)
+    y = knet_sequence(a_j) if step.layer.output == "sequence" else a_j
+    x = knet_sequence(julia(x_ins_tf[0])).astype(weights.dtype, copy=False)
+    d = diagnose_rnn(weights, x, y)
+    return None if d.cause == "unknown" else d
+
+
 KIND_RNN = Kind(
     name="rnn",
     layer=RNN,
@@ -300,6 +319,7 @@ KIND_RNN = Kind(
     keras="Keras recurrent layers (see [Recurrent networks](#recurrent-networks-knet-rnn))",
     schema='Knet\'s `RNN`: the `rnn` object read by porting.rnn.export, and porting\'s "output": "sequence" or "last" (since version 2)',
     keras_layers=RNN_KERAS,
+    diagnose=_diagnose,
     example=_rnn_example,
 )
 

@@ -1,0 +1,109 @@
+"""`porting convert MODEL.keras --to knet -o PREFIX [--verify]`: the way back, Keras to Knet.
+
+The Keras model becomes the model description (porting.fromkeras.from_keras), written as the
+export pair (`PREFIX.npz` + `PREFIX.json`) that `julia/`'s importer reads. `--verify` checks
+it twice: every Knet layer against Keras layer by layer (`verify_model`, against the Keras
+model rebuilt from the Knet one, as for a Knet model), and the rebuilt Keras model against the
+original end to end: the same products summed in another order at most, so within
+`64 eps max|y|`, where a wrong padding, flip or flatten order moves outputs by their own size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from porting.errors import PortingError
+
+ROUND_TRIP_EPS = 64
+
+
+def check_args(args) -> None:
+    if args.to != "knet":
+        return
+    if not args.model or args.example:
+        raise PortingError("--to knet converts a Keras model: give MODEL.keras (not --example)")
+    if not str(args.model).endswith(".keras"):
+        raise PortingError(f"--to knet: MODEL={args.model!r}: expected a .keras file (Keras 3)")
+    given = [o for o in ("savedmodel", "tflite") if getattr(args, o, None)]
+    if given:
+        raise PortingError(f"--to knet writes a Knet export pair; --{given[0]} is for --to keras")
+    if not (args.output or args.verify):
+        raise PortingError("nothing to do: give -o PREFIX (the Knet export pair) and/or --verify")
+
+
+def round_trip(original, rebuilt, x_tf) -> dict:
+    """The rebuilt Keras model against the original on the same TensorFlow-layout input."""
+    want = np.asarray(original(x_tf))
+    have = np.asarray(rebuilt(x_tf))
+    eps = float(np.finfo(want.dtype).eps)
+    bound = ROUND_TRIP_EPS * eps * float(np.max(np.abs(want))) if want.size else 0.0
+    err = float(np.max(np.abs(want - have))) if want.size else 0.0
+    return {
+        "ok": bool(np.isfinite(err) and err <= bound),
+        "max_abs_error": err,
+        "bound": bound,
+        "rule": f"{ROUND_TRIP_EPS} eps max|y|",
+    }
+
+
+def run(args, verify_model, default_input, print_json, print_text, rich_report) -> int:
+    from porting import files, layout
+    from porting.commands._common import load_npy
+    from porting.fromkeras import from_keras
+    from porting.model import save_export, to_keras
+    from porting.model.convert import load_keras
+    from porting.model.export import export_paths
+
+    outputs = {}
+    if args.output:
+        json_path, npz_path = export_paths(args.output)
+        outputs = {"-o/--output (.json)": json_path, "-o/--output (.npz)": npz_path}
+    files.check_distinct({"MODEL": args.model, "--input": args.input}, outputs)
+    km = load_keras(args.model)
+    model = from_keras(km, spatial=args.spatial)
+    report = None
+    trip: dict = {"ok": True}
+    if args.verify:
+        x = load_npy(args.input, "--input") if args.input else default_input(model)
+        report = verify_model(model, x, mode=args.mode, spatial=args.spatial, knet=args.knet)
+        x_tf = layout.activations_to_tf(x, args.spatial) if x.ndim > 2 else x.T
+        to_keras_input = getattr(model.layers[0], "keras_input", None)
+        if to_keras_input is not None:  # Knet's 1-based token indices -> Keras's 0-based
+            x_tf = to_keras_input(x_tf)
+        trip = round_trip(
+            km, to_keras(model, spatial=args.spatial), x_tf.astype(km.inputs[0].dtype)
+        )
+    ok = report is None or (report.ok and trip["ok"])
+    written = {}
+    if args.output and (ok or args.keep_on_mismatch):
+        written = dict(zip(("json", "npz"), save_export(model, args.output), strict=True))
+    if args.json:
+        print_json(
+            {
+                "model": str(args.model),
+                "to": "knet",
+                "layers": len(model.layers),
+                "weights": model.n_params,
+                "spatial": args.spatial,
+                "written": written,
+                "verification": None if report is None else report.to_dict(),
+                "round_trip": trip if report is not None else None,
+                "ok": ok,
+            }
+        )
+    else:
+        print_text(f"Model: {args.model} (Keras) -> Knet")
+        print_text(str(model).split("\n", 1)[1] if "\n" in str(model) else str(model))
+        if report is not None:
+            print()
+            rich_report(report)
+            verdict = "ok" if trip["ok"] else "DIFFERS"
+            print_text(
+                f"Keras rebuilt from the Knet model vs the original: max abs error "
+                f"{trip['max_abs_error']:.3g} (bound {trip['rule']} = {trip['bound']:.3g}): {verdict}"
+            )
+        for what, path in written.items():
+            print_text(f"wrote {path} (Knet export {what})")
+        if not ok and args.output and not written:
+            print("nothing written: verification failed (use --keep-on-mismatch to write anyway)")
+    return 0 if ok else 1

@@ -1,0 +1,689 @@
+"""Keras layers -> the layers of the model description (`porting.model`), one row per Keras
+class: `CONVERTERS[class name](node, cx)` returns the Knet layers computing what the Keras
+layer computes, in order (the last one is named after the Keras layer).
+
+The arithmetic each row relies on is in docs/tensorflow.md#keras-to-knet: TensorFlow's "same"
+padding (the extra row or column goes at the end), the kernel rotated for `conv4`'s default
+mode 0, Keras' `Flatten` order against Knet's `mat`, Keras' batchnorm momentum against Knet's,
+and what has no Knet equivalent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from porting import layout
+from porting._text import printable
+from porting.errors import PortingError
+from porting.fromkeras.graph import INPUT, Node
+from porting.model import (
+    RNN,
+    Activation,
+    Add,
+    BatchNorm,
+    Concat,
+    Conv,
+    Dense,
+    Dropout,
+    Embed,
+    Mat,
+    Pool,
+    TimeDense,
+    ZeroPad,
+)
+from porting.model.layer import Layer
+
+__all__ = ["CONVERTERS", "REFUSED", "Context", "same_padding"]
+
+# Keras activation name -> Knet's (porting.model.ACTIVATIONS); softmax / log_softmax are not
+# element-wise and become their own Activation layer over the channel (last) axis.
+_ACTIVATIONS = {
+    "linear": "identity",
+    "relu": "relu",
+    "sigmoid": "sigm",
+    "tanh": "tanh",
+    "elu": "elu",
+    "selu": "selu",
+    "gelu": "gelu",
+    "silu": "swish",
+    "swish": "swish",
+    "hard_sigmoid": "hardsigmoid",
+    "hard_silu": "hardswish",
+    "hard_swish": "hardswish",
+    "softmax": "softmax",
+    "log_softmax": "logsoftmax",
+}
+_NOT_ELEMENTWISE = ("softmax", "logsoftmax")
+_NAME_OK = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+@dataclass
+class Context:
+    """What the conversion knows as it walks the nodes: the spatial convention, the Knet names
+    given so far, and for each converted Keras layer the Knet layer holding its output and the
+    Julia size before a `Flatten` its output still carries (for the next Dense's rows)."""
+
+    spatial: str
+    names: set[str] = field(default_factory=set)
+    output_of: dict[str, str] = field(default_factory=lambda: {INPUT: INPUT})
+    flat_from: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
+
+    def name(self, keras_name: str, suffix: str = "") -> str:
+        """A unique Knet layer name from a Keras one (Knet names: letters, digits, `_.-`;
+        `__` is reserved for the Keras layers a Knet layer becomes)."""
+        base = _NAME_OK.sub("_", keras_name).replace("__", "_").strip("_.-") or "layer"
+        if not base[0].isalnum():
+            base = "l" + base
+        base += suffix
+        name, i = base, 1
+        while name in self.names:
+            i += 1
+            name = f"{base}_{i}"
+        self.names.add(name)
+        return name
+
+    def julia_size(self, tf_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """One sample's TensorFlow shape `(H, W, C)` -> Julia's size `(X1, X2, C)`."""
+        if len(tf_shape) < 2:
+            return tuple(tf_shape)
+        return (*layout.spatial_from_tf(tuple(tf_shape[:-1]), self.spatial), tf_shape[-1])
+
+    def julia(self, values) -> tuple:
+        """Per-axis values given in TensorFlow's spatial order, in Julia's."""
+        return tuple(layout.spatial_from_tf(tuple(values), self.spatial))
+
+
+Converter = Callable[[Node, Context], list[Layer]]
+
+
+def _where(node: Node) -> str:
+    return f"Keras layer {printable(node.name)!r} ({node.class_name})"
+
+
+def _config(node: Node) -> dict[str, Any]:
+    cfg = dict(node.layer.get_config())
+    fmt = cfg.get("data_format")
+    if fmt not in (None, "channels_last"):
+        raise PortingError(
+            f"{_where(node)}: data_format={fmt!r}; expected 'channels_last' (Keras' default, "
+            "the layout porting maps Knet's (X1, X2, C, N) to)"
+        )
+    return cfg
+
+
+def _activation(node: Node, cfg: dict, spatial_rank: int) -> tuple[str, str | None]:
+    """(Knet activation fused into the layer, or identity; a separate softmax, or None)."""
+    value = cfg.get("activation", "linear")
+    if isinstance(value, dict):  # serialised activation object
+        value = value.get("config", {}).get("name", value.get("class_name"))
+    name = _ACTIVATIONS.get(str(value)) if isinstance(value, str) else None
+    if name is None:
+        raise PortingError(
+            f"{_where(node)}: activation={value!r} has no Knet counterpart here; expected one "
+            f"of {', '.join(sorted(_ACTIVATIONS))}"
+        )
+    if name in _NOT_ELEMENTWISE:
+        return "identity", name
+    return name, None
+
+
+def _softmax_layer(function: str, node: Node, cx: Context, rank: int, name: str) -> Activation:
+    # Keras' softmax is over the last axis: the channels, Julia's dimension rank (1 for features)
+    return Activation(function, dims=rank, name=name)
+
+
+def _finish(node: Node, cx: Context, layers: list[Layer], flat: tuple[int, ...] | None = None):
+    cx.output_of[node.name] = str(layers[-1].name)
+    cx.flat_from[node.name] = flat
+    return layers
+
+
+def same_padding(size: int, window: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow's `padding="same"` for one axis: `(before, after)`; the odd cell goes after.
+
+    >>> same_padding(224, 7, 2), same_padding(112, 3, 2), same_padding(8, 3, 1)
+    ((2, 3), (0, 1), (1, 1))
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (window - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _tuple(value, nd: int) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * nd
+    return tuple(int(v) for v in value)
+
+
+def _pad_pairs(node: Node, cfg: dict, nd: int, window, stride, dilation) -> tuple:
+    """Per TensorFlow spatial axis, `(before, after)` padding of a conv or pool."""
+    padding = cfg.get("padding", "valid")
+    size = node.in_shapes[0][:nd]
+    if padding == "valid":
+        return ((0, 0),) * nd
+    if padding == "same":
+        return tuple(
+            same_padding(n, k, s, d)
+            for n, k, s, d in zip(size, window, stride, dilation, strict=True)
+        )
+    if padding == "causal" and nd == 1:
+        return (((window[0] - 1) * dilation[0], 0),)
+    raise PortingError(
+        f"{_where(node)}: padding={padding!r}; expected 'valid', 'same' or (Conv1D) 'causal'"
+    )
+
+
+def _rank(node: Node, nd: int) -> None:
+    have = len(node.in_shapes[0])
+    if have != nd + 1:
+        raise PortingError(
+            f"{_where(node)}: its input has shape {node.in_shapes[0]} per sample; expected "
+            f"{nd} spatial dimensions and channels"
+        )
+
+
+def _convolution(node: Node, cx: Context, kernel, bias, groups: int) -> list[Layer]:
+    cfg = _config(node)
+    nd = kernel.ndim - 2
+    _rank(node, nd)
+    window = kernel.shape[:nd]
+    stride = _tuple(cfg.get("strides", 1), nd)
+    dilation = _tuple(cfg.get("dilation_rate", 1), nd)
+    pairs = _pad_pairs(node, cfg, nd, window, stride, dilation)
+    fused, separate = _activation(node, cfg, nd)
+    layers: list[Layer] = []
+    if all(lo == hi for lo, hi in pairs):
+        padding: Any = cx.julia(lo for lo, _ in pairs)
+    else:  # Knet's padding is symmetric: the asymmetric "same" is an explicit zero padding
+        layers.append(ZeroPad(cx.julia(pairs), name=cx.name(node.name, "_pad")))
+        padding = 0
+    name = cx.name(node.name, "" if separate is None else "_conv")
+    layers.append(
+        Conv(
+            layout.kernel_from_tf(kernel, mode=0, spatial=cx.spatial),
+            None if bias is None else layout.bias_from_tf(bias, ndims=nd + 2),
+            padding=padding,
+            stride=cx.julia(stride),
+            dilation=cx.julia(dilation),
+            mode=0,
+            groups=groups,
+            activation=fused,
+            name=name,
+        )
+    )
+    if separate is not None:
+        layers.append(_softmax_layer(separate, node, cx, nd + 1, cx.name(node.name)))
+    return _finish(node, cx, layers)
+
+
+def _weights(node: Node) -> list[np.ndarray]:
+    return [np.asarray(w) for w in node.layer.get_weights()]
+
+
+def conv(node: Node, cx: Context) -> list[Layer]:
+    cfg = _config(node)
+    w = _weights(node)
+    return _convolution(
+        node, cx, w[0], w[1] if cfg.get("use_bias", True) else None, cfg.get("groups", 1)
+    )
+
+
+def depthwise(node: Node, cx: Context) -> list[Layer]:
+    """`DepthwiseConv2D`: channel c's `depth_multiplier` filters are outputs c*m ... c*m+m-1,
+    which is Knet's grouped conv with groups = Cin and w `(W..., 1, Cin*m)`."""
+    cfg = _config(node)
+    w = _weights(node)
+    k = w[0]  # (kh, kw, Cin, m)
+    kernel = k.reshape((*k.shape[:-2], 1, k.shape[-2] * k.shape[-1]))
+    return _convolution(node, cx, kernel, w[1] if cfg.get("use_bias", True) else None, k.shape[-2])
+
+
+def dense(node: Node, cx: Context) -> list[Layer]:
+    cfg = _config(node)
+    if len(node.in_shapes[0]) == 2:  # (T, H) per sample: the same dense at every step
+        return _time_dense(node, cx, node.layer, cfg)
+    if len(node.in_shapes[0]) != 1:
+        raise PortingError(
+            f"{_where(node)}: its input has shape {node.in_shapes[0]} per sample; Knet's dense "
+            "multiplies a matrix of features (it flattens any other input with mat) or, over a "
+            "sequence (T, H), each step's; a Keras Dense over the last axis of a larger tensor "
+            "has no Knet counterpart: Flatten first"
+        )
+    w = _weights(node)
+    flat = cx.flat_from.get(node.inputs[0])
+    fused, separate = _activation(node, cfg, 0)
+    # Knet's dense output is (features, N): softmax(x; dims=1) is over the features, as Keras'
+    layer = Dense(
+        layout.dense_from_tf(w[0], input_shape=flat, spatial=cx.spatial),
+        w[1] if cfg.get("use_bias", True) else None,
+        activation=separate or fused,
+        name=cx.name(node.name),
+    )
+    return _finish(node, cx, [layer])
+
+
+def flatten(node: Node, cx: Context) -> list[Layer]:
+    shape = node.in_shapes[0]
+    flat = cx.julia_size(shape) if len(shape) > 1 else cx.flat_from.get(node.inputs[0])
+    return _finish(node, cx, [Mat(name=cx.name(node.name))], flat=flat)
+
+
+def _passes_flat(node: Node, cx: Context, layers: list[Layer]) -> list[Layer]:
+    """A layer that keeps its input's values in place (dropout, an element-wise activation)."""
+    return _finish(node, cx, layers, flat=cx.flat_from.get(node.inputs[0]))
+
+
+def dropout(node: Node, cx: Context) -> list[Layer]:
+    rate = float(_config(node).get("rate", 0.0))
+    return _passes_flat(node, cx, [Dropout(rate, name=cx.name(node.name))])
+
+
+def activation(node: Node, cx: Context) -> list[Layer]:
+    cfg = _config(node)
+    fused, separate = _activation(node, cfg, 0)
+    rank = len(node.in_shapes[0])
+    layer = (
+        Activation(fused, name=cx.name(node.name))
+        if separate is None
+        else _softmax_layer(separate, node, cx, rank, cx.name(node.name))
+    )
+    return _passes_flat(node, cx, [layer]) if separate is None else _finish(node, cx, [layer])
+
+
+def relu(node: Node, cx: Context) -> list[Layer]:
+    cfg = _config(node)
+    max_value = cfg.get("max_value")
+    layer = Activation(
+        "relu",
+        max_value=None if max_value is None else float(max_value),
+        negative_slope=float(cfg.get("negative_slope", 0.0)),
+        threshold=float(cfg.get("threshold", 0.0)),
+        name=cx.name(node.name),
+    )
+    return _passes_flat(node, cx, [layer])
+
+
+def leaky_relu(node: Node, cx: Context) -> list[Layer]:
+    slope = float(_config(node).get("negative_slope", 0.3))
+    return _passes_flat(
+        node, cx, [Activation("relu", negative_slope=slope, name=cx.name(node.name))]
+    )
+
+
+def softmax(node: Node, cx: Context) -> list[Layer]:
+    axis = _config(node).get("axis", -1)
+    rank = len(node.in_shapes[0])
+    if axis not in (-1, rank, [-1], [rank]):
+        raise PortingError(
+            f"{_where(node)}: axis={axis!r}; only the last (channel / feature) axis is mapped "
+            "(Knet's softmax(x; dims) over Julia's channel dimension)"
+        )
+    return _finish(node, cx, [_softmax_layer("softmax", node, cx, rank, cx.name(node.name))])
+
+
+def batchnorm(node: Node, cx: Context) -> list[Layer]:
+    cfg = _config(node)
+    rank = len(node.in_shapes[0])
+    axis = cfg.get("axis", -1)
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    if axis not in (-1, rank):
+        raise PortingError(
+            f"{_where(node)}: axis={cfg.get('axis')!r}; expected the channel (last) axis, the one "
+            "Knet's batchnorm normalises over"
+        )
+    if cx.flat_from.get(node.inputs[0]) is not None:
+        raise PortingError(
+            f"{_where(node)}: batch normalization of flattened features; Keras' Flatten orders "
+            "them (H, W, C) and Knet's mat (X1, X2, C), so its per-feature statistics would need "
+            "the permutation too, which porting does not do yet: normalise before the Flatten"
+        )
+    w = _weights(node)
+    scale = w.pop(0) if cfg.get("scale", True) else None
+    center = w.pop(0) if cfg.get("center", True) else None
+    mean, var = w
+    params = None
+    if scale is not None or center is not None:
+        params = np.concatenate(
+            [
+                np.ones_like(mean) if scale is None else scale,
+                np.zeros_like(mean) if center is None else center,
+            ]
+        )
+    layer = BatchNorm(
+        mean,
+        var,
+        params,
+        eps=float(cfg.get("epsilon", 1e-3)),
+        # Keras keeps momentum * running + (1 - momentum) * batch; Knet's bnmoments the reverse
+        momentum=1.0 - float(cfg.get("momentum", 0.99)),
+        name=cx.name(node.name),
+    )
+    return _finish(node, cx, [layer])
+
+
+def zeropad(node: Node, cx: Context) -> list[Layer]:
+    cfg = _config(node)
+    nd = len(node.in_shapes[0]) - 1
+    p = cfg["padding"]
+    pairs = (tuple(p),) if nd == 1 else tuple(tuple(q) for q in p)
+    return _finish(node, cx, [ZeroPad(cx.julia(pairs), name=cx.name(node.name))])
+
+
+def _pool(mode: int) -> Converter:
+    def convert(node: Node, cx: Context) -> list[Layer]:
+        cfg = _config(node)
+        nd = len(node.in_shapes[0]) - 1
+        window = _tuple(cfg.get("pool_size", 2), nd)
+        stride = _tuple(cfg.get("strides") or window, nd)
+        pairs = _pad_pairs(node, cfg, nd, window, stride, (1,) * nd)
+        if any(lo != hi for lo, hi in pairs):
+            raise PortingError(
+                f"{_where(node)}: padding='same' here pads {pairs} (before, after) per axis, "
+                "more at the end; Knet's pool pads the same on both sides, so it has no Knet "
+                "counterpart (choose an input size for which 'same' is symmetric, or 'valid')"
+            )
+        if mode == 1 and any(lo for lo, _ in pairs):
+            raise PortingError(
+                f"{_where(node)}: AveragePooling with padding='same' divides by the cells inside "
+                "the input; Knet's mean pool on the CPU counts the padding as zeros (divides by "
+                "the whole window), so the border outputs would differ: use padding='valid'"
+            )
+        layer = Pool(
+            cx.julia(window),
+            padding=cx.julia(lo for lo, _ in pairs),
+            stride=cx.julia(stride),
+            mode=mode,
+            name=cx.name(node.name),
+        )
+        return _finish(node, cx, [layer])
+
+    return convert
+
+
+def _global_pool(mode: int) -> Converter:
+    def convert(node: Node, cx: Context) -> list[Layer]:
+        cfg = _config(node)
+        size = cx.julia_size(node.in_shapes[0])
+        name = cx.name(node.name, "" if cfg.get("keepdims") else "_pool")
+        layers: list[Layer] = [Pool(size[:-1], mode=mode, name=name)]
+        if not cfg.get("keepdims"):
+            layers.append(Mat(name=cx.name(node.name)))
+        return _finish(node, cx, layers)
+
+    return convert
+
+
+def _merge(kind: type[Add] | type[Concat]) -> Converter:
+    def convert(node: Node, cx: Context) -> list[Layer]:
+        cfg = _config(node)
+        if kind is Concat:
+            rank = len(node.in_shapes[0])
+            if cfg.get("axis", -1) not in (-1, rank):
+                raise PortingError(
+                    f"{_where(node)}: axis={cfg.get('axis')!r}; expected the channel (last) "
+                    "axis, Knet's cat(...; dims=ndims-1)"
+                )
+        sources = tuple(cx.output_of[i] for i in node.inputs)
+        if INPUT in sources:
+            raise PortingError(
+                f"{_where(node)}: reads the model's input directly; a Knet merge reads layers "
+                "(put a layer, e.g. Activation('linear'), between)"
+            )
+        return _finish(node, cx, [kind(sources, name=cx.name(node.name))])
+
+    return convert
+
+
+# --------------------------------------------------------------------------- sequences
+# A sequence is held as Knet's (X, B, T) permuted to the model layout (T, X, B), which is the
+# TensorFlow (B, T, X) of the Keras layers (porting.model.kinds.embed); the model's input is
+# then (T, B) 1-based token indices (Keras: 0-based).
+
+
+def embedding(node: Node, cx: Context) -> list[Layer]:
+    """`Embedding(vocab, dim)`: Knet's `w[:, x]` with `w` the transposed `(dim, vocab)` table."""
+    cfg = _config(node)
+    if cfg.get("mask_zero"):
+        raise PortingError(
+            f"{_where(node)}: mask_zero=True: Keras then hides the steps whose token is 0 from "
+            "the layers after it (a mask); Knet's w[:, x] has no padding index and its RNN reads "
+            "every step, so a masked model has no Knet counterpart (rebuild it without "
+            "mask_zero, e.g. with sequences of one length)"
+        )
+    if node.inputs[0] != INPUT or len(node.in_shapes[0]) != 1:
+        raise PortingError(
+            f"{_where(node)}: reads {node.inputs[0]!r} of shape {node.in_shapes[0]} per sample; "
+            "expected the model's input, (T,) token indices (Knet's w[:, x] reads the integer "
+            "input, so the embedding is the first layer)"
+        )
+    w = _weights(node)
+    if len(w) != 1:
+        raise PortingError(
+            f"{_where(node)}: has {len(w)} weight arrays; expected the one table (vocab, dim) "
+            "(a quantized embedding has no Knet counterpart)"
+        )
+    layer = Embed(np.ascontiguousarray(w[0].T), name=cx.name(node.name))
+    return _finish(node, cx, [layer])
+
+
+def _function_name(value) -> str:
+    if isinstance(value, dict):  # serialised activation object
+        value = value.get("config", {}).get("name", value.get("class_name"))
+    return str(value)
+
+
+def _rnn_type(where: str, layer, backward: bool = False) -> str:
+    """Knet's rnnType for a Keras SimpleRNN / LSTM / GRU, or `PortingError` saying what of it
+    Knet's RNN does not compute."""
+    cls = type(layer).__name__
+    cfg = dict(layer.get_config())
+    act = _function_name(cfg.get("activation", "tanh"))
+    rec = _function_name(cfg.get("recurrent_activation", "sigmoid"))
+    if cls == "SimpleRNN":
+        if act not in ("tanh", "relu"):
+            raise PortingError(
+                f"{where}: activation={act!r}; Knet's RNN computes :tanh or :relu cells only"
+            )
+        kind = act
+    elif act != "tanh" or rec != "sigmoid":
+        raise PortingError(
+            f"{where}: activation={act!r}, recurrent_activation={rec!r}; Knet's (cuDNN's) "
+            f"{cls} computes tanh and sigmoid gates only (Keras' defaults)"
+        )
+    else:
+        kind = cls.lower()
+    if cls == "GRU" and not cfg.get("reset_after", True):
+        raise PortingError(
+            f"{where}: reset_after=False applies the reset gate to h before the recurrent "
+            "matrix (r .* h, then R); Knet's (cuDNN's) GRU applies it after the matrix and its "
+            "bias (r .* (R h + bR)), which no choice of weights turns into the other: it has no "
+            "Knet counterpart (use GRU(reset_after=True), Keras' default)"
+        )
+    if cfg.get("stateful"):
+        raise PortingError(
+            f"{where}: stateful=True carries the states from one batch to the next; a converted "
+            "Knet model starts every call from zero states (Knet's h = c = nothing)"
+        )
+    if cfg.get("return_state"):
+        raise PortingError(
+            f"{where}: return_state=True; a Knet chain layer gives one array (use "
+            "return_state=False)"
+        )
+    if bool(cfg.get("go_backwards")) != backward:
+        raise PortingError(
+            f"{where}: go_backwards={cfg.get('go_backwards')!r}; a Knet RNN reads time forward "
+            "(its backward direction only as half of a Bidirectional with merge_mode='concat')"
+        )
+    return kind
+
+
+def _slot_weights(layer) -> list:
+    ws = [np.asarray(w) for w in layer.get_weights()]
+    return ws if len(ws) == 3 else [*ws, None]  # use_bias=False: Knet's biases are zero
+
+
+def recurrent(node: Node, cx: Context) -> list[Layer]:
+    """SimpleRNN / LSTM / GRU(reset_after=True), and their `Bidirectional(merge_mode="concat")`:
+    one Knet `RNN` layer (one layer, one or two directions) holding the packed `r.w`."""
+    from porting.rnn import RNNSpec
+    from porting.rnn.keras import weights_from_keras
+
+    where = _where(node)
+    if len(node.in_shapes[0]) != 2:
+        raise PortingError(
+            f"{where}: its input has shape {node.in_shapes[0]} per sample; expected (T, X): a "
+            "sequence of X features per step"
+        )
+    layer = node.layer
+    if node.class_name == "Bidirectional":
+        forward, backward = layer.forward_layer, layer.backward_layer
+        if layer.merge_mode != "concat":
+            raise PortingError(
+                f"{where}: merge_mode={layer.merge_mode!r}; Knet's bidirectional y is the "
+                "concatenation, forward half first (merge_mode='concat')"
+            )
+        if type(forward).__name__ not in _RNN_CLASSES or type(backward) is not type(forward):
+            raise PortingError(
+                f"{where}: wraps {type(forward).__name__} and {type(backward).__name__}; "
+                f"expected one of {', '.join(_RNN_CLASSES)} in both directions"
+            )
+        kinds = {
+            _rnn_type(f"{where} forward", forward),
+            _rnn_type(f"{where} backward", backward, backward=True),
+        }
+        if len(kinds) != 1 or forward.units != backward.units:
+            raise PortingError(
+                f"{where}: the two directions differ ({forward.units} and {backward.units} "
+                "units); Knet's bidirectional RNN has one cell type and size for both"
+            )
+        cells = [forward, backward]
+    else:
+        kinds = {_rnn_type(where, layer)}
+        cells = [layer]
+    sequences = bool(cells[0].get_config().get("return_sequences"))
+    if len(cells) == 2 and not sequences:
+        raise PortingError(
+            f"{where}: return_sequences=False concatenates the backward direction's FINAL state "
+            "(after reading all T steps); Knet's RNN gives y[:, :, end], whose backward half has "
+            "read one step only, so no Knet RNN output computes it (use "
+            "return_sequences=True and read the steps you need after it)"
+        )
+    spec = RNNSpec(
+        int(node.in_shapes[0][1]),
+        int(cells[0].units),
+        kinds.pop(),
+        bidirectional=len(cells) == 2,
+    )
+    weights = weights_from_keras(spec, [_slot_weights(c) for c in cells])
+    rnn = RNN.from_weights(
+        weights, output="sequence" if sequences else "last", name=cx.name(node.name)
+    )
+    return _finish(node, cx, [rnn])
+
+
+_RNN_CLASSES = ("SimpleRNN", "LSTM", "GRU")
+
+
+def _time_dense(node: Node, cx: Context, dense_layer, cfg: dict) -> list[Layer]:
+    """A Keras Dense at every step of `(T, H)`: Knet's `w * reshape(y, H, :) .+ b`."""
+    fused, separate = _activation(node, cfg, 0)
+    w = [np.asarray(a) for a in dense_layer.get_weights()]
+    layer = TimeDense(
+        np.ascontiguousarray(w[0].T),
+        w[1] if cfg.get("use_bias", True) else None,
+        activation=separate or fused,  # over the features of each step, as Keras' last axis
+        name=cx.name(node.name),
+    )
+    return _finish(node, cx, [layer])
+
+
+def time_distributed(node: Node, cx: Context) -> list[Layer]:
+    inner = node.layer.layer
+    if type(inner).__name__ != "Dense" or len(node.in_shapes[0]) != 2:
+        raise PortingError(
+            f"{_where(node)}: wraps {type(inner).__name__} over an input of shape "
+            f"{node.in_shapes[0]} per sample; only TimeDistributed(Dense) over a sequence (T, H) "
+            "has a Knet counterpart here (Knet's w * reshape(y, H, :) .+ b)"
+        )
+    return _time_dense(node, cx, inner, dict(inner.get_config()))
+
+
+REFUSED: dict[str, str] = {
+    "Masking": "a mask makes the layers after it skip the masked steps; Knet's RNN reads every "
+    "step of every sequence, so a masked model has no Knet counterpart",
+}
+"""Keras classes refused with a reason of their own (every other class not in CONVERTERS is
+refused with the list of what converts)."""
+
+
+CONVERTERS: dict[str, Converter] = {
+    "Conv1D": conv,
+    "Conv2D": conv,
+    "Conv3D": conv,
+    "DepthwiseConv2D": depthwise,
+    "Dense": dense,
+    "Flatten": flatten,
+    "Dropout": dropout,
+    "SpatialDropout1D": dropout,
+    "SpatialDropout2D": dropout,
+    "SpatialDropout3D": dropout,
+    "Activation": activation,
+    "ReLU": relu,
+    "LeakyReLU": leaky_relu,
+    "Softmax": softmax,
+    "BatchNormalization": batchnorm,
+    "ZeroPadding1D": zeropad,
+    "ZeroPadding2D": zeropad,
+    "ZeroPadding3D": zeropad,
+    "MaxPooling1D": _pool(0),
+    "MaxPooling2D": _pool(0),
+    "MaxPooling3D": _pool(0),
+    "AveragePooling1D": _pool(1),
+    "AveragePooling2D": _pool(1),
+    "AveragePooling3D": _pool(1),
+    "GlobalMaxPooling1D": _global_pool(0),
+    "GlobalMaxPooling2D": _global_pool(0),
+    "GlobalMaxPooling3D": _global_pool(0),
+    "GlobalAveragePooling1D": _global_pool(1),
+    "GlobalAveragePooling2D": _global_pool(1),
+    "GlobalAveragePooling3D": _global_pool(1),
+    "Add": _merge(Add),
+    "Concatenate": _merge(Concat),
+    "Embedding": embedding,
+    "SimpleRNN": recurrent,
+    "LSTM": recurrent,
+    "GRU": recurrent,
+    "Bidirectional": recurrent,
+    "TimeDistributed": time_distributed,
+}
+
+
+def convert_node(node: Node, cx: Context) -> list[Layer]:
+    """The Knet layers of one Keras layer, or `PortingError` saying why it has none."""
+    layer = node.layer
+    module = type(layer).__module__
+    if not module.startswith("keras."):
+        raise PortingError(
+            f"{_where(node)} is defined in {module!r}, not by Keras; only Keras' built-in "
+            "layers have a known arithmetic (port a custom layer by hand)"
+        )
+    if node.class_name in REFUSED:
+        raise PortingError(f"{_where(node)}: {REFUSED[node.class_name]}")
+    convert = CONVERTERS.get(node.class_name)
+    if convert is None:
+        raise PortingError(
+            f"{_where(node)}: {node.class_name} has no Knet counterpart in porting yet; the "
+            f"layers converted are {', '.join(sorted(CONVERTERS))}"
+        )
+    try:
+        return convert(node, cx)
+    except PortingError as e:
+        msg = str(e)
+        if not msg.startswith("Keras layer"):
+            msg = f"{_where(node)}: {msg}"
+        raise PortingError(msg) from None

@@ -1,0 +1,123 @@
+"""`porting convert MODEL.keras --to knet`: exit 0 converted (and verified), 1 a difference,
+2 bad input; nothing written unless it succeeded."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from porting import layout  # noqa: E402
+from porting.cli import main  # noqa: E402
+from porting.model import forward_knet, load_export  # noqa: E402
+
+L = keras.layers
+
+
+@pytest.fixture
+def keras_file(tmp_path):
+    rng = np.random.default_rng(0)
+    inp = keras.Input((12, 10, 3))
+    x = L.Conv2D(6, 3, strides=2, padding="same", activation="relu", name="c1")(inp)
+    x = L.Flatten(name="f")(x)
+    out = L.Dense(4, activation="softmax", name="d")(x)
+    km = keras.Model(inp, out)
+    km.set_weights([rng.standard_normal(w.shape).astype(w.dtype) for w in km.get_weights()])
+    path = tmp_path / "m.keras"
+    km.save(path)
+    return path, km
+
+
+def test_convert_to_knet_verifies_and_writes_the_pair(keras_file, tmp_path, capsys):
+    path, km = keras_file
+    prefix = tmp_path / "knet" / "m"
+    prefix.parent.mkdir()
+    assert (
+        main(["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"]) == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] and doc["round_trip"]["ok"] and doc["verification"]["ok"]
+    model = load_export(prefix)
+    # the written pair computes what the original Keras model computes
+    x = np.random.default_rng(2).standard_normal((10, 12, 3, 2)).astype(np.float32)
+    y = forward_knet(model, x)[-1].T
+    want = np.asarray(km(layout.activations_to_tf(x)))
+    np.testing.assert_allclose(y, want, rtol=0, atol=64 * np.finfo(np.float32).eps)
+
+
+def test_a_kernel_left_unrotated_is_caught(keras_file, tmp_path, monkeypatch, capsys):
+    """The usual hand-port mistake: Keras' kernel taken as is for conv4's default mode 0.
+    Knet and the Keras model rebuilt from it agree with each other; the original does not."""
+    path, _ = keras_file
+    import porting.fromkeras.layers as fl
+
+    real = layout.kernel_from_tf
+    monkeypatch.setattr(
+        fl.layout, "kernel_from_tf", lambda k, mode=0, spatial="reverse": real(k, 1, spatial)
+    )
+    prefix = tmp_path / "m"
+    assert (
+        main(["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"]) == 1
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["verification"]["ok"] and not doc["round_trip"]["ok"]
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "m.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--to", "knet", "-o", "out"], "expected a .keras file"),
+        (["--to", "knet", "--tflite", "x.tflite", "-o", "out"], "--tflite is for --to keras"),
+        (["--to", "knet"], "nothing to do"),
+    ],
+)
+def test_bad_arguments_exit_2(tmp_path, capsys, argv, match, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = "m.keras" if "expected a .keras" not in match else "m.npz"
+    assert main(["convert", model, *argv]) == 2
+    assert match in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_corrupt_and_unconvertible_files_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["convert", str(bad), "--to", "knet", "-o", str(tmp_path / "o")]) == 2
+    assert "cannot load as a Keras model" in capsys.readouterr().err
+    km = keras.Sequential([keras.Input((4, 4, 2)), L.LayerNormalization(name="ln")])
+    km.save(tmp_path / "ln.keras")
+    assert (
+        main(["convert", str(tmp_path / "ln.keras"), "--to", "knet", "-o", str(tmp_path / "o")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "'ln' (LayerNormalization)" in err and "no Knet counterpart" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.keras", "ln.keras"]
+
+
+def test_output_that_is_the_input_is_refused(keras_file, capsys):
+    path, _ = keras_file
+    prefix = str(path)[: -len(".keras")]
+    # -o m.keras would write m.keras.json / .npz: distinct; but the pair's own .json given as
+    # MODEL is not a .keras file. The real clash: --input being one of the outputs.
+    assert (
+        main(
+            [
+                "convert",
+                str(path),
+                "--to",
+                "knet",
+                "-o",
+                prefix,
+                "--verify",
+                "--input",
+                prefix + ".npz",
+            ]
+        )
+        == 2
+    )
+    assert "--input" in capsys.readouterr().err

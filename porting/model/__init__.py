@@ -24,7 +24,8 @@
 - `forward_knet(model, x)`: every layer's Knet output, Julia-indexed.
 - `to_keras(model, spatial=...)` (Keras built-in layers only: the file loads anywhere),
   `save_keras(km, path)` (atomic), `export_savedmodel`, `export_tflite`, `load_keras`
-  (TensorFlow imported on use only).
+  (TensorFlow imported on use only); `export_onnx(km, path)` and `verify_onnx(model, path, x)`
+  (porting.model.onnx_out: the `onnx` extra).
 - `verify_model(model, x, keras_model=..., mode="each"|"whole")`: layer-by-layer report.
 - Recurrent models: `Embed`, `RNN`, `TimeDense`; their input is `(T, B)` token indices and a
   sequence is held as `(T, X, B)`: `knet_sequence(a)` gives Knet's `(X, B, T)`,
@@ -94,6 +95,8 @@ __all__ = [
     "save_keras",
     "export_savedmodel",
     "export_tflite",
+    "export_onnx",
+    "verify_onnx",
     "load_keras",
     "convert_weights",
     "verify_model",
@@ -105,6 +108,8 @@ _LAZY = {
     "save_keras": "porting.model.convert",
     "export_savedmodel": "porting.model.convert",
     "export_tflite": "porting.model.convert",
+    "export_onnx": "porting.model.onnx_out",
+    "verify_onnx": "porting.model.onnx_out",
     "load_keras": "porting.model.convert",
     "convert_weights": "porting.model.convert",
     "verify_model": "porting.model.verify",

@@ -90,7 +90,7 @@ def _split(items: list, parts: int) -> list[list]:
 
 # Below this many multiply-adds a convolution runs on the calling thread alone: handing work to
 # another thread costs tens of microseconds.
-_MIN_THREADED_MACS = 2_000_000
+_MIN_THREADED_MACS = 8_000_000
 
 
 def _workers(jobs: int, macs: int) -> int:

@@ -21,7 +21,7 @@ import knet_torch as K  # noqa: E402  (tests/ is on sys.path; needs torch)
 
 F32 = np.float32
 
-CASES = {  # name: (w size, x size, keywords); each big enough to be threaded
+CASES = {  # name: (w size, x size, keywords); threaded below the size threshold (set to 1)
     "batches": ((3, 3, 16, 24), (20, 18, 16, 6), dict(padding=1)),
     "one-image-rows": ((7, 7, 3, 8), (120, 200, 3, 1), dict(padding=3)),  # > _COL_BYTES
     "strided-dilated": ((3, 3, 8, 16), (33, 31, 8, 12), dict(padding=2, stride=2, dilation=2)),
@@ -43,6 +43,7 @@ def test_threaded_conv4_is_bitwise_the_single_threaded_one(name, monkeypatch):
     rng = np.random.default_rng(11)
     w = np.asfortranarray(rng.standard_normal(wsize, dtype=F32))
     x = np.asfortranarray(rng.standard_normal(xsize, dtype=F32))
+    monkeypatch.setattr(ref, "_MIN_THREADED_MACS", 1)  # threaded whatever the size
     used = []
     real = ref._run_jobs
     monkeypatch.setattr(
@@ -65,6 +66,7 @@ def test_threaded_deconv4_matches_torch(monkeypatch):
     rng = np.random.default_rng(12)
     w = np.asfortranarray(rng.standard_normal((5, 5, 24, 16), dtype=F32))  # (W.., Cy, Cx)
     x = np.asfortranarray(rng.standard_normal((20, 22, 16, 5), dtype=F32))
+    monkeypatch.setattr(ref, "_MIN_THREADED_MACS", 1)
     y = deconv4(w, x, padding=2, backend="reference")
     _single(monkeypatch)
     np.testing.assert_array_equal(y, deconv4(w, x, padding=2, backend="reference"))
@@ -80,6 +82,7 @@ def test_concurrent_callers_share_one_blas_limit():
     w = np.asfortranarray(rng.standard_normal((3, 3, 16, 24), dtype=F32))
     xs = [np.asfortranarray(rng.standard_normal((20, 18, 16, 6), dtype=F32)) for _ in range(4)]
     want = [conv4(w, x, padding=1, backend="reference") for x in xs]
+    ref._MIN_THREADED_MACS, saved = 1, ref._MIN_THREADED_MACS
     before = _blas_threads()
     got: dict[int, np.ndarray] = {}
 
@@ -90,8 +93,11 @@ def test_concurrent_callers_share_one_blas_limit():
     threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    finally:
+        ref._MIN_THREADED_MACS = saved
     for i, y in enumerate(want):
         np.testing.assert_array_equal(got[i], y)
     assert _blas_threads() == before

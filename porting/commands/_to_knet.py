@@ -24,7 +24,7 @@ def check_args(args) -> None:
         raise PortingError("--to knet converts a Keras model: give MODEL.keras (not --example)")
     if not str(args.model).endswith(".keras"):
         raise PortingError(f"--to knet: MODEL={args.model!r}: expected a .keras file (Keras 3)")
-    given = [o for o in ("savedmodel", "tflite") if getattr(args, o, None)]
+    given = [o for o in ("savedmodel", "tflite", "onnx") if getattr(args, o, None)]
     if given:
         raise PortingError(f"--to knet writes a Knet export pair; --{given[0]} is for --to keras")
     if not (args.output or args.verify):

@@ -23,7 +23,7 @@ DESCRIPTION = (
     "Convert a Knet model, exported from Julia with PortingKnet.export_model (<prefix>.npz + "
     "<prefix>.json), to a Keras 3 model saved as .keras (atomically; Keras built-in layers only, "
     "so it loads without porting on any Keras backend) and optionally as a TensorFlow "
-    "SavedModel and a TFLite flatbuffer. With --verify, the Knet side (Julia when available, else porting's "
+    "SavedModel, a TFLite flatbuffer and an ONNX file (--onnx: written through Keras's exporter, then run under onnxruntime and checked end to end against the Knet side; needs pip install 'porting[onnx]'). With --verify, the Knet side (Julia when available, else porting's "
     "NumPy reference) and the Keras model run on the same input and every layer is compared "
     "against its floating-point tolerance. Without MODEL (or with --example lenet) it runs on a "
     "built-in Knet LeNet (--example cnn-bn / resnet / dcgan / vae / layers21: batchnorm, "
@@ -71,6 +71,12 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--tflite", metavar="OUT.tflite", help="also write a TFLite flatbuffer (atomically)"
+    )
+    p.add_argument(
+        "--onnx",
+        metavar="OUT.onnx",
+        help="also write an ONNX file (atomically), checked under onnxruntime against the Knet "
+        "side end to end (exit 1 if it differs); needs pip install 'porting[onnx]'",
     )
     p.add_argument("--verify", action="store_true", help="compare every layer with the Knet side")
     p.add_argument(
@@ -120,6 +126,7 @@ _WHAT = {
     "keras": "Keras 3 model",
     "savedmodel": "TensorFlow SavedModel",
     "tflite": "TFLite flatbuffer",
+    "onnx": "ONNX model",
 }
 
 
@@ -236,7 +243,12 @@ def _check_distinct(args) -> None:
         inputs.update({"MODEL (.json)": json_path, "MODEL (.npz)": npz_path})
     check_distinct(
         inputs,
-        {"-o/--output": args.output, "--savedmodel": args.savedmodel, "--tflite": args.tflite},
+        {
+            "-o/--output": args.output,
+            "--savedmodel": args.savedmodel,
+            "--tflite": args.tflite,
+            "--onnx": args.onnx,
+        },
         directories=("--savedmodel",),
     )
 
@@ -270,10 +282,10 @@ def run(args) -> int:
 
         _to_knet.check_args(args)
         return _to_knet.run(args, verify_model, default_input, print_json, print_text, _rich_report)
-    if not (args.output or args.savedmodel or args.tflite or args.verify):
+    if not (args.output or args.savedmodel or args.tflite or args.onnx or args.verify):
         raise PortingError(
-            "nothing to do: give -o OUT.keras, --savedmodel DIR, --tflite OUT.tflite and/or "
-            "--verify"
+            "nothing to do: give -o OUT.keras, --savedmodel DIR, --tflite OUT.tflite, "
+            "--onnx OUT.onnx and/or --verify"
         )
     _check_distinct(args)
     # Paths first: a bad target fails before any work, and nothing is written.
@@ -283,6 +295,10 @@ def run(args) -> int:
         mconvert.check_savedmodel_path(args.savedmodel)
     if args.tflite:
         mconvert.check_tflite_path(args.tflite)
+    if args.onnx:
+        from porting.model import onnx_out
+
+        onnx_out.check_onnx_path(args.onnx)  # the packages too: a PortingError says what to install
 
     model, x, source = _load_model(args)
     if args.input:
@@ -325,6 +341,11 @@ def run(args) -> int:
         written["savedmodel"] = mconvert.export_savedmodel(km, args.savedmodel)
     if write and args.tflite:
         written["tflite"] = mconvert.export_tflite(km, args.tflite)
+    onnx_check = None
+    if write and args.onnx:
+        onnx_path, onnx_check = _write_onnx(model, km, x, plan, args)
+        if onnx_path is not None:
+            written["onnx"] = onnx_path
 
     if args.json:
         print_json(
@@ -338,7 +359,8 @@ def run(args) -> int:
                 "input": generated or ("--input" if args.input else source),
                 "verification": report.to_dict() if report is not None else None,
                 "recognised": args.knetfile.to_dict() if getattr(args, "knetfile", None) else None,
-                "ok": report.ok if report is not None else True,
+                "onnx": onnx_check.to_dict() if onnx_check is not None else None,
+                "ok": (report is None or report.ok) and (onnx_check is None or onnx_check.ok),
             }
         )
     else:
@@ -353,8 +375,26 @@ def run(args) -> int:
             sys.stdout.flush()
             _rich_report(report)
             print()
+        if onnx_check is not None:
+            print_text(str(onnx_check))
         for what, path in written.items():
             print_text(f"wrote {path} ({_WHAT[what]})")
-        if not write and (args.output or args.savedmodel or args.tflite):
+        if not write and (args.output or args.savedmodel or args.tflite or args.onnx):
             print("nothing written: verification failed (use --keep-on-mismatch to write anyway)")
-    return 0 if report is None or report.ok else 1
+        if "onnx" not in written and onnx_check is not None:
+            print("ONNX file not kept: it differs from the Knet side (use --keep-on-mismatch)")
+    ok = (report is None or report.ok) and (onnx_check is None or onnx_check.ok)
+    return 0 if ok else 1
+
+
+def _write_onnx(model, km, x, plan, args):
+    """Write the ONNX file: its temporary runs under onnxruntime on the verification input (or
+    the default input) and is compared with the Knet side end to end before it is renamed into
+    place; one that differs is not kept (an old file stays as it was) unless --keep-on-mismatch.
+    Returns (path or None, the check)."""
+    from porting.model import onnx_out
+
+    def check(tmp):
+        return onnx_out.verify_onnx(model, tmp, x, spatial=args.spatial, knet=args.knet, plan=plan)
+
+    return onnx_out.export_onnx(km, args.onnx, check=check, keep_on_mismatch=args.keep_on_mismatch)

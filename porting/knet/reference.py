@@ -11,6 +11,7 @@ Nothing here imports TensorFlow: this is what TensorFlow is checked against.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import threading
@@ -81,6 +82,92 @@ def _batches(n: int, rows: int, bytes_per_row: int) -> tuple[list, list]:
     return _chunks(n, 1), _chunks(rows, _COL_BYTES // bytes_per_row)
 
 
+def _split(items: list, parts: int) -> list[list]:
+    """`items` in `parts` contiguous runs of about equal length (none empty)."""
+    parts = max(1, min(parts, len(items)))
+    return [items[len(items) * i // parts : len(items) * (i + 1) // parts] for i in range(parts)]
+
+
+# Below this many multiply-adds a convolution runs on the calling thread alone: handing work to
+# another thread costs tens of microseconds.
+_MIN_THREADED_MACS = 8_000_000
+
+
+def _workers(jobs: int, macs: int) -> int:
+    """Threads for a convolution of `jobs` independent pieces and `macs` multiply-adds:
+    PORTING_THREADS, else the usable cores (at most 4), never more than the pieces; one where
+    the BLAS's threads cannot be limited (no threadpoolctl), as two pools would fight."""
+    if jobs < 2 or macs < _MIN_THREADED_MACS or _blas_controller() is None:
+        return 1
+    from porting._transpose import _threads
+
+    return max(1, min(jobs, _threads(None)))
+
+
+def _run_jobs(work, jobs: list, workers: int) -> None:
+    """`work(job list)` over `jobs` on `workers` threads (the caller's among them), with
+    OpenBLAS kept to one thread of its own meanwhile: each thread then runs its column copies
+    and its GEMMs at once, where OpenBLAS's own threads would share out each GEMM and leave
+    the copies to one core (and wait on each other at every call)."""
+    if workers == 1:
+        work(jobs)
+        return
+    from porting._transpose import _executor
+
+    shares = _split(jobs, workers)
+    with _blas_threads(1):
+        pool = _executor(workers - 1)
+        pending = [(pool.submit(work, share), share) for share in shares[1:]]
+        try:
+            work(shares[0])
+        finally:
+            for fut, share in pending:  # a share no pool thread has started: done here
+                if fut.cancel():
+                    work(share)
+                else:
+                    fut.result()
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved: Any = None
+_controller: Any = None
+
+
+def _blas_controller() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries (made once), or None without it."""
+    global _controller
+    if _controller is None:
+        try:
+            import threadpoolctl
+        except ImportError:
+            _controller = False
+        else:
+            _controller = threadpoolctl.ThreadpoolController()
+    return _controller or None
+
+
+@contextlib.contextmanager
+def _blas_threads(n: int):
+    """NumPy's BLAS limited to `n` threads while any convolution runs on its own threads
+    (threadpoolctl). Nested and concurrent uses share one limit, restored when the last one
+    ends."""
+    global _blas_users, _blas_saved
+    controller = _blas_controller()
+    with _blas_lock:
+        if _blas_users == 0 and controller is not None:
+            _blas_saved = controller.limit(limits=n, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_saved is not None:
+                _blas_saved.restore_original_limits()
+                _blas_saved = None
+
+
 class _Scratch(threading.local):
     """Per-thread reusable work memory for the padded input and the column matrices.
 
@@ -117,7 +204,8 @@ class _Padder:
     """Copies batches of images into a zero-bordered buffer (cropping negative padding).
 
     With nothing to pad and a C-contiguous input, the input's own batches are used instead.
-    The borders are zeroed once: batches only ever write the interior, at the same places.
+    Each thread's buffer has its borders zeroed once a call (`start`): batches only ever write
+    the interior, at the same places.
     """
 
     def __init__(self, xt: np.ndarray, pad: Sequence[int]) -> None:
@@ -129,30 +217,30 @@ class _Padder:
         self.pos = tuple(max(p, 0) for p in pad)
         self.copy = any(self.pos) or not self.x.flags.c_contiguous
         self.spatial = tuple(xi + 2 * p for xi, p in zip(self.x.shape[2:], self.pos, strict=True))
+        self.interior = (
+            slice(None),
+            slice(None),
+            *(slice(p, p + xi) for p, xi in zip(self.pos, self.x.shape[2:], strict=True)),
+        )
 
     def shape(self, nb: int) -> tuple[int, ...]:
         """Scratch needed for batches of `nb` images (nothing when no copy is needed)."""
         return (nb, self.x.shape[1], *self.spatial) if self.copy else (0,)
 
     def start(self, buf: np.ndarray) -> None:
-        self.buf = buf
+        """Zero the borders of `buf` (a scratch array of `shape(nb)`)."""
         if self.copy:
             everything = [slice(None)] * buf.ndim
             for j, (p, xi) in enumerate(zip(self.pos, self.x.shape[2:], strict=True)):
                 if p:  # the two borders of spatial dim j, across every other dim
                     buf[(*everything[: 2 + j], slice(0, p))] = 0
                     buf[(*everything[: 2 + j], slice(p + xi, None))] = 0
-            self.interior = (
-                slice(None),
-                slice(None),
-                *(slice(p, p + xi) for p, xi in zip(self.pos, self.x.shape[2:], strict=True)),
-            )
 
-    def batch(self, n0: int, n1: int) -> np.ndarray:
-        """Images n0..n1-1, padded, as a C-contiguous `(m, C, Xd+2pd, ..)` array."""
+    def batch(self, buf: np.ndarray, n0: int, n1: int) -> np.ndarray:
+        """Images n0..n1-1, padded (into `buf`, started), as a C-contiguous `(m, C, ..)` array."""
         if not self.copy:
             return self.x[n0:n1]
-        xp = self.buf[: n1 - n0]
+        xp = buf[: n1 - n0]
         xp[self.interior] = self.x[n0:n1]
         return xp
 
@@ -215,38 +303,53 @@ def _correlate(
         dims = range(nd)
     wms = [np.ascontiguousarray(w).reshape(f, rows) for w in wms]
     img, rws = _batches(n, ys[0], rows * yin * isz)
+    workers = _workers(n * ys[0], n * f * rows * len(wms) * ys[0] * yin)
+    if len(img) * len(rws) < workers:  # fewer batches than threads: smaller batches
+        if n >= workers:
+            img = _chunks(n, min(img[0][1] - img[0][0], -(-n // workers)))
+        elif len(img) == 1:
+            rws = _chunks(ys[0], min(rws[0][1] - rws[0][0], -(-ys[0] // workers)))
+    workers = min(workers, len(img) * len(rws))
     nb, rb = img[0][1] - img[0][0], rws[0][1] - rws[0][0]
-    xbuf, buf, tmp = _scratch.arrays(
-        xt.dtype,
-        padder.shape(nb),
-        (0,) if direct else (nb * rows * (rb + halo) * yin,),
-        (nb * f * rb * yin,) if len(wms) > 1 else (0,),
-    )
-    padder.start(xbuf)
-    for n0, n1 in img:
-        m = n1 - n0
-        view = _windows(padder.batch(n0, n1), dims, ys, ks, stride, dil)
-        view = view.transpose(0, *range(nd + 2, nd + 2 + len(dims)), 1, *range(2, nd + 2))
-        for r0, r1 in rws:
-            idx: tuple[Any, ...] = (slice(None), Ellipsis, slice(r0, r1 + halo), *inner_all)
-            part = view[idx]
-            h = r1 - r0 + halo
-            col: np.ndarray
-            if direct:  # the (padded) input itself is the column matrix
-                col = part.reshape(m, rows, h * yin)
-            else:
-                col = buf[: part.size].reshape(part.shape)
-                np.copyto(col, part)
-                col = col.reshape(m, rows, h * yin)
-            p = (r1 - r0) * yin
-            o = out3[n0:n1, :, r0 * yin : r1 * yin]
-            np.matmul(wms[0], col[:, :, :p], out=o)
-            if len(wms) > 1:
-                t = tmp[: m * f * p].reshape(m, f, p)
-                for i in range(1, len(wms)):
-                    s = i * dil[0] * yin
-                    np.matmul(wms[i], col[:, :, s : s + p], out=t)
-                    np.add(o, t, out=o)
+    if len(img) == 1 and workers > 1:  # one image batch: its row batches go to the threads
+        jobs = [(img[0], part) for part in _split(rws, workers)]
+    else:
+        jobs = [(b, rws) for b in img]
+
+    def work(todo) -> None:
+        xbuf, buf, tmp = _scratch.arrays(
+            xt.dtype,
+            padder.shape(nb),
+            (0,) if direct else (nb * rows * (rb + halo) * yin,),
+            (nb * f * rb * yin,) if len(wms) > 1 else (0,),
+        )
+        padder.start(xbuf)
+        for (n0, n1), row_batches in todo:
+            m = n1 - n0
+            view = _windows(padder.batch(xbuf, n0, n1), dims, ys, ks, stride, dil)
+            view = view.transpose(0, *range(nd + 2, nd + 2 + len(dims)), 1, *range(2, nd + 2))
+            for r0, r1 in row_batches:
+                idx: tuple[Any, ...] = (slice(None), Ellipsis, slice(r0, r1 + halo), *inner_all)
+                part = view[idx]
+                h = r1 - r0 + halo
+                col: np.ndarray
+                if direct:  # the (padded) input itself is the column matrix
+                    col = part.reshape(m, rows, h * yin)
+                else:
+                    col = buf[: part.size].reshape(part.shape)
+                    np.copyto(col, part)
+                    col = col.reshape(m, rows, h * yin)
+                p = (r1 - r0) * yin
+                o = out3[n0:n1, :, r0 * yin : r1 * yin]
+                np.matmul(wms[0], col[:, :, :p], out=o)
+                if len(wms) > 1:
+                    t = tmp[: m * f * p].reshape(m, f, p)
+                    for i in range(1, len(wms)):
+                        s = i * dil[0] * yin
+                        np.matmul(wms[i], col[:, :, s : s + p], out=t)
+                        np.add(o, t, out=o)
+
+    _run_jobs(work, jobs, workers)
     return out
 
 

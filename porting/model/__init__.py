@@ -26,7 +26,8 @@
 - `forward_knet(model, x)`: every layer's Knet output, Julia-indexed.
 - `to_keras(model, spatial=...)` (Keras built-in layers only: the file loads anywhere),
   `save_keras(km, path)` (atomic), `export_savedmodel`, `export_tflite`, `load_keras`
-  (TensorFlow imported on use only).
+  (TensorFlow imported on use only); `export_onnx(km, path)` and `verify_onnx(model, path, x)`
+  (porting.model.onnx_out: the `onnx` extra).
 - `verify_model(model, x, keras_model=..., mode="each"|"whole")`: layer-by-layer report.
 - Recurrent models: `Embed`, `RNN`, `TimeDense`; their input is `(T, B)` token indices and a
   sequence is held as `(T, X, B)`: `knet_sequence(a)` gives Knet's `(X, B, T)`,
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # imported on first use (`__getattr__`): they import TensorFl
         save_keras,
         to_keras,
     )
+    from porting.model.onnx_out import export_onnx, verify_onnx
     from porting.model.verify import ModelReport, default_input, verify_model
 
 __all__ = [
@@ -74,6 +76,8 @@ __all__ = [
     "save_keras",
     "export_savedmodel",
     "export_tflite",
+    "export_onnx",
+    "verify_onnx",
     "load_keras",
     "convert_weights",
     "verify_model",
@@ -86,6 +90,8 @@ _LAZY = {
     "save_keras": "porting.model.convert",
     "export_savedmodel": "porting.model.convert",
     "export_tflite": "porting.model.convert",
+    "export_onnx": "porting.model.onnx_out",
+    "verify_onnx": "porting.model.onnx_out",
     "load_keras": "porting.model.convert",
     "convert_weights": "porting.model.convert",
     "verify_model": "porting.model.verify",

@@ -35,13 +35,16 @@ DESCRIPTION = (
 )
 
 
+EXAMPLE_CHOICES = ("lenet", "cnn-bn", "resnet", "dcgan", "vae", "layers21", "rnnlm", "tagger")
+
+
 def add_arguments(p) -> None:
     p.add_argument(
         "model", nargs="?", metavar="MODEL", help="export prefix, <prefix>.json or <prefix>.npz"
     )
     p.add_argument(
         "--example",
-        choices=("lenet", "cnn-bn", "resnet", "dcgan", "vae", "layers21", "rnnlm", "tagger"),
+        choices=EXAMPLE_CHOICES,
         help="use a built-in model: lenet (the default when MODEL is omitted), cnn-bn (Knet's "
         "cifar10 batchnorm CNN, small), resnet (a small CIFAR ResNet), dcgan (Knet's DCGAN "
         "generator, small), vae (Knet's conv VAE decoder, small), layers21 (asymmetric "

@@ -35,6 +35,14 @@ def page_text(text: Any) -> str:
     return html.escape(printable(str(text)), quote=True)
 
 
+def _label(text: Any, limit: int = 40) -> str:
+    """A name fit for a plot label: control characters escaped, `$` literal (never mathtext),
+    cut to `limit` characters (the tables below the plots show it whole)."""
+    t = printable(str(text))
+    t = t if len(t) <= limit else t[: limit - 3] + "..."
+    return t.replace("$", r"\$")
+
+
 def _png(fig) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -51,7 +59,7 @@ def _figure(w: float, h: float):
 
 
 def _layer_bars(report) -> str:
-    names = [printable(s.name) for s in report.layers]
+    names = [_label(s.name) for s in report.layers]
     vals = np.array([s.worst_ratio for s in report.layers], dtype=np.float64)
     shown = np.where(vals > _FLOOR, vals, np.nan)  # an exact layer has no bar
     colors = ["#2e7d32" if s.ok else "#c62828" for s in report.layers]
@@ -77,8 +85,12 @@ def _ulp_hist(report) -> str:
     counts = np.asarray(report.ulp_histogram)
     labels = []
     for lo, hi in zip(ULP_EDGES[:-1], ULP_EDGES[1:], strict=True):
-        a, b = math.ceil(lo), math.floor(hi)
-        labels.append(f">{a - 1}" if not math.isfinite(hi) else (str(a) if a == b else f"{a}-{b}"))
+        a = math.ceil(lo)
+        if not math.isfinite(hi):
+            labels.append(f">{a - 1}")
+            continue
+        b = math.floor(hi)
+        labels.append(str(a) if a == b else f"{a}-{b}")
     last = max([i for i, c in enumerate(counts) if c] + [4])
     counts, labels = counts[: last + 1], labels[: last + 1]
     fig = _figure(8, 3)
@@ -95,11 +107,18 @@ def _error_map(em: dict) -> str:
     img = np.asarray(em["image"], dtype=np.float64)
     fig = _figure(5, 4)
     ax = fig.add_subplot()
+    top = float(img.max()) if img.size else 0.0
+    top = float(img.max()) if img.size else 0.0
     im = ax.imshow(
-        img, cmap="magma", aspect="auto" if img.shape[0] == 1 else "equal", interpolation="nearest"
+        img,
+        cmap="magma",
+        aspect="auto" if img.shape[0] == 1 else "equal",
+        interpolation="nearest",
+        vmin=0.0,
+        vmax=top if top > 0 else 1.0,
     )
     fig.colorbar(im, ax=ax, label="|Keras - Knet|")
-    ax.set_title(printable(f"{em['layer']}, sample {em['sample']}"), fontsize=9)
+    ax.set_title(f"{_label(em['layer'])}, sample {em['sample']}", fontsize=9)
     return _png(fig)
 
 
@@ -143,6 +162,10 @@ def _fmt(v: Any) -> str:
 
 def render(report, title: str = "porting: verification report") -> str:
     """The page for `report` (a DataReport), as text."""
+    return _render(report, title)
+
+
+def _render(report, title: str) -> str:
     cls = "partial" if report.partial else ("ok" if report.ok else "bad")
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
@@ -186,7 +209,14 @@ def render(report, title: str = "porting: verification report") -> str:
             "<h2>Worst sample's error map</h2>",
             f"<p>Layer {page_text(em['layer'])}, sample {page_text(em['sample'])} "
             f"({page_text(em['label'])}): {page_text(em['what'])}; max "
-            f"{page_text(_fmt(float(em['max_abs_error'])))}.</p>",
+            f"{page_text(_fmt(float(em['max_abs_error'])))}"
+            + (
+                " (this sample run alone agrees exactly at this layer; the table's figure comes "
+                "from its batch)"
+                if not em["max_abs_error"]
+                else ""
+            )
+            + ".</p>",
             f'<img id="error-map" alt="error map" src="{_error_map(em)}">',
         ]
     parts.append("<h2>Layers</h2>")

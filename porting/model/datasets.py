@@ -390,7 +390,12 @@ def _map_member(p: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str)
         fh.seek(start)
         try:
             version = npformat.read_magic(fh)
-            shape, fortran, dt = npformat._read_array_header(fh, version)  # type: ignore[attr-defined]
+            read = (
+                npformat.read_array_header_1_0
+                if version == (1, 0)
+                else npformat.read_array_header_2_0
+            )
+            shape, fortran, dt = read(fh)
         except (ValueError, OSError, EOFError) as e:
             raise PortingError(f"{label}: not a readable .npy member ({e})") from None
         data_at = fh.tell()

@@ -143,12 +143,11 @@ class DataSource:
         from porting import layout
 
         try:
-            if self.layout == "julia":
-                x = np.asarray(c.array[..., lo:hi])
-            else:
-                x = np.asarray(c.array[lo:hi])
+            part = c.array[..., lo:hi] if self.layout == "julia" else c.array[lo:hi]
+            x = np.array(part, order="K")  # a copy: the batch no longer reads the map
         except (OSError, ValueError) as e:  # a truncated memory map
             raise PortingError(f"{c.label}: cannot read samples {lo}..{hi - 1}: {e}") from None
+        _release(c.array, part)
         x = _as_model_dtype(x, self.dtype, c.label)
         if self.layout == "nhwc":
             x = layout.activations_from_tf(x, self.spatial) if x.ndim > 2 else x.T
@@ -169,6 +168,27 @@ class DataSource:
         out -= mean
         out /= std
         return np.asfortranarray(layout.activations_from_tf(out.astype(self.dtype), self.spatial))
+
+
+def _release(a: Any, part: Any) -> None:
+    """Drop the pages of memory map `a` that slice `part` read from this process's resident
+    set (the file stays in the page cache): without it a map read to the end counts the whole
+    file in the process's peak memory, which would then grow with the number of samples."""
+    import mmap
+
+    m = getattr(a, "_mmap", None)
+    if not isinstance(m, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        base = np.frombuffer(m, np.uint8).ctypes.data
+        contiguous = part.flags.c_contiguous or part.flags.f_contiguous
+        lo = part.ctypes.data - base if contiguous else 0
+        hi = lo + part.nbytes if contiguous else len(m)
+        start = lo // mmap.PAGESIZE * mmap.PAGESIZE
+        if hi > start:
+            m.madvise(mmap.MADV_DONTNEED, start, min(hi, len(m)) - start)
+    except (OSError, ValueError, TypeError):
+        pass  # only memory accounting: the batch itself is already copied
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:

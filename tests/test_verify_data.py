@@ -353,3 +353,28 @@ def test_bad_options(tmp_path, capsys):
     assert "--batch-size" in capsys.readouterr().err
     assert main(["verify-data", "--example", "resnet", "--data", d, "--report", d]) == 2
     assert "--report" in capsys.readouterr().err
+
+
+def test_convert_verify_report(tmp_path, capsys):
+    out = tmp_path / "lenet.html"
+    assert main(["convert", "--example", "lenet", "--verify", "--report", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "OK: every layer within its tolerance on" in page and page.count("data:image/png") == 3
+    assert "wrote" in capsys.readouterr().out
+    assert main(["convert", "--example", "lenet", "--report", str(tmp_path / "x.html")]) == 2
+    assert "--verify" in capsys.readouterr().err and not (tmp_path / "x.html").exists()
+
+
+def test_partial_report_page_says_so():
+    from porting.model.verify_data import verify_data
+    from porting.report_html import render
+
+    model = _identity_classifier()
+    x = np.asfortranarray(np.random.default_rng(6).standard_normal((12, 30)).astype(np.float32))
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    page = render(verify_data(model, x, batch_size=10, progress=stop))
+    assert 'class="verdict partial"' in page and "PARTIAL (interrupted)" in page
+    assert "10 of 30 samples" in page

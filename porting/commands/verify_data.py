@@ -53,7 +53,12 @@ def add_arguments(p) -> None:
     from porting.commands.convert import EXAMPLE_CHOICES
 
     p.add_argument("model", nargs="?", metavar="SOURCE", help="export prefix or .jld2 file")
-    p.add_argument("port", nargs="?", metavar="PORT", help="the .keras file (omitted: convert)")
+    p.add_argument(
+        "port",
+        nargs="?",
+        metavar="PORT",
+        help="the .keras file (omitted: converted here); give the --spatial it was converted with",
+    )
     p.add_argument("--example", choices=EXAMPLE_CHOICES, help="a built-in model as SOURCE")
     p.add_argument("--data", required=True, metavar="PATH", help=".npy, .npz, or a folder")
     p.add_argument(

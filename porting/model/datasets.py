@@ -8,7 +8,7 @@ instead; each batch is then mapped to Julia's layout with `spatial` (porting.lay
 decoded by Pillow to `(H, W, C)` and mapped the same way.
 
 Memory. A `.npy` file is memory-mapped, and so is every member of an `.npz` archive stored
-without compression (what `np.savez` writes); only the samples of the current batch are read.
+without compression (what `np.savez` writes; docs/files.md#npz-stored); only the samples of the current batch are read.
 A compressed member (`np.savez_compressed`) cannot be mapped: it is read whole (refused when it
 needs more than half the machine's memory) and the report says so. Images are decoded one batch
 at a time.

@@ -378,3 +378,23 @@ def test_partial_report_page_says_so():
     page = render(verify_data(model, x, batch_size=10, progress=stop))
     assert 'class="verdict partial"' in page and "PARTIAL (interrupted)" in page
     assert "10 of 30 samples" in page
+
+
+def test_token_model_on_integer_data(tmp_path, capsys):
+    """rnnlm takes (T, B) token indices, 1-based as in Julia: integers pass, floats do not."""
+    from porting.examples.models import EXAMPLES
+
+    model = EXAMPLES["rnnlm"][0]()
+    (t,) = model.input_size
+    vocab = model.layers[0].w.shape[1]
+    toks = np.random.default_rng(8).integers(1, vocab + 1, (t, 5)).astype(np.int32)
+    np.save(tmp_path / "tok.npy", toks)
+    rep = _json(
+        capsys,
+        ["verify-data", "--example", "rnnlm", "--data", str(tmp_path / "tok.npy"), "--json"],
+        0,
+    )
+    assert rep["ok"] and rep["n_samples"] == 5
+    np.save(tmp_path / "f.npy", toks.astype(np.float32))
+    assert main(["verify-data", "--example", "rnnlm", "--data", str(tmp_path / "f.npy")]) == 2
+    assert "f.npy" in capsys.readouterr().err

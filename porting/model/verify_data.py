@@ -216,11 +216,14 @@ class DataReport:
 def _as_source(data, model, plan, layout: str, spatial: str, images):
     from porting.model import datasets
 
+    # token indices (porting.model.kinds.embed) are integers; every other input is the weights'
+    dtype = np.dtype(np.int64 if getattr(model.layers[0], "integer_input", False) else model.dtype)
+
     if isinstance(data, datasets.DataSource):
         return data
     if isinstance(data, np.ndarray):
         src = datasets.DataSource(
-            "<array>", "array", tuple(plan.input_size), np.dtype(model.dtype), layout, spatial
+            "<array>", "array", tuple(plan.input_size), dtype, layout, spatial
         )
         datasets._add_chunk(src, "<array>", data)
         src.n = sum(c.n for c in src._chunks)
@@ -228,7 +231,7 @@ def _as_source(data, model, plan, layout: str, spatial: str, images):
             raise PortingError("the data array holds no samples")
         return src
     return datasets.open_data(
-        data, tuple(plan.input_size), model.dtype, layout=layout, spatial=spatial, images=images
+        data, tuple(plan.input_size), dtype, layout=layout, spatial=spatial, images=images
     )
 
 

@@ -217,3 +217,17 @@ def user_stacklevel() -> int:
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     return level
+
+
+def check_fits_memory(what: str, nbytes: int) -> None:
+    """Refuse work that needs more than half this machine's RAM, before allocating any of it."""
+    ram = physical_memory()
+    if ram is not None and nbytes > ram // 2:
+        raise PortingError(
+            f"{what} needs about {_gb(nbytes)} of memory; this machine has {_gb(ram)} "
+            "(expected sizes whose arrays fit in half of it)"
+        )
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"

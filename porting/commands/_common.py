@@ -136,28 +136,6 @@ def load_npy(path: str, name: str) -> np.ndarray:
     return next(iter(arrays.values()))
 
 
-def physical_memory() -> int | None:
-    """Bytes of RAM on this machine, or None where the system does not say."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_fits_memory(what: str, nbytes: int) -> None:
-    """Refuse work that needs more than half this machine's RAM, before allocating any of it."""
-    ram = physical_memory()
-    if ram is not None and nbytes > ram // 2:
-        raise PortingError(
-            f"{what} needs about {_gb(nbytes)} of memory; this machine has {_gb(ram)} "
-            "(expected sizes whose arrays fit in half of it)"
-        )
-
-
-def _gb(n: int) -> str:
-    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
-
-
 # --------------------------------------------------------------------------- output
 
 

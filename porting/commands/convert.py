@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import sys
 
+from porting._checks import check_fits_memory
 from porting.commands._common import (
     add_knet_backend,
     add_spatial,
-    check_fits_memory,
     int_or_tuple,
     load_npy,
     print_json,
@@ -35,25 +35,28 @@ DESCRIPTION = (
 )
 
 
+EXAMPLE_CHOICES = (
+    "lenet",
+    "cnn-bn",
+    "resnet",
+    "dcgan",
+    "vae",
+    "layers21",
+    "rnnlm",
+    "tagger",
+    "flux-lenet",
+    "flux-resnet",
+    "flux-lstm",
+)
+
+
 def add_arguments(p) -> None:
     p.add_argument(
         "model", nargs="?", metavar="MODEL", help="export prefix, <prefix>.json or <prefix>.npz"
     )
     p.add_argument(
         "--example",
-        choices=(
-            "lenet",
-            "cnn-bn",
-            "resnet",
-            "dcgan",
-            "vae",
-            "layers21",
-            "rnnlm",
-            "tagger",
-            "flux-lenet",
-            "flux-resnet",
-            "flux-lstm",
-        ),
+        choices=EXAMPLE_CHOICES,
         help="use a built-in model: lenet (the default when MODEL is omitted), cnn-bn (Knet's "
         "cifar10 batchnorm CNN, small), resnet (a small CIFAR ResNet), dcgan (Knet's DCGAN "
         "generator, small), vae (Knet's conv VAE decoder, small), layers21 (asymmetric "
@@ -116,6 +119,11 @@ def add_arguments(p) -> None:
         action="store_true",
         help="write the outputs even when verification fails",
     )
+    p.add_argument(
+        "--report",
+        metavar="FILE.html",
+        help="with --verify: write the verification as one self-contained HTML page",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     from porting.commands._knetfile import add_convert_arguments  # MODEL.jld2: --key, --list, ...
 
@@ -123,6 +131,7 @@ def add_arguments(p) -> None:
 
 
 _WHAT = {
+    "report": "HTML report",
     "keras": "Keras 3 model",
     "savedmodel": "TensorFlow SavedModel",
     "tflite": "TFLite flatbuffer",
@@ -231,6 +240,26 @@ def _progress_bar(enabled: bool):
         yield update
 
 
+def _html_report(model, x, km, args, plan, source) -> str:
+    """`--report`: the verification of the one batch `x` as an HTML page (porting.report_html),
+    through `verify_data` (one batch of every sample of `x`), so the page is the one
+    `porting verify-data --report` writes."""
+    from porting.model.verify_data import verify_data
+    from porting.report_html import write_report
+
+    data = verify_data(
+        model,
+        x,
+        keras_model=km,
+        batch_size=int(x.shape[-1]),
+        mode=args.mode,
+        spatial=args.spatial,
+        knet=args.knet,
+        plan=plan,
+    )
+    return write_report(data, args.report, title=f"convert --verify: {source}")
+
+
 def _check_distinct(args) -> None:
     """An output that is an input, or outputs that coincide or nest: refused before any work."""
     from porting.files import check_distinct
@@ -248,6 +277,7 @@ def _check_distinct(args) -> None:
             "--savedmodel": args.savedmodel,
             "--tflite": args.tflite,
             "--onnx": args.onnx,
+            "--report": getattr(args, "report", None),
         },
         directories=("--savedmodel",),
     )
@@ -287,7 +317,13 @@ def run(args) -> int:
             "nothing to do: give -o OUT.keras, --savedmodel DIR, --tflite OUT.tflite, "
             "--onnx OUT.onnx and/or --verify"
         )
+    if args.report and not args.verify:
+        raise PortingError("--report writes the verification: give --verify too")
     _check_distinct(args)
+    if args.report:
+        from porting import files
+
+        files.output_file(args.report, what="--report")
     # Paths first: a bad target fails before any work, and nothing is written.
     if args.output:
         mconvert.check_keras_path(args.output)
@@ -311,6 +347,7 @@ def run(args) -> int:
     km = mconvert.to_keras(model, spatial=args.spatial, dtype=args.dtype, plan=plan)
     report = None
     generated = None
+    written = {}
     if args.verify:
         from porting.model.verify import default_input, verify_model
 
@@ -333,8 +370,9 @@ def run(args) -> int:
             )
         if generated:
             report.notes.append(f"input {generated}")
+        if args.report:
+            written["report"] = _html_report(model, x, km, args, plan, source)
     write = report is None or report.ok or args.keep_on_mismatch
-    written = {}
     if write and args.output:
         written["keras"] = mconvert.save_keras(km, args.output)
     if write and args.savedmodel:

@@ -91,7 +91,7 @@ def export_onnx(keras_model, path, check=None, keep_on_mismatch=False):
     target = check_onnx_path(path)
     from porting import tf as ptf
 
-    tf = ptf._import_tf()
+    tf = ptf.import_tf()
     keras_model = _without_grouped_convs(keras_model)
     spec = keras_model.inputs[0]
     signature = [

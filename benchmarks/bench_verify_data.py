@@ -1,0 +1,190 @@
+"""`verify_data` throughput and peak memory, against the Knet forward alone and Keras alone.
+
+    python benchmarks/bench_verify_data.py                 # 2,000 samples; memory at 1,000 / 10,000
+    python benchmarks/bench_verify_data.py --quick         # 300 samples; memory at 200 / 1,000
+    python benchmarks/bench_verify_data.py --resnet50 8    # also 8 224x224 images, ResNet-50-sized
+
+Data: inputs of the built-in `resnet` example (`porting.examples.models.resnet`, 16x16x3:
+the example's own input size, CIFAR-like at half resolution), uniform in [0, 1), float32,
+saved as one Julia-indexed `.npy` file that `verify_data` memory-maps. Batches of `--batch`.
+
+Contestants, each in a fresh subprocess (so `ru_maxrss` is its own), timed from after the
+imports, the model's conversion and one warm-up batch to the last batch done:
+- "verify": `verify_data(model, path, keras_model=km)` (every layer compared, end-to-end figures
+  per sample);
+- "knet": `forward_knet` on the same batches read from the same map;
+- "keras": `keras_model(x, training=False)` on the same batches in TensorFlow layout (the call
+  `predict` makes per batch, without its tf.data overhead).
+The ratio reported is verify / (knet + keras). Peak memory is `verify`'s whole `ru_maxrss` at
+two data-set sizes (one fresh process each). `--resnet50 N` times `verify_data` on N 224x224x3
+images with the ResNet-50-sized model of bench_model_large.py, for the README's estimate.
+Figures are printed (and written with --json), never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+
+def _batches(path, batch):
+    from porting.model.datasets import open_data
+
+    src = open_data(path, (16, 16, 3), np.float32)
+    return src, src.batches(batch)
+
+
+def child(who: str, path: str, n: int, batch: int) -> dict:
+    from porting import layout
+    from porting.examples.models import resnet
+    from porting.model import forward_knet, to_keras
+    from porting.model.verify_data import verify_data
+
+    model = resnet()
+    km = to_keras(model)
+    warm = np.asfortranarray(np.load(path, mmap_mode="r")[..., :batch])
+    forward_knet(model, warm)
+    km(layout.activations_to_tf(warm), training=False)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    if who == "verify":
+        r = verify_data(model, path, keras_model=km, batch_size=batch, limit=n)
+        assert r.ok and r.n_samples == n, r.verdict()
+        parts = {k: r.timings[k] for k in ("verify_s", "knet_s", "keras_s", "read_s")}
+    else:
+        parts = {}
+        _, it = _batches(path, batch)
+        done = 0
+        for _, x in it:
+            if done >= n:
+                break
+            if who == "knet":
+                forward_knet(model, x)
+            else:
+                km(layout.activations_to_tf(x), training=False)
+            done += x.shape[-1]
+    dt = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "who": who,
+        "n": n,
+        "seconds": dt,
+        "peak_rss_mb": rss / 1024,
+        "rss_before_mb": rss0 / 1024,
+        "parts": parts,
+    }
+
+
+def child_resnet50(n: int, batch: int) -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_model_large import resnet50_knet
+
+    from porting.model import to_keras
+    from porting.model.verify_data import verify_data
+
+    model = resnet50_knet(224)
+    km = to_keras(model)
+    rng = np.random.default_rng(0)
+    x = np.asfortranarray(rng.random((224, 224, 3, n), dtype=np.float32))
+    verify_data(model, x[..., :1], keras_model=km, batch_size=1)  # warm-up
+    t0 = time.perf_counter()
+    r = verify_data(model, x, keras_model=km, batch_size=batch)
+    dt = time.perf_counter() - t0
+    return {
+        "who": "resnet50",
+        "n": n,
+        "seconds": dt,
+        "per_image_s": dt / n,
+        "ok": r.ok,
+        "parts": {k: r.timings[k] for k in ("verify_s", "knet_s", "keras_s")},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def run_child(*args) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--mem", default="1000,10000")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--resnet50", type=int, default=0, metavar="N")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json", metavar="OUT.json")
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        if a.child[0] == "resnet50":
+            res = child_resnet50(int(a.child[1]), int(a.child[2]))
+        else:
+            res = child(a.child[0], a.child[1], int(a.child[2]), int(a.child[3]))
+        print(json.dumps(res))
+        return 0
+    if a.quick:
+        a.n, a.mem = 300, "200,1000"
+    mem = [int(m) for m in a.mem.split(",")]
+    total = max([a.n, *mem])
+    results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "batch": a.batch}
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "x.npy")
+        rng = np.random.default_rng(0)
+        np.save(path, np.asfortranarray(rng.random((16, 16, 3, total), dtype=np.float32)))
+        runs = {who: run_child(who, path, a.n, a.batch) for who in ("knet", "keras", "verify")}
+        for who, r in runs.items():
+            print(
+                f"{who:>7}: {r['n']} samples in {r['seconds']:.2f} s "
+                f"({r['n'] / r['seconds']:.0f} samples/s), peak {r['peak_rss_mb']:.0f} MB "
+                f"{r['parts'] or ''}"
+            )
+        ratio = runs["verify"]["seconds"] / (runs["knet"]["seconds"] + runs["keras"]["seconds"])
+        print(f"verify / (knet + keras) = {ratio:.2f}x")
+        results.update(throughput=runs, ratio=ratio)
+        peaks = [run_child("verify", path, m, a.batch) for m in mem]
+        for r in peaks:
+            print(
+                f"verify {r['n']:>6} samples: peak {r['peak_rss_mb']:.0f} MB "
+                f"(after setup {r['rss_before_mb']:.0f} MB), {r['seconds']:.1f} s"
+            )
+        growth = peaks[-1]["peak_rss_mb"] / peaks[0]["peak_rss_mb"] - 1
+        print(f"peak memory at {mem[-1]} vs {mem[0]} samples: {growth:+.1%}")
+        results.update(memory=peaks, memory_growth=growth)
+    if a.resnet50:
+        r = run_child("resnet50", a.resnet50, min(a.resnet50, 4))
+        print(
+            f"ResNet-50-sized, 224x224: {r['per_image_s']:.2f} s per image "
+            f"({r['n']} images, batch {min(a.resnet50, 4)}), {r['parts']}, "
+            f"peak {r['peak_rss_mb']:.0f} MB"
+        )
+        h = r["per_image_s"] * 50_000 / 3600
+        print(f"  50,000 images at this rate: {h:.1f} h on this machine")
+        results["resnet50"] = r
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,565 @@
+"""Verify a port on a data set: batches stream through both sides, every layer is compared.
+
+`verify_data(model, data, keras_model=...)` reads `data` a batch at a time
+(porting.model.datasets: `.npy`/`.npz` memory-mapped, folders of them, folders of images) and
+for each batch
+
+- runs `verify_model` (the public layer-by-layer check: every layer against its floating-point
+  tolerance `(sqrt(K)+2) eps S`), keeping per layer the batch's worst error / tolerance and the
+  sample where it occurred;
+- runs the Knet forward (`forward_knet`) and the Keras model once more for the end-to-end
+  figures per sample, which `verify_model` reports only per batch: each sample's max error, its
+  error in ULPs of the Knet output, and for a classifier (a final output `(classes, N)`) whether
+  the top-1 class and the top-5 set agree.
+
+Memory stays flat: one batch's arrays at a time, and fixed-size summaries (histograms, the k
+worst samples, at most `MAX_LISTED` disagreeing samples by index) accumulate across batches.
+
+The distribution per layer is over batches: each batch contributes its worst error / tolerance
+(with `batch_size=1` that is one figure per sample). Ctrl-C (KeyboardInterrupt) ends the loop:
+the report of the batches finished so far comes back, marked `partial`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from porting.errors import PortingError
+
+__all__ = ["verify_data", "DataReport", "LayerSummary", "ULP_EDGES", "RATIO_EDGES", "MAX_LISTED"]
+
+MAX_LISTED = 1000  # disagreeing samples listed by index (the count is always exact)
+ULP_EDGES = np.array([0.0, 0.5] + [2.0**i + 0.5 for i in range(0, 24)] + [np.inf])
+"""End-to-end error histogram bins, in ULPs of the Knet output: 0, 1, 2, (2, 4], ..., > 2^23."""
+RATIO_EDGES = np.concatenate([[0.0], 10.0 ** np.arange(-9, 4.01, 0.5), [np.inf]])
+"""Per-layer histogram bins of a batch's worst error / tolerance (half-decades, 1e-9..1e4)."""
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class LayerSummary:
+    """One layer over the whole data set."""
+
+    index: int
+    name: str
+    kind: str
+    worst_ratio: float = 0.0  # worst error / tolerance over every sample
+    worst_sample: int | None = None
+    worst_abs_error: float = 0.0
+    batches_over: int = 0  # batches with some element outside its tolerance
+    histogram: np.ndarray = field(default_factory=lambda: np.zeros(len(RATIO_EDGES) - 1, np.int64))
+
+    @property
+    def ok(self) -> bool:
+        return self.batches_over == 0
+
+    def quantile(self, q: float) -> float:
+        """The `q` quantile of the batches' worst error / tolerance, as the upper edge of its
+        histogram bin (an upper bound, within half a decade)."""
+        total = int(self.histogram.sum())
+        if not total:
+            return 0.0
+        i = int(np.searchsorted(np.cumsum(self.histogram), q * total, side="left"))
+        return float(min(RATIO_EDGES[i + 1], self.worst_ratio))
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "kind": self.kind,
+            "ok": self.ok,
+            "worst_error_to_tolerance": self.worst_ratio,
+            "worst_sample": self.worst_sample,
+            "worst_abs_error": self.worst_abs_error,
+            "batches_over_tolerance": self.batches_over,
+            "median_error_to_tolerance_at_most": self.quantile(0.5),
+            "p99_error_to_tolerance_at_most": self.quantile(0.99),
+            "histogram": {"edges": RATIO_EDGES.tolist(), "counts": self.histogram.tolist()},
+        }
+
+
+@dataclass
+class DataReport:
+    """What `verify_data` saw (`str()` is a readable summary, `to_dict()` JSON data)."""
+
+    ok: bool
+    partial: bool
+    n_samples: int  # samples compared
+    n_total: int  # samples in the data set
+    batch_size: int
+    data: str
+    mode: str
+    spatial: str
+    layers: list[LayerSummary]
+    end_to_end: dict
+    classifier: dict | None
+    worst_samples: list[dict]
+    ulp_histogram: np.ndarray
+    error_map: dict | None
+    environment: dict
+    timings: dict
+    first_divergent: str | None = None
+    diagnosis: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    def verdict(self) -> str:
+        seen = (
+            f"{self.n_samples} of {self.n_total} samples"
+            if self.partial
+            else f"{self.n_samples} samples"
+        )
+        part = "PARTIAL (interrupted): " if self.partial else ""
+        if self.ok:
+            return f"{part}OK: every layer within its tolerance on {seen}"
+        bad = sum(not s.ok for s in self.layers)
+        return (
+            f"{part}MISMATCH: {bad} layer(s) outside tolerance on {seen}; first divergent "
+            f"layer {self.first_divergent!r}"
+        )
+
+    def to_dict(self) -> dict:
+        diag = self.diagnosis
+        return {
+            "ok": self.ok,
+            "partial": self.partial,
+            "verdict": self.verdict(),
+            "n_samples": self.n_samples,
+            "n_total": self.n_total,
+            "batch_size": self.batch_size,
+            "data": self.data,
+            "mode": self.mode,
+            "spatial": self.spatial,
+            "first_divergent": self.first_divergent,
+            "layers": [s.to_dict() for s in self.layers],
+            "end_to_end": self.end_to_end,
+            "classifier": self.classifier,
+            "worst_samples": self.worst_samples,
+            "ulp_histogram": {
+                "edges": ULP_EDGES.tolist(),
+                "counts": self.ulp_histogram.tolist(),
+            },
+            "error_map": None
+            if self.error_map is None
+            else {k: v for k, v in self.error_map.items() if k != "image"},
+            "environment": self.environment,
+            "timings": self.timings,
+            "diagnosis": diag.to_dict() if hasattr(diag, "to_dict") else diag,
+            "notes": self.notes,
+        }
+
+    def __str__(self) -> str:
+        from porting._text import printable
+
+        out = [self.verdict(), f"data: {printable(self.data)}"]
+        w = max([len(printable(s.name)) for s in self.layers] + [5])
+        out.append(
+            f"{'layer'.ljust(w)}  {'kind':<10} {'worst err/tol':>13} {'median<=':>9} "
+            f"{'sample':>7}  ok"
+        )
+        for s in self.layers:
+            out.append(
+                f"{printable(s.name).ljust(w)}  {printable(s.kind):<10} {s.worst_ratio:>13.3g} "
+                f"{s.quantile(0.5):>9.2g} {str(s.worst_sample):>7}  {'yes' if s.ok else 'NO'}"
+            )
+        e = self.end_to_end
+        out.append(
+            f"end to end: max abs error {e['max_abs_error']:.3g} (sample {e['worst_sample']}), "
+            f"max {e['max_ulp']:.3g} ULP, max relative {e['max_rel_error']:.3g}"
+        )
+        c = self.classifier
+        if c is not None:
+            t5 = f"{c['top5_agreement']:.4%}" if c["top5_agreement"] is not None else "n/a"
+            out.append(
+                f"classifier ({c['classes']} classes): top-1 agreement {c['top1_agreement']:.4%} "
+                f"({c['top1_disagree']} differ), top-5 agreement {t5}"
+            )
+            if c["top1_disagree_samples"]:
+                out.append(f"  top-1 differs at samples {c['top1_disagree_samples'][:20]}")
+        if self.worst_samples:
+            out.append("worst samples (end to end):")
+            for ws in self.worst_samples:
+                out.append(
+                    f"  #{ws['index']} {printable(ws['label'])}: max abs error "
+                    f"{ws['max_abs_error']:.3g}, {ws['max_ulp']:.3g} ULP, relative "
+                    f"{ws['rel_error']:.3g}"
+                )
+        t = self.timings
+        out.append(
+            f"{t.get('samples_per_s', 0):.1f} samples/s ({t.get('total_s', 0):.2f} s; "
+            f"verify_model {t.get('verify_s', 0):.2f} s, end-to-end Knet {t.get('knet_s', 0):.2f} s, "
+            f"Keras {t.get('keras_s', 0):.2f} s, reading {t.get('read_s', 0):.2f} s)"
+        )
+        env = self.environment
+        out.append(
+            f"Knet side: backend {env.get('knet_backend')!r}; Keras side {env.get('dtypes')}; "
+            f"spatial={self.spatial!r}, mode={self.mode!r}, batch {self.batch_size}"
+        )
+        if self.diagnosis is not None:
+            out.append("diagnosis: " + str(self.diagnosis).replace("\n", "\n  "))
+        out += [f"note: {printable(n)}" for n in self.notes]
+        return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _as_source(data, model, plan, layout: str, spatial: str, images):
+    from porting.model import datasets
+
+    # token indices (porting.model.kinds.embed) are integers; every other input is the weights'
+    dtype = np.dtype(np.int64 if getattr(model.layers[0], "integer_input", False) else model.dtype)
+
+    if isinstance(data, datasets.DataSource):
+        return data
+    if isinstance(data, np.ndarray):
+        src = datasets.DataSource(
+            "<array>", "array", tuple(plan.input_size), dtype, layout, spatial
+        )
+        datasets._add_chunk(src, "<array>", data)
+        src.n = sum(c.n for c in src._chunks)
+        if not src.n:
+            raise PortingError("the data array holds no samples")
+        return src
+    return datasets.open_data(
+        data, tuple(plan.input_size), dtype, layout=layout, spatial=spatial, images=images
+    )
+
+
+def verify_data(
+    model,
+    data,
+    *,
+    keras_model=None,
+    batch_size: int = 32,
+    mode: str = "each",
+    spatial: str | None = None,
+    knet: str = "auto",
+    layout: str = "julia",
+    images=None,
+    classifier: bool | None = None,
+    k_worst: int = 10,
+    progress: ProgressFn | None = None,
+    plan=None,
+    limit: int | None = None,
+) -> DataReport:
+    """Verify `keras_model` (default: `to_keras(model)`) against the Knet `model` on every
+    sample of `data`: a path (porting.model.datasets.open_data), a `DataSource`, or an array of
+    samples (Julia-indexed, batch last; `layout="nhwc"` for batch-first TensorFlow layout).
+
+    `batch_size` samples go through both sides at a time; `mode` is `verify_model`'s; `images`
+    an `ImageOptions` for a folder of images; `classifier` forces (True) or turns off (False) the
+    top-1/top-5 figures (default: a final output `(classes, N)` with 2 or more classes);
+    `progress(done, total)` is called after each batch; `limit` stops after that many samples.
+    A KeyboardInterrupt returns the report so far with `partial=True`.
+
+    >>> import numpy as np
+    >>> from porting.model import KnetModel, Dense
+    >>> m = KnetModel([Dense(np.eye(3, dtype=np.float32))], input_size=(3,))
+    >>> r = verify_data(m, np.ones((3, 10), np.float32), batch_size=4)  # doctest: +SKIP
+    >>> r.ok, r.n_samples  # doctest: +SKIP
+    (True, 10)
+    """
+    from porting import layout as playout
+    from porting.model import convert as mconvert
+    from porting.model.forward import forward_knet
+    from porting.model.planning import plan_for
+    from porting.model.verify import verify_model
+
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise PortingError(f"batch_size {batch_size!r}: expected a positive integer")
+    if not isinstance(k_worst, int) or isinstance(k_worst, bool) or k_worst < 0:
+        raise PortingError(f"k_worst {k_worst!r}: expected a non-negative integer")
+    if model.input_size is None and plan is None and not isinstance(data, np.ndarray):
+        raise PortingError("the model records no input size; pass plan=plan(model, input_size)")
+    if plan is None:
+        size = model.input_size if model.input_size is not None else np.asarray(data).shape[:-1]
+        plan = plan_for(model, tuple(size), None)
+    if keras_model is None:
+        keras_model = mconvert.to_keras(model, spatial=spatial or "reverse", plan=plan)
+    spatial = spatial or mconvert.spatial_of(keras_model)
+    src = _as_source(data, model, plan, layout, spatial, images)
+    n_total = src.n if limit is None else min(src.n, int(limit))
+    steps = list(plan)
+    summaries = [LayerSummary(i, str(st.layer.name), st.layer.kind) for i, st in enumerate(steps)]
+    flat_from = steps[-1].flat_from
+    kdt = np.dtype(keras_model.inputs[0].dtype) if keras_model.inputs else np.dtype(model.dtype)
+    out_dt = np.dtype(np.float32) if kdt.kind != "f" else kdt
+    lower = model.dtype if np.dtype(model.dtype).itemsize <= out_dt.itemsize else out_dt
+    to_keras_input = getattr(model.layers[0], "keras_input", None)
+
+    ulp_hist = np.zeros(len(ULP_EDGES) - 1, np.int64)
+    worst_heap: list[tuple[float, int, dict]] = []
+    e2e: dict[str, Any] = {
+        "max_abs_error": 0.0,
+        "max_ulp": 0.0,
+        "max_rel_error": 0.0,
+        "worst_sample": None,
+        "max_abs_expected": 0.0,
+    }
+    cls: dict | None = None
+    disagree: list[int] = []
+    n_disagree = n_top5 = n_top5_checked = 0
+    first_bad: str | None = None
+    diagnosis = None
+    notes = list(src.notes)
+    versions: dict = {}
+    backend = ("", "")
+    dtypes: dict = {}
+    t = {"verify_s": 0.0, "knet_s": 0.0, "keras_s": 0.0, "read_s": 0.0}
+    t_start = time.perf_counter()
+    done = 0
+    partial = False
+    batches = src.batches(batch_size)
+    try:
+        while done < n_total:
+            t0 = time.perf_counter()
+            try:
+                lo, xb = next(batches)
+            except StopIteration:
+                break
+            if lo + xb.shape[-1] > n_total:
+                xb = xb[..., : n_total - lo]
+            t["read_s"] += time.perf_counter() - t0
+            nb = int(xb.shape[-1])
+
+            t0 = time.perf_counter()
+            rep = verify_model(
+                model,
+                xb,
+                keras_model=keras_model,
+                mode=mode,
+                spatial=spatial,
+                knet=knet,
+                diagnose=diagnosis is None,
+                plan=plan,
+            )
+            t["verify_s"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            y_knet = forward_knet(model, xb, knet, plan=plan).final
+            expected = mconvert.julia_to_tf(y_knet, flat_from, spatial)
+            t["knet_s"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            x_tf = (
+                playout.activations_to_tf(xb, spatial)
+                if xb.ndim > 2
+                else np.ascontiguousarray(xb.T)
+            )
+            if to_keras_input is not None:
+                x_tf = to_keras_input(x_tf)
+            elif kdt.kind == "f":
+                x_tf = x_tf.astype(kdt, copy=False)
+            actual = np.asarray(keras_model(x_tf, training=False))
+            t["keras_s"] += time.perf_counter() - t0
+
+            # ---- per layer
+            for s, row in zip(summaries, rep.rows, strict=True):
+                c = row.comparison
+                r = float(c.max_error_to_tolerance)
+                s.histogram[
+                    min(
+                        int(np.searchsorted(RATIO_EDGES, r, side="right")) - 1, len(s.histogram) - 1
+                    )
+                ] += 1
+                if not row.ok:
+                    s.batches_over += 1
+                if r > s.worst_ratio or s.worst_sample is None:
+                    s.worst_ratio = r
+                    s.worst_sample = lo + int(c.worst_index[0]) if c.worst_index else lo
+                s.worst_abs_error = max(s.worst_abs_error, float(c.max_abs_error))
+            if not rep.ok and first_bad is None:
+                first_bad = rep.first_divergent
+                diagnosis = rep.diagnosis
+            for note in rep.notes:
+                if note not in notes and len(notes) < 50:
+                    notes.append(note)
+            versions, backend, dtypes = (
+                rep.versions,
+                (rep.knet_backend, rep.knet_backend_reason),
+                rep.dtypes,
+            )
+
+            # ---- end to end, per sample
+            if expected.shape != actual.shape:
+                raise PortingError(
+                    f"the Keras model's output has shape {actual.shape}, the Knet model's "
+                    f"{expected.shape} (TensorFlow layout); not the same model"
+                )
+            e64 = expected.astype(np.float64).reshape(nb, -1)
+            a64 = actual.astype(np.float64).reshape(nb, -1)
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                d = np.abs(e64 - a64)
+                # NaN on both sides agrees; NaN on one side is an infinite error
+                d = np.where(np.isnan(e64) & np.isnan(a64), 0.0, np.where(np.isnan(d), np.inf, d))
+                spacing = (
+                    np.spacing(np.abs(expected.astype(lower))).astype(np.float64).reshape(nb, -1)
+                )
+                ulp = d / spacing
+            ulp_hist += np.histogram(np.nan_to_num(ulp, nan=np.inf, posinf=np.inf), ULP_EDGES)[0]
+            per_abs = d.max(axis=1)
+            per_ulp = ulp.max(axis=1)
+            peak = np.abs(e64).max(axis=1)
+            per_rel = np.where(peak > 0, per_abs / np.where(peak > 0, peak, 1.0), per_abs)
+            j = int(np.nanargmax(per_rel)) if np.isfinite(per_rel).any() else 0
+            if per_rel[j] >= e2e["max_rel_error"] or e2e["worst_sample"] is None:
+                e2e["worst_sample"] = lo + j
+            e2e["max_abs_error"] = max(e2e["max_abs_error"], float(np.nanmax(per_abs)))
+            e2e["max_ulp"] = max(e2e["max_ulp"], float(np.nanmax(per_ulp)))
+            e2e["max_rel_error"] = max(e2e["max_rel_error"], float(np.nanmax(per_rel)))
+            e2e["max_abs_expected"] = max(e2e["max_abs_expected"], float(np.nanmax(peak)))
+
+            is_cls = (
+                classifier
+                if classifier is not None
+                else (expected.ndim == 2 and expected.shape[1] >= 2)
+            )
+            top1_k = top1_a = None
+            if is_cls:
+                classes = int(e64.shape[1])
+                top1_k, top1_a = e64.argmax(axis=1), a64.argmax(axis=1)
+                diff = np.flatnonzero(top1_k != top1_a)
+                n_disagree += int(diff.size)
+                room = MAX_LISTED - len(disagree)
+                disagree.extend(lo + int(ii) for ii in diff[: max(room, 0)])
+                if classes > 5:
+                    t5k = np.sort(np.argpartition(-e64, 5, axis=1)[:, :5], axis=1)
+                    t5a = np.sort(np.argpartition(-a64, 5, axis=1)[:, :5], axis=1)
+                    n_top5 += int((t5k == t5a).all(axis=1).sum())
+                    n_top5_checked += nb
+                cls = {"classes": classes}
+            for i in range(nb):
+                entry = {
+                    "index": lo + i,
+                    "label": src.label(lo + i),
+                    "max_abs_error": float(per_abs[i]),
+                    "max_ulp": float(per_ulp[i]),
+                    "rel_error": float(per_rel[i]),
+                }
+                if top1_k is not None and top1_a is not None:
+                    entry["top1_knet"], entry["top1_keras"] = int(top1_k[i]), int(top1_a[i])
+                key = float(per_rel[i]) if np.isfinite(per_rel[i]) else math.inf
+                item = (key, -(lo + i), entry)
+                if len(worst_heap) < k_worst:
+                    heapq.heappush(worst_heap, item)
+                elif k_worst and item[:2] > worst_heap[0][:2]:
+                    heapq.heapreplace(worst_heap, item)
+            done += nb
+            del xb, expected, actual, e64, a64, d, ulp, spacing, rep
+            if progress is not None:
+                progress(done, n_total)
+    except KeyboardInterrupt:
+        partial = True
+    if done == 0 and not partial:
+        raise PortingError(f"{src.path}: no samples were read")
+    error_map = None
+    if done and not partial:
+        try:
+            error_map = _error_map(model, keras_model, src, summaries, plan, spatial, knet)
+        except KeyboardInterrupt:
+            partial = True
+    elif partial and done:
+        notes.append("interrupted: no error map (it needs one more forward pass)")
+
+    if cls is not None:
+        cls.update(
+            top1_agreement=(done - n_disagree) / done if done else None,
+            top1_disagree=n_disagree,
+            top1_disagree_samples=disagree,
+            top1_disagree_listed=len(disagree),
+            top5_agreement=n_top5 / n_top5_checked if n_top5_checked else None,
+            top5_rule="the same set of 5 classes on both sides (classes > 5 only)",
+        )
+    total_s = time.perf_counter() - t_start
+    t["total_s"] = total_s
+    t["samples_per_s"] = done / total_s if total_s > 0 else 0.0
+    worst = [e for _, _, e in sorted(worst_heap, key=lambda it: (-it[0], -it[1]))]
+    ok = done > 0 and all(s.ok for s in summaries)
+    env = {
+        "knet_backend": backend[0],
+        "knet_backend_reason": backend[1],
+        "dtypes": dtypes,
+        "versions": versions,
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    return DataReport(
+        ok=ok,
+        partial=partial,
+        n_samples=done,
+        n_total=n_total,
+        batch_size=batch_size,
+        data=src.describe(),
+        mode=mode,
+        spatial=spatial,
+        layers=summaries,
+        end_to_end=e2e,
+        classifier=cls,
+        worst_samples=worst,
+        ulp_histogram=ulp_hist,
+        error_map=error_map,
+        environment=env,
+        timings=t,
+        first_divergent=first_bad,
+        diagnosis=diagnosis,
+        notes=notes,
+    )
+
+
+def _error_map(model, keras_model, src, summaries, plan, spatial, knet) -> dict | None:
+    """The worst layer's error at its worst sample, as a 2-D map (max over channels) of the
+    absolute error (ULPs mislead near zero): the Keras model run up to that layer (errors
+    propagate), against Knet."""
+    import keras
+
+    from porting import layout as playout
+    from porting.model import convert as mconvert
+    from porting.model.forward import forward_knet
+
+    worst = max(summaries, key=lambda s: s.worst_ratio)
+    if worst.worst_sample is None:
+        return None
+    _, x1 = next(src.batches(1, start=worst.worst_sample))
+    outs = forward_knet(model, x1, knet, plan=plan)
+    step = list(plan)[worst.index]
+    expected = mconvert.julia_to_tf(outs[worst.index], step.flat_from, spatial)
+    groups = mconvert.keras_groups(keras_model, model)
+    probe = keras.Model(keras_model.inputs[0], groups[worst.index][-1].output)
+    x_tf = playout.activations_to_tf(x1, spatial) if x1.ndim > 2 else np.ascontiguousarray(x1.T)
+    to_keras_input = getattr(model.layers[0], "keras_input", None)
+    if to_keras_input is not None:
+        x_tf = to_keras_input(x_tf)
+    else:
+        x_tf = x_tf.astype(np.dtype(keras_model.inputs[0].dtype), copy=False)
+    actual = np.asarray(probe(x_tf, training=False))
+    if actual.shape != expected.shape:
+        return None
+    err = np.abs(expected[0].astype(np.float64) - actual[0].astype(np.float64))
+    err = np.nan_to_num(err, nan=0.0, posinf=0.0)
+    if err.ndim >= 3:
+        img = err.max(axis=tuple(range(2, err.ndim)))
+        what = "max over channels, (H, W)"
+    elif err.ndim == 2:
+        img = err
+        what = "(H, W)"
+    else:
+        img = err.reshape(1, -1)
+        what = "features in a row"
+    return {
+        "layer": worst.name,
+        "sample": worst.worst_sample,
+        "label": src.label(worst.worst_sample),
+        "what": f"absolute error |Keras - Knet|, the Keras model run end to end up to the layer; {what}",
+        "max_abs_error": float(img.max()) if img.size else 0.0,
+        "shape": list(img.shape),
+        "image": img,
+    }

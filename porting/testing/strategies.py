@@ -173,15 +173,21 @@ def julia_arrays(
 ) -> np.ndarray:
     """An array of Julia size `shape`: `dtype` float32 or float64 (drawn when None), memory
     order "F" (as Julia and NPZ.jl write it) or "C" (drawn when None), finite values in
-    [-bound, bound]. The indices mean the same in either order: `a[i, j, c, n]` is Julia's
-    `a[i+1, j+1, c+1, n+1]`."""
+    [-bound, bound], none subnormal (TensorFlow's CPU kernels read subnormal inputs as zero:
+    docs/tensorflow.md#subnormal-inputs). The indices mean the same in either order:
+    `a[i, j, c, n]` is Julia's `a[i+1, j+1, c+1, n+1]`."""
     dt = np.dtype(draw(st.sampled_from(DTYPES))) if dtype is None else np.dtype(dtype)
     if dt not in DTYPES:
         from porting.errors import PortingError
 
         raise PortingError(f"dtype={dtype!r}: expected float32 or float64 (Knet's element types)")
     elements = st.floats(
-        -bound, bound, width=8 * dt.itemsize, allow_nan=False, allow_infinity=False
+        -bound,
+        bound,
+        width=8 * dt.itemsize,
+        allow_nan=False,
+        allow_infinity=False,
+        allow_subnormal=False,
     )
     a = draw(hnp.arrays(dt, tuple(shape), elements=elements))
     memory = draw(st.sampled_from(("F", "C"))) if order is None else order

@@ -7,6 +7,7 @@ the kinds is refused with its path and what to do; nothing is approximated.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -112,19 +113,38 @@ def _chain(x: JuliaStruct, path: str, out: list[Found]) -> None:
         layers_of(item, sub, out)
 
 
+def _conv_fields(
+    d: Sequence[Any], path: str
+) -> tuple[
+    str,
+    np.ndarray,
+    np.ndarray | None,
+    tuple[int, ...],
+    tuple[tuple[int, ...], tuple | None],
+    tuple[int, ...],
+    int,
+]:
+    """The fields Flux's Conv, CrossCor and ConvTranspose share, in their order: (σ, weight,
+    bias, stride, (pad, asymmetric pairs or None), dilation, groups (1 when absent))."""
+    act = activation(d[0], f"{path}.σ")
+    w = array(d[1], path, "weight")
+    return (
+        act,
+        w,
+        bias(d[2], path),
+        _ints(d[3], path, "stride"),
+        _padding(_ints(d[4], path, "pad"), w.ndim - 2, path),
+        _ints(d[5], path, "dilation"),
+        int(d[6]) if len(d) == 7 else 1,
+    )
+
+
 def _conv(x: JuliaStruct, path: str, out: list[Found]) -> None:
     d = x.data
     kind = _short(x)
     if len(d) not in (6, 7):
         raise PortingError(f"{path}: Flux.{kind} with {len(d)} fields; expected 6 or 7")
-    act = activation(d[0], f"{path}.σ")
-    w = array(d[1], path, "weight")
-    b = bias(d[2], path)
-    nd = w.ndim - 2
-    stride = _ints(d[3], path, "stride")
-    pad, pairs = _padding(_ints(d[4], path, "pad"), nd, path)
-    dilation = _ints(d[5], path, "dilation")
-    groups = int(d[6]) if len(d) == 7 else 1
+    act, w, b, stride, (pad, pairs), dilation, groups = _conv_fields(d, path)
     mode = 1 if kind == "CrossCor" else 0
     what = f"Flux.{kind} {w.shape}" + (" (cross-correlation: mode 1)" if mode else " (flipped)")
     if pairs is not None:
@@ -158,16 +178,9 @@ def _conv_transpose(x: JuliaStruct, path: str, out: list[Found]) -> None:
             )
     if len(d) not in (6, 7):
         raise PortingError(f"{path}: ConvTranspose with {len(x.data)} fields; expected 6-8")
-    act = activation(d[0], f"{path}.σ")
-    w = array(d[1], path, "weight")
-    b = bias(d[2], path)
-    nd = w.ndim - 2
-    stride = _ints(d[3], path, "stride")
-    pad, pairs = _padding(_ints(d[4], path, "pad"), nd, path)
+    act, w, b, stride, (pad, pairs), dilation, groups = _conv_fields(d, path)
     if pairs is not None:
         raise PortingError(f"{path}: ConvTranspose with asymmetric pad {pairs} is not supported")
-    dilation = _ints(d[5], path, "dilation")
-    groups = int(d[6]) if len(d) == 7 else 1
     if groups != 1:
         raise PortingError(f"{path}: ConvTranspose groups={groups} is not supported (only 1)")
     out.append(

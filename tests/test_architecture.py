@@ -269,3 +269,22 @@ def test_knetfile_uses_the_model_face_only():
         if t.startswith("porting.model") and t not in public
     }
     assert not reach, sorted(reach)
+
+
+def test_source_packages_import_none_of_each_other():
+    """knetfile (Knet's files), flux (Flux's) and fromkeras (Keras models) each read into the
+    shared model description; none imports another (counting imports inside functions)."""
+    graph = import_graph()
+    sources = ("porting.knetfile", "porting.flux", "porting.fromkeras")
+    found = {src: set() for src in sources}
+    for m, targets in graph.items():
+        for src in sources:
+            if m == src or m.startswith(src + "."):
+                found[src] |= {
+                    t
+                    for t in targets
+                    for o in sources
+                    if o != src and (t == o or t.startswith(o + "."))
+                }
+    assert found == {src: set() for src in sources}
+    assert all(any(m.startswith(src) for m in graph) for src in sources)  # the walk sees each

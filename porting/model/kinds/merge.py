@@ -13,7 +13,7 @@ before it unless `KnetModel(..., inputs={name: source})` says otherwise (a proje
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +28,10 @@ from porting.model.layer import (
     activation_name,
     fmt_size,
 )
-from porting.model.stages import ActStage, Stage
+from porting.model.stages import ActStage, Array, Stage
+
+if TYPE_CHECKING:
+    from porting.model.planning import Step
 
 __all__ = ["Add", "Concat", "MergeStage", "KIND_ADD", "KIND_CONCAT"]
 
@@ -75,7 +78,7 @@ class MergeStage(Stage):
             return total
         return np.concatenate(ss, axis=-2)
 
-    def terms(self, in_size):
+    def terms(self, in_size: tuple[int, ...]) -> int | None:
         return len(in_size) if self.op == "add" else None
 
     def build(self, ctx, ts: Any, in_size, out_size):
@@ -106,7 +109,7 @@ class Add(Layer):
     kind = "add"
     merges = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.inputs = _names(self.inputs, self.label)
         self.activation = activation_name(self.activation, self.label)
 
@@ -137,7 +140,7 @@ class Concat(Layer):
     kind = "concat"
     merges = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.inputs = _names(self.inputs, self.label)
 
     def stages(self) -> list[Stage]:
@@ -160,7 +163,9 @@ def _inputs_json(d: dict, where: str) -> tuple[str, ...]:
     return tuple(schema.text(v, f"inputs[{i + 1}]", where) for i, v in enumerate(value))
 
 
-def _diagnose_add(step, x_ins_tf, expected_tf, actual_tf, spatial: str):
+def _diagnose_add(
+    step: Step, x_ins_tf: list[Array], expected_tf: Array, actual_tf: Array, spatial: str
+) -> Any:
     """Residual causes (porting.diagnosis.diagnose_residual) for a divergent sum of two or more
     inputs: its Knet inputs, Knet output and the port's output for those inputs."""
     from porting.diagnosis import diagnose_residual

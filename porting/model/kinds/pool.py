@@ -3,17 +3,19 @@ layer, its stage (Knet forward, Keras built-ins, magnitudes) and its export sche
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 import porting.model.schema as schema
 from porting import magnitude
 from porting.errors import PortingError
 from porting.geometry import PoolGeometry, PoolOp
 from porting.model.layer import Example, FlatRule, KerasLayer, Kind, Layer, check_real, fmt_size
-from porting.model.stages import KerasContext, Stage, sub_role, zero_padding
+from porting.model.stages import Array, KerasContext, KerasTensor, Stage, sub_role, zero_padding
 
 __all__ = ["Pool", "PoolStage", "KIND", "pool_json"]
 
@@ -42,27 +44,27 @@ class PoolStage(Stage):
             )
         return g
 
-    def out_size(self, size):
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         return (*self.geometry(len(size) - 1).output_size(size[:-1]), size[-1])
 
-    def forward(self, x, backend, tags):
+    def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
         from porting import knet as pknet
 
         y = pknet.run_pool(PoolOp.bind(x, self.geometry(x.ndim - 2), self.alpha), backend)
         tags.append(y)
         return np.asarray(y)
 
-    def magnitude(self, s, out, wd):
+    def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         g = self.geometry(s.ndim - 2)
         s = magnitude.pool(s, g, self.alpha)
         # A max window of padding only gives -floatmax, a constant computed exactly: S = 0.
         return np.maximum(s, 0) if g.is_max else s
 
-    def terms(self, in_size):
+    def terms(self, in_size: tuple[int, ...]) -> int | None:
         g = self.geometry(len(in_size) - 1)
         return None if g.is_max else int(np.prod(g.window))
 
-    def note(self, in_size):
+    def note(self, in_size: tuple[int, ...]) -> str | None:
         g = self.geometry(len(in_size) - 1)
         if g.mode == 2:
             return (
@@ -78,7 +80,9 @@ class PoolStage(Stage):
             )
         return None
 
-    def build(self, ctx, t, in_size, out_size):
+    def build(
+        self, ctx: KerasContext, t: KerasTensor, in_size: tuple[int, ...], out_size: tuple[int, ...]
+    ) -> KerasTensor:
         """Keras built-in layers only, so the file loads anywhere: `ZeroPadding` (mean) or
         edge padding (max: `_edge_padding`, padded cells never win) + `MaxPooling` /
         `AveragePooling` "valid"; 3-D pooling in float64 (no TensorFlow CPU kernel) as two 2-D
@@ -217,7 +221,7 @@ class Pool(Layer):
     needs_spatial = True
     flat_rule = FlatRule.RESET
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         lengths = {
             len(v) for v in (self.window, self.padding, self.stride) if isinstance(v, (tuple, list))
         }
@@ -242,10 +246,10 @@ class Pool(Layer):
             alpha=self.alpha,
         )
 
-    def stages(self):
+    def stages(self) -> list[Stage]:
         return [self.stage()]
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         if not 2 <= len(size) <= 4:
             raise PortingError(
                 f"{self.label}: input of size {fmt_size(size)} per sample; pool expects "
@@ -287,7 +291,7 @@ def _val(v):
     return list(v) if isinstance(v, tuple) else v
 
 
-def pool_json(p: Pool) -> dict:
+def pool_json(p: Pool) -> dict[str, Any]:
     """A pool's keywords as the export writes them (stride always given)."""
     return {
         "window": _val(p.window),
@@ -298,7 +302,7 @@ def pool_json(p: Pool) -> dict:
     }
 
 
-def _from_json(d: dict, where: str, param) -> Pool:
+def _from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> Pool:
     kw = schema.keywords(d.get("pool"), where, "pool", POOL_KEYS)
     return Pool(**kw, name=d.get("name"))
 

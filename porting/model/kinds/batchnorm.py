@@ -72,12 +72,16 @@ class BatchNormStage(Stage):
         t = x.dtype.type
         shape = _channel_shape(self.channels, x.ndim)
         mean = self.mean.reshape(shape).astype(x.dtype, copy=False)
-        ivar = t(1) / np.sqrt(self.var.reshape(shape).astype(x.dtype, copy=False) + t(self.eps))
+        ivar: Array = t(1) / np.sqrt(
+            self.var.reshape(shape).astype(x.dtype, copy=False) + t(self.eps)
+        )
         if self.scale is None:
-            return (x - mean) * ivar
+            y: Array = (x - mean) * ivar
+            return y
         g = self.scale.reshape(shape).astype(x.dtype, copy=False)
         b = self.bias.reshape(shape).astype(x.dtype, copy=False)
-        return g * (x - mean) * ivar + b
+        y = g * (x - mean) * ivar + b
+        return y
 
     def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         """`S = |g| (S_x + |mean|) ivar + |b|` (porting.magnitude.batchnorm)."""
@@ -102,7 +106,7 @@ class BatchNormStage(Stage):
         )(t)
 
 
-def _vector(a, what: str, where: str) -> np.ndarray:
+def _vector(a: object, what: str, where: str) -> np.ndarray:
     a = weight_array(a, what, where, (1, 2, 3, 4, 5))
     extra = [n for i, n in enumerate(a.shape) if n != 1 and i != max(a.ndim - 2, 0)]
     if extra and a.ndim > 1:

@@ -51,6 +51,7 @@ from porting.rnn.spec import RNNSpec
 if TYPE_CHECKING:
     from porting.model.planning import Step
     from porting.rnn.diagnosis import RNNDiagnosis
+    from porting.rnn.verify import Bounds
 
 __all__ = ["RNN", "RNNStage", "TimeDense", "TimeDenseStage", "KIND_RNN", "KIND_TIMEDENSE"]
 
@@ -68,11 +69,12 @@ class RNNStage(Stage):
     weights: Any = None
     output: str = "sequence"
     # the Knet-layout input of the last forward (the tolerance re-runs the recurrence on it)
-    seen: dict = field(default_factory=dict)
+    seen: dict[str, Any] = field(default_factory=dict)
 
     @property
     def spec(self) -> RNNSpec:
-        return self.weights.spec
+        spec: RNNSpec = self.weights.spec
+        return spec
 
     def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         spec = self.spec
@@ -92,13 +94,14 @@ class RNNStage(Stage):
         y = forward(self.weights, xk).y  # (Y, B, T): Knet's y
         return model_sequence(y) if self.output == "sequence" else np.asfortranarray(y[:, :, -1])
 
-    def _bounds(self):
+    def _bounds(self) -> Bounds:
         from porting.rnn.verify import error_bounds
 
         if "bounds" not in self.seen or self.seen.get("bounds_of") is not self.seen.get("x"):
             self.seen["bounds"] = error_bounds(self.weights, self.seen["x"])
             self.seen["bounds_of"] = self.seen["x"]
-        return self.seen["bounds"]
+        bounds: Bounds = self.seen["bounds"]
+        return bounds
 
     def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         """The carried magnitude `E` of the last layer's directions (porting.rnn.verify), in
@@ -182,7 +185,7 @@ class RNN(Layer):
             self.rnn_weights = unpack(self.spec, self.w)
         except PortingError as e:
             raise PortingError(f"{where}: {e}") from None
-        self._seen: dict = {}
+        self._seen: dict[str, Any] = {}
         if self.output not in OUTPUTS:
             raise PortingError(
                 f"{where}: output={self.output!r}: expected 'sequence' (every step of y) or "
@@ -190,7 +193,7 @@ class RNN(Layer):
             )
 
     @classmethod
-    def from_weights(cls, weights: RNNWeights, **kw) -> RNN:
+    def from_weights(cls, weights: RNNWeights, **kw: Any) -> RNN:
         """From unpacked `porting.rnn.RNNWeights` (packed here in Knet's layout)."""
         return cls(pack(weights), weights.spec, **kw)
 
@@ -213,7 +216,7 @@ class RNN(Layer):
 
     verify_notes_of_output: ClassVar[bool] = True
 
-    def verify_notes(self, x_in, actual, name: str) -> list[str]:
+    def verify_notes(self, x_in: np.ndarray, actual: np.ndarray, name: str) -> list[str]:
         """Per-step figures (porting.rnn.verify) for the report's notes: `x_in` the layer's
         Knet input `(T, X, B)`, `actual` the Keras side's output in the model layout."""
         from porting.rnn.verify import verify

@@ -3,7 +3,7 @@ layer, its stage (Knet forward, Keras built-ins, magnitudes) and its export sche
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
@@ -116,7 +116,9 @@ class PoolStage(Stage):
         return t
 
 
-def _crop(ctx: KerasContext, t, nd: int, axis: int, lo: int, hi: int, role: str):
+def _crop(
+    ctx: KerasContext, t: KerasTensor, nd: int, axis: int, lo: int, hi: int, role: str
+) -> KerasTensor:
     """Crop `lo` cells from the start and `hi` from the end of TF spatial axis `axis` (0-based)."""
     crops = [(0, 0)] * nd
     crops[axis] = (lo, hi)
@@ -124,7 +126,9 @@ def _crop(ctx: KerasContext, t, nd: int, axis: int, lo: int, hi: int, role: str)
     return ctx.make(f"Cropping{nd}D", role, arg)(t)
 
 
-def _edge_padding(ctx: KerasContext, t, nd: int, size, pad, role: str):
+def _edge_padding(
+    ctx: KerasContext, t: KerasTensor, nd: int, size: Sequence[int], pad: tuple[int, ...], role: str
+) -> KerasTensor:
     """`t` padded by repeating its edge cells (`Cropping` + `Concatenate`, no arithmetic).
 
     For max pooling this is exactly Knet's padding, where padded cells never win: a window
@@ -144,7 +148,17 @@ def _edge_padding(ctx: KerasContext, t, nd: int, size, pad, role: str):
     return t
 
 
-def _all_padding(ctx: KerasContext, y, nd: int, size, window, stride, pad, out, role: str):
+def _all_padding(
+    ctx: KerasContext,
+    y: KerasTensor,
+    nd: int,
+    size: tuple[int, ...],
+    window: tuple[int, ...],
+    stride: tuple[int, ...],
+    pad: tuple[int, ...],
+    out: tuple[int, ...],
+    role: str,
+) -> KerasTensor:
     """Outputs whose window lies entirely in the padding are -floatmax, NNlib's starting value
     (only when padding >= window): those border slabs are replaced by `0 * tanh(y) - floatmax`
     (tanh keeps +-Inf finite), joined with `Concatenate`."""
@@ -155,7 +169,7 @@ def _all_padding(ctx: KerasContext, y, nd: int, size, window, stride, pad, out, 
         right = max(0, o - ((n - 1 + p) // s + 1))  # i with i*s - p > n - 1
         if not (left or right):
             continue
-        parts: list = []
+        parts: list[KerasTensor | None] = []
         for side, count, (c_lo, c_hi) in (
             ("lo", left, (0, o - left)),
             ("hi", right, (o - right, 0)),
@@ -179,7 +193,16 @@ def _all_padding(ctx: KerasContext, y, nd: int, size, window, stride, pad, out, 
     return y
 
 
-def _pool3d_by_2d(ctx: KerasContext, t, kind: str, size, channels: int, window, stride, role):
+def _pool3d_by_2d(
+    ctx: KerasContext,
+    t: KerasTensor,
+    kind: str,
+    size: tuple[int, ...],
+    channels: int,
+    window: tuple[int, ...],
+    stride: tuple[int, ...],
+    role: str,
+) -> KerasTensor:
     """3-D pooling (TensorFlow axes a, b, c) as a 2-D pooling over (a, b) with (c, channels)
     merged, then one over c: max is separable exactly; mean becomes a mean of means (the same
     terms, rounded in another order: within the mean's tolerance)."""
@@ -210,10 +233,10 @@ class Pool(Layer):
     The number of spatial dimensions comes from the input.
     """
 
-    window: int | tuple = 2
+    window: int | tuple[int, ...] = 2
     _: KW_ONLY
-    padding: int | tuple = 0
-    stride: int | tuple | None = None
+    padding: int | tuple[int, ...] = 0
+    stride: int | tuple[int, ...] | None = None
     mode: int = 0
     alpha: float = 1.0
     name: str | None = None
@@ -267,7 +290,7 @@ class Pool(Layer):
         return repr(self.geometry(nd)).replace("PoolGeometry", "pool")
 
 
-def as_pool(value, where: str) -> Pool | None:
+def as_pool(value: object, where: str) -> Pool | None:
     """A conv layer's `pool=`: None, a Pool, or a dict of pool keywords."""
     if value is None or isinstance(value, Pool):
         return value
@@ -287,7 +310,7 @@ def as_pool(value, where: str) -> Pool | None:
     )
 
 
-def _val(v):
+def _val(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 

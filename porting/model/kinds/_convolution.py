@@ -3,6 +3,7 @@ output channels, and the geometry of the Knet keywords."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -13,7 +14,7 @@ from porting.model.layer import fmt_size, weight_array
 
 
 def kernel_and_bias(
-    w, b, where: str, out_axis: int, layout_note: str = ""
+    w: object, b: object, where: str, out_axis: int, layout_note: str = ""
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """`w` (1-3 spatial dimensions) and `b` (`(1, ..., 1, Cout, 1)`, `(Cout,)` or None, with
     `Cout = w.shape[out_axis]` and w's element type) as checked arrays. `layout_note` (e.g.
@@ -68,7 +69,7 @@ def conv_geometry(layer: _ConvKeywords) -> ConvGeometry:
         raise PortingError(f"{layer.label} (w {w.shape}): {e}") from None
 
 
-def check_input_rank(w: np.ndarray, where: str, size) -> None:
+def check_input_rank(w: np.ndarray, where: str, size: Sequence[int]) -> None:
     """PortingError unless the per-sample input `size` is `(X1, ..., C)` with as many spatial
     dimensions as the kernel `w`."""
     nd = w.ndim - 2

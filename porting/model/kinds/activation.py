@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
+from typing import Any
 
 import numpy as np
 
 import porting.model.schema as schema
 from porting.errors import PortingError
 from porting.model.layer import ACT_KERAS, Example, Kind, Layer, activation_name, check_real
-from porting.model.stages import ActStage
+from porting.model.stages import ActStage, Stage
 
 __all__ = ["Activation", "KIND"]
 
@@ -30,7 +32,7 @@ class Activation(Layer):
     kind = "activation"
     transparent = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.function = activation_name(self.function, self.label)
         if (
             isinstance(self.dims, bool)
@@ -44,7 +46,7 @@ class Activation(Layer):
             )
         self._check_relu_keywords()
 
-    def stages(self):
+    def stages(self) -> list[Stage]:
         return [
             ActStage(
                 function=self.function,
@@ -55,7 +57,7 @@ class Activation(Layer):
             )
         ]
 
-    def _check_relu_keywords(self):
+    def _check_relu_keywords(self) -> None:
         where = self.label
         for key in ("negative_slope", "threshold"):
             check_real(getattr(self, key), where, key)
@@ -73,13 +75,13 @@ class Activation(Layer):
                 "max_value >= threshold"
             )
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         try:
             return ActStage(function=self.function, dims=self.dims).out_size(size)
         except PortingError as e:
             raise PortingError(f"{self.label}: {e}") from None
 
-    def describe(self):
+    def describe(self) -> str:
         kw = [
             f"{k}={getattr(self, k)}"
             for k in ("max_value", "negative_slope", "threshold")
@@ -90,7 +92,7 @@ class Activation(Layer):
         return self.function + (f"({', '.join(kw)})" if kw else "")
 
 
-def _from_json(d: dict, where: str, param) -> Activation:
+def _from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> Activation:
     dims = d.get("dims")
     relu = {
         k: schema.number(d[k], k, where)
@@ -105,7 +107,7 @@ def _from_json(d: dict, where: str, param) -> Activation:
     )
 
 
-def _to_json(layer: Activation) -> dict:
+def _to_json(layer: Activation) -> dict[str, Any]:
     d = {"activation": layer.function, **({"dims": layer.dims} if layer.dims != 1 else {})}
     if layer.max_value is not None:
         d["max_value"] = layer.max_value

@@ -16,16 +16,22 @@ Knet's 0.1 is Keras 0.9; Keras's defaults 1e-3 / 0.99 would be wrong), weights
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from porting import layout, magnitude
 from porting.errors import PortingError
 from porting.model import schema
 from porting.model.layer import Example, KerasLayer, Kind, Layer, check_real, fmt_size, weight_array
-from porting.model.stages import Stage
+from porting.model.stages import Array, KerasContext, KerasTensor, Stage
+
+if TYPE_CHECKING:
+    from porting.diagnosis import Diagnosis
+    from porting.model.planning import Step
 
 __all__ = ["BatchNorm", "BatchNormStage", "KIND"]
 
@@ -52,7 +58,7 @@ class BatchNormStage(Stage):
     def channels(self) -> int:
         return int(self.mean.size)
 
-    def out_size(self, size):
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         c = size[-1]
         if c != self.channels:
             what = "features" if len(size) == 1 else "channels"
@@ -62,27 +68,33 @@ class BatchNormStage(Stage):
             )
         return tuple(size)
 
-    def forward(self, x, backend, tags):
+    def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
         t = x.dtype.type
         shape = _channel_shape(self.channels, x.ndim)
         mean = self.mean.reshape(shape).astype(x.dtype, copy=False)
-        ivar = t(1) / np.sqrt(self.var.reshape(shape).astype(x.dtype, copy=False) + t(self.eps))
+        ivar: Array = t(1) / np.sqrt(
+            self.var.reshape(shape).astype(x.dtype, copy=False) + t(self.eps)
+        )
         if self.scale is None:
-            return (x - mean) * ivar
+            y: Array = (x - mean) * ivar
+            return y
         g = self.scale.reshape(shape).astype(x.dtype, copy=False)
         b = self.bias.reshape(shape).astype(x.dtype, copy=False)
-        return g * (x - mean) * ivar + b
+        y = g * (x - mean) * ivar + b
+        return y
 
-    def magnitude(self, s, out, wd):
+    def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         """`S = |g| (S_x + |mean|) ivar + |b|` (porting.magnitude.batchnorm)."""
         return magnitude.batchnorm(
             s, self.mean, self.var, self.scale, self.bias, self.eps, dtype=wd
         )
 
-    def terms(self, in_size):
+    def terms(self, in_size: tuple[int, ...]) -> int | None:
         return 4  # x - mean, * ivar (itself from sqrt and a division), * g, + b
 
-    def build(self, ctx, t, in_size, out_size):
+    def build(
+        self, ctx: KerasContext, t: KerasTensor, in_size: tuple[int, ...], out_size: tuple[int, ...]
+    ) -> KerasTensor:
         return ctx.make(
             "BatchNormalization",
             self.role,
@@ -94,7 +106,7 @@ class BatchNormStage(Stage):
         )(t)
 
 
-def _vector(a, what: str, where: str) -> np.ndarray:
+def _vector(a: object, what: str, where: str) -> np.ndarray:
     a = weight_array(a, what, where, (1, 2, 3, 4, 5))
     extra = [n for i, n in enumerate(a.shape) if n != 1 and i != max(a.ndim - 2, 0)]
     if extra and a.ndim > 1:
@@ -124,7 +136,7 @@ class BatchNorm(Layer):
     name: str | None = None
     kind = "batchnorm"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         where = self.label
         self.mean = _vector(self.mean, "mean", where)
         self.var = _vector(self.var, "var", where)
@@ -156,7 +168,7 @@ class BatchNorm(Layer):
         if not 0 <= self.momentum <= 1:
             raise PortingError(f"{where}: momentum={self.momentum!r}: expected 0 <= momentum <= 1")
 
-    def params(self):
+    def params(self) -> dict[str, np.ndarray]:
         d = {"mean": self.mean, "var": self.var}
         if self.bnparams is not None:
             d["bnparams"] = self.bnparams
@@ -178,10 +190,10 @@ class BatchNorm(Layer):
             momentum=float(self.momentum),
         )
 
-    def stages(self):
+    def stages(self) -> list[Stage]:
         return [self.stage()]
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         try:
             return self.stage().out_size(tuple(size))
         except PortingError as e:
@@ -192,7 +204,7 @@ class BatchNorm(Layer):
         return f"batchnorm({self.channels} channels, eps={self.eps:g}{affine})"
 
 
-def _weights(layer: BatchNorm, step, spatial: str, dtype) -> list[np.ndarray]:
+def _weights(layer: BatchNorm, step: Step, spatial: str, dtype: npt.DTypeLike) -> list[np.ndarray]:
     """Keras order: gamma, beta (affine only), moving mean, moving variance; per feature in
     Keras' Flatten order when the input came from a `mat` of a spatial tensor."""
     st = layer.stage()
@@ -205,7 +217,7 @@ def _weights(layer: BatchNorm, step, spatial: str, dtype) -> list[np.ndarray]:
     return [np.array(v, dtype=dtype) for v in vs]
 
 
-def _from_json(d: dict, where: str, param) -> BatchNorm:
+def _from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> BatchNorm:
     mean, var = param("mean"), param("var")
     if mean is None or var is None:
         raise PortingError(f"{where}: needs params.mean and params.var (the running moments)")
@@ -221,14 +233,16 @@ def _from_json(d: dict, where: str, param) -> BatchNorm:
     )
 
 
-def _diagnose(step, x_ins_tf, expected_tf, actual_tf, spatial: str):
+def _diagnose(
+    step: Step, x_ins_tf: list[Array], expected_tf: Array, actual_tf: Array, spatial: str
+) -> Diagnosis | None:
     """Batchnorm causes (porting.diagnosis.diagnose_batchnorm) for a divergent batchnorm layer:
     its Knet input, Knet output and the port's output for that input, in TensorFlow layout."""
     from porting.diagnosis import diagnose_batchnorm
 
     if len(step.stages) != 1:
         return None
-    ws = _weights(step.layer, step, spatial, np.float64)
+    ws = _weights(cast(BatchNorm, step.layer), step, spatial, np.float64)
     g, b = (ws[0], ws[1]) if len(ws) == 4 else (None, None)
     return diagnose_batchnorm(
         x_ins_tf[0],
@@ -237,7 +251,7 @@ def _diagnose(step, x_ins_tf, expected_tf, actual_tf, spatial: str):
         var=ws[-1],
         scale=g,
         bias=b,
-        eps=float(step.stages[0].eps),
+        eps=float(cast(BatchNormStage, step.stages[0]).eps),
         expected=expected_tf,
     )
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 import porting.model.schema as schema
 from porting import layout
@@ -26,6 +28,9 @@ from porting.model.layer import (
     fmt_size,
 )
 from porting.model.stages import ActStage, ConvStage, DropoutStage, Stage
+
+if TYPE_CHECKING:
+    from porting.model.planning import Step
 
 __all__ = ["Conv", "KIND"]
 
@@ -50,9 +55,9 @@ class Conv(Layer):
     _: KW_ONLY
     activation: str = "identity"  # None is accepted too (identity)
     pool: Any = None  # a Pool, a dict of pool keywords, or None; a Pool after __init__
-    padding: int | tuple = 0
-    stride: int | tuple = 1
-    dilation: int | tuple = 1
+    padding: int | tuple[int, ...] = 0
+    stride: int | tuple[int, ...] = 1
+    dilation: int | tuple[int, ...] = 1
     mode: int = 0
     alpha: float = 1.0
     dropout: float = 0.0
@@ -63,7 +68,7 @@ class Conv(Layer):
     needs_spatial = True
     flat_rule = FlatRule.RESET
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         where = self.label
         self.w, self.b = kernel_and_bias(self.w, self.b, where, -1)
         self.nd = self.w.ndim - 2
@@ -95,7 +100,7 @@ class Conv(Layer):
         """Terms summed per output element: kernel volume x Cin (+1 for the bias)."""
         return int(np.prod(self.w.shape[:-1])) + (self.b is not None)
 
-    def params(self):
+    def params(self) -> dict[str, np.ndarray]:
         return {"w": self.w} if self.b is None else {"w": self.w, "b": self.b}
 
     def conv_stage(self) -> ConvStage:
@@ -131,7 +136,7 @@ class Conv(Layer):
                 f"expected Cin == {prev.w.shape[-1]}"
             )
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         where = self.label
         cin = self.in_channels
         check_input_rank(self.w, where, size)
@@ -172,7 +177,7 @@ class Conv(Layer):
 # --------------------------------------------------------------------------- weights
 
 
-def _weights(layer: Conv, step, spatial: str, dtype) -> list[np.ndarray]:
+def _weights(layer: Conv, step: Step, spatial: str, dtype: npt.DTypeLike) -> list[np.ndarray]:
     """Kernel `kernel_to_tf(w, mode, spatial)` (mode 0 rotated) times `alpha`, and the bias."""
     ws = [layer.conv_stage().keras_kernel(spatial, dtype, _kernel_converter)]
     if layer.b is not None:
@@ -185,7 +190,7 @@ def _weights(layer: Conv, step, spatial: str, dtype) -> list[np.ndarray]:
 _ORDERS = ("pool-activation", "activation-pool")
 
 
-def _from_json(d: dict, where: str, param) -> Conv:
+def _from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> Conv:
     w = schema.weight(param, where, "a conv layer needs a weight")
     conv = schema.keywords(
         d.get("conv"), where, "conv", {"padding", "stride", "dilation", "mode", "alpha", "groups"}
@@ -212,11 +217,11 @@ def _from_json(d: dict, where: str, param) -> Conv:
     )
 
 
-def _to_json(layer: Conv) -> dict:
-    def val(v):
+def _to_json(layer: Conv) -> dict[str, Any]:
+    def val(v: Any) -> Any:
         return list(v) if isinstance(v, tuple) else v
 
-    d: dict = {"activation": layer.activation}
+    d: dict[str, Any] = {"activation": layer.activation}
     # from the parsed geometry (scalars where every dimension agrees), not the raw keywords
     d["conv"] = {k: val(v) for k, v in layer.geometry.knet_keywords().items()}
     if layer.alpha != 1:

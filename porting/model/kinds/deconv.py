@@ -12,9 +12,12 @@ the taps) at dilation 1, which Keras accepts with any stride: the same nonzero p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from porting import layout, magnitude
 from porting.errors import PortingError
@@ -32,7 +35,19 @@ from porting.model.layer import (
     check_real,
     fmt_size,
 )
-from porting.model.stages import ActStage, KernelStage, Stage, dilate_kernel, sub_role
+from porting.model.stages import (
+    ActStage,
+    Array,
+    KerasContext,
+    KerasTensor,
+    KernelStage,
+    Stage,
+    dilate_kernel,
+    sub_role,
+)
+
+if TYPE_CHECKING:
+    from porting.model.planning import Step
 
 __all__ = ["Deconv", "DeconvStage", "KIND"]
 
@@ -44,11 +59,11 @@ _kernel_converter = layout.kernel_to_tf
 class DeconvStage(KernelStage):
     """Knet `deconv4(w, x; padding, stride, dilation, mode, alpha) .+ b`."""
 
-    def out_size(self, size):
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         g = self.geometry
         return (*g.transpose_output_size(size[:-1], self.w.shape[: self.nd]), int(self.w.shape[-2]))
 
-    def forward(self, x, backend, tags):
+    def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
         from porting import knet as pknet
 
         op = ConvOp.bind(self.w, x, self.geometry, self.alpha, transposed=True)
@@ -61,15 +76,15 @@ class DeconvStage(KernelStage):
             y = y + self.b.reshape(shape)
         return y
 
-    def magnitude(self, s, out, wd):
+    def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         s = magnitude.deconv4(self.w, s, self.geometry, self.alpha, dtype=wd)
         return s if self.b is None else magnitude.bias(s, self.b)
 
-    def terms(self, in_size):
+    def terms(self, in_size: tuple[int, ...]) -> int | None:
         # each output sums at most every tap of every input channel
         return int(np.prod(self.w.shape[: self.nd])) * int(self.w.shape[-1]) + (self.b is not None)
 
-    def keras_kernel(self, spatial: str, converter) -> np.ndarray:
+    def keras_kernel(self, spatial: str, converter: Callable[[Array, int, str], Array]) -> Array:
         g = self.geometry
         k = converter(self.w, g.mode, spatial)
         if self.alpha != 1:
@@ -78,7 +93,9 @@ class DeconvStage(KernelStage):
             k = dilate_kernel(k, layout.spatial_to_tf(g.dilation, spatial))
         return k
 
-    def build(self, ctx, t, in_size, out_size):
+    def build(
+        self, ctx: KerasContext, t: KerasTensor, in_size: tuple[int, ...], out_size: tuple[int, ...]
+    ) -> KerasTensor:
         g = self.geometry
         nd = self.nd
         kernel = g.effective_kernel(self.w.shape[:nd])  # written out dilated
@@ -110,9 +127,9 @@ class Deconv(Layer):
     b: np.ndarray | None = None
     _: KW_ONLY
     activation: str = "identity"
-    padding: int | tuple = 0
-    stride: int | tuple = 1
-    dilation: int | tuple = 1
+    padding: int | tuple[int, ...] = 0
+    stride: int | tuple[int, ...] = 1
+    dilation: int | tuple[int, ...] = 1
     mode: int = 0
     alpha: float = 1.0
     name: str | None = None
@@ -120,7 +137,7 @@ class Deconv(Layer):
     needs_spatial = True
     flat_rule = FlatRule.RESET
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         where = self.label
         self.w, self.b = kernel_and_bias(
             self.w, self.b, where, -2, " (deconv4's w is (W..., Cout, Cin))"
@@ -130,7 +147,7 @@ class Deconv(Layer):
         self.geometry = conv_geometry(self)
         check_real(self.alpha, where, "alpha")
 
-    def params(self):
+    def params(self) -> dict[str, np.ndarray]:
         return {"w": self.w} if self.b is None else {"w": self.w, "b": self.b}
 
     def deconv_stage(self) -> DeconvStage:
@@ -142,7 +159,7 @@ class Deconv(Layer):
             out.append(ActStage(role="act", function=self.activation))
         return out
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         where = self.label
         cin = self.w.shape[-1]
         check_input_rank(self.w, where, size)
@@ -164,14 +181,14 @@ class Deconv(Layer):
         return s + (f", {self.activation}" if self.activation != "identity" else "")
 
 
-def _weights(layer: Deconv, step, spatial: str, dtype) -> list[np.ndarray]:
+def _weights(layer: Deconv, step: Step, spatial: str, dtype: npt.DTypeLike) -> list[np.ndarray]:
     ws = [layer.deconv_stage().keras_kernel(spatial, _kernel_converter)]
     if layer.b is not None:
         ws.append(layer.b.reshape(-1).copy())
     return ws
 
 
-def _from_json(d: dict, where: str, param) -> Deconv:
+def _from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> Deconv:
     w = schema.weight(param, where, "a deconv layer needs a weight")
     kw = schema.keywords(
         d.get("deconv"), where, "deconv", {"padding", "stride", "dilation", "mode", "alpha"}
@@ -181,11 +198,11 @@ def _from_json(d: dict, where: str, param) -> Deconv:
     )
 
 
-def _to_json(layer: Deconv) -> dict:
-    def val(v):
+def _to_json(layer: Deconv) -> dict[str, Any]:
+    def val(v: Any) -> Any:
         return list(v) if isinstance(v, tuple) else v
 
-    d: dict = {"activation": layer.activation}
+    d: dict[str, Any] = {"activation": layer.activation}
     # from the parsed geometry (scalars where every dimension agrees), not the raw keywords
     d["deconv"] = {k: val(v) for k, v in layer.geometry.knet_keywords().items()}
     if layer.alpha != 1:

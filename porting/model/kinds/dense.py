@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 import porting.model.schema as schema
 from porting import layout
@@ -23,6 +26,9 @@ from porting.model.layer import (
     weight_array,
 )
 from porting.model.stages import ActStage, DenseStage, DropoutStage, Stage
+
+if TYPE_CHECKING:
+    from porting.model.planning import Step
 
 __all__ = ["Dense", "KIND"]
 
@@ -46,7 +52,7 @@ class Dense(Layer):
     flattens = True
     flat_rule = FlatRule.DENSE
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         where = self.label
         self.w = weight_array(self.w, "w", where, (2,))
         n_out = self.w.shape[0]
@@ -65,14 +71,14 @@ class Dense(Layer):
         check_probability(self.dropout, where)
 
     @property
-    def bias_vector(self):
+    def bias_vector(self) -> np.ndarray | None:
         return None if self.b is None else self.b.reshape(-1)
 
     @property
     def k(self) -> int:
         return int(self.w.shape[1]) + (self.b is not None)
 
-    def params(self):
+    def params(self) -> dict[str, np.ndarray]:
         return {"w": self.w} if self.b is None else {"w": self.w, "b": self.b}
 
     def stages(self) -> list[Stage]:
@@ -85,7 +91,7 @@ class Dense(Layer):
             out.append(ActStage(role="act", function=self.activation))
         return out
 
-    def fixed_input_size(self):
+    def fixed_input_size(self) -> tuple[int, ...] | None:
         return (int(self.w.shape[1]),)
 
     def check_follows(self, prev: Layer) -> None:
@@ -101,7 +107,7 @@ class Dense(Layer):
                 f"previous {prev.label} outputs {prev.w.shape[0]} (w {prev.w.shape})"
             )
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         n_in = self.w.shape[1]
         feats = math.prod(size)
         if feats != n_in:
@@ -117,7 +123,7 @@ class Dense(Layer):
         return s + (f", {self.activation}" if self.activation != "identity" else "")
 
 
-def _weights(layer: Dense, step, spatial: str, dtype) -> list[np.ndarray]:
+def _weights(layer: Dense, step: Step, spatial: str, dtype: npt.DTypeLike) -> list[np.ndarray]:
     """Kernel `dense_to_tf(w, input_shape, spatial)`: `w'`, rows permuted after a flatten."""
     ws = [_dense_converter(layer.w, step.dense_input, spatial)]
     if layer.b is not None:
@@ -131,7 +137,7 @@ def _weights(layer: Dense, step, spatial: str, dtype) -> list[np.ndarray]:
     return ws
 
 
-def _from_json(d: dict, where: str, param) -> Dense:
+def _from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> Dense:
     w = schema.weight(param, where, "a dense layer needs a weight")
     return Dense(
         w,

@@ -6,7 +6,7 @@ from dataclasses import KW_ONLY, dataclass
 
 import porting.model.schema as schema
 from porting.model.layer import Example, KerasLayer, Kind, Layer, check_probability
-from porting.model.stages import DropoutStage
+from porting.model.stages import DropoutStage, Stage
 
 __all__ = ["Dropout", "KIND"]
 
@@ -21,16 +21,16 @@ class Dropout(Layer):
     kind = "dropout"
     transparent = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_probability(self.p, self.label)
 
-    def stages(self):
+    def stages(self) -> list[Stage]:
         return [DropoutStage(p=self.p)]
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(size)
 
-    def describe(self):
+    def describe(self) -> str:
         return f"dropout(p={self.p}) (identity at inference)"
 
 

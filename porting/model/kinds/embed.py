@@ -15,15 +15,21 @@ An index outside `1:vocab` is bad input, named with its position.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
+from numpy.typing import ArrayLike, DTypeLike
 
 from porting.errors import PortingError
 from porting.model import schema
 from porting.model.layer import Example, KerasLayer, Kind, Layer, weight_array
-from porting.model.stages import Stage
+from porting.model.stages import Array, KerasContext, KerasTensor, Stage
+
+if TYPE_CHECKING:
+    from porting.model.planning import Step
 
 __all__ = ["Embed", "EmbedStage", "KIND", "check_indices", "knet_sequence", "model_sequence"]
 
@@ -38,7 +44,7 @@ def model_sequence(a: np.ndarray) -> np.ndarray:
     return np.asarray(a).transpose(2, 0, 1)
 
 
-def check_indices(x, vocab: int, where: str) -> np.ndarray:
+def check_indices(x: ArrayLike, vocab: int, where: str) -> np.ndarray:
     """`x` as an int64 array of 1-based indices in `1:vocab`, or `PortingError` naming the first
     bad index and its (Julia, 1-based) position."""
     try:
@@ -76,7 +82,7 @@ class EmbedStage(Stage):
     w: Any = None
     needs_output = True
 
-    def out_size(self, size):
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         if len(size) != 1:
             raise PortingError(
                 f"its input has size {size} per sample; expected (T,): token indices of one "
@@ -84,19 +90,22 @@ class EmbedStage(Stage):
             )
         return (int(size[0]), int(self.w.shape[0]))
 
-    def forward(self, x, backend, tags):
+    def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
         idx = check_indices(x, int(self.w.shape[1]), "embed")
         y = self.w[:, idx - 1]  # (dim, T, B): Knet's w[:, x'] permuted
         return np.ascontiguousarray(y.transpose(1, 0, 2))
 
-    def magnitude(self, s, out, wd):
+    def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         """An exact copy: S = |w[:, x]| (porting.magnitude's rule for a gather)."""
-        return np.abs(np.asarray(out, dtype=wd))
+        s_out: Array = np.abs(np.asarray(out, dtype=wd))
+        return s_out
 
-    def terms(self, in_size):
+    def terms(self, in_size: tuple[int, ...]) -> int | None:
         return 1
 
-    def build(self, ctx, t, in_size, out_size):
+    def build(
+        self, ctx: KerasContext, t: KerasTensor, in_size: tuple[int, ...], out_size: tuple[int, ...]
+    ) -> KerasTensor:
         dim, vocab = (int(n) for n in self.w.shape)
         return ctx.make("Embedding", self.role, input_dim=vocab, output_dim=dim, mask_zero=False)(t)
 
@@ -113,7 +122,7 @@ class Embed(Layer):
     integer_input = True  # the model's input is token indices (porting.model.forward)
     input_dtype = "int32"  # the Keras model's input
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.w = weight_array(self.w, "w", self.label, (2,))
 
     @property
@@ -124,7 +133,7 @@ class Embed(Layer):
     def dim(self) -> int:
         return int(self.w.shape[0])
 
-    def params(self):
+    def params(self) -> dict[str, np.ndarray]:
         return {"w": self.w}
 
     def stages(self) -> list[Stage]:
@@ -136,13 +145,13 @@ class Embed(Layer):
             "input (token indices), so it must be the first layer"
         )
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         try:
             return EmbedStage(w=self.w).out_size(tuple(size))
         except PortingError as e:
             raise PortingError(f"{self.label}: {e}") from None
 
-    def check_input(self, x) -> np.ndarray:
+    def check_input(self, x: ArrayLike) -> np.ndarray:
         """The model input: `(T, B)` 1-based indices in `1:vocab`."""
         return check_indices(x, self.vocab, f"{self.label}: input")
 
@@ -150,7 +159,9 @@ class Embed(Layer):
         """The Keras model's input for Knet's indices (TensorFlow layout): 0-based, `x - 1`."""
         return x_tf - 1
 
-    def default_input(self, size, batch: int = 2, seed: int = 0, dtype=None) -> np.ndarray:
+    def default_input(
+        self, size: tuple[int, ...], batch: int = 2, seed: int = 0, dtype: DTypeLike | None = None
+    ) -> np.ndarray:
         """Deterministic indices `(size..., batch)` uniform in `1:vocab` (`dtype` unused:
         indices are integers)."""
         rng = np.random.default_rng(seed)
@@ -160,12 +171,12 @@ class Embed(Layer):
         return f"embed w {self.w.shape} (dim {self.dim}, vocabulary {self.vocab})"
 
 
-def _weights(layer: Embed, step, spatial: str, dtype) -> list[np.ndarray]:
+def _weights(layer: Embed, step: Step, spatial: str, dtype: npt.DTypeLike) -> list[np.ndarray]:
     """Keras `Embedding` weight `(vocab, dim)`: row k-1 is Knet's column k."""
     return [np.ascontiguousarray(layer.w.T)]
 
 
-def _from_json(d: dict, where: str, param) -> Embed:
+def _from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> Embed:
     w = schema.weight(param, where, "an embedding needs w (dim, vocab)")
     return Embed(w, name=d.get("name"))
 

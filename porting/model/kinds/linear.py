@@ -15,7 +15,9 @@ Keras layers (`Dense`), magnitudes and diagnosis are the dense kind's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -41,13 +43,13 @@ class Linear(Dense):
 
     def __init__(
         self,
-        w,
+        w: np.ndarray,
         *,
         bias: np.ndarray | None = None,
         activation: str | None = None,
         dropout: float = 0.0,
         name: str | None = None,
-    ):
+    ) -> None:
         self.name = name
         ndim = getattr(w, "ndim", None)
         if isinstance(ndim, int) and ndim > 2:
@@ -73,11 +75,11 @@ class Linear(Dense):
     def bias(self) -> np.ndarray | None:
         return self.b
 
-    def params(self):
+    def params(self) -> dict[str, np.ndarray]:
         """Layers21's field names: `w` and `bias`."""
         return {"w": self.w} if self.b is None else {"w": self.w, "bias": self.b}
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         if len(size) != 1:
             raise PortingError(
                 f"{self.label}: its input has size {fmt_size(size)} per sample; expected "
@@ -91,7 +93,7 @@ class Linear(Dense):
         return s + (f", {self.activation}" if self.activation != "identity" else "")
 
 
-def _from_json(d: dict, where: str, param) -> Linear:
+def _from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> Linear:
     w = schema.weight(param, where, "a linear layer needs a weight")
     return Linear(
         w,
@@ -102,7 +104,7 @@ def _from_json(d: dict, where: str, param) -> Linear:
     )
 
 
-def _to_json(layer: Linear) -> dict:
+def _to_json(layer: Linear) -> dict[str, Any]:
     return {"activation": layer.activation, "dropout": layer.dropout}
 
 

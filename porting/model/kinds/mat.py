@@ -6,7 +6,7 @@ import math
 from dataclasses import KW_ONLY, dataclass
 
 from porting.model.layer import Example, FlatRule, KerasLayer, Kind, Layer
-from porting.model.stages import FlattenStage
+from porting.model.stages import FlattenStage, Stage
 
 __all__ = ["Mat", "KIND"]
 
@@ -21,10 +21,10 @@ class Mat(Layer):
     flattens = True
     flat_rule = FlatRule.MAT
 
-    def stages(self):
+    def stages(self) -> list[Stage]:
         return [FlattenStage()]
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         return (math.prod(size),)
 
 

@@ -13,9 +13,10 @@ before it unless `KnetModel(..., inputs={name: source})` says otherwise (a proje
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from porting.errors import PortingError
 from porting.model import schema
@@ -28,7 +29,11 @@ from porting.model.layer import (
     activation_name,
     fmt_size,
 )
-from porting.model.stages import ActStage, Stage
+from porting.model.stages import ActStage, Array, KerasContext, KerasTensor, Stage
+
+if TYPE_CHECKING:
+    from porting.diagnosis import Diagnosis
+    from porting.model.planning import Step
 
 __all__ = ["Add", "Concat", "MergeStage", "KIND_ADD", "KIND_CONCAT"]
 
@@ -40,9 +45,9 @@ class MergeStage(Stage):
     op: str = "add"
     merges = True
 
-    def out_size(self, sizes: Any):
+    def out_size(self, sizes: Any) -> tuple[int, ...]:
         sizes = [tuple(s) for s in sizes]
-        first = sizes[0]
+        first: tuple[int, ...] = sizes[0]
         if self.op == "add":
             bad = [s for s in sizes if s != first]
             if bad:
@@ -59,32 +64,34 @@ class MergeStage(Stage):
             )
         return (*first[:-1], sum(s[-1] for s in sizes))
 
-    def forward(self, xs: Any, backend, tags):
+    def forward(self, xs: Any, backend: str, tags: list[Array]) -> Array:
         if self.op == "add":
-            y = xs[0]
+            y: Array = xs[0]
             for x in xs[1:]:
                 y = y + x  # left to right, as Julia's `x1 .+ x2 .+ x3`
             return y
         return np.concatenate(xs, axis=-2)
 
-    def magnitude(self, ss: Any, out, wd):
+    def magnitude(self, ss: Any, out: Array | None, wd: npt.DTypeLike) -> Array:
         if self.op == "add":
-            total = ss[0]
+            total: Array = ss[0]
             for s in ss[1:]:
                 total = total + s
             return total
         return np.concatenate(ss, axis=-2)
 
-    def terms(self, in_size):
+    def terms(self, in_size: tuple[int, ...]) -> int | None:
         return len(in_size) if self.op == "add" else None
 
-    def build(self, ctx, ts: Any, in_size, out_size):
+    def build(
+        self, ctx: KerasContext, ts: Any, in_size: tuple[int, ...], out_size: tuple[int, ...]
+    ) -> KerasTensor:
         if self.op == "add":
             return ctx.make("Add", self.role)(list(ts))
         return ctx.make("Concatenate", self.role, axis=-1)(list(ts))
 
 
-def _names(value, where: str) -> tuple[str, ...]:
+def _names(value: object, where: str) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)) or len(value) < 2:
         raise PortingError(
             f"{where}: inputs={value!r}: expected a list of two or more layer names (or 'input')"
@@ -99,14 +106,14 @@ def _names(value, where: str) -> tuple[str, ...]:
 class Add(Layer):
     """`f.(x1 .+ x2 .+ ...)` over the outputs of the layers named in `inputs`."""
 
-    inputs: tuple | list = ()
+    inputs: tuple[str, ...] | list[str] = ()
     _: KW_ONLY
     activation: str = "identity"
     name: str | None = None
     kind = "add"
     merges = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.inputs = _names(self.inputs, self.label)
         self.activation = activation_name(self.activation, self.label)
 
@@ -116,7 +123,7 @@ class Add(Layer):
             out.append(ActStage(role="act", function=self.activation))
         return out
 
-    def output_size(self, sizes):
+    def output_size(self, sizes: Any) -> tuple[int, ...]:
         try:
             return MergeStage(op="add").out_size(sizes)
         except PortingError as e:
@@ -131,19 +138,19 @@ class Add(Layer):
 class Concat(Layer):
     """Knet's `cat(x1, x2, ...; dims=ndims-1)`: the channels of the layers named in `inputs`."""
 
-    inputs: tuple | list = ()
+    inputs: tuple[str, ...] | list[str] = ()
     _: KW_ONLY
     name: str | None = None
     kind = "concat"
     merges = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.inputs = _names(self.inputs, self.label)
 
     def stages(self) -> list[Stage]:
         return [MergeStage(op="concat")]
 
-    def output_size(self, sizes):
+    def output_size(self, sizes: Any) -> tuple[int, ...]:
         try:
             return MergeStage(op="concat").out_size(sizes)
         except PortingError as e:
@@ -153,14 +160,16 @@ class Concat(Layer):
         return f"concat({', '.join(self.inputs)}) along the channels"
 
 
-def _inputs_json(d: dict, where: str) -> tuple[str, ...]:
+def _inputs_json(d: dict[str, Any], where: str) -> tuple[str, ...]:
     value = d.get("inputs")
     if not isinstance(value, list):
         raise PortingError(f"{where}: inputs = {value!r}: expected a list of layer names"[:300])
     return tuple(schema.text(v, f"inputs[{i + 1}]", where) for i, v in enumerate(value))
 
 
-def _diagnose_add(step, x_ins_tf, expected_tf, actual_tf, spatial: str):
+def _diagnose_add(
+    step: Step, x_ins_tf: list[Array], expected_tf: Array, actual_tf: Array, spatial: str
+) -> Diagnosis | None:
     """Residual causes (porting.diagnosis.diagnose_residual) for a divergent sum of two or more
     inputs: its Knet inputs, Knet output and the port's output for those inputs."""
     from porting.diagnosis import diagnose_residual
@@ -171,7 +180,7 @@ def _diagnose_add(step, x_ins_tf, expected_tf, actual_tf, spatial: str):
     return diagnose_residual(list(x_ins_tf), actual_tf, activation=act, expected=expected_tf)
 
 
-def _example(cls, **kw) -> Example:
+def _example(cls: type[Add | Concat], **kw: Any) -> Example:
     """A layer and the one after it merged (any layer kinds would do; these need no weights)."""
     from porting.model.kinds.activation import Activation
 

@@ -3,17 +3,19 @@ layer, its stage (Knet forward, Keras built-ins, magnitudes) and its export sche
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 import porting.model.schema as schema
 from porting import magnitude
 from porting.errors import PortingError
 from porting.geometry import PoolGeometry, PoolOp
 from porting.model.layer import Example, FlatRule, KerasLayer, Kind, Layer, check_real, fmt_size
-from porting.model.stages import KerasContext, Stage, sub_role, zero_padding
+from porting.model.stages import Array, KerasContext, KerasTensor, Stage, sub_role, zero_padding
 
 __all__ = ["Pool", "PoolStage", "KIND", "pool_json"]
 
@@ -42,27 +44,27 @@ class PoolStage(Stage):
             )
         return g
 
-    def out_size(self, size):
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         return (*self.geometry(len(size) - 1).output_size(size[:-1]), size[-1])
 
-    def forward(self, x, backend, tags):
+    def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
         from porting import knet as pknet
 
         y = pknet.run_pool(PoolOp.bind(x, self.geometry(x.ndim - 2), self.alpha), backend)
         tags.append(y)
         return np.asarray(y)
 
-    def magnitude(self, s, out, wd):
+    def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         g = self.geometry(s.ndim - 2)
         s = magnitude.pool(s, g, self.alpha)
         # A max window of padding only gives -floatmax, a constant computed exactly: S = 0.
         return np.maximum(s, 0) if g.is_max else s
 
-    def terms(self, in_size):
+    def terms(self, in_size: tuple[int, ...]) -> int | None:
         g = self.geometry(len(in_size) - 1)
         return None if g.is_max else int(np.prod(g.window))
 
-    def note(self, in_size):
+    def note(self, in_size: tuple[int, ...]) -> str | None:
         g = self.geometry(len(in_size) - 1)
         if g.mode == 2:
             return (
@@ -78,7 +80,9 @@ class PoolStage(Stage):
             )
         return None
 
-    def build(self, ctx, t, in_size, out_size):
+    def build(
+        self, ctx: KerasContext, t: KerasTensor, in_size: tuple[int, ...], out_size: tuple[int, ...]
+    ) -> KerasTensor:
         """Keras built-in layers only, so the file loads anywhere: `ZeroPadding` (mean) or
         edge padding (max: `_edge_padding`, padded cells never win) + `MaxPooling` /
         `AveragePooling` "valid"; 3-D pooling in float64 (no TensorFlow CPU kernel) as two 2-D
@@ -112,7 +116,9 @@ class PoolStage(Stage):
         return t
 
 
-def _crop(ctx: KerasContext, t, nd: int, axis: int, lo: int, hi: int, role: str):
+def _crop(
+    ctx: KerasContext, t: KerasTensor, nd: int, axis: int, lo: int, hi: int, role: str
+) -> KerasTensor:
     """Crop `lo` cells from the start and `hi` from the end of TF spatial axis `axis` (0-based)."""
     crops = [(0, 0)] * nd
     crops[axis] = (lo, hi)
@@ -120,7 +126,9 @@ def _crop(ctx: KerasContext, t, nd: int, axis: int, lo: int, hi: int, role: str)
     return ctx.make(f"Cropping{nd}D", role, arg)(t)
 
 
-def _edge_padding(ctx: KerasContext, t, nd: int, size, pad, role: str):
+def _edge_padding(
+    ctx: KerasContext, t: KerasTensor, nd: int, size: Sequence[int], pad: tuple[int, ...], role: str
+) -> KerasTensor:
     """`t` padded by repeating its edge cells (`Cropping` + `Concatenate`, no arithmetic).
 
     For max pooling this is exactly Knet's padding, where padded cells never win: a window
@@ -140,7 +148,17 @@ def _edge_padding(ctx: KerasContext, t, nd: int, size, pad, role: str):
     return t
 
 
-def _all_padding(ctx: KerasContext, y, nd: int, size, window, stride, pad, out, role: str):
+def _all_padding(
+    ctx: KerasContext,
+    y: KerasTensor,
+    nd: int,
+    size: tuple[int, ...],
+    window: tuple[int, ...],
+    stride: tuple[int, ...],
+    pad: tuple[int, ...],
+    out: tuple[int, ...],
+    role: str,
+) -> KerasTensor:
     """Outputs whose window lies entirely in the padding are -floatmax, NNlib's starting value
     (only when padding >= window): those border slabs are replaced by `0 * tanh(y) - floatmax`
     (tanh keeps +-Inf finite), joined with `Concatenate`."""
@@ -151,7 +169,7 @@ def _all_padding(ctx: KerasContext, y, nd: int, size, window, stride, pad, out, 
         right = max(0, o - ((n - 1 + p) // s + 1))  # i with i*s - p > n - 1
         if not (left or right):
             continue
-        parts: list = []
+        parts: list[KerasTensor | None] = []
         for side, count, (c_lo, c_hi) in (
             ("lo", left, (0, o - left)),
             ("hi", right, (o - right, 0)),
@@ -175,7 +193,16 @@ def _all_padding(ctx: KerasContext, y, nd: int, size, window, stride, pad, out, 
     return y
 
 
-def _pool3d_by_2d(ctx: KerasContext, t, kind: str, size, channels: int, window, stride, role):
+def _pool3d_by_2d(
+    ctx: KerasContext,
+    t: KerasTensor,
+    kind: str,
+    size: tuple[int, ...],
+    channels: int,
+    window: tuple[int, ...],
+    stride: tuple[int, ...],
+    role: str,
+) -> KerasTensor:
     """3-D pooling (TensorFlow axes a, b, c) as a 2-D pooling over (a, b) with (c, channels)
     merged, then one over c: max is separable exactly; mean becomes a mean of means (the same
     terms, rounded in another order: within the mean's tolerance)."""
@@ -206,10 +233,10 @@ class Pool(Layer):
     The number of spatial dimensions comes from the input.
     """
 
-    window: int | tuple = 2
+    window: int | tuple[int, ...] = 2
     _: KW_ONLY
-    padding: int | tuple = 0
-    stride: int | tuple | None = None
+    padding: int | tuple[int, ...] = 0
+    stride: int | tuple[int, ...] | None = None
     mode: int = 0
     alpha: float = 1.0
     name: str | None = None
@@ -217,7 +244,7 @@ class Pool(Layer):
     needs_spatial = True
     flat_rule = FlatRule.RESET
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         lengths = {
             len(v) for v in (self.window, self.padding, self.stride) if isinstance(v, (tuple, list))
         }
@@ -242,10 +269,10 @@ class Pool(Layer):
             alpha=self.alpha,
         )
 
-    def stages(self):
+    def stages(self) -> list[Stage]:
         return [self.stage()]
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         if not 2 <= len(size) <= 4:
             raise PortingError(
                 f"{self.label}: input of size {fmt_size(size)} per sample; pool expects "
@@ -263,7 +290,7 @@ class Pool(Layer):
         return repr(self.geometry(nd)).replace("PoolGeometry", "pool")
 
 
-def as_pool(value, where: str) -> Pool | None:
+def as_pool(value: object, where: str) -> Pool | None:
     """A conv layer's `pool=`: None, a Pool, or a dict of pool keywords."""
     if value is None or isinstance(value, Pool):
         return value
@@ -283,11 +310,11 @@ def as_pool(value, where: str) -> Pool | None:
     )
 
 
-def _val(v):
+def _val(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
-def pool_json(p: Pool) -> dict:
+def pool_json(p: Pool) -> dict[str, Any]:
     """A pool's keywords as the export writes them (stride always given)."""
     return {
         "window": _val(p.window),
@@ -298,7 +325,7 @@ def pool_json(p: Pool) -> dict:
     }
 
 
-def _from_json(d: dict, where: str, param) -> Pool:
+def _from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> Pool:
     kw = schema.keywords(d.get("pool"), where, "pool", POOL_KEYS)
     return Pool(**kw, name=d.get("name"))
 

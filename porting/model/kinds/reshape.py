@@ -12,15 +12,17 @@ others are refused at conversion, saying so.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from porting.errors import PortingError
 from porting.model import schema
 from porting.model.layer import Example, FlatRule, KerasLayer, Kind, Layer, fmt_size
-from porting.model.stages import Stage
+from porting.model.stages import Array, KerasContext, KerasTensor, Stage
 
 __all__ = ["Reshape", "ReshapeStage", "KIND"]
 
@@ -29,7 +31,7 @@ __all__ = ["Reshape", "ReshapeStage", "KIND"]
 class ReshapeStage(Stage):
     size: Any = ()
 
-    def out_size(self, size):
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         if math.prod(size) != math.prod(self.size):
             raise PortingError(
                 f"reshape to {fmt_size(self.size)} ({math.prod(self.size)} values per sample) "
@@ -37,13 +39,15 @@ class ReshapeStage(Stage):
             )
         return tuple(self.size)
 
-    def forward(self, x, backend, tags):
+    def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
         return x.reshape((*self.size, x.shape[-1]), order="F")
 
-    def magnitude(self, s, out, wd):
+    def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         return s.reshape((*self.size, s.shape[-1]), order="F")
 
-    def build(self, ctx, t, in_size, out_size):
+    def build(
+        self, ctx: KerasContext, t: KerasTensor, in_size: tuple[int, ...], out_size: tuple[int, ...]
+    ) -> KerasTensor:
         shape = tuple(out_size)
         tf_shape = shape if len(shape) == 1 else (*ctx.tf(shape[:-1]), shape[-1])
         return ctx.make("Reshape", self.role, tf_shape)(t)
@@ -53,13 +57,13 @@ class ReshapeStage(Stage):
 class Reshape(Layer):
     """Knet `reshape(x, size..., :)`: `size` is one sample's Julia size, e.g. `(4, 4, 50)`."""
 
-    size: tuple = ()
+    size: tuple[int, ...] = ()
     _: KW_ONLY
     name: str | None = None
     kind = "reshape"
     flat_rule = FlatRule.RESHAPE
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         try:
             self.size = tuple(int(s) for s in self.size)
         except (TypeError, ValueError):
@@ -77,10 +81,10 @@ class Reshape(Layer):
     def flattens(self) -> bool:
         return len(self.size) == 1
 
-    def stages(self):
+    def stages(self) -> list[Stage]:
         return [ReshapeStage(size=self.size)]
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         try:
             return ReshapeStage(size=self.size).out_size(tuple(size))
         except PortingError as e:
@@ -90,7 +94,7 @@ class Reshape(Layer):
         return f"reshape to {fmt_size(self.size)}"
 
 
-def _from_json(d: dict, where: str, param) -> Reshape:
+def _from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> Reshape:
     return Reshape(schema.size(d.get("size"), "size", where), name=d.get("name"))
 
 

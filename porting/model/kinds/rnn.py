@@ -24,10 +24,12 @@ layer applied at every time step; Keras `Dense` on `(B, T, H)`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from porting import layout, magnitude
 from porting.errors import PortingError
@@ -42,9 +44,14 @@ from porting.model.layer import (
     activation_name,
     weight_array,
 )
-from porting.model.stages import ActStage, Stage, sub_role
+from porting.model.stages import ActStage, Array, KerasContext, KerasTensor, Stage, sub_role
 from porting.rnn.params import RNNWeights, pack, unpack
 from porting.rnn.spec import RNNSpec
+
+if TYPE_CHECKING:
+    from porting.model.planning import Step
+    from porting.rnn.diagnosis import RNNDiagnosis
+    from porting.rnn.verify import Bounds
 
 __all__ = ["RNN", "RNNStage", "TimeDense", "TimeDenseStage", "KIND_RNN", "KIND_TIMEDENSE"]
 
@@ -62,13 +69,14 @@ class RNNStage(Stage):
     weights: Any = None
     output: str = "sequence"
     # the Knet-layout input of the last forward (the tolerance re-runs the recurrence on it)
-    seen: dict = field(default_factory=dict)
+    seen: dict[str, Any] = field(default_factory=dict)
 
     @property
     def spec(self) -> RNNSpec:
-        return self.weights.spec
+        spec: RNNSpec = self.weights.spec
+        return spec
 
-    def out_size(self, size):
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         spec = self.spec
         if len(size) != 2 or size[1] != spec.input_size:
             raise PortingError(
@@ -78,7 +86,7 @@ class RNNStage(Stage):
         y = spec.output_size
         return (int(size[0]), y) if self.output == "sequence" else (y,)
 
-    def forward(self, x, backend, tags):
+    def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
         from porting.rnn.reference import forward
 
         xk = knet_sequence(x)
@@ -86,15 +94,16 @@ class RNNStage(Stage):
         y = forward(self.weights, xk).y  # (Y, B, T): Knet's y
         return model_sequence(y) if self.output == "sequence" else np.asfortranarray(y[:, :, -1])
 
-    def _bounds(self):
+    def _bounds(self) -> Bounds:
         from porting.rnn.verify import error_bounds
 
         if "bounds" not in self.seen or self.seen.get("bounds_of") is not self.seen.get("x"):
             self.seen["bounds"] = error_bounds(self.weights, self.seen["x"])
             self.seen["bounds_of"] = self.seen["x"]
-        return self.seen["bounds"]
+        bounds: Bounds = self.seen["bounds"]
+        return bounds
 
-    def magnitude(self, s, out, wd):
+    def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         """The carried magnitude `E` of the last layer's directions (porting.rnn.verify), in
         the model layout. An error arriving from the layer before (whole mode) is added
         through `|W|` of the first layer's input matrices, step by step (not carried)."""
@@ -112,11 +121,13 @@ class RNNStage(Stage):
         out_e = E if self.output == "sequence" else E[-1]
         return np.asarray(out_e, dtype=wd)
 
-    def terms(self, in_size):
+    def terms(self, in_size: tuple[int, ...]) -> int | None:
         spec = self.spec
         return max(spec.input_size_of(lay) for lay in range(spec.num_layers)) + spec.hidden_size + 2
 
-    def build(self, ctx, t, in_size, out_size):
+    def build(
+        self, ctx: KerasContext, t: KerasTensor, in_size: tuple[int, ...], out_size: tuple[int, ...]
+    ) -> KerasTensor:
         from porting.rnn.keras import apply_keras
 
         w = self.weights
@@ -135,7 +146,7 @@ class RNNStage(Stage):
         y = ctx.make("Cropping1D", sub_role(self.role, "last_step"), (steps - 1, 0))(y)
         return ctx.make("Reshape", self.role, (self.spec.output_size,))(y)
 
-    def note(self, in_size):
+    def note(self, in_size: tuple[int, ...]) -> str | None:
         if self.output == "last" and self.spec.bidirectional:
             return (
                 "reads y[:, :, end] as Knet does: the backward half is the backward direction "
@@ -160,7 +171,7 @@ class RNN(Layer):
     kind = "rnn"
     rnn_weights: Any = None  # porting.rnn.RNNWeights, set from w and spec
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         where = self.label
         if isinstance(self.spec, dict):
             self.spec = RNNSpec.from_knet(self.spec)
@@ -174,7 +185,7 @@ class RNN(Layer):
             self.rnn_weights = unpack(self.spec, self.w)
         except PortingError as e:
             raise PortingError(f"{where}: {e}") from None
-        self._seen: dict = {}
+        self._seen: dict[str, Any] = {}
         if self.output not in OUTPUTS:
             raise PortingError(
                 f"{where}: output={self.output!r}: expected 'sequence' (every step of y) or "
@@ -182,18 +193,18 @@ class RNN(Layer):
             )
 
     @classmethod
-    def from_weights(cls, weights: RNNWeights, **kw) -> RNN:
+    def from_weights(cls, weights: RNNWeights, **kw: Any) -> RNN:
         """From unpacked `porting.rnn.RNNWeights` (packed here in Knet's layout)."""
         return cls(pack(weights), weights.spec, **kw)
 
-    def params(self):
+    def params(self) -> dict[str, np.ndarray]:
         return {"w": self.w}
 
     def stages(self) -> list[Stage]:
         # one cache per layer: the tolerance's float64 run is reused by verify_notes
         return [RNNStage(weights=self.rnn_weights, output=self.output, seen=self._seen)]
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         try:
             return self.stages()[0].out_size(tuple(size))
         except PortingError as e:
@@ -205,7 +216,7 @@ class RNN(Layer):
 
     verify_notes_of_output: ClassVar[bool] = True
 
-    def verify_notes(self, x_in, actual, name: str) -> list[str]:
+    def verify_notes(self, x_in: np.ndarray, actual: np.ndarray, name: str) -> list[str]:
         """Per-step figures (porting.rnn.verify) for the report's notes: `x_in` the layer's
         Knet input `(T, X, B)`, `actual` the Keras side's output in the model layout."""
         from porting.rnn.verify import verify
@@ -241,7 +252,7 @@ class RNN(Layer):
         return f"rnn {self.spec}, reads {what}"
 
 
-def _rnn_from_json(d: dict, where: str, param) -> RNN:
+def _rnn_from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> RNN:
     from porting.rnn.export import from_export
 
     params = d.get("params")
@@ -287,7 +298,9 @@ def _rnn_example() -> Example:
     return [RNN(w, spec, output="last")], (5, 3)
 
 
-def _diagnose(step, x_ins_tf, expected_tf, actual_tf, spatial: str):
+def _diagnose(
+    step: Step, x_ins_tf: list[Array], expected_tf: Array, actual_tf: Array, spatial: str
+) -> RNNDiagnosis | None:
     """The recurrence's usual mistakes (porting.rnn.diagnosis: gate order, biases, directions,
     ...) recomputed from the layer's weights and its Knet input, against the port's output for
     that input (in TensorFlow layout: `(B, T, X)` in, `(B, T, H)` or `(B, H)` out); None when
@@ -298,9 +311,10 @@ def _diagnose(step, x_ins_tf, expected_tf, actual_tf, spatial: str):
         t = np.asarray(t)
         return layout.activations_from_tf(t, spatial) if t.ndim > 2 else t.T
 
-    weights = step.layer.rnn_weights
+    layer = cast(RNN, step.layer)
+    weights = layer.rnn_weights
     a_j = julia(actual_tf)
-    y = knet_sequence(a_j) if step.layer.output == "sequence" else a_j
+    y = knet_sequence(a_j) if layer.output == "sequence" else a_j
     x = knet_sequence(julia(x_ins_tf[0])).astype(weights.dtype, copy=False)
     d = diagnose_rnn(weights, x, y)
     return None if d.cause == "unknown" else d
@@ -335,7 +349,7 @@ class TimeDenseStage(Stage):
     b: Any = None
     linear = False
 
-    def out_size(self, size):
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         h = int(self.w.shape[1])
         if len(size) != 2 or size[1] != h:
             raise PortingError(
@@ -344,7 +358,7 @@ class TimeDenseStage(Stage):
             )
         return (int(size[0]), int(self.w.shape[0]))
 
-    def forward(self, x, backend, tags):
+    def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
         yk = knet_sequence(x)  # (H, B, T)
         h, b, t = yk.shape
         z = self.w @ yk.reshape((h, b * t), order="F")
@@ -352,7 +366,7 @@ class TimeDenseStage(Stage):
             z += self.b.reshape(-1)[:, None]
         return model_sequence(z.reshape((-1, b, t), order="F"))
 
-    def magnitude(self, s, out, wd):
+    def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         sk = knet_sequence(s)
         h, b, t = sk.shape
         m = magnitude.dense(self.w, sk.reshape((h, b * t), order="F"), wd)
@@ -360,10 +374,12 @@ class TimeDenseStage(Stage):
             m = magnitude.bias(m, self.b, channel_axis=0)
         return model_sequence(np.asarray(m).reshape((-1, b, t), order="F")).astype(wd)
 
-    def terms(self, in_size):
+    def terms(self, in_size: tuple[int, ...]) -> int | None:
         return int(self.w.shape[1]) + (self.b is not None)
 
-    def build(self, ctx, t, in_size, out_size):
+    def build(
+        self, ctx: KerasContext, t: KerasTensor, in_size: tuple[int, ...], out_size: tuple[int, ...]
+    ) -> KerasTensor:
         return ctx.make("Dense", self.role, int(self.w.shape[0]), use_bias=self.b is not None)(t)
 
 
@@ -379,7 +395,7 @@ class TimeDense(Layer):
     name: str | None = None
     kind = "timedense"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         where = self.label
         self.w = weight_array(self.w, "w", where, (2,))
         if self.b is not None:
@@ -393,7 +409,7 @@ class TimeDense(Layer):
                 raise PortingError(f"{where}: b is {self.b.dtype} but w is {self.w.dtype}")
         self.activation = activation_name(self.activation, where)
 
-    def params(self):
+    def params(self) -> dict[str, np.ndarray]:
         return {"w": self.w} if self.b is None else {"w": self.w, "b": self.b}
 
     def stages(self) -> list[Stage]:
@@ -402,7 +418,7 @@ class TimeDense(Layer):
             out.append(ActStage(role="act", function=self.activation, dims=2))
         return out
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         try:
             return TimeDenseStage(w=self.w, b=self.b).out_size(tuple(size))
         except PortingError as e:
@@ -413,14 +429,16 @@ class TimeDense(Layer):
         return s + (f", {self.activation}" if self.activation != "identity" else "")
 
 
-def _td_weights(layer: TimeDense, step, spatial: str, dtype) -> list[np.ndarray]:
+def _td_weights(
+    layer: TimeDense, step: Step, spatial: str, dtype: npt.DTypeLike
+) -> list[np.ndarray]:
     ws = [np.ascontiguousarray(layer.w.T)]
     if layer.b is not None:
         ws.append(layer.b.reshape(-1).copy())
     return ws
 
 
-def _td_from_json(d: dict, where: str, param) -> TimeDense:
+def _td_from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> TimeDense:
     w = schema.weight(param, where, "a timedense layer needs a weight")
     return TimeDense(
         w, param("b"), activation=d.get("activation") or "identity", name=d.get("name")

@@ -6,21 +6,24 @@ Keras: `ZeroPadding{1,2,3}D` with the pairs in TensorFlow's axis order (exact: n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from porting import layout
 from porting.errors import PortingError
 from porting.model import schema
 from porting.model.layer import Example, FlatRule, KerasLayer, Kind, Layer, fmt_size
-from porting.model.stages import Stage
+from porting.model.stages import Array, KerasContext, KerasTensor, Stage
 
 __all__ = ["ZeroPad", "ZeroPadStage", "KIND"]
 
 
-def _pairs(padding, nd: int, where: str) -> tuple[tuple[int, int], ...]:
-    def one(v) -> int:
+def _pairs(padding: object, nd: int, where: str) -> tuple[tuple[int, int], ...]:
+    def one(v: object) -> int:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
             raise PortingError(
                 f"{where}: padding={padding!r}: expected non-negative integers, an integer per "
@@ -53,7 +56,7 @@ class ZeroPadStage(Stage):
     def pairs(self, nd: int) -> tuple[tuple[int, int], ...]:
         return _pairs(self.padding, nd, "zeropad")
 
-    def out_size(self, size):
+    def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         nd = len(size) - 1
         if nd < 1:
             raise PortingError(
@@ -62,19 +65,21 @@ class ZeroPadStage(Stage):
         pairs = self.pairs(nd)
         return (*(x + lo + hi for x, (lo, hi) in zip(size[:-1], pairs, strict=True)), size[-1])
 
-    def _pad(self, x):
+    def _pad(self, x: Array) -> Array:
         nd = x.ndim - 2
         return np.pad(x, [*self.pairs(nd), (0, 0), (0, 0)])
 
-    def forward(self, x, backend, tags):
+    def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
         return self._pad(x)
 
-    def magnitude(self, s, out, wd):
+    def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         return self._pad(s)
 
-    def build(self, ctx, t, in_size, out_size):
+    def build(
+        self, ctx: KerasContext, t: KerasTensor, in_size: tuple[int, ...], out_size: tuple[int, ...]
+    ) -> KerasTensor:
         nd = len(in_size) - 1
-        pairs = ctx.tf(self.pairs(nd))
+        pairs = layout.spatial_to_tf(self.pairs(nd), ctx.spatial)
         return ctx.make(f"ZeroPadding{nd}D", self.role, pairs[0] if nd == 1 else pairs)(t)
 
 
@@ -89,7 +94,7 @@ class ZeroPad(Layer):
     needs_spatial = True
     flat_rule = FlatRule.RESET
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         nd = len(self.padding) if isinstance(self.padding, (list, tuple)) else 2
         self.padding = (
             tuple(tuple(p) if isinstance(p, list) else p for p in self.padding)
@@ -98,10 +103,10 @@ class ZeroPad(Layer):
         )
         _pairs(self.padding, nd, self.label)
 
-    def stages(self):
+    def stages(self) -> list[Stage]:
         return [ZeroPadStage(padding=self.padding)]
 
-    def output_size(self, size):
+    def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         try:
             return ZeroPadStage(padding=self.padding).out_size(tuple(size))
         except PortingError as e:
@@ -111,7 +116,7 @@ class ZeroPad(Layer):
         return f"zeropad({self.padding})"
 
 
-def _from_json(d: dict, where: str, param) -> ZeroPad:
+def _from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> ZeroPad:
     p = d.get("padding")
     if isinstance(p, list):
         p = tuple(
@@ -125,7 +130,7 @@ def _from_json(d: dict, where: str, param) -> ZeroPad:
     return ZeroPad(p, name=d.get("name"))
 
 
-def _to_json(layer: ZeroPad) -> dict:
+def _to_json(layer: ZeroPad) -> dict[str, Any]:
     p = layer.padding
     return {
         "padding": [list(q) if isinstance(q, tuple) else q for q in p]

@@ -34,7 +34,7 @@
   `model_sequence` the reverse.
 """
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from porting.model import kinds as _kinds
 from porting.model.export import load_export, model_from_doc, save_export
@@ -100,7 +100,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 

@@ -47,9 +47,12 @@ import io
 import os
 import warnings
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from porting import files, layout
 from porting._checks import check_choice
@@ -82,7 +85,7 @@ __all__ = [
 ]
 
 # Extra facts about converted models (spatial convention), kept off the Keras object.
-_INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_INFO: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 _tf_axis = tf_axis
 
 
@@ -96,7 +99,7 @@ def tf_sample_shape(size: tuple[int, ...], spatial: str) -> tuple[int, ...]:
 _tf_sample_shape = tf_sample_shape
 
 
-def julia_to_tf(y: np.ndarray, flat_from, spatial: str) -> np.ndarray:
+def julia_to_tf(y: np.ndarray, flat_from: tuple[int, ...] | None, spatial: str) -> np.ndarray:
     """A Julia-indexed layer output `(..., N)` -> the TensorFlow layout Keras produces for it:
     `(N, H, W, C)` for spatial outputs, `(N, F)` for features (in Keras' Flatten order when
     they came from a `mat` of `flat_from`)."""
@@ -114,7 +117,7 @@ def julia_to_tf(y: np.ndarray, flat_from, spatial: str) -> np.ndarray:
     return np.ascontiguousarray(y.T)
 
 
-def tf_to_julia(t: np.ndarray, flat_from, spatial: str) -> np.ndarray:
+def tf_to_julia(t: np.ndarray, flat_from: tuple[int, ...] | None, spatial: str) -> np.ndarray:
     """Inverse of `julia_to_tf`."""
     t = np.asarray(t)
     if t.ndim > 2:
@@ -134,10 +137,10 @@ def convert_weights(
     model: KnetModel,
     *,
     spatial: str = "reverse",
-    input_size=None,
-    dtype=None,
+    input_size: Any = None,
+    dtype: npt.DTypeLike | None = None,
     plan: Plan | None = None,
-) -> dict:
+) -> dict[str, list[np.ndarray]]:
     """Every weight in Keras layout: `{layer name: [kernel, (bias)]}`, NumPy arrays, each kind
     converting its own (porting.model.kinds: conv kernels `kernel_to_tf(w, mode, spatial)`,
     mode 0 rotated, times `alpha`; dense kernels `dense_to_tf(w, input_shape, spatial)` with
@@ -147,14 +150,17 @@ def convert_weights(
     return dict(_layer_weights(plan_for(model, input_size, plan), spatial, dt))
 
 
-def _layer_weights(steps: Plan, spatial: str, dt: np.dtype):
+def _layer_weights(
+    steps: Plan, spatial: str, dt: np.dtype[Any]
+) -> Iterator[tuple[str, list[np.ndarray]]]:
     """`(layer name, [kernel, (bias)])` in Keras layout, one layer at a time."""
     for step in steps:
         convert = kind_of(step.layer).weights
         if convert is None:
             continue
         ws = convert(step.layer, step, spatial, dt)
-        yield step.layer.name, [w.astype(dt, copy=False) for w in ws]
+        # KnetModel names every layer
+        yield str(step.layer.name), [w.astype(dt, copy=False) for w in ws]
 
 
 # --------------------------------------------------------------------------- Keras model
@@ -164,11 +170,11 @@ def to_keras(
     model: KnetModel,
     *,
     spatial: str = "reverse",
-    input_size=None,
-    dtype=None,
-    name=None,
+    input_size: Any = None,
+    dtype: npt.DTypeLike | None = None,
+    name: str | None = None,
     plan: Plan | None = None,
-):
+) -> Any:
     """Build a Keras 3 functional model computing what the Knet `model` computes.
 
     Input: TensorFlow layout `(N, H, W, C)` of a Julia `(X1, X2, C, N)` batch under `spatial`
@@ -196,7 +202,7 @@ def to_keras(
     )
     ctx = KerasContext(keras, dts, spatial)
     ctx.used.add("knet_input")
-    tensors: list = []
+    tensors: list[Any] = []
     t = inp
     for step in steps:
         name_ = str(step.layer.name)  # KnetModel names every layer
@@ -230,19 +236,19 @@ def _keras_name(name: str) -> str:
     return clean or "knet_model"
 
 
-def conversion_notes(keras_model) -> list[str]:
+def conversion_notes(keras_model: Any) -> list[str]:
     """What `to_keras` said about this model (when converted in this process)."""
     info = _INFO.get(keras_model)
     return list(info["notes"]) if info else []
 
 
-def spatial_of(keras_model, default: str = "reverse") -> str:
+def spatial_of(keras_model: Any, default: str = "reverse") -> str:
     """The spatial convention a model was converted with (when converted in this process)."""
     info = _INFO.get(keras_model)
-    return info["spatial"] if info else default
+    return str(info["spatial"]) if info else default
 
 
-def keras_groups(keras_model, model: KnetModel) -> list[list]:
+def keras_groups(keras_model: Any, model: KnetModel) -> list[list[Any]]:
     """For each Knet layer, its Keras layers in call order (found by name: `conv1`,
     `conv1__pad`, ...). Raises `PortingError` when a Knet layer has no Keras counterpart."""
     import keras
@@ -267,12 +273,12 @@ def keras_groups(keras_model, model: KnetModel) -> list[list]:
 # --------------------------------------------------------------------------- TFLite
 
 
-def check_tflite_path(path) -> Path:
+def check_tflite_path(path: str | os.PathLike[str]) -> Path:
     """Validate an output `.tflite` path (not a directory, parent exists) before any work."""
     return _check_target_file(path, ".tflite", "TFLite output")
 
 
-def export_tflite(keras_model, path) -> str:
+def export_tflite(keras_model: Any, path: str | os.PathLike[str]) -> str:
     """Convert to a TFLite flatbuffer (`tf.lite.TFLiteConverter`, float, no quantisation) and
     write it atomically to `path` (`.tflite`). The converted models use built-in layers only,
     which TFLite's builtin operator set covers."""
@@ -298,16 +304,16 @@ def export_tflite(keras_model, path) -> str:
 # --------------------------------------------------------------------------- saving
 
 
-def _check_target_file(path, suffix: str, what: str) -> Path:
+def _check_target_file(path: str | os.PathLike[str], suffix: str, what: str) -> Path:
     return files.output_file(path, suffix=suffix, what=what)
 
 
-def check_keras_path(path) -> Path:
+def check_keras_path(path: str | os.PathLike[str]) -> Path:
     """Validate an output `.keras` path (not a directory, parent exists) before any work."""
     return _check_target_file(path, ".keras", "output")
 
 
-def save_keras(keras_model, path) -> str:
+def save_keras(keras_model: Any, path: str | os.PathLike[str]) -> str:
     """Save as `.keras` with `porting.files.atomic_write`: written to a temporary file in the
     same directory, flushed, given the replaced file's permission bits, then moved over `path`.
     A failure leaves no file (and any old one intact)."""
@@ -352,7 +358,7 @@ def _foreign_entries(p: Path) -> list[str]:
     return foreign
 
 
-def check_savedmodel_path(path) -> Path:
+def check_savedmodel_path(path: str | os.PathLike[str]) -> Path:
     """Validate a SavedModel output directory before any work. An existing directory is
     replaced only when it is empty or holds nothing but a SavedModel's own entries
     (`saved_model.pb`, `fingerprint.pb`, `variables/variables.*`, `assets/`...); anything else
@@ -376,7 +382,7 @@ def check_savedmodel_path(path) -> Path:
     return p
 
 
-def export_savedmodel(keras_model, directory) -> str:
+def export_savedmodel(keras_model: Any, directory: str | os.PathLike[str]) -> str:
     """Export a TensorFlow SavedModel (`model.export`) into `directory`, built in a temporary
     sibling directory and moved into place with `porting.files.atomic_write`; an existing
     SavedModel there is replaced (its directory's permission bits kept), anything else refused
@@ -393,7 +399,7 @@ def export_savedmodel(keras_model, directory) -> str:
     return str(target)
 
 
-def load_keras(path):
+def load_keras(path: str | os.PathLike[str]) -> Any:
     """Load a converted `.keras` model (registers porting's custom layer first)."""
     p = files.input_file(path, "a .keras file (a converted Keras 3 model)")
     import_keras()

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from porting.errors import PortingError
 
@@ -255,9 +256,9 @@ def _decode(p: Path, hwc: tuple[int, int, int], opts: ImageOptions) -> np.ndarra
 
 
 def open_data(
-    path,
+    path: str | os.PathLike[str],
     sample_size: tuple[int, ...],
-    dtype,
+    dtype: npt.DTypeLike,
     *,
     layout: str = "julia",
     spatial: str = "reverse",
@@ -391,7 +392,8 @@ def _add_chunk(src: DataSource, label: str, arr: np.ndarray) -> None:
 
 def _map_npy(p: Path) -> np.ndarray:
     try:
-        return np.load(p, mmap_mode="r", allow_pickle=False)
+        arr: np.ndarray = np.load(p, mmap_mode="r", allow_pickle=False)
+        return arr
     except (ValueError, OSError, EOFError) as e:
         raise PortingError(f"{p}: not a readable .npy array ({e})") from None
 

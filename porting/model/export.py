@@ -35,7 +35,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +63,7 @@ _MAX_JSON_BYTES = 64 * 2**20  # an export of 1000 layers is under 1 MB
 _ELTYPES = {"Float32": np.dtype(np.float32), "Float64": np.dtype(np.float64)}
 
 
-def export_paths(path) -> tuple[Path, Path]:
+def export_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """`prefix`, `prefix.json` or `prefix.npz` -> (`prefix.json`, `prefix.npz`)."""
     expected = "a model export: a prefix, <prefix>.json or <prefix>.npz"
     p = files.as_path(path, "model", expected)
@@ -78,7 +80,7 @@ def export_paths(path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".npz")
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     path = files.input_file(path, "the model export's .json (structure)")
     size = path.stat().st_size
     if size > _MAX_JSON_BYTES:
@@ -125,7 +127,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     return {k: v for k, v in arrays.items() if isinstance(v, np.ndarray)}
 
 
-def _param(spec, what: str, where: str, arrays: dict, npz: str, npz_short: str):
+def _param(
+    spec: Any, what: str, where: str, arrays: dict[str, np.ndarray], npz: str, npz_short: str
+) -> np.ndarray | None:
     if spec is None:
         return None
     if not isinstance(spec, dict) or "key" not in spec:
@@ -171,7 +175,9 @@ def _param(spec, what: str, where: str, arrays: dict, npz: str, npz_short: str):
     return a
 
 
-def _layer_from_json(i: int, d, arrays: dict, npz: str, npz_short: str):
+def _layer_from_json(
+    i: int, d: Any, arrays: dict[str, np.ndarray], npz: str, npz_short: str
+) -> Any:
     if not isinstance(d, dict):
         raise PortingError(f"layer {i + 1}: expected a JSON object, got {d!r}"[:200])
     name = d.get("name")
@@ -191,13 +197,13 @@ def _layer_from_json(i: int, d, arrays: dict, npz: str, npz_short: str):
         if d.get(key) is not None:
             schema.text(d[key], key, where)
 
-    def param(what: str):
+    def param(what: str) -> np.ndarray | None:
         return _param(params.get(what), what, where, arrays, npz, npz_short)
 
     return KINDS[kind].from_json(d, where, param)
 
 
-def load_export(path) -> KnetModel:
+def load_export(path: str | os.PathLike[str]) -> KnetModel:
     """Load a Knet model from its export pair; `path` is the prefix, the .json or the .npz.
 
     Weights come back Julia-indexed (as `porting.io.load` reads NPZ.jl files) and are checked
@@ -229,8 +235,8 @@ def load_export(path) -> KnetModel:
 
 
 def model_from_doc(
-    doc: dict,
-    arrays: dict,
+    doc: dict[str, Any],
+    arrays: dict[str, np.ndarray],
     *,
     where: str,
     arrays_name: str,
@@ -251,7 +257,7 @@ def model_from_doc(
     layers = [
         _layer_from_json(i, d, arrays, arrays_name, short) for i, d in enumerate(doc["layers"])
     ]
-    inputs = {}
+    inputs: dict[str, str] = {}
     for i, d in enumerate(doc["layers"]):
         if d.get("input") is not None:
             lwhere = f"layer {i + 1} ({layers[i].name!r})"
@@ -263,8 +269,8 @@ def model_from_doc(
     )
 
 
-def _layer_to_json(layer, keys: dict) -> dict:
-    d: dict = {"name": layer.name, "kind": layer.kind, "params": {}}
+def _layer_to_json(layer: Any, keys: dict[str, np.ndarray]) -> dict[str, Any]:
+    d: dict[str, Any] = {"name": layer.name, "kind": layer.kind, "params": {}}
     for pname, arr in layer.params().items():
         key = f"{layer.name}.{pname}"
         keys[key] = arr
@@ -282,7 +288,7 @@ def _layer_to_json(layer, keys: dict) -> dict:
 
 
 @contextlib.contextmanager
-def atomic_path(target: Path, suffix: str):
+def atomic_path(target: Path, suffix: str) -> Iterator[Path]:
     """Yield a temporary path in `target`'s directory (ending in `suffix`); on success it
     replaces `target` under `porting.files.atomic_write`'s rule (fsync, permission bits of the
     replaced file kept, stale temporaries of killed runs swept); on any failure it is removed,
@@ -294,7 +300,7 @@ def atomic_path(target: Path, suffix: str):
         yield tmp
 
 
-def _dumps(doc: dict) -> str:
+def _dumps(doc: dict[str, Any]) -> str:
     """JSON with one layer per line (readable, diff-friendly)."""
     head = {k: v for k, v in doc.items() if k != "layers"}
     lines = ["{"]
@@ -306,7 +312,7 @@ def _dumps(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_export(model: KnetModel, prefix) -> tuple[str, str]:
+def save_export(model: KnetModel, prefix: str | os.PathLike[str]) -> tuple[str, str]:
     """Write `model` as `<prefix>.npz` (Fortran-ordered arrays, Julia sizes, as NPZ.jl writes
     them) and `<prefix>.json` (schema above); both atomically. Returns the two paths."""
     check_model(model)
@@ -314,7 +320,7 @@ def save_export(model: KnetModel, prefix) -> tuple[str, str]:
     files.output_file(json_path, suffix=".json", what="export")
     files.output_file(npz_path, suffix=".npz", what="export")
     keys: dict[str, np.ndarray] = {}
-    doc: dict = {
+    doc: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "name": model.name,

@@ -44,17 +44,17 @@ class KnetOutputs:
     input: np.ndarray
     backend: str
     backend_reason: str
-    extras: list[dict] = field(default_factory=list)
+    extras: list[dict[int, np.ndarray]] = field(default_factory=list)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: int | str) -> np.ndarray:
         if isinstance(key, str):
             return self.outputs[self.names.index(key)]
         return self.outputs[key]
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.outputs)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[np.ndarray]:
         return iter(self.outputs)
 
     @property
@@ -62,7 +62,7 @@ class KnetOutputs:
         return self.outputs[-1]
 
 
-def check_input(model: KnetModel, x, plan: Plan | None = None) -> tuple[np.ndarray, Plan]:
+def check_input(model: KnetModel, x: Any, plan: Plan | None = None) -> tuple[np.ndarray, Plan]:
     """`x` as a Julia-indexed batch `(X1, ..., C, N)` that fits `model`, and the model's plan
     for it (`plan` when given), or `PortingError` naming the first layer that does not fit."""
     first = model.layers[0]
@@ -90,7 +90,7 @@ def check_input(model: KnetModel, x, plan: Plan | None = None) -> tuple[np.ndarr
 
 def forward_knet(
     model: KnetModel,
-    x,
+    x: Any,
     backend: str = "auto",
     *,
     keep_extras: bool = False,
@@ -104,8 +104,8 @@ def forward_knet(
     """
     x, plan = check_input(model, x, plan)
     done: dict[int, np.ndarray] = {}
-    extras: list[dict] = []
-    tags: list = []
+    extras: list[dict[int, np.ndarray]] = []
+    tags: list[Any] = []
     for _, _, extra in forward_steps(plan, x, backend, keep_extras, done, tags):
         extras.append(extra)
     name, reason = backend_of(tags)
@@ -120,14 +120,19 @@ def forward_knet(
 
 
 def forward_steps(
-    plan: Plan, x: np.ndarray, backend: str, keep_extras: bool, done: dict, tags: list
-) -> Iterator[tuple[int, np.ndarray, dict]]:
+    plan: Plan,
+    x: np.ndarray,
+    backend: str,
+    keep_extras: bool,
+    done: dict[int, np.ndarray],
+    tags: list[Any],
+) -> Iterator[tuple[int, np.ndarray, dict[int, np.ndarray]]]:
     """`forward_knet` one layer at a time, for a checked `x`: yields `(i, output, extras)` in
     order after storing the output in `done[i]`; a layer reads its inputs from `done`, so a
     caller may delete the entries no later layer reads (verification keeps memory low so).
     `tags` collects the arrays that name the backend (`backend_of`)."""
     for i, step in enumerate(plan):
-        extra = {}
+        extra: dict[int, np.ndarray] = {}
         last = len(step.stages) - 1
         ins = [x if k < 0 else done[k] for k in step.sources]
         y: Any = ins if step.layer.merges else ins[0]
@@ -139,7 +144,7 @@ def forward_steps(
         yield i, y, extra
 
 
-def backend_of(tags: list) -> tuple[str, str]:
+def backend_of(tags: list[Any]) -> tuple[str, str]:
     """The backend name and reason that `forward_steps`' first tag carries."""
     if tags:
         return tags[0].backend, tags[0].backend_reason

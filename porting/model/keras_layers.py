@@ -9,6 +9,8 @@ load through `porting.model.load_keras`. It computed Knet's pooling: max pooling
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import keras
 from keras import ops
@@ -17,12 +19,19 @@ __all__ = ["KnetPool"]
 
 
 @keras.saving.register_keras_serializable(package="porting")
-class KnetPool(keras.layers.Layer):
+class KnetPool(keras.layers.Layer):  # type: ignore[misc]  # Keras is untyped (Any)
     """Knet `pool` on channels-last input: `window`, `strides`, `padding` per spatial axis in
     TensorFlow order; `mode` "max" (padding never wins) or "mean" (padding counts as zeros,
     divides by prod(window))."""
 
-    def __init__(self, window, strides, padding, mode="max", **kwargs):
+    def __init__(
+        self,
+        window: Iterable[int],
+        strides: Iterable[int],
+        padding: Iterable[int],
+        mode: str = "max",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.window = tuple(int(v) for v in window)
         self.strides = tuple(int(v) for v in strides)
@@ -31,16 +40,16 @@ class KnetPool(keras.layers.Layer):
             raise ValueError(f"KnetPool mode={mode!r}: expected 'max' or 'mean'")
         self.mode = mode
 
-    def _out(self, n, i):
+    def _out(self, n: int | None, i: int) -> int | None:
         return (
             None if n is None else 1 + (n + 2 * self.padding[i] - self.window[i]) // self.strides[i]
         )
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         spatial = input_shape[1:-1]
         return (input_shape[0], *(self._out(n, i) for i, n in enumerate(spatial)), input_shape[-1])
 
-    def call(self, x):
+    def call(self, x: Any) -> Any:
         nd = len(self.window)
         if any(self.padding):
             fill = float("-inf") if self.mode == "max" else 0.0
@@ -75,15 +84,15 @@ class KnetPool(keras.layers.Layer):
             acc = acc / float(_prod(self.window))
         return acc
 
-    def get_config(self):
-        config = super().get_config()
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
         config.update(
             window=self.window, strides=self.strides, padding=self.padding, mode=self.mode
         )
         return config
 
 
-def _prod(t):
+def _prod(t: Iterable[int]) -> int:
     p = 1
     for v in t:
         p *= v

@@ -10,11 +10,13 @@ Knet's input and on Keras's own so).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["run_group", "source_name", "per_sample", "PER_SAMPLE"]
 
 
-def run_group(group, feeds: dict, end=None):
+def run_group(group: Sequence[Any], feeds: dict[str, Any], end: Any = None) -> Any:
     """Run one Knet layer's Keras group (up to `end`, default its last layer) eagerly, layer by
     layer from each layer's recorded call (its inbound node), as a functional model runs its
     graph; `feeds` gives, by Knet layer name ("knet_input" for the model's input), the value of
@@ -22,8 +24,8 @@ def run_group(group, feeds: dict, end=None):
     branches inside). A Keras without that record gets a sub-model (single-input groups)."""
     end = end if end is not None else group[-1]
     try:
-        values: dict = {}
-        out = None
+        values: dict[int, Any] = {}
+        out: Any = None
         for lay in group:
             node, sources = _recorded_call(lay)
             for t, src in sources:
@@ -54,7 +56,7 @@ def run_group(group, feeds: dict, end=None):
 
 
 @functools.cache
-def _direct_calls() -> dict[str, dict]:
+def _direct_calls() -> dict[str, dict[str, Any]]:
     """Keras class name -> the keyword arguments its `call` takes at inference, for the layers
     the kinds declare callable directly (`porting.model.layer.KerasLayer.direct`): with inputs
     already in the layer's compute dtype, no mask and no other arguments, calling `call` gives
@@ -79,7 +81,7 @@ def _declared_per_sample() -> dict[str, bool]:
     return {kl.name: kl.per_sample for kind in KINDS.values() for kl in kind.keras_layers}
 
 
-def _direct(lay, args, kwargs) -> bool:
+def _direct(lay: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
     """Whether `lay(*args, **kwargs)` may run as `lay.call(...)` (`_direct_calls`)."""
     if type(lay).__name__ not in _direct_calls() or len(args) != 1 or not lay.built:
         return False
@@ -105,26 +107,26 @@ def _direct(lay, args, kwargs) -> bool:
 # so that another Keras breaks them alone (run_group then falls back to a sub-model).
 
 
-def _recorded_call(lay):
+def _recorded_call(lay: Any) -> tuple[Any, list[tuple[Any, str]]]:
     """`lay`'s first inbound node, and for each symbolic tensor it reads, the name of the layer
     that produced it (Keras 3: `Operation._inbound_nodes`, `KerasTensor._keras_history`); the
     model's input is "knet_input" whatever its name (a Keras model written by hand calls it
     "input_layer", not the "knet_input" of a converted one)."""
     node = lay._inbound_nodes[0]
 
-    def source(t) -> str:
+    def source(t: Any) -> str:
         op = t._keras_history.operation
         return "knet_input" if type(op).__name__ == "InputLayer" else str(op.name)
 
     return node, [(t, source(t)) for t in node.arguments.keras_tensors]
 
 
-def _keras_mask(value):
+def _keras_mask(value: Any) -> Any:
     """The mask Keras attached to an eager value (`_keras_mask`), or None."""
     return getattr(value, "_keras_mask", None)
 
 
-def source_name(steps, k: int) -> str:
+def source_name(steps: Any, k: int) -> str:
     return "knet_input" if k < 0 else str(steps[k].layer.name)
 
 
@@ -149,19 +151,19 @@ starts every sequence from zero state): for Keras models written by hand. The la
 kinds build are declared with their kind (`porting.model.layer.KerasLayer.per_sample`)."""
 
 
-def _per_sample_layer(lay) -> bool:
+def _per_sample_layer(lay: Any) -> bool:
     name = type(lay).__name__
     if not _declared_per_sample().get(name, name in PER_SAMPLE) or getattr(lay, "stateful", False):
         return False
     if name == "Concatenate":  # joining along the batch axis would mix the halves
-        return lay.axis != 0
+        return bool(lay.axis != 0)
     inner = [
         getattr(lay, a) for a in ("layer", "forward_layer", "backward_layer") if hasattr(lay, a)
     ]
     return all(_per_sample_layer(i) for i in inner if i is not None)
 
 
-def per_sample(groups, keras_model) -> bool:
+def per_sample(groups: Sequence[Sequence[Any]], keras_model: Any) -> bool:
     """True when every layer of `groups` is a built-in Keras layer that computes each sample on
     its own at inference (declared so by its kind, or in `PER_SAMPLE`; not stateful, no
     Concatenate along the batch) and the last group ends at the model's single output: then a batch made of two inputs gives, in

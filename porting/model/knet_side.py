@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from porting.model import convert as mconvert
 from porting.tolerance import Tolerance
+
+if TYPE_CHECKING:
+    from porting.model.planning import Plan, Step
 
 __all__ = [
     "KnetRecord",
@@ -46,7 +49,16 @@ def tolerance_scale(k: int, dtype: np.dtype) -> float:
     return SAFETY / Tolerance.of(k, dtype).scale
 
 
-def magnitude_of(step, x_ins, e_ins, extra, y_out, scale, wd, nonnegative=None) -> Any:
+def magnitude_of(
+    step: Step,
+    x_ins: Sequence[Any],
+    e_ins: Sequence[Any] | None,
+    extra: dict[int, np.ndarray],
+    y_out: np.ndarray,
+    scale: float,
+    wd: np.dtype[Any],
+    nonnegative: Sequence[bool] | None = None,
+) -> Any:
     """S for one layer (Julia layout): its stages applied to |x| (+ e_in * scale) of each of its
     inputs, in Knet's order, each stage with its own rule (porting.magnitude; no TensorFlow).
     `nonnegative[j]` says that input j is known to be >= 0 (a relu's output), so that |x| is x
@@ -59,7 +71,7 @@ def magnitude_of(step, x_ins, e_ins, extra, y_out, scale, wd, nonnegative=None) 
         if e_ins is not None and e_ins[j] is not None:
             s = s + e_ins[j].astype(wd, copy=False) * wd.type(scale)
         ss.append(s)
-    s_all = ss if step.layer.merges else ss[0]
+    s_all: Any = ss if step.layer.merges else ss[0]
     last = len(step.stages) - 1
     for j, stage in enumerate(step.stages):
         out = y_out if j == last else extra.get(j)
@@ -68,7 +80,15 @@ def magnitude_of(step, x_ins, e_ins, extra, y_out, scale, wd, nonnegative=None) 
 
 
 def magnitude_tf(
-    steps, step, x_ins, e_ins, extra, y_out, dtype: np.dtype, wd: np.dtype, spatial: str
+    steps: Plan | Sequence[Step],
+    step: Step,
+    x_ins: Sequence[Any],
+    e_ins: Sequence[Any] | None,
+    extra: dict[int, np.ndarray],
+    y_out: np.ndarray,
+    dtype: np.dtype[Any],
+    wd: np.dtype[Any],
+    spatial: str,
 ) -> np.ndarray:
     """S of `step` (`magnitude_of`, with the incoming errors `e_ins` when given: whole-model
     mode) in TensorFlow layout, as `porting.compare` takes it beside the layer's output; the
@@ -79,7 +99,7 @@ def magnitude_tf(
     return mconvert.julia_to_tf(mag, step.flat_from, spatial)
 
 
-def nonnegative(steps, step) -> list[bool]:
+def nonnegative(steps: Plan | Sequence[Step], step: Step) -> list[bool]:
     """For each input of `step`: whether the layer that produced it ends in a stage whose
     outputs are never negative (a relu), so that its |x| is x itself."""
     return [k >= 0 and steps[k].stages[-1].nonnegative for k in step.sources]
@@ -92,21 +112,21 @@ class KnetRecord:
     it: whole-model mode adds the measured incoming error first), and seconds spent."""
 
     y: np.ndarray
-    extra: dict
+    extra: dict[int, np.ndarray]
     expected: np.ndarray
     mag_tf: np.ndarray | None
     knet_s: float
 
 
 def records(
-    steps,
-    knet_steps: Iterator,
-    knet_done: dict,
+    steps: Plan | Sequence[Step],
+    knet_steps: Iterator[tuple[int, np.ndarray, dict[int, np.ndarray]]],
+    knet_done: dict[int, np.ndarray],
     x: np.ndarray,
-    tags: list,
+    tags: list[Any],
     spatial: str,
-    dtype: np.dtype,
-    wd: np.dtype,
+    dtype: np.dtype[Any],
+    wd: np.dtype[Any],
     with_magnitude: bool,
 ) -> Generator[KnetRecord, None, None]:
     """Each layer's `KnetRecord`, in order, from `knet_steps` (`forward_steps`, which stores

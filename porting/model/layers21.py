@@ -24,6 +24,9 @@ docs/knet.md#layers21.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 from porting.errors import PortingError
 from porting.model.kinds.activation import Activation
 from porting.model.kinds.dropout import Dropout
@@ -42,7 +45,7 @@ _POOL_OPS = {"maximum": 0, "max": 0, "mean": 1}
 class Block:
     """Layers21 `Block(layers...; name=None)`: the layers (or blocks) applied in order."""
 
-    def __init__(self, *layers, name: str | None = None):
+    def __init__(self, *layers: Any, name: str | None = None) -> None:
         for i, layer in enumerate(layers):
             if not isinstance(layer, (Layer, Block, AddBranches)):
                 raise PortingError(
@@ -57,7 +60,7 @@ class Block:
     def __len__(self) -> int:
         return len(self.layers)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.layers)
 
     def __repr__(self) -> str:
@@ -72,7 +75,9 @@ class AddBranches:
     `name`) reading the branches' last layers: a residual block `Add(Block(conv, bn, relu,
     conv, bn), None; activation="relu")`."""
 
-    def __init__(self, *branches, activation: str | None = None, name: str | None = None):
+    def __init__(
+        self, *branches: Any, activation: str | None = None, name: str | None = None
+    ) -> None:
         where = f"AddBranches{'' if name is None else f' {name!r}'}"
         if len(branches) < 2:
             raise PortingError(
@@ -93,7 +98,7 @@ class AddBranches:
         return f"AddBranches({self.name!r}, {len(self.branches)} branches)"
 
 
-def _has_branches(items, stack=()) -> bool:
+def _has_branches(items: Iterable[Any], stack: tuple[int, ...] = ()) -> bool:
     for item in items:
         if isinstance(item, AddBranches):
             return True
@@ -105,7 +110,7 @@ def _has_branches(items, stack=()) -> bool:
     return False
 
 
-def expand_blocks(layers) -> tuple[list, dict[str, str]]:
+def expand_blocks(layers: Iterable[Any]) -> tuple[list[Any], dict[str, str]]:
     """`layers` with every `Block` replaced by its layers, in order (recursively), and every
     `AddBranches` by its branches and an `add` layer; returns the layers and the wiring
     `{layer name: source name}` of the branches that do not read the layer before them. Other
@@ -114,14 +119,14 @@ def expand_blocks(layers) -> tuple[list, dict[str, str]]:
     from porting.model.kinds import KINDS
     from porting.model.kinds.merge import Add
 
-    out: list = []
+    out: list[Any] = []
     wiring: dict[str, str] = {}
     stack: list[int] = []  # ids of the blocks being expanded (a block inside itself is refused)
     naming = _has_branches(layers)
     counts: dict[str, int] = {}
     seen: set[str] = set()
 
-    def push(layer) -> str:
+    def push(layer: Any) -> str:
         if naming and isinstance(layer, Layer) and layer.kind in KINDS:
             counts[layer.kind] = counts.get(layer.kind, 0) + 1
             if layer.name is None:
@@ -133,7 +138,7 @@ def expand_blocks(layers) -> tuple[list, dict[str, str]]:
         out.append(layer)
         return str(getattr(layer, "name", None))
 
-    def walk(items, src: str) -> str:
+    def walk(items: Iterable[Any], src: str) -> str:
         for item in items:
             if isinstance(item, Block):
                 if id(item) in stack:
@@ -162,7 +167,7 @@ def expand_blocks(layers) -> tuple[list, dict[str, str]]:
     return out, wiring
 
 
-def Op(f, *args, name: str | None = None, **kw) -> Layer:  # noqa: N802 - Knet's name
+def Op(f: Any, *args: Any, name: str | None = None, **kw: Any) -> Layer:  # noqa: N802 - Knet's name
     """Layers21 `Op(f, args...; kw...)` as the row computing the same thing (see the module).
 
     `f` is a name (`"relu"`, `"Knet.Ops21.pool"`, `"reshape2d"` ...)."""

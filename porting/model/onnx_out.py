@@ -22,18 +22,26 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from porting import files, layout
 from porting._checks import check_choice
 from porting.comparison import Comparison, compare
 from porting.errors import PortingError
+
+if TYPE_CHECKING:
+    from porting.model.planning import Plan
+    from porting.model.spec import KnetModel
+
+_StrPath = str | os.PathLike[str]
 
 __all__ = ["check_onnx_path", "export_onnx", "run_onnx", "verify_onnx", "OnnxCheck"]
 
@@ -54,7 +62,7 @@ def _require(*names: str) -> None:
             ) from None
 
 
-def check_onnx_path(path) -> Path:
+def check_onnx_path(path: _StrPath) -> Path:
     """Validate an output `.onnx` path (not a directory, parent exists) and that the ONNX
     packages are importable, before any work."""
     target = files.output_file(path, suffix=".onnx", what="ONNX output")
@@ -71,16 +79,23 @@ class _Rejected(Exception):
 
 
 @overload
-def export_onnx(keras_model, path, check: None = None, keep_on_mismatch: bool = False) -> str: ...
+def export_onnx(
+    keras_model: Any, path: _StrPath, check: None = None, keep_on_mismatch: bool = False
+) -> str: ...
 
 
 @overload
 def export_onnx(
-    keras_model, path, check: Callable[[Path], Any], keep_on_mismatch: bool = False
+    keras_model: Any, path: _StrPath, check: Callable[[Path], Any], keep_on_mismatch: bool = False
 ) -> tuple[str | None, Any]: ...
 
 
-def export_onnx(keras_model, path, check=None, keep_on_mismatch=False):
+def export_onnx(
+    keras_model: Any,
+    path: _StrPath,
+    check: Callable[[Path], Any] | None = None,
+    keep_on_mismatch: bool = False,
+) -> str | tuple[str | None, Any]:
     """Write `keras_model` as an ONNX file at `path` (atomically; the batch dimension stays
     dynamic) and return the path. Keras's exporter (tf2onnx underneath) does the conversion;
     its failure, or a file onnxruntime cannot load, is a `PortingError` and leaves no file.
@@ -141,7 +156,7 @@ def export_onnx(keras_model, path, check=None, keep_on_mismatch=False):
     return str(target)
 
 
-def _without_grouped_convs(keras_model):
+def _without_grouped_convs(keras_model: Any) -> Any:
     """The model with every grouped Conv1D/Conv2D whose groups are its input channels (Knet's
     depthwise conv4) as the equivalent DepthwiseConv1D/2D, same weights: Keras runs grouped
     convolutions on TensorFlow's CPU through an XLA function, which tf2onnx cannot convert.
@@ -156,7 +171,7 @@ def _without_grouped_convs(keras_model):
     ]
     if not grouped:
         return keras_model
-    depthwise = {}
+    depthwise: dict[str, Any] = {}
     for layer in grouped:
         cfg = layer.get_config()
         cin = int(layer.kernel.shape[-2]) * layer.groups
@@ -181,7 +196,7 @@ def _without_grouped_convs(keras_model):
             dtype=layer.dtype_policy,
         )
 
-    def clone(layer):
+    def clone(layer: Any) -> Any:
         return depthwise.get(layer.name) or layer.__class__.from_config(layer.get_config())
 
     copy = keras.models.clone_model(keras_model, clone_function=clone)
@@ -195,7 +210,7 @@ def _without_grouped_convs(keras_model):
     return copy
 
 
-def _session(path, what: str = ""):
+def _session(path: _StrPath, what: str = "") -> Any:
     _require("onnxruntime")
     import onnxruntime as ort
 
@@ -219,7 +234,7 @@ _ORT_TYPES = {
 }
 
 
-def run_onnx(path, x_tf: np.ndarray) -> np.ndarray:
+def run_onnx(path: _StrPath, x_tf: np.ndarray) -> np.ndarray:
     """The ONNX file's output for a TensorFlow-layout batch `x_tf` (onnxruntime, CPU)."""
     sess = _session(path)
     inputs = sess.get_inputs()
@@ -277,7 +292,9 @@ class OnnxCheck:
         )
 
 
-def end_to_end(model, x, steps, spatial: str, knet: str, dtype) -> tuple:
+def end_to_end(
+    model: KnetModel, x: np.ndarray, steps: Plan, spatial: str, knet: str, dtype: npt.DTypeLike
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Knet's final output in TensorFlow layout, its end-to-end `S` (see the module note) and
     the last layer's K, for a checked Julia-indexed `x` computed against a model in `dtype`."""
     from porting.model import convert as mconvert
@@ -289,7 +306,7 @@ def end_to_end(model, x, steps, spatial: str, knet: str, dtype) -> tuple:
     lower = np.dtype(dtype) if np.dtype(dtype).itemsize <= wd.itemsize else wd
     done: dict[int, np.ndarray] = {}
     budget: dict[int, np.ndarray] = {}
-    tags: list = []
+    tags: list[Any] = []
     e_x = None
     if np.issubdtype(x.dtype, np.floating) and np.dtype(dtype) != x.dtype:
         e_x = np.abs(x.astype(dtype).astype(wd) - x.astype(wd))  # the input's own rounding
@@ -318,7 +335,13 @@ def end_to_end(model, x, steps, spatial: str, knet: str, dtype) -> tuple:
 
 
 def verify_onnx(
-    model, path, x=None, *, spatial: str = "reverse", knet: str = "auto", plan=None
+    model: KnetModel,
+    path: _StrPath,
+    x: Any = None,
+    *,
+    spatial: str = "reverse",
+    knet: str = "auto",
+    plan: Plan | None = None,
 ) -> OnnxCheck:
     """Run the ONNX file at `path` under onnxruntime on `x` (Julia-indexed, batch last; default
     `porting.model.verify.default_input`) and compare its output with `model`'s Knet side, end

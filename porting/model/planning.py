@@ -41,7 +41,7 @@ class Step:
     flat_from: tuple[int, ...] | None
     dense_input: tuple[int, ...] | None = None
     stages: tuple[Stage, ...] = ()
-    stage_sizes: tuple = ()
+    stage_sizes: tuple[Any, ...] = ()
     sources: tuple[int, ...] = (-1,)  # the layers it reads (-1: the model's input)
 
     @property
@@ -76,7 +76,7 @@ class Plan:
         return self.steps[i]
 
 
-def as_size(value, what: str) -> tuple[int, ...]:
+def as_size(value: Any, what: str) -> tuple[int, ...]:
     """A per-sample Julia size: 1-4 positive integers."""
     try:
         items = list(value)
@@ -100,7 +100,7 @@ def as_size(value, what: str) -> tuple[int, ...]:
     return size
 
 
-def _stage_sizes(layer: Layer, stages, size):
+def _stage_sizes(layer: Layer, stages: tuple[Stage, ...], size: Any) -> tuple[Any, ...]:
     out = []
     for st in stages:
         nxt = st.out_size(size)
@@ -109,7 +109,7 @@ def _stage_sizes(layer: Layer, stages, size):
     return tuple(out)
 
 
-def check_model(model, what: str = "model") -> None:
+def check_model(model: Any, what: str = "model") -> None:
     """`PortingError` unless `model` is a `porting.model.KnetModel` (checked by its shape, a
     list of layers and an input size, so that planning never imports the model class)."""
     layers = getattr(model, "layers", None)
@@ -124,7 +124,7 @@ def check_model(model, what: str = "model") -> None:
         )
 
 
-def given_input_size(model, input_size, missing: str):
+def given_input_size(model: Any, input_size: Any, missing: str) -> Any:
     """`input_size`, or else the model's (`check_model` first); PortingError `missing` when
     neither is set. The size is returned as given (callers check it)."""
     check_model(model)
@@ -134,7 +134,7 @@ def given_input_size(model, input_size, missing: str):
     return size
 
 
-def plan(model, input_size=None) -> Plan:
+def plan(model: Any, input_size: Any = None) -> Plan:
     """Sizes and flatten bookkeeping for every layer of `model` (a KnetModel) on
     `input_size` (default: the model's); `PortingError` naming the first layer whose weights
     do not fit."""
@@ -200,7 +200,9 @@ def plan(model, input_size=None) -> Plan:
     return Plan(id(model), size, tuple(steps))
 
 
-def _features_in_flatten_order(steps: list[Step], k: int, target, layer, sources) -> None:
+def _features_in_flatten_order(
+    steps: list[Step], k: int, target: tuple[int, ...], layer: Layer, sources: Any
+) -> None:
     """Mark the dense layer feeding a reshape into `target` (through per-feature layers:
     batchnorm, activation, dropout) as producing `target`'s Keras Flatten order, so that
     Keras's row-major `Reshape` is exact; each of them must be read by the next one only."""
@@ -234,7 +236,7 @@ def _features_in_flatten_order(steps: list[Step], k: int, target, layer, sources
         steps[j] = dataclasses.replace(steps[j], flat_from=tuple(target))
 
 
-def plan_for(model, input_size=None, given: Plan | None = None) -> Plan:
+def plan_for(model: Any, input_size: Any = None, given: Plan | None = None) -> Plan:
     """The plan to use: `given` (checked to be this model's, for this input size), else the
     model's own when the input size is its, else a new one."""
     check_model(model)
@@ -246,7 +248,7 @@ def plan_for(model, input_size=None, given: Plan | None = None) -> Plan:
                 "make it with porting.model.plan(model, input_size)"
             )
         return given
-    own = getattr(model, "plan", None)
+    own: Plan | None = getattr(model, "plan", None)
     if own is not None and (want is None or want == own.input_size):
         return own
     return plan(model, want)

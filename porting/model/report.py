@@ -35,7 +35,7 @@ class LayerRow:
     def error_to_tolerance(self) -> float:
         return self.comparison.max_error_to_tolerance
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         c = self.comparison
         return {
             "index": self.index,
@@ -62,7 +62,7 @@ class ModelReport:
     spatial: str
     rows: list[LayerRow]
     first_divergent: str | None
-    end_to_end: dict
+    end_to_end: dict[str, Any]
     knet_backend: str
     knet_backend_reason: str
     dtypes: dict[str, str]
@@ -72,7 +72,7 @@ class ModelReport:
     diagnosis: Any = None
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         diag = self.diagnosis
         return {
             "ok": self.ok,
@@ -153,7 +153,7 @@ class ModelReport:
         widths = [max(len(r[i]) for r in rows) for i in range(len(self.COLUMNS))]
         right = {3, 4, 5}
 
-        def line(r):
+        def line(r: tuple[str, ...]) -> str:
             cells = [
                 c.rjust(w) if i in right else c.ljust(w)
                 for i, (c, w) in enumerate(zip(r, widths, strict=True))

@@ -12,18 +12,20 @@ porting.errors.PortingError: conv layer 'conv1': conv.mode = True: expected an i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from porting.errors import PortingError
 
 __all__ = ["integer", "integers", "number", "text", "keywords", "size", "dropout"]
 
 
-def _show(value) -> str:
+def _show(value: object) -> str:
     r = repr(value)
     return r if len(r) <= 60 else r[:57] + "..."
 
 
-def _bad(value, key: str, where: str, want: str) -> PortingError:
+def _bad(value: object, key: str, where: str, want: str) -> PortingError:
     got = ""
     if isinstance(value, bool):
         got = ", got a boolean"
@@ -36,7 +38,7 @@ def _bad(value, key: str, where: str, want: str) -> PortingError:
     return PortingError(f"{where}: {key} = {_show(value)}: expected {want}{got}")
 
 
-def integer(value, key: str, where: str) -> int:
+def integer(value: object, key: str, where: str) -> int:
     """A JSON integer (not a boolean, string or float)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(value, key, where, "an integer")
@@ -45,7 +47,7 @@ def integer(value, key: str, where: str) -> int:
     return value
 
 
-def integers(value, key: str, where: str) -> int | tuple[int, ...]:
+def integers(value: object, key: str, where: str) -> int | tuple[int, ...]:
     """An integer, or a list of integers (one per spatial dimension)."""
     if isinstance(value, list):
         if not value:
@@ -56,7 +58,7 @@ def integers(value, key: str, where: str) -> int | tuple[int, ...]:
     return integer(value, key, where)
 
 
-def number(value, key: str, where: str) -> float:
+def number(value: object, key: str, where: str) -> float:
     """A finite JSON number (not a boolean; NaN and Infinity refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _bad(value, key, where, "a finite number")
@@ -65,13 +67,13 @@ def number(value, key: str, where: str) -> float:
     return float(value) if isinstance(value, float) else value
 
 
-def text(value, key: str, where: str) -> str:
+def text(value: object, key: str, where: str) -> str:
     if not isinstance(value, str):
         raise PortingError(f"{where}: {key} = {_show(value)}: expected a string")
     return value
 
 
-def size(value, key: str, where: str) -> tuple[int, ...]:
+def size(value: object, key: str, where: str) -> tuple[int, ...]:
     """A list of positive integers (Julia sizes)."""
     if not isinstance(value, list):
         raise PortingError(f"{where}: {key} = {_show(value)}: expected a list of integers")
@@ -82,7 +84,7 @@ def size(value, key: str, where: str) -> tuple[int, ...]:
     return out
 
 
-_KEYWORD_TYPES = {
+_KEYWORD_TYPES: dict[str, Callable[[object, str, str], Any]] = {
     "padding": integers,
     "stride": integers,
     "dilation": integers,
@@ -93,7 +95,7 @@ _KEYWORD_TYPES = {
 }
 
 
-def keywords(d, where: str, section: str, allowed: set[str]) -> dict:
+def keywords(d: object, where: str, section: str, allowed: set[str]) -> dict[str, Any]:
     """The Knet keywords in object `section`: integers or lists of them, `mode` an integer,
     `alpha` a finite number; null means "not set"."""
     if d is None:
@@ -108,7 +110,7 @@ def keywords(d, where: str, section: str, allowed: set[str]) -> dict:
     return {k: _KEYWORD_TYPES[k](v, f"{section}.{k}", where) for k, v in d.items() if v is not None}
 
 
-def weight(param, where: str, need: str = "a weight"):
+def weight(param: Callable[[str], Any], where: str, need: str = "a weight") -> Any:
     """`param("w")`, the layer's weight from the export; PortingError when it has none
     (`need` says what the layer needs, e.g. "an embedding needs w (dim, vocab)")."""
     w = param("w")
@@ -117,7 +119,7 @@ def weight(param, where: str, need: str = "a weight"):
     return w
 
 
-def dropout(value, where: str) -> float:
+def dropout(value: object, where: str) -> float:
     """A layer's `dropout`: a finite number (null: 0; the range is the layer's check)."""
     if value is None:
         return 0.0

@@ -30,7 +30,11 @@ Sizes are Julia's `size()` of ONE sample, batch left out: `input_size=(28, 28, 1
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
 import numpy as np
+import numpy.typing as npt
 
 from porting._checks import FLOAT_DTYPES, short_repr
 from porting.errors import PortingError
@@ -62,11 +66,11 @@ __all__ = [
 __all__ += _kinds.__all__  # the layer classes of the table (porting.model.kinds)
 
 
-class _Layers(list):
+class _Layers(list[Any]):
     """A model's layers: a list (so that `model.layers + [...]` builds a new one) that refuses
     to change in place."""
 
-    def _refuse(self, *args, **kwargs):
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise PortingError(
             "a model's layers cannot be changed after it is built (its plan and every converted "
             "model are made from them); build a changed model: model.replace(layers=new_layers) "
@@ -76,11 +80,17 @@ class _Layers(list):
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
     append = extend = insert = pop = remove = clear = sort = reverse = _refuse
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[list[Any]], tuple[list[Any]]]:
         return (list, (list(self),))
 
 
-def _rebuild(layers, input_size, name, dtype, inputs) -> KnetModel:
+def _rebuild(
+    layers: list[Any],
+    input_size: tuple[int, ...] | None,
+    name: str,
+    dtype: np.dtype[Any],
+    inputs: dict[str, str],
+) -> KnetModel:
     return KnetModel(layers, input_size, name=name, dtype=dtype, inputs=inputs)
 
 
@@ -108,8 +118,14 @@ class KnetModel:
     source: str | None = None  # the export prefix it was loaded from, if any
 
     def __init__(
-        self, layers, input_size=None, *, name: str = "knet_model", dtype=None, inputs=None
-    ):
+        self,
+        layers: Any,
+        input_size: Any = None,
+        *,
+        name: str = "knet_model",
+        dtype: npt.DTypeLike | None = None,
+        inputs: dict[str, str] | None = None,
+    ) -> None:
         if isinstance(layers, Block):
             layers = [layers]
         if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)):
@@ -148,7 +164,7 @@ class KnetModel:
                     f"layer {i + 1} ({layer.kind}): name {layer.name!r} is used twice"
                 )
             seen.add(layer.name)
-        self.layers: list = _Layers(layers)
+        self.layers: list[Any] = _Layers(layers)
         if not isinstance(name, str) or not name:
             raise PortingError(f"name={short_repr(name)}: expected a non-empty string")
         self.name = name
@@ -179,7 +195,7 @@ class KnetModel:
             self.output_sizes = self.plan.sizes
         self._built = True
 
-    def __setattr__(self, key: str, value) -> None:
+    def __setattr__(self, key: str, value: Any) -> None:
         if key != "source" and self.__dict__.get("_built"):
             raise PortingError(
                 f"model {self.name!r}: {key} cannot be changed after the model is built (its "
@@ -193,7 +209,7 @@ class KnetModel:
         self.__setattr__(key, None)  # refused once built, with the same message
         object.__delattr__(self, key)
 
-    def replace(self, **changes) -> KnetModel:
+    def replace(self, **changes: Any) -> KnetModel:
         """A new model, built (checked and planned) from this one's arguments with `changes`:
         `layers`, `input_size`, `name`, `dtype`, `inputs`. A model never changes once built.
         With new `layers` and no `inputs`, a layer whose name stays reads what it read before,
@@ -233,7 +249,9 @@ class KnetModel:
             args["dtype"] = self.dtype
         return KnetModel(layers, **args)
 
-    def __reduce__(self):
+    def __reduce__(
+        self,
+    ) -> tuple[Any, tuple[Any, ...], dict[str, Any] | None]:
         """copy, deepcopy and pickle rebuild the model (checked and planned afresh: a copy
         never carries a plan made for another object)."""
         state = {"source": self.source} if "source" in self.__dict__ else None
@@ -243,11 +261,13 @@ class KnetModel:
             state,
         )
 
-    def __setstate__(self, state: dict | None) -> None:
+    def __setstate__(self, state: dict[str, Any] | None) -> None:
         if state:
             self.source = state["source"]
 
-    def _resolve_inputs(self, inputs, names: set[str], wiring=None) -> dict[str, str]:
+    def _resolve_inputs(
+        self, inputs: Any, names: set[str], wiring: dict[str, str] | None = None
+    ) -> dict[str, str]:
         if inputs is None:
             inputs = {
                 layer.name: layer.input_from
@@ -258,7 +278,7 @@ class KnetModel:
             raise PortingError(
                 f"inputs={inputs!r}: expected a dict {{layer name: source layer name}}"[:300]
             )
-        out = {}
+        out: dict[str, str] = {}
         for k, v in {**(wiring or {}), **inputs}.items():
             if k not in names:
                 raise PortingError(f"inputs: no layer named {k!r}; the layers are {sorted(names)}")
@@ -328,7 +348,7 @@ class KnetModel:
             else:
                 flat.append(before)
 
-    def sizes(self, input_size) -> list[tuple[int, ...]]:
+    def sizes(self, input_size: Any) -> list[tuple[int, ...]]:
         """Every layer's output size (one sample) for `input_size`; raises `PortingError` naming
         the first layer whose weights do not fit."""
         return plan(self, input_size).sizes
@@ -343,20 +363,20 @@ class KnetModel:
         if self.input_size is not None:
             return len(self.input_size) - 1 if len(self.input_size) > 1 else None
         for layer in self.layers:
-            nd = getattr(layer, "nd", None)
+            nd: int | None = getattr(layer, "nd", None)
             if nd is not None:
                 return nd
             if layer.flattens:
                 return None
         return None
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.layers)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.layers)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: int | str) -> Any:
         if isinstance(key, str):
             for layer in self.layers:
                 if layer.name == key:
@@ -364,15 +384,15 @@ class KnetModel:
             raise KeyError(key)
         return self.layers[key]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"KnetModel({self.name!r}, {len(self.layers)} layers, {self.n_params} {self.dtype} "
             f"weights, input_size={self.input_size})"
         )
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = [repr(self)]
-        sizes: list = self.output_sizes or [None] * len(self.layers)
+        sizes: list[Any] = self.output_sizes or [None] * len(self.layers)
         for i, (layer, size) in enumerate(zip(self.layers, sizes, strict=True)):
             tail = f" -> {fmt_size(size)}" if size else ""
             if not layer.merges and self.sources[i] != (i - 1,):

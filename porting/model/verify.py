@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +47,7 @@ from porting.model import knet_side
 from porting.model.forward import backend_of, check_input, forward_steps
 from porting.model.keras_side import per_sample, run_group, source_name
 from porting.model.kinds import kind_of
-from porting.model.planning import Plan, given_input_size
+from porting.model.planning import Plan, Step, given_input_size
 from porting.model.report import LayerRow, ModelReport
 from porting.model.spec import KnetModel
 
@@ -60,7 +60,7 @@ MODES = ("each", "whole")
 
 
 def default_input(
-    model: KnetModel, input_size=None, *, batch: int = 2, seed: int = 0
+    model: KnetModel, input_size: Any = None, *, batch: int = 2, seed: int = 0
 ) -> np.ndarray:
     """A deterministic Julia-indexed input `(input_size..., batch)` in the model's dtype:
     uniform in [-1, 1) from `np.random.default_rng(seed)`."""
@@ -71,11 +71,12 @@ def default_input(
         "last) or input_size=(X1, ..., C)",
     )
     # uniform floats, or the first layer's own kind of input (token indices: kinds.embed)
-    return model.layers[0].default_input(tuple(size), batch, seed, model.dtype)
+    x: np.ndarray = model.layers[0].default_input(tuple(size), batch, seed, model.dtype)
+    return x
 
 
 @contextlib.contextmanager
-def _no_tf32(allow: bool, notes: list[str]):
+def _no_tf32(allow: bool, notes: list[str]) -> Iterator[None]:
     """TensorFlow enables TF32 on Ampere+ GPUs; verification runs in true float32 unless told."""
     from porting import tf as ptf
 
@@ -97,18 +98,20 @@ def _no_tf32(allow: bool, notes: list[str]):
             cfg.enable_tensor_float_32_execution(True)
 
 
-def _keras_dtype(keras_model) -> np.dtype:
-    return np.dtype(keras_model.inputs[0].dtype)
+def _keras_dtype(keras_model: Any) -> np.dtype[Any]:
+    dt: np.dtype[Any] = np.dtype(keras_model.inputs[0].dtype)
+    return dt
 
 
 ProgressFn = Callable[[str, int, int], None]
+AdvanceFn = Callable[[str], None]
 
 
 def verify_model(
     model: KnetModel,
-    x=None,
+    x: Any = None,
     *,
-    keras_model=None,
+    keras_model: Any = None,
     mode: str = "each",
     spatial: str | None = None,
     knet: str = "auto",
@@ -164,7 +167,7 @@ def verify_model(
     total = len(steps) + 2
     done = 0
 
-    def advance(desc):
+    def advance(desc: str) -> None:
         nonlocal done
         done += 1
         if progress is not None:
@@ -175,7 +178,7 @@ def verify_model(
         # and each Knet output is dropped once no later layer reads it: peak memory stays near
         # one layer's arrays instead of every layer's output at once.
         knet_done: dict[int, np.ndarray] = {}
-        tags: list = []
+        tags: list[Any] = []
         knet_steps = forward_steps(steps, x, knet, True, knet_done, tags)
         side = knet_side.records(
             steps, knet_steps, knet_done, x, tags, spatial, lower, wd, mode == "each"
@@ -199,7 +202,7 @@ def verify_model(
         )
     if diagnosis is None and diagnose and first_i is not None:
         src = steps[first_i].sources[0]
-        assert diag_arrays is not None  # set with first_bad, at the first row not ok
+        assert diag_arrays is not None and first_bad is not None  # set at the first row not ok
         x_in, y_first = diag_arrays[0][0], diag_arrays[1]
         in_flat = None if src < 0 else steps[src].flat_from
         diagnosis = _diagnose_layer(
@@ -257,15 +260,15 @@ class _Run:
     and the settings derived from them."""
 
     steps: Plan
-    groups: list
+    groups: list[list[Any]]
     keras_model: Any
     model: KnetModel
     x: np.ndarray
     mode: str
     spatial: str
-    kdt: np.dtype  # the Keras layers' float type
-    in_dt: np.dtype  # the Keras input's type (int32 for token indices)
-    tol_dtype: np.dtype  # the lower of the two precisions: the tolerances use its eps
+    kdt: np.dtype[Any]  # the Keras layers' float type
+    in_dt: np.dtype[Any]  # the Keras input's type (int32 for token indices)
+    tol_dtype: np.dtype[Any]  # the lower of the two precisions: the tolerances use its eps
     precision: str | None
 
     @property
@@ -273,7 +276,19 @@ class _Run:
         return len(self.steps) - 1
 
 
-def _compare_layers(run: _Run, side, knet_done: dict, notes: list, timings: dict, advance):
+def _compare_layers(
+    run: _Run,
+    side: Generator[knet_side.KnetRecord, None, None],
+    knet_done: dict[int, np.ndarray],
+    notes: list[str],
+    timings: dict[str, float],
+    advance: AdvanceFn,
+) -> tuple[
+    list[LayerRow],
+    tuple[np.ndarray, Any] | None,
+    tuple[list[np.ndarray], np.ndarray] | None,
+    np.ndarray,
+]:
     """The comparison loop of `verify_model`: one `LayerRow` per layer, from the Knet records
     `side` yields (porting.model.knet_side) and the Keras side that the mode's runner gives
     (`_EachMode`, `_WholeMode`). Returns the rows, the first divergent layer's (Keras output, S)
@@ -281,7 +296,7 @@ def _compare_layers(run: _Run, side, knet_done: dict, notes: list, timings: dict
     steps, x = run.steps, run.x
     x_tf = _keras_input(run)
     last_use = {k: i for i, st in enumerate(steps) for k in st.sources}
-    keras_side = (
+    keras_side: _EachMode | _WholeMode = (
         _EachMode(run, x_tf, last_use)
         if run.mode == "each"
         else _WholeMode(run, x_tf, last_use, timings, advance)
@@ -289,8 +304,10 @@ def _compare_layers(run: _Run, side, knet_done: dict, notes: list, timings: dict
     advance("comparing layers")
     rows: list[LayerRow] = []
     t_knet = 0.0
-    first_bad: tuple | None = None  # the first divergent layer's (Keras output, S)
-    diag_arrays: tuple | None = None  # and its (Knet inputs, Knet output)
+    first_bad: tuple[np.ndarray, Any] | None = None  # the first divergent layer's (Keras output, S)
+    diag_arrays: tuple[list[np.ndarray], np.ndarray] | None = (
+        None  # and its (Knet inputs, Knet output)
+    )
     for i, (step, group) in enumerate(zip(steps, run.groups, strict=True)):
         rec = next(side)
         t_knet += rec.knet_s
@@ -326,10 +343,19 @@ def _keras_input(run: _Run) -> np.ndarray:
     x, in_dt = run.x, run.in_dt
     x_tf = layout.activations_to_tf(x, run.spatial) if x.ndim > 2 else np.ascontiguousarray(x.T)
     x_tf = x_tf.astype(in_dt if not np.issubdtype(in_dt, np.floating) else run.kdt, copy=False)
-    return run.model.layers[0].keras_input(x_tf)
+    x_keras: np.ndarray = run.model.layers[0].keras_input(x_tf)
+    return x_keras
 
 
-def _row(run: _Run, i: int, step, group, rec, a_i: np.ndarray, mag_tf) -> LayerRow:
+def _row(
+    run: _Run,
+    i: int,
+    step: Step,
+    group: list[Any],
+    rec: knet_side.KnetRecord,
+    a_i: np.ndarray,
+    mag_tf: Any,
+) -> LayerRow:
     """Layer `i`'s comparison: Knet's output (`rec.expected`, TensorFlow layout) against the
     Keras side's `a_i`, tolerance from the layer's K and `mag_tf`."""
     layer, expected = step.layer, rec.expected
@@ -352,14 +378,21 @@ class _EachMode:
     Knet's input in the first half and the Keras chain's own in the second, so the end-to-end
     run shares the isolated runs' calls; otherwise the whole model runs after the layers."""
 
-    def __init__(self, run: _Run, x_tf: np.ndarray, last_use: dict[int, int]):
+    def __init__(self, run: _Run, x_tf: np.ndarray, last_use: dict[int, int]) -> None:
         self.run, self.x_tf, self.last_use = run, x_tf, last_use
         self.doubled = per_sample(run.groups, run.keras_model)
         self.tf_done: dict[int, np.ndarray] = {}  # Knet outputs in TF layout still to be fed
         self.chain: dict[int, Any] = {}  # the Keras chain's own outputs still to be read
         self.seconds = 0.0
 
-    def output(self, i: int, step, group, rec, x_ins) -> tuple[np.ndarray, Any]:
+    def output(
+        self,
+        i: int,
+        step: Step,
+        group: list[Any],
+        rec: knet_side.KnetRecord,
+        x_ins: list[np.ndarray],
+    ) -> tuple[np.ndarray, Any]:
         """Layer `i`'s Keras output on Knet's inputs, and its S (from the Knet record)."""
         t0 = time.perf_counter()
         steps, x_tf, kdt = self.run.steps, self.x_tf, self.run.kdt
@@ -382,7 +415,7 @@ class _EachMode:
         self.seconds += time.perf_counter() - t0
         return a_i, rec.mag_tf
 
-    def keep(self, i: int, step, a_i: np.ndarray, expected: np.ndarray) -> None:
+    def keep(self, i: int, step: Step, a_i: np.ndarray, expected: np.ndarray) -> None:
         if i in self.last_use:  # a later layer is fed Knet's output
             self.tf_done[i] = expected
 
@@ -391,13 +424,14 @@ class _EachMode:
         if j != self.run.last:
             self.chain.pop(j, None)
 
-    def final(self, timings: dict, advance) -> np.ndarray:
+    def final(self, timings: dict[str, float], advance: AdvanceFn) -> np.ndarray:
         """The Keras model's own output, end to end."""
         run = self.run
         timings["keras_layers_s"] = self.seconds
         advance("Keras side, end to end")
         if self.doubled:
-            return self.chain[run.last]
+            chained: np.ndarray = self.chain[run.last]
+            return chained
         # the whole Keras model, run last, for the end-to-end drift (its kernels warm)
         t0 = time.perf_counter()
         final_actual = np.asarray(run.keras_model(self.x_tf, training=False))
@@ -409,7 +443,14 @@ class _WholeMode:
     """The Keras side in "whole" mode: the Keras model runs once, end to end, and every layer's
     S adds the error measured at its inputs (`E = |Keras input - Knet input|`)."""
 
-    def __init__(self, run: _Run, x_tf, last_use: dict[int, int], timings: dict, advance):
+    def __init__(
+        self,
+        run: _Run,
+        x_tf: np.ndarray,
+        last_use: dict[int, int],
+        timings: dict[str, float],
+        advance: AdvanceFn,
+    ) -> None:
         import keras  # imported by to_keras / the caller's model already
 
         self.run, self.last_use = run, last_use
@@ -426,10 +467,17 @@ class _WholeMode:
         self.x_j = x.astype(run.kdt).astype(x.dtype) if floating and run.kdt != x.dtype else None
         self.actual_j: dict[int, np.ndarray] = {}  # Keras outputs still to be read (Julia layout)
 
-    def output(self, i: int, step, group, rec, x_ins) -> tuple[np.ndarray, np.ndarray]:
+    def output(
+        self,
+        i: int,
+        step: Step,
+        group: list[Any],
+        rec: knet_side.KnetRecord,
+        x_ins: list[np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Layer `i`'s output in the Keras model's own run, and its S with the incoming error."""
         run, wd = self.run, self.run.model.dtype
-        e_ins = []
+        e_ins: list[np.ndarray | None] = []
         for j, x_in in zip(step.sources, x_ins, strict=True):
             a_src = self.x_j if j < 0 else self.actual_j.get(j)
             e_ins.append(
@@ -442,18 +490,27 @@ class _WholeMode:
         )
         return self.actual[i], mag_tf
 
-    def keep(self, i: int, step, a_i: np.ndarray, expected: np.ndarray) -> None:
+    def keep(self, i: int, step: Step, a_i: np.ndarray, expected: np.ndarray) -> None:
         if i in self.last_use:  # a later layer's incoming error reads it
             self.actual_j[i] = mconvert.tf_to_julia(a_i, step.flat_from, self.run.spatial)
 
     def drop(self, j: int) -> None:
         self.actual_j.pop(j, None)
 
-    def final(self, timings: dict, advance) -> np.ndarray:
+    def final(self, timings: dict[str, float], advance: AdvanceFn) -> np.ndarray:
         return self.actual[-1]
 
 
-def _diagnose_layer_kind(steps, i, group, x_ins_julia, y_knet, spatial, kdt, notes):
+def _diagnose_layer_kind(
+    steps: Plan,
+    i: int,
+    group: list[Any],
+    x_ins_julia: list[np.ndarray],
+    y_knet: np.ndarray,
+    spatial: str,
+    kdt: np.dtype[Any],
+    notes: list[str],
+) -> Any:
     """The kind's own causes (its row's `diagnose`: batchnorm, residual sum) for layer `i`, its
     Keras group run on its Knet inputs `x_ins_julia` (one per source; Knet output `y_knet`);
     None for kinds without one, or when no such cause is found."""
@@ -462,7 +519,8 @@ def _diagnose_layer_kind(steps, i, group, x_ins_julia, y_knet, spatial, kdt, not
     if kind_diagnose is None:
         return None
     try:
-        x_ins, feeds = [], {}
+        x_ins: list[np.ndarray] = []
+        feeds: dict[str, np.ndarray] = {}
         for k, x_j in zip(step.sources, x_ins_julia, strict=True):
             t = mconvert.julia_to_tf(x_j, None if k < 0 else steps[k].flat_from, spatial)
             x_ins.append(t)
@@ -476,7 +534,19 @@ def _diagnose_layer_kind(steps, i, group, x_ins_julia, y_knet, spatial, kdt, not
     return None if d is None or d.cause == "unknown" else d
 
 
-def _diagnose_layer(src_name, step, group, x_in, in_flat, y_knet, row, bad, spatial, kdt, notes):
+def _diagnose_layer(
+    src_name: str,
+    step: Step,
+    group: list[Any],
+    x_in: np.ndarray,
+    in_flat: tuple[int, ...] | None,
+    y_knet: np.ndarray,
+    row: LayerRow,
+    bad: tuple[np.ndarray, Any],
+    spatial: str,
+    kdt: np.dtype[Any],
+    notes: list[str],
+) -> Any:
     """`porting.diagnose` on the first divergent layer.
 
     For a layer with a linear stage (`conv4(w, x) .+ b`, `w * mat(x) .+ b`) that part is
@@ -491,7 +561,7 @@ def _diagnose_layer(src_name, step, group, x_in, in_flat, y_knet, row, bad, spat
     layer = step.layer
     expected = mconvert.julia_to_tf(y_knet, step.flat_from, spatial)
     try:
-        linear = [(j, st) for j, st in enumerate(step.stages) if st.linear]
+        linear: list[tuple[int, Any]] = [(j, st) for j, st in enumerate(step.stages) if st.linear]
         linear = [] if step.layer.merges else linear
         if linear:
             j, lin = linear[0]
@@ -523,7 +593,7 @@ def _diagnose_layer(src_name, step, group, x_in, in_flat, y_knet, row, bad, spat
         return None
 
 
-def _end_to_end(expected: np.ndarray, actual: np.ndarray) -> dict:
+def _end_to_end(expected: np.ndarray, actual: np.ndarray) -> dict[str, Any]:
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         c = compare(expected, actual)
     peak = float(np.max(np.abs(expected))) if expected.size else 0.0
@@ -536,7 +606,7 @@ def _end_to_end(expected: np.ndarray, actual: np.ndarray) -> dict:
     }
 
 
-def _versions() -> dict:
+def _versions() -> dict[str, Any]:
     from porting.verify import versions
 
     try:

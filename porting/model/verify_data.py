@@ -29,11 +29,16 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from porting.errors import PortingError
+
+if TYPE_CHECKING:
+    from porting.model.datasets import DataSource, ImageOptions
+    from porting.model.planning import Plan
+    from porting.model.spec import KnetModel
 
 __all__ = ["verify_data", "DataReport", "LayerSummary", "ULP_EDGES", "RATIO_EDGES", "MAX_LISTED"]
 
@@ -72,7 +77,7 @@ class LayerSummary:
         i = int(np.searchsorted(np.cumsum(self.histogram), q * total, side="left"))
         return float(min(RATIO_EDGES[i + 1], self.worst_ratio))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
             "name": self.name,
@@ -101,13 +106,13 @@ class DataReport:
     mode: str
     spatial: str
     layers: list[LayerSummary]
-    end_to_end: dict
-    classifier: dict | None
-    worst_samples: list[dict]
+    end_to_end: dict[str, Any]
+    classifier: dict[str, Any] | None
+    worst_samples: list[dict[str, Any]]
     ulp_histogram: np.ndarray
-    error_map: dict | None
-    environment: dict
-    timings: dict
+    error_map: dict[str, Any] | None
+    environment: dict[str, Any]
+    timings: dict[str, float]
     first_divergent: str | None = None
     diagnosis: Any = None
     notes: list[str] = field(default_factory=list)
@@ -127,7 +132,7 @@ class DataReport:
             f"layer {self.first_divergent!r}"
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         diag = self.diagnosis
         return {
             "ok": self.ok,
@@ -213,7 +218,9 @@ class DataReport:
 # --------------------------------------------------------------------------- running
 
 
-def _as_source(data, model, plan, layout: str, spatial: str, images):
+def _as_source(
+    data: Any, model: KnetModel, plan: Plan, layout: str, spatial: str, images: ImageOptions | None
+) -> DataSource:
     from porting.model import datasets
 
     # token indices (porting.model.kinds.embed) are integers; every other input is the weights'
@@ -236,20 +243,20 @@ def _as_source(data, model, plan, layout: str, spatial: str, images):
 
 
 def verify_data(
-    model,
-    data,
+    model: KnetModel,
+    data: Any,
     *,
-    keras_model=None,
+    keras_model: Any = None,
     batch_size: int = 32,
     mode: str = "each",
     spatial: str | None = None,
     knet: str = "auto",
     layout: str = "julia",
-    images=None,
+    images: ImageOptions | None = None,
     classifier: bool | None = None,
     k_worst: int = 10,
     progress: ProgressFn | None = None,
-    plan=None,
+    plan: Plan | None = None,
     limit: int | None = None,
 ) -> DataReport:
     """Verify `keras_model` (default: `to_keras(model)`) against the Knet `model` on every
@@ -298,7 +305,7 @@ def verify_data(
     to_keras_input = getattr(model.layers[0], "keras_input", None)
 
     ulp_hist = np.zeros(len(ULP_EDGES) - 1, np.int64)
-    worst_heap: list[tuple[float, int, dict]] = []
+    worst_heap: list[tuple[float, int, dict[str, Any]]] = []
     e2e: dict[str, Any] = {
         "max_abs_error": 0.0,
         "max_ulp": 0.0,
@@ -306,15 +313,15 @@ def verify_data(
         "worst_sample": None,
         "max_abs_expected": 0.0,
     }
-    cls: dict | None = None
+    cls: dict[str, Any] | None = None
     disagree: list[int] = []
     n_disagree = n_top5 = n_top5_checked = 0
     first_bad: str | None = None
     diagnosis = None
     notes = list(src.notes)
-    versions: dict = {}
+    versions: dict[str, Any] = {}
     backend = ("", "")
-    dtypes: dict = {}
+    dtypes: dict[str, str] = {}
     t = {"verify_s": 0.0, "knet_s": 0.0, "keras_s": 0.0, "read_s": 0.0}
     t_start = time.perf_counter()
     done = 0
@@ -515,7 +522,15 @@ def verify_data(
     )
 
 
-def _error_map(model, keras_model, src, summaries, plan, spatial, knet) -> dict | None:
+def _error_map(
+    model: KnetModel,
+    keras_model: Any,
+    src: DataSource,
+    summaries: list[LayerSummary],
+    plan: Plan,
+    spatial: str,
+    knet: str,
+) -> dict[str, Any] | None:
     """The worst layer's error at its worst sample, as a 2-D map (max over channels) of the
     absolute error (ULPs mislead near zero): the Keras model run up to that layer (errors
     propagate), against Knet."""

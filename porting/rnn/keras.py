@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ KERAS_GATE_ORDER: dict[str, tuple[int, ...]] = {
 """Keras's gate block k holds Knet's gate `KERAS_GATE_ORDER[type][k]` (0-based)."""
 
 
-def import_keras():
+def import_keras() -> Any:
     """Keras on the TensorFlow backend (what porting converts for): MissingDependencyError
     when TensorFlow is missing, PortingError when Keras runs another backend."""
     from porting import tf as ptf

@@ -64,7 +64,7 @@ def child(who: str, path: str, n: int, batch: int) -> dict:
     if who == "verify":
         r = verify_data(model, path, keras_model=km, batch_size=batch, limit=n)
         assert r.ok and r.n_samples == n, r.verdict()
-        parts = {k: r.timings[k] for k in ("verify_s", "knet_s", "keras_s", "read_s")}
+        parts = {k: r.timings[k] for k in ("verify_s", "read_s")}
     else:
         parts = {}
         _, it = _batches(path, batch)
@@ -110,7 +110,7 @@ def child_resnet50(n: int, batch: int) -> dict:
         "seconds": dt,
         "per_image_s": dt / n,
         "ok": r.ok,
-        "parts": {k: r.timings[k] for k in ("verify_s", "knet_s", "keras_s")},
+        "parts": {k: r.timings[k] for k in ("verify_s",)},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 

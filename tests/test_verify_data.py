@@ -398,3 +398,21 @@ def test_token_model_on_integer_data(tmp_path, capsys):
     np.save(tmp_path / "f.npy", toks.astype(np.float32))
     assert main(["verify-data", "--example", "rnnlm", "--data", str(tmp_path / "f.npy")]) == 2
     assert "f.npy" in capsys.readouterr().err
+
+
+def test_report_outputs_are_the_end_to_end_outputs():
+    """verify_data reads the per-sample figures from `ModelReport.outputs`: Knet's final output
+    and the port's own chain, the very arrays a separate forward pass on each side gives."""
+    from porting import layout
+    from porting.examples.lenet import lenet, lenet_input
+    from porting.model import forward_knet, to_keras, verify_model
+
+    model, x = lenet(), lenet_input()
+    km = to_keras(model)
+    for mode in ("each", "whole"):
+        expected, actual = verify_model(model, x, keras_model=km, mode=mode).outputs
+        np.testing.assert_array_equal(expected, forward_knet(model, x).final.T)
+        want = np.asarray(km(layout.activations_to_tf(x)))
+        # a doubled batch in "each" mode: the same layers, within 64 eps of the output scale
+        eps = np.finfo(want.dtype).eps
+        np.testing.assert_allclose(actual, want, rtol=0, atol=64 * eps * np.abs(want).max())

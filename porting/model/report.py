@@ -71,6 +71,9 @@ class ModelReport:
     timings: dict[str, float] = field(default_factory=dict)
     diagnosis: Any = None
     notes: list[str] = field(default_factory=list)
+    # The model's final outputs, TensorFlow layout: (Knet's, the port's end to end), for callers
+    # that need per-sample figures (porting.model.verify_data); not part of `to_dict`.
+    outputs: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         diag = self.diagnosis

@@ -249,6 +249,7 @@ def verify_model(
         timings=timings,
         diagnosis=diagnosis,
         notes=notes,
+        outputs=(expected_final, np.asarray(final_actual)),
     )
     report.timings["total_s"] = time.perf_counter() - t_start
     return report

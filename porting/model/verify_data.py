@@ -7,10 +7,11 @@ for each batch
 - runs `verify_model` (the public layer-by-layer check: every layer against its floating-point
   tolerance `(sqrt(K)+2) eps S`), keeping per layer the batch's worst error / tolerance and the
   sample where it occurred;
-- runs the Knet forward (`forward_knet`) and the Keras model once more for the end-to-end
-  figures per sample, which `verify_model` reports only per batch: each sample's max error, its
-  error in ULPs of the Knet output, and for a classifier (a final output `(classes, N)`) whether
-  the top-1 class and the top-5 set agree.
+- takes the final outputs that check compared (`ModelReport.outputs`: Knet's and the port's
+  own chain, end to end) for the figures per sample, which `verify_model` reports only per
+  batch: each sample's max error, its error in ULPs of the Knet output, and for a classifier (a
+  final output `(classes, N)`) whether the top-1 class and the top-5 set agree. (No second
+  forward pass on either side.)
 
 Memory stays flat: one batch's arrays at a time, and fixed-size summaries (histograms, the k
 worst samples, at most `MAX_LISTED` disagreeing samples by index) accumulate across batches.
@@ -201,8 +202,7 @@ class DataReport:
         t = self.timings
         out.append(
             f"{t.get('samples_per_s', 0):.1f} samples/s ({t.get('total_s', 0):.2f} s; "
-            f"verify_model {t.get('verify_s', 0):.2f} s, end-to-end Knet {t.get('knet_s', 0):.2f} s, "
-            f"Keras {t.get('keras_s', 0):.2f} s, reading {t.get('read_s', 0):.2f} s)"
+            f"verify_model {t.get('verify_s', 0):.2f} s, reading {t.get('read_s', 0):.2f} s)"
         )
         env = self.environment
         out.append(
@@ -276,9 +276,7 @@ def verify_data(
     >>> r.ok, r.n_samples  # doctest: +SKIP
     (True, 10)
     """
-    from porting import layout as playout
     from porting.model import convert as mconvert
-    from porting.model.forward import forward_knet
     from porting.model.planning import plan_for
     from porting.model.verify import verify_model
 
@@ -298,11 +296,9 @@ def verify_data(
     n_total = src.n if limit is None else min(src.n, int(limit))
     steps = list(plan)
     summaries = [LayerSummary(i, str(st.layer.name), st.layer.kind) for i, st in enumerate(steps)]
-    flat_from = steps[-1].flat_from
     kdt = np.dtype(keras_model.inputs[0].dtype) if keras_model.inputs else np.dtype(model.dtype)
     out_dt = np.dtype(np.float32) if kdt.kind != "f" else kdt
     lower = model.dtype if np.dtype(model.dtype).itemsize <= out_dt.itemsize else out_dt
-    to_keras_input = getattr(model.layers[0], "keras_input", None)
 
     ulp_hist = np.zeros(len(ULP_EDGES) - 1, np.int64)
     worst_heap: list[tuple[float, int, dict[str, Any]]] = []
@@ -322,7 +318,7 @@ def verify_data(
     versions: dict[str, Any] = {}
     backend = ("", "")
     dtypes: dict[str, str] = {}
-    t = {"verify_s": 0.0, "knet_s": 0.0, "keras_s": 0.0, "read_s": 0.0}
+    t = {"verify_s": 0.0, "read_s": 0.0}
     t_start = time.perf_counter()
     done = 0
     partial = False
@@ -351,22 +347,9 @@ def verify_data(
                 plan=plan,
             )
             t["verify_s"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            y_knet = forward_knet(model, xb, knet, plan=plan).final
-            expected = mconvert.julia_to_tf(y_knet, flat_from, spatial)
-            t["knet_s"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            x_tf = (
-                playout.activations_to_tf(xb, spatial)
-                if xb.ndim > 2
-                else np.ascontiguousarray(xb.T)
-            )
-            if to_keras_input is not None:
-                x_tf = to_keras_input(x_tf)
-            elif kdt.kind == "f":
-                x_tf = x_tf.astype(kdt, copy=False)
-            actual = np.asarray(keras_model(x_tf, training=False))
-            t["keras_s"] += time.perf_counter() - t0
+            # the end-to-end outputs verify_model compared (Knet's and the port's own chain)
+            assert rep.outputs is not None
+            expected, actual = rep.outputs
 
             # ---- per layer
             for s, row in zip(summaries, rep.rows, strict=True):

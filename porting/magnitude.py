@@ -42,7 +42,6 @@ __all__ = [
     "of_conv",
     "matmul",
     "of_outputs",
-    "estimate",
 ]
 
 
@@ -159,17 +158,6 @@ def of_outputs(
     if magnitude is not None:
         check_given(np.asarray(magnitude))
     return absolute(expected if magnitude is None else magnitude)
-
-
-def estimate(expected: ArrayLike, k: int) -> NDArray[np.floating[Any]]:
-    """A guess at `S` from the outputs of K-term sums alone: `|expected|`, but at least
-    `sqrt(K) * rms(expected)` (a sum of K random terms of that size), ignoring NaN/Inf."""
-    ef = absolute(expected)
-    finite = np.isfinite(ef)
-    fin = ef[finite]
-    rms = float(np.sqrt(np.mean(fin**2))) if fin.size else 0.0
-    s: NDArray[np.floating[Any]] = np.maximum(np.where(finite, ef, 0.0), np.sqrt(k) * rms)
-    return s
 
 
 def bias(

@@ -17,8 +17,6 @@ Nothing here calls porting's own forward; the converted Keras model is run and c
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -285,15 +283,7 @@ def test_depthwise_conv_v012(tmp_path):
 # ---------------------------------------------------------------- examples and the CLI
 
 
-def _cli(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "porting", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
-        timeout=600,
-    )
+from tests.test_flux import _cli  # noqa: E402 - the same subprocess runner
 
 
 def test_resnet_example_matches_oracle(tmp_path):

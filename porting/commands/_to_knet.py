@@ -46,13 +46,16 @@ def round_trip(original, rebuilt, x_tf) -> dict:
     }
 
 
-def run(args, verify_model, default_input, print_json, print_text, rich_report) -> int:
+def run(args, rich_report) -> int:
+    """Convert and (with --verify) check; `rich_report` is convert's table printer (passed in:
+    convert imports this module, so this one does not import convert)."""
     from porting import files, layout
-    from porting.commands._common import load_npy
+    from porting.commands._common import load_npy, print_json, print_text
     from porting.fromkeras import from_keras
     from porting.model import save_export, to_keras
     from porting.model.convert import load_keras
     from porting.model.export import export_paths
+    from porting.model.verify import default_input, verify_model
 
     outputs = {}
     if args.output:

@@ -308,10 +308,9 @@ def run(args) -> int:
 
     if args.to == "knet":
         from porting.commands import _to_knet
-        from porting.model.verify import default_input, verify_model
 
         _to_knet.check_args(args)
-        return _to_knet.run(args, verify_model, default_input, print_json, print_text, _rich_report)
+        return _to_knet.run(args, _rich_report)
     if not (args.output or args.savedmodel or args.tflite or args.onnx or args.verify):
         raise PortingError(
             "nothing to do: give -o OUT.keras, --savedmodel DIR, --tflite OUT.tflite, "

@@ -116,7 +116,7 @@ def _config(node: Node) -> dict[str, Any]:
     return cfg
 
 
-def _activation(node: Node, cfg: dict, spatial_rank: int) -> tuple[str, str | None]:
+def _activation(node: Node, cfg: dict) -> tuple[str, str | None]:
     """(Knet activation fused into the layer, or identity; a separate softmax, or None)."""
     value = cfg.get("activation", "linear")
     if isinstance(value, dict):  # serialised activation object
@@ -132,7 +132,7 @@ def _activation(node: Node, cfg: dict, spatial_rank: int) -> tuple[str, str | No
     return name, None
 
 
-def _softmax_layer(function: str, node: Node, cx: Context, rank: int, name: str) -> Activation:
+def _softmax_layer(function: str, rank: int, name: str) -> Activation:
     # Keras' softmax is over the last axis: the channels, Julia's dimension rank (1 for features)
     return Activation(function, dims=rank, name=name)
 
@@ -195,7 +195,7 @@ def _convolution(node: Node, cx: Context, kernel, bias, groups: int) -> list[Lay
     stride = _tuple(cfg.get("strides", 1), nd)
     dilation = _tuple(cfg.get("dilation_rate", 1), nd)
     pairs = _pad_pairs(node, cfg, nd, window, stride, dilation)
-    fused, separate = _activation(node, cfg, nd)
+    fused, separate = _activation(node, cfg)
     layers: list[Layer] = []
     if all(lo == hi for lo, hi in pairs):
         padding: Any = cx.julia(lo for lo, _ in pairs)
@@ -217,7 +217,7 @@ def _convolution(node: Node, cx: Context, kernel, bias, groups: int) -> list[Lay
         )
     )
     if separate is not None:
-        layers.append(_softmax_layer(separate, node, cx, nd + 1, cx.name(node.name)))
+        layers.append(_softmax_layer(separate, nd + 1, cx.name(node.name)))
     return _finish(node, cx, layers)
 
 
@@ -256,7 +256,7 @@ def dense(node: Node, cx: Context) -> list[Layer]:
         )
     w = _weights(node)
     flat = cx.flat_from.get(node.inputs[0])
-    fused, separate = _activation(node, cfg, 0)
+    fused, separate = _activation(node, cfg)
     # Knet's dense output is (features, N): softmax(x; dims=1) is over the features, as Keras'
     layer = Dense(
         layout.dense_from_tf(w[0], input_shape=flat, spatial=cx.spatial),
@@ -285,12 +285,12 @@ def dropout(node: Node, cx: Context) -> list[Layer]:
 
 def activation(node: Node, cx: Context) -> list[Layer]:
     cfg = _config(node)
-    fused, separate = _activation(node, cfg, 0)
+    fused, separate = _activation(node, cfg)
     rank = len(node.in_shapes[0])
     layer = (
         Activation(fused, name=cx.name(node.name))
         if separate is None
-        else _softmax_layer(separate, node, cx, rank, cx.name(node.name))
+        else _softmax_layer(separate, rank, cx.name(node.name))
     )
     return _passes_flat(node, cx, [layer]) if separate is None else _finish(node, cx, [layer])
 
@@ -323,7 +323,7 @@ def softmax(node: Node, cx: Context) -> list[Layer]:
             f"{_where(node)}: axis={axis!r}; only the last (channel / feature) axis is mapped "
             "(Knet's softmax(x; dims) over Julia's channel dimension)"
         )
-    return _finish(node, cx, [_softmax_layer("softmax", node, cx, rank, cx.name(node.name))])
+    return _finish(node, cx, [_softmax_layer("softmax", rank, cx.name(node.name))])
 
 
 def batchnorm(node: Node, cx: Context) -> list[Layer]:
@@ -591,7 +591,7 @@ _RNN_CLASSES = ("SimpleRNN", "LSTM", "GRU")
 
 def _time_dense(node: Node, cx: Context, dense_layer, cfg: dict) -> list[Layer]:
     """A Keras Dense at every step of `(T, H)`: Knet's `w * reshape(y, H, :) .+ b`."""
-    fused, separate = _activation(node, cfg, 0)
+    fused, separate = _activation(node, cfg)
     w = [np.asarray(a) for a in dense_layer.get_weights()]
     layer = TimeDense(
         np.ascontiguousarray(w[0].T),

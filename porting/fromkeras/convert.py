@@ -10,7 +10,8 @@ from porting._checks import check_choice
 from porting._text import printable
 from porting.errors import PortingError
 from porting.fromkeras.graph import INPUT, nodes
-from porting.fromkeras.layers import Context, convert_node
+from porting.fromkeras.layers import Context
+from porting.fromkeras.table import convert_node
 from porting.model import KnetModel
 from porting.model.layer import Layer
 
@@ -38,7 +39,7 @@ def from_keras(keras_model, *, spatial: str = "reverse") -> KnetModel:
     """The Knet model (porting.model description) computing what `keras_model` computes.
 
     `keras_model` is a built Keras 3 model with one input and one output, of Keras' built-in
-    layers (porting.fromkeras.layers.CONVERTERS lists them). `spatial` says which Julia axis
+    layers (porting.fromkeras.table.CONVERTERS lists them). `spatial` says which Julia axis
     the TensorFlow width becomes ("reverse", the default: X1 is the width, as cuDNN reads
     Knet's memory). Each Knet layer is named after the Keras layer it comes from; where one
     Keras layer needs two Knet layers (an asymmetric "same" padding before a conv, a softmax

@@ -35,7 +35,8 @@ DESCRIPTION = "NumPy reimplementation of Knet 1.4.10's CPU arithmetic (NNlib im2
 
 
 # How the convolutions run (all on C-ordered `(N, C, Xd..X1)` data, the transpose of Julia's
-# arrays). Each batch of images is padded into reusable per-thread memory; then either
+# arrays). The work is cut into jobs, each a batch of images and a range of output rows along
+# Xd; a job pads just the input rows it reads into reusable per-thread memory; then either
 # - "shifted GEMMs" (stride 1 along Xd): a column matrix is built over the inner spatial dims
 #   only, over all padded rows of Xd. Kernel row i along Xd then reads that matrix shifted by i
 #   rows, a strided view that BLAS takes as it is, so the copy is Kd times smaller than a full
@@ -45,7 +46,10 @@ DESCRIPTION = "NumPy reimplementation of Knet 1.4.10's CPU arithmetic (NNlib im2
 # Both build their column matrices with one copy from a sliding-window view, batched over images
 # (or, for big images, output rows) so that a batch is about `_COL_BYTES`, and both write the
 # GEMMs straight into the result, whose transpose is the Fortran-ordered Julia-indexed result.
-_COL_BYTES = 4 << 20
+# 1 MiB (a core's L2 on the Zen 4 the benchmark ran on) keeps a job's column matrix in cache
+# from its copy to its GEMMs; at 4 MiB OpenBLAS's sgemm ran about 20% slower on these shapes
+# (benchmarks/bench_conv4.py; README "Performance").
+_COL_BYTES = 1 << 20
 # Shifted GEMMs need a contraction (inner kernel volume x channels) at least this long to run
 # BLAS near its peak; below it, the full im2col's single longer GEMM is faster.
 _MIN_SHIFT_ROWS = 64
@@ -91,6 +95,12 @@ def _split(items: list, parts: int) -> list[list]:
 # Below this many multiply-adds a convolution runs on the calling thread alone: handing work to
 # another thread costs tens of microseconds.
 _MIN_THREADED_MACS = 8_000_000
+# Convolutions are cut into jobs that threads take in turn as they get free: at least
+# `_JOBS_PER_THREAD` a thread where there are images enough, and (by shorter row batches) at
+# least `_MIN_JOBS` where each keeps `_JOB_MACS` multiply-adds.
+_JOBS_PER_THREAD = 4
+_MIN_JOBS = 8
+_JOB_MACS = 2_000_000
 
 
 def _workers(jobs: int, macs: int) -> int:
@@ -105,26 +115,32 @@ def _workers(jobs: int, macs: int) -> int:
 
 
 def _run_jobs(work, jobs: list, workers: int) -> None:
-    """`work(job list)` over `jobs` on `workers` threads (the caller's among them), with
-    OpenBLAS kept to one thread of its own meanwhile: each thread then runs its column copies
-    and its GEMMs at once, where OpenBLAS's own threads would share out each GEMM and leave
-    the copies to one core (and wait on each other at every call)."""
+    """`work(take)` on `workers` threads (the caller's among them), each calling `take()` for
+    its next job of `jobs` until it gives None: threads that run faster (a core not shared with
+    another process) take more jobs, so a busy core delays the result by one job, not by its
+    fixed share. OpenBLAS is kept to one thread of its own meanwhile: each thread then runs its
+    column copies and its GEMMs at once, where OpenBLAS's own threads would share out each GEMM
+    and leave the copies to one core (and wait on each other at every call). Every job writes
+    its own part of the result, computed the same whichever thread runs it."""
+    counter = itertools.count()
+
+    def take():
+        i = next(counter)  # atomic: one C call under the GIL
+        return jobs[i] if i < len(jobs) else None
+
     if workers == 1:
-        work(jobs)
+        work(take)
         return
     from porting._transpose import _executor
 
-    shares = _split(jobs, workers)
     with _blas_threads(1):
         pool = _executor(workers - 1)
-        pending = [(pool.submit(work, share), share) for share in shares[1:]]
+        pending = [pool.submit(work, take) for _ in range(workers - 1)]
         try:
-            work(shares[0])
+            work(take)
         finally:
-            for fut, share in pending:  # a share no pool thread has started: done here
-                if fut.cancel():
-                    work(share)
-                else:
+            for fut in pending:  # one no pool thread has started finds no job left: dropped
+                if not fut.cancel():
                     fut.result()
 
 
@@ -201,11 +217,10 @@ _scratch = _Scratch()
 
 
 class _Padder:
-    """Copies batches of images into a zero-bordered buffer (cropping negative padding).
+    """Copies slabs (a batch of images, a range of rows along Xd) into a zero-bordered buffer
+    (cropping negative padding): each job pads only the rows its outputs read.
 
-    With nothing to pad and a C-contiguous input, the input's own batches are used instead.
-    Each thread's buffer has its borders zeroed once a call (`start`): batches only ever write
-    the interior, at the same places.
+    With nothing to pad and a C-contiguous input, the input's own rows are used instead.
     """
 
     def __init__(self, xt: np.ndarray, pad: Sequence[int]) -> None:
@@ -223,25 +238,32 @@ class _Padder:
             *(slice(p, p + xi) for p, xi in zip(self.pos, self.x.shape[2:], strict=True)),
         )
 
-    def shape(self, nb: int) -> tuple[int, ...]:
-        """Scratch needed for batches of `nb` images (nothing when no copy is needed)."""
-        return (nb, self.x.shape[1], *self.spatial) if self.copy else (0,)
+    def size(self, nb: int, rows: int) -> int:
+        """Scratch elements for slabs of `nb` images and `rows` rows (0 when none is copied)."""
+        return nb * self.x.shape[1] * rows * math.prod(self.spatial[1:]) if self.copy else 0
 
-    def start(self, buf: np.ndarray) -> None:
-        """Zero the borders of `buf` (a scratch array of `shape(nb)`)."""
-        if self.copy:
-            everything = [slice(None)] * buf.ndim
-            for j, (p, xi) in enumerate(zip(self.pos, self.x.shape[2:], strict=True)):
-                if p:  # the two borders of spatial dim j, across every other dim
-                    buf[(*everything[: 2 + j], slice(0, p))] = 0
-                    buf[(*everything[: 2 + j], slice(p + xi, None))] = 0
-
-    def batch(self, buf: np.ndarray, n0: int, n1: int) -> np.ndarray:
-        """Images n0..n1-1, padded (into `buf`, started), as a C-contiguous `(m, C, ..)` array."""
+    def slab(self, buf: np.ndarray, n0: int, n1: int, a: int, b: int) -> np.ndarray:
+        """Rows a..b-1 (padded coordinates, along Xd) of images n0..n1-1, padded, as a
+        C-contiguous `(m, C, b - a, ..)` array in the flat `buf` (or a view of the input)."""
+        x, pos0, x0 = self.x, self.pos[0], self.x.shape[2]
         if not self.copy:
-            return self.x[n0:n1]
-        xp = buf[: n1 - n0]
-        xp[self.interior] = self.x[n0:n1]
+            return x[n0:n1, :, a:b]
+        shape = (n1 - n0, x.shape[1], b - a, *self.spatial[1:])
+        xp = buf[: math.prod(shape)].reshape(shape)
+        lo, hi = min(max(a, pos0), b), max(min(b, pos0 + x0), a)  # the rows inside the image
+        xp[:, :, : lo - a] = 0
+        xp[:, :, hi - a :] = 0
+        if hi > lo:
+            mid = xp[:, :, lo - a : hi - a]
+            everything = [slice(None)] * mid.ndim
+            for j in range(1, len(self.pos)):
+                p, xi = self.pos[j], x.shape[2 + j]
+                if p:  # the two borders of inner spatial dim j
+                    mid[(*everything[: 2 + j], slice(0, p))] = 0
+                    mid[(*everything[: 2 + j], slice(p + xi, None))] = 0
+            mid[(slice(None), slice(None), slice(None), *self.interior[3:])] = x[
+                n0:n1, :, lo - pos0 : hi - pos0
+            ]
         return xp
 
 
@@ -284,7 +306,6 @@ def _correlate(
     yin = math.prod(ys[1:])
     isz = xt.dtype.itemsize
     out3 = out.reshape(n, f, ys[0] * yin)
-    inner_all = (slice(None),) * (nd - 1)  # the inner spatial dims, trailing every view
     padder = _Padder(xt, pad)
     inner = math.prod(ks[1:]) * c  # contraction length of a shifted GEMM
     shifted = stride[0] == 1 and ks[0] > 1 and inner >= _MIN_SHIFT_ROWS
@@ -302,52 +323,53 @@ def _correlate(
         wms = [np.moveaxis(wt, 1, -1)]
         dims = range(nd)
     wms = [np.ascontiguousarray(w).reshape(f, rows) for w in wms]
-    img, rws = _batches(n, ys[0], rows * yin * isz)
-    workers = _workers(n * ys[0], n * f * rows * len(wms) * ys[0] * yin)
-    if len(img) * len(rws) < workers:  # fewer batches than threads: smaller batches
-        if n >= workers:
-            img = _chunks(n, min(img[0][1] - img[0][0], -(-n // workers)))
-        elif len(img) == 1:
-            rws = _chunks(ys[0], min(rws[0][1] - rws[0][0], -(-ys[0] // workers)))
-    workers = min(workers, len(img) * len(rws))
+    ext0 = (ks[0] - 1) * dil[0]  # a slab of output rows r0..r1-1 reads input rows
+    img, rws = _batches(n, ys[0], rows * yin * isz)  # r0*s .. (r1-1)*s + ext0 (padded)
+    macs = n * f * rows * len(wms) * ys[0] * yin
+    # Enough jobs for threads to even out their speeds. Shorter row batches (for few images)
+    # follow from the sizes alone, never from the thread count: the rows of a job set the
+    # GEMMs' shapes, and so possibly the bits of the result; image batches do not.
+    want = min(_MIN_JOBS, macs // _JOB_MACS)
+    if n * len(rws) < want:
+        rws = _chunks(ys[0], min(rws[0][1] - rws[0][0], max(1, ys[0] * n // want)))
+    workers = _workers(n * len(rws), macs)
+    if workers > 1:  # image batches small enough for each thread to get several
+        per = n * len(rws) // (workers * _JOBS_PER_THREAD)
+        img = _chunks(n, max(1, min(img[0][1] - img[0][0], per)))
+    jobs = [(b, r) for b in img for r in rws]
     nb, rb = img[0][1] - img[0][0], rws[0][1] - rws[0][0]
-    if len(img) == 1 and workers > 1:  # one image batch: its row batches go to the threads
-        jobs = [(img[0], part) for part in _split(rws, workers)]
-    else:
-        jobs = [(b, rws) for b in img]
+    hb = (rb - 1) * stride[0] + ext0 + 1  # the most rows a slab holds
 
-    def work(todo) -> None:
+    def work(take) -> None:
         xbuf, buf, tmp = _scratch.arrays(
             xt.dtype,
-            padder.shape(nb),
+            (padder.size(nb, hb),),
             (0,) if direct else (nb * rows * (rb + halo) * yin,),
             (nb * f * rb * yin,) if len(wms) > 1 else (0,),
         )
-        padder.start(xbuf)
-        for (n0, n1), row_batches in todo:
+        while (job := take()) is not None:
+            (n0, n1), (r0, r1) = job
             m = n1 - n0
-            view = _windows(padder.batch(xbuf, n0, n1), dims, ys, ks, stride, dil)
-            view = view.transpose(0, *range(nd + 2, nd + 2 + len(dims)), 1, *range(2, nd + 2))
-            for r0, r1 in row_batches:
-                idx: tuple[Any, ...] = (slice(None), Ellipsis, slice(r0, r1 + halo), *inner_all)
-                part = view[idx]
-                h = r1 - r0 + halo
-                col: np.ndarray
-                if direct:  # the (padded) input itself is the column matrix
-                    col = part.reshape(m, rows, h * yin)
-                else:
-                    col = buf[: part.size].reshape(part.shape)
-                    np.copyto(col, part)
-                    col = col.reshape(m, rows, h * yin)
-                p = (r1 - r0) * yin
-                o = out3[n0:n1, :, r0 * yin : r1 * yin]
-                np.matmul(wms[0], col[:, :, :p], out=o)
-                if len(wms) > 1:
-                    t = tmp[: m * f * p].reshape(m, f, p)
-                    for i in range(1, len(wms)):
-                        s = i * dil[0] * yin
-                        np.matmul(wms[i], col[:, :, s : s + p], out=t)
-                        np.add(o, t, out=o)
+            xp = padder.slab(xbuf, n0, n1, r0 * stride[0], (r1 - 1) * stride[0] + ext0 + 1)
+            view = _windows(xp, dims, (r1 - r0, *ys[1:]), ks, stride, dil)
+            part = view.transpose(0, *range(nd + 2, nd + 2 + len(dims)), 1, *range(2, nd + 2))
+            h = r1 - r0 + halo
+            col: np.ndarray
+            if direct:  # the (padded) input itself is the column matrix
+                col = part.reshape(m, rows, h * yin)
+            else:
+                col = buf[: part.size].reshape(part.shape)
+                np.copyto(col, part)
+                col = col.reshape(m, rows, h * yin)
+            p = (r1 - r0) * yin
+            o = out3[n0:n1, :, r0 * yin : r1 * yin]
+            np.matmul(wms[0], col[:, :, :p], out=o)
+            if len(wms) > 1:
+                t = tmp[: m * f * p].reshape(m, f, p)
+                for i in range(1, len(wms)):
+                    s = i * dil[0] * yin
+                    np.matmul(wms[i], col[:, :, s : s + p], out=t)
+                    np.add(o, t, out=o)
 
     _run_jobs(work, jobs, workers)
     return out
@@ -418,19 +440,30 @@ def deconv4(
     npos = math.prod(xs)
     acc = np.zeros((n, cy, *full), dtype=x.dtype)
     per_image = len(offsets) * cy * npos * x.dtype.itemsize
-    for n0, n1 in _chunks(n, _COL_BYTES // max(1, per_image)):
-        z = np.matmul(wm, np.reshape(xt[n0:n1], (n1 - n0, cx, npos)))
-        z = z.reshape(n1 - n0, len(offsets), cy, *xs)
-        for q, off in enumerate(offsets):
-            target = (
-                slice(n0, n1),
-                slice(None),
-                *(
-                    slice(o * d, o * d + (xi - 1) * s + 1, s)
-                    for o, d, xi, s in zip(off, dil, xs, stride, strict=True)
-                ),
-            )
-            acc[target] += z[:, q]
+    jobs = _chunks(n, _COL_BYTES // max(1, per_image))
+    workers = _workers(len(jobs), n * len(offsets) * cy * cx * npos)
+    if workers > 1:  # image batches (each its own part of acc) small enough to share out
+        per = max(1, min(jobs[0][1] - jobs[0][0], n // (workers * _JOBS_PER_THREAD)))
+        jobs = _chunks(n, per)
+        workers = min(workers, len(jobs))
+
+    def work(take) -> None:
+        while (job := take()) is not None:
+            n0, n1 = job
+            z = np.matmul(wm, np.reshape(xt[n0:n1], (n1 - n0, cx, npos)))
+            z = z.reshape(n1 - n0, len(offsets), cy, *xs)
+            for q, off in enumerate(offsets):
+                target = (
+                    slice(n0, n1),
+                    slice(None),
+                    *(
+                        slice(o * d, o * d + (xi - 1) * s + 1, s)
+                        for o, d, xi, s in zip(off, dil, xs, stride, strict=True)
+                    ),
+                )
+                acc[target] += z[:, q]
+
+    _run_jobs(work, jobs, workers)
     crop = (slice(None), slice(None), *(slice(p, fl - p) for p, fl in zip(pad, full, strict=True)))
     out = acc if not any(pad) else np.ascontiguousarray(acc[crop])
     return _scale(out, alpha).T

@@ -1,11 +1,12 @@
 """The reference conv4/deconv4 (`porting.knet`, backend "reference") against independent ones.
 
-The fast reference (padding once, column matrices from sliding windows, GEMMs, shifted GEMMs)
+The fast reference (jobs of images x output rows, each padding the rows it reads, column
+matrices from sliding windows, GEMMs, shifted GEMMs)
 is checked against implementations written here straight from Knet's definitions
 (docs/knet.md#conv4, #flip, #conv-size and #deconv4): explicit loops over output positions with
 exactly rounded sums (`math.fsum`) for small sizes, and a per-kernel-offset shift-and-add in
 float64 (long double for float64 inputs) for realistic sizes. Every algorithm and batching path of the reference is forced in turn through
-its two tuning knobs, so small inputs reach the paths that large inputs take.
+its tuning knobs, so small inputs reach the paths that large inputs take.
 
 Tolerances come from the accumulation: an output summing `K` terms `w*x` may be off by
 `c * sqrt(K) * eps * sum(|w*x|)` (docs/numerics.md#tolerance and #worst-case), never a bare
@@ -157,7 +158,7 @@ def check_close(actual, expected, mag, k, *, alpha=1.0, ref_eps=0.0, wrong=None)
         assert np.any(werr > tol), "the tolerance also accepts the other mode's (flipped) answer"
 
 
-# The reference's two tuning knobs, set so that small inputs take every path large ones take.
+# The reference's tuning knobs, set so that small inputs take every path large ones take.
 PATHS = {
     "default": {},
     "im2col": {"_MIN_SHIFT_ROWS": 10**9},
@@ -165,6 +166,12 @@ PATHS = {
     "shifted-row-batches": {"_MIN_SHIFT_ROWS": 1, "_COL_BYTES": 1},
     "im2col-row-batches": {"_MIN_SHIFT_ROWS": 10**9, "_COL_BYTES": 1},
     "image-batches": {"_MIN_SHIFT_ROWS": 1, "_COL_BYTES": 3000},
+    # Jobs of one output row each (every slab at a top border, a bottom border or between), and
+    # of longer row ranges (n=2 images, 3 jobs wanted: pieces of about 2/3 of the rows, the
+    # last one shorter where they do not divide).
+    "row-jobs": {"_MIN_SHIFT_ROWS": 1, "_MIN_JOBS": 10**6, "_JOB_MACS": 1},
+    "row-jobs-im2col": {"_MIN_SHIFT_ROWS": 10**9, "_MIN_JOBS": 10**6, "_JOB_MACS": 1},
+    "row-jobs-uneven": {"_MIN_SHIFT_ROWS": 1, "_MIN_JOBS": 3, "_JOB_MACS": 1},
 }
 
 

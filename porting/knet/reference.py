@@ -441,7 +441,7 @@ def deconv4(
     acc = np.zeros((n, cy, *full), dtype=x.dtype)
     per_image = len(offsets) * cy * npos * x.dtype.itemsize
     jobs = _chunks(n, _COL_BYTES // max(1, per_image))
-    workers = _workers(len(jobs), n * len(offsets) * cy * cx * npos)
+    workers = _workers(n, n * len(offsets) * cy * cx * npos)
     if workers > 1:  # image batches (each its own part of acc) small enough to share out
         per = max(1, min(jobs[0][1] - jobs[0][0], n // (workers * _JOBS_PER_THREAD)))
         jobs = _chunks(n, per)

@@ -4,17 +4,23 @@ The issue's target (issue 20): Float32 reference conv4 on Julia-indexed inputs, 
 has them (Fortran-ordered `(W, H, C, N)` data, `(K, K, C, F)` kernel, mode 0 as Knet's default),
 at least 0.9x the throughput of `tf.nn.conv2d` on the same numbers already in TensorFlow's layout
 (NHWC data, HWIO kernel rotated 180 degrees, explicit symmetric padding keeping the size,
-stride 1). Both use every core this process may run on: the reference shares its image (or
-row) batches between its own threads, each running OpenBLAS on one thread (threadpoolctl);
+stride 1). Both use every core this process may run on: the reference's threads take its jobs
+(image batches x output rows) in turn, each running OpenBLAS on one thread (threadpoolctl);
 TensorFlow runs oneDNN's threads.
 
-Timings on a shared machine are noisy, so the two contestants are interleaved: each round calls
+Timings on a shared machine are noisy, so the contestants are interleaved: each round calls
 each one once untimed (so that the other library's threads, still spinning from its last call,
-have settled) and then times `--per` calls; a contestant's time is its best over all rounds.
-The script reports; it does not assert (exit status 0 whatever the ratio).
+have settled) and then times `--per` calls. The ratio reported is the median over rounds of
+each round's ratio (TensorFlow's time / the reference's, each its best of the round's calls),
+which a busy neighbour moves far less than either time; the best-of-all-rounds times and their
+ratio follow. `--before REV` adds the reference conv4 of git revision REV
+(porting/knet/reference.py as committed there) as a third contestant in the same rounds, for
+before/after figures measured side by side. The script reports; it does not assert (exit
+status 0 whatever the ratio).
 
-    python benchmarks/bench_conv4.py            # 30 rounds, about 10 s with TF's import
-    python benchmarks/bench_conv4.py --quick    # 3 rounds, about 5 s
+    python benchmarks/bench_conv4.py                # 30 rounds, about a minute on 2 idle cores
+    python benchmarks/bench_conv4.py --quick        # 3 rounds
+    python benchmarks/bench_conv4.py --before main  # with main's reference beside this one
 
 The reference's speed is OpenBLAS's (numpy's BLAS). The OpenBLAS in numpy 2.4's wheels does not
 recognise AMD Zen 5 and runs its AVX2 ("Haswell") kernels there, about two thirds of what its
@@ -96,16 +102,48 @@ def _inputs(shape, seed):
 
 
 def race(fns: dict, rounds: int, per: int) -> dict:
-    """Best time in ms of each callable, interleaved round by round, one untimed call first."""
-    best = dict.fromkeys(fns, float("inf"))
+    """Each callable's time in ms per round (its best of `per` calls after an untimed one),
+    the callables interleaved round by round."""
+    times: dict = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             fn()
+            best = float("inf")
             for _ in range(per):
                 t0 = time.perf_counter()
                 fn()
-                best[name] = min(best[name], time.perf_counter() - t0)
-    return {name: t * 1e3 for name, t in best.items()}
+                best = min(best, time.perf_counter() - t0)
+            times[name].append(best * 1e3)
+    return times
+
+
+def _load_before(rev: str):
+    """porting/knet/reference.py as committed at git revision `rev`, as a module of its own."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = subprocess.run(
+        ["git", "-C", root, "show", f"{rev}:porting/knet/reference.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = os.path.join(tempfile.mkdtemp(), "reference_before.py")
+    with open(path, "w") as f:
+        f.write(src)
+    spec = importlib.util.spec_from_file_location("reference_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load() -> str:
+    try:
+        return "load average " + " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "load average unknown"
 
 
 def main(argv=None) -> int:
@@ -113,6 +151,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="few rounds (a few seconds)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds (default 30, quick 3)")
     ap.add_argument("--per", type=int, default=2, help="timed calls per contestant per round")
+    ap.add_argument("--before", metavar="REV", help="also time the reference of git revision REV")
     args = ap.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 30)
 
@@ -123,8 +162,10 @@ def main(argv=None) -> int:
         print(f"TensorFlow is not importable ({e}); nothing to compare against")
         return 0
 
+    from porting.geometry import ConvGeometry
     from porting.knet import conv4
 
+    before = _load_before(args.before) if args.before else None
     print(
         f"numpy {np.__version__}, TensorFlow {tf.__version__}, Python {platform.python_version()}"
     )
@@ -139,10 +180,17 @@ def main(argv=None) -> int:
         + repr(os.environ.get("OPENBLAS_L2_SIZE"))
     )
     print(
-        f"best of {rounds} interleaved rounds x {args.per} calls; ratio = reference throughput / "
-        f"TensorFlow throughput = tf ms / reference ms; target >= {TARGET}\n"
+        f"{rounds} interleaved rounds x {args.per} calls; ratio = reference throughput / "
+        f"TensorFlow throughput = tf ms / reference ms, the median of the rounds' ratios "
+        f"(best: of the best-of-all-rounds times); target >= {TARGET}; {_load()}"
     )
-    head = f"{'(N, H, W, C, K, F)':<26}{'reference ms':>13}{'tf ms':>9}{'ratio':>8}  result  max rel diff"
+    if before is not None:
+        print(f"'before': porting/knet/reference.py at {args.before}, in the same rounds")
+    print()
+    head = (
+        f"{'(N, H, W, C, K, F)':<26}{'contestant':<11}{'median ms':>10}{'best ms':>9}"
+        f"{'ratio':>7}{'best':>6}  result  max rel diff"
+    )
     print(head)
     print("-" * len(head))
     for i, shape in enumerate(SHAPES):
@@ -157,19 +205,33 @@ def main(argv=None) -> int:
         def run_ref(w=w_knet, x=x_knet, p=p):
             return conv4(w, x, padding=p, backend="reference")
 
+        fns = {"tf": run_tf, "reference": run_ref}
+        if before is not None:
+            geom = ConvGeometry.from_knet(2, padding=p)
+            fns["before"] = lambda w=w_knet, x=x_knet, g=geom: before.conv4(w, x, g)
         # Same numbers first (so the timing compares like with like): NHWC vs (W, H, F, N).
-        ref, tfy = np.asarray(run_ref()).transpose(3, 1, 0, 2), run_tf()
-        err = float(np.max(np.abs(ref - tfy)) / max(np.max(np.abs(tfy)), 1e-30))
-        t = race({"reference": run_ref, "tf": run_tf}, rounds, args.per)
-        ratio = t["tf"] / t["reference"]
-        verdict = "pass" if ratio >= TARGET else "FAIL"
-        print(
-            f"{str(shape):<26}{t['reference']:>13.2f}{t['tf']:>9.2f}{ratio:>8.2f}  {verdict:<6}  {err:.1e}",
-            flush=True,
-        )
-    print(
-        "\n(noisy machines: rerun, or raise --rounds; the best-of-N times are the comparable ones)"
-    )
+        tfy = run_tf()
+        errs = {}
+        for name in fns:
+            if name != "tf":
+                ref = np.asarray(fns[name]()).transpose(3, 1, 0, 2)
+                errs[name] = float(np.max(np.abs(ref - tfy)) / max(np.max(np.abs(tfy)), 1e-30))
+        t = race(fns, rounds, args.per)
+        tf_ms = np.array(t["tf"])
+        print(f"{str(shape):<26}{'tf':<11}{np.median(tf_ms):>10.2f}{tf_ms.min():>9.2f}", flush=True)
+        for name in fns:
+            if name == "tf":
+                continue
+            ms = np.array(t[name])
+            ratio = float(np.median(tf_ms / ms))
+            best = float(tf_ms.min() / ms.min())
+            verdict = "pass" if ratio >= TARGET else "FAIL"
+            print(
+                f"{'':<26}{name:<11}{np.median(ms):>10.2f}{ms.min():>9.2f}{ratio:>7.2f}"
+                f"{best:>6.2f}  {verdict:<6}  {errs[name]:.1e}",
+                flush=True,
+            )
+    print(f"\n{_load()} (a busy machine: rerun, or raise --rounds)")
     return 0
 
 

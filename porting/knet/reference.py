@@ -47,8 +47,8 @@ DESCRIPTION = "NumPy reimplementation of Knet 1.4.10's CPU arithmetic (NNlib im2
 # (or, for big images, output rows) so that a batch is about `_COL_BYTES`, and both write the
 # GEMMs straight into the result, whose transpose is the Fortran-ordered Julia-indexed result.
 # 1 MiB (a core's L2 on the Zen 4 the benchmark ran on) keeps a job's column matrix in cache
-# from its copy to its GEMMs; at 4 MiB OpenBLAS's sgemm ran about 20% slower on these shapes
-# (benchmarks/bench_conv4.py; README "Performance").
+# from its copy to its GEMMs: on one idle core OpenBLAS's sgemm ran these layers' GEMMs about
+# 20% slower once the column block passed 3 MB (README "Performance").
 _COL_BYTES = 1 << 20
 # Shifted GEMMs need a contraction (inner kernel volume x channels) at least this long to run
 # BLAS near its peak; below it, the full im2col's single longer GEMM is faster.
@@ -84,12 +84,6 @@ def _batches(n: int, rows: int, bytes_per_row: int) -> tuple[list, list]:
     if per_image <= _COL_BYTES:
         return _chunks(n, _COL_BYTES // per_image), [(0, rows)]
     return _chunks(n, 1), _chunks(rows, _COL_BYTES // bytes_per_row)
-
-
-def _split(items: list, parts: int) -> list[list]:
-    """`items` in `parts` contiguous runs of about equal length (none empty)."""
-    parts = max(1, min(parts, len(items)))
-    return [items[len(items) * i // parts : len(items) * (i + 1) // parts] for i in range(parts)]
 
 
 # Below this many multiply-adds a convolution runs on the calling thread alone: handing work to
@@ -232,10 +226,8 @@ class _Padder:
         self.pos = tuple(max(p, 0) for p in pad)
         self.copy = any(self.pos) or not self.x.flags.c_contiguous
         self.spatial = tuple(xi + 2 * p for xi, p in zip(self.x.shape[2:], self.pos, strict=True))
-        self.interior = (
-            slice(None),
-            slice(None),
-            *(slice(p, p + xi) for p, xi in zip(self.pos, self.x.shape[2:], strict=True)),
+        self.inner = tuple(  # where the input's inner spatial dims go
+            slice(p, p + xi) for p, xi in zip(self.pos[1:], self.x.shape[3:], strict=True)
         )
 
     def size(self, nb: int, rows: int) -> int:
@@ -261,7 +253,7 @@ class _Padder:
                 if p:  # the two borders of inner spatial dim j
                     mid[(*everything[: 2 + j], slice(0, p))] = 0
                     mid[(*everything[: 2 + j], slice(p + xi, None))] = 0
-            mid[(slice(None), slice(None), slice(None), *self.interior[3:])] = x[
+            mid[(slice(None), slice(None), slice(None), *self.inner)] = x[
                 n0:n1, :, lo - pos0 : hi - pos0
             ]
         return xp

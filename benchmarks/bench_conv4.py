@@ -18,7 +18,7 @@ ratio follow. `--before REV` adds the reference conv4 of git revision REV
 before/after figures measured side by side. The script reports; it does not assert (exit
 status 0 whatever the ratio).
 
-    python benchmarks/bench_conv4.py                # 30 rounds, about a minute on 2 idle cores
+    python benchmarks/bench_conv4.py                # 30 rounds: about 10 s idle, minutes loaded
     python benchmarks/bench_conv4.py --quick        # 3 rounds
     python benchmarks/bench_conv4.py --before main  # with main's reference beside this one
 

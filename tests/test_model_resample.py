@@ -281,3 +281,62 @@ def test_export_round_trip(tmp_path):
 def test_bad_arguments_are_one_porting_error(build, match):
     with pytest.raises(PortingError, match=match):
         build()
+
+
+# ---------------------------------------------------------------- diagnosis of wrong ports
+
+
+def _wrong_port(kind):
+    """Hand-written Keras ports with the usual mistakes (layers named after the Knet layer)."""
+    keras = pytest.importorskip("keras")
+    L = keras.layers
+    if kind == "pixel":
+        inp = keras.Input((3, 4, 8))  # (X2, X1, C) of a Julia (4, 3, 8) sample
+        t = L.Reshape((3, 4, 2, 2, 2), name="ps__split")(inp)  # depth_to_space's order
+        t = L.Permute((1, 3, 2, 4, 5), name="ps__move")(t)
+        return keras.Model(inp, L.Reshape((6, 8, 2), name="ps")(t))
+    inp = keras.Input((3, 4, 2))
+    interpolation = "bilinear" if kind == "half" else "nearest"
+    return keras.Model(inp, L.UpSampling2D(2, interpolation=interpolation, name="up")(inp))
+
+
+@pytest.mark.parametrize(
+    "port, cause",
+    [
+        ("half", "upsample_align_corners"),
+        ("nearest", "upsample_mode"),
+        ("pixel", "pixel_shuffle_order"),
+    ],
+)
+def test_hand_ports_with_the_usual_mistakes_are_named(port, cause):
+    if port == "pixel":
+        model = KnetModel([PixelShuffle(2, name="ps")], input_size=(4, 3, 8))
+        x = _pixel_input((4, 3), 8, dtype=np.float32)
+        layer = "ps"
+    else:  # Flux's Upsample(:bilinear, scale = 2): aligned corners
+        model = KnetModel([Upsample("bilinear", scale=2, name="up")], input_size=(4, 3, 2))
+        x = np.random.default_rng(6).uniform(-1, 1, (4, 3, 2, 2)).astype(np.float32)
+        layer = "up"
+    report = verify_model(model, x, keras_model=_wrong_port(port))
+    assert not report.ok
+    assert report.first_divergent == layer
+    assert report.diagnosis is not None and report.diagnosis.cause == cause, str(report)
+
+
+def test_diagnose_functions_on_torch_computed_ports():
+    """The port's output computed by PyTorch (align_corners=False for an aligned layer), in
+    TensorFlow layout; and a correct output is `rounding`."""
+    from porting.diagnosis import diagnose_pixel_shuffle, diagnose_upsample
+
+    x = np.random.default_rng(7).uniform(-1, 1, (5, 3, 2, 2))  # Julia (X1, X2, C, N)
+    tf = lambda a: np.ascontiguousarray(a.transpose(3, 1, 0, 2))  # noqa: E731
+    wrong = torch_upsample(x, "bilinear", (10, 6), False)
+    right = torch_upsample(x, "bilinear", (10, 6), True)
+    d = diagnose_upsample(tf(x), tf(wrong), mode="bilinear", align_corners=True)
+    assert d.cause == "upsample_align_corners" and d.finding.explains
+    assert diagnose_upsample(tf(x), tf(right), mode="bilinear").cause == "rounding"
+    xs = _pixel_input((3, 2), 8)
+    good = _julia(torch.pixel_shuffle(_torch(xs), 2))
+    assert diagnose_pixel_shuffle(tf(xs), tf(good), r=2).cause == "rounding"
+    with pytest.raises(PortingError, match="expected"):
+        diagnose_pixel_shuffle(tf(xs), tf(good)[:, :-1], r=2)

@@ -141,6 +141,18 @@ def _from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> Pi
     return PixelShuffle(schema.integer(d.get("r"), "r", where), name=d.get("name"))
 
 
+def _diagnose(
+    step: Any, x_ins_tf: list[Array], expected_tf: Array, actual_tf: Array, spatial: str
+) -> Any:
+    """Channel-order causes (porting.diagnosis.diagnose_pixel_shuffle): depth_to_space's order,
+    the two axes' sub-positions swapped."""
+    from porting.diagnosis import diagnose_pixel_shuffle
+
+    return diagnose_pixel_shuffle(
+        x_ins_tf[0], actual_tf, r=step.layer.r, spatial=spatial, expected=expected_tf
+    )
+
+
 def _example() -> Example:
     return [PixelShuffle(2, name="shuffle")], (3, 2, 8)
 
@@ -159,5 +171,6 @@ KIND = Kind(
         KerasLayer("Permute"),
         KerasLayer("Identity", direct={}),
     ),
+    diagnose=_diagnose,
     example=_example,
 )

@@ -348,6 +348,23 @@ def _to_json(layer: Upsample) -> dict[str, Any]:
     }
 
 
+def _diagnose(
+    step: Any, x_ins_tf: list[Array], expected_tf: Array, actual_tf: Array, spatial: str
+) -> Any:
+    """Resampling causes (porting.diagnosis.diagnose_upsample): the other corner convention,
+    the other mode."""
+    from porting.diagnosis import diagnose_upsample
+
+    layer = step.layer
+    return diagnose_upsample(
+        x_ins_tf[0],
+        actual_tf,
+        mode=layer.mode,
+        align_corners=layer.align_corners,
+        expected=expected_tf,
+    )
+
+
 def _example() -> Example:
     return [
         Upsample("bilinear", scale=(2, 3), name="up"),
@@ -370,5 +387,6 @@ KIND = Kind(
         KerasLayer("Permute"),
         KerasLayer("Identity", direct={}),
     ),
+    diagnose=_diagnose,
     example=_example,
 )

@@ -39,22 +39,11 @@ def _julia(t):
 
 
 def upsample_doc(mode, scale=None, size=None):
-    def typ(v):
-        if v is None:
-            return fx.datatype("Core.Nothing")
-        if isinstance(v, tuple):
-            return fx.datatype("Core.Tuple", *(typ(i) for i in v))
-        return fx.datatype("Core.Int64" if isinstance(v, int) else "Core.Float64")
-
-    def val(v):
-        return fx.tuple_(*v) if isinstance(v, tuple) else v
-
-    t = fx.datatype("Flux.Upsample", {"tag": "symbol", "name": mode}, typ(scale), typ(size))
-    return {"tag": "struct", "type": t, "data": [val(scale), val(size)]}
+    return fx.upsample(mode, scale, size)
 
 
 def pixelshuffle_doc(r):
-    return fx.struct("Flux.PixelShuffle", r)
+    return fx.pixel_shuffle(r)
 
 
 def _weights(dtype, seed=0):

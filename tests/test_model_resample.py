@@ -340,3 +340,60 @@ def test_diagnose_functions_on_torch_computed_ports():
     assert diagnose_pixel_shuffle(tf(xs), tf(good), r=2).cause == "rounding"
     with pytest.raises(PortingError, match="expected"):
         diagnose_pixel_shuffle(tf(xs), tf(good)[:, :-1], r=2)
+
+
+@pytest.mark.parametrize(
+    "kind, key, value, match",
+    [
+        ("upsample", "mode", "bicubic", "mode='bicubic'"),
+        ("upsample", "scale", "2", "finite number"),
+        ("upsample", "scale", [2, None], "finite number"),
+        ("upsample", "size", [4, 0], "size"),
+        ("upsample", "align_corners", 1, "boolean"),
+        ("pixelshuffle", "r", True, "integer"),
+        ("pixelshuffle", "r", -3, "positive integer"),
+    ],
+)
+def test_forged_export_entries_are_refused(tmp_path, kind, key, value, match):
+    import json
+
+    layer = Upsample("bilinear", scale=2) if kind == "upsample" else PixelShuffle(2)
+    save_export(KnetModel([layer], input_size=(4, 4, 4)), tmp_path / "m")
+    doc = json.loads((tmp_path / "m.json").read_text())
+    doc["layers"][0][key] = value
+    (tmp_path / "m.json").write_text(json.dumps(doc))
+    with pytest.raises(PortingError, match=match):
+        load_export(tmp_path / "m")
+
+
+def test_cli_refuses_a_forged_export_exit_2_nothing_written(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    save_export(KnetModel([Upsample("nearest", scale=2)], input_size=(4, 4, 4)), tmp_path / "m")
+    doc = json.loads((tmp_path / "m.json").read_text())
+    doc["layers"][0]["scale"] = 10**400  # a number no float holds
+    (tmp_path / "m.json").write_text(json.dumps(doc))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "porting",
+            "convert",
+            str(tmp_path / "m.json"),
+            "-o",
+            str(tmp_path / "o.keras"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        timeout=600,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "scale" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

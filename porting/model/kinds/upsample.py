@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from porting._checks import short_repr
+from porting._checks import check_fits_memory, short_repr
 from porting.errors import PortingError
 from porting.model import schema
 from porting.model.layer import Example, FlatRule, KerasLayer, Kind, Layer, fmt_size
@@ -219,6 +219,10 @@ class UpsampleStage(Stage):
                 new = [o for o in order if o != j] + [j]
                 steps.append(("Permute", tuple(order.index(o) + 1 for o in new)))
                 order = new
+            check_fits_memory(
+                f"{ctx.base}: the {out[j]} x {spatial[j]} interpolation matrix",
+                out[j] * spatial[j] * np.dtype(ctx.dtype).itemsize,
+            )
             m = interpolation_matrix(spatial[j], out[j], self.align_corners, ctx.dtype)
             steps.append(("Dense", m))
         target: list[Any] = [*julia_of_tf, "c"]

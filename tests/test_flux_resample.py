@@ -116,6 +116,11 @@ def test_scale_forms_and_refusals_in_bson(tmp_path):
     assert m.output_sizes[-1] == (6, 6, 2)  # floor(1.5 * 4)
     m = kinds(upsample_doc("trilinear", scale=(2, 1, 3)), (2, 3, 2, 1))
     assert m.output_sizes[-1] == (4, 3, 6, 1)
+    # a Float32 scale is a primitive struct of 4 bytes in the file (BSON.jl lower(x) of bits)
+    doc = upsample_doc("bilinear", scale=(2, 2))
+    doc["data"][0] = fx.tuple_(fx.float32(1.5), 2)
+    m = kinds(doc)
+    assert m.output_sizes[-1] == (6, 8, 2)
     m = kinds(upsample_doc("nearest", size=(8, 12)))
     assert m.output_sizes[-1] == (8, 12, 2)
     with pytest.raises(PortingError, match="integer scales only"):

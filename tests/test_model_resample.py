@@ -397,3 +397,20 @@ def test_cli_refuses_a_forged_export_exit_2_nothing_written(tmp_path):
     assert r.returncode == 2, r.stdout + r.stderr
     assert "Traceback" not in r.stderr and "scale" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_pixel_shuffle_diagnosis_follows_the_spatial_convention():
+    """Under spatial="keep" (X1 is TensorFlow's first spatial axis) the correct port is
+    `rounding` and depth_to_space's order is still named."""
+    from porting import layout
+    from porting.diagnosis import diagnose_pixel_shuffle
+
+    tf = pytest.importorskip("tensorflow")
+    x = _pixel_input((3, 2), 8, dtype=np.float32)
+    model = _model(PixelShuffle(2), (3, 2, 8), np.float32)
+    x_tf = layout.activations_to_tf(x, "keep")
+    right = np.asarray(to_keras(model, spatial="keep")(x_tf))
+    assert diagnose_pixel_shuffle(x_tf, right, r=2, spatial="keep").cause == "rounding"
+    wrong = np.asarray(tf.nn.depth_to_space(x_tf, 2))
+    d = diagnose_pixel_shuffle(x_tf, wrong, r=2, spatial="keep")
+    assert d.cause == "pixel_shuffle_order" and d.finding.hypothesis == "depth_to_space"

@@ -32,7 +32,9 @@ from porting.model import (  # noqa: E402
     KnetModel,
     Linear,
     Mat,
+    PixelShuffle,
     Pool,
+    Upsample,
     convert,
     forward_knet,
 )
@@ -99,6 +101,21 @@ def _models():
                 input_size=(6, 5, 2),
             ),
             w(6, 5, 2, 3),
+        ),
+        # the resampling kinds: aligned-corner bilinear (Permute + Dense matrices), pixel
+        # shuffle (Reshape + Permute), nearest and half-pixel bilinear (UpSampling2D)
+        "resample": (
+            KnetModel(
+                [
+                    Conv(w(3, 3, 2, 8), padding=1, activation="relu", name="c"),
+                    Upsample("bilinear", scale=(2, 1.5), name="up_aligned"),
+                    PixelShuffle(2, name="shuffle"),
+                    Upsample("nearest", scale=(1, 2), name="up_nearest"),
+                    Upsample("bilinear", scale=2, align_corners=False, name="up_half"),
+                ],
+                input_size=(4, 3, 2),
+            ),
+            w(4, 3, 2, 2),
         ),
         "pool1d_max_padded": (
             KnetModel([Pool(window=3, padding=2, stride=2)], input_size=(9, 3)),
@@ -245,7 +262,13 @@ def test_savedmodel_and_tflite_agree_with_knet(saved, tmp_path):
     import tensorflow as tf
 
     _, out = saved
-    float32 = ("conv_padded_maxpool", "pool1d_max_padded", "graph_bn_deconv", "logsoftmax_linear")
+    float32 = (
+        "conv_padded_maxpool",
+        "pool1d_max_padded",
+        "graph_bn_deconv",
+        "logsoftmax_linear",
+        "resample",
+    )
     for name in float32:
         o = out[name]
         sm = convert.export_savedmodel(o["keras"], tmp_path / f"{name}_sm")

@@ -8,7 +8,8 @@ module PortingKnetFluxExt
 
 import Flux
 import PortingKnet
-import PortingKnet: _param, _keywords, _activation_fn, _apply, _pad_pairs, _import_error
+import PortingKnet: _param, _keywords, _activation_fn, _apply, _pad_pairs, _import_error, _upsample,
+                    _upsample_size
 
 """Layers that read earlier outputs by name (a Flux `Chain` is a line: a model with merges or
 skips becomes this graph, whose steps are Flux layers)."""
@@ -112,6 +113,20 @@ function _flux_layers(d, arrays, where)
     elseif kind == "reshape"
         size_ = Tuple(Int.(d["size"]))
         return Any[x -> reshape(x, size_..., :)]
+    elseif kind == "upsample"
+        mode = string(something(get(d, "mode", nothing), "nearest"))
+        scale, size_ = get(d, "scale", nothing), get(d, "size", nothing)
+        align = something(get(d, "align_corners", nothing), true)
+        # Flux's Upsample: nearest, or NNlib's linear with its default align_corners = true;
+        # half-pixel centres (Keras's) have no Flux layer: PortingKnet's own interpolation
+        (mode != "nearest" && !align) && return Any[x -> _upsample(x, mode, scale, size_, align)]
+        return Any[function (x)
+            out = _upsample_size(x, mode, scale, size_)
+            m = mode == "nearest" ? :nearest : (length(out) == 3 ? :trilinear : :bilinear)
+            return Flux.Upsample(m; size=out)(x)
+        end]
+    elseif kind == "pixelshuffle"
+        return Any[Flux.PixelShuffle(Int(d["r"]))]
     elseif kind == "add" || kind == "concat"
         return Any[Merge(Symbol(kind), act, Dict{String,Any}(d))]
     end

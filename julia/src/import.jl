@@ -7,7 +7,7 @@
 # ../docs/knet.md#conv4, #pool, #mat, #dense, #batchnorm, #layers21, #activations and #softmax).
 
 const IMPORT_KINDS = ("conv", "deconv", "dense", "linear", "pool", "mat", "dropout", "activation",
-                      "batchnorm", "zeropad", "reshape", "add", "concat")
+                      "batchnorm", "zeropad", "reshape", "add", "concat", "upsample", "pixelshuffle")
 const IMPORT_ELTYPES = Dict("Float32" => Float32, "Float64" => Float64)
 
 """One layer of an imported model: `f(x)` (merges: `f(xs)`), reading the layers named in
@@ -173,6 +173,54 @@ function _pad_pairs(p, nd)
     return ntuple(i -> p[i] isa AbstractVector ? (Int(p[i][1]), Int(p[i][2])) : (Int(p[i]), Int(p[i])), nd)
 end
 
+# NNlib's upsample_linear, one spatial dimension after another (X1 first), in the element type
+# of x as NNlib v0.9.22 src/upsample.jl computes it (its source_idx_and_λ), with either
+# align_corners (Flux's true; Keras's half-pixel centres are false): written here because NNlib
+# before 0.8.20 has no align_corners keyword. The Python twin is
+# porting.model.kinds.upsample (`_weights`, `_interpolate`).
+function _linear_weights(::Type{T}, n_in::Int, n_out::Int, align::Bool) where {T}
+    ratio = align ? (n_out > 1 ? T((n_in - 1) / (n_out - 1)) : zero(T)) : T(n_in / n_out)
+    i0, i1 = zeros(Int, n_out), zeros(Int, n_out)
+    l0, l1 = zeros(T, n_out), zeros(T, n_out)
+    for i in 1:n_out
+        real = align ? ratio * T(i - 1) : max(zero(T), ratio * (T(i - 1) + T(0.5)) - T(0.5))
+        k = floor(Int, real)
+        i0[i], i1[i] = k + 1, k + (k < n_in - 1 ? 1 : 0) + 1
+        l1[i] = real - T(k)
+        l0[i] = one(T) - l1[i]
+    end
+    return i0, i1, l0, l1
+end
+
+function _interpolate(x::AbstractArray{T}, dim::Int, n_out::Int, align::Bool) where {T}
+    i0, i1, l0, l1 = _linear_weights(T, size(x, dim), n_out, align)
+    shape = ntuple(k -> k == dim ? n_out : 1, ndims(x))
+    return reshape(l0, shape) .* selectdim(x, dim, i0) .+ reshape(l1, shape) .* selectdim(x, dim, i1)
+end
+
+_per_dim(v, nd) = v isa AbstractVector ? Tuple(v) : ntuple(_ -> v, nd)
+
+"""The output's spatial size of an upsample entry on `x` (Python's UpsampleStage.sizes)."""
+function _upsample_size(x, mode, scale, size_)
+    nd = ndims(x) - 2
+    size_ !== nothing && return Tuple(Int.(size_))
+    mode == "nearest" && return ntuple(i -> i <= length(_per_dim(scale, nd)) ?
+                                            Int(_per_dim(scale, nd)[i]) * size(x, i) : size(x, i), nd)
+    return ntuple(i -> floor(Int, _per_dim(scale, nd)[i] * size(x, i)), nd)
+end
+
+function _upsample(x, mode, scale, size_, align)
+    out = _upsample_size(x, mode, scale, size_)
+    if mode == "nearest"
+        return NNlib.upsample_nearest(x, ntuple(i -> out[i] ÷ size(x, i), length(out)))
+    end
+    y = x
+    for i in 1:length(out)
+        out[i] == size(y, i) || (y = _interpolate(y, i, out[i], align))
+    end
+    return y
+end
+
 _bias_add(y, b) = b === nothing ? y : y .+ reshape(b, ntuple(i -> i == ndims(y) - 1 ? length(b) : 1, ndims(y)))
 
 function _layer_fn(d::AbstractDict, arrays, where::AbstractString)
@@ -226,6 +274,14 @@ function _layer_fn(d::AbstractDict, arrays, where::AbstractString)
     elseif kind == "reshape"
         size_ = Tuple(Int.(d["size"]))
         return x -> reshape(x, size_..., :)
+    elseif kind == "upsample"
+        mode = string(something(get(d, "mode", nothing), "nearest"))
+        scale, size_ = get(d, "scale", nothing), get(d, "size", nothing)
+        align = something(get(d, "align_corners", nothing), true)
+        return x -> _upsample(x, mode, scale, size_, align)
+    elseif kind == "pixelshuffle"
+        r = Int(d["r"])
+        return x -> NNlib.pixel_shuffle(x, r)
     elseif kind == "add"
         return xs -> _apply(act, reduce(.+, xs), d)
     elseif kind == "concat"

@@ -552,4 +552,24 @@ end
     end
 end
 
+@testset "import_model: upsample and pixelshuffle against NNlib's own functions" begin
+    NNlib = PortingKnet.NNlib  # PortingKnet's own dependency
+    x = fixture(Float32, 4, 3, 8, 2)
+    layers = [Dict{String,Any}("name" => "up", "kind" => "upsample", "mode" => "bilinear", "scale" => [2, 2],
+                               "size" => nothing, "align_corners" => true, "params" => Dict()),
+              Dict{String,Any}("name" => "ps", "kind" => "pixelshuffle", "r" => 2, "params" => Dict()),
+              Dict{String,Any}("name" => "near", "kind" => "upsample", "mode" => "nearest", "scale" => 2,
+                               "size" => nothing, "align_corners" => true, "params" => Dict())]
+    doc = Dict("format" => PortingKnet.EXPORT_FORMAT, "version" => 2, "layers" => layers)
+    mktempdir() do dir
+        write(joinpath(dir, "r.json"), JSON.json(doc))
+        NPZ.npzwrite(joinpath(dir, "r.npz"), Dict("unused" => zeros(Float32, 1)))
+        m = import_model(joinpath(dir, "r"))
+        # Flux's Upsample(:bilinear) is NNlib's upsample_bilinear with its default align_corners
+        want = NNlib.upsample_nearest(NNlib.pixel_shuffle(NNlib.upsample_bilinear(x, (2, 2)), 2), (2, 2))
+        @test size(m(x)) == (16, 12, 2, 2)
+        @test isapprox(m(x), want; rtol=1f-6)
+    end
+end
+
 end # @testset "PortingKnet"

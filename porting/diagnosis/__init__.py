@@ -7,7 +7,9 @@ the ranked alternatives (the facts behind the causes: docs/knet.md#flip, docs/la
 docs/tensorflow.md#same-padding, docs/layout.md#flatten-order, docs/numerics.md#tf32,
 #quantized and #bugs). Layer-level causes (`bn_epsilon`, `bn_scale_bias_swapped`,
 `bn_batch_statistics`, `residual_activation_order`, `embedding_off_by_one`; docs/knet.md#batchnorm,
-#embed) come from `diagnose_batchnorm`, `diagnose_residual` and `diagnose_embedding`. Nothing here
+#embed) come from `diagnose_batchnorm`, `diagnose_residual` and `diagnose_embedding`; resampling causes
+(`upsample_align_corners`, `upsample_mode`, `pixel_shuffle_order`; docs/flux.md#upsample-flux,
+#pixelshuffle-flux) from `diagnose_upsample` and `diagnose_pixel_shuffle`. Nothing here
 imports TensorFlow.
 
 `porting.diagnose` is this package's `diagnose` function (the package itself is
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from porting.diagnosis._core import K_ASSUMED, MAX_POSITIONS, diagnose
 from porting.diagnosis._layers import diagnose_batchnorm, diagnose_embedding, diagnose_residual
+from porting.diagnosis._resample import diagnose_pixel_shuffle, diagnose_upsample
 from porting.diagnosis._result import CAUSE_MEANING, CAUSES, Diagnosis, Finding
 
 __all__ = [
@@ -25,6 +28,8 @@ __all__ = [
     "diagnose_batchnorm",
     "diagnose_residual",
     "diagnose_embedding",
+    "diagnose_upsample",
+    "diagnose_pixel_shuffle",
     "Diagnosis",
     "Finding",
     "CAUSES",

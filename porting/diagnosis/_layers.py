@@ -64,6 +64,20 @@ _ADVICE = {
         "Knet indexes w[:, x] from 1, Keras's Embedding from 0: feed x - 1 to an Embedding "
         "whose weights are w' (vocab, dim)"
     ),
+    "upsample_align_corners": (
+        "Flux's Upsample(:bilinear) aligns corners (NNlib's default align_corners=true); Keras's "
+        "UpSampling2D(interpolation='bilinear') uses half-pixel centres: build the aligned "
+        "interpolation as its matrix (porting's upsample kind does) or keep the same convention"
+    ),
+    "upsample_mode": (
+        "use the same interpolation on both sides (Keras's UpSampling defaults to 'nearest'; "
+        "Flux's Upsample to :nearest, its :bilinear is linear)"
+    ),
+    "pixel_shuffle_order": (
+        "NNlib's pixel_shuffle reads channel i1 + r*i2 + r^2*c (the output channel slowest); "
+        "tf.nn.depth_to_space reads (i2*r + i1)*C + c: reorder the channels or build it from "
+        "Reshape/Permute (porting's pixelshuffle kind)"
+    ),
     "residual_activation_order": (
         "apply the activation where Knet does: Knet's relu.(shortcut .+ main) is "
         "Activation('relu')(Add()([shortcut, main])), not Add()([shortcut, relu(main)])"

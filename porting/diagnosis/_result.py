@@ -36,6 +36,9 @@ CAUSES = (
     "bn_batch_statistics",
     "residual_activation_order",
     "embedding_off_by_one",
+    "upsample_align_corners",
+    "upsample_mode",
+    "pixel_shuffle_order",
     "unknown",
 )
 
@@ -59,6 +62,12 @@ CAUSE_MEANING = {
     "residual_activation_order": "a residual sum taken after the activation instead of before "
     "it (or the other way round)",
     "embedding_off_by_one": "embedding indices off by one (Knet's 1-based vs 0-based)",
+    "upsample_align_corners": "a linear upsampling with the other corner convention (Flux's "
+    "align_corners=true against Keras's half-pixel centres)",
+    "upsample_mode": "nearest-neighbour upsampling where linear interpolation was meant, or the "
+    "other way round",
+    "pixel_shuffle_order": "pixel shuffle channels read in another order (TensorFlow's "
+    "depth_to_space instead of NNlib's pixel_shuffle)",
     "unknown": "no hypothesis explains the differences",
 }
 

@@ -40,6 +40,7 @@ __all__ = [
     "save_lstm",
     "lenet",
     "parallel",
+    "pixel_shuffle",
     "resnet",
     "save",
     "save_lenet",
@@ -47,6 +48,7 @@ __all__ = [
     "skip",
     "struct",
     "tuple_",
+    "upsample",
 ]
 
 _ELTYPES = {np.dtype(np.float32): "Float32", np.dtype(np.float64): "Float64"}
@@ -150,6 +152,30 @@ def global_pool(kind="GlobalMeanPool"):
 def adaptive_pool(out, kind="AdaptiveMeanPool"):
     """``AdaptiveMaxPool(out)`` / ``AdaptiveMeanPool(out)`` (one field, ``out``)."""
     return struct(f"Flux.{kind}", tuple_(*out))
+
+
+def upsample(mode: str = "nearest", scale: Any = None, size: Any = None) -> dict:
+    """``Upsample{mode, S, T}(scale, size)`` (Flux 0.12-0.16): the mode is the type's first
+    parameter, a Symbol (BSON.jl ``lower(x::Symbol)``), then the types of the two fields;
+    ``nothing`` is BSON null (BSON.jl v0.3.9 ``src/write.jl``)."""
+
+    def typ(v: Any) -> dict:
+        if v is None:
+            return datatype("Core.Nothing")
+        if isinstance(v, tuple):
+            return datatype("Core.Tuple", *(typ(i) for i in v))
+        return datatype("Core.Int64" if isinstance(v, int) else "Core.Float64")
+
+    def val(v: Any) -> Any:
+        return tuple_(*v) if isinstance(v, tuple) else v
+
+    t = datatype("Flux.Upsample", {"tag": "symbol", "name": mode}, typ(scale), typ(size))
+    return {"tag": "struct", "type": t, "data": [val(scale), val(size)]}
+
+
+def pixel_shuffle(r: int) -> dict:
+    """``PixelShuffle(r)`` (one field)."""
+    return struct("Flux.PixelShuffle", r)
 
 
 def depthwise_v012(w, b, act="Base.identity", stride=(1, 1), pad=(0, 0), dilation=(1, 1)):

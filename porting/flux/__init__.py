@@ -8,7 +8,8 @@ Julia (docs/flux.md#bson-files, #layer-fields).
 - `load_model(path, key=None)` -> `FluxModel`: the `porting.model.KnetModel` (the shared
   model description) and, per layer, the Flux struct it came from.
 - `inspect_text(path)`: what the file holds (`porting inspect FILE.bson`).
-- Modules: `recognise` (Flux layer structs -> model layers), `functions` (activations by
+- Modules: `recognise` (Flux layer structs -> model layers; `recurrent` and `resample`
+  hold the recurrent layers and Upsample / PixelShuffle), `functions` (activations by
   NNlib name; anonymous functions read as code, never run), `load` (files, keys, report),
   `build` (Flux's constructors in Python, onto which a `Flux.state` tree is loaded:
   `build.load_state(build.Chain(build.Conv((5, 5), (1, 6), "relu"), ...), state)`).

@@ -34,6 +34,8 @@ __all__ = [
     "Dropout",
     "MaxPool",
     "MeanPool",
+    "PixelShuffle",
+    "Upsample",
     "flatten",
     "load_jld2",
     "load_state",
@@ -83,6 +85,7 @@ class _Layer:
     arrays: dict[str, tuple[int, ...]] = field(default_factory=dict)
     functions: dict[str, str] = field(default_factory=dict)
     leaf: bool = False  # not a Functors node in Flux 0.14: its state is ``()``
+    params: tuple = ()  # the struct's type parameters (Upsample's mode)
 
     def __post_init__(self):
         for f in self.functions.values():
@@ -162,6 +165,29 @@ def BatchNorm(
         "chs": ch,
     }
     return _Layer("BatchNorm", fields, arrays, {"λ": λ})
+
+
+def Upsample(mode: str = "nearest", *, scale=None, size=None) -> _Layer:  # noqa: N802
+    """``Upsample(mode; scale, size)`` (mode ``"nearest"``, ``"bilinear"``, ``"trilinear"``,
+    Flux's Symbol without the colon). Its state is ``()`` in every Flux version (not a
+    Functors node up to 0.14, ``Functors.@leaf`` from 0.15)."""
+    from porting.io.bsonjl import Symbol
+
+    if mode not in ("nearest", "bilinear", "trilinear"):
+        raise PortingError(f"Upsample mode {mode!r}; expected nearest, bilinear or trilinear")
+    if (scale is None) == (size is None):
+        raise PortingError("Upsample: give exactly one of scale and size (as Flux)")
+    fields = {"scale": tuple(scale) if isinstance(scale, list) else scale}
+    fields["size"] = tuple(size) if isinstance(size, (list, tuple)) else size
+    return _Layer("Upsample", fields, leaf=True, params=(Symbol(mode),))
+
+
+def PixelShuffle(r: int) -> _Layer:  # noqa: N802
+    """``PixelShuffle(r)``: state ``()`` up to Flux 0.14, ``(r = r,)`` from 0.15 (Functors
+    0.5 makes it a node)."""
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise PortingError(f"PixelShuffle r={r!r}; expected a positive integer")
+    return _Layer("PixelShuffle", {"r": r}, leaf=True)
 
 
 def Dropout(p: float) -> _Layer:  # noqa: N802
@@ -270,7 +296,7 @@ def _layer(spec: _Layer, node: Any, path: str) -> JuliaStruct:
         values = [values[0]]
     if spec.kind == "BatchNorm" and not d["affine"]:
         values[1] = values[2] = None
-    return JuliaStruct(JuliaType(f"Flux.{spec.kind}"), tuple(values))
+    return JuliaStruct(JuliaType(f"Flux.{spec.kind}", spec.params), tuple(values))
 
 
 def _tree(model: Any, node: Any, path: str) -> Any:

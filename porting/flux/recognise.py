@@ -454,6 +454,18 @@ def _recurrent(x: JuliaStruct, path: str, out: list[Found]) -> None:
     recurrent(x, path, out)
 
 
+def _upsample(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    from porting.flux.resample import upsample
+
+    upsample(x, path, out)
+
+
+def _pixelshuffle(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    from porting.flux.resample import pixelshuffle
+
+    pixelshuffle(x, path, out)
+
+
 _HANDLERS = {
     "Chain": _chain,
     "Conv": _conv,
@@ -478,4 +490,6 @@ _HANDLERS = {
     "GRU": _recurrent,
     "GRUv3": _recurrent,
     "RNN": _recurrent,
+    "Upsample": _upsample,
+    "PixelShuffle": _pixelshuffle,
 }

@@ -4,7 +4,7 @@ named after the Keras layer), and those refused with a reason of their own (`REF
 
 A converter lives in the module of its topic (porting.fromkeras.layers: convolutions, dense,
 pools, merges and the shared helpers; porting.fromkeras.sequences: embeddings and recurrent
-layers); its row is added here.
+layers; porting.fromkeras.resample: upsampling); its row is added here.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from porting.fromkeras.layers import (
     softmax,
     zeropad,
 )
+from porting.fromkeras.resample import upsampling
 from porting.fromkeras.sequences import embedding, recurrent, time_distributed
 from porting.model import Add, Concat
 from porting.model.layer import Layer
@@ -84,6 +85,9 @@ CONVERTERS: dict[str, Converter] = {
     "GRU": recurrent,
     "Bidirectional": recurrent,
     "TimeDistributed": time_distributed,
+    "UpSampling1D": upsampling,
+    "UpSampling2D": upsampling,
+    "UpSampling3D": upsampling,
 }
 
 

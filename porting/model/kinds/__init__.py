@@ -28,9 +28,11 @@ from porting.model.kinds import (
     linear,
     mat,
     merge,
+    pixelshuffle,
     pool,
     reshape,
     rnn,
+    upsample,
     zeropad,
 )
 from porting.model.kinds.activation import Activation
@@ -43,9 +45,11 @@ from porting.model.kinds.embed import Embed
 from porting.model.kinds.linear import Linear
 from porting.model.kinds.mat import Mat
 from porting.model.kinds.merge import Add, Concat
+from porting.model.kinds.pixelshuffle import PixelShuffle
 from porting.model.kinds.pool import Pool
 from porting.model.kinds.reshape import Reshape
 from porting.model.kinds.rnn import RNN, TimeDense
+from porting.model.kinds.upsample import Upsample
 from porting.model.kinds.zeropad import ZeroPad
 from porting.model.layer import Kind, Layer
 
@@ -69,6 +73,8 @@ __all__ = [
     "RNN",
     "TimeDense",
     "ZeroPad",
+    "Upsample",
+    "PixelShuffle",
 ]
 
 
@@ -91,6 +97,8 @@ KINDS: dict[str, Kind] = {
         rnn.KIND_RNN,
         rnn.KIND_TIMEDENSE,
         linear.KIND,
+        upsample.KIND,
+        pixelshuffle.KIND,
     )
 }
 

@@ -139,7 +139,7 @@ def _hypotheses(w: RNNWeights, last_step: bool):
         _map(w, lambda n, s, a: np.zeros_like(a) if n == "bW" else a),
         None,
     )
-    if spec.rnn_type == "gru":
+    if spec.rnn_type == "gru" and spec.reset_after:
         # Keras row 0 = bW + bR and row 1 = bR: bR counted twice
         twice = _map(w, lambda n, s, a: a + w.bR[s] if n == "bW" else a)
         yield "bias_twice", "bW + bR in row 0 and bR in row 1", twice, None
@@ -245,7 +245,14 @@ def diagnose(weights: RNNWeights, x, observed, h=None, c=None) -> RNNDiagnosis:
             out = out.transpose(1, 0, 2)
             hN = None
         else:
-            out, hN, *_ = _run(wh, xs, h0, c0, trace=False, reset_after=variant != "reset_before")
+            out, hN, *_ = _run(
+                wh,
+                xs,
+                h0,
+                c0,
+                trace=False,
+                reset_after=False if variant == "reset_before" else None,
+            )
         if variant == "final_state":
             assert hN is not None
             pred = np.concatenate([hN[s] for s in last_slots], axis=1)[None]

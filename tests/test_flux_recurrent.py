@@ -526,3 +526,75 @@ def test_embedding_not_first_refused(tmp_path):
         fx.function("NNlib.relu"), fx.struct("Flux.Embedding", fx.array(w(rng, np.float32, 3, 5)))
     )
     assert "first" in _refused(tmp_path, m, "model.2: a Flux.Embedding")
+
+
+# --------------------------------------------------------------------------- Flux.state
+
+
+def _cell_state(kind, version, rng, dtype, X, H):
+    """`Flux.state` of one recurrent layer (NamedTuples as dicts, functions as ()) and the
+    oracle step: Flux 0.14 ``(cell = (...), state = ...)``, 0.15 on ``(cell = (...),)``."""
+    g = {"LSTM": 4, "GRU": 3, "GRUv3": 3, "RNN": 1}[kind]
+    wi, b = w(rng, dtype, g * H, X), w(rng, dtype, g * H)
+    wh = w(rng, dtype, (2 if kind == "GRUv3" else g) * H, H)
+    wh_n = w(rng, dtype, H, H) if kind == "GRUv3" else None
+    h0, c0 = _state0(rng, dtype, H), _state0(rng, dtype, H)
+    old = version == "0.14"
+    cell = {"Wi": wi, "Wh": wh}
+    if kind == "GRUv3" and not old:  # 0.15+: a third block, never read
+        cell["Wh"] = np.vstack([wh, np.full((H, H), 9, dtype)])
+    cell["b" if (old or kind in ("GRU", "GRUv3")) else "bias"] = b
+    if kind == "GRUv3":
+        cell["Wh_h̃"] = wh_n
+    if kind == "RNN":
+        cell = {"σ": (), **cell}
+    if old:
+        cell["state0"] = (h0, c0) if kind == "LSTM" else h0
+    s0 = ((h0, c0) if kind == "LSTM" else (h0,)) if old else None
+    oracle = {"LSTM": "lstm", "GRU": "gru", "GRUv3": "gruv3", "RNN": "rnn"}[kind]
+    act = torch.relu if kind == "RNN" else torch.tanh
+    step = flux_cell(oracle, wi, wh, b, act, wh_n=wh_n, state0=s0)
+    node = {"cell": cell, "state": (np.ones((H, 2), dtype),) * 2} if old else {"cell": cell}
+    return node, step
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("version", ["0.14", "0.15"])
+def test_flux_state_recurrent_layers(version, dtype):
+    from porting.flux import build as B
+    from porting.model import forward_knet
+
+    rng = np.random.default_rng(20)
+    X, H = 4, 3
+    layers = [("LSTM", X, H), ("GRUv3", H, H), ("GRU", H, H), ("RNN", H, H)]
+    nodes, steps, built = [], [], []
+    for kind, i, o in layers:
+        node, step = _cell_state(kind, version, rng, dtype, i, o)
+        nodes.append(node)
+        steps.append(step)
+        extra = ("relu",) if kind == "RNN" else ()
+        built.append(getattr(B, kind)((i, o), *extra, version=version))
+    model = B.load_state(B.Chain(*built), {"layers": tuple(nodes)}, input_size=(6, X))
+    assert [la.kind for la in model.layers] == ["rnn"] * 4
+    x = np.random.default_rng(21).uniform(-1, 1, (6, X, 2))
+    want = run_sequence(steps, x)
+    assert_close(keras_seq(model, x, dtype), want, dtype)
+    assert_close(forward_knet(model, x.astype(dtype)).outputs[-1], want, dtype)
+
+
+def test_flux_state_recurrent_mismatches_are_named():
+    from porting.flux import build as B
+
+    rng = np.random.default_rng(22)
+    node, _ = _cell_state("GRUv3", "0.14", rng, np.float32, 4, 3)
+    bad = {**node, "cell": {**node["cell"], "Wh_h̃": np.zeros((3, 4), np.float32)}}
+    with pytest.raises(PortingError, match=r"layers\[1\]\.cell\.Wh_h̃: size \(3, 4\)"):
+        B.load_state(B.Chain(B.GRUv3((4, 3), version="0.14")), {"layers": (bad,)})
+    with pytest.raises(PortingError, match="not in the model state0"):  # 0.14 state, 0.15 model
+        B.load_state(B.Chain(B.GRUv3((4, 3))), {"layers": ({"cell": node["cell"]},)})
+    node, _ = _cell_state("LSTM", "0.14", rng, np.float32, 4, 3)
+    bad = {**node, "cell": {**node["cell"], "state0": node["cell"]["state0"][0]}}
+    with pytest.raises(PortingError, match=r"state0: ndarray; expected \(h0, c0\)"):
+        B.load_state(B.Chain(B.LSTM((4, 3), version="0.14")), {"layers": (bad,)})
+    with pytest.raises(PortingError, match="version='0.13'"):
+        B.LSTM((4, 3), version="0.13")

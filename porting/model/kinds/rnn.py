@@ -15,6 +15,12 @@ carried through the recurrence by `porting.rnn.verify.error_bounds` (the same to
 `porting.rnn.verify` uses); the report's notes give, per direction of the last layer, the first
 divergent step and the error's growth along the steps read.
 
+A layer may start from a constant initial state `h0`/`c0` per slot (Flux's trained
+`state0`), the same for every sample: the Knet side repeats it over the batch, the Keras side
+makes it from built-in layers exactly (docs/flux.md#rnn-initial-keras), and the export writes
+it with the state policy "initial". A GRU with `spec.reset_after=False` is Flux's GRUv3
+(docs/flux.md#flux-gruv3): Keras `GRU(reset_after=False)`, no Knet RNN.
+
 Up to `UNROLL_MAX_STEPS` steps the Keras layers are unrolled, so that the model also exports to
 TFLite with builtin operators.
 
@@ -171,11 +177,12 @@ class RNNStage(Stage):
     def _initial_keras(
         self, ctx: KerasContext, slot: int, seq: KerasTensor, backward: bool, steps: int
     ) -> list[KerasTensor]:
-        """A slot's constant initial states from built-in layers (docs/flux.md#rnn-initial-
-        keras): the first step the slot reads (`Cropping1D` + `Reshape`), `tanh` of it (finite
-        for every finite or infinite input), then `Dense` with a zero kernel and the state as
-        its bias: exactly the state for every sample, and NaN only where that step holds a NaN,
-        which makes every output of the slot NaN in Knet/Flux too (`W * x` mixes all inputs)."""
+        """A slot's constant initial states from built-in layers
+        (docs/flux.md#rnn-initial-keras): the first step the slot reads (`Cropping1D` +
+        `Reshape`), `tanh` of it (finite for every finite or infinite input), then `Dense`
+        with a zero kernel and the state as its bias: exactly the state for every sample, and
+        NaN only where that step holds a NaN, which makes every output of the slot NaN in
+        Knet/Flux too (`W * x` mixes all inputs)."""
         spec = self.spec
         n_in = spec.input_size_of(spec.layer_of(slot))
         role = sub_role(self.role, f"state{slot + 1}")

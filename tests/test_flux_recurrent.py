@@ -598,3 +598,29 @@ def test_flux_state_recurrent_mismatches_are_named():
         B.load_state(B.Chain(B.LSTM((4, 3), version="0.14")), {"layers": (bad,)})
     with pytest.raises(PortingError, match="version='0.13'"):
         B.LSTM((4, 3), version="0.13")
+
+
+def test_a_port_that_ignores_state0_is_named(tmp_path):
+    """The naive port of a Flux 0.14 LSTM: Keras's LSTM from zero states. Verification
+    against the file's model fails at the first step and names the cause."""
+    from porting.flux import load_model
+    from porting.model import to_keras, verify_model
+
+    rng = np.random.default_rng(23)
+    X, H = 3, 4
+    wi, wh, b = (
+        w(rng, np.float32, 4 * H, X),
+        w(rng, np.float32, 4 * H, H),
+        w(rng, np.float32, 4 * H),
+    )
+    h0, c0 = _state0(rng, np.float32, H), _state0(rng, np.float32, H)
+    with_state = fx.chain(fx.recur(fx.lstm_cell(wi, wh, b, (h0, c0))))
+    without = fx.chain(fx.recur(fx.lstm_cell(wi, wh, b)))
+    fm = load_model(save(tmp_path, with_state), input_size=(6, X))
+    fx.save(tmp_path / "z.bson", {"model": without})
+    naive = to_keras(load_model(tmp_path / "z.bson", input_size=(6, X)).model)
+    x = np.random.default_rng(24).uniform(-1, 1, (6, X, 2)).astype(np.float32)
+    assert verify_model(fm.model, x).ok
+    bad = verify_model(fm.model, x, keras_model=naive, diagnose=False)
+    assert not bad.ok
+    assert any("RNN diagnosis: initial_state_zero" in n for n in bad.notes), bad.notes

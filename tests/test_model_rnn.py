@@ -488,3 +488,25 @@ def test_tflite_export_of_an_initial_state_agrees_with_knet(tmp_path):
     bound = 50 * np.finfo(np.float32).eps * np.abs(want).max()
     assert np.abs(y - want).max() <= bound
     assert np.abs(forward_knet(zero, x)[-1] - want).max() > 100 * bound
+
+
+def test_gru_reset_before_tolerance_passes_the_port_and_catches_a_wrong_matrix():
+    """The carried tolerance of the reset-before GRU (porting.rnn.verify) holds the float32
+    Keras `GRU(reset_after=False)` over 40 steps, and a 1e-3 change in the new gate's
+    recurrent kernel (what `Wh_h̃` becomes) is caught."""
+    from porting.model import to_keras, verify_model
+
+    spec = RNNSpec(3, 4, "gru", reset_after=False, num_layers=2)
+    rnnw = random_weights(spec, np.random.default_rng(10), dtype=np.float32)
+    model = KnetModel([RNN.from_weights(rnnw, name="rnn")], input_size=(40, 3))
+    x = np.random.default_rng(11).uniform(-1, 1, (40, 3, 2)).astype(np.float32)
+    km = to_keras(model)
+    assert verify_model(model, x, keras_model=km).ok
+    lay = km.get_layer("rnn__rnn_layer2")
+    kernel, rec, bias = lay.get_weights()
+    assert bias.shape == (12,)  # one bias: reset_after=False
+    rec = rec.copy()
+    rec[0, 8] += 1e-3  # the h block (Keras z, r, h): the matrix applied to r .* h
+    lay.set_weights([kernel, rec, bias])
+    bad = verify_model(model, x, keras_model=km, diagnose=False)
+    assert not bad.ok and bad.first_divergent == "rnn"

@@ -412,8 +412,6 @@ def test_real_cnn_converts_and_matches_flux_oracle(name, pattern):
             "paul-vdl_ImageGenerationDiffusionModels.jl__trained_model.bson",
             ["Main.SimpleUNet", "user struct"],
         ),
-        ("jinhongchaogmail_jl__model.bson", ["model.1", "Flux.Recur", "state0"]),
-        ("Flourish38_stronghold-nav__rl_recurrent_d_3111.bson", ["rl_model.1", "Flux.Recur"]),
     ],
 )
 def test_real_refused_with_reason(name, words, tmp_path):

@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from porting.model import ACTIVATIONS
@@ -104,23 +105,60 @@ def test_julia_readers_read_every_kind_and_key_python_writes(tmp_path, reader, s
                     assert not missing, f"{reader}: {key} keywords {missing} never passed on"
 
 
-def test_text_models_stop_at_their_first_recurrent_or_embedding_layer(tmp_path):
-    """Keras text models convert (tests/test_fromkeras_rnn.py) but the Julia readers do not
-    rebuild `embed`, `rnn` or `timedense` yet: no branch of theirs takes those kinds, so the
+def test_text_models_stop_at_their_first_embedding_layer(tmp_path):
+    """Keras text models convert (tests/test_fromkeras_rnn.py); the Julia readers rebuild
+    `rnn` and `timedense` but not `embed` yet: no branch of theirs takes that kind, so the
     reader ends in its refusal naming the layer and its kind."""
     pytest.importorskip("keras")
     from porting.fromkeras import from_keras
     from porting.model import save_export
     from tests.test_fromkeras_rnn import MODELS as TEXT_MODELS
 
-    sequence = {"embed", "rnn", "timedense"}
     imported = set(KIND_TEST.findall(_function(IMPORT, "_layer_fn")))
     flux = set(KIND_TEST.findall(FLUX))
-    assert not sequence & (imported | flux)
+    assert "embed" not in imported | flux
+    assert {"rnn", "timedense"} <= imported & flux
     for name, build in TEXT_MODELS.items():
         save_export(from_keras(build()), tmp_path / name)
         kinds = {d["kind"] for d in json.loads((tmp_path / f"{name}.json").read_text())["layers"]}
         assert {"embed", "rnn"} <= kinds
-        assert kinds - imported <= sequence and kinds - flux <= sequence
+        assert kinds - imported <= {"embed"} and kinds - flux <= {"embed"}
     assert "is not imported yet" in _function(IMPORT, "_layer_fn")
     assert "has no Flux mapping yet" in FLUX
+
+
+@pytest.mark.parametrize("reader, source", [("import_model", IMPORT), ("flux_model", FLUX)])
+def test_julia_readers_read_the_rnn_entries_of_flux_models(tmp_path, reader, source):
+    """The export of Flux recurrent models (LSTM from a trained state0, GRUv3, Dense at every
+    step): every key of those entries is read, the initial-state policy "initial" is taken
+    (`_rnn_initial`, shared), and `resetAfter` is looked at (Knet refuses it, Flux builds
+    GRUv3)."""
+    from porting.examples import flux as fx
+    from porting.flux import load_model
+    from porting.model import save_export
+
+    rng = np.random.default_rng(0)
+
+    def w(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    m = fx.chain(
+        fx.recur(fx.lstm_cell(w(12, 2), w(12, 3), w(12), (w(3, 1), w(3, 1)))),
+        fx.recur(fx.gruv3_cell(w(9, 3), w(6, 3), w(9), w(3, 3), w(3, 1))),
+        fx.dense(w(2, 3), w(2)),
+    )
+    p = fx.save(tmp_path / "m.bson", {"model": m})
+    save_export(load_model(p, input_size=(5, 2)).model, tmp_path / "m")
+    doc = json.loads((tmp_path / "m.json").read_text())
+    assert [d["kind"] for d in doc["layers"]] == ["rnn", "rnn", "timedense"]
+    assert doc["layers"][1]["rnn"]["resetAfter"] is False
+    keys = set(KEY_READ.findall(source)) | set(KEY_READ.findall(IMPORT))
+    for layer in doc["layers"]:
+        assert layer["kind"] in set(KIND_TEST.findall(source)), reader
+        for key in layer:
+            assert key in keys | IGNORED, f"{reader}: key {key!r} of {layer['kind']} never read"
+        assert layer["kind"] != "rnn" or layer["rnn"]["h"] == "initial"
+    rnn_initial = _function(IMPORT, "_rnn_initial")
+    assert '"initial"' in rnn_initial and '"nothing", "zero"' in rnn_initial
+    assert '"resetAfter"' in source
+    assert "_rnn_initial(d, arrays" in source and "repeat(h0, 1, B, 1)" in IMPORT

@@ -28,7 +28,7 @@ from porting.rnn import RNNSpec, pack, random_weights
 pytest.importorskip("tensorflow")
 
 
-def _torch_model(w_embed, rnnw, dense_w, dense_b, x, last=False):
+def _torch_model(w_embed, rnnw, dense_w, dense_b, x, last=False, h0=None, c0=None):
     """Knet's model written with PyTorch in float64 from Knet's definitions: `w[:, x]`, the RNN
     (cuDNN's gate order and two biases, as Knet: per-gate matrices map directly), then
     `w * reshape(y, H, :) .+ b` (every step) or `w * y[:, :, end] .+ b`."""
@@ -52,7 +52,18 @@ def _torch_model(w_embed, rnnw, dense_w, dense_b, x, last=False):
                 getattr(mod, name + sfx).copy_(torch.from_numpy(a.astype(np.float64)))
         xt = torch.from_numpy(np.ascontiguousarray(x.T) - 1)  # (B, T), 0-based
         e = torch.nn.functional.embedding(xt, torch.from_numpy(w_embed.T.astype(np.float64).copy()))
-        y, _ = mod(e.transpose(0, 1))  # (T, B, Y)
+        if h0 is None:
+            y, _ = mod(e.transpose(0, 1))  # (T, B, Y)
+        else:  # the constant initial states (H, slots), the same for every sample
+            B = e.shape[0]
+
+            def state(a):
+                return torch.from_numpy(np.ascontiguousarray(a.T, np.float64))[:, None].expand(
+                    -1, B, -1
+                )
+
+            init = (state(h0), state(c0)) if spec.rnn_type == "lstm" else state(h0)
+            y, _ = mod(e.transpose(0, 1), init)
         W = torch.from_numpy(dense_w.astype(np.float64))
         b = torch.from_numpy(dense_b.astype(np.float64))
         if last:
@@ -159,6 +170,102 @@ def test_gru_gate_order_taken_as_knets_is_named():
     assert not bad.ok and bad.first_divergent == "rnn"
     assert any("DIVERGES from step t=1" in n for n in bad.notes), bad.notes
     assert any("RNN diagnosis: gate_order" in n for n in bad.notes), bad.notes
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rt,last", [("lstm", False), ("gru", True)])
+def test_initial_state_matches_torch_float64(rt, last, dtype, tmp_path):
+    """Two bidirectional layers starting from a constant state per slot (torch's `(h0, c0)`
+    expanded over the batch): the Knet side, the Keras side (backward slots read their
+    first step at t = T), and the export round trip (policy "initial")."""
+    from porting.model import to_keras
+
+    model, (we, rnnw, dw, db) = _build(rt, 2, True, last, dtype=dtype, seed=3)
+    rng = np.random.default_rng(4)
+    h0, c0 = rng.uniform(-1, 1, (2, 4, 4)).astype(dtype)
+    rnn = model.layers[1]
+    layers = list(model.layers)
+    layers[1] = RNN(rnn.w, rnn.spec, output=rnn.output, h0=h0, c0=c0 if rt == "lstm" else None)
+    model = KnetModel(layers, input_size=(7,))
+    x = rng.integers(1, 12, size=(7, 3))
+    want = _torch_model(we, rnnw, dw, db, x, last, h0, c0)
+    zero = _torch_model(we, rnnw, dw, db, x, last)
+    tol = 200 * np.finfo(dtype).eps * np.abs(want).max()
+    assert np.abs(zero - want).max() > 100 * tol  # the states matter
+    got = forward_knet(model, x)[-1]
+    assert np.abs((got if last else knet_sequence(got)) - want).max() <= tol
+    km = to_keras(model)
+    yk = np.asarray(km(np.ascontiguousarray(x.T - 1).astype(np.int32)))
+    yk = yk.T if last else yk.transpose(2, 0, 1)  # Keras (B, V) / (B, T, V) -> Knet's
+    assert np.abs(yk - want).max() <= tol
+    jpath, _ = save_export(model, tmp_path / "m")
+    doc = json.loads(open(jpath).read())
+    entry = doc["layers"][1]
+    assert entry["rnn"]["h"] == "initial" and entry["params"]["h"]["size"] == [4, 1, 4]
+    assert entry["rnn"]["c"] == ("initial" if rt == "lstm" else "nothing")
+    back = load_export(tmp_path / "m")
+    np.testing.assert_array_equal(back.layers[1].h0, h0)
+    np.testing.assert_array_equal(forward_knet(back, x)[-1], got)
+
+
+def test_gru_reset_before_export_round_trip_and_torch(tmp_path):
+    """`reset_after=False` (Flux's GRUv3): PyTorch float64 written here from the equations
+    `n = tanh(Wn x + Rn (r .* h) + bWn + bRn)`; the export marks it `resetAfter: false`."""
+    torch = pytest.importorskip("torch")
+    spec = RNNSpec(3, 4, "gru", reset_after=False)
+    rnnw = random_weights(spec, np.random.default_rng(5), dtype=np.float64)
+    h0 = np.random.default_rng(6).uniform(-1, 1, (4, 1))
+    model = KnetModel([RNN.from_weights(rnnw, h0=h0)], input_size=(6, 3))
+    x = np.random.default_rng(7).uniform(-1, 1, (6, 3, 2))  # model layout (T, X, B)
+    W, R = (torch.from_numpy(np.array(a[0])) for a in (rnnw.W, rnnw.R))
+    b = torch.from_numpy(rnnw.bW[0] + rnnw.bR[0])
+    h = torch.from_numpy(h0).expand(-1, 2)
+    ys = []
+    for t in range(6):
+        xt = torch.from_numpy(x[t])
+        r = torch.sigmoid(W[0] @ xt + R[0] @ h + b[0][:, None])
+        z = torch.sigmoid(W[1] @ xt + R[1] @ h + b[1][:, None])
+        n = torch.tanh(W[2] @ xt + R[2] @ (r * h) + b[2][:, None])
+        h = (1 - z) * n + z * h
+        ys.append(h.numpy())
+    want = np.stack(ys)
+    got = forward_knet(model, x)[-1]
+    assert np.abs(got - want).max() <= 100 * np.finfo(np.float64).eps
+    jpath, _ = save_export(model, tmp_path / "m")
+    entry = json.loads(open(jpath).read())["layers"][0]
+    assert entry["rnn"]["resetAfter"] is False and entry["rnn"]["h"] == "initial"
+    back = load_export(tmp_path / "m")
+    assert back.layers[0].spec.reset_after is False
+    np.testing.assert_array_equal(forward_knet(back, x)[-1], got)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda d, a: a.__setitem__("rnn.h", a["rnn.h"][:3]), "size"),
+        (lambda d, a: a.__setitem__("rnn.h", np.full_like(a["rnn.h"], np.nan)), "non-finite"),
+        (lambda d, a: d["layers"][0]["rnn"].__setitem__("h", "weird"), "initial"),
+        (lambda d, a: d["layers"][0]["rnn"].__setitem__("resetAfter", 0), "resetAfter"),
+        (lambda d, a: d["layers"][0]["rnn"].__setitem__("resetAfter", False), "only a GRU"),
+    ],
+)
+def test_hostile_initial_state_exports_exit_2(tmp_path, capsys, edit, match):
+    spec = RNNSpec(3, 4, "lstm")
+    rnnw = random_weights(spec, np.random.default_rng(8), dtype=np.float32)
+    h0 = np.ones((4, 1), np.float32)
+    layer = RNN.from_weights(rnnw, h0=h0, name="rnn")
+    save_export(KnetModel([layer], input_size=(5, 3)), tmp_path / "m")
+    doc = json.loads((tmp_path / "m.json").read_text())
+    arrays = dict(np.load(tmp_path / "m.npz"))
+    edit(doc, arrays)
+    doc["layers"][0]["params"]["h"]["size"] = list(arrays["rnn.h"].shape)
+    np.savez(tmp_path / "m.npz", **arrays)
+    (tmp_path / "m.json").write_text(json.dumps(doc))
+    with pytest.raises(PortingError, match=match):
+        load_export(tmp_path / "m")
+    out = tmp_path / "out.keras"
+    assert main(["convert", str(tmp_path / "m"), "-o", str(out), "--verify"]) == 2
+    assert not out.exists() and match in capsys.readouterr().err
 
 
 def test_export_round_trip_version_2(tmp_path):
@@ -353,3 +460,53 @@ def test_rnn_first_on_float_sequences_and_bad_arguments():
         RNN(pack(w)[:-1], spec)
     with pytest.raises(PortingError, match="output='middle'"):
         RNN(pack(w), spec, output="middle")
+
+
+def test_tflite_export_of_an_initial_state_agrees_with_knet(tmp_path):
+    """The initial-state layers (Cropping1D, Reshape, tanh, Dense) convert to TFLite builtins
+    and the interpreter starts from the state: against the Knet side, and away from zero."""
+    import tensorflow as tf
+
+    from porting.model.convert import export_tflite, to_keras
+
+    spec = RNNSpec(3, 4, "lstm", bidirectional=True)
+    rng = np.random.default_rng(9)
+    rnnw = random_weights(spec, rng, dtype=np.float32)
+    h0, c0 = rng.uniform(-1, 1, (2, 4, 2)).astype(np.float32)
+    model = KnetModel([RNN.from_weights(rnnw, h0=h0, c0=c0)], input_size=(6, 3))
+    zero = KnetModel([RNN.from_weights(rnnw)], input_size=(6, 3))
+    path = export_tflite(to_keras(model), tmp_path / "m.tflite")
+    x = rng.uniform(-1, 1, (6, 3, 2)).astype(np.float32)
+    interp = tf.lite.Interpreter(model_path=path)
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], [2, 6, 3])
+    interp.allocate_tensors()
+    interp.set_tensor(inp["index"], np.ascontiguousarray(x.transpose(2, 0, 1)))
+    interp.invoke()
+    y = interp.get_tensor(interp.get_output_details()[0]["index"]).transpose(1, 2, 0)
+    want = forward_knet(model, x)[-1]
+    bound = 50 * np.finfo(np.float32).eps * np.abs(want).max()
+    assert np.abs(y - want).max() <= bound
+    assert np.abs(forward_knet(zero, x)[-1] - want).max() > 100 * bound
+
+
+def test_gru_reset_before_tolerance_passes_the_port_and_catches_a_wrong_matrix():
+    """The carried tolerance of the reset-before GRU (porting.rnn.verify) holds the float32
+    Keras `GRU(reset_after=False)` over 40 steps, and a 1e-3 change in the new gate's
+    recurrent kernel (what `Wh_h̃` becomes) is caught."""
+    from porting.model import to_keras, verify_model
+
+    spec = RNNSpec(3, 4, "gru", reset_after=False, num_layers=2)
+    rnnw = random_weights(spec, np.random.default_rng(10), dtype=np.float32)
+    model = KnetModel([RNN.from_weights(rnnw, name="rnn")], input_size=(40, 3))
+    x = np.random.default_rng(11).uniform(-1, 1, (40, 3, 2)).astype(np.float32)
+    km = to_keras(model)
+    assert verify_model(model, x, keras_model=km).ok
+    lay = km.get_layer("rnn__rnn_layer2")
+    kernel, rec, bias = lay.get_weights()
+    assert bias.shape == (12,)  # one bias: reset_after=False
+    rec = rec.copy()
+    rec[0, 8] += 1e-3  # the h block (Keras z, r, h): the matrix applied to r .* h
+    lay.set_weights([kernel, rec, bias])
+    bad = verify_model(model, x, keras_model=km, diagnose=False)
+    assert not bad.ok and bad.first_divergent == "rnn"

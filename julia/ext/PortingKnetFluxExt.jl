@@ -9,7 +9,7 @@ module PortingKnetFluxExt
 import Flux
 import PortingKnet
 import PortingKnet: _param, _keywords, _activation_fn, _apply, _pad_pairs, _import_error, _upsample,
-                    _upsample_size
+                    _upsample_size, _rnn_unpack, _rnn_initial
 
 """Layers that read earlier outputs by name (a Flux `Chain` is a line: a model with merges or
 skips becomes this graph, whose steps are Flux layers)."""
@@ -37,6 +37,59 @@ end
 (m::Merge)(xs) = m.op === :add ? _apply(m.act, reduce(.+, xs), m.d) : cat(xs...; dims=ndims(xs[1]) - 1)
 
 _vec(b) = b === nothing ? false : vec(b)
+
+"""A Flux 0.15+ recurrent layer called from a fixed initial state (Flux's `layer(x, state)`):
+the trained `state0` a Flux 0.14 `Recur` restored at `reset!`, carried by the export's
+policy "initial"; zeros otherwise."""
+struct FromState
+    layer::Any
+    state::Any
+end
+Flux.@functor FromState (layer,)
+(m::FromState)(x) = m.layer(x, m.state)
+
+_slot(s, l, H, T) = s === nothing ? zeros(T, H) : T.(vec(s[:, 1, l]))
+
+"""The Flux 0.15+ layers of an rnn entry, one per Knet layer (unidirectional, no skipInput),
+on Flux's `(features, steps, batch)`: Knet's gates i, f, n, o (LSTM) and r, z, n (GRU) are
+Flux's; the two biases are summed except a GRU's recurrent bias of the new gate, which Knet
+adds inside `r .* (Rn h + bRn)` and Flux's GRUCell cannot hold (refused when nonzero);
+`resetAfter = false` is Flux's `GRUv3` (`Wh` with a zero third block, never read)."""
+function _flux_rnn(d, arrays, where)
+    s = d["rnn"]
+    X, H, L = Int(s["inputSize"]), Int(s["hiddenSize"]), Int(s["numLayers"])
+    (s["bidirectional"] || s["skipInput"]) &&
+        _import_error("$where: a bidirectional or skipInput rnn has no Flux layer")
+    type = s["rnnType"]
+    gates = type == "lstm" ? 4 : type == "gru" ? 3 : 1
+    w = _param(d, arrays, "w", where)
+    T = eltype(w)
+    Ws, Rs, bWs, bRs = _rnn_unpack(w, X, H, L, 1, gates, false)
+    h0, c0 = _rnn_initial(d, arrays, "h", where), _rnn_initial(d, arrays, "c", where)
+    out = Any[]
+    for l in 1:L
+        Wi, Wh, bW, bR = reduce(vcat, Ws[l]), reduce(vcat, Rs[l]), bWs[l], bRs[l]
+        h = _slot(h0, l, H, T)
+        if type == "lstm"
+            layer = Flux.LSTM(Flux.LSTMCell(Wi, Wh, reduce(vcat, bW .+ bR)))
+            push!(out, FromState(layer, (h, _slot(c0, l, H, T))))
+        elseif type == "gru" && get(s, "resetAfter", true) !== false
+            any(!iszero, bR[3]) && _import_error("$where: layer $l's recurrent bias of the new " *
+                "gate is nonzero: Knet adds it inside r .* (Rn h + bRn), Flux's GRUCell has none")
+            cell = Flux.GRUCell(Wi, Wh, vcat(bW[1] .+ bR[1], bW[2] .+ bR[2], bW[3]))
+            push!(out, FromState(Flux.GRU(cell), h))
+        elseif type == "gru"
+            Wh3 = vcat(Rs[l][1], Rs[l][2], zero(Rs[l][3]))
+            cell = Flux.GRUv3Cell(Wi, Wh3, reduce(vcat, bW .+ bR), Rs[l][3])
+            push!(out, FromState(Flux.GRUv3(cell), h))
+        else
+            σ = type == "relu" ? Flux.relu : tanh
+            push!(out, FromState(Flux.RNN(Flux.RNNCell(σ, Wi, Wh, reduce(vcat, bW .+ bR))), h))
+        end
+    end
+    get(d, "output", "sequence") == "last" && push!(out, y -> y[:, end, :])
+    return out
+end
 
 """The Flux layers (in order) of one export entry."""
 function _flux_layers(d, arrays, where)
@@ -127,6 +180,12 @@ function _flux_layers(d, arrays, where)
         end]
     elseif kind == "pixelshuffle"
         return Any[Flux.PixelShuffle(Int(d["r"]))]
+    elseif kind == "rnn"
+        return _flux_rnn(d, arrays, where)
+    elseif kind == "timedense"
+        # Flux's Dense multiplies the first dimension of (H, steps, batch): every step
+        w, b = _param(d, arrays, "w", where), _param(d, arrays, "b", where; required=false)
+        return Any[Flux.Dense(w, _vec(b), identity), post]
     elseif kind == "add" || kind == "concat"
         return Any[Merge(Symbol(kind), act, Dict{String,Any}(d))]
     end

@@ -7,7 +7,8 @@
 # ../docs/knet.md#conv4, #pool, #mat, #dense, #batchnorm, #layers21, #activations and #softmax).
 
 const IMPORT_KINDS = ("conv", "deconv", "dense", "linear", "pool", "mat", "dropout", "activation",
-                      "batchnorm", "zeropad", "reshape", "add", "concat", "upsample", "pixelshuffle")
+                      "batchnorm", "zeropad", "reshape", "add", "concat", "upsample", "pixelshuffle",
+                      "rnn", "timedense")
 const IMPORT_ELTYPES = Dict("Float32" => Float32, "Float64" => Float64)
 
 """One layer of an imported model: `f(x)` (merges: `f(xs)`), reading the layers named in
@@ -223,6 +224,73 @@ end
 
 _bias_add(y, b) = b === nothing ? y : y .+ reshape(b, ntuple(i -> i == ndims(y) - 1 ? length(b) : 1, ndims(y)))
 
+# ---- rnn (../docs/knet.md#rnn-packing; the initial state: ../docs/flux.md#recurrent-flux)
+
+"""The initial state an rnn entry starts EVERY call from: `nothing` (zero: the policies
+"nothing" and "zero") or the `(H, 1, L or 2L)` array of porting's policy "initial" (e.g. a Flux
+`Recur`'s trained `state0`), which the call repeats over the batch as Python's
+`porting.model.kinds.rnn.RNNStage.states` does. A state array of the exporting session
+("array") fixes the batch size: refused, as Python refuses it."""
+function _rnn_initial(d, arrays, name, where)
+    policy = d["rnn"][name]
+    policy in ("nothing", "zero") && return nothing
+    policy == "initial" && return _param(d, arrays, name, where)
+    _import_error("$where: rnn.$name = $(repr(policy)): a state array fixes the batch size; " *
+                  "reset r.$name (nothing or 0) before exporting")
+end
+
+"""Knet's packed `r.w` -> per 1-based slot the per-gate input matrices `(H, in)` (`nothing`
+for skipInput's first layer), recurrent matrices `(H, H)`, input and recurrent biases `(H,)`,
+in Knet's gate order: every matrix slot by slot (a matrix stored row after row), then every
+bias. The twin of Python's `porting.rnn.params.unpack` (tests/test_rnn_params.py)."""
+function _rnn_unpack(w, X, H, L, dirs, gates, skip)
+    v = vec(w)
+    pos = 0
+    following(n) = (seg = v[pos + 1:pos + n]; pos += n; seg)
+    slots = L * dirs
+    Ws, Rs, bWs, bRs = (Vector{Any}(undef, slots) for _ in 1:4)
+    for s in 1:slots
+        nin = s <= dirs ? (skip ? 0 : X) : dirs * H
+        Ws[s] = [nin == 0 ? nothing : permutedims(reshape(following(H * nin), nin, H)) for _ in 1:gates]
+        Rs[s] = [permutedims(reshape(following(H * H), H, H)) for _ in 1:gates]
+    end
+    for s in 1:slots
+        bWs[s] = [following(H) for _ in 1:gates]
+        bRs[s] = [following(H) for _ in 1:gates]
+    end
+    pos == length(v) || _import_error("params.w has $(length(v)) values; the sizes need $pos")
+    return Ws, Rs, bWs, bRs
+end
+
+"""A Knet `RNN` from an rnn entry (Knet's own arithmetic: needs Knet loaded), called on Knet's
+`(X, B, T)` and returning `y` `(Y, B, T)` or, with `output = "last"`, `y[:, :, end]`."""
+function _rnn_fn(d, arrays, where)
+    K = knet_module()
+    K === nothing && _import_error("$where: an rnn layer needs Knet loaded (`using Knet`): " *
+                                   "Knet's RNN computes it")
+    s = d["rnn"]
+    get(s, "resetAfter", true) === false &&
+        _import_error("$where: rnn.resetAfter = false (Flux's GRUv3: the reset gate before the " *
+                      "recurrent matrix) is no Knet RNN; rebuild it with flux_model (using Flux)")
+    w = _param(d, arrays, "w", where)
+    r = K.RNN(Int(s["inputSize"]), Int(s["hiddenSize"]); rnnType=Symbol(s["rnnType"]),
+              numLayers=Int(s["numLayers"]), bidirectional=Bool(s["bidirectional"]),
+              skipInput=Bool(s["skipInput"]), dropout=Float64(s["dropout"]),
+              atype=Array{eltype(w)})
+    length(r.w) == length(w) ||
+        _import_error("$where: params.w has $(length(w)) values; Knet's RNN of these sizes has $(length(r.w))")
+    copyto!(K.value(r.w), vec(w))
+    h0, c0 = _rnn_initial(d, arrays, "h", where), _rnn_initial(d, arrays, "c", where)
+    last = get(d, "output", "sequence") == "last"
+    return function (x)
+        B = size(x, 2)
+        r.h = h0 === nothing ? nothing : repeat(h0, 1, B, 1)  # every call from the same state
+        r.c = c0 === nothing ? nothing : repeat(c0, 1, B, 1)
+        y = r(x)
+        return last ? y[:, :, end] : y
+    end
+end
+
 function _layer_fn(d::AbstractDict, arrays, where::AbstractString)
     kind = d["kind"]
     act = _activation_fn(d, where)
@@ -282,14 +350,24 @@ function _layer_fn(d::AbstractDict, arrays, where::AbstractString)
     elseif kind == "pixelshuffle"
         r = Int(d["r"])
         return x -> NNlib.pixel_shuffle(x, r)
+    elseif kind == "rnn"
+        return _rnn_fn(d, arrays, where)
+    elseif kind == "timedense"
+        # Knet's w * reshape(y, H, :) .+ b on (H, B, T), back to (V, B, T)
+        w, b = _param(d, arrays, "w", where), _param(d, arrays, "b", where; required=false)
+        return function (y)
+            z = w * reshape(y, size(y, 1), :)
+            b === nothing || (z = z .+ vec(b))
+            return _apply(act, reshape(z, :, size(y, 2), size(y, 3)), d)
+        end
     elseif kind == "add"
         return xs -> _apply(act, reduce(.+, xs), d)
     elseif kind == "concat"
         return xs -> cat(xs...; dims=ndims(xs[1]) - 1)
     end
     _import_error("$where: kind $(repr(kind)) is not imported yet; expected one of " *
-                  join(IMPORT_KINDS, ", ") * " (recurrent and embedding layers: export them " *
-                  "from Julia instead)")
+                  join(IMPORT_KINDS, ", ") * " (embedding layers: export them from Julia " *
+                  "instead)")
 end
 
 """

@@ -32,6 +32,7 @@ __all__ = [
     "function",
     "global_pool",
     "gru_cell",
+    "gruv3_cell",
     "lstm_cell",
     "lstm_classifier",
     "recur",
@@ -213,6 +214,15 @@ def gru_cell(wi, wh, b, state0=None, version="0.14"):
     if version == "0.14":
         fields.append(array(state0 if state0 is not None else np.zeros((wh.shape[1], 1), wi.dtype)))
     return struct("Flux.GRUCell", *fields)
+
+
+def gruv3_cell(wi, wh, b, wh_n, state0=None, version="0.14"):
+    """``GRUv3Cell``: 0.12-0.14 ``(Wi, Wh (2H, H), b, Wh_h̃, state0)``; 0.15 on ``(Wi, Wh
+    (3H, H), b, Wh_h̃)`` (Flux v0.14.25 / v0.16.9 ``src/layers/recurrent.jl``)."""
+    fields = [array(wi), array(wh), array(b) if b is not None else False, array(wh_n)]
+    if version == "0.14":
+        fields.append(array(state0 if state0 is not None else np.zeros((wh.shape[1], 1), wi.dtype)))
+    return struct("Flux.GRUv3Cell", *fields)
 
 
 def rnn_cell(wi, wh, b, act="Base.tanh", state0=None, version="0.14"):

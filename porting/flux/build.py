@@ -32,6 +32,10 @@ __all__ = [
     "Conv",
     "Dense",
     "Dropout",
+    "GRU",
+    "GRUv3",
+    "LSTM",
+    "RNN",
     "MaxPool",
     "MeanPool",
     "PixelShuffle",
@@ -197,6 +201,110 @@ def Dropout(p: float) -> _Layer:  # noqa: N802
 flatten = "flatten"
 
 
+# Flux's recurrent cells' fields: Flux 0.14 ``Recur(cell, state)`` around a cell holding its
+# trained ``state0``; 0.15 on the layer holds the cell only, which holds no state
+# (src/layers/recurrent.jl v0.14.25, v0.16.9; docs/flux.md#recurrent-flux)
+_CELL_FIELDS = {
+    ("RNN", "0.14"): ("σ", "Wi", "Wh", "b", "state0"),
+    ("RNN", "0.15"): ("σ", "Wi", "Wh", "bias"),
+    ("LSTM", "0.14"): ("Wi", "Wh", "b", "state0"),
+    ("LSTM", "0.15"): ("Wi", "Wh", "bias"),
+    ("GRU", "0.14"): ("Wi", "Wh", "b", "state0"),
+    ("GRU", "0.15"): ("Wi", "Wh", "b"),
+    ("GRUv3", "0.14"): ("Wi", "Wh", "b", "Wh_h̃", "state0"),
+    ("GRUv3", "0.15"): ("Wi", "Wh", "b", "Wh_h̃"),
+}
+_RECURRENT_GATES = {"RNN": 1, "LSTM": 4, "GRU": 3, "GRUv3": 3}
+
+
+@dataclass
+class _Recurrent:
+    """``LSTM(in => out)`` and the others, in Flux 0.14's design (``version="0.14"``: a
+    ``Recur`` whose cell holds ``state0``; 0.12-0.13 are the same) or 0.15's on (``"0.15"``:
+    the layer holds the cell, no state)."""
+
+    kind: str
+    ch: tuple[int, int]
+    version: str
+    σ: str = "tanh"
+
+    def __post_init__(self) -> None:
+        if self.version not in ("0.14", "0.15"):
+            raise PortingError(
+                f"{self.kind} version={self.version!r}: expected '0.14' (Recur, 0.12-0.14) or "
+                "'0.15' (the recurrent layers of 0.15 on)"
+            )
+
+    def arrays(self) -> dict[str, Any]:
+        i, h = self.ch
+        g = _RECURRENT_GATES[self.kind]
+        wh_rows = 2 if (self.kind, self.version) == ("GRUv3", "0.14") else g
+        out: dict[str, Any] = {"Wi": (g * h, i), "Wh": (wh_rows * h, h), "Wh_h̃": (h, h)}
+        out["b"] = out["bias"] = (g * h,)
+        out["state0"] = ((h, 1), (h, 1)) if self.kind == "LSTM" else (h, 1)
+        return out
+
+    def tree(self, node: Any, path: str) -> JuliaStruct:
+        fields = _CELL_FIELDS[(self.kind, self.version)]
+        cell_name = f"{self.kind}Cell"
+        old = self.version == "0.14"
+        d = _keys(node, ["cell", "state"] if old else ["cell"], path)
+        cd = _keys(d["cell"], list(fields), f"{path}.cell")
+        shapes = self.arrays()
+        values: list[Any] = []
+        for name in fields:
+            v, where = cd[name], f"{path}.cell.{name}"
+            if name == "σ":
+                if not _empty(v):
+                    raise PortingError(f"{where}: {v!r:.60}; expected () (a function's state)")
+                values.append(_function(self.σ))
+                continue
+            if name in ("b", "bias") and v is False:
+                values.append(False)
+                continue
+            want = shapes[name]
+            if name == "state0" and self.kind == "LSTM":
+                if not (isinstance(v, (tuple, list)) and len(v) == 2):
+                    raise PortingError(f"{where}: {type(v).__name__}; expected (h0, c0)")
+                values.append(tuple(_array(a, f"{where}[{k}]", want[k]) for k, a in enumerate(v)))
+            else:
+                values.append(_array(v, where, want))
+        cell = JuliaStruct(JuliaType(f"Flux.{cell_name}"), tuple(values))
+        if old:  # the saved `state` is the last batch's: never read (Flux.reset! -> state0)
+            return JuliaStruct(JuliaType("Flux.Recur"), (cell, ()))
+        return JuliaStruct(JuliaType(f"Flux.{self.kind}", (False,)), (cell,))
+
+
+def _array(v: Any, where: str, shape: tuple[int, ...]) -> np.ndarray:
+    if not isinstance(v, np.ndarray) or v.dtype.kind != "f":
+        raise PortingError(f"{where}: a {type(v).__name__}; expected a float array {shape}")
+    if tuple(v.shape) != shape:
+        raise PortingError(
+            f"{where}: size {tuple(v.shape)} in the state, {shape} in the model "
+            "(Flux.loadmodel!: DimensionMismatch); check the layer's sizes"
+        )
+    return v
+
+
+def LSTM(ch, *, version: str = "0.15") -> _Recurrent:  # noqa: N802
+    """``LSTM(in => out)``: ``version="0.14"`` for a ``Recur`` (Flux 0.12-0.14)."""
+    return _Recurrent("LSTM", _pair(ch, "LSTM"), version)
+
+
+def GRU(ch, *, version: str = "0.15") -> _Recurrent:  # noqa: N802
+    return _Recurrent("GRU", _pair(ch, "GRU"), version)
+
+
+def GRUv3(ch, *, version: str = "0.15") -> _Recurrent:  # noqa: N802
+    """``GRUv3(in => out)``: the reset gate before ``Wh_h̃`` (Keras ``reset_after=False``)."""
+    return _Recurrent("GRUv3", _pair(ch, "GRUv3"), version)
+
+
+def RNN(ch, σ: str = "tanh", *, version: str = "0.15") -> _Recurrent:  # noqa: N802
+    _function(σ)
+    return _Recurrent("RNN", _pair(ch, "RNN"), version, σ)
+
+
 @dataclass
 class Chain:
     """``Chain(layers...)``: layers built here, or activation / ``flatten`` names."""
@@ -205,7 +313,7 @@ class Chain:
 
     def __init__(self, *layers: Any):
         for i, layer in enumerate(layers, 1):
-            if not isinstance(layer, (_Layer, Chain, str)):
+            if not isinstance(layer, (_Layer, _Recurrent, Chain, str)):
                 raise PortingError(
                     f"Chain layer {i}: a {type(layer).__name__}; expected a layer built by "
                     "porting.flux.build or an activation name"
@@ -323,6 +431,8 @@ def _tree(model: Any, node: Any, path: str) -> Any:
                 ),
             ),
         )
+    if isinstance(model, _Recurrent):
+        return model.tree(node, path)
     return _layer(model, node, path)
 
 

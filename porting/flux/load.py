@@ -18,6 +18,9 @@ SOURCE = "Flux.jl (BSON.jl file)"
 _FLAT_AFTER = {"mat", "dense"}
 _SPATIAL = {"conv", "pool", "deconv", "zeropad", "reshape"}
 _SEQUENCE_KINDS = {"embed", "rnn", "dense", "activation", "dropout"}
+SEQUENCE_STEPS = 16
+"""The number of time steps a recurrent-first model is built for when no input size is given
+(Flux files record the features per step, never a sequence length); said in the report."""
 
 
 @dataclass
@@ -121,13 +124,21 @@ def load_model(
     layers_of(node, key.replace("/", "."), found)
     if not found:
         raise PortingError(f"{p} --key {key}: no layers found")
+    notes = []
+    first = found[0].layer
+    if input_size is None and first.kind == "rnn":
+        input_size = (SEQUENCE_STEPS, first.spec.input_size)
+        notes.append(
+            f"Flux stores no sequence length: built for {SEQUENCE_STEPS} steps of "
+            f"{first.spec.input_size} features; give --input-size T,{first.spec.input_size} "
+            "for sequences of T steps"
+        )
     model = _assemble(found, p, input_size)
     model.source = f"{p} --key {key}"
-    notes = (
-        ["Flux stores no input size: a conv model needs --input-size (one sample's Julia size)"]
-        if model.input_size is None
-        else []
-    )
+    if model.input_size is None:
+        notes.append(
+            "Flux stores no input size: a conv model needs --input-size (one sample's Julia size)"
+        )
     return FluxModel(model, p, key, found, notes)
 
 

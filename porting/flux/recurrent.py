@@ -19,12 +19,13 @@ _CELLS = {"RNNCell", "LSTMCell", "GRUCell", "GRUv3Cell"}
 _GATES = {"RNNCell": 1, "LSTMCell": 4, "GRUCell": 3, "GRUv3Cell": 3}
 
 
-def _cell_fields(cell: JuliaStruct, path: str) -> tuple[Any, Any, Any, Any, list]:
-    """(σ or None, Wi, Wh, b, [initial state arrays]) of a Flux recurrent cell, by version:
-    Flux 0.11 ``RNNCell(σ, Wi, Wh, b, h)``, ``LSTMCell(Wi, Wh, b, h, c)``, ``GRUCell(Wi, Wh, b,
-    h)``; 0.12-0.14 the same with ``state0`` (a tuple ``(h0, c0)`` for LSTM) in place of the
-    states, ``GRUv3Cell(Wi, Wh, b, Wh_h̃, state0)``; 0.15 on no state (zeros):
-    ``RNNCell(σ, Wi, Wh, bias)``, ``LSTMCell(Wi, Wh, bias)``, ``GRUCell(Wi, Wh, b)``."""
+def _cell_fields(cell: JuliaStruct, path: str) -> tuple[Any, Any, Any, Any, Any, list]:
+    """(σ or None, Wi, Wh, b, Wh_h̃ or None, [initial state arrays]) of a Flux recurrent cell,
+    by version (docs/flux.md#recurrent-flux): Flux 0.11 ``RNNCell(σ, Wi, Wh, b, h)``,
+    ``LSTMCell(Wi, Wh, b, h, c)``, ``GRUCell(Wi, Wh, b, h)``; 0.12-0.14 the same with
+    ``state0`` (a tuple ``(h0, c0)`` for LSTM) in place of the states, ``GRUv3Cell(Wi, Wh, b,
+    Wh_h̃, state0)``; 0.15 on no state (zeros): ``RNNCell(σ, Wi, Wh, bias)``, ``LSTMCell(Wi,
+    Wh, bias)``, ``GRUCell(Wi, Wh, b)``, ``GRUv3Cell(Wi, Wh, b, Wh_h̃)``."""
     kind = _short(cell)
     d = list(cell.data)
     sigma = None
@@ -32,28 +33,59 @@ def _cell_fields(cell: JuliaStruct, path: str) -> tuple[Any, Any, Any, Any, list
         if not d:
             raise PortingError(f"{path}: Flux.RNNCell with no fields")
         sigma, d = d[0], d[1:]
-    if kind == "GRUv3Cell":
+    need = 4 if kind == "GRUv3Cell" else 3
+    if len(d) < need or len(d) > need + 2:
         raise PortingError(
-            f"{path}: Flux.GRUv3Cell applies the reset gate before the recurrent product "
-            "(h̃ = tanh(Wi_h x + Wh_h̃ (r .* h) + b_h), Keras' reset_after=False); the rnn kind "
-            "computes cuDNN's GRU (r .* (Wh_h h)), which is Flux's GRU/GRUCell. Not convertible "
-            "exactly: train a Flux.GRU instead, or wait for a GRUv3 kind"
+            f"{path}: Flux.{kind} with {len(cell.data)} fields; expected "
+            f"{need + (kind == 'RNNCell')}-{need + 2 + (kind == 'RNNCell')}"
         )
-    if len(d) < 3:
-        raise PortingError(f"{path}: Flux.{kind} with {len(cell.data)} fields; expected 3-5")
     wi = array(d[0], path, "Wi")
     wh = array(d[1], path, "Wh")
     b = bias(d[2], path)
+    wh_n = None
+    if kind == "GRUv3Cell":
+        wh_n = array(d[3], path, "Wh_h̃")
+        d = d[:3] + d[4:]
     states: list = []
     for v in d[3:]:
         states.extend(v if isinstance(v, tuple) else [v])
-    return sigma, wi, wh, b, states
+    return sigma, wi, wh, b, wh_n, states
+
+
+def _initial(states: list, kind: str, h: int, dt: Any, where: str) -> list[np.ndarray | None]:
+    """[h0, c0 (LSTM)] as `(H,)` arrays of the weights' type, None where zero: Flux's `state0`
+    is `(H, 1)` (0.12-0.14; `(H,)` in 0.11), the same for every sample of a batch."""
+    names = ["h0", "c0"] if kind == "LSTMCell" else ["h0"]
+    if states and len(states) != len(names):
+        raise PortingError(
+            f"{where}: the initial state has {len(states)} arrays; expected {len(names)} "
+            f"({', '.join(names)})"
+        )
+    out: list[np.ndarray | None] = []
+    for name, s in zip(names, states or [None] * len(names), strict=True):
+        if s is None:
+            out.append(None)
+            continue
+        a = array(s, where, name)
+        if a.shape not in ((h,), (h, 1)):
+            raise PortingError(
+                f"{where}: {name} (state0) has size {a.shape}; expected ({h}, 1) (or ({h},)): "
+                "one initial state that every sample starts from"
+            )
+        if a.dtype != dt:
+            raise PortingError(f"{where}: {name} (state0) is {a.dtype} but Wi is {dt}")
+        if not np.all(np.isfinite(a)):
+            raise PortingError(f"{where}: {name} (state0) holds non-finite values")
+        out.append(a.reshape(h) if np.any(a) else None)
+    return out
 
 
 def recurrent(x: JuliaStruct, path: str, out: list[Found]) -> None:
     """``Recur(cell, state)`` (Flux 0.12-0.14; ``Recur(cell, init, state)`` in 0.11) and the
     0.15+ layers ``RNN``/``LSTM``/``GRU``/``GRUv3`` (one field: the cell) -> the rnn kind, one
-    layer, every step read (``output="sequence"``), starting from zero."""
+    layer, every step read (``output="sequence"``), starting from the trained initial state
+    (``state0``, 0.11: ``init``: what ``Flux.reset!`` restores; never the saved ``state``, the
+    last batch's) or, from 0.15 on, from zero (``initialstates``)."""
     from porting.model import RNN
     from porting.rnn import RNNSpec
     from porting.rnn.params import RNNWeights
@@ -73,36 +105,27 @@ def recurrent(x: JuliaStruct, path: str, out: list[Found]) -> None:
                 f"{where} has return_state=true: it returns (output, state), a tuple no layer "
                 "after it in a Chain reads as an array; save it with return_state=false"
             )
-    sigma, wi, wh, b, states = _cell_fields(cell, path)
+    sigma, wi, wh, b, wh_n, states = _cell_fields(cell, path)
     if wrapper == "Recur" and len(x.data) == 3:  # Flux 0.11: Recur(cell, init, state)
         init = x.data[1]
         states = list(init) if isinstance(init, tuple) else [init]
-    state_arrays = [array(s, path, "state0") for s in states]
-    nonzero = [
-        (i, float(np.abs(s).max())) for i, s in enumerate(state_arrays) if s.size and np.any(s)
-    ]
-    if nonzero:
-        names = ["h0", "c0"] if kind == "LSTMCell" else ["h0"]
-        shown = ", ".join(
-            f"{names[i] if i < len(names) else i} max |.| = {m:.3g}" for i, m in nonzero
-        )
-        raise PortingError(
-            f"{where} starts every sequence (Flux.reset!) from its trained initial state "
-            f"state0, which is nonzero ({shown}). The rnn kind (Knet's RNN) starts from a zero "
-            "state and cannot hold an initial state, so no converted model matches this one. "
-            "A zero state0 converts (as every Flux 0.15+ layer has); an rnn kind with an "
-            "initial state is not there yet"
-        )
     g = _GATES[kind]
-    if wi.ndim != 2 or wh.ndim != 2 or wi.shape[0] % g or wh.shape[0] != wi.shape[0]:
+    rows_h = 2 if kind == "GRUv3Cell" else g  # GRUv3: Wh holds r, z (0.15+: a third, unused)
+    if wi.ndim != 2 or wh.ndim != 2 or wi.shape[0] % g:
         raise PortingError(
-            f"{where}: Wi {wi.shape}, Wh {wh.shape}; expected ({g}H, in) and ({g}H, H)"
+            f"{where}: Wi {wi.shape}, Wh {wh.shape}; expected ({g}H, in) and ({rows_h}H, H)"
         )
     h = wi.shape[0] // g
-    if wh.shape[1] != h:
-        raise PortingError(f"{where}: Wh {wh.shape}; expected ({g * h}, {h})")
+    if wh.shape not in ((rows_h * h, h), (g * h, h)):
+        raise PortingError(f"{where}: Wh {wh.shape}; expected ({rows_h * h}, {h})")
     if b is not None and b.shape != (g * h,):
         raise PortingError(f"{where}: bias {b.shape}; expected ({g * h},)")
+    if wh_n is not None and wh_n.shape != (h, h):
+        raise PortingError(f"{where}: Wh_h̃ {wh_n.shape}; expected ({h}, {h})")
+    dt = wi.dtype
+    for name, a in (("Wh", wh), ("bias", b), ("Wh_h̃", wh_n)):
+        if a is not None and a.dtype != dt:
+            raise PortingError(f"{where}: {name} is {a.dtype} but Wi is {dt}")
     if kind == "RNNCell":
         act = activation(sigma, f"{path}.σ")
         if act not in ("tanh", "relu"):
@@ -112,22 +135,27 @@ def recurrent(x: JuliaStruct, path: str, out: list[Found]) -> None:
         rnn_type = act
     else:
         rnn_type = "lstm" if kind == "LSTMCell" else "gru"
-    dt = wi.dtype
+    h0, c0 = (_initial(states, kind, h, dt, where) + [None])[:2]
     bw = np.zeros((g, h), dt) if b is None else b.reshape(g, h)
+    R = wh.reshape(-1, h, h)[:g]
+    if wh_n is not None:  # GRUv3: r and z from Wh, the new gate's matrix is Wh_h̃
+        R = np.concatenate([wh.reshape(-1, h, h)[:2], wh_n[None]])
     weights = RNNWeights(
-        RNNSpec(int(wi.shape[1]), h, rnn_type),
+        RNNSpec(int(wi.shape[1]), h, rnn_type, reset_after=kind != "GRUv3Cell"),
         W=(wi.reshape(g, h, -1),),
-        R=(wh.reshape(g, h, h),),
+        R=(R,),
         bW=(bw,),
         bR=(np.zeros((g, h), dt),),
     )
     # Flux's gate blocks (LSTM i, f, c, o; GRU r, z, n) are Knet's/cuDNN's order; Flux has
     # one bias (the input bias here, the recurrent one zero); Flux's GRU resets the recurrent
-    # product, as cuDNN does (docs/flux.md#recurrent-flux)
+    # product, as cuDNN does; GRUv3 resets h before Wh_h̃ (spec reset_after=False)
+    # (docs/flux.md#recurrent-flux, #flux-gruv3)
+    start = "from a zero state" if h0 is None and c0 is None else "from its trained state0"
     out.append(
         Found(
-            RNN.from_weights(weights, output="sequence"),
+            RNN.from_weights(weights, output="sequence", h0=h0, c0=c0),
             path,
-            f"{where.split(': ', 1)[1]} {wi.shape[1]} => {h}: every step, from a zero state",
+            f"{where.split(': ', 1)[1]} {wi.shape[1]} => {h}: every step, {start}",
         )
     )

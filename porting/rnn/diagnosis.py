@@ -52,6 +52,8 @@ CAUSE_MEANING = {
     "(X, B, T) reversed is (T, B, X))",
     "last_step_final_state": "Keras Bidirectional(return_sequences=False) (the final states) "
     "taken for Knet's y[:, :, end], whose backward half has read one step only",
+    "initial_state_zero": "started from a zero state, not the layer's initial state (Flux's "
+    "trained state0, which Flux.reset! restores; docs/flux.md#recurrent-flux)",
     "unknown": "no recomputed cause explains the difference",
 }
 CAUSES = tuple(CAUSE_MEANING)
@@ -118,9 +120,9 @@ def _map(w: RNNWeights, fn) -> RNNWeights:
     return RNNWeights(w.spec, parts[0], parts[1], parts[2], parts[3])
 
 
-def _hypotheses(w: RNNWeights, last_step: bool):
+def _hypotheses(w: RNNWeights, last_step: bool, has_state: bool = False):
     """Yield (cause, detail, weights, variant) with variant in {None, 'reset_before',
-    'time_major', 'final_state'}."""
+    'time_major', 'final_state', 'zero_state'}."""
     spec = w.spec
     g = spec.gates
     yield "rounding", "", w, None
@@ -139,7 +141,7 @@ def _hypotheses(w: RNNWeights, last_step: bool):
         _map(w, lambda n, s, a: np.zeros_like(a) if n == "bW" else a),
         None,
     )
-    if spec.rnn_type == "gru":
+    if spec.rnn_type == "gru" and spec.reset_after:
         # Keras row 0 = bW + bR and row 1 = bR: bR counted twice
         twice = _map(w, lambda n, s, a: a + w.bR[s] if n == "bW" else a)
         yield "bias_twice", "bW + bR in row 0 and bR in row 1", twice, None
@@ -168,6 +170,8 @@ def _hypotheses(w: RNNWeights, last_step: bool):
     yield "time_major", "x given as (T, B, X) to a (B, T, X) model", w, "time_major"
     if last_step and spec.bidirectional:
         yield "last_step_final_state", "concatenated final states", w, "final_state"
+    if has_state:
+        yield "initial_state_zero", "h = c = 0 at the first step", w, "zero_state"
 
 
 def _observed_y(observed, weights, x, h, c):
@@ -237,15 +241,26 @@ def diagnose(weights: RNNWeights, x, observed, h=None, c=None) -> RNNDiagnosis:
         return t[-1:] if last_step else t
 
     findings = []
-    for cause, detail, wh, variant in _hypotheses(w64, last_step):
+    has_state = bool(np.any(h0) or np.any(c0))
+    for cause, detail, wh, variant in _hypotheses(w64, last_step, has_state):
         if variant == "time_major":
             xt = np.ascontiguousarray(xs.transpose(1, 0, 2))  # batch <-> time
             zt = np.zeros((spec.slots, T, spec.hidden_size))
             out, *_ = _run(wh, xt, zt, zt.copy(), trace=False)
             out = out.transpose(1, 0, 2)
             hN = None
+        elif variant == "zero_state":
+            z = np.zeros_like(h0)
+            out, hN, *_ = _run(wh, xs, z, z.copy(), trace=False)
         else:
-            out, hN, *_ = _run(wh, xs, h0, c0, trace=False, reset_after=variant != "reset_before")
+            out, hN, *_ = _run(
+                wh,
+                xs,
+                h0,
+                c0,
+                trace=False,
+                reset_after=False if variant == "reset_before" else None,
+            )
         if variant == "final_state":
             assert hN is not None
             pred = np.concatenate([hN[s] for s in last_slots], axis=1)[None]

@@ -19,8 +19,12 @@ keys every layer has, an object `rnn` with Knet's names: `inputSize`, `hiddenSiz
 (integers >= 1), `rnnType` (`"relu"`, `"tanh"`, `"lstm"` or `"gru"`), `bidirectional`,
 `skipInput` (booleans), `dropout` (a number in [0, 1), training only), and the state policies
 `h`, `c`: `"nothing"` (Knet's `nothing`: zero initial state, final state discarded), `"zero"`
-(Knet's `0`: zero initial state, final state kept), or `"array"` (the state the RNN holds, in
-`params.h` / `params.c`, `(H, B, L or 2L)`: the next call starts from it). `params.w` is Knet's
+(Knet's `0`: zero initial state, final state kept), `"array"` (the state the RNN holds, in
+`params.h` / `params.c`, `(H, B, L or 2L)`: the next call starts from it), or porting's
+`"initial"` (a constant initial state `(H, 1, L or 2L)` in `params.h` / `params.c` that EVERY
+call starts from, each sample alike: Flux's trained `state0`). Porting's optional
+`resetAfter: false` marks a GRU whose reset gate applies before the recurrent matrix (Flux's
+GRUv3), which no Knet RNN computes. `params.w` is Knet's
 packed weight vector `r.w` as Knet stores it, `(1, 1, n)`.
 
 Every problem is one PortingError naming the layer and the key (`rnn.hiddenSize`,
@@ -43,12 +47,15 @@ from porting.rnn.spec import RNN_TYPES, RNNSpec
 
 __all__ = ["STATE_POLICIES", "RNNExport", "from_export"]
 
-STATE_POLICIES = ("nothing", "zero", "array")
-"""How the export records Knet's `r.h` / `r.c`: `nothing`, `0`, or an array."""
+STATE_POLICIES = ("nothing", "zero", "array", "initial")
+"""How the export records Knet's `r.h` / `r.c`: `nothing`, `0`, or an array; `initial` is
+porting's: a constant initial state `(H, 1, L or 2L)` that every call starts from (Flux's
+trained `state0`, restored by `Flux.reset!`), the same for every sample of a batch."""
 
 _INT_KEYS = ("inputSize", "hiddenSize", "numLayers")
 _BOOL_KEYS = ("bidirectional", "skipInput")
 _RNN_KEYS = _INT_KEYS + _BOOL_KEYS + ("rnnType", "dropout", "h", "c")
+_OPTIONAL_KEYS = ("resetAfter",)  # porting's: false for Flux's GRUv3 (no Knet RNN computes it)
 _ELTYPES = {"Float32": np.dtype(np.float32), "Float64": np.dtype(np.float64)}
 
 
@@ -120,7 +127,7 @@ def _spec(fields, where: str) -> tuple[RNNSpec, str, str]:
             f"{where}: rnn = {fields!r}; expected an object with " + ", ".join(_RNN_KEYS)
         )
     for key in fields:
-        if key not in _RNN_KEYS:
+        if key not in _RNN_KEYS + _OPTIONAL_KEYS:
             raise PortingError(
                 f"{where}: rnn.{key}: not a key of an exported RNN (expected "
                 + ", ".join(_RNN_KEYS)
@@ -140,6 +147,7 @@ def _spec(fields, where: str) -> tuple[RNNSpec, str, str]:
             + ", ".join(f'"{t}"' for t in RNN_TYPES)
         )
     dropout = _dropout(fields["dropout"], where)
+    reset_after = _bool(fields.get("resetAfter", True), where, "resetAfter")
     try:
         spec = RNNSpec(
             input_size=sizes["inputSize"],
@@ -149,6 +157,7 @@ def _spec(fields, where: str) -> tuple[RNNSpec, str, str]:
             bidirectional=flags["bidirectional"],
             skip_input=flags["skipInput"],
             dropout=dropout,
+            reset_after=reset_after,
         )
     except PortingError as e:
         raise PortingError(f"{where}: rnn: {e}") from None
@@ -197,7 +206,7 @@ def _param(params, name: str, where: str, arrays: Mapping) -> np.ndarray:
 
 
 def _state(params, name: str, policy: str, spec: RNNSpec, dtype, where: str, arrays):
-    if policy != "array":
+    if policy not in ("array", "initial"):
         if name in params:
             raise PortingError(
                 f"{where}: params.{name} is given but rnn.{name} = {policy!r}; an exported "
@@ -209,6 +218,14 @@ def _state(params, name: str, policy: str, spec: RNNSpec, dtype, where: str, arr
             f'{where}: rnn.{name} = "array" but params.{name} is missing (the state array)'
         )
     a = _param(params, name, where, arrays)
+    if policy == "initial" and (a.ndim != 3 or a.shape[1] != 1):
+        raise PortingError(
+            f'{where}: params.{name} has size {list(a.shape)} but rnn.{name} = "initial"; '
+            f"expected (H, 1, L or 2L) = ({spec.hidden_size}, 1, {spec.slots}): one state for "
+            "every sample"
+        )
+    if policy == "initial" and not np.all(np.isfinite(a)):
+        raise PortingError(f"{where}: params.{name} holds non-finite values; expected a state")
     want = (spec.hidden_size, spec.slots)
     shape3 = a.shape + (1,) * (3 - a.ndim) if 1 <= a.ndim <= 3 else None
     if shape3 is None or (shape3[0], shape3[2]) != want or shape3[1] < 1:

@@ -15,7 +15,8 @@ docs/tensorflow.md#keras-gru, #keras-lstm, #keras-rnn-layout):
 - gate order: LSTM i, f, n, o is Keras's order too; GRU Knet r, z, n -> Keras z, r, h;
 - biases: LSTM and SimpleRNN have one bias, `bW + bR`; GRU is `GRU(reset_after=True)` (Knet
   applies the reset gate after the recurrent matrix AND its bias) with bias `(2, 3H)`:
-  row 0 the input biases, row 1 the recurrent ones;
+  row 0 the input biases, row 1 the recurrent ones; a spec with `reset_after=False` (Flux's
+  GRUv3) is `GRU(reset_after=False)` with one bias `bW + bR` (`(3H,)`, gates z, r, h);
 - skipInput: the first layer's kernel is the identity for every gate (x enters each gate);
 - bidirectional: `Bidirectional(merge_mode="concat")`, forward half first, as Knet's `y`;
 - initial states: Knet `h`/`c` `(H, B, L or 2L)` -> model inputs `(B, L or 2L, H)`;
@@ -82,6 +83,11 @@ def import_keras() -> Any:
     return keras
 
 
+def _two_biases(spec) -> bool:
+    """Keras `GRU(reset_after=True)` keeps a `(2, 3H)` bias; every other cell one `(gates*H,)`."""
+    return bool(spec.rnn_type == "gru" and spec.reset_after)
+
+
 def _check_weights(weights) -> RNNWeights:
     if not isinstance(weights, RNNWeights):
         raise PortingError(
@@ -109,7 +115,7 @@ def keras_weights(weights: RNNWeights) -> list[list[np.ndarray]]:
         recurrent = np.concatenate([weights.R[s][g].T for g in order], axis=1)
         bW = np.concatenate([weights.bW[s][g] for g in order])
         bR = np.concatenate([weights.bR[s][g] for g in order])
-        bias = np.stack([bW, bR]) if spec.rnn_type == "gru" else bW + bR
+        bias = np.stack([bW, bR]) if _two_biases(spec) else bW + bR
         out.append([np.ascontiguousarray(kernel), np.ascontiguousarray(recurrent), bias])
     return out
 
@@ -151,7 +157,7 @@ def weights_from_keras(spec, slots, dtype=None) -> RNNWeights:
         bias = None if ws[2] is None else np.asarray(ws[2])
         dt = np.dtype(dtype) if dtype is not None else kernel.dtype
         n_in = spec.matrix_input_size(s)
-        gru = spec.rnn_type == "gru"
+        gru = _two_biases(spec)
         want = {
             "kernel": (kernel, (n_in, g * h)),
             "recurrent_kernel": (recurrent, (h, g * h)),
@@ -205,7 +211,7 @@ def _cell_layer(keras, spec, name: str, dtype: str, backwards: bool = False, unr
         spec.hidden_size,
         activation="tanh",
         recurrent_activation="sigmoid",
-        reset_after=True,
+        reset_after=spec.reset_after,
         **kw,
     )
 
@@ -251,9 +257,12 @@ def apply_keras(
     output="sequence",
     name="knet_rnn",
     unroll: bool = False,
+    initial=None,
 ):
     """Apply the converted RNN to a symbolic Keras tensor `x` `(B, T, X)` inside a functional
-    model (the hook for a model converter): `h0`/`c0` optional tensors `(B, L or 2L, H)`.
+    model (the hook for a model converter): `h0`/`c0` optional tensors `(B, L or 2L, H)`, or
+    `initial(slot, seq, backward)` a function giving the initial states `[h]` (LSTM `[h, c]`,
+    each `(B, H)`) of a 0-based slot from that layer's input sequence `seq` `(B, T, in)`.
     Returns a dict of tensors: `y` (`(B, T, Y)`, or `(B, Y)` = Knet's last step with
     `output="last"`), `h` (and `c`) `(B, L or 2L, H)`, and `layer1`, ... each layer's sequence."""
     keras = import_keras()
@@ -267,7 +276,11 @@ def apply_keras(
     hs, cs, seqs = [], [], []
     for layer, lay in enumerate(keras_layers(weights, name=name, unroll=unroll)):
         init = None
-        if h0 is not None or c0 is not None:
+        if initial is not None:
+            init = []
+            for s in range(layer * spec.directions, (layer + 1) * spec.directions):
+                init.extend(initial(s, seq, spec.is_backward(s)))
+        elif h0 is not None or c0 is not None:
             init = []
             for s in range(layer * spec.directions, (layer + 1) * spec.directions):
                 init.append(h0[:, s, :] if h0 is not None else keras.ops.zeros_like(c0[:, s, :]))

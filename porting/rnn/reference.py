@@ -15,7 +15,8 @@ added:
 - LSTM: `i, f, o = sigm(W. x + R. h' + bW. + bR.)`, `n = tanh(Wn x + Rn h' + bWn + bRn)`,
   `c = f .* c' + i .* n`, `h = o .* tanh(c)`
 - GRU: `r, z = sigm(...)`, `n = tanh(Wn x + r .* (Rn h' + bRn) + bWn)`,
-  `h = (1 - z) .* n + z .* h'`
+  `h = (1 - z) .* n + z .* h'`; with `spec.reset_after=False` (Flux's GRUv3, no Knet RNN)
+  `n = tanh(Wn x + Rn (r .* h') + bWn + bRn)`
 
 Layer `l > 1` reads the outputs of layer `l - 1` (both directions concatenated, forward first).
 A backward slot reads time steps T, T-1, ..., 1 and its outputs are stored at the step they
@@ -158,7 +159,8 @@ def _run_slot(rnn_type, proj, Rt, bRn, h, c, order, out, cell_out, reset_after=T
     rec = np.empty(proj.shape[1:], proj.dtype)
     for t in order:
         if rnn_type == "gru" and not reset_after:
-            # Keras GRU(reset_after=False): n = tanh(Wn x + b + Rn (r .* h)); diagnosis only
+            # reset before the matrix (Flux GRUv3, Keras GRU(reset_after=False)):
+            # n = tanh(Wn x + bWn + bRn + Rn (r .* h))
             np.matmul(h, Rt[:, : 2 * hsz], out=rec[:, : 2 * hsz])
             rz = _sigm(rec[:, : 2 * hsz] + proj[t, :, : 2 * hsz])
             r, z = rz[:, :hsz], rz[:, hsz:]
@@ -210,11 +212,14 @@ def _run(
     c0: np.ndarray,
     *,
     trace: bool,
-    reset_after=True,
+    reset_after: bool | None = None,
 ):
     """Core forward on batch-major data: xs `(T, B, X)`, h0/c0 `(S, B, H)`.
-    Returns (out `(T, B, Y)`, hN `(S, B, H)`, cN, slot sequences `(T, B, H)`, cell sequences)."""
+    Returns (out `(T, B, Y)`, hN `(S, B, H)`, cN, slot sequences `(T, B, H)`, cell sequences).
+    `reset_after` None: the spec's (a diagnosis may ask for the other GRU variant)."""
     spec = weights.spec
+    if reset_after is None:
+        reset_after = spec.reset_after
     T, B, _ = xs.shape
     hsz, g, dirs = spec.hidden_size, spec.gates, spec.directions
     dt = weights.dtype

@@ -82,6 +82,11 @@ class RNNSpec:
     (training), so inference ignores it. `skip_input` (cuDNN's SKIP_INPUT) adds the input
     itself to every gate of the first layer (both directions) instead of `W * x`, so it needs
     `input_size == hidden_size`, as cuDNN does.
+
+    `reset_after=False` (GRU only) is the one variant Knet cannot compute: the reset gate
+    multiplies the state BEFORE the recurrent matrix of the new gate, `n = tanh(Wn x + Rn (r .*
+    h) + bWn + bRn)` (Flux's `GRUv3`, Keras `GRU(reset_after=False)`); Knet's (cuDNN's) GRU,
+    the default `True`, multiplies after it, `r .* (Rn h + bRn)` (docs/flux.md#flux-gruv3).
     """
 
     input_size: int
@@ -91,6 +96,7 @@ class RNNSpec:
     bidirectional: bool = False
     skip_input: bool = False
     dropout: float = 0.0
+    reset_after: bool = True
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -109,6 +115,11 @@ class RNNSpec:
                 f"RNN dropout={short_repr(self.dropout)}: expected a number in [0, 1)"
             )
         set_(self, "dropout", p)
+        set_(self, "reset_after", _flag(self.reset_after, "resetAfter"))
+        if not self.reset_after and self.rnn_type != "gru":
+            raise PortingError(
+                f"RNN resetAfter=false with rnnType={self.rnn_type}: only a GRU has a reset gate"
+            )
         if self.skip_input and self.input_size != self.hidden_size:
             raise PortingError(
                 f"RNN skipInput=true with inputSize={self.input_size} and "
@@ -140,9 +151,10 @@ class RNNSpec:
             "direction": "bidirectional",
             "inputMode": "skip_input",
             "skipInput": "skip_input",
+            "resetAfter": "reset_after",
         }
         known = {"input_size", "hidden_size", "rnn_type", "num_layers", "bidirectional"}
-        known |= {"skip_input", "dropout"}
+        known |= {"skip_input", "dropout", "reset_after"}
         kwargs: dict = {}
         for key, value in fields.items():
             if key in _IGNORED_FIELDS:
@@ -163,8 +175,9 @@ class RNNSpec:
         return cls(**kwargs)
 
     def to_knet(self) -> dict:
-        """Knet's constructor keywords (and the two sizes), for a Julia export."""
-        return {
+        """Knet's constructor keywords (and the two sizes), for a Julia export; a GRU with
+        `reset_after=False` adds porting's `resetAfter: false` (no Knet RNN computes it)."""
+        out = {
             "inputSize": self.input_size,
             "hiddenSize": self.hidden_size,
             "rnnType": self.rnn_type,
@@ -173,6 +186,9 @@ class RNNSpec:
             "skipInput": self.skip_input,
             "dropout": self.dropout,
         }
+        if not self.reset_after:
+            out["resetAfter"] = False
+        return out
 
     # ------------------------------------------------------------------ derived sizes
 
@@ -258,4 +274,6 @@ class RNNSpec:
             s += f",dropout={self.dropout}"
         if self.skip_input:
             s += ",skipinput"
+        if not self.reset_after:
+            s += ",reset_before"
         return s + ")"

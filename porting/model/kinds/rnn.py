@@ -15,6 +15,12 @@ carried through the recurrence by `porting.rnn.verify.error_bounds` (the same to
 `porting.rnn.verify` uses); the report's notes give, per direction of the last layer, the first
 divergent step and the error's growth along the steps read.
 
+A layer may start from a constant initial state `h0`/`c0` per slot (Flux's trained
+`state0`), the same for every sample: the Knet side repeats it over the batch, the Keras side
+makes it from built-in layers exactly (docs/flux.md#rnn-initial-keras), and the export writes
+it with the state policy "initial". A GRU with `spec.reset_after=False` is Flux's GRUv3
+(docs/flux.md#flux-gruv3): Keras `GRU(reset_after=False)`, no Knet RNN.
+
 Up to `UNROLL_MAX_STEPS` steps the Keras layers are unrolled, so that the model also exports to
 TFLite with builtin operators.
 
@@ -68,6 +74,8 @@ class RNNStage(Stage):
 
     weights: Any = None
     output: str = "sequence"
+    h0: Any = None  # (H, slots): the initial state every sample starts from; None: zero
+    c0: Any = None  # (H, slots), LSTM only
     # the Knet-layout input of the last forward (the tolerance re-runs the recurrence on it)
     seen: dict[str, Any] = field(default_factory=dict)
 
@@ -91,14 +99,27 @@ class RNNStage(Stage):
 
         xk = knet_sequence(x)
         self.seen["x"] = xk
-        y = forward(self.weights, xk).y  # (Y, B, T): Knet's y
+        h, c = self.states(int(xk.shape[1]))
+        y = forward(self.weights, xk, h=h, c=c).y  # (Y, B, T): Knet's y
         return model_sequence(y) if self.output == "sequence" else np.asfortranarray(y[:, :, -1])
+
+    def states(self, batch: int) -> tuple[Array | None, Array | None]:
+        """Knet's `r.h`, `r.c` `(H, B, L or 2L)` for a batch: the initial states repeated for
+        every sample (None: zero)."""
+        spec = self.spec
+        shape = (spec.hidden_size, batch, spec.slots)
+        dt = self.weights.dtype
+        return tuple(  # type: ignore[return-value]
+            None if s is None else np.broadcast_to(s[:, None, :], shape).astype(dt)
+            for s in (self.h0, self.c0)
+        )
 
     def _bounds(self) -> Bounds:
         from porting.rnn.verify import error_bounds
 
         if "bounds" not in self.seen or self.seen.get("bounds_of") is not self.seen.get("x"):
-            self.seen["bounds"] = error_bounds(self.weights, self.seen["x"])
+            h, c = self.states(int(self.seen["x"].shape[1]))
+            self.seen["bounds"] = error_bounds(self.weights, self.seen["x"], h, c)
             self.seen["bounds_of"] = self.seen["x"]
         bounds: Bounds = self.seen["bounds"]
         return bounds
@@ -134,17 +155,52 @@ class RNNStage(Stage):
         if str(w.dtype) != ctx.dtype:
             w = w.astype(np.dtype(ctx.dtype))
         steps = int(in_size[0])
+        initial = None
+        if self.h0 is not None or self.c0 is not None:
+
+            def initial(slot: int, seq: KerasTensor, backward: bool) -> list[KerasTensor]:
+                return self._initial_keras(ctx, slot, seq, backward, steps)
+
         y = apply_keras(
             w,
             t,
             output="sequence",
             name=ctx.name(sub_role(self.role, "rnn")),
             unroll=steps <= UNROLL_MAX_STEPS,
+            initial=initial,
         )["y"]
         if self.output == "sequence":
             return ctx.make("Identity", self.role)(y)
         y = ctx.make("Cropping1D", sub_role(self.role, "last_step"), (steps - 1, 0))(y)
         return ctx.make("Reshape", self.role, (self.spec.output_size,))(y)
+
+    def _initial_keras(
+        self, ctx: KerasContext, slot: int, seq: KerasTensor, backward: bool, steps: int
+    ) -> list[KerasTensor]:
+        """A slot's constant initial states from built-in layers
+        (docs/flux.md#rnn-initial-keras): the first step the slot reads (`Cropping1D` +
+        `Reshape`), `tanh` of it (finite for every finite or infinite input), then `Dense`
+        with a zero kernel and the state as its bias: exactly the state for every sample, and
+        NaN only where that step holds a NaN, which makes every output of the slot NaN in
+        Knet/Flux too (`W * x` mixes all inputs)."""
+        spec = self.spec
+        n_in = spec.input_size_of(spec.layer_of(slot))
+        role = sub_role(self.role, f"state{slot + 1}")
+        crop = (steps - 1, 0) if backward else (0, steps - 1)
+        u = ctx.make("Cropping1D", f"{role}_step", crop)(seq)
+        u = ctx.make("Reshape", f"{role}_flat", (n_in,))(u)
+        u = ctx.make("Activation", f"{role}_tanh", "tanh")(u)
+        dt = np.dtype(ctx.dtype)
+        out = []
+        for name, s in (("h", self.h0), ("c", self.c0)):
+            if name == "c" and spec.rnn_type != "lstm":
+                continue
+            value = np.zeros(spec.hidden_size, dt) if s is None else s[:, slot].astype(dt)
+            d = ctx.make("Dense", f"{role}_{name}", spec.hidden_size)
+            d.build((None, n_in))
+            d.set_weights([np.zeros((n_in, spec.hidden_size), dt), value])
+            out.append(d(u))
+        return out
 
     def note(self, in_size: tuple[int, ...]) -> str | None:
         if self.output == "last" and self.spec.bidirectional:
@@ -160,13 +216,17 @@ class RNN(Layer):
     """Knet's `RNN` in a model: `w` Knet's packed weight vector `r.w` (any shape holding
     `spec.param_length` values, e.g. `(1, 1, n)`) and `spec` its hyperparameters
     (`porting.rnn.RNNSpec`, or Knet's field names as a dict). `output` says what the model
-    reads from `y`: "sequence" (every step) or "last" (`y[:, :, end]`). The initial states are
-    Knet's `nothing`/`0` (zero); an exported state array is refused (it fixes the batch)."""
+    reads from `y`: "sequence" (every step) or "last" (`y[:, :, end]`). `h0`, `c0` (LSTM): the
+    initial state every sequence starts from, the same for every sample, `(H, L or 2L)` (for
+    one slot `(H,)` or `(H, 1)` too; Flux's trained `state0`); None: zero (Knet's
+    `nothing`/`0`). An exported Knet state array is refused (it fixes the batch)."""
 
     w: np.ndarray
     spec: Any
     _: KW_ONLY
     output: str = "sequence"
+    h0: np.ndarray | None = None
+    c0: np.ndarray | None = None
     name: str | None = None
     kind = "rnn"
     rnn_weights: Any = None  # porting.rnn.RNNWeights, set from w and spec
@@ -185,6 +245,10 @@ class RNN(Layer):
             self.rnn_weights = unpack(self.spec, self.w)
         except PortingError as e:
             raise PortingError(f"{where}: {e}") from None
+        self.h0 = _initial_state(self.h0, "h0", self.spec, self.w.dtype, where)
+        if self.c0 is not None and self.spec.rnn_type != "lstm":
+            raise PortingError(f"{where}: c0 given for {self.spec}: only an LSTM has a cell state")
+        self.c0 = _initial_state(self.c0, "c0", self.spec, self.w.dtype, where)
         self._seen: dict[str, Any] = {}
         if self.output not in OUTPUTS:
             raise PortingError(
@@ -198,11 +262,24 @@ class RNN(Layer):
         return cls(pack(weights), weights.spec, **kw)
 
     def params(self) -> dict[str, np.ndarray]:
-        return {"w": self.w}
+        """`w`, and the initial states as the export holds them, `(H, 1, L or 2L)`."""
+        out = {"w": self.w}
+        for key, s in (("h", self.h0), ("c", self.c0)):
+            if s is not None:
+                out[key] = s[:, None, :]
+        return out
 
     def stages(self) -> list[Stage]:
         # one cache per layer: the tolerance's float64 run is reused by verify_notes
-        return [RNNStage(weights=self.rnn_weights, output=self.output, seen=self._seen)]
+        return [
+            RNNStage(
+                weights=self.rnn_weights,
+                output=self.output,
+                h0=self.h0,
+                c0=self.c0,
+                seen=self._seen,
+            )
+        ]
 
     def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         try:
@@ -229,7 +306,8 @@ class RNN(Layer):
         same = (
             same and seen["bounds_of"].shape == xk.shape and np.array_equal(seen["bounds_of"], xk)
         )
-        v = verify(self.rnn_weights, xk, {"y": y}, bounds=seen["bounds"] if same else None)
+        h, c = cast(RNNStage, self.stages()[0]).states(int(xk.shape[1]))
+        v = verify(self.rnn_weights, xk, {"y": y}, h, c, bounds=seen["bounds"] if same else None)
         lines = [
             f"{name}: {v.spec} per step: {'OK' if v.ok else 'MISMATCH'}, {v.tolerance.formula}"
         ]
@@ -241,7 +319,7 @@ class RNN(Layer):
             from porting.rnn.diagnosis import diagnose
 
             try:
-                d = diagnose(self.rnn_weights, xk, y)
+                d = diagnose(self.rnn_weights, xk, y, h, c)
                 lines.append(f"{name}: RNN diagnosis: {d.cause} ({d.meaning})")
             except PortingError as e:  # a diagnosis never hides the report
                 lines.append(f"{name}: no RNN diagnosis: {e}"[:300])
@@ -249,7 +327,36 @@ class RNN(Layer):
 
     def describe(self) -> str:
         what = "every step" if self.output == "sequence" else "y[:, :, end]"
-        return f"rnn {self.spec}, reads {what}"
+        start = "" if self.h0 is None and self.c0 is None else ", from its initial state"
+        return f"rnn {self.spec}, reads {what}{start}"
+
+
+def _initial_state(
+    value: Any, name: str, spec: RNNSpec, dtype: np.dtype[Any], where: str
+) -> np.ndarray | None:
+    """An initial state as `(H, slots)`, read-only (None for None or all zeros)."""
+    if value is None:
+        return None
+    a = weight_array(value, name, where, (1, 2, 3))
+    want = (spec.hidden_size, spec.slots)
+    if a.ndim == 3 and a.shape[1] == 1:  # the export's (H, 1, L)
+        a = a[:, 0, :]
+    if a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1 and spec.slots == 1):
+        a = a.reshape(-1, 1)
+    if a.shape != want:
+        raise PortingError(
+            f"{where}: {name} has shape {a.shape}; expected (H, L or 2L) = {want} for {spec} "
+            "(one state per slot, the same for every sample)"
+        )
+    if a.dtype != dtype:
+        raise PortingError(f"{where}: {name} is {a.dtype} but w is {dtype}")
+    if not np.all(np.isfinite(a)):
+        raise PortingError(f"{where}: {name} holds non-finite values; expected a finite state")
+    if not np.any(a):
+        return None
+    out = np.array(a, copy=True)
+    out.flags.writeable = False
+    return out
 
 
 def _rnn_from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> RNN:
@@ -264,8 +371,8 @@ def _rnn_from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -
         if a is not None and isinstance(ref, dict):
             arrays[ref.get("key")] = a
     r = from_export(d, arrays)
-    for state in ("h", "c"):
-        if isinstance(getattr(r, state), np.ndarray):
+    for state, policy in (("h", r.h_policy), ("c", r.c_policy)):
+        if isinstance(getattr(r, state), np.ndarray) and policy != "initial":
             raise PortingError(
                 f'{where}: rnn.{state} = "array": the exported RNN holds a state array, which '
                 "fixes the batch size; a converted model starts from zero (Knet's nothing or "
@@ -274,7 +381,18 @@ def _rnn_from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -
     output = d.get("output", "sequence")
     if output not in OUTPUTS:
         raise PortingError(f"{where}: output = {output!r}; expected 'sequence' or 'last'")
-    return RNN(params_w(r.weights), r.spec, output=output, name=d.get("name"))
+
+    def initial(s: Any, policy: str) -> np.ndarray | None:
+        return s if policy == "initial" else None
+
+    return RNN(
+        params_w(r.weights),
+        r.spec,
+        output=output,
+        h0=initial(r.h, r.h_policy),
+        c0=initial(r.c, r.c_policy),
+        name=d.get("name"),
+    )
 
 
 def params_w(weights: RNNWeights) -> np.ndarray:
@@ -285,6 +403,7 @@ def params_w(weights: RNNWeights) -> np.ndarray:
 RNN_KERAS: tuple[KerasLayer, ...] = (
     *(KerasLayer(n) for n in ("SimpleRNN", "LSTM", "GRU", "Bidirectional", "Reshape")),
     KerasLayer("Cropping1D", direct={}),
+    KerasLayer("Dense", direct={}),  # an initial state: zero kernel, the state as bias
     KerasLayer("Concatenate"),
     *ACT_KERAS,
 )
@@ -294,8 +413,10 @@ def _rnn_example() -> Example:
     from porting.rnn.params import random_weights
 
     spec = RNNSpec(3, 4, "lstm", bidirectional=True)
-    w = pack(random_weights(spec, np.random.default_rng(0), dtype=np.float32))
-    return [RNN(w, spec, output="last")], (5, 3)
+    rng = np.random.default_rng(0)
+    w = pack(random_weights(spec, rng, dtype=np.float32))
+    h0, c0 = rng.uniform(-1, 1, (2, 4, 2)).astype(np.float32)  # an initial state per slot
+    return [RNN(w, spec, output="last", h0=h0, c0=c0)], (5, 3)
 
 
 def _diagnose(
@@ -316,7 +437,8 @@ def _diagnose(
     a_j = julia(actual_tf)
     y = knet_sequence(a_j) if layer.output == "sequence" else a_j
     x = knet_sequence(julia(x_ins_tf[0])).astype(weights.dtype, copy=False)
-    d = diagnose_rnn(weights, x, y)
+    h, c = cast(RNNStage, layer.stages()[0]).states(int(x.shape[1]))
+    d = diagnose_rnn(weights, x, y, h, c)
     return None if d.cause == "unknown" else d
 
 
@@ -326,7 +448,11 @@ KIND_RNN = Kind(
     prefix="rnn",
     from_json=_rnn_from_json,
     to_json=lambda layer: {
-        "rnn": {**layer.spec.to_knet(), "h": "nothing", "c": "nothing"},
+        "rnn": {
+            **layer.spec.to_knet(),
+            "h": "nothing" if layer.h0 is None else "initial",
+            "c": "nothing" if layer.c0 is None else "initial",
+        },
         "output": layer.output,
     },
     knet="Knet's `RNN`",

@@ -54,9 +54,11 @@ def add_convert_arguments(p) -> None:
     )
     g.add_argument(
         "--structure",
-        metavar="S.json",
+        metavar="S.json|S.py",
         help="the model's layers as the export JSON, each weight's key a path in the file "
-        "(for files holding only arrays, e.g. predict(w, x) weights)",
+        "(for files holding only arrays, e.g. predict(w, x) weights); for Flux a Python "
+        "file: model = Chain(...) of porting.flux.build for a JLD2 file of Flux.state, or a "
+        "user struct's forward written with porting.flux.structure for a BSON.jl file",
     )
     for name in GEOMETRY_FLAGS:
         what, kw = name.split("_")

@@ -49,6 +49,9 @@ _FUNCS = {
     "softmax": "NNlib.softmax",
     "logsoftmax": "NNlib.logsoftmax",
     "swish": "NNlib.swish",
+    "gelu": "NNlib.gelu_tanh",  # NNlib's gelu: `const gelu = gelu_tanh` (v0.9.28 on)
+    "gelu_tanh": "NNlib.gelu_tanh",
+    "gelu_erf": "NNlib.gelu_erf",
     "flatten": "Flux.flatten",
 }
 

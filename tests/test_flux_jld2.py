@@ -313,3 +313,26 @@ def test_golden_unet_bad_structure_exit_2(tmp_path, edit, size, words):
     for w in words:
         assert w in r.stderr, r.stderr
     assert not (tmp_path / "u.keras").exists()
+
+
+def test_without_structure_the_file_is_named_as_flux_state(tmp_path):
+    p = _setup(tmp_path)
+    r = _cli("inspect", p, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "'model_state' looks like Flux.state" in r.stdout and "porting.flux.build" in r.stdout
+    r = _cli("convert", p, "--input-size", "28,28,1", "-o", "o.keras", cwd=tmp_path)
+    assert r.returncode == 2 and "--structure model.py" in r.stderr
+    assert not (tmp_path / "o.keras").exists()
+
+
+def test_struct_structure_on_a_jld2_file_is_refused(tmp_path):
+    p = _setup(tmp_path)
+    (tmp_path / "u.py").write_text(
+        (STRUCTURE / "simple_unet.py").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    r = _cli(
+        "convert", p, "--structure", "u.py", "--input-size", "28,28,1", "-o", "o.keras",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 2 and "wires a user struct in a BSON.jl file" in r.stderr
+    assert not (tmp_path / "o.keras").exists()

@@ -135,7 +135,15 @@ def load_for_convert(args):
         return None
     from porting.knetfile.load import load_model
 
-    fm = load_model(args.model, args.key, structure=args.structure, geometry=_geometry(args))
+    try:
+        fm = load_model(args.model, args.key, structure=args.structure, geometry=_geometry(args))
+    except PortingError as e:
+        from porting.commands._flux import flux_state_hint
+
+        hint = "" if args.structure else flux_state_hint(args.model)
+        if hint:
+            raise PortingError(f"{e}. {hint}") from None
+        raise
     seq = fm.model.layers and fm.model.layers[0].kind in ("embed", "rnn")
     if seq and fm.model.input_size is None and args.input_size is None and args.input is None:
         first = fm.model.layers[0]
@@ -203,6 +211,12 @@ def inspect_text(path, key: str | None = None, *, depth: int = 8) -> str:
         shown = printable((prefix + e.path) if e.path else (key or ""))  # names from the file
         left = ("  " * (e.depth + 1) + shown).ljust(width + 2)
         lines.append(f"{left}  {label + ': ' if label else ''}{printable(e.summary)}")
+    if not key:
+        from porting.commands._flux import flux_state_hint
+
+        hint = flux_state_hint(p)
+        if hint:
+            lines.append(f"  note: {printable(hint)}")
     return "\n".join(lines)
 
 

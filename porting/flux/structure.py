@@ -219,10 +219,15 @@ def load_structured(
 
     p = str(os.fspath(path))
     if isinstance(structure, Chain):
-        if io.detect_format(p) != "jld2":
+        fmt = io.detect_format(p)
+        if fmt != "jld2":
             raise PortingError(
                 f"{p}: a Chain structure (porting.flux.build) is for a JLD2 file of Flux.state; "
-                "a BSON.jl file holds its layers itself (convert it without --structure)"
+                + (
+                    "a BSON.jl file holds its layers itself (convert it without --structure)"
+                    if fmt == "bson"
+                    else f"this is a {fmt} file"
+                )
             )
         tree = io.load(p, format="jld2")
         key = key or "model_state"
@@ -234,6 +239,12 @@ def load_structured(
         found = state_layers(structure, tree[key], f"{p}:{key}")
         kind = STATE_SOURCE
     else:
+        if io.detect_format(p) != "bson":
+            raise PortingError(
+                f"{p}: a Struct structure (porting.flux.structure) wires a user struct in a "
+                "BSON.jl file; for a JLD2 file of Flux.state the structure file builds "
+                "`model = Chain(...)` with porting.flux.build"
+            )
         tree = read(p)
         key = key or _pick_key(tree, p)
         node = select(tree, key, p)

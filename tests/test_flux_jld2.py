@@ -336,3 +336,18 @@ def test_struct_structure_on_a_jld2_file_is_refused(tmp_path):
     )  # fmt: skip
     assert r.returncode == 2 and "wires a user struct in a BSON.jl file" in r.stderr
     assert not (tmp_path / "o.keras").exists()
+
+
+def test_struct_and_cat_refuse_bad_arguments():
+    from porting.flux.structure import Struct, cat
+
+    with pytest.raises(PortingError, match="each once"):
+        Struct("S", "a", "a")
+    s = Struct("S", "a", "b")
+    with pytest.raises(AttributeError, match="no field 'c'"):
+        s.c  # noqa: B018
+    with pytest.raises(PortingError, match="two or more"):
+        cat(s.a(s.input), dims=3)
+    with pytest.raises(PortingError, match="expected values of the forward"):
+        s.b(3)
+    assert repr(s) == "Struct('S', 'a', 'b')"

@@ -30,48 +30,6 @@ def is_flux_structure(args) -> bool:
     return s is not None and Path(os.fspath(s)).suffix.lower() == ".py"
 
 
-_FLUX_FIELDS = {"weight", "σ", "λ", "β", "γ", "μ", "σ²"}
-
-
-def flux_state_entries(tree: dict) -> list[str]:
-    """The top-level entries of a JLD2 file that look like a ``Flux.state`` tree: a NamedTuple
-    ``(layers = ...)`` (a Chain) somewhere holding a layer with Flux's field names."""
-
-    def flux_like(v, depth: int = 0) -> bool:
-        if depth > 12:
-            return False
-        if isinstance(v, dict):
-            if _FLUX_FIELDS & set(v):
-                return True
-            return any(flux_like(x, depth + 1) for x in v.values())
-        if isinstance(v, (tuple, list)):
-            return any(flux_like(x, depth + 1) for x in v)
-        return False
-
-    return [
-        k
-        for k, v in tree.items()
-        if isinstance(v, dict) and "layers" in v and flux_like(v["layers"])
-    ]
-
-
-def flux_state_hint(path) -> str:
-    """A sentence for a JLD2 file that holds a Flux.state tree (else "")."""
-    from porting import io
-
-    try:
-        found = flux_state_entries(io.load(path, format="jld2"))
-    except PortingError:
-        return ""
-    if not found:
-        return ""
-    return (
-        f"{', '.join(map(repr, found))} looks like Flux.state (NamedTuples with Flux's field "
-        "names, no layer types): give its structure as a Python file, --structure model.py "
-        "with `model = Chain(...)` of porting.flux.build (docs/flux.md#structure-files)"
-    )
-
-
 def load_for_convert(args):
     """`(model, None, source)` for `porting convert FILE.bson` and for a file with a Flux
     structure file (``--structure model.py``: a JLD2 file of ``Flux.state``, or a BSON.jl file

@@ -138,9 +138,9 @@ def load_for_convert(args):
     try:
         fm = load_model(args.model, args.key, structure=args.structure, geometry=_geometry(args))
     except PortingError as e:
-        from porting.commands._flux import flux_state_hint
+        from porting.flux.structure import state_hint
 
-        hint = "" if args.structure else flux_state_hint(args.model)
+        hint = "" if args.structure else state_hint(args.model)
         if hint:
             raise PortingError(f"{e}. {hint}") from None
         raise
@@ -212,9 +212,9 @@ def inspect_text(path, key: str | None = None, *, depth: int = 8) -> str:
         left = ("  " * (e.depth + 1) + shown).ljust(width + 2)
         lines.append(f"{left}  {label + ': ' if label else ''}{printable(e.summary)}")
     if not key:
-        from porting.commands._flux import flux_state_hint
+        from porting.flux.structure import state_hint
 
-        hint = flux_state_hint(p)
+        hint = state_hint(p)
         if hint:
             lines.append(f"  note: {printable(hint)}")
     return "\n".join(lines)

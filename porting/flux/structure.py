@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import os
 import runpy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from porting.errors import PortingError
 
-__all__ = ["Node", "Struct", "cat", "load_structured", "read_structure"]
+__all__ = ["Node", "Struct", "cat", "load_structured", "read_structure", "state_hint"]
 
 
 @dataclass(eq=False)
@@ -72,14 +72,10 @@ def _check_nodes(xs: tuple[Any, ...], what: str) -> None:
             )
 
 
-@dataclass(eq=False)
 class Struct:
     """A user struct: its type name (``SimpleUNet`` or ``Main.SimpleUNet``) and its fields in
     declaration order. ``s.input`` is what the forward's first field reads; ``s.name(x)``
     applies the field ``name`` to the value ``x``."""
-
-    type_name: str
-    fields: tuple[str, ...] = field(default_factory=tuple)
 
     def __init__(self, type_name: str, *fields: str):
         if not isinstance(type_name, str) or not type_name:
@@ -91,8 +87,11 @@ class Struct:
                 "names, each once, in declaration order"
             )
         self.type_name = type_name
-        self.fields = tuple(fields)
+        self.fields: tuple[str, ...] = tuple(fields)
         self.input = Node("input", self, "input")
+
+    def __repr__(self) -> str:
+        return f"Struct({self.type_name!r}, {', '.join(map(repr, self.fields))})"
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name not in self.__dict__.get("fields", ()):
@@ -257,3 +256,45 @@ def load_structured(
     model = _assemble(found, p, input_size)
     model.source = f"{p} --key {key}"
     return FluxModel(model, p, key, found, [], kind)
+
+
+_FLUX_FIELDS = {"weight", "σ", "λ", "β", "γ", "μ", "σ²"}
+
+
+def state_entries(tree: dict) -> list[str]:
+    """The top-level entries of a JLD2 file that look like a ``Flux.state`` tree: a NamedTuple
+    ``(layers = ...)`` (a Chain) somewhere holding a layer with Flux's field names."""
+
+    def flux_like(v: Any, depth: int = 0) -> bool:
+        if depth > 12:
+            return False
+        if isinstance(v, dict):
+            if _FLUX_FIELDS & set(v):
+                return True
+            return any(flux_like(x, depth + 1) for x in v.values())
+        if isinstance(v, (tuple, list)):
+            return any(flux_like(x, depth + 1) for x in v)
+        return False
+
+    return [
+        k
+        for k, v in tree.items()
+        if isinstance(v, dict) and "layers" in v and flux_like(v["layers"])
+    ]
+
+
+def state_hint(path: str | os.PathLike) -> str:
+    """A sentence for a JLD2 file that holds a Flux.state tree (else "")."""
+    from porting import io
+
+    try:
+        found = state_entries(io.load(path, format="jld2"))
+    except PortingError:
+        return ""
+    if not found:
+        return ""
+    return (
+        f"{', '.join(map(repr, found))} looks like Flux.state (NamedTuples with Flux's field "
+        "names, no layer types): give its structure as a Python file, --structure model.py "
+        "with `model = Chain(...)` of porting.flux.build (docs/flux.md#structure-files)"
+    )

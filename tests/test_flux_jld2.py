@@ -351,3 +351,38 @@ def test_struct_and_cat_refuse_bad_arguments():
     with pytest.raises(PortingError, match="expected values of the forward"):
         s.b(3)
     assert repr(s) == "Struct('S', 'a', 'b')"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batchnorm_and_pool_state_of_flux_016_in_a_jld2_file(tmp_path, dtype):
+    """Bool (bitfield), Float32 and nothing fields through the file; Flux 0.16 (Functors 0.5)
+    gives a pool's fields too."""
+    rng = np.random.default_rng(5)
+    mu, var = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
+    gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
+    bn = {
+        "λ": (),
+        "β": beta.astype(dtype),
+        "γ": gamma.astype(dtype),
+        "μ": mu.astype(dtype),
+        "σ²": var.astype(dtype),
+        "ϵ": np.float32(1e-5),
+        "momentum": np.float32(0.1),
+        "affine": True,
+        "track_stats": True,
+        "active": None,
+        "chs": 3,
+    }
+    pool = {"k": (2, 2), "pad": (0, 0, 0, 0), "stride": (2, 2)}
+    p = fs.save_state(tmp_path / "bn.jld2", {"model_state": {"layers": (bn, pool)}})
+    model = B.load_jld2(
+        p, B.Chain(B.BatchNorm(3, "relu"), B.MeanPool((2, 2))), input_size=(4, 6, 3)
+    )
+    x = rng.uniform(-1, 1, (4, 6, 3, 2)).astype(dtype)
+    eps = float(np.float32(1e-5))
+    want = flux_forward(
+        [("bn", mu.astype(dtype), var.astype(dtype), gamma.astype(dtype), beta.astype(dtype),
+          eps, "relu"), ("meanpool", 2, 0)],
+        x.astype(np.float64),
+    )  # fmt: skip
+    assert_close(keras_run(model, x, dtype), want, dtype)

@@ -22,7 +22,7 @@ porting.model or porting.diagnosis: every one of them imports this module.
 >>> get("sigmoid").name, get("Knet.relu").forward(np.float32([-1, 2]), 1).tolist()
 ('sigm', [0.0, 2.0])
 >>> get("hardswish").keras
-KerasEquivalent(layer='Activation', activation='hard_swish', axis=None, float64_note=None)
+KerasEquivalent(layer='Activation', activation='hard_swish', axis=None, float64_note=None, composite=None)
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ __all__ = [
     "ROUND",
     "SELU_LAMBDA",
     "SELU_LAMBDA_ALPHA",
+    "GELU_TANH_ALPHA",
+    "GELU_TANH_LAMBDA",
     "TABLE",
     "Activation",
     "KerasEquivalent",
@@ -65,7 +67,9 @@ SELU_LAMBDA_ALPHA = 1.7580993408473773
 @dataclass(frozen=True)
 class KerasEquivalent:
     """The Keras 3 built-in computing an activation: `layer` (a `keras.layers` class), with
-    `activation` (a `keras.activations` name) as its argument where it is `Activation`.
+    `activation` (a `keras.activations` name) as its argument where it is `Activation`;
+    `composite`: the name of a composition of built-in layers porting.model.stages builds
+    where no single built-in computes the function (`layer` is then its last layer).
     `axis`: None (element-wise), "keyword" (the layer takes `axis=`, Julia's `dims` in
     TensorFlow's order) or "last" (it works on the last axis only: another axis is moved last by
     a `Permute` and back). `float64_note`: why the built-in is not exact in float64 (warned)."""
@@ -74,6 +78,7 @@ class KerasEquivalent:
     activation: str | None = None
     axis: Literal["keyword", "last"] | None = None
     float64_note: str | None = None
+    composite: str | None = None
 
 
 def _zeros_like(z: Array) -> Array:
@@ -128,6 +133,18 @@ def _gelu(x: Array, dims: int) -> Array:
     with np.errstate(over="ignore"):
         y: Array = (x * (t(1) + erf(x / t(np.sqrt(2)))) / t(2)).astype(x.dtype, copy=False)
         return y
+
+
+GELU_TANH_ALPHA = 0.044715
+GELU_TANH_LAMBDA = float(np.sqrt(2 / np.pi))
+
+
+def _gelu_tanh(x: Array, dims: int) -> Array:
+    # NNlib's gelu (every release) / gelu_tanh (v0.9.28 on): 0.5x (1 + tanh(√(2/π)(x + αx³)))
+    t = x.dtype.type
+    u = t(GELU_TANH_LAMBDA) * (x + t(GELU_TANH_ALPHA) * x * x * x)
+    y: Array = (t(0.5) * x * (t(1) + np.tanh(u))).astype(x.dtype, copy=False)
+    return y
 
 
 def _swish(x: Array, dims: int) -> Array:
@@ -311,6 +328,12 @@ _GELU_FLOAT64 = (
     "only (Knet's erf to float64's eps): no exact built-in; verification in float64 will show it"
 )
 
+_GELU_TANH_FLOAT64 = (
+    "gelu_tanh is built from Rescaling layers, whose constants (0.044715, sqrt(2/pi)) "
+    "TensorFlow turns into float32 numbers before the cast: in float64 the result is good to "
+    "about 1e-9 relative only; verification in float64 will show it"
+)
+
 TABLE: tuple[Activation, ...] = (
     Activation(
         "identity",
@@ -363,6 +386,16 @@ TABLE: tuple[Activation, ...] = (
         # keras.activations.gelu: exact (erf) by default, as Knet's
         KerasEquivalent("Activation", "gelu", float64_note=_GELU_FLOAT64),
         _s_gelu,
+        aliases=("gelu_erf",),
+    ),
+    Activation(
+        "gelu_tanh",
+        _gelu_tanh,
+        # no built-in: keras.activations.gelu(approximate=True) is no layer argument; the
+        # same formula from Multiply, Rescaling and Activation("tanh") (built-in layers)
+        KerasEquivalent("Multiply", composite="gelu_tanh", float64_note=_GELU_TANH_FLOAT64),
+        _s_gelu,
+        aliases=("gelu_sigmoid",),
     ),
     Activation(
         "swish",

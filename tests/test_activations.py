@@ -29,7 +29,9 @@ REFERENCES = {
     "tanh": lambda t, d: torch.tanh(t),
     "elu": lambda t, d: torch.where(t >= 0, t, torch.expm1(t)),  # Knet's elu: alpha 1
     "selu": lambda t, d: F.selu(t),  # torch's two constants are Knet's λ01, α01
-    "gelu": lambda t, d: F.gelu(t),  # exact (erf), Ops21's
+    "gelu": lambda t, d: F.gelu(t),  # exact (erf), Ops21's and NNlib's gelu_erf
+    # NNlib's gelu (every release; gelu_tanh from v0.9.28): 0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))
+    "gelu_tanh": lambda t, d: F.gelu(t, approximate="tanh"),
     "swish": lambda t, d: t * torch.sigmoid(t),
     "hardsigmoid": lambda t, d: torch.clamp((t + 3) / 6, 0, 1),
     "hardswish": lambda t, d: torch.where(t <= -3, 0 * t, torch.where(t >= 3, t, t * (t + 3) / 6)),
@@ -104,7 +106,9 @@ def test_keras_builtins_compute_the_same_function():
     x = _x(np.float32)
     for row in TABLE:
         k = row.keras
-        if k.layer == "Activation":
+        if k.composite is not None:
+            layer = _composite(keras, k.composite)
+        elif k.layer == "Activation":
             layer = keras.layers.Activation(k.activation, dtype="float32")
         elif k.axis == "keyword":
             layer = getattr(keras.layers, k.layer)(axis=-1, dtype="float32")
@@ -115,6 +119,33 @@ def test_keras_builtins_compute_the_same_function():
         expected = REFERENCES[row.name](torch.from_numpy(x.astype(np.float64)), 1).numpy()
         s = row.magnitude(np.abs(x).astype(np.float64), got.astype(np.float64), 1)
         assert compare(expected, got, k=1, magnitude=s).ok, row.name
+
+
+def _composite(keras, name):
+    """A Keras model of the built-in layers porting.model.stages composes for `name`."""
+    from porting.model.stages import KerasContext, build_gelu_tanh
+
+    assert name == "gelu_tanh"
+    ctx = KerasContext(keras, "float32", "reverse")
+    ctx.start("act")
+    t = keras.Input((7,), dtype="float32")  # x.T: (N, features)
+    return keras.Model(t, build_gelu_tanh(ctx, "", t))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_tanh_is_not_the_exact_gelu(dtype):
+    """The two gelus differ by up to about 1e-3 near |x| = 2: a mix-up cannot hide inside the
+    tolerance, in either element type."""
+    x = np.linspace(-5, 5, 201).astype(dtype)
+    t = torch.from_numpy(x.astype(np.float64))
+    tanh_form, erf_form = get("gelu_tanh").forward(x, 1), get("gelu").forward(x, 1)
+    want_tanh = F.gelu(t, approximate="tanh").numpy()
+    want_erf = F.gelu(t, approximate="none").numpy()
+    eps = float(np.finfo(dtype).eps)
+    assert np.abs(tanh_form - want_tanh).max() <= 16 * eps * 5
+    assert np.abs(erf_form - want_erf).max() <= 16 * eps * 5
+    assert np.abs(want_tanh - want_erf).max() > 1e-4
+    assert get("NNlib.gelu_erf").name == "gelu" and get("gelu_sigmoid").name == "gelu_tanh"
 
 
 def test_activate_refuses_an_unknown_name():

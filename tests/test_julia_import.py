@@ -23,7 +23,7 @@ IMPORT = (JULIA / "src" / "import.jl").read_text()
 FLUX = (JULIA / "ext" / "PortingKnetFluxExt.jl").read_text()
 
 KIND_TEST = re.compile(r'kind == "([a-z0-9]+)"')
-NAME_TEST = re.compile(r'name == "([a-z0-9]+)"')
+NAME_TEST = re.compile(r'name == "([a-z0-9_]+)"')
 # get(d, "key"...), d["key"], _keywords(d, "conv", ...), _param(d, arrays, "w", ...)
 KEY_READ = re.compile(r'(?:get\(\w+, |\w+\[|_keywords\(\w+, |_param\(\w+, \w+, )"([a-z_]+)"')
 

@@ -60,6 +60,8 @@ _selu(x::T) where {T} = x >= 0 ? T(_SELU_LAMBDA) * x : T(_SELU_LAMBDA_ALPHA) * (
 _hardsigmoid(x::T) where {T} = x <= -3 ? zero(T) : x >= 3 ? one(T) : (x + T(3)) / T(6)
 _hardswish(x::T) where {T} = x <= -3 ? zero(T) : x >= 3 ? x : x * (x + T(3)) / T(6)
 _swish(x) = x * _sigm(x)
+# NNlib's gelu (the tanh approximation), in the same order of operations as porting.activations
+_gelu_tanh(x::T) where {T} = T(0.5) * x * (one(T) + tanh(T(sqrt(2 / pi)) * (x + T(0.044715) * x * x * x)))
 
 function _relu_with(max_value, negative_slope, threshold)
     return function (x::T) where {T}
@@ -101,6 +103,7 @@ function _activation_fn(d::AbstractDict, where::AbstractString)
     name == "swish" && return _swish
     name == "hardsigmoid" && return _hardsigmoid
     name == "hardswish" && return _hardswish
+    name == "gelu_tanh" && return _gelu_tanh
     name == "gelu" && return knet_module() === nothing ? _gelu_unavailable : getproperty(knet_module(), :gelu)
     name == "softmax" && return x -> _softmax(x; dims=dims)
     name == "logsoftmax" && return x -> _logsoftmax(x; dims=dims)

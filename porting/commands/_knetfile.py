@@ -54,9 +54,11 @@ def add_convert_arguments(p) -> None:
     )
     g.add_argument(
         "--structure",
-        metavar="S.json",
+        metavar="S.json|S.py",
         help="the model's layers as the export JSON, each weight's key a path in the file "
-        "(for files holding only arrays, e.g. predict(w, x) weights)",
+        "(for files holding only arrays, e.g. predict(w, x) weights); for Flux a Python "
+        "file: model = Chain(...) of porting.flux.build for a JLD2 file of Flux.state, or a "
+        "user struct's forward written with porting.flux.structure for a BSON.jl file",
     )
     for name in GEOMETRY_FLAGS:
         what, kw = name.split("_")
@@ -133,7 +135,15 @@ def load_for_convert(args):
         return None
     from porting.knetfile.load import load_model
 
-    fm = load_model(args.model, args.key, structure=args.structure, geometry=_geometry(args))
+    try:
+        fm = load_model(args.model, args.key, structure=args.structure, geometry=_geometry(args))
+    except PortingError as e:
+        from porting.flux.structure import state_hint
+
+        hint = "" if args.structure else state_hint(args.model)
+        if hint:
+            raise PortingError(f"{e}. {hint}") from None
+        raise
     seq = fm.model.layers and fm.model.layers[0].kind in ("embed", "rnn")
     if seq and fm.model.input_size is None and args.input_size is None and args.input is None:
         first = fm.model.layers[0]
@@ -201,6 +211,12 @@ def inspect_text(path, key: str | None = None, *, depth: int = 8) -> str:
         shown = printable((prefix + e.path) if e.path else (key or ""))  # names from the file
         left = ("  " * (e.depth + 1) + shown).ljust(width + 2)
         lines.append(f"{left}  {label + ': ' if label else ''}{printable(e.summary)}")
+    if not key:
+        from porting.flux.structure import state_hint
+
+        hint = state_hint(p)
+        if hint:
+            lines.append(f"  note: {printable(hint)}")
     return "\n".join(lines)
 
 

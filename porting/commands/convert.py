@@ -143,9 +143,9 @@ def _load_model(args):
     if args.model and args.example:
         raise PortingError("give MODEL or --example, not both")
     if args.model:
-        from porting.commands._flux import is_flux_file
+        from porting.commands._flux import is_flux_file, is_flux_structure
 
-        if is_flux_file(args.model):  # a Flux model saved with BSON.jl
+        if is_flux_file(args.model) or is_flux_structure(args):  # BSON.jl, Flux.state
             from porting.commands._flux import load_for_convert as load_flux
 
             return load_flux(args)

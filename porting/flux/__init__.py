@@ -12,7 +12,9 @@ Julia (docs/flux.md#bson-files, #layer-fields).
   hold the recurrent layers and Upsample / PixelShuffle), `functions` (activations by
   NNlib name; anonymous functions read as code, never run), `load` (files, keys, report),
   `build` (Flux's constructors in Python, onto which a `Flux.state` tree is loaded:
-  `build.load_state(build.Chain(build.Conv((5, 5), (1, 6), "relu"), ...), state)`).
+  `build.load_state(build.Chain(build.Conv((5, 5), (1, 6), "relu"), ...), state)`),
+  `structure` (structure files in Python: a `build.Chain` for a JLD2 file of ``Flux.state``,
+  a user struct's forward for a BSON.jl file; `structure.load_structured`).
 
 This package reads files through `porting.io` (the BSON reader) and builds `porting.model`
 layers; it imports no other source-format package (`porting.knetfile`).

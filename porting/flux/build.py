@@ -55,6 +55,9 @@ _FUNCS = {
     "softmax": "NNlib.softmax",
     "logsoftmax": "NNlib.logsoftmax",
     "swish": "NNlib.swish",
+    "gelu": "NNlib.gelu_tanh",  # NNlib's gelu: `const gelu = gelu_tanh` (v0.9.28 on)
+    "gelu_tanh": "NNlib.gelu_tanh",
+    "gelu_erf": "NNlib.gelu_erf",
     "flatten": "Flux.flatten",
 }
 
@@ -436,9 +439,9 @@ def _tree(model: Any, node: Any, path: str) -> Any:
     return _layer(model, node, path)
 
 
-def load_state(model: Chain, state: Any, *, input_size=None, where: str = "state"):
-    """The `porting.model.KnetModel` of `model` (built here) holding the arrays of `state`
-    (a `Flux.state` tree), checked as ``Flux.loadmodel!`` checks it."""
+def state_layers(model: Chain, state: Any, where: str = "state") -> list:
+    """The `Found` layers of `model` (built here) holding the arrays of `state` (a
+    `Flux.state` tree), checked as ``Flux.loadmodel!`` checks it."""
     from porting.flux.fields import Found
     from porting.flux.recognise import layers_of
 
@@ -447,9 +450,15 @@ def load_state(model: Chain, state: Any, *, input_size=None, where: str = "state
     tree = _tree(model, state, where)
     found: list[Found] = []
     layers_of(tree, where, found)
+    return found
+
+
+def load_state(model: Chain, state: Any, *, input_size=None, where: str = "state"):
+    """The `porting.model.KnetModel` of `model` (built here) holding the arrays of `state`
+    (a `Flux.state` tree), checked as ``Flux.loadmodel!`` checks it."""
     from porting.flux.load import _assemble
 
-    return _assemble(found, where, input_size)
+    return _assemble(state_layers(model, state, where), where, input_size)
 
 
 def load_jld2(path: str | os.PathLike, model: Chain, key: str = "model_state", input_size=None):
@@ -458,7 +467,7 @@ def load_jld2(path: str | os.PathLike, model: Chain, key: str = "model_state", i
     from porting import io
 
     p = str(os.fspath(path))
-    entries = io.load(p)
+    entries = io.load(p, format="jld2")
     if key not in entries:
         raise PortingError(f"{p}: no entry {key!r}; the file holds {', '.join(map(repr, entries))}")
     return load_state(model, entries[key], input_size=input_size, where=f"{p}:{key}")

@@ -34,6 +34,12 @@ ACTIVATIONS = {
     "elu": "elu",
     "selu": "selu",
     "swish": "swish",
+    # NNlib's gelu is the tanh approximation in every release (v0.9.28 on an alias of
+    # gelu_tanh, whose type a file then names); gelu_erf (v0.9.28 on) is the exact one
+    "gelu": "gelu_tanh",
+    "gelu_tanh": "gelu_tanh",
+    "gelu_sigmoid": "gelu_tanh",
+    "gelu_erf": "gelu",
     "hardσ": "hardsigmoid",
     "hardsigmoid": "hardsigmoid",
     "hardswish": "hardswish",

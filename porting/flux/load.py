@@ -15,6 +15,7 @@ from porting.io.bsonjl import Anonymous, JuliaStruct
 __all__ = ["FluxModel", "entries", "load_model", "read"]
 
 SOURCE = "Flux.jl (BSON.jl file)"
+STATE_SOURCE = "Flux.jl (JLD2 file of Flux.state)"
 _FLAT_AFTER = {"mat", "dense"}
 _SPATIAL = {"conv", "pool", "deconv", "zeropad", "reshape"}
 _SEQUENCE_KINDS = {"embed", "rnn", "dense", "activation", "dropout"}
@@ -32,13 +33,16 @@ class FluxModel:
     key: str
     layers: list[Found]
     notes: list[str] = field(default_factory=list)
+    kind: str = SOURCE
 
     @property
     def source(self) -> str:
         return f"{self.path} --key {self.key}"
 
     def report(self) -> str:
-        lines = [f"Recognised in {self.source}: a Flux model ({SOURCE}), {len(self.layers)} layers"]
+        lines = [
+            f"Recognised in {self.source}: a Flux model ({self.kind}), {len(self.layers)} layers"
+        ]
         for f in self.layers:
             lines.append(f"  {f.layer.name} <- {f.path}: {f.what}")
             lines.extend(f"      {n}" for n in f.notes)
@@ -49,7 +53,7 @@ class FluxModel:
         return {
             "file": self.path,
             "key": self.key,
-            "source": SOURCE,
+            "source": self.kind,
             "layers": [{"name": f.layer.name, "path": f.path, "what": f.what} for f in self.layers],
             "notes": list(self.notes),
         }

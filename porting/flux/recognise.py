@@ -84,8 +84,9 @@ def layers_of(x: Any, path: str, out: list[Found]) -> None:
             raise _gpu(x, path)
         raise PortingError(
             f"{path}: a {x.name}, not a Flux layer: a user struct has its own forward, which "
-            "the file does not hold (Julia code). Convert its Flux parts one by one with --key "
-            f"(e.g. --key {path.replace('.', '/')}/1), or describe the whole as an export JSON"
+            "the file does not hold (Julia code). Write its forward as a structure file "
+            "(--structure FILE.py with porting.flux.structure: docs/flux.md#structure-files), or "
+            f"convert its Flux parts one by one with --key (e.g. --key {path.replace('.', '/')}/1)"
         )
     handler = _HANDLERS.get(kind)
     if handler is None:

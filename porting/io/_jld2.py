@@ -82,6 +82,19 @@ def function_name(jtype: str) -> str:
     return f"{module}.{fname}" if module else fname
 
 
+def ghost(jtype: str | None) -> Any:
+    """The value of a type without data, by its JLD2 type name: ``nothing``, ``()`` (the
+    empty Tuple, what ``Flux.state`` leaves of a function), the empty NamedTuple, else a
+    function (docs/flux.md#flux-state-jld2)."""
+    if jtype in (None, "Core.Nothing"):
+        return None
+    if jtype in ("Tuple", "Core.Tuple"):
+        return ()
+    if jtype == "Core.NamedTuple":
+        return {}
+    return function_name(jtype)
+
+
 def decode(x) -> str:
     if isinstance(x, np.ndarray):
         x = x[()] if x.ndim == 0 else x.ravel()[0]
@@ -108,6 +121,7 @@ class _Reader:
         self.w = Walker(f, p, "jld2", budget)
         self.p = p
         self.names: dict[int, str | None] = {}
+        self.fields: dict[int, dict[str, tuple[str | None, Any]]] = {}
 
     # ------------------------------------------------------------------ type names
 
@@ -158,9 +172,9 @@ class _Reader:
         jtype = self.type_name(tid)
         try:
             if obj.shape is None:  # HDF5 null dataspace: a Julia singleton (nothing, a function)
-                if jtype in (None, "Core.Nothing") or "dimensions" in obj.attrs:
+                if "dimensions" in obj.attrs:
                     return None
-                return function_name(jtype)
+                return ghost(jtype)
             data = self.w.data(obj, name)
         except PortingError:
             raise
@@ -225,11 +239,20 @@ class _Reader:
         recorded one (``field_names`` / ``field_types`` attributes, written when a field's type
         is committed or has no data at all, like ``f::typeof(relu)``). Empty when JLD2 wrote
         neither."""
-        out: dict[str, str | None] = {}
+        return {n: name for n, (name, _) in self.members(tid).items()}
+
+    def members(self, tid) -> dict[str, tuple[str | None, Any]]:
+        """`member_types` with each field's committed type (None where not committed): a
+        compound's member is a copy that HDF5 no longer ties to the committed type, which
+        only ``field_types`` names; a nested struct's own fields are read from it."""
+        out: dict[str, tuple[str | None, Any]] = {}
         try:
             if not tid.committed():
                 return out
             h5py = self.w.h5py
+            addr = int(h5py.h5o.get_info(tid).addr)
+            if addr in self.fields:
+                return self.fields[addr]
             dt = h5py.Datatype(tid)
             if "field_types" not in dt.attrs or "field_names" not in dt.attrs:
                 return out
@@ -237,7 +260,11 @@ class _Reader:
             refs = np.asarray(dt.attrs["field_types"]).ravel()
             for n, r in zip(names, refs, strict=False):
                 target = self.w.f[r] if r else None
-                out[n] = self.type_name(target.id) if isinstance(target, h5py.Datatype) else None
+                if isinstance(target, h5py.Datatype):
+                    out[n] = (self.type_name(target.id), target.id)
+                else:
+                    out[n] = (None, None)
+            self.fields[addr] = out
         except Exception:  # noqa: BLE001 - hints only
             return {}
         return out
@@ -250,18 +277,19 @@ class _Reader:
             return complex(rec["re"], rec["im"])
         if names == ["name", "parameters"]:  # a Julia DataType value stored inline
             return decode(rec["name"])
+        members = self.members(tid) if jtype else {}
         if member_types is None:
-            member_types = self.member_types(tid) if jtype else {}
+            member_types = {n: t for n, (t, _) in members.items()}
         values = {}
         for i, n in enumerate(names):
             try:
-                mtid = tid.get_member_type(i)
+                mtid = members.get(n, (None, None))[1] or tid.get_member_type(i)
             except Exception:  # noqa: BLE001
                 mtid = None
             values[n] = self.field(rec[n], mtid, member_types.get(n), obj, f"{name}.{n}", depth)
         for n, jt in member_types.items():  # fields with no data: singletons such as relu
             if n not in values:
-                values[n] = None if jt in (None, "Core.Nothing") else function_name(jt)
+                values[n] = ghost(jt)
         order = list(member_types) or names
         if jtype in _TUPLE_TYPES or (order and all(n.isdigit() for n in order)):
             return tuple(values[n] for n in sorted(order, key=int))

@@ -425,6 +425,8 @@ class ActStage(Stage):
         keras = self.row.keras
         if keras.float64_note is not None and ctx.dtype == "float64":
             ctx.notes.append(f"{ctx.base}: {keras.float64_note}")
+        if keras.composite == "gelu_tanh":
+            return build_gelu_tanh(ctx, self.role, t)
         args = () if keras.activation is None else (keras.activation,)
         if keras.axis == "keyword":
             axis = tf_axis(self.dims, in_size, ctx.spatial)
@@ -454,6 +456,21 @@ class ActStage(Stage):
             negative_slope=float(self.negative_slope),
             threshold=float(self.threshold),
         )(t)
+
+
+def build_gelu_tanh(ctx: KerasContext, role: str, t: KerasTensor) -> KerasTensor:
+    """``0.5x (1 + tanh(λ x (1 + α x²)))`` (NNlib's gelu, the tanh approximation) in
+    built-in layers: `Multiply` for the products, `Rescaling` (``scale * x + offset``) for the
+    constants, `Activation("tanh")`; the last `Multiply` is the layer's output."""
+    x2 = ctx.make("Multiply", sub_role(role, "x2"))([t, t])
+    p = ctx.make(
+        "Rescaling", sub_role(role, "poly"), scale=activations.GELU_TANH_ALPHA, offset=1.0
+    )(x2)
+    u = ctx.make("Multiply", sub_role(role, "inner"))([t, p])
+    u = ctx.make("Rescaling", sub_role(role, "scale"), scale=activations.GELU_TANH_LAMBDA)(u)
+    h = ctx.make("Activation", sub_role(role, "tanh"), "tanh")(u)
+    h = ctx.make("Rescaling", sub_role(role, "half"), scale=0.5, offset=0.5)(h)
+    return ctx.make("Multiply", role)([t, h])
 
 
 def build_on_last_axis(

@@ -80,7 +80,10 @@ class PoolStage(Stage):
 
     def terms(self, in_size: tuple[int, ...]) -> int | None:
         g = self.geometry(len(in_size) - 1)
-        return None if g.is_max else int(np.prod(g.window))
+        if g.is_max:
+            return None
+        # mode 2 with padding: the mean of the ones, and the division by it
+        return int(np.prod(g.window)) + (2 if self.excludes_padding(len(in_size) - 1) else 0)
 
     def note(self, in_size: tuple[int, ...]) -> str | None:
         g = self.geometry(len(in_size) - 1)

@@ -36,6 +36,8 @@ def _randomise(model, seed=0):
                 a = 0.1 * rng.standard_normal(w.shape)
             new.append(np.asarray(a, dtype=w.dtype))
         layer.set_weights(new)
+        if isinstance(layer, L.Normalization):  # its call reads copies that set_weights leaves
+            layer.finalize_state()
     return model
 
 
@@ -80,7 +82,35 @@ def _conv1d():
     return _randomise(keras.Model(inp, out, name="seq1d"))
 
 
-MODELS = {"cnn": _cnn, "cnn64": lambda: _cnn("float64"), "residual": _residual, "conv1d": _conv1d}
+def _excite(dtype="float32"):
+    """Preprocessing (Rescaling, Normalization), a squeeze-and-excite gate (Reshape, Multiply),
+    swish, and InceptionV3's stride-1 "same" average (mode 2)."""
+    keras.config.set_dtype_policy(dtype)
+    try:
+        inp = keras.Input((9, 8, 3), dtype=dtype)
+        x = L.Rescaling(1 / 255, name="scale")(inp)
+        x = L.Normalization(mean=[0.4, 0.5, 0.6], variance=[0.05, 0.06, 0.07], name="norm")(x)
+        x = L.Conv2D(6, 3, padding="same", activation="swish", name="c")(x)
+        se = L.GlobalAveragePooling2D(name="squeeze")(x)
+        se = L.Reshape((1, 1, 6), name="se_reshape")(se)
+        se = L.Conv2D(2, 1, activation="silu", name="reduce")(se)
+        se = L.Conv2D(6, 1, activation="sigmoid", name="expand")(se)
+        x = L.Multiply(name="excite")([x, se])
+        x = L.AveragePooling2D(3, strides=1, padding="same", name="avg")(x)
+        out = L.GlobalMaxPooling2D(name="gmax")(x)
+        return _randomise(keras.Model(inp, out, name="excite"))
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+MODELS = {
+    "cnn": _cnn,
+    "cnn64": lambda: _cnn("float64"),
+    "residual": _residual,
+    "conv1d": _conv1d,
+    "excite": _excite,
+    "excite64": lambda: _excite("float64"),
+}
 
 
 def _julia_input(km, n=3, seed=1):
@@ -159,9 +189,10 @@ def _sequential(*layers, shape=(8, 8, 3)):
     [
         (lambda: _sequential(L.MaxPooling2D(2, padding="same")), None),
         (lambda: _sequential(L.MaxPooling2D(3, strides=2, padding="same")), "more at the end"),
+        (lambda: _sequential(L.AveragePooling2D(3, strides=1, padding="same")), None),
         (
-            lambda: _sequential(L.AveragePooling2D(3, strides=1, padding="same")),
-            "counts the padding",
+            lambda: _sequential(L.AveragePooling2D(3, strides=2, padding="same")),
+            r"pads \(\(0, 1\), \(0, 1\)\).*would be counted in the mean",
         ),
         (lambda: _sequential(L.LayerNormalization()), "LayerNormalization has no Knet counterpart"),
         (lambda: _sequential(L.Dense(3)), "Flatten first"),
@@ -204,33 +235,75 @@ def test_not_a_model_and_mixed_precision_are_refused():
 APPLICATIONS = {
     # keras.applications built with weights=None (no download here), randomised weights and
     # batchnorm statistics; small inputs keep the suite fast, the layers are the full models'
+    # (EfficientNetB0's and InceptionV3's are their smallest: 32 and 75)
     "ResNet50": (64, 64, 3),
     "MobileNetV2": (64, 64, 3),
     "DenseNet121": (64, 64, 3),
     "VGG16": (48, 48, 3),
+    "EfficientNetB0": (32, 32, 3),
+    "InceptionV3": (75, 75, 3),
+}
+# float64: the same layers at the smallest input each model takes, one sample (TensorFlow's
+# float64 convolutions have no oneDNN kernels: each costs several times float32's)
+APPLICATIONS64 = {
+    "ResNet50": (32, 32, 3),
+    "MobileNetV2": (32, 32, 3),
+    "DenseNet121": (32, 32, 3),
+    "VGG16": (32, 32, 3),
+    "EfficientNetB0": (32, 32, 3),
+    "InceptionV3": (75, 75, 3),
 }
 
 
-@pytest.mark.parametrize("app", list(APPLICATIONS))
-def test_keras_applications_go_to_knet_and_back(app):
-    shape = APPLICATIONS[app]
-    km = _randomise(getattr(keras.applications, app)(weights=None, input_shape=shape, classes=5))
+def _application(app, shape, dtype):
+    """keras.applications' `app` in `dtype` (the dtype policy and floatx: the input too)."""
+    keras.config.set_dtype_policy(dtype)
+    keras.config.set_floatx(dtype)
+    try:
+        km = getattr(keras.applications, app)(weights=None, input_shape=shape, classes=5)
+    finally:
+        keras.config.set_dtype_policy("float32")
+        keras.config.set_floatx("float32")
+    return _randomise(km)
+
+
+@pytest.mark.parametrize(
+    "app, dtype",
+    [(a, "float32") for a in APPLICATIONS]
+    + [pytest.param(a, "float64", marks=pytest.mark.slow) for a in APPLICATIONS64],
+)
+def test_keras_applications_go_to_knet_and_back(app, dtype):
+    shape = (APPLICATIONS if dtype == "float32" else APPLICATIONS64)[app]
+    km = _application(app, shape, dtype)
     model = from_keras(km)
+    assert model.dtype == np.dtype(dtype)
     # the report's rows are the Keras layer names, plus the explicit paddings TensorFlow's
     # asymmetric "same" needs (<layer>_pad) and a global pool's pool before its mat (<layer>_pool)
     keras_names = {layer.name for layer in km.layers}
     extra = [layer.name for layer in model.layers if layer.name not in keras_names]
     assert all(n[: -len("_pad")] in keras_names or n[: -len("_pool")] in keras_names for n in extra)
-    x_tf, x = _julia_input(km, n=2)
+    x_tf, x = _julia_input(km, n=2 if dtype == "float32" else 1)
     report = verify_model(model, x)
     assert report.ok, str(report)
+    assert report.rows[0].name == model.layers[0].name
     expected = np.asarray(km(x_tf))
     back = np.asarray(to_keras(model)(x_tf))
-    eps = np.finfo(np.float32).eps
+    eps = np.finfo(dtype).eps
     np.testing.assert_allclose(back, expected, rtol=0, atol=64 * eps * np.abs(expected).max())
 
 
-def test_inception_v3_average_pool_same_is_refused_with_the_reason():
-    km = keras.applications.InceptionV3(weights=None, input_shape=(75, 75, 3), classes=5)
-    with pytest.raises(PortingError, match="counts the padding as zeros"):
-        from_keras(km)
+def test_efficientnet_and_inception_layers_map_as_documented():
+    km = _application("EfficientNetB0", (32, 32, 3), "float32")
+    eff = from_keras(km)
+    kinds = {layer.name: layer.kind for layer in eff.layers}
+    pre = [
+        layer.name for layer in km.layers if type(layer).__name__ in ("Rescaling", "Normalization")
+    ]
+    assert len(pre) == 2 and all(kinds[n] == "affine" for n in pre)
+    assert kinds["block2a_se_excite"] == "mul" and kinds["block2a_se_reshape"] == "reshape"
+    assert eff["stem_activation"].function == "swish"
+    inc = from_keras(_application("InceptionV3", (75, 75, 3), "float32"))
+    avg = [layer for layer in inc.layers if layer.kind == "pool" and layer.mode == 2]
+    # every mixed block's 3x3 stride-1 "same" average: padding 1 on both sides, mean of the
+    # real cells (Keras' exclude-padding average)
+    assert len(avg) == 9 and all(p.padding == (1, 1) and p.stride == (1, 1) for p in avg)

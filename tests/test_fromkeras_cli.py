@@ -121,3 +121,32 @@ def test_output_that_is_the_input_is_refused(keras_file, capsys):
         == 2
     )
     assert "--input" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_saved_preprocessing_and_excite_model_converts_in_its_dtype(tmp_path, capsys, dtype):
+    """Rescaling, Normalization (its statistics reloaded from the file: Keras' load refreshes
+    what its call uses), a squeeze-and-excite Multiply and a "same" average, through the file."""
+    from tests.test_fromkeras import MODELS
+
+    km = MODELS["excite" if dtype == "float32" else "excite64"]()
+    path = tmp_path / "e.keras"
+    km.save(path)
+    prefix = tmp_path / "e"
+    assert (
+        main(["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"]) == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] and doc["round_trip"]["ok"] and doc["verification"]["ok"]
+    model = load_export(prefix)
+    assert model.dtype == np.dtype(dtype)
+    assert [la.kind for la in model.layers if la.kind in ("affine", "mul")] == [
+        "affine",
+        "affine",
+        "mul",
+    ]
+    x = np.random.default_rng(3).standard_normal((8, 9, 3, 2)).astype(dtype)
+    y = forward_knet(model, x)[-1].T
+    want = np.asarray(km(layout.activations_to_tf(x)))
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(y, want, rtol=0, atol=64 * eps * np.abs(want).max())

@@ -310,14 +310,21 @@ def test_grouped_and_depthwise_conv_as_ops21_defines_it(cin, cout, groups, mode,
 
 
 def test_pool_mode_2_is_noted_once():
+    # two mode-2 pools with padding (noted once, not per layer) and one without (mode 1's mean)
     rng = np.random.default_rng(0)
     model = KnetModel(
-        [Pool(window=2, padding=1, mode=2), Pool(window=2, mode=2)], input_size=(6, 5, 2)
+        [
+            Pool(window=3, padding=1, stride=1, mode=2),
+            Pool(window=3, padding=1, stride=1, mode=2),
+            Pool(window=2, mode=2),
+        ],
+        input_size=(6, 5, 2),
     )
     x = np.asfortranarray(rng.standard_normal((6, 5, 2, 2)).astype(F32))
     report = verify_model(model, x)
     assert report.ok
-    assert [n for n in report.notes if "mode=2 runs as mode=1" in n] == [
-        "pool mode=2 runs as mode=1 (padding counted), as on Knet's CPU; on a GPU Knet's mode 2 "
-        "excludes padding"
+    assert [n for n in report.notes if "mode=2" in n] == [
+        "pool mode=2 averages the real cells only (cuDNN's exclude-padding mean, Knet's GPU "
+        "path); Knet 1.4.10's CPU pool runs mode 2 as mode 1 (padding counted), so porting "
+        "computes it as pool(x; mode=1) ./ pool(ones; mode=1), as PortingKnet.import_model does"
     ]

@@ -34,7 +34,8 @@ struct Merge
     act::Any
     d::Dict{String,Any}
 end
-(m::Merge)(xs) = m.op === :add ? _apply(m.act, reduce(.+, xs), m.d) : cat(xs...; dims=ndims(xs[1]) - 1)
+(m::Merge)(xs) = m.op === :add ? _apply(m.act, reduce(.+, xs), m.d) :
+                 m.op === :mul ? reduce(.*, xs) : cat(xs...; dims=ndims(xs[1]) - 1)
 
 _vec(b) = b === nothing ? false : vec(b)
 
@@ -125,14 +126,17 @@ function _flux_layers(d, arrays, where)
         kw = _keywords(d, "pool", (window=2, padding=0, stride=nothing, mode=0))
         get(kw, :alpha, 1) == 1 || _import_error("$where: pool alpha=$(kw.alpha) has no Flux counterpart")
         Pool = kw.mode in (0, 3) ? Flux.MaxPool : Flux.MeanPool
-        # Knet's CPU mean pool (modes 1 and 2) divides by the whole window, as NNlib's meanpool;
-        # integer keywords mean every spatial dimension, known from the input
+        # Knet's mode 1 divides by the whole window, as NNlib's meanpool; mode 2 (the mean of the
+        # real cells) is that divided by MeanPool of ones, as import_model's _pool; integer
+        # keywords mean every spatial dimension, known from the input
         tup(v, nd) = v isa Integer ? ntuple(_ -> Int(v), nd) : v
         return Any[function (x)
             nd = ndims(x) - 2
             window = tup(kw.window, nd)
             stride = kw.stride === nothing ? window : tup(kw.stride, nd)
-            return Pool(window; pad=tup(kw.padding, nd), stride=stride)(x)
+            p = Pool(window; pad=tup(kw.padding, nd), stride=stride)
+            kw.mode == 2 && any(q -> q != 0, tup(kw.padding, nd)) || return p(x)
+            return p(x) ./ p(fill!(similar(x, size(x)[1:end-2]..., 1, 1), 1))
         end]
     elseif kind == "mat"
         return Any[Flux.flatten]
@@ -186,8 +190,14 @@ function _flux_layers(d, arrays, where)
         # Flux's Dense multiplies the first dimension of (H, steps, batch): every step
         w, b = _param(d, arrays, "w", where), _param(d, arrays, "b", where; required=false)
         return Any[Flux.Dense(w, _vec(b), identity), post]
-    elseif kind == "add" || kind == "concat"
+    elseif kind == "add" || kind == "concat" || kind == "mul"
         return Any[Merge(Symbol(kind), act, Dict{String,Any}(d))]
+    elseif kind == "affine"
+        s, b = vec(_param(d, arrays, "scale", where)), vec(_param(d, arrays, "bias", where))
+        return Any[function (x)
+            shape = ntuple(i -> i == max(ndims(x) - 1, 1) ? length(s) : 1, ndims(x))
+            return x .* reshape(s, shape) .+ reshape(b, shape)
+        end]
     end
     _import_error("$where: kind $(repr(kind)) has no Flux mapping yet")
 end
@@ -201,8 +211,8 @@ function PortingKnet._flux_model(::Val{:flux}, prefix::AbstractString)
         name = string(something(get(d, "name", nothing), "layer$i"))
         where = "layer $i ($(repr(name)))"
         kind = string(d["kind"])
-        ins = kind in ("add", "concat") ? String.(d["inputs"]) : [string(something(get(d, "input", nothing), prev))]
-        graph |= kind in ("add", "concat") || ins != [prev]
+        ins = kind in PortingKnet.MERGE_KINDS ? String.(d["inputs"]) : [string(something(get(d, "input", nothing), prev))]
+        graph |= kind in PortingKnet.MERGE_KINDS || ins != [prev]
         layers = _flux_layers(d, arrays, where)
         push!(steps, length(layers) == 1 ? layers[1] : Flux.Chain(layers...))
         push!(names, name)

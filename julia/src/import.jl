@@ -7,8 +7,9 @@
 # ../docs/knet.md#conv4, #pool, #mat, #dense, #batchnorm, #layers21, #activations and #softmax).
 
 const IMPORT_KINDS = ("conv", "deconv", "dense", "linear", "pool", "mat", "dropout", "activation",
-                      "batchnorm", "zeropad", "reshape", "add", "concat", "upsample", "pixelshuffle",
-                      "rnn", "timedense")
+                      "batchnorm", "zeropad", "reshape", "add", "concat", "mul", "affine",
+                      "upsample", "pixelshuffle", "rnn", "timedense")
+const MERGE_KINDS = ("add", "concat", "mul")
 const IMPORT_ELTYPES = Dict("Float32" => Float32, "Float64" => Float64)
 
 """One layer of an imported model: `f(x)` (merges: `f(xs)`), reading the layers named in
@@ -37,7 +38,7 @@ function (m::ImportedModel)(x; all::Bool=false)
     outs = Dict{String,Any}("input" => x)
     for l in m.layers
         xs = [outs[i] for i in l.inputs]
-        outs[l.name] = l.kind in ("add", "concat") ? l.f(xs) : l.f(xs[1])
+        outs[l.name] = l.kind in MERGE_KINDS ? l.f(xs) : l.f(xs[1])
     end
     return all ? outs : outs[m.layers[end].name]
 end
@@ -294,6 +295,17 @@ function _rnn_fn(d, arrays, where)
     end
 end
 
+"""Knet's `pool`, with mode 2 (the mean of each window's real cells, cuDNN's
+CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING) made exact on the CPU too, where Knet 1.4.10 runs
+mode 2 as mode 1 (src/ops20/conv.jl `checkpoolopts`): `pool(x; mode=1) ./ pool(ones; mode=1)`,
+the mean over the whole window divided by the share of it inside the input. Python's twin is
+porting.model.kinds.pool.PoolStage.forward."""
+function _pool(x; mode=0, padding=0, kw...)
+    (mode == 2 && any(p -> p != 0, padding)) || return pool(x; mode=mode, padding=padding, kw...)
+    ones_ = fill!(similar(x, size(x)[1:end-2]..., 1, 1), 1)
+    return pool(x; mode=1, padding=padding, kw...) ./ pool(ones_; mode=1, padding=padding, kw...)
+end
+
 function _layer_fn(d::AbstractDict, arrays, where::AbstractString)
     kind = d["kind"]
     act = _activation_fn(d, where)
@@ -310,7 +322,7 @@ function _layer_fn(d::AbstractDict, arrays, where::AbstractString)
             y = kind == "conv" ? _grouped_conv4(w, x, groups; ckw...) : deconv4(w, x; ckw...)
             y = _bias_add(y, b)
             before && (y = _apply(act, y, d))
-            pkw === nothing || (y = pool(y; pkw...))
+            pkw === nothing || (y = _pool(y; pkw...))
             before || (y = _apply(act, y, d))
             return y
         end
@@ -319,7 +331,7 @@ function _layer_fn(d::AbstractDict, arrays, where::AbstractString)
         return x -> _apply(act, b === nothing ? w * mat(x) : w * mat(x) .+ vec(b), d)
     elseif kind == "pool"
         pkw = _keywords(d, "pool", (window=2, padding=0, stride=nothing, mode=0))
-        return x -> pool(x; pkw...)
+        return x -> _pool(x; pkw...)
     elseif kind == "mat"
         return x -> mat(x)
     elseif kind == "dropout"
@@ -367,6 +379,14 @@ function _layer_fn(d::AbstractDict, arrays, where::AbstractString)
         return xs -> _apply(act, reduce(.+, xs), d)
     elseif kind == "concat"
         return xs -> cat(xs...; dims=ndims(xs[1]) - 1)
+    elseif kind == "mul"
+        return xs -> reduce(.*, xs)  # broadcasting: a (1, 1, C, N) gate times (X1, X2, C, N)
+    elseif kind == "affine"
+        s, b = vec(_param(d, arrays, "scale", where)), vec(_param(d, arrays, "bias", where))
+        return function (x::AbstractArray{T}) where {T}
+            shape = ntuple(i -> i == max(ndims(x) - 1, 1) ? length(s) : 1, ndims(x))
+            return x .* reshape(T.(s), shape) .+ reshape(T.(b), shape)
+        end
     end
     _import_error("$where: kind $(repr(kind)) is not imported yet; expected one of " *
                   join(IMPORT_KINDS, ", ") * " (embedding layers: export them from Julia " *
@@ -390,7 +410,7 @@ function import_model(prefix::AbstractString)
         name = string(something(get(d, "name", nothing), "layer$i"))
         where = "layer $i ($(repr(name)))"
         kind = string(d["kind"])
-        inputs = kind in ("add", "concat") ? String.(d["inputs"]) :
+        inputs = kind in MERGE_KINDS ? String.(d["inputs"]) :
                  [string(something(get(d, "input", nothing), prev))]
         push!(layers, ImportedLayer(name, kind, inputs, _layer_fn(d, arrays, where)))
         prev = name

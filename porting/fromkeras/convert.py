@@ -21,10 +21,13 @@ _FLOATS = ("float32", "float64")
 
 
 def _dtype(keras_model) -> np.dtype:
+    # The InputLayer computes nothing, and Keras does not save its policy: a float64 model
+    # reloaded from its .keras file has a float32 InputLayer (its layers cast their input).
     names = {
         getattr(getattr(layer, "dtype_policy", None), "name", "float32")
         for layer in keras_model.layers
-    }
+        if type(layer).__name__ != "InputLayer"
+    } or {"float32"}
     bad = sorted(n for n in names if n not in _FLOATS)
     if bad or len(names) > 1:
         raise PortingError(

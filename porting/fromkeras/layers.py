@@ -31,6 +31,7 @@ from porting.model import (
     Dense,
     Dropout,
     Mat,
+    Mul,
     Pool,
     TimeDense,
     ZeroPad,
@@ -394,22 +395,24 @@ def _pool(mode: int) -> Converter:
         stride = _tuple(cfg.get("strides") or window, nd)
         pairs = _pad_pairs(node, cfg, nd, window, stride, (1,) * nd)
         if any(lo != hi for lo, hi in pairs):
+            counted = (
+                " (an explicit zero padding before it would be counted in the mean)"
+                if mode == 1
+                else ""
+            )
             raise PortingError(
                 f"{_where(node)}: padding='same' here pads {pairs} (before, after) per axis, "
                 "more at the end; Knet's pool pads the same on both sides, so it has no Knet "
-                "counterpart (choose an input size for which 'same' is symmetric, or 'valid')"
+                f"counterpart{counted} (choose an input size for which 'same' is symmetric, or "
+                "'valid')"
             )
-        if mode == 1 and any(lo for lo, _ in pairs):
-            raise PortingError(
-                f"{_where(node)}: AveragePooling with padding='same' divides by the cells inside "
-                "the input; Knet's mean pool on the CPU counts the padding as zeros (divides by "
-                "the whole window), so the border outputs would differ: use padding='valid'"
-            )
+        # Keras' "same" average divides by the cells inside the input: Knet's mode 2
+        padded = any(lo for lo, _ in pairs)
         layer = Pool(
             cx.julia(window),
             padding=cx.julia(lo for lo, _ in pairs),
             stride=cx.julia(stride),
-            mode=mode,
+            mode=2 if mode == 1 and padded else mode,
             name=cx.name(node.name),
         )
         return _finish(node, cx, [layer])
@@ -430,7 +433,7 @@ def _global_pool(mode: int) -> Converter:
     return convert
 
 
-def _merge(kind: type[Add] | type[Concat]) -> Converter:
+def _merge(kind: type[Add] | type[Mul] | type[Concat]) -> Converter:
     def convert(node: Node, cx: Context) -> list[Layer]:
         cfg = _config(node)
         if kind is Concat:

@@ -4,7 +4,8 @@ named after the Keras layer), and those refused with a reason of their own (`REF
 
 A converter lives in the module of its topic (porting.fromkeras.layers: convolutions, dense,
 pools, merges and the shared helpers; porting.fromkeras.sequences: embeddings and recurrent
-layers; porting.fromkeras.resample: upsampling); its row is added here.
+layers; porting.fromkeras.resample: upsampling; porting.fromkeras.preprocess: Rescaling,
+Normalization and Reshape); its row is added here.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from porting.fromkeras.layers import (
     softmax,
     zeropad,
 )
+from porting.fromkeras.preprocess import normalization, rescaling, reshape
 from porting.fromkeras.resample import upsampling
 from porting.fromkeras.sequences import embedding, recurrent, time_distributed
-from porting.model import Add, Concat
+from porting.model import Add, Concat, Mul
 from porting.model.layer import Layer
 
 __all__ = ["CONVERTERS", "REFUSED", "convert_node"]
@@ -79,6 +81,10 @@ CONVERTERS: dict[str, Converter] = {
     "GlobalAveragePooling3D": _global_pool(1),
     "Add": _merge(Add),
     "Concatenate": _merge(Concat),
+    "Multiply": _merge(Mul),
+    "Rescaling": rescaling,
+    "Normalization": normalization,
+    "Reshape": reshape,
     "Embedding": embedding,
     "SimpleRNN": recurrent,
     "LSTM": recurrent,

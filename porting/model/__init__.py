@@ -11,10 +11,10 @@
 >>> forward_knet(m, rng.standard_normal((14, 14, 1, 3), np.float32))[-1].shape
 (2, 3)
 
-- `KnetModel` (spec; a chain, or a graph with `Add`/`Concat` merges and `inputs=`) and the
-  layers of the table `porting.model.kinds.KINDS` (`Conv`, `Deconv`, `Dense`, `Pool`, `Mat`,
-  `Reshape`, `Dropout`, `Activation`, `BatchNorm`, `Add`, `Concat`, `ZeroPad`, Layers21's
-  `Linear`, ...; exported from it, not listed here), and `Block` / `AddBranches` / `Op`
+- `KnetModel` (spec; a chain, or a graph with `Add`/`Mul`/`Concat` merges and `inputs=`) and
+  the layers of the table `porting.model.kinds.KINDS` (`Conv`, `Deconv`, `Dense`, `Pool`, `Mat`,
+  `Reshape`, `Dropout`, `Activation`, `BatchNorm`, `Affine`, `Add`, `Mul`, `Concat`, `ZeroPad`,
+  Layers21's `Linear`, ...; exported from it, not listed here), and `Block` / `AddBranches` / `Op`
   (porting.model.layers21, which build those layers): each kind defined in one file under
   `porting.model.kinds`, its Knet computation as ordered stages (`porting.model.stages`).
 - `model_from_doc(doc, arrays, ...)`: the model an export document describes, its weights given

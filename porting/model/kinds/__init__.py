@@ -19,6 +19,7 @@ from __future__ import annotations
 from porting.errors import PortingError
 from porting.model.kinds import (
     activation,
+    affine,
     batchnorm,
     conv,
     deconv,
@@ -36,6 +37,7 @@ from porting.model.kinds import (
     zeropad,
 )
 from porting.model.kinds.activation import Activation
+from porting.model.kinds.affine import Affine
 from porting.model.kinds.batchnorm import BatchNorm
 from porting.model.kinds.conv import Conv
 from porting.model.kinds.deconv import Deconv
@@ -44,7 +46,7 @@ from porting.model.kinds.dropout import Dropout
 from porting.model.kinds.embed import Embed
 from porting.model.kinds.linear import Linear
 from porting.model.kinds.mat import Mat
-from porting.model.kinds.merge import Add, Concat
+from porting.model.kinds.merge import Add, Concat, Mul
 from porting.model.kinds.pixelshuffle import PixelShuffle
 from porting.model.kinds.pool import Pool
 from porting.model.kinds.reshape import Reshape
@@ -58,6 +60,7 @@ from porting.model.layer import Kind, Layer
 # test checks it is the table's classes).
 __all__ = [
     "Activation",
+    "Affine",
     "BatchNorm",
     "Conv",
     "Deconv",
@@ -68,6 +71,7 @@ __all__ = [
     "Mat",
     "Add",
     "Concat",
+    "Mul",
     "Pool",
     "Reshape",
     "RNN",
@@ -91,6 +95,8 @@ KINDS: dict[str, Kind] = {
         deconv.KIND,
         merge.KIND_ADD,
         merge.KIND_CONCAT,
+        merge.KIND_MUL,
+        affine.KIND,
         reshape.KIND,
         zeropad.KIND,
         embed.KIND,

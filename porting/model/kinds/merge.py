@@ -1,8 +1,11 @@
-"""The merge kinds of residual and branching graphs: `add` and `concat`.
+"""The merge kinds of residual and branching graphs: `add`, `mul` and `concat`.
 
 - `Add(inputs; activation)`: `f.(x1 .+ x2 .+ ...)`, the elementwise sum of earlier layers'
   outputs (a residual block's `relu.(shortcut(x) .+ main(x))`), then the activation. Keras:
   `Add` (+ `Activation`).
+- `Mul(inputs)`: `x1 .* x2 .* ...`, the elementwise product, with Julia's broadcasting: a
+  dimension of size 1 in one input stretches over the others' (squeeze-and-excite's per-channel
+  gate, `(1, 1, C, N) .* (X1, X2, C, N)`). Keras: `Multiply`, which broadcasts alike.
 - `Concat(inputs)`: Knet's `cat(x1, x2, ...; dims=ndims(x)-1)`, along the channels (the
   features of a dense output). Keras: `Concatenate(axis=-1)`.
 
@@ -35,12 +38,12 @@ if TYPE_CHECKING:
     from porting.diagnosis import Diagnosis
     from porting.model.planning import Step
 
-__all__ = ["Add", "Concat", "MergeStage", "KIND_ADD", "KIND_CONCAT"]
+__all__ = ["Add", "Concat", "Mul", "MergeStage", "KIND_ADD", "KIND_CONCAT", "KIND_MUL"]
 
 
 @dataclass(frozen=True, eq=False)
 class MergeStage(Stage):
-    """Sum or channel concatenation of several inputs (lists in, one out)."""
+    """Sum, broadcast product or channel concatenation of several inputs (lists in, one out)."""
 
     op: str = "add"
     merges = True
@@ -56,6 +59,8 @@ class MergeStage(Stage):
                     "expected one size"
                 )
             return first
+        if self.op == "mul":
+            return _broadcast_size(sizes)
         bad = [s for s in sizes if s[:-1] != first[:-1] or len(s) != len(first)]
         if bad:
             raise PortingError(
@@ -70,6 +75,11 @@ class MergeStage(Stage):
             for x in xs[1:]:
                 y = y + x  # left to right, as Julia's `x1 .+ x2 .+ x3`
             return y
+        if self.op == "mul":
+            y = xs[0]
+            for x in xs[1:]:
+                y = y * x  # left to right, broadcasting, as Julia's `x1 .* x2 .* x3`
+            return y
         return np.concatenate(xs, axis=-2)
 
     def magnitude(self, ss: Any, out: Array | None, wd: npt.DTypeLike) -> Array:
@@ -78,17 +88,37 @@ class MergeStage(Stage):
             for s in ss[1:]:
                 total = total + s
             return total
+        if self.op == "mul":  # |x1 x2| <= S1 S2; an error e1 in x1 moves the product by e1 |x2|
+            prod: Array = ss[0]
+            for s in ss[1:]:
+                prod = prod * s
+            return prod
         return np.concatenate(ss, axis=-2)
 
     def terms(self, in_size: tuple[int, ...]) -> int | None:
-        return len(in_size) if self.op == "add" else None
+        return len(in_size) if self.op in ("add", "mul") else None
 
     def build(
         self, ctx: KerasContext, ts: Any, in_size: tuple[int, ...], out_size: tuple[int, ...]
     ) -> KerasTensor:
         if self.op == "add":
             return ctx.make("Add", self.role)(list(ts))
+        if self.op == "mul":
+            return ctx.make("Multiply", self.role)(list(ts))
         return ctx.make("Concatenate", self.role, axis=-1)(list(ts))
+
+
+def _broadcast_size(sizes: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """The size of Julia's `x1 .* x2 .* ...` per sample: along each dimension the inputs agree
+    or have size 1 (one rank for all: Keras's `Multiply` broadcasts within a rank only)."""
+    if len({len(s) for s in sizes}) > 1 or any(
+        len({n for n in dim if n != 1}) > 1 for dim in zip(*sizes, strict=True)
+    ):
+        raise PortingError(
+            f"multiplies inputs of sizes {', '.join(map(fmt_size, sizes))} per sample; expected "
+            "one rank, and along each dimension one size or 1 (broadcast)"
+        )
+    return tuple(max(dim) for dim in zip(*sizes, strict=True))
 
 
 def _names(value: object, where: str) -> tuple[str, ...]:
@@ -132,6 +162,32 @@ class Add(Layer):
     def describe(self) -> str:
         act = f", {self.activation}" if self.activation != "identity" else ""
         return f"add({', '.join(self.inputs)}){act}"
+
+
+@dataclass(eq=False)
+class Mul(Layer):
+    """Julia's `x1 .* x2 .* ...` (broadcasting) over the outputs of the layers in `inputs`."""
+
+    inputs: tuple[str, ...] | list[str] = ()
+    _: KW_ONLY
+    name: str | None = None
+    kind = "mul"
+    merges = True
+
+    def __post_init__(self) -> None:
+        self.inputs = _names(self.inputs, self.label)
+
+    def stages(self) -> list[Stage]:
+        return [MergeStage(op="mul")]
+
+    def output_size(self, sizes: Any) -> tuple[int, ...]:
+        try:
+            return MergeStage(op="mul").out_size(sizes)
+        except PortingError as e:
+            raise PortingError(f"{self.label} of {list(self.inputs)}: {e}") from None
+
+    def describe(self) -> str:
+        return f"mul({', '.join(self.inputs)}), broadcasting"
 
 
 @dataclass(eq=False)
@@ -180,7 +236,7 @@ def _diagnose_add(
     return diagnose_residual(list(x_ins_tf), actual_tf, activation=act, expected=expected_tf)
 
 
-def _example(cls: type[Add | Concat], **kw: Any) -> Example:
+def _example(cls: type[Add | Mul | Concat], **kw: Any) -> Example:
     """A layer and the one after it merged (any layer kinds would do; these need no weights)."""
     from porting.model.kinds.activation import Activation
 
@@ -203,6 +259,32 @@ KIND_ADD = Kind(
     keras_layers=(KerasLayer("Add", direct={}), *ACT_KERAS),
     diagnose=_diagnose_add,
     example=lambda: _example(Add, activation="relu"),
+)
+
+
+def _mul_example() -> Example:
+    """A squeeze-and-excite gate: the global mean of each channel, through a sigmoid, times
+    the channels it came from (`(1, 1, C) .* (X1, X2, C)`)."""
+    from porting.model.kinds.activation import Activation
+    from porting.model.kinds.pool import Pool
+
+    a = Activation("tanh", name="a")
+    gate = Pool((4, 3), mode=1, name="squeeze")
+    b = Activation("sigm", name="b")
+    return [a, gate, b, Mul(["a", "b"])], (4, 3, 2)
+
+
+KIND_MUL = Kind(
+    name="mul",
+    layer=Mul,
+    prefix="mul",
+    from_json=lambda d, where, param: Mul(_inputs_json(d, where), name=d.get("name")),
+    to_json=lambda layer: {"inputs": list(layer.inputs)},
+    knet="`x1 .* x2 .* ...` (broadcasting)",
+    keras="`Multiply` (broadcasting alike: a `(1, 1, C)` gate times `(H, W, C)`)",
+    schema='"inputs": the layer names it reads',
+    keras_layers=(KerasLayer("Multiply", direct={}),),
+    example=_mul_example,
 )
 
 KIND_CONCAT = Kind(

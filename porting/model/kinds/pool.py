@@ -4,7 +4,7 @@ layer, its stage (Knet forward, Keras built-ins, magnitudes) and its export sche
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -50,26 +50,49 @@ class PoolStage(Stage):
     def forward(self, x: Array, backend: str, tags: list[Array]) -> Array:
         from porting import knet as pknet
 
-        y = pknet.run_pool(PoolOp.bind(x, self.geometry(x.ndim - 2), self.alpha), backend)
+        g = self.geometry(x.ndim - 2)
+        if g.mode == 2:  # Knet's CPU runs mode 2 as mode 1: the mean of the real cells is
+            g = replace(g, mode=1)  # pool(x; mode=1) ./ pool(ones; mode=1) (`_excluding`)
+        y = pknet.run_pool(PoolOp.bind(x, g, self.alpha), backend)
         tags.append(y)
+        if self.excludes_padding(x.ndim - 2):
+            ones = np.ones((*x.shape[:-2], 1, 1), dtype=x.dtype, order="F")
+            counted = pknet.run_pool(PoolOp.bind(ones, g, 1.0), backend)
+            tags.append(counted)
+            out: Array = np.asarray(y) / np.asarray(counted)
+            return out
         return np.asarray(y)
+
+    def excludes_padding(self, nd: int) -> bool:
+        """Mode 2 with padding: the mean of the real cells of each window, which differs from
+        mode 1's (sum / prod(window)) wherever a window holds padding."""
+        g = self.geometry(nd)
+        return g.mode == 2 and any(g.padding)
 
     def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         g = self.geometry(s.ndim - 2)
-        s = magnitude.pool(s, g, self.alpha)
+        m = magnitude.pool(s, g, self.alpha)
+        if self.excludes_padding(s.ndim - 2):  # the mean of |x| over the real cells
+            ones = np.ones((*s.shape[:-2], 1, 1), dtype=s.dtype, order="F")
+            m = m / magnitude.pool(ones, g, 1.0)
         # A max window of padding only gives -floatmax, a constant computed exactly: S = 0.
-        return np.maximum(s, 0) if g.is_max else s
+        return np.maximum(m, 0) if g.is_max else m
 
     def terms(self, in_size: tuple[int, ...]) -> int | None:
         g = self.geometry(len(in_size) - 1)
-        return None if g.is_max else int(np.prod(g.window))
+        if g.is_max:
+            return None
+        # mode 2 with padding: the mean of the ones, and the division by it
+        return int(np.prod(g.window)) + (2 if self.excludes_padding(len(in_size) - 1) else 0)
 
     def note(self, in_size: tuple[int, ...]) -> str | None:
         g = self.geometry(len(in_size) - 1)
-        if g.mode == 2:
+        if g.mode == 2 and any(g.padding):
             return (
-                "pool mode=2 runs as mode=1 (padding counted), as on Knet's CPU; on a GPU Knet's "
-                "mode 2 excludes padding"
+                "pool mode=2 averages the real cells only (cuDNN's exclude-padding mean, Knet's "
+                "GPU path); Knet 1.4.10's CPU pool runs mode 2 as mode 1 (padding counted), so "
+                "porting computes it as pool(x; mode=1) ./ pool(ones; mode=1), as "
+                "PortingKnet.import_model does"
             )
         if any(p >= k for p, k in zip(g.padding, g.window, strict=True)):
             return (
@@ -91,6 +114,8 @@ class PoolStage(Stage):
         g = self.geometry(nd)
         window, stride, pad = ctx.tf(g.window), ctx.tf(g.stride), ctx.tf(g.padding)
         size = ctx.tf(in_size[:-1])
+        if self.excludes_padding(nd):
+            return self._same_average(ctx, t, nd, size, window, stride, pad)
         if any(pad):
             if g.is_max:
                 t = _edge_padding(ctx, t, nd, size, pad, sub_role(self.role, "pad"))
@@ -112,8 +137,55 @@ class PoolStage(Stage):
                 ctx, t, nd, size, window, stride, pad, out, sub_role(self.role, "border")
             )
         if self.alpha != 1:
-            t = ctx.make("Rescaling", sub_role(self.role, "scale"), float(self.alpha))(t)
+            t = _alpha(ctx, t, self.alpha, sub_role(self.role, "scale"))
         return t
+
+    def _same_average(
+        self,
+        ctx: KerasContext,
+        t: KerasTensor,
+        nd: int,
+        size: tuple[int, ...],
+        window: tuple[int, ...],
+        stride: tuple[int, ...],
+        pad: tuple[int, ...],
+    ) -> KerasTensor:
+        """Mode 2 with padding: Keras' `AveragePooling(padding="same")` averages the real
+        cells of each window too, exactly where TensorFlow's "same" padding for this input is
+        the symmetric `padding` (docs/tensorflow.md#keras-to-knet); other paddings have no
+        built-in Keras layer."""
+        same = [_same_pad(n, k, s_) for n, k, s_ in zip(size, window, stride, strict=True)]
+        if any(pair != (p, p) for pair, p in zip(same, pad, strict=True)):
+            raise PortingError(
+                f"pool mode=2 (mean of the real cells) with padding {pad} on spatial size "
+                f"{size} (TensorFlow order): Keras' AveragePooling(padding='same') pads "
+                f"{tuple(same)} (before, after) there, and no other built-in Keras layer "
+                "averages without the padding; expected the padding 'same' gives"
+            )
+        if nd == 3 and ctx.dtype == "float64":
+            raise PortingError(
+                "pool mode=2 with padding in 3-D float64: TensorFlow has no CPU kernel for "
+                "AveragePooling3D in float64 and the 2-D split does not keep the counts"
+            )
+        t = ctx.make(
+            f"AveragePooling{nd}D", self.role, pool_size=window, strides=stride, padding="same"
+        )(t)
+        if self.alpha != 1:
+            t = _alpha(ctx, t, self.alpha, sub_role(self.role, "scale"))
+        return t
+
+
+def _alpha(ctx: KerasContext, t: KerasTensor, alpha: float, role: str) -> KerasTensor:
+    """`alpha * t` by `Rescaling`, alpha as a one-element array in the model's dtype (Keras
+    casts a Python number, and saves a 0-d array as one, through float32)."""
+    return ctx.make("Rescaling", role, np.array([alpha], dtype=ctx.dtype))(t)
+
+
+def _same_pad(size: int, window: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's "same" padding of one axis, `(before, after)`: the odd cell goes after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + window - size, 0)
+    return total // 2, total - total // 2
 
 
 def _crop(
@@ -229,7 +301,9 @@ class Pool(Layer):
     """Knet `pool(x; window=2, padding=0, stride=window, mode=0, alpha=1)`.
 
     Mode 0 (and 3) max: padded cells never win; mode 1 mean dividing by `prod(window)`
-    (padding counts as zeros, as on Knet's CPU); mode 2 runs as mode 1, as Knet's CPU does.
+    (padding counts as zeros, as on Knet's CPU); mode 2 the mean of the real cells of each
+    window (cuDNN's exclude-padding mean, Knet's GPU path; Knet's CPU runs mode 2 as mode 1,
+    so porting and PortingKnet.import_model compute `pool(x; mode=1) ./ pool(ones; mode=1)`).
     The number of spatial dimensions comes from the input.
     """
 
@@ -356,7 +430,7 @@ KIND = Kind(
     from_json=_from_json,
     to_json=lambda layer: {"pool": pool_json(layer)},
     knet="`pool` max / mean",
-    keras='`MaxPooling{n}D` / `AveragePooling{n}D("valid")`; max padding by repeating edge cells (a padded cell never wins), mean padding as zeros (counted, as Knet\'s CPU)',
+    keras='`MaxPooling{n}D` / `AveragePooling{n}D("valid")`; max padding by repeating edge cells (a padded cell never wins), mean padding as zeros (counted, as Knet\'s CPU); mode 2 `AveragePooling{n}D("same")` where "same" pads as Knet',
     schema='keywords in "pool"',
     keras_layers=KERAS_LAYERS,
     example=_example,

@@ -28,7 +28,9 @@ def load_for_convert(args):
     size = args.input_size
     if size is not None and not isinstance(size, tuple):
         size = (size,)
-    fm = load_model(args.model, args.key, input_size=size)
+    fm = load_model(
+        args.model, args.key, input_size=size, flux_version=getattr(args, "flux_version", None)
+    )
     if fm.model.input_size is None and args.input_size is None and args.input is None:
         raise PortingError(
             f"{fm.source}: Flux files do not record the input size (a conv model's weights do "

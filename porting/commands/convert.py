@@ -101,6 +101,11 @@ def add_arguments(p) -> None:
         help="one sample's Julia size, when the export has none and no --input is given",
     )
     p.add_argument(
+        "--flux-version",
+        metavar="X.Y.Z",
+        help="MODEL.bson: the Flux release that saved it (a LayerNorm's epsilon depends on it)",
+    )
+    p.add_argument(
         "--mode",
         choices=("each", "whole"),
         default="each",

@@ -104,12 +104,19 @@ def select(tree: dict, key: str, p: str) -> Any:
 
 
 def load_model(
-    path: str | os.PathLike, key: str | None = None, input_size=None, **limits
+    path: str | os.PathLike,
+    key: str | None = None,
+    input_size=None,
+    flux_version: str | None = None,
+    **limits,
 ) -> FluxModel:
     """Recognise the Flux model at `key` (default: the file's only Flux model, else
     ``model``) and build the `KnetModel`. `input_size` (one sample's Julia size) plans it and
     fixes the windows of Global/Adaptive pools, which Flux computes from the input.
-    `PortingError` names what cannot be converted."""
+    `flux_version` (e.g. ``"0.14.22"``): the Flux that saved it, which a LayerNorm needs
+    (porting.flux.norms). `PortingError` names what cannot be converted."""
+    from porting.flux.norms import flux_version as version
+
     p = str(os.fspath(path))
     tree = read(p, **limits)
     key = key or _pick_key(tree, p)
@@ -118,7 +125,8 @@ def load_model(
     if gpu is not None:
         raise PortingError(f"{p}: {gpu} is a CuArray: {GPU_HINT}")
     found: list[Found] = []
-    layers_of(node, key.replace("/", "."), found)
+    with version(flux_version):
+        layers_of(node, key.replace("/", "."), found)
     if not found:
         raise PortingError(f"{p} --key {key}: no layers found")
     model = _assemble(found, p, input_size)

@@ -454,6 +454,14 @@ def _recurrent(x: JuliaStruct, path: str, out: list[Found]) -> None:
     recurrent(x, path, out)
 
 
+def _norm(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    from porting.flux import norms
+
+    {"LayerNorm": norms.layernorm, "GroupNorm": norms.groupnorm}.get(_short(x), norms.instancenorm)(
+        x, path, out
+    )
+
+
 _HANDLERS = {
     "Chain": _chain,
     "Conv": _conv,
@@ -478,4 +486,7 @@ _HANDLERS = {
     "GRU": _recurrent,
     "GRUv3": _recurrent,
     "RNN": _recurrent,
+    "LayerNorm": _norm,
+    "GroupNorm": _norm,
+    "InstanceNorm": _norm,
 }

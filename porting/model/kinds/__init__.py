@@ -25,6 +25,8 @@ from porting.model.kinds import (
     dense,
     dropout,
     embed,
+    groupnorm,
+    layernorm,
     linear,
     mat,
     merge,
@@ -40,6 +42,8 @@ from porting.model.kinds.deconv import Deconv
 from porting.model.kinds.dense import Dense
 from porting.model.kinds.dropout import Dropout
 from porting.model.kinds.embed import Embed
+from porting.model.kinds.groupnorm import GroupNorm
+from porting.model.kinds.layernorm import LayerNorm
 from porting.model.kinds.linear import Linear
 from porting.model.kinds.mat import Mat
 from porting.model.kinds.merge import Add, Concat
@@ -60,6 +64,8 @@ __all__ = [
     "Dense",
     "Dropout",
     "Embed",
+    "GroupNorm",
+    "LayerNorm",
     "Linear",
     "Mat",
     "Add",
@@ -91,6 +97,8 @@ KINDS: dict[str, Kind] = {
         rnn.KIND_RNN,
         rnn.KIND_TIMEDENSE,
         linear.KIND,
+        layernorm.KIND,
+        groupnorm.KIND,
     )
 }
 

@@ -4,7 +4,7 @@ named after the Keras layer), and those refused with a reason of their own (`REF
 
 A converter lives in the module of its topic (porting.fromkeras.layers: convolutions, dense,
 pools, merges and the shared helpers; porting.fromkeras.sequences: embeddings and recurrent
-layers); its row is added here.
+layers; porting.fromkeras.norms: layer and group normalisation); its row is added here.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from porting.fromkeras.layers import (
     softmax,
     zeropad,
 )
+from porting.fromkeras.norms import group_normalization, layer_normalization
 from porting.fromkeras.sequences import embedding, recurrent, time_distributed
 from porting.model import Add, Concat
 from porting.model.layer import Layer
@@ -61,6 +62,8 @@ CONVERTERS: dict[str, Converter] = {
     "LeakyReLU": leaky_relu,
     "Softmax": softmax,
     "BatchNormalization": batchnorm,
+    "LayerNormalization": layer_normalization,
+    "GroupNormalization": group_normalization,
     "ZeroPadding1D": zeropad,
     "ZeroPadding2D": zeropad,
     "ZeroPadding3D": zeropad,

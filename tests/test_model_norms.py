@@ -202,3 +202,58 @@ def test_wrong_input_sizes_are_refused(layer, size, words):
     with pytest.raises(PortingError) as e:
         _ = KnetModel([layer], input_size=size).output_sizes
     assert words in str(e.value)
+
+
+# ------------------------------------------------------------------ diagnosis of wrong ports
+
+
+def _wrong_port_report(layer, in_size, wrong_layer, x):
+    """`verify_model` of the right description against a Keras port built from a wrong one
+    (the port's numbers are Keras's own LayerNormalization / GroupNormalization)."""
+    m = KnetModel([layer], input_size=in_size)
+    km = to_keras(KnetModel([wrong_layer], input_size=in_size))
+    return verify_model(m, keras_model=km, x=x)
+
+
+@pytest.mark.parametrize(
+    "wrong,cause",
+    [
+        ({"eps": 1e-3}, "norm_epsilon"),  # Keras's default epsilon
+        ({"formula": "eps2"}, "norm_epsilon"),  # a Flux 0.15-0.16.10 LayerNorm's arithmetic
+    ],
+)
+def test_diagnosis_names_a_wrong_layernorm_epsilon(wrong, cause):
+    pytest.importorskip("keras")
+    rng = np.random.default_rng(7)
+    size = (6, 5)
+    scale = rng.uniform(0.5, 1.5, size).astype(np.float32)
+    bias = rng.standard_normal(size).astype(np.float32)
+    eps = 1e-2 if "formula" in wrong else 1e-5  # eps^2 vs eps must show beyond rounding
+    right = LayerNorm(size, scale, bias, eps=eps, name="ln")
+    bad = LayerNorm(size, scale, bias, **({"eps": eps} | wrong), name="ln")
+    x = (rng.uniform(-1, 1, (*size, 3)) * 0.02).astype(np.float32)
+    report = _wrong_port_report(right, size, bad, x)
+    assert not report.ok
+    d = report.diagnosis
+    assert d is not None and d.cause == cause, str(d)
+
+
+def test_diagnosis_names_interleaved_groups_and_accepts_a_right_port():
+    pytest.importorskip("keras")
+    from porting.diagnosis import diagnose_normalisation
+
+    rng = np.random.default_rng(8)
+    x = rng.uniform(-1, 1, (2, 4, 5, 6)).astype(np.float32) + 1  # TF layout (N, H, W, C)
+    g, b = rng.uniform(0.5, 1.5, 6), rng.standard_normal(6)
+    t = torch.tensor(np.float64(x)).movedim(3, 1)
+    perm = np.arange(6).reshape(2, 3).T.reshape(-1)  # channel c in group c mod 3
+    wrong = F.group_norm(t[:, perm], 3, torch.tensor(g[perm]), torch.tensor(b[perm]), 1e-5)
+    wrong = wrong[:, np.argsort(perm)].movedim(1, 3).numpy().astype(np.float32)
+    d = diagnose_normalisation(x, wrong, groups=3, scale=g, bias=b)
+    assert d.cause == "norm_groups", str(d)
+    right = F.group_norm(t, 3, torch.tensor(g), torch.tensor(b), 1e-5).movedim(1, 3).numpy()
+    assert diagnose_normalisation(x, right.astype(np.float32), groups=3, scale=g, bias=b).cause == (
+        "rounding"
+    )
+    with pytest.raises(PortingError, match="does not divide"):
+        diagnose_normalisation(x, right, groups=4)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from porting.diagnosis._core import K_ASSUMED, MAX_POSITIONS, diagnose
 from porting.diagnosis._layers import diagnose_batchnorm, diagnose_embedding, diagnose_residual
+from porting.diagnosis._norms import diagnose_normalisation
 from porting.diagnosis._result import CAUSE_MEANING, CAUSES, Diagnosis, Finding
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "diagnose_batchnorm",
     "diagnose_residual",
     "diagnose_embedding",
+    "diagnose_normalisation",
     "Diagnosis",
     "Finding",
     "CAUSES",

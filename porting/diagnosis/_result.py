@@ -36,6 +36,8 @@ CAUSES = (
     "bn_batch_statistics",
     "residual_activation_order",
     "embedding_off_by_one",
+    "norm_epsilon",
+    "norm_groups",
     "unknown",
 )
 
@@ -59,6 +61,10 @@ CAUSE_MEANING = {
     "residual_activation_order": "a residual sum taken after the activation instead of before "
     "it (or the other way round)",
     "embedding_off_by_one": "embedding indices off by one (Knet's 1-based vs 0-based)",
+    "norm_epsilon": "a layer/group norm's epsilon differs or enters differently (Keras's "
+    "default 1e-3; sqrt(var + eps), sqrt(var + eps^2) or std + eps: which Flux version)",
+    "norm_groups": "a group norm's channels grouped another way (interleaved, or another "
+    "number of groups)",
     "unknown": "no hypothesis explains the differences",
 }
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,7 @@ from porting.model.layer import Example, KerasLayer, Kind, Layer, check_real, fm
 from porting.model.stages import KerasContext, KerasTensor, Stage
 
 if TYPE_CHECKING:
+    from porting.diagnosis import Diagnosis
     from porting.model.planning import Step
 
 __all__ = ["GroupNorm", "KIND"]
@@ -133,6 +134,25 @@ def _weights(layer: GroupNorm, step: Step, spatial: str, dtype: npt.DTypeLike) -
     return [np.array(layer.scale, dtype=dtype), np.array(layer.bias, dtype=dtype)]
 
 
+def _diagnose(
+    step: Step, x_ins_tf: list[Any], expected_tf: Any, actual_tf: Any, spatial: str
+) -> Diagnosis | None:
+    """Normalisation causes (porting.diagnosis.diagnose_normalisation: epsilon, grouping) for
+    a divergent groupnorm, from its Knet input and output (TensorFlow layout)."""
+    from porting.diagnosis import diagnose_normalisation
+
+    layer = cast(GroupNorm, step.layer)
+    return diagnose_normalisation(
+        x_ins_tf[0],
+        actual_tf,
+        groups=int(layer.groups),
+        scale=None if layer.scale is None else np.asarray(layer.scale, np.float64),
+        bias=None if layer.bias is None else np.asarray(layer.bias, np.float64),
+        eps=float(layer.eps),
+        expected=expected_tf,
+    )
+
+
 def _from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> GroupNorm:
     for key in ("channels", "groups"):
         if d.get(key) is None:
@@ -167,6 +187,6 @@ KIND = Kind(
     keras="`GroupNormalization(groups=G, epsilon=eps)`, gamma/beta = γ/β",
     schema='params scale, bias; "channels", "groups", "eps"',
     keras_layers=(KerasLayer("GroupNormalization", direct={}),),
-    diagnose=None,
+    diagnose=_diagnose,
     example=_example,
 )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,7 @@ from porting.model.layer import Example, KerasLayer, Kind, Layer, check_real, fm
 from porting.model.stages import KerasContext, KerasTensor, Stage
 
 if TYPE_CHECKING:
+    from porting.diagnosis import Diagnosis
     from porting.model.planning import Step
 
 __all__ = ["LayerNorm", "KIND"]
@@ -174,6 +175,34 @@ def _weights(layer: LayerNorm, step: Step, spatial: str, dtype: npt.DTypeLike) -
     return [np.array(_affine_to_tf(v, step.in_size, spatial), dtype=dtype) for v in vs]
 
 
+def _diagnose(
+    step: Step, x_ins_tf: list[Any], expected_tf: Any, actual_tf: Any, spatial: str
+) -> Diagnosis | None:
+    """Normalisation causes (porting.diagnosis.diagnose_normalisation: epsilon and its
+    placement) for a divergent layernorm, from its Knet input and output (TensorFlow layout)."""
+    from porting.diagnosis import diagnose_normalisation
+
+    layer = cast(LayerNorm, step.layer)
+    x = np.asarray(x_ins_tf[0])
+    axes = tuple(_tf_axes(step.in_size, len(layer.size), spatial)) if x.ndim > 2 else (1,)
+    g = b = None
+    if layer.scale is not None:
+        shape = [1] * x.ndim
+        for ax in axes:
+            shape[ax] = x.shape[ax]
+        g, b = (w.reshape(shape) for w in _weights(layer, step, spatial, np.float64))
+    return diagnose_normalisation(
+        x,
+        actual_tf,
+        axes=axes,
+        scale=g,
+        bias=b,
+        eps=float(layer.eps),
+        formula=layer.formula,
+        expected=expected_tf,
+    )
+
+
 def _from_json(d: dict[str, Any], where: str, param: Callable[[str], Any]) -> LayerNorm:
     size = d.get("size")
     if size is None:
@@ -213,6 +242,6 @@ KIND = Kind(
     keras="`LayerNormalization(axis=those axes, epsilon=eps)` (`eps^2` for Flux 0.15-0.16.10; Flux <= 0.14's `std + eps` refused)",
     schema='params scale, bias; "size", "eps", "formula" ("var", "eps2" or "std")',
     keras_layers=(KerasLayer("LayerNormalization", direct={}),),
-    diagnose=None,
+    diagnose=_diagnose,
     example=_example,
 )

@@ -399,3 +399,21 @@ def test_flux_state_builder_loads_norms_and_names_mismatches():
         B.load_state(model, {"layers": ({k: v for k, v in gn.items() if k != "G"}, inn, (), ln)})
     with pytest.raises(PortingError, match="G=3"):
         B.GroupNorm(4, 3)
+
+
+def test_cli_inspect_takes_the_flux_version_and_other_models_refuse_it(tmp_path):
+    ln = fx.save(
+        tmp_path / "ln.bson",
+        {"model": fx.chain(layernorm((4,), np.ones(4, np.float32), np.zeros(4, np.float32)))},
+    )
+    r = _cli("inspect", ln, cwd=tmp_path)
+    assert r.returncode == 0 and "cannot convert" in r.stdout and "--flux-version" in r.stdout
+    r = _cli("inspect", ln, "--flux-version", "0.16.11", cwd=tmp_path)
+    assert r.returncode == 0 and "Flux model: Flux.Chain: 1 layers" in r.stdout, r.stdout
+    r = _cli("inspect", ln, "--key", "model", "--flux-version", "0.15.1", cwd=tmp_path)
+    assert r.returncode == 0 and "eps2" in r.stdout, r.stdout
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    r = _cli("convert", tmp_path / "x.npy", "--flux-version", "0.16.11", "-o", tmp_path / "o.keras",
+             cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2 and "applies to a Flux model" in r.stderr
+    assert not (tmp_path / "o.keras").exists()

@@ -41,13 +41,14 @@ def load_for_convert(args):
     return fm.model, None, f"{fm.source} (Flux.jl)"
 
 
-def inspect_text(path, key: str | None = None) -> str:
+def inspect_text(path, key: str | None = None, flux_version: str | None = None) -> str:
     from porting.flux import inspect_text as text
 
-    return "\n".join(printable(line) for line in text(path, key).splitlines())
+    lines = text(path, key, flux_version=flux_version).splitlines()
+    return "\n".join(printable(line) for line in lines)
 
 
-def print_listing_json(path) -> None:
+def print_listing_json(path, flux_version: str | None = None) -> None:
     """`porting inspect FILE.bson --json`: one entry per top-level name."""
     from porting.commands._common import print_json
     from porting.flux import entries
@@ -57,7 +58,8 @@ def print_listing_json(path) -> None:
             "file": str(path),
             "source": "Flux.jl (BSON.jl file)",
             "entries": [
-                {"path": e.path, "kind": e.kind, "summary": e.summary} for e in entries(path)
+                {"path": e.path, "kind": e.kind, "summary": e.summary}
+                for e in entries(path, flux_version)
             ],
         }
     )

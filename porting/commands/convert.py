@@ -154,6 +154,11 @@ def _load_model(args):
             from porting.commands._flux import load_for_convert as load_flux
 
             return load_flux(args)
+        if getattr(args, "flux_version", None) is not None:
+            raise PortingError(
+                f"--flux-version applies to a Flux model saved with BSON.jl (.bson), not to "
+                f"{args.model}"
+            )
         from porting.commands._knetfile import load_for_convert
 
         if (found := load_for_convert(args)) is not None:  # a JLD2 file of Knet structs
@@ -312,6 +317,8 @@ def run(args) -> int:
         return list_file(args)
 
     if args.to == "knet":
+        if getattr(args, "flux_version", None) is not None:
+            raise PortingError("--flux-version applies to a .bson model, not to --to knet")
         from porting.commands import _to_knet
 
         _to_knet.check_args(args)

@@ -327,7 +327,7 @@ class Entry:
     summary: str
 
 
-def entries(path: str | os.PathLike) -> list[Entry]:
+def entries(path: str | os.PathLike, flux_version: str | None = None) -> list[Entry]:
     """One line per top-level entry: a Flux model (or why it cannot be converted), or what
     else it is."""
     p = str(os.fspath(path))
@@ -339,7 +339,7 @@ def entries(path: str | os.PathLike) -> list[Entry]:
                 out.append(Entry(k, "optimiser", v.name))
             elif _is_struct(v):
                 try:
-                    fm = load_model(p, k)
+                    fm = load_model(p, k, flux_version=flux_version)
                     out.append(Entry(k, "model", f"{v.name}: {len(fm.layers)} layers"))
                 except PortingError as e:
                     out.append(Entry(k, "model-refused", f"{v.name}: {e}"))
@@ -350,12 +350,15 @@ def entries(path: str | os.PathLike) -> list[Entry]:
     return out
 
 
-def inspect_text(path: str | os.PathLike, key: str | None = None) -> str:
-    """`porting inspect FILE.bson`: the entries, or with `key` the model's report."""
+def inspect_text(
+    path: str | os.PathLike, key: str | None = None, flux_version: str | None = None
+) -> str:
+    """`porting inspect FILE.bson`: the entries, or with `key` the model's report
+    (`flux_version`: the Flux that saved it, for a LayerNorm)."""
     if key:
-        return load_model(path, key).report()
+        return load_model(path, key, flux_version=flux_version).report()
     lines = [f"{os.fspath(path)}: a BSON.jl file (Flux); entries usable as --key:"]
-    for e in entries(path):
+    for e in entries(path, flux_version):
         label = {
             "model": "Flux model",
             "model-refused": "cannot convert",

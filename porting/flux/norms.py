@@ -131,7 +131,9 @@ def layernorm(x: JuliaStruct, path: str, out: list[Found]) -> None:
     except PortingError as e:
         raise PortingError(f"{path}: {e}") from None
     what = f"Flux.LayerNorm({', '.join(map(str, size))}, ϵ={eps:g}"
-    out.append(Found(layer, path, what + ("" if scale is not None else ", affine=false") + ")"))
+    what += ("" if scale is not None else ", affine=false") + f"): formula {formula} ("
+    what += {"std": "std + ϵ", "eps2": "sqrt(var + ϵ^2)", "var": "sqrt(var + ϵ)"}[formula] + ")"
+    out.append(Found(layer, path, what))
     if act != "identity":
         out.append(Found(Activation(act), path, f"LayerNorm's λ = {act}"))
 

@@ -417,3 +417,22 @@ def test_cli_inspect_takes_the_flux_version_and_other_models_refuse_it(tmp_path)
              cwd=tmp_path)  # fmt: skip
     assert r.returncode == 2 and "applies to a Flux model" in r.stderr
     assert not (tmp_path / "o.keras").exists()
+
+
+def test_layernorm_not_affine_with_lambda_is_fix1_broadcast(tmp_path):
+    """Flux 0.13 on: `LayerNorm(sz, λ; affine=false)` stores `diag = Base.Fix1(broadcast, λ)`
+    (normalise.jl@v0.14.25:194-197), and the λ field is not applied a second time."""
+    fix1 = fx.struct("Base.Fix1", fx.function("Base.broadcast"), fx.function("NNlib.relu"))
+    ln = fx.struct(
+        "Flux.LayerNorm", fx.function("NNlib.relu"), fix1, fx.float32(EPS), fx.tuple_(5), False
+    )
+    p = fx.save(tmp_path / "ln.bson", {"model": fx.chain(ln)})
+    fm = load_model(p, input_size=(5,), flux_version="0.16.11")
+    assert [f.layer.kind for f in fm.layers] == ["layernorm", "activation"]
+    assert fm.layers[0].layer.scale is None and fm.layers[1].layer.function == "relu"
+    x = np.random.default_rng(10).uniform(-1, 1, (5, 3)).astype(np.float32)
+    from porting.model import to_keras
+
+    want = np.maximum(ln_oracle(x, (5,), None, None, float(np.float32(EPS)), "var"), 0)
+    got = np.asarray(to_keras(fm.model)(x.T)).T
+    assert (np.abs(got - want) <= _bound(want, np.float32, 5)).all()

@@ -257,3 +257,57 @@ def test_diagnosis_names_interleaved_groups_and_accepts_a_right_port():
     )
     with pytest.raises(PortingError, match="does not divide"):
         diagnose_normalisation(x, right, groups=4)
+
+
+@pytest.mark.parametrize(
+    "layer,key,value,words",
+    [
+        (LayerNorm((4,)), "size", None, 'needs "size"'),
+        (LayerNorm((4,)), "size", [4, -1], "size"),
+        (LayerNorm((4,)), "formula", "sqrt", "formula='sqrt'"),
+        (LayerNorm((4,)), "formula", 3, "formula"),
+        (LayerNorm((4,)), "eps", "1e-5", "eps"),
+        (GroupNorm(4, 2), "groups", None, 'needs "groups"'),
+        (GroupNorm(4, 2), "groups", 3, "groups=3 for channels=4"),
+        (GroupNorm(4, 2), "channels", True, "channels"),
+    ],
+)
+def test_hostile_export_json_is_one_porting_error(tmp_path, layer, key, value, words):
+    import json
+
+    from porting.model import load_export, save_export
+
+    size = (4,) if layer.kind == "layernorm" else (3, 4)
+    save_export(KnetModel([layer], input_size=size), tmp_path / "m")
+    doc = json.loads((tmp_path / "m.json").read_text())
+    doc["layers"][0][key] = value
+    (tmp_path / "m.json").write_text(json.dumps(doc))
+    with pytest.raises(PortingError) as e:
+        load_export(tmp_path / "m")
+    assert words in str(e.value)
+
+
+def test_export_with_a_wrong_scale_size_is_refused(tmp_path):
+    from porting.model import load_export, save_export
+
+    rng = np.random.default_rng(9)
+    ln = LayerNorm((4,), rng.standard_normal(4), rng.standard_normal(4))
+    save_export(KnetModel([ln], input_size=(4,)), tmp_path / "m")
+    arrays = dict(np.load(tmp_path / "m.npz"))
+    key = next(k for k in arrays if k.endswith("scale"))
+    arrays[key] = np.ones(5)
+    np.savez(tmp_path / "m.npz", **arrays)
+    with pytest.raises(PortingError) as e:
+        load_export(tmp_path / "m")
+    assert "(5,)" in str(e.value) and "(4,)" in str(e.value)
+
+
+@pytest.mark.parametrize("spatial", ["reverse", "keep"])
+@pytest.mark.parametrize("size", [(5,), (5, 4), (5, 4, 3)])
+def test_layernorm_verifies_under_both_spatial_conventions(spatial, size):
+    pytest.importorskip("keras")
+    rng = np.random.default_rng(11)
+    scale = rng.uniform(0.5, 1.5, size).astype(np.float32)
+    bias = rng.standard_normal(size).astype(np.float32)
+    m = KnetModel([LayerNorm(size, scale, bias)], input_size=(5, 4, 3))
+    assert verify_model(m, spatial=spatial).ok

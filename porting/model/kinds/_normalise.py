@@ -115,7 +115,7 @@ class NormStage(Stage):
 
     def magnitude_of_input(self, s: Array, x: Array, wd: npt.DTypeLike) -> Array:
         """`S` of the output from the input `x` and its magnitudes `s` (`|x|`, plus the
-        incoming errors): with `z` the normalised value and `a = 1/den` of its group,
+        incoming errors; docs/numerics.md#norm-tolerance): with `z` the normalised value and `a = 1/den` of its group,
 
             S_y = |scale| a (s + mean(s) + f |z| mean(|z| s)) + |bias|
 

@@ -28,50 +28,16 @@ torch = pytest.importorskip("torch", reason="torch is the independent oracle")
 EPS = 1e-3
 
 
-def _num(v, dtype):
-    return fx.float32(v) if dtype == np.float32 else float(v)
-
-
 def layernorm(size, scale, bias, act="Base.identity", eps=EPS, dtype=np.float32):
-    diag = fx.struct("Flux.Scale", fx.array(scale), fx.array(bias), fx.function(act))
-    return fx.struct(
-        "Flux.LayerNorm", fx.function(act), diag, _num(eps, dtype), fx.tuple_(*size), True
-    )
+    return fx.layernorm(size, scale, bias, act, eps)
 
 
 def groupnorm(c, g, gamma, beta, act="Base.identity", eps=EPS, dtype=np.float32):
-    return fx.struct(
-        "Flux.GroupNorm",
-        g,
-        fx.function(act),
-        fx.array(beta) if beta is not None else None,
-        fx.array(gamma) if gamma is not None else None,
-        None,
-        None,
-        _num(eps, dtype),
-        _num(0.1, dtype),
-        gamma is not None,
-        False,
-        None,
-        c,
-    )
+    return fx.groupnorm(c, g, gamma, beta, act, eps)
 
 
 def instancenorm(c, gamma, beta, mu=None, var=None, act="Base.identity", eps=EPS, active=None):
-    return fx.struct(
-        "Flux.InstanceNorm",
-        fx.function(act),
-        fx.array(beta) if beta is not None else None,
-        fx.array(gamma) if gamma is not None else None,
-        fx.array(mu) if mu is not None else None,
-        fx.array(var) if var is not None else None,
-        fx.float32(eps),
-        fx.float32(0.1),
-        gamma is not None,
-        mu is not None,
-        active,
-        c,
-    )
+    return fx.instancenorm(c, gamma, beta, mu, var, act, eps, active)
 
 
 def _keras(model, x):

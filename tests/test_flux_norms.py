@@ -402,3 +402,33 @@ def test_layernorm_not_affine_with_lambda_is_fix1_broadcast(tmp_path):
     want = np.maximum(ln_oracle(x, (5,), None, None, float(np.float32(EPS)), "var"), 0)
     got = np.asarray(to_keras(fm.model)(x.T)).T
     assert (np.abs(got - want) <= _bound(want, np.float32, 5)).all()
+
+
+def test_flux_state_instancenorm_with_running_statistics():
+    rng = np.random.default_rng(12)
+    c = 3
+    model = B.Chain(B.InstanceNorm(c, affine=True, track_stats=True))
+    mu, var = rng.standard_normal(c).astype(np.float32), rng.uniform(0.5, 2, c).astype(np.float32)
+    gam, bet = (
+        rng.uniform(0.5, 1.5, c).astype(np.float32),
+        rng.standard_normal(c).astype(np.float32),
+    )
+    node = {"λ": (), "β": bet, "γ": gam, "μ": mu, "σ²": var, "ϵ": np.float32(1e-5),
+            "momentum": np.float32(0.1), "affine": True, "track_stats": True, "active": None,
+            "chs": c}  # fmt: skip
+    km = B.load_state(model, {"layers": (node,)}, input_size=(4, 4, c))
+    assert [la.kind for la in km.layers] == ["batchnorm"]
+    from porting.model import forward_knet
+
+    x = rng.uniform(-1, 1, (4, 4, c, 2)).astype(np.float32)
+    t = torch.tensor(x.T.astype(np.float64))
+
+    def ch(v):
+        return torch.tensor(np.float64(v)).reshape(1, -1, 1, 1)
+
+    want = ch(gam) * (t - ch(mu)) / torch.sqrt(ch(var) + float(np.float32(1e-5))) + ch(bet)
+    want = want.numpy().T
+    y = forward_knet(km, x)[-1]
+    assert (np.abs(y - want) <= _bound(want, np.float32, 4)).all()
+    with pytest.raises(PortingError, match="track_stats"):
+        B.load_state(model, {"layers": (dict(node, track_stats=False),)})

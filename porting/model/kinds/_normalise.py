@@ -33,9 +33,9 @@ FORMULAS = ("var", "eps2", "std")
 
 
 def group_view(x: Array, groups: int | None) -> Array:
-    """`x` (Julia-indexed, `(size..., N)`) as an array whose first `axes` dimensions are the
-    elements normalised together: for a group norm (`groups` given) the channels split into
-    `(C/G, G)` the way Julia's column-major `reshape` splits them."""
+    """`x` (Julia-indexed, `(size..., N)`) as the array whose leading dimensions hold the
+    elements normalised together: itself for a layer norm; for a group norm (`groups` given)
+    the channels split into `(C/G, G)` the way Julia's column-major `reshape` splits them."""
     if groups is None:
         return x
     *sp, c, n = x.shape
@@ -73,8 +73,9 @@ def normalise(x: Array, axes: int, groups: int | None, eps: float, formula: str)
 
 @dataclass(frozen=True, eq=False)
 class NormStage(Stage):
-    """The normalisation and its affine part; a kind gives `shape_of` (the broadcast shape of
-    scale and bias on the Julia array) and its Keras layer (`keras`)."""
+    """The normalisation and its affine part; a kind gives `axes` (or `groups`), the shape of
+    its scale and bias (`affine_shape`: leading Julia dimensions; per channel with `groups`)
+    and the function building its Keras layer (`keras(ctx, t, in_size)`)."""
 
     axes: int = 1  # -1 with `groups`: every dimension of the group view but (G, N)
     groups: int | None = None

@@ -88,14 +88,14 @@ def test_corrupt_and_unconvertible_files_exit_2(tmp_path, capsys):
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     assert main(["convert", str(bad), "--to", "knet", "-o", str(tmp_path / "o")]) == 2
     assert "cannot load as a Keras model" in capsys.readouterr().err
-    km = keras.Sequential([keras.Input((4, 4, 2)), L.LayerNormalization(name="ln")])
+    km = keras.Sequential([keras.Input((4, 4, 2)), L.UnitNormalization(name="ln")])
     km.save(tmp_path / "ln.keras")
     assert (
         main(["convert", str(tmp_path / "ln.keras"), "--to", "knet", "-o", str(tmp_path / "o")])
         == 2
     )
     err = capsys.readouterr().err
-    assert "'ln' (LayerNormalization)" in err and "no Knet counterpart" in err
+    assert "'ln' (UnitNormalization)" in err and "no Knet counterpart" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.keras", "ln.keras"]
 
 

@@ -9,7 +9,7 @@ module PortingKnetFluxExt
 import Flux
 import PortingKnet
 import PortingKnet: _param, _keywords, _activation_fn, _apply, _pad_pairs, _import_error, _upsample,
-                    _upsample_size, _rnn_unpack, _rnn_initial
+                    _upsample_size, _rnn_unpack, _rnn_initial, _layernorm
 
 """Layers that read earlier outputs by name (a Flux `Chain` is a line: a model with merges or
 skips becomes this graph, whose steps are Flux layers)."""
@@ -161,6 +161,38 @@ function _flux_layers(d, arrays, where)
         end
         Flux.testmode!(bn)
         return Any[bn]
+    elseif kind == "layernorm"
+        size_ = Tuple(Int.(d["size"]))
+        s, b = _param(d, arrays, "scale", where; required=false), _param(d, arrays, "bias", where; required=false)
+        eps = something(get(d, "eps", nothing), 1e-5)
+        formula = string(something(get(d, "formula", nothing), "var"))
+        # Flux's LayerNorm adds eps by its own version's rule (../../docs/flux.md#normalisation-flux):
+        # the Flux layer when that is the recorded formula, else the same arithmetic as a function
+        v = pkgversion(Flux)
+        own = v >= v"0.16.11" ? "var" : v >= v"0.15.0" ? "eps2" : "std"
+        own == formula || return Any[x -> _layernorm(x, length(size_), s, b, eps, formula)]
+        ln = Flux.LayerNorm(size_; affine=s !== nothing, eps=eps)
+        if s !== nothing
+            eltype(s) == Float64 && (ln = Flux.f64(ln))
+            copyto!(ln.diag.scale, s)
+            copyto!(ln.diag.bias, b)
+        end
+        return Any[ln]
+    elseif kind == "groupnorm"
+        c, g = Int(d["channels"]), Int(d["groups"])
+        s, b = _param(d, arrays, "scale", where; required=false), _param(d, arrays, "bias", where; required=false)
+        eps = something(get(d, "eps", nothing), 1e-5)
+        # each sample's own statistics: GroupNorm never tracks them (Flux 0.14 on), InstanceNorm
+        # with its default track_stats=false
+        gn = g == c ? Flux.InstanceNorm(c; affine=s !== nothing, eps=eps) :
+             Flux.GroupNorm(c, g; affine=s !== nothing, eps=eps)
+        if s !== nothing
+            eltype(s) == Float64 && (gn = Flux.f64(gn))
+            copyto!(gn.γ, vec(s))
+            copyto!(gn.β, vec(b))
+        end
+        Flux.testmode!(gn)
+        return Any[gn]
     elseif kind == "zeropad"
         padding = d["padding"]
         return Any[function (x)

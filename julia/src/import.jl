@@ -7,8 +7,8 @@
 # ../docs/knet.md#conv4, #pool, #mat, #dense, #batchnorm, #layers21, #activations and #softmax).
 
 const IMPORT_KINDS = ("conv", "deconv", "dense", "linear", "pool", "mat", "dropout", "activation",
-                      "batchnorm", "zeropad", "reshape", "add", "concat", "mul", "affine",
-                      "upsample", "pixelshuffle", "rnn", "timedense")
+                      "batchnorm", "layernorm", "groupnorm", "zeropad", "reshape", "add",
+                      "concat", "mul", "affine", "upsample", "pixelshuffle", "rnn", "timedense")
 const MERGE_KINDS = ("add", "concat", "mul")
 const IMPORT_ELTYPES = Dict("Float32" => Float32, "Float64" => Float64)
 
@@ -306,6 +306,39 @@ function _pool(x; mode=0, padding=0, kw...)
     return pool(x; mode=1, padding=padding, kw...) ./ pool(ones_; mode=1, padding=padding, kw...)
 end
 
+# Normalisation by a sample's own statistics (the layernorm and groupnorm kinds; Python's twin
+# is porting.model.kinds._normalise, the same order of operations): the mean and the biased
+# variance over `dims`, in the element type of x; the denominator by `formula` ("var":
+# sqrt(var + eps), Flux >= 0.16.11 and Keras; "eps2": sqrt(var + eps^2), Flux 0.15-0.16.10;
+# "std": sqrt(var) + eps, Flux <= 0.14: ../docs/flux.md#normalisation-flux).
+function _normalise(x::AbstractArray{T}, dims, eps, formula) where {T}
+    n = T(prod(size(x, i) for i in dims))
+    mu = sum(x; dims=dims) ./ n
+    dev = x .- mu
+    var = sum(dev .* dev; dims=dims) ./ n
+    e = T(eps)
+    den = formula == "std" ? sqrt.(var) .+ e : formula == "eps2" ? sqrt.(var .+ e * e) : sqrt.(var .+ e)
+    return dev .* (one(T) ./ den)
+end
+
+function _layernorm(x::AbstractArray{T}, k, s, b, eps, formula) where {T}
+    formula in ("var", "eps2", "std") ||
+        _import_error("layernorm formula $(repr(formula)); expected var, eps2 or std")
+    y = _normalise(x, 1:k, eps, formula)
+    s === nothing && return y
+    return T.(s) .* y .+ T.(b)  # Flux's Scale: one scale and bias per element of size
+end
+
+function _groupnorm(x::AbstractArray{T}, c, g, s, b, eps) where {T}
+    sz = size(x)
+    sz[end - 1] == c || _import_error("groupnorm: input of size $sz; expected $c channels")
+    x2 = reshape(x, sz[1:end - 2]..., c ÷ g, g, sz[end])  # consecutive channels per group
+    y = reshape(_normalise(x2, 1:ndims(x2) - 2, eps, "var"), sz)
+    s === nothing && return y
+    shape = ntuple(i -> i == ndims(x) - 1 ? c : 1, ndims(x))
+    return reshape(T.(vec(s)), shape) .* y .+ reshape(T.(vec(b)), shape)
+end
+
 function _layer_fn(d::AbstractDict, arrays, where::AbstractString)
     kind = d["kind"]
     act = _activation_fn(d, where)
@@ -351,6 +384,17 @@ function _layer_fn(d::AbstractDict, arrays, where::AbstractString)
             g, bb = reshape(T.(vec(p)[1:c]), shape), reshape(T.(vec(p)[c + 1:end]), shape)
             return g .* (x .- m) .* ivar .+ bb
         end
+    elseif kind == "layernorm"
+        k = length(d["size"])
+        s, b = _param(d, arrays, "scale", where; required=false), _param(d, arrays, "bias", where; required=false)
+        eps = something(get(d, "eps", nothing), 1e-5)
+        formula = string(something(get(d, "formula", nothing), "var"))
+        return x -> _layernorm(x, k, s, b, eps, formula)
+    elseif kind == "groupnorm"
+        c, g = Int(d["channels"]), Int(d["groups"])
+        s, b = _param(d, arrays, "scale", where; required=false), _param(d, arrays, "bias", where; required=false)
+        eps = something(get(d, "eps", nothing), 1e-5)
+        return x -> _groupnorm(x, c, g, s, b, eps)
     elseif kind == "zeropad"
         padding = d["padding"]
         return x -> _zeropad(x, _pad_pairs(padding, ndims(x) - 2))
@@ -442,7 +486,9 @@ end
 
 The export pair as Flux layers (needs `using Flux`, Julia >= 1.9: the PortingKnetFluxExt
 extension): Knet's mode-0 conv is Flux's `Conv`, mode 1 `CrossCor`, pools `MaxPool` /
-`MeanPool`, `mat` `Flux.flatten`, batchnorm `BatchNorm` in test mode. A model whose layers
+`MeanPool`, `mat` `Flux.flatten`, batchnorm `BatchNorm` in test mode, layernorm `LayerNorm`
+(when the running Flux adds eps by the recorded formula, else the same arithmetic as a
+function), groupnorm `GroupNorm` / `InstanceNorm`. A model whose layers
 all read the one before is a `Chain`; merges and skips make a graph of Flux layers.
 """
 flux_model(prefix::AbstractString) = _flux_model(Val(:flux), prefix)

@@ -58,12 +58,19 @@ def load_for_convert(args):
     size = args.input_size
     if size is not None and not isinstance(size, tuple):
         size = (size,)
+    flux_version = getattr(args, "flux_version", None)
     if structure is not None:
         from porting.flux.structure import load_structured, read_structure
 
-        fm = load_structured(args.model, read_structure(structure), args.key, input_size=size)
+        fm = load_structured(
+            args.model,
+            read_structure(structure),
+            args.key,
+            input_size=size,
+            flux_version=flux_version,
+        )
     else:
-        fm = load_model(args.model, args.key, input_size=size)
+        fm = load_model(args.model, args.key, input_size=size, flux_version=flux_version)
     if fm.model.input_size is None and args.input_size is None and args.input is None:
         raise PortingError(
             f"{fm.source}: Flux files do not record the input size (a conv model's weights do "
@@ -74,13 +81,14 @@ def load_for_convert(args):
     return fm.model, None, f"{fm.source} ({fm.kind})"
 
 
-def inspect_text(path, key: str | None = None) -> str:
+def inspect_text(path, key: str | None = None, flux_version: str | None = None) -> str:
     from porting.flux import inspect_text as text
 
-    return "\n".join(printable(line) for line in text(path, key).splitlines())
+    lines = text(path, key, flux_version=flux_version).splitlines()
+    return "\n".join(printable(line) for line in lines)
 
 
-def print_listing_json(path) -> None:
+def print_listing_json(path, flux_version: str | None = None) -> None:
     """`porting inspect FILE.bson --json`: one entry per top-level name."""
     from porting.commands._common import print_json
     from porting.flux import entries
@@ -90,7 +98,8 @@ def print_listing_json(path) -> None:
             "file": str(path),
             "source": "Flux.jl (BSON.jl file)",
             "entries": [
-                {"path": e.path, "kind": e.kind, "summary": e.summary} for e in entries(path)
+                {"path": e.path, "kind": e.kind, "summary": e.summary}
+                for e in entries(path, flux_version)
             ],
         }
     )

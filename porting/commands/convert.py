@@ -101,6 +101,11 @@ def add_arguments(p) -> None:
         help="one sample's Julia size, when the export has none and no --input is given",
     )
     p.add_argument(
+        "--flux-version",
+        metavar="X.Y.Z",
+        help="MODEL.bson: the Flux release that saved it (a LayerNorm's epsilon depends on it)",
+    )
+    p.add_argument(
         "--mode",
         choices=("each", "whole"),
         default="each",
@@ -149,6 +154,11 @@ def _load_model(args):
             from porting.commands._flux import load_for_convert as load_flux
 
             return load_flux(args)
+        if getattr(args, "flux_version", None) is not None:
+            raise PortingError(
+                f"--flux-version applies to a Flux model saved with BSON.jl (.bson), not to "
+                f"{args.model}"
+            )
         from porting.commands._knetfile import load_for_convert
 
         if (found := load_for_convert(args)) is not None:  # a JLD2 file of Knet structs
@@ -307,6 +317,8 @@ def run(args) -> int:
         return list_file(args)
 
     if args.to == "knet":
+        if getattr(args, "flux_version", None) is not None:
+            raise PortingError("--flux-version applies to a .bson model, not to --to knet")
         from porting.commands import _to_knet
 
         _to_knet.check_args(args)

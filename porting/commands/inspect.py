@@ -23,6 +23,11 @@ def add_arguments(p) -> None:
         "--depth", type=int, default=8, help="containers opened this many levels (default 8)"
     )
     p.add_argument("--json", action="store_true", help="print the listing as JSON")
+    p.add_argument(
+        "--flux-version",
+        metavar="X.Y.Z",
+        help="FILE.bson: the Flux release that saved it (a LayerNorm's epsilon depends on it)",
+    )
 
 
 def run(args) -> int:
@@ -34,10 +39,11 @@ def run(args) -> int:
         from porting.commands._flux import inspect_text as flux_text
         from porting.commands._flux import print_listing_json as flux_json
 
+        version = getattr(args, "flux_version", None)
         if args.json:
-            flux_json(args.file)
+            flux_json(args.file, flux_version=version)
         else:
-            print(flux_text(args.file, key=args.key))
+            print(flux_text(args.file, key=args.key, flux_version=version))
         return 0
     from porting.commands._knetfile import inspect_text, print_listing_json
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from porting.diagnosis._core import K_ASSUMED, MAX_POSITIONS, diagnose
 from porting.diagnosis._layers import diagnose_batchnorm, diagnose_embedding, diagnose_residual
+from porting.diagnosis._norms import diagnose_normalisation
 from porting.diagnosis._resample import diagnose_pixel_shuffle, diagnose_upsample
 from porting.diagnosis._result import CAUSE_MEANING, CAUSES, Diagnosis, Finding
 
@@ -30,6 +31,7 @@ __all__ = [
     "diagnose_embedding",
     "diagnose_upsample",
     "diagnose_pixel_shuffle",
+    "diagnose_normalisation",
     "Diagnosis",
     "Finding",
     "CAUSES",

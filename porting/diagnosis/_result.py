@@ -39,6 +39,8 @@ CAUSES = (
     "upsample_align_corners",
     "upsample_mode",
     "pixel_shuffle_order",
+    "norm_epsilon",
+    "norm_groups",
     "unknown",
 )
 
@@ -68,6 +70,10 @@ CAUSE_MEANING = {
     "other way round",
     "pixel_shuffle_order": "pixel shuffle channels read in another order (TensorFlow's "
     "depth_to_space instead of NNlib's pixel_shuffle)",
+    "norm_epsilon": "a layer/group norm's epsilon differs or enters differently (Keras's "
+    "default 1e-3; sqrt(var + eps), sqrt(var + eps^2) or std + eps: which Flux version)",
+    "norm_groups": "a group norm's channels grouped another way (interleaved, or another "
+    "number of groups)",
     "unknown": "no hypothesis explains the differences",
 }
 

@@ -31,6 +31,9 @@ __all__ = [
     "depthwise_v012",
     "function",
     "global_pool",
+    "groupnorm",
+    "instancenorm",
+    "layernorm",
     "gru_cell",
     "gruv3_cell",
     "lstm_cell",
@@ -129,6 +132,61 @@ def dense(w, b, act="Base.identity"):
 
 def maxpool(k=(2, 2), pad=(0, 0, 0, 0), stride=None):
     return struct("Flux.MaxPool", tuple_(*k), tuple_(*pad), tuple_(*(stride or k)))
+
+
+def layernorm(size, scale=None, bias=None, act="Base.identity", eps=1e-5):
+    """Flux 0.13-0.16 ``LayerNorm(λ, diag, ϵ, size, affine)``: ``diag`` a ``Scale(scale, bias,
+    σ = λ)`` (affine, `scale`/`bias` of shape `size`), else ``λ`` itself (docs/flux.md#layer-fields;
+    Float32 `scale` gives a Float32 ``ϵ``)."""
+    affine = scale is not None
+    if affine:
+        diag = struct("Flux.Scale", array(scale), array(bias), function(act))
+    else:
+        diag = function(act)
+    e = float(eps) if affine and np.asarray(scale).dtype == np.float64 else float32(eps)
+    return struct("Flux.LayerNorm", function(act), diag, e, tuple_(*size), affine)
+
+
+def groupnorm(chs, groups, gamma=None, beta=None, act="Base.identity", eps=1e-5):
+    """Flux 0.14-0.16 ``GroupNorm(G, λ, β, γ, μ, σ², ϵ, momentum, affine, track_stats, active,
+    chs)``: no running statistics (``μ``, ``σ²`` nothing)."""
+    f64 = gamma is not None and np.asarray(gamma).dtype == np.float64
+    num = float if f64 else float32
+    return struct(
+        "Flux.GroupNorm",
+        groups,
+        function(act),
+        None if beta is None else array(beta),
+        None if gamma is None else array(gamma),
+        None,
+        None,
+        num(eps),
+        num(0.1),
+        gamma is not None,
+        False,
+        None,
+        chs,
+    )
+
+
+def instancenorm(chs, gamma=None, beta=None, mu=None, var=None, act="Base.identity", eps=1e-5,
+                 active=None):  # fmt: skip
+    """Flux 0.12-0.16 ``InstanceNorm(λ, β, γ, μ, σ², ϵ, momentum, affine, track_stats, active,
+    chs)``; `mu`/`var` given: ``track_stats = true``."""
+    return struct(
+        "Flux.InstanceNorm",
+        function(act),
+        None if beta is None else array(beta),
+        None if gamma is None else array(gamma),
+        None if mu is None else array(mu),
+        None if var is None else array(var),
+        float32(eps),
+        float32(0.1),
+        gamma is not None,
+        mu is not None,
+        active,
+        chs,
+    )
 
 
 def chain(*layers):

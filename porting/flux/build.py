@@ -29,6 +29,9 @@ from porting.io.bsonjl import JuliaStruct, JuliaType
 __all__ = [
     "BatchNorm",
     "Chain",
+    "GroupNorm",
+    "InstanceNorm",
+    "LayerNorm",
     "Conv",
     "Dense",
     "Dropout",
@@ -195,6 +198,81 @@ def PixelShuffle(r: int) -> _Layer:  # noqa: N802
     if isinstance(r, bool) or not isinstance(r, int) or r < 1:
         raise PortingError(f"PixelShuffle r={r!r}; expected a positive integer")
     return _Layer("PixelShuffle", {"r": r}, leaf=True)
+
+
+def LayerNorm(  # noqa: N802
+    size: int | tuple[int, ...], λ: str = "identity", *, affine: bool = True, eps: float = 1e-5
+) -> _Layer:
+    """``LayerNorm(size, λ; affine, eps)`` (Flux 0.13 on): ``diag`` is a ``Scale(scale, bias,
+    λ)`` when affine, else a function (its state ``()``). The Flux version that saved the state
+    decides how ``eps`` enters (`load_state(..., flux_version=...)`, porting.flux.norms)."""
+    sz = _tuple(size, 1, "LayerNorm size")
+    if not sz or any(v < 1 for v in sz):
+        raise PortingError(f"LayerNorm size={size!r}: expected positive sizes")
+    diag: Any
+    if affine:
+        diag = _Layer(
+            "Scale", {"scale": None, "bias": None, "σ": None}, {"scale": sz, "bias": sz}, {"σ": λ}
+        )
+    else:
+        diag = None
+    fields = {"λ": None, "diag": diag, "ϵ": eps, "size": sz, "affine": affine}
+    return _Layer("LayerNorm", fields, {}, {"λ": λ} | ({} if affine else {"diag": λ}))
+
+
+def _stats_norm(kind: str, chs: int, λ: str, affine: bool, track: bool, eps, momentum) -> _Layer:
+    if not isinstance(chs, int) or isinstance(chs, bool) or chs < 1:
+        raise PortingError(f"{kind} channels={chs!r}: expected a positive integer")
+    arrays: dict[str, tuple[int, ...]] = {"β": (chs,), "γ": (chs,)} if affine else {}
+    if track:
+        arrays |= {"μ": (chs,), "σ²": (chs,)}
+    fields = {
+        "λ": None,
+        "β": None,
+        "γ": None,
+        "μ": None,
+        "σ²": None,
+        "ϵ": eps,
+        "momentum": momentum,
+        "affine": affine,
+        "track_stats": track,
+        "active": None,
+        "chs": chs,
+    }
+    return _Layer(kind, fields, arrays, {"λ": λ})
+
+
+def InstanceNorm(  # noqa: N802
+    chs: int,
+    λ: str = "identity",
+    *,
+    affine: bool = False,
+    track_stats: bool = False,
+    eps: float = 1e-5,
+    momentum: float = 0.1,
+) -> _Layer:
+    """``InstanceNorm(chs, λ; affine=false, track_stats=false, eps, momentum)``."""
+    return _stats_norm("InstanceNorm", chs, λ, affine, track_stats, eps, momentum)
+
+
+def GroupNorm(  # noqa: N802
+    chs: int,
+    G: int,
+    λ: str = "identity",
+    *,
+    affine: bool = True,
+    eps: float = 1e-5,
+    momentum: float = 0.1,
+) -> _Layer:
+    """``GroupNorm(chs, G, λ; affine=true, eps, momentum)`` (Flux 0.14 on: no running
+    statistics, ``μ`` and ``σ²`` are ``nothing``)."""
+    spec = _stats_norm("GroupNorm", chs, λ, affine, False, eps, momentum)
+    if not isinstance(G, int) or isinstance(G, bool) or G < 1 or chs % G:
+        raise PortingError(
+            f"GroupNorm G={G!r}: expected a positive number of groups dividing {chs}"
+        )
+    spec.fields = {"G": G} | spec.fields
+    return spec
 
 
 def Dropout(p: float) -> _Layer:  # noqa: N802
@@ -380,6 +458,8 @@ def _layer(spec: _Layer, node: Any, path: str) -> JuliaStruct:
             if not _empty(v):
                 raise PortingError(f"{where}: {v!r:.60}; expected () (a function's state)")
             values.append(_function(spec.functions[name]))
+        elif isinstance(want, _Layer):  # a layer inside (LayerNorm's Scale)
+            values.append(_layer(want, v, where))
         elif name in spec.arrays:
             shape = spec.arrays[name]
             if not isinstance(v, np.ndarray) or v.dtype.kind != "f":
@@ -405,8 +485,10 @@ def _layer(spec: _Layer, node: Any, path: str) -> JuliaStruct:
             values.append(want)
     if spec.kind == "Dropout":
         values = [values[0]]
-    if spec.kind == "BatchNorm" and not d["affine"]:
+    if spec.kind in ("BatchNorm", "InstanceNorm") and not d["affine"]:
         values[1] = values[2] = None
+    if spec.kind == "GroupNorm" and not d["affine"]:
+        values[2] = values[3] = None
     return JuliaStruct(JuliaType(f"Flux.{spec.kind}", spec.params), tuple(values))
 
 
@@ -439,29 +521,41 @@ def _tree(model: Any, node: Any, path: str) -> Any:
     return _layer(model, node, path)
 
 
-def state_layers(model: Chain, state: Any, where: str = "state") -> list:
+def state_layers(model: Chain, state: Any, where: str = "state", flux_version=None) -> list:
     """The `Found` layers of `model` (built here) holding the arrays of `state` (a
-    `Flux.state` tree), checked as ``Flux.loadmodel!`` checks it."""
+    `Flux.state` tree), checked as ``Flux.loadmodel!`` checks it. `flux_version`: the Flux
+    that saved it (a LayerNorm needs it: porting.flux.norms)."""
     from porting.flux.fields import Found
+    from porting.flux.norms import flux_version as version
     from porting.flux.recognise import layers_of
 
     if not isinstance(model, Chain):
         raise PortingError(f"model: a {type(model).__name__}; expected porting.flux.build.Chain")
     tree = _tree(model, state, where)
     found: list[Found] = []
-    layers_of(tree, where, found)
+    with version(flux_version):
+        layers_of(tree, where, found)
     return found
 
 
-def load_state(model: Chain, state: Any, *, input_size=None, where: str = "state"):
+def load_state(
+    model: Chain, state: Any, *, input_size=None, where: str = "state", flux_version=None
+):
     """The `porting.model.KnetModel` of `model` (built here) holding the arrays of `state`
-    (a `Flux.state` tree), checked as ``Flux.loadmodel!`` checks it."""
+    (a `Flux.state` tree), checked as ``Flux.loadmodel!`` checks it. `flux_version`: the Flux
+    that saved it (a LayerNorm needs it: porting.flux.norms)."""
     from porting.flux.load import _assemble
 
-    return _assemble(state_layers(model, state, where), where, input_size)
+    return _assemble(state_layers(model, state, where, flux_version), where, input_size)
 
 
-def load_jld2(path: str | os.PathLike, model: Chain, key: str = "model_state", input_size=None):
+def load_jld2(
+    path: str | os.PathLike,
+    model: Chain,
+    key: str = "model_state",
+    input_size=None,
+    flux_version=None,
+):
     """`load_state` of the entry `key` of a JLD2 file (``jldsave(path; model_state =
     Flux.state(model))``), read by `porting.io`."""
     from porting import io
@@ -470,4 +564,6 @@ def load_jld2(path: str | os.PathLike, model: Chain, key: str = "model_state", i
     entries = io.load(p, format="jld2")
     if key not in entries:
         raise PortingError(f"{p}: no entry {key!r}; the file holds {', '.join(map(repr, entries))}")
-    return load_state(model, entries[key], input_size=input_size, where=f"{p}:{key}")
+    return load_state(
+        model, entries[key], input_size=input_size, where=f"{p}:{key}", flux_version=flux_version
+    )

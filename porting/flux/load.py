@@ -111,12 +111,19 @@ def select(tree: dict, key: str, p: str) -> Any:
 
 
 def load_model(
-    path: str | os.PathLike, key: str | None = None, input_size=None, **limits
+    path: str | os.PathLike,
+    key: str | None = None,
+    input_size=None,
+    flux_version: str | None = None,
+    **limits,
 ) -> FluxModel:
     """Recognise the Flux model at `key` (default: the file's only Flux model, else
     ``model``) and build the `KnetModel`. `input_size` (one sample's Julia size) plans it and
     fixes the windows of Global/Adaptive pools, which Flux computes from the input.
-    `PortingError` names what cannot be converted."""
+    `flux_version` (e.g. ``"0.14.22"``): the Flux that saved it, which a LayerNorm needs
+    (porting.flux.norms). `PortingError` names what cannot be converted."""
+    from porting.flux.norms import flux_version as version
+
     p = str(os.fspath(path))
     tree = read(p, **limits)
     key = key or _pick_key(tree, p)
@@ -125,7 +132,8 @@ def load_model(
     if gpu is not None:
         raise PortingError(f"{p}: {gpu} is a CuArray: {GPU_HINT}")
     found: list[Found] = []
-    layers_of(node, key.replace("/", "."), found)
+    with version(flux_version):
+        layers_of(node, key.replace("/", "."), found)
     if not found:
         raise PortingError(f"{p} --key {key}: no layers found")
     notes = []
@@ -334,7 +342,7 @@ class Entry:
     summary: str
 
 
-def entries(path: str | os.PathLike) -> list[Entry]:
+def entries(path: str | os.PathLike, flux_version: str | None = None) -> list[Entry]:
     """One line per top-level entry: a Flux model (or why it cannot be converted), or what
     else it is."""
     p = str(os.fspath(path))
@@ -346,7 +354,7 @@ def entries(path: str | os.PathLike) -> list[Entry]:
                 out.append(Entry(k, "optimiser", v.name))
             elif _is_struct(v):
                 try:
-                    fm = load_model(p, k)
+                    fm = load_model(p, k, flux_version=flux_version)
                     out.append(Entry(k, "model", f"{v.name}: {len(fm.layers)} layers"))
                 except PortingError as e:
                     out.append(Entry(k, "model-refused", f"{v.name}: {e}"))
@@ -357,12 +365,15 @@ def entries(path: str | os.PathLike) -> list[Entry]:
     return out
 
 
-def inspect_text(path: str | os.PathLike, key: str | None = None) -> str:
-    """`porting inspect FILE.bson`: the entries, or with `key` the model's report."""
+def inspect_text(
+    path: str | os.PathLike, key: str | None = None, flux_version: str | None = None
+) -> str:
+    """`porting inspect FILE.bson`: the entries, or with `key` the model's report
+    (`flux_version`: the Flux that saved it, for a LayerNorm)."""
     if key:
-        return load_model(path, key).report()
+        return load_model(path, key, flux_version=flux_version).report()
     lines = [f"{os.fspath(path)}: a BSON.jl file (Flux); entries usable as --key:"]
-    for e in entries(path):
+    for e in entries(path, flux_version):
         label = {
             "model": "Flux model",
             "model-refused": "cannot convert",

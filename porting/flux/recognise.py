@@ -467,6 +467,14 @@ def _pixelshuffle(x: JuliaStruct, path: str, out: list[Found]) -> None:
     pixelshuffle(x, path, out)
 
 
+def _norm(x: JuliaStruct, path: str, out: list[Found]) -> None:
+    from porting.flux import norms
+
+    {"LayerNorm": norms.layernorm, "GroupNorm": norms.groupnorm}.get(_short(x), norms.instancenorm)(
+        x, path, out
+    )
+
+
 _HANDLERS = {
     "Chain": _chain,
     "Conv": _conv,
@@ -493,4 +501,7 @@ _HANDLERS = {
     "RNN": _recurrent,
     "Upsample": _upsample,
     "PixelShuffle": _pixelshuffle,
+    "LayerNorm": _norm,
+    "GroupNorm": _norm,
+    "InstanceNorm": _norm,
 }

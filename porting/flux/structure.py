@@ -197,12 +197,17 @@ def wire(node: Node, value: Any, path: str, out: list) -> None:
 
 
 def load_structured(
-    path: str | os.PathLike, structure: Any, key: str | None = None, input_size=None
+    path: str | os.PathLike,
+    structure: Any,
+    key: str | None = None,
+    input_size=None,
+    flux_version=None,
 ) -> Any:  # porting.flux.load.FluxModel
     """A model whose structure the file does not hold, from a structure file's ``model``
     (`porting.flux.structure.read_structure`): a `porting.flux.build.Chain` for a JLD2 file
     of ``Flux.state`` (entry `key`, default ``model_state``), or the output of a user
-    struct's forward (`porting.flux.structure.Struct`) for a BSON.jl file (entry `key`)."""
+    struct's forward (`porting.flux.structure.Struct`) for a BSON.jl file (entry `key`).
+    `flux_version`: the Flux that saved it (a LayerNorm needs it: porting.flux.norms)."""
     from porting import io
     from porting.flux.build import Chain, state_layers
     from porting.flux.fields import GPU_HINT, find_gpu
@@ -235,7 +240,7 @@ def load_structured(
                 f"{p}: no entry {key!r}; the file holds {', '.join(map(repr, tree)) or 'nothing'}"
                 " (give --key NAME, the name given to jldsave)"
             )
-        found = state_layers(structure, tree[key], f"{p}:{key}")
+        found = state_layers(structure, tree[key], f"{p}:{key}", flux_version)
         kind = STATE_SOURCE
     else:
         if io.detect_format(p) != "bson":
@@ -251,7 +256,10 @@ def load_structured(
         if gpu is not None:
             raise PortingError(f"{p}: {gpu} is a CuArray: {GPU_HINT}")
         found = []
-        wire(structure, node, key.replace("/", "."), found)
+        from porting.flux.norms import flux_version as version
+
+        with version(flux_version):
+            wire(structure, node, key.replace("/", "."), found)
         kind = SOURCE + ", a user struct wired by its structure file"
     model = _assemble(found, p, input_size)
     model.source = f"{p} --key {key}"

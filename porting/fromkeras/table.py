@@ -5,7 +5,8 @@ named after the Keras layer), and those refused with a reason of their own (`REF
 A converter lives in the module of its topic (porting.fromkeras.layers: convolutions, dense,
 pools, merges and the shared helpers; porting.fromkeras.sequences: embeddings and recurrent
 layers; porting.fromkeras.resample: upsampling; porting.fromkeras.preprocess: Rescaling,
-Normalization and Reshape); its row is added here.
+Normalization and Reshape; porting.fromkeras.norms: layer and group normalisation); its row
+is added here.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from porting.fromkeras.layers import (
     softmax,
     zeropad,
 )
+from porting.fromkeras.norms import group_normalization, layer_normalization
 from porting.fromkeras.preprocess import normalization, rescaling, reshape
 from porting.fromkeras.resample import upsampling
 from porting.fromkeras.sequences import embedding, recurrent, time_distributed
@@ -64,6 +66,8 @@ CONVERTERS: dict[str, Converter] = {
     "LeakyReLU": leaky_relu,
     "Softmax": softmax,
     "BatchNormalization": batchnorm,
+    "LayerNormalization": layer_normalization,
+    "GroupNormalization": group_normalization,
     "ZeroPadding1D": zeropad,
     "ZeroPadding2D": zeropad,
     "ZeroPadding3D": zeropad,

@@ -26,6 +26,8 @@ from porting.model.kinds import (
     dense,
     dropout,
     embed,
+    groupnorm,
+    layernorm,
     linear,
     mat,
     merge,
@@ -44,6 +46,8 @@ from porting.model.kinds.deconv import Deconv
 from porting.model.kinds.dense import Dense
 from porting.model.kinds.dropout import Dropout
 from porting.model.kinds.embed import Embed
+from porting.model.kinds.groupnorm import GroupNorm
+from porting.model.kinds.layernorm import LayerNorm
 from porting.model.kinds.linear import Linear
 from porting.model.kinds.mat import Mat
 from porting.model.kinds.merge import Add, Concat, Mul
@@ -67,6 +71,8 @@ __all__ = [
     "Dense",
     "Dropout",
     "Embed",
+    "GroupNorm",
+    "LayerNorm",
     "Linear",
     "Mat",
     "Add",
@@ -105,6 +111,8 @@ KINDS: dict[str, Kind] = {
         linear.KIND,
         upsample.KIND,
         pixelshuffle.KIND,
+        layernorm.KIND,
+        groupnorm.KIND,
     )
 }
 

@@ -50,7 +50,8 @@ def test_convert_to_knet_verifies_and_writes_the_pair(keras_file, tmp_path, caps
 
 def test_a_kernel_left_unrotated_is_caught(keras_file, tmp_path, monkeypatch, capsys):
     """The usual hand-port mistake: Keras' kernel taken as is for conv4's default mode 0.
-    Knet and the Keras model rebuilt from it agree with each other; the original does not."""
+    Knet and the Keras model rebuilt from it agree with each other; the original does not, at
+    its layer c1 (Knet's c1_pad + c1), named kernel_flip."""
     path, _ = keras_file
     import porting.fromkeras.layers as fl
 
@@ -63,7 +64,30 @@ def test_a_kernel_left_unrotated_is_caught(keras_file, tmp_path, monkeypatch, ca
         main(["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"]) == 1
     )
     doc = json.loads(capsys.readouterr().out)
-    assert doc["verification"]["ok"] and not doc["round_trip"]["ok"]
+    v = doc["verification"]
+    assert not v["ok"] and v["first_divergent"] == "c1" and v["diagnosis"]["cause"] == "kernel_flip"
+    assert not doc["round_trip"]["ok"]
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "m.npz").exists()
+
+
+def test_a_padding_split_on_the_wrong_side_is_caught_at_its_keras_layer(
+    keras_file, tmp_path, monkeypatch, capsys
+):
+    """ "same"'s odd zero put before instead of after: caught at the Keras layer c1, which is
+    two Knet layers (c1_pad + c1), and named padding_shift; the rows are Keras's layers."""
+    path, _ = keras_file
+    import porting.fromkeras.layers as fl
+
+    real = fl.same_padding
+    monkeypatch.setattr(fl, "same_padding", lambda *a: real(*a)[::-1])
+    prefix = tmp_path / "m"
+    assert (
+        main(["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"]) == 1
+    )
+    doc = json.loads(capsys.readouterr().out)
+    v = doc["verification"]
+    assert [r["name"] for r in v["layers"]] == ["c1", "f", "d"]
+    assert v["first_divergent"] == "c1" and v["diagnosis"]["cause"] == "padding_shift"
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "m.npz").exists()
 
 

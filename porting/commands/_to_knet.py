@@ -12,6 +12,8 @@ the original end to end: the same products summed in another order at most, so w
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 
 from porting.errors import PortingError
@@ -67,6 +69,7 @@ def run(args, rich_report) -> int:
     files.check_distinct({"MODEL": args.model, "--input": args.input}, outputs)
     km = load_keras(args.model)
     model = from_keras(km, spatial=args.spatial)
+    in_dtype = km.inputs[0].dtype
     report = None
     trip: dict = {"ok": True}
     if args.verify:
@@ -74,6 +77,11 @@ def run(args, rich_report) -> int:
         report = verify_model(
             model, x, keras_model=km, mode=args.mode, spatial=args.spatial, knet=args.knet
         )
+    # The original's weights are no longer needed (the report holds its output): released
+    # before the rebuilt Keras model makes another copy (benchmarks/bench_fromkeras.py).
+    del km
+    gc.collect()
+    if report is not None:
         x_tf = layout.activations_to_tf(x, args.spatial) if x.ndim > 2 else x.T
         to_keras_input = getattr(model.layers[0], "keras_input", None)
         if to_keras_input is not None:  # Knet's 1-based token indices -> Keras's 0-based
@@ -82,7 +90,7 @@ def run(args, rich_report) -> int:
         trip = round_trip(
             report.outputs[1],
             to_keras(model, spatial=args.spatial),
-            x_tf.astype(km.inputs[0].dtype),
+            x_tf.astype(in_dtype),
         )
     ok = report is None or (report.ok and trip["ok"])
     written = {}

@@ -8,7 +8,8 @@ module PortingKnetFluxExt
 
 import Flux
 import PortingKnet
-import PortingKnet: _param, _keywords, _activation_fn, _apply, _pad_pairs, _import_error
+import PortingKnet: _param, _keywords, _activation_fn, _apply, _pad_pairs, _import_error,
+    _rnn_spec, _rnn_output, SEQ_TO_FLUX, EMBED_TO_SEQ, RNN_GATES
 
 """Layers that read earlier outputs by name (a Flux `Chain` is a line: a model with merges or
 skips becomes this graph, whose steps are Flux layers)."""
@@ -36,6 +37,94 @@ end
 (m::Merge)(xs) = m.op === :add ? _apply(m.act, reduce(.+, xs), m.d) : cat(xs...; dims=ndims(xs[1]) - 1)
 
 _vec(b) = b === nothing ? false : vec(b)
+
+# --------------------------------------------------------------------------- sequences
+# Flux's recurrent layers from 0.15 on (FluxML/Flux.jl@v0.16.9 src/layers/recurrent.jl:
+# `RNNCell(σ, Wi, Wh, bias)`, `LSTMCell(Wi, Wh, bias)`, `GRUCell(Wi, Wh, b)`, wrapped in
+# `RNN` / `LSTM` / `GRU`, which read (in, T, B) and start from zero states); 0.14's `Recur`
+# runs one step per call and is refused (../docs/flux.md#recurrent-flux). Python's twins of
+# every rule here: porting.rnn.julia (knet_slices, flux_cell, flux_sequence).
+
+"""Knet's packed `r.w` -> per slot (forward and backward alternate) `(W, R, bW, bR)`, gates
+stacked in Knet's order (Flux's): each matrix is H rows of `in` stored row after row, so the
+column-major reshape to `(in, H)` is its transpose (Knet's `rnnparam(r, slot, id, 1)`); the
+biases follow every matrix (../docs/knet.md#rnn-packing)."""
+function _rnn_slices(w, spec)
+    h, g = spec["hiddenSize"], RNN_GATES[spec["rnnType"]]
+    dirs = spec["bidirectional"] ? 2 : 1
+    slots = spec["numLayers"] * dirs
+    v = vec(w)
+    pos = 0
+    block(start, nin) = permutedims(reshape(v[start + 1:start + h * nin], nin, h))
+    mats = Any[]
+    for s in 0:slots - 1
+        layer = s ÷ dirs
+        nin = layer == 0 ? (spec["skipInput"] ? 0 : spec["inputSize"]) : h * dirs
+        W = nin == 0 ? nothing : vcat([block(pos + k * h * nin, nin) for k in 0:g - 1]...)
+        pos += g * h * nin
+        R = vcat([block(pos + k * h * h, h) for k in 0:g - 1]...)
+        pos += g * h * h
+        push!(mats, (W, R))
+    end
+    out = Any[]
+    for s in 1:slots
+        bW = v[pos + 1:pos + g * h]
+        pos += g * h
+        bR = v[pos + 1:pos + g * h]
+        pos += g * h
+        push!(out, (mats[s]..., bW, bR))
+    end
+    pos == length(v) || _import_error("rnn: the packed weights have $(length(v)) values, $pos read")
+    return out
+end
+
+"""One slot's Flux recurrent layer: Flux adds one bias where Knet adds two (`bW + bR`); the
+GRU's recurrent bias of the new gate is inside Knet's reset product and has no place in
+Flux's GRUCell, so it must be zero."""
+function _flux_recurrent(spec, slot, where)
+    W, R, bW, bR = slot
+    W === nothing && _import_error("$where: skipInput (no input matrix) has no Flux counterpart")
+    t = spec["rnnType"]
+    t == "lstm" && return Flux.LSTM(Flux.LSTMCell(W, R, bW .+ bR))
+    t in ("relu", "tanh") &&
+        return Flux.RNN(Flux.RNNCell(t == "relu" ? Flux.relu : tanh, W, R, bW .+ bR))
+    h = size(R, 2)
+    any(!iszero, bR[2h + 1:end]) &&
+        _import_error("$where: a GRU with a nonzero recurrent bias of its new gate: Knet " *
+                      "computes tanh(Wn x + r .* (Rn h + bRn) + bWn), Flux's GRUCell has no " *
+                      "bias inside the reset product; use import_model (Knet)")
+    return Flux.GRU(Flux.GRUCell(W, R, vcat(bW[1:2h] .+ bR[1:2h], bW[2h + 1:end])))
+end
+
+"""An rnn layer in Flux: the model's (T, X, B) as Flux's (X, T, B); each layer a Flux
+recurrent layer, or for a bidirectional one a (forward, backward) pair, the backward run on
+the time-reversed sequence and reversed back, stacked forward first; every step (T, Y, B)
+or the last one (Y, B), Knet's y[:, :, end]."""
+struct FluxRNN
+    layers::Vector{Any}
+    last::Bool
+end
+Flux.@functor FluxRNN (layers,)
+
+function (m::FluxRNN)(x)
+    h = permutedims(x, SEQ_TO_FLUX)
+    for l in m.layers
+        h = l isa Tuple ? vcat(l[1](h), reverse(l[2](reverse(h; dims=2)); dims=2)) : l(h)
+    end
+    return m.last ? h[:, end, :] : permutedims(h, SEQ_TO_FLUX)
+end
+
+function _flux_rnn(d, arrays, where)
+    isdefined(Flux, :initialstates) ||
+        _import_error("$where: rnn layers need Flux 0.15 or later (whole-sequence RNN/LSTM/GRU); " *
+                      "Flux 0.14's Recur runs one step per call")
+    w = _param(d, arrays, "w", where)
+    spec = _rnn_spec(d, w, where)
+    slots = [_flux_recurrent(spec, s, where) for s in _rnn_slices(w, spec)]
+    layers = spec["bidirectional"] ? Any[(slots[i], slots[i + 1]) for i in 1:2:length(slots)] :
+             Any[slots...]
+    return FluxRNN(layers, _rnn_output(d, where) == "last")
+end
 
 """The Flux layers (in order) of one export entry."""
 function _flux_layers(d, arrays, where)
@@ -114,6 +203,18 @@ function _flux_layers(d, arrays, where)
         return Any[x -> reshape(x, size_..., :)]
     elseif kind == "add" || kind == "concat"
         return Any[Merge(Symbol(kind), act, Dict{String,Any}(d))]
+    elseif kind == "embed"
+        w = _param(d, arrays, "w", where)
+        # Flux's Embedding gathers w[:, x] ((dim, T, B)); a (B,) vector is one step
+        return Any[x -> ndims(x) == 1 ? reshape(x, 1, :) : x, Flux.Embedding(w),
+                   x -> permutedims(x, EMBED_TO_SEQ)]
+    elseif kind == "rnn"
+        return Any[_flux_rnn(d, arrays, where)]
+    elseif kind == "timedense"
+        w, b = _param(d, arrays, "w", where), _param(d, arrays, "b", where; required=false)
+        # a Dense on the features of every step of Flux's (H, T, B); softmax over dims=1
+        return Any[x -> permutedims(x, SEQ_TO_FLUX), Flux.Dense(w, _vec(b), identity), post,
+                   x -> permutedims(x, SEQ_TO_FLUX)]
     end
     _import_error("$where: kind $(repr(kind)) has no Flux mapping yet")
 end

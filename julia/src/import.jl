@@ -7,8 +7,21 @@
 # ../docs/knet.md#conv4, #pool, #mat, #dense, #batchnorm, #layers21, #activations and #softmax).
 
 const IMPORT_KINDS = ("conv", "deconv", "dense", "linear", "pool", "mat", "dropout", "activation",
-                      "batchnorm", "zeropad", "reshape", "add", "concat")
+                      "batchnorm", "zeropad", "reshape", "add", "concat", "embed", "rnn",
+                      "timedense")
 const IMPORT_ELTYPES = Dict("Float32" => Float32, "Float64" => Float64)
+
+# Sequence layouts (../docs/knet.md#embed, #rnn-packing; Python's twins, with these constants:
+# porting.rnn.julia). Between layers a sequence is (T, X, B); Knet's RNN reads and writes
+# (X, B, T); Flux's recurrent layers (0.15 and later) (X, T, B); w[:, x] of (T, B) tokens is
+# (dim, T, B).
+const SEQ_TO_KNET = (2, 3, 1)
+const KNET_TO_SEQ = (3, 1, 2)
+const SEQ_TO_FLUX = (2, 1, 3)
+const EMBED_TO_SEQ = (2, 1, 3)
+const RNN_GATES = Dict("relu" => 1, "tanh" => 1, "lstm" => 4, "gru" => 3)
+const RNN_KEYS = ("inputSize", "hiddenSize", "rnnType", "numLayers", "bidirectional",
+                  "skipInput", "dropout", "h", "c")
 
 """One layer of an imported model: `f(x)` (merges: `f(xs)`), reading the layers named in
 `inputs` ("input" is the model's input)."""
@@ -230,10 +243,91 @@ function _layer_fn(d::AbstractDict, arrays, where::AbstractString)
         return xs -> _apply(act, reduce(.+, xs), d)
     elseif kind == "concat"
         return xs -> cat(xs...; dims=ndims(xs[1]) - 1)
+    elseif kind == "embed"
+        w = _param(d, arrays, "w", where)
+        return x -> _embed(w, x, where)
+    elseif kind == "rnn"
+        w = _param(d, arrays, "w", where)
+        spec = _rnn_spec(d, w, where)
+        last = _rnn_output(d, where) == "last"
+        r = _knet_rnn(spec, w, where)
+        return function (x)
+            y = r(permutedims(x, SEQ_TO_KNET))  # Knet's (Y, B, T)
+            return last ? y[:, :, end] : permutedims(y, KNET_TO_SEQ)
+        end
+    elseif kind == "timedense"
+        w, b = _param(d, arrays, "w", where), _param(d, arrays, "b", where; required=false)
+        return function (x)
+            yk = permutedims(x, SEQ_TO_KNET)  # (H, B, T)
+            h, nb, nt = size(yk)
+            z = reshape(_bias_add(w * reshape(yk, h, :), b), :, nb, nt)  # (V, B, T)
+            return permutedims(_apply(act, z, d), KNET_TO_SEQ)  # softmax over V: dims=1 here
+        end
     end
     _import_error("$where: kind $(repr(kind)) is not imported yet; expected one of " *
-                  join(IMPORT_KINDS, ", ") * " (recurrent and embedding layers: export them " *
-                  "from Julia instead)")
+                  join(IMPORT_KINDS, ", "))
+end
+
+# --------------------------------------------------------------------------- sequences
+
+"""`(T, B)` 1-based tokens (a `(B,)` vector: one step) -> `w[:, x]` as `(T, dim, B)`."""
+function _embed(w, x, where)
+    tokens = ndims(x) == 1 ? reshape(x, 1, :) : x
+    vocab = size(w, 2)
+    all(t -> 1 <= t <= vocab, tokens) ||
+        _import_error("$where: token indices must be in 1:$vocab (Knet indexes from 1)")
+    return permutedims(w[:, tokens], EMBED_TO_SEQ)
+end
+
+"""The `rnn` object of an entry (Knet's RNN fields), its keys and the packed length checked;
+a state array is refused (it fixes the batch size: the model starts from zero)."""
+function _rnn_spec(d, w, where)
+    spec = get(d, "rnn", nothing)
+    spec isa AbstractDict || _import_error("$where: rnn is missing (Knet's RNN fields)")
+    for k in RNN_KEYS
+        haskey(spec, k) || _import_error("$where: rnn.$k is missing")
+    end
+    haskey(RNN_GATES, spec["rnnType"]) ||
+        _import_error("$where: rnn.rnnType $(repr(spec["rnnType"])); expected relu, tanh, lstm or gru")
+    for k in ("h", "c")
+        spec[k] in ("nothing", 0) ||
+            _import_error("$where: rnn.$k = $(repr(spec[k])); expected \"nothing\" or 0 (a zero initial state)")
+    end
+    g, h, x = RNN_GATES[spec["rnnType"]], spec["hiddenSize"], spec["inputSize"]
+    dirs = spec["bidirectional"] ? 2 : 1
+    n = 0
+    for l in 1:spec["numLayers"]
+        nin = l == 1 ? (spec["skipInput"] ? 0 : x) : h * dirs
+        n += dirs * g * (h * nin + h * h + 2h)
+    end
+    length(w) == n || _import_error("$where: params.w has $(length(w)) values; rnn's fields need $n")
+    return spec
+end
+
+function _rnn_output(d, where)
+    output = something(get(d, "output", nothing), "sequence")
+    output in ("sequence", "last") ||
+        _import_error("$where: output = $(repr(output)); expected \"sequence\" or \"last\"")
+    return output
+end
+
+"""Knet's `RNN` (Knet.jl v1.4.10 src/ops20/rnn.jl: `RNN(inputSize, hiddenSize; rnnType,
+numLayers, bidirectional, skipInput, dropout, atype)`), its packed weights `r.w` (a
+`Param` of size `(1, 1, n)` in cuDNN's order, ../docs/knet.md#rnn-packing) replaced by the
+export's, which Python packs in that order (porting.rnn.params.pack). Needs Knet."""
+function _knet_rnn(spec, w, where)
+    K = knet_module()
+    K === nothing && _import_error("$where: an rnn layer needs Knet loaded (Knet's RNN); " *
+                                   "without Knet use flux_model (Flux's recurrent layers)")
+    T = eltype(w)
+    r = K.RNN(spec["inputSize"], spec["hiddenSize"]; rnnType=Symbol(spec["rnnType"]),
+              numLayers=spec["numLayers"], bidirectional=spec["bidirectional"],
+              skipInput=spec["skipInput"], dropout=spec["dropout"], atype=Array{T})
+    length(r.w) == length(w) ||
+        _import_error("$where: Knet's RNN holds $(length(r.w)) weights, the export $(length(w))")
+    r.w = K.Param(reshape(Array{T}(vec(w)), 1, 1, :))
+    r.h, r.c = nothing, nothing  # zero initial states, final states not kept
+    return r
 end
 
 """

@@ -145,3 +145,43 @@ def test_output_that_is_the_input_is_refused(keras_file, capsys):
         == 2
     )
     assert "--input" in capsys.readouterr().err
+
+
+def test_keras_names_that_are_not_knet_names_are_verified_through_the_rebuilt_model(
+    tmp_path, capsys
+):
+    """'c 1' becomes the Knet name 'c_1': the original's layers cannot be found by name, so
+    the layers are compared with the rebuilt Keras model and that one with the original end to
+    end (the way every model was checked before), and the report says so."""
+    rng = np.random.default_rng(0)
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 3, strides=2, padding="same", name="c 1")(inp)
+    km = keras.Model(inp, L.Flatten(name="f")(x))
+    km.set_weights([rng.standard_normal(w.shape).astype(w.dtype) for w in km.get_weights()])
+    path = tmp_path / "odd.keras"
+    km.save(path)
+    assert main(["convert", str(path), "--to", "knet", "--verify", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] and doc["round_trip"]["ok"]
+    assert any("'c 1'" in n and "rebuilt" in n for n in doc["verification"]["notes"])
+
+
+def test_the_end_to_end_check_of_renamed_models_reads_the_original(tmp_path, monkeypatch, capsys):
+    """With the layers compared against the rebuilt model, only the end-to-end comparison sees
+    the original: a kernel left unrotated is caught there (exit 1), not hidden."""
+    rng = np.random.default_rng(0)
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 3, strides=2, padding="same", name="c 1")(inp)
+    km = keras.Model(inp, L.Flatten(name="f")(x))
+    km.set_weights([rng.standard_normal(w.shape).astype(w.dtype) for w in km.get_weights()])
+    path = tmp_path / "odd.keras"
+    km.save(path)
+    import porting.fromkeras.layers as fl
+
+    real = layout.kernel_from_tf
+    monkeypatch.setattr(
+        fl.layout, "kernel_from_tf", lambda k, mode=0, spatial="reverse": real(k, 1, spatial)
+    )
+    assert main(["convert", str(path), "--to", "knet", "--verify", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["verification"]["ok"] and not doc["round_trip"]["ok"]

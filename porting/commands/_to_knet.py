@@ -35,6 +35,21 @@ def check_args(args) -> None:
         raise PortingError("nothing to do: give -o PREFIX (the Knet export pair) and/or --verify")
 
 
+def renamed_layers(keras_model, model) -> list[str]:
+    """The Keras layer names that `from_keras` had to change (Knet names are letters, digits
+    and `_.-`, without `__`): where there are any, the layer-by-layer comparison cannot find
+    the original's layers by name."""
+    import keras
+
+    knet = {str(layer.name) for layer in model.layers}
+    return [
+        str(lay.name)
+        for lay in keras_model.layers
+        if not isinstance(lay, keras.layers.InputLayer)
+        and (lay.name not in knet or "__" in lay.name)
+    ]
+
+
 def round_trip(want, rebuilt, x_tf) -> dict:
     """The rebuilt Keras model on `x_tf` (TensorFlow layout) against `want`, the original's
     output on it (the verification's end-to-end run of the original)."""
@@ -74,24 +89,37 @@ def run(args, rich_report) -> int:
     trip: dict = {"ok": True}
     if args.verify:
         x = load_npy(args.input, "--input") if args.input else default_input(model)
-        report = verify_model(
-            model, x, keras_model=km, mode=args.mode, spatial=args.spatial, knet=args.knet
-        )
-    # The original's weights are no longer needed (the report holds its output): released
-    # before the rebuilt Keras model makes another copy (benchmarks/bench_fromkeras.py).
-    del km
-    gc.collect()
-    if report is not None:
         x_tf = layout.activations_to_tf(x, args.spatial) if x.ndim > 2 else x.T
         to_keras_input = getattr(model.layers[0], "keras_input", None)
         if to_keras_input is not None:  # Knet's 1-based token indices -> Keras's 0-based
             x_tf = to_keras_input(x_tf)
-        assert report.outputs is not None  # verify_model always gives them
-        trip = round_trip(
-            report.outputs[1],
-            to_keras(model, spatial=args.spatial),
-            x_tf.astype(in_dtype),
+        x_tf = x_tf.astype(in_dtype)
+        renamed = renamed_layers(km, model)
+        report = verify_model(
+            model,
+            x,
+            keras_model=None if renamed else km,
+            mode=args.mode,
+            spatial=args.spatial,
+            knet=args.knet,
         )
+        assert report.outputs is not None  # verify_model always gives them
+        # the original's output on x: the verification's end-to-end run of it, or, where the
+        # layers were compared with the rebuilt model, the original run here
+        want = np.asarray(km(x_tf)) if renamed else report.outputs[1]
+        if renamed:
+            report.notes.append(
+                f"Keras layer names that are not Knet names ({', '.join(map(repr, renamed[:3]))}"
+                f"{', ...' if len(renamed) > 3 else ''}) were renamed: the layers are compared "
+                "with the Keras model rebuilt from the Knet one, and that one with the original "
+                "end to end"
+            )
+    # The original's weights are no longer needed (its output is in `want`): released before
+    # the rebuilt Keras model makes another copy (benchmarks/bench_fromkeras.py).
+    del km
+    gc.collect()
+    if report is not None:
+        trip = round_trip(want, to_keras(model, spatial=args.spatial), x_tf)
     ok = report is None or (report.ok and trip["ok"])
     written = {}
     if args.output and (ok or args.keep_on_mismatch):

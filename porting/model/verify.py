@@ -124,7 +124,8 @@ def verify_model(
 
     `x` is Julia-indexed `(X1, ..., C, N)` in the model's dtype (default: `default_input`).
     `keras_model` defaults to `to_keras(model, spatial=spatial)`; a model loaded from disk works
-    too (layers are matched by name). `spatial` defaults to the convention the Keras model was
+    too (layers are matched by name), and so does the original of a `from_keras` model: a Keras
+    layer that became several Knet layers is one row, at the last (porting.model.fused). `spatial` defaults to the convention the Keras model was
     converted with, else "reverse". `knet` picks the Knet backend (`porting.knet`). `progress`,
     if given, is called as `progress(description, done, total)` as the work advances (the CLI
     draws a bar with it). `plan` is the model's plan for `x`'s size (made here when not given).
@@ -369,7 +370,7 @@ def _compare_layers(
             diag_arrays = (list(diag_ins), rec.y)
         expected = rec.expected
         del x_ins, rec
-        for j in {*step.sources, i}:  # outputs no later layer reads
+        for j in {*step.sources, *steps[run.heads[i]].sources, i}:  # no later layer reads
             if j >= 0 and last_use.get(j, -1) <= i:
                 keras_side.drop(j)
                 if j != run.last:

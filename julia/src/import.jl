@@ -323,8 +323,8 @@ function _knet_rnn(spec, w, where)
     r = K.RNN(spec["inputSize"], spec["hiddenSize"]; rnnType=Symbol(spec["rnnType"]),
               numLayers=spec["numLayers"], bidirectional=spec["bidirectional"],
               skipInput=spec["skipInput"], dropout=spec["dropout"], atype=Array{T})
-    length(r.w) == length(w) ||
-        _import_error("$where: Knet's RNN holds $(length(r.w)) weights, the export $(length(w))")
+    n = length(K.value(r.w))  # r.w is a Param (AutoGrad): its array is value(r.w)
+    n == length(w) || _import_error("$where: Knet's RNN holds $n weights, the export $(length(w))")
     r.w = K.Param(reshape(Array{T}(vec(w)), 1, 1, :))
     r.h, r.c = nothing, nothing  # zero initial states, final states not kept
     return r

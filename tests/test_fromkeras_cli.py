@@ -50,7 +50,8 @@ def test_convert_to_knet_verifies_and_writes_the_pair(keras_file, tmp_path, caps
 
 def test_a_kernel_left_unrotated_is_caught(keras_file, tmp_path, monkeypatch, capsys):
     """The usual hand-port mistake: Keras' kernel taken as is for conv4's default mode 0.
-    Knet and the Keras model rebuilt from it agree with each other; the original does not."""
+    Knet and the Keras model rebuilt from it agree with each other; the original does not, at
+    its layer c1 (Knet's c1_pad + c1), named kernel_flip."""
     path, _ = keras_file
     import porting.fromkeras.layers as fl
 
@@ -63,7 +64,30 @@ def test_a_kernel_left_unrotated_is_caught(keras_file, tmp_path, monkeypatch, ca
         main(["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"]) == 1
     )
     doc = json.loads(capsys.readouterr().out)
-    assert doc["verification"]["ok"] and not doc["round_trip"]["ok"]
+    v = doc["verification"]
+    assert not v["ok"] and v["first_divergent"] == "c1" and v["diagnosis"]["cause"] == "kernel_flip"
+    assert not doc["round_trip"]["ok"]
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "m.npz").exists()
+
+
+def test_a_padding_split_on_the_wrong_side_is_caught_at_its_keras_layer(
+    keras_file, tmp_path, monkeypatch, capsys
+):
+    """ "same"'s odd zero put before instead of after: caught at the Keras layer c1, which is
+    two Knet layers (c1_pad + c1), and named padding_shift; the rows are Keras's layers."""
+    path, _ = keras_file
+    import porting.fromkeras.layers as fl
+
+    real = fl.same_padding
+    monkeypatch.setattr(fl, "same_padding", lambda *a: real(*a)[::-1])
+    prefix = tmp_path / "m"
+    assert (
+        main(["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"]) == 1
+    )
+    doc = json.loads(capsys.readouterr().out)
+    v = doc["verification"]
+    assert [r["name"] for r in v["layers"]] == ["c1", "f", "d"]
+    assert v["first_divergent"] == "c1" and v["diagnosis"]["cause"] == "padding_shift"
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "m.npz").exists()
 
 
@@ -150,3 +174,43 @@ def test_a_saved_preprocessing_and_excite_model_converts_in_its_dtype(tmp_path, 
     want = np.asarray(km(layout.activations_to_tf(x)))
     eps = np.finfo(dtype).eps
     np.testing.assert_allclose(y, want, rtol=0, atol=64 * eps * np.abs(want).max())
+
+
+def test_keras_names_that_are_not_knet_names_are_verified_through_the_rebuilt_model(
+    tmp_path, capsys
+):
+    """'c 1' becomes the Knet name 'c_1': the original's layers cannot be found by name, so
+    the layers are compared with the rebuilt Keras model and that one with the original end to
+    end (the way every model was checked before), and the report says so."""
+    rng = np.random.default_rng(0)
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 3, strides=2, padding="same", name="c 1")(inp)
+    km = keras.Model(inp, L.Flatten(name="f")(x))
+    km.set_weights([rng.standard_normal(w.shape).astype(w.dtype) for w in km.get_weights()])
+    path = tmp_path / "odd.keras"
+    km.save(path)
+    assert main(["convert", str(path), "--to", "knet", "--verify", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] and doc["round_trip"]["ok"]
+    assert any("'c 1'" in n and "rebuilt" in n for n in doc["verification"]["notes"])
+
+
+def test_the_end_to_end_check_of_renamed_models_reads_the_original(tmp_path, monkeypatch, capsys):
+    """With the layers compared against the rebuilt model, only the end-to-end comparison sees
+    the original: a kernel left unrotated is caught there (exit 1), not hidden."""
+    rng = np.random.default_rng(0)
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 3, strides=2, padding="same", name="c 1")(inp)
+    km = keras.Model(inp, L.Flatten(name="f")(x))
+    km.set_weights([rng.standard_normal(w.shape).astype(w.dtype) for w in km.get_weights()])
+    path = tmp_path / "odd.keras"
+    km.save(path)
+    import porting.fromkeras.layers as fl
+
+    real = layout.kernel_from_tf
+    monkeypatch.setattr(
+        fl.layout, "kernel_from_tf", lambda k, mode=0, spatial="reverse": real(k, 1, spatial)
+    )
+    assert main(["convert", str(path), "--to", "knet", "--verify", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["verification"]["ok"] and not doc["round_trip"]["ok"]

@@ -67,6 +67,11 @@ def _exports(tmp_path) -> list[dict]:
     for name, build in MODELS.items():
         save_export(from_keras(build()), tmp_path / name)
         docs.append(json.loads((tmp_path / f"{name}.json").read_text()))
+    from tests.test_fromkeras_rnn import MODELS as TEXT_MODELS
+
+    for name, build in TEXT_MODELS.items():
+        save_export(from_keras(build()), tmp_path / name)
+        docs.append(json.loads((tmp_path / f"{name}.json").read_text()))
     app = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=3)
     save_export(from_keras(app), tmp_path / "mobilenet")
     docs.append(json.loads((tmp_path / "mobilenet.json").read_text()))
@@ -75,6 +80,7 @@ def _exports(tmp_path) -> list[dict]:
 
 # keys a reader may ignore: identification and what the Python side keeps for information
 IGNORED = {"name", "kind", "julia_type", "input_size", "dropout"}
+# (an rnn's "rnn" object is read whole, its keys checked by RNN_KEYS: test below)
 
 
 @pytest.mark.parametrize(
@@ -105,26 +111,27 @@ def test_julia_readers_read_every_kind_and_key_python_writes(tmp_path, reader, s
                     assert not missing, f"{reader}: {key} keywords {missing} never passed on"
 
 
-def test_text_models_stop_at_their_first_embedding_layer(tmp_path):
-    """Keras text models convert (tests/test_fromkeras_rnn.py); the Julia readers rebuild
-    `rnn` and `timedense` but not `embed` yet: no branch of theirs takes that kind, so the
-    reader ends in its refusal naming the layer and its kind."""
+def test_text_models_are_read_by_both_readers(tmp_path):
+    """Keras text models (tests/test_fromkeras_rnn.py) export `embed`, `rnn` and `timedense`
+    layers: both readers take every one of their kinds, and the `rnn` object's keys are the
+    ones import.jl checks (`RNN_KEYS`)."""
     pytest.importorskip("keras")
     from porting.fromkeras import from_keras
     from porting.model import save_export
     from tests.test_fromkeras_rnn import MODELS as TEXT_MODELS
 
     imported = set(KIND_TEST.findall(_function(IMPORT, "_layer_fn")))
-    flux = set(KIND_TEST.findall(FLUX))
-    assert "embed" not in imported | flux
-    assert {"rnn", "timedense"} <= imported & flux
+    flux = set(KIND_TEST.findall(_function(FLUX, "_flux_layers")))
+    rnn_keys = re.findall(r'"(\w+)"', IMPORT.split("const RNN_KEYS = (", 1)[1].split(")", 1)[0])
     for name, build in TEXT_MODELS.items():
         save_export(from_keras(build()), tmp_path / name)
-        kinds = {d["kind"] for d in json.loads((tmp_path / f"{name}.json").read_text())["layers"]}
+        layers = json.loads((tmp_path / f"{name}.json").read_text())["layers"]
+        kinds = {d["kind"] for d in layers}
         assert {"embed", "rnn"} <= kinds
-        assert kinds - imported <= {"embed"} and kinds - flux <= {"embed"}
-    assert "is not imported yet" in _function(IMPORT, "_layer_fn")
-    assert "has no Flux mapping yet" in FLUX
+        assert kinds <= imported and kinds <= flux
+        for d in layers:
+            if d["kind"] == "rnn":
+                assert sorted(d["rnn"]) == sorted(rnn_keys)
 
 
 @pytest.mark.parametrize("reader, source", [("import_model", IMPORT), ("flux_model", FLUX)])

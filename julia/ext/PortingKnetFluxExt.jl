@@ -9,7 +9,8 @@ module PortingKnetFluxExt
 import Flux
 import PortingKnet
 import PortingKnet: _param, _keywords, _activation_fn, _apply, _pad_pairs, _import_error, _upsample,
-                    _upsample_size, _rnn_unpack, _rnn_initial, _layernorm
+                    _upsample_size, _layernorm, _rnn_spec, _rnn_output, _rnn_initial, SEQ_TO_FLUX,
+                    EMBED_TO_SEQ, RNN_GATES
 
 """Layers that read earlier outputs by name (a Flux `Chain` is a line: a model with merges or
 skips becomes this graph, whose steps are Flux layers)."""
@@ -39,57 +40,117 @@ end
 
 _vec(b) = b === nothing ? false : vec(b)
 
-"""A Flux 0.15+ recurrent layer called from a fixed initial state (Flux's `layer(x, state)`):
-the trained `state0` a Flux 0.14 `Recur` restored at `reset!`, carried by the export's
-policy "initial"; zeros otherwise."""
-struct FromState
-    layer::Any
-    state::Any
-end
-Flux.@functor FromState (layer,)
-(m::FromState)(x) = m.layer(x, m.state)
+# --------------------------------------------------------------------------- sequences
+# Flux's recurrent layers from 0.15 on (FluxML/Flux.jl@v0.16.9 src/layers/recurrent.jl:
+# `RNNCell(σ, Wi, Wh, bias)`, `LSTMCell(Wi, Wh, bias)`, `GRUCell(Wi, Wh, b)`, wrapped in
+# `RNN` / `LSTM` / `GRU` / `GRUv3`, which read (in, T, B), called as `layer(x, state)` from the
+# export's initial state (zeros, or the policy "initial": a Flux 0.14 `Recur`'s trained
+# `state0`, which `reset!` restored); 0.14's `Recur`
+# runs one step per call and is refused (../docs/flux.md#recurrent-flux). Python's twins of
+# every rule here: porting.rnn.julia (knet_slices, flux_cell, flux_sequence).
 
-_slot(s, l, H, T) = s === nothing ? zeros(T, H) : T.(vec(s[:, 1, l]))
-
-"""The Flux 0.15+ layers of an rnn entry, one per Knet layer (unidirectional, no skipInput),
-on Flux's `(features, steps, batch)`: Knet's gates i, f, n, o (LSTM) and r, z, n (GRU) are
-Flux's; the two biases are summed except a GRU's recurrent bias of the new gate, which Knet
-adds inside `r .* (Rn h + bRn)` and Flux's GRUCell cannot hold (refused when nonzero);
-`resetAfter = false` is Flux's `GRUv3` (`Wh` with a zero third block, never read)."""
-function _flux_rnn(d, arrays, where)
-    s = d["rnn"]
-    X, H, L = Int(s["inputSize"]), Int(s["hiddenSize"]), Int(s["numLayers"])
-    (s["bidirectional"] || s["skipInput"]) &&
-        _import_error("$where: a bidirectional or skipInput rnn has no Flux layer")
-    type = s["rnnType"]
-    gates = type == "lstm" ? 4 : type == "gru" ? 3 : 1
-    w = _param(d, arrays, "w", where)
-    T = eltype(w)
-    Ws, Rs, bWs, bRs = _rnn_unpack(w, X, H, L, 1, gates, false)
-    h0, c0 = _rnn_initial(d, arrays, "h", where), _rnn_initial(d, arrays, "c", where)
-    out = Any[]
-    for l in 1:L
-        Wi, Wh, bW, bR = reduce(vcat, Ws[l]), reduce(vcat, Rs[l]), bWs[l], bRs[l]
-        h = _slot(h0, l, H, T)
-        if type == "lstm"
-            layer = Flux.LSTM(Flux.LSTMCell(Wi, Wh, reduce(vcat, bW .+ bR)))
-            push!(out, FromState(layer, (h, _slot(c0, l, H, T))))
-        elseif type == "gru" && get(s, "resetAfter", true) !== false
-            any(!iszero, bR[3]) && _import_error("$where: layer $l's recurrent bias of the new " *
-                "gate is nonzero: Knet adds it inside r .* (Rn h + bRn), Flux's GRUCell has none")
-            cell = Flux.GRUCell(Wi, Wh, vcat(bW[1] .+ bR[1], bW[2] .+ bR[2], bW[3]))
-            push!(out, FromState(Flux.GRU(cell), h))
-        elseif type == "gru"
-            Wh3 = vcat(Rs[l][1], Rs[l][2], zero(Rs[l][3]))
-            cell = Flux.GRUv3Cell(Wi, Wh3, reduce(vcat, bW .+ bR), Rs[l][3])
-            push!(out, FromState(Flux.GRUv3(cell), h))
-        else
-            σ = type == "relu" ? Flux.relu : tanh
-            push!(out, FromState(Flux.RNN(Flux.RNNCell(σ, Wi, Wh, reduce(vcat, bW .+ bR))), h))
-        end
+"""Knet's packed `r.w` -> per slot (forward and backward alternate) `(W, R, bW, bR)`, gates
+stacked in Knet's order (Flux's): each matrix is H rows of `in` stored row after row, so the
+column-major reshape to `(in, H)` is its transpose (Knet's `rnnparam(r, slot, id, 1)`); the
+biases follow every matrix (../docs/knet.md#rnn-packing)."""
+function _rnn_slices(w, spec)
+    h, g = spec["hiddenSize"], RNN_GATES[spec["rnnType"]]
+    dirs = spec["bidirectional"] ? 2 : 1
+    slots = spec["numLayers"] * dirs
+    v = vec(w)
+    pos = 0
+    block(start, nin) = permutedims(reshape(v[start + 1:start + h * nin], nin, h))
+    mats = Any[]
+    for s in 0:slots - 1
+        layer = s ÷ dirs
+        nin = layer == 0 ? (spec["skipInput"] ? 0 : spec["inputSize"]) : h * dirs
+        W = nin == 0 ? nothing : vcat([block(pos + k * h * nin, nin) for k in 0:g - 1]...)
+        pos += g * h * nin
+        R = vcat([block(pos + k * h * h, h) for k in 0:g - 1]...)
+        pos += g * h * h
+        push!(mats, (W, R))
     end
-    get(d, "output", "sequence") == "last" && push!(out, y -> y[:, end, :])
+    out = Any[]
+    for s in 1:slots
+        bW = v[pos + 1:pos + g * h]
+        pos += g * h
+        bR = v[pos + 1:pos + g * h]
+        pos += g * h
+        push!(out, (mats[s]..., bW, bR))
+    end
+    pos == length(v) || _import_error("rnn: the packed weights have $(length(v)) values, $pos read")
     return out
+end
+
+"""One slot's Flux recurrent layer: Flux adds one bias where Knet adds two (`bW + bR`); the
+GRU's recurrent bias of the new gate is inside Knet's reset product and has no place in
+Flux's GRUCell, so it must be zero."""
+function _flux_recurrent(spec, slot, where)
+    W, R, bW, bR = slot
+    W === nothing && _import_error("$where: skipInput (no input matrix) has no Flux counterpart")
+    t = spec["rnnType"]
+    t == "lstm" && return Flux.LSTM(Flux.LSTMCell(W, R, bW .+ bR))
+    t in ("relu", "tanh") &&
+        return Flux.RNN(Flux.RNNCell(t == "relu" ? Flux.relu : tanh, W, R, bW .+ bR))
+    h = size(R, 2)
+    if get(spec, "resetAfter", true) === false
+        # Flux's GRUv3: the reset gate before the recurrent matrix of the new gate, which
+        # GRUv3Cell holds apart (its Wh's third block is never read: left zero)
+        Wh = vcat(R[1:2h, :], zero(R[2h + 1:end, :]))
+        return Flux.GRUv3(Flux.GRUv3Cell(W, Wh, bW .+ bR, R[2h + 1:end, :]))
+    end
+    any(!iszero, bR[2h + 1:end]) &&
+        _import_error("$where: a GRU with a nonzero recurrent bias of its new gate: Knet " *
+                      "computes tanh(Wn x + r .* (Rn h + bRn) + bWn), Flux's GRUCell has no " *
+                      "bias inside the reset product; use import_model (Knet)")
+    return Flux.GRU(Flux.GRUCell(W, R, vcat(bW[1:2h] .+ bR[1:2h], bW[2h + 1:end])))
+end
+
+"""An rnn layer in Flux: the model's (T, X, B) as Flux's (X, T, B); each layer a Flux
+recurrent layer, or for a bidirectional one a (forward, backward) pair, the backward run on
+the time-reversed sequence and reversed back, stacked forward first; every step (T, Y, B)
+or the last one (Y, B), Knet's y[:, :, end]."""
+struct FluxRNN
+    layers::Vector{Any}
+    states::Vector{Any}  # per layer (a pair for a bidirectional one): nothing (zeros) or its state
+    last::Bool
+end
+Flux.@functor FluxRNN (layers,)
+
+_run(l, x, s) = s === nothing ? l(x) : l(x, s)
+
+function (m::FluxRNN)(x)
+    h = permutedims(x, SEQ_TO_FLUX)
+    for (l, s) in zip(m.layers, m.states)
+        h = l isa Tuple ? vcat(_run(l[1], h, s[1]), reverse(_run(l[2], reverse(h; dims=2), s[2]); dims=2)) :
+            _run(l, h, s)
+    end
+    return m.last ? h[:, end, :] : permutedims(h, SEQ_TO_FLUX)
+end
+
+function _flux_rnn(d, arrays, where)
+    isdefined(Flux, :initialstates) ||
+        _import_error("$where: rnn layers need Flux 0.15 or later (whole-sequence RNN/LSTM/GRU); " *
+                      "Flux 0.14's Recur runs one step per call")
+    w = _param(d, arrays, "w", where)
+    spec = _rnn_spec(d, w, where)
+    slots = [_flux_recurrent(spec, s, where) for s in _rnn_slices(w, spec)]
+    # the initial state of slot k is h0[:, 1, k] (Knet's (H, 1, L or 2L): directions alternate)
+    h0, c0 = _rnn_initial(d, arrays, "h", where), _rnn_initial(d, arrays, "c", where)
+    T = eltype(w)
+    H = spec["hiddenSize"]
+    _h(k) = h0 === nothing ? zeros(T, H) : T.(vec(h0[:, 1, k]))
+    _c(k) = c0 === nothing ? zeros(T, H) : T.(vec(c0[:, 1, k]))
+    state(k) = h0 === nothing && c0 === nothing ? nothing :
+               spec["rnnType"] == "lstm" ? (_h(k), _c(k)) : _h(k)
+    states = [state(k) for k in 1:length(slots)]
+    if spec["bidirectional"]
+        layers = Any[(slots[i], slots[i + 1]) for i in 1:2:length(slots)]
+        st = Any[(states[i], states[i + 1]) for i in 1:2:length(slots)]
+    else
+        layers, st = Any[slots...], Any[states...]
+    end
+    return FluxRNN(layers, st, _rnn_output(d, where) == "last")
 end
 
 """The Flux layers (in order) of one export entry."""
@@ -216,12 +277,6 @@ function _flux_layers(d, arrays, where)
         end]
     elseif kind == "pixelshuffle"
         return Any[Flux.PixelShuffle(Int(d["r"]))]
-    elseif kind == "rnn"
-        return _flux_rnn(d, arrays, where)
-    elseif kind == "timedense"
-        # Flux's Dense multiplies the first dimension of (H, steps, batch): every step
-        w, b = _param(d, arrays, "w", where), _param(d, arrays, "b", where; required=false)
-        return Any[Flux.Dense(w, _vec(b), identity), post]
     elseif kind == "add" || kind == "concat" || kind == "mul"
         return Any[Merge(Symbol(kind), act, Dict{String,Any}(d))]
     elseif kind == "affine"
@@ -230,6 +285,18 @@ function _flux_layers(d, arrays, where)
             shape = ntuple(i -> i == max(ndims(x) - 1, 1) ? length(s) : 1, ndims(x))
             return x .* reshape(s, shape) .+ reshape(b, shape)
         end]
+    elseif kind == "embed"
+        w = _param(d, arrays, "w", where)
+        # Flux's Embedding gathers w[:, x] ((dim, T, B)); a (B,) vector is one step
+        return Any[x -> ndims(x) == 1 ? reshape(x, 1, :) : x, Flux.Embedding(w),
+                   x -> permutedims(x, EMBED_TO_SEQ)]
+    elseif kind == "rnn"
+        return Any[_flux_rnn(d, arrays, where)]
+    elseif kind == "timedense"
+        w, b = _param(d, arrays, "w", where), _param(d, arrays, "b", where; required=false)
+        # a Dense on the features of every step of Flux's (H, T, B); softmax over dims=1
+        return Any[x -> permutedims(x, SEQ_TO_FLUX), Flux.Dense(w, _vec(b), identity), post,
+                   x -> permutedims(x, SEQ_TO_FLUX)]
     end
     _import_error("$where: kind $(repr(kind)) has no Flux mapping yet")
 end

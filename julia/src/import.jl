@@ -8,9 +8,22 @@
 
 const IMPORT_KINDS = ("conv", "deconv", "dense", "linear", "pool", "mat", "dropout", "activation",
                       "batchnorm", "layernorm", "groupnorm", "zeropad", "reshape", "add",
-                      "concat", "mul", "affine", "upsample", "pixelshuffle", "rnn", "timedense")
+                      "concat", "mul", "affine", "upsample", "pixelshuffle", "embed", "rnn",
+                      "timedense")
 const MERGE_KINDS = ("add", "concat", "mul")
 const IMPORT_ELTYPES = Dict("Float32" => Float32, "Float64" => Float64)
+
+# Sequence layouts (../docs/knet.md#embed, #rnn-packing; Python's twins, with these constants:
+# porting.rnn.julia). Between layers a sequence is (T, X, B); Knet's RNN reads and writes
+# (X, B, T); Flux's recurrent layers (0.15 and later) (X, T, B); w[:, x] of (T, B) tokens is
+# (dim, T, B).
+const SEQ_TO_KNET = (2, 3, 1)
+const KNET_TO_SEQ = (3, 1, 2)
+const SEQ_TO_FLUX = (2, 1, 3)
+const EMBED_TO_SEQ = (2, 1, 3)
+const RNN_GATES = Dict("relu" => 1, "tanh" => 1, "lstm" => 4, "gru" => 3)
+const RNN_KEYS = ("inputSize", "hiddenSize", "rnnType", "numLayers", "bidirectional",
+                  "skipInput", "dropout", "h", "c")
 
 """One layer of an imported model: `f(x)` (merges: `f(xs)`), reading the layers named in
 `inputs` ("input" is the model's input)."""
@@ -237,62 +250,10 @@ _bias_add(y, b) = b === nothing ? y : y .+ reshape(b, ntuple(i -> i == ndims(y) 
 ("array") fixes the batch size: refused, as Python refuses it."""
 function _rnn_initial(d, arrays, name, where)
     policy = d["rnn"][name]
-    policy in ("nothing", "zero") && return nothing
+    policy in ("nothing", "zero", 0) && return nothing
     policy == "initial" && return _param(d, arrays, name, where)
     _import_error("$where: rnn.$name = $(repr(policy)): a state array fixes the batch size; " *
                   "reset r.$name (nothing or 0) before exporting")
-end
-
-"""Knet's packed `r.w` -> per 1-based slot the per-gate input matrices `(H, in)` (`nothing`
-for skipInput's first layer), recurrent matrices `(H, H)`, input and recurrent biases `(H,)`,
-in Knet's gate order: every matrix slot by slot (a matrix stored row after row), then every
-bias. The twin of Python's `porting.rnn.params.unpack` (tests/test_rnn_params.py)."""
-function _rnn_unpack(w, X, H, L, dirs, gates, skip)
-    v = vec(w)
-    pos = 0
-    following(n) = (seg = v[pos + 1:pos + n]; pos += n; seg)
-    slots = L * dirs
-    Ws, Rs, bWs, bRs = (Vector{Any}(undef, slots) for _ in 1:4)
-    for s in 1:slots
-        nin = s <= dirs ? (skip ? 0 : X) : dirs * H
-        Ws[s] = [nin == 0 ? nothing : permutedims(reshape(following(H * nin), nin, H)) for _ in 1:gates]
-        Rs[s] = [permutedims(reshape(following(H * H), H, H)) for _ in 1:gates]
-    end
-    for s in 1:slots
-        bWs[s] = [following(H) for _ in 1:gates]
-        bRs[s] = [following(H) for _ in 1:gates]
-    end
-    pos == length(v) || _import_error("params.w has $(length(v)) values; the sizes need $pos")
-    return Ws, Rs, bWs, bRs
-end
-
-"""A Knet `RNN` from an rnn entry (Knet's own arithmetic: needs Knet loaded), called on Knet's
-`(X, B, T)` and returning `y` `(Y, B, T)` or, with `output = "last"`, `y[:, :, end]`."""
-function _rnn_fn(d, arrays, where)
-    K = knet_module()
-    K === nothing && _import_error("$where: an rnn layer needs Knet loaded (`using Knet`): " *
-                                   "Knet's RNN computes it")
-    s = d["rnn"]
-    get(s, "resetAfter", true) === false &&
-        _import_error("$where: rnn.resetAfter = false (Flux's GRUv3: the reset gate before the " *
-                      "recurrent matrix) is no Knet RNN; rebuild it with flux_model (using Flux)")
-    w = _param(d, arrays, "w", where)
-    r = K.RNN(Int(s["inputSize"]), Int(s["hiddenSize"]); rnnType=Symbol(s["rnnType"]),
-              numLayers=Int(s["numLayers"]), bidirectional=Bool(s["bidirectional"]),
-              skipInput=Bool(s["skipInput"]), dropout=Float64(s["dropout"]),
-              atype=Array{eltype(w)})
-    length(r.w) == length(w) ||
-        _import_error("$where: params.w has $(length(w)) values; Knet's RNN of these sizes has $(length(r.w))")
-    copyto!(K.value(r.w), vec(w))
-    h0, c0 = _rnn_initial(d, arrays, "h", where), _rnn_initial(d, arrays, "c", where)
-    last = get(d, "output", "sequence") == "last"
-    return function (x)
-        B = size(x, 2)
-        r.h = h0 === nothing ? nothing : repeat(h0, 1, B, 1)  # every call from the same state
-        r.c = c0 === nothing ? nothing : repeat(c0, 1, B, 1)
-        y = r(x)
-        return last ? y[:, :, end] : y
-    end
 end
 
 """Knet's `pool`, with mode 2 (the mean of each window's real cells, cuDNN's
@@ -409,16 +370,6 @@ function _layer_fn(d::AbstractDict, arrays, where::AbstractString)
     elseif kind == "pixelshuffle"
         r = Int(d["r"])
         return x -> NNlib.pixel_shuffle(x, r)
-    elseif kind == "rnn"
-        return _rnn_fn(d, arrays, where)
-    elseif kind == "timedense"
-        # Knet's w * reshape(y, H, :) .+ b on (H, B, T), back to (V, B, T)
-        w, b = _param(d, arrays, "w", where), _param(d, arrays, "b", where; required=false)
-        return function (y)
-            z = w * reshape(y, size(y, 1), :)
-            b === nothing || (z = z .+ vec(b))
-            return _apply(act, reshape(z, :, size(y, 2), size(y, 3)), d)
-        end
     elseif kind == "add"
         return xs -> _apply(act, reduce(.+, xs), d)
     elseif kind == "concat"
@@ -431,10 +382,103 @@ function _layer_fn(d::AbstractDict, arrays, where::AbstractString)
             shape = ntuple(i -> i == max(ndims(x) - 1, 1) ? length(s) : 1, ndims(x))
             return x .* reshape(T.(s), shape) .+ reshape(T.(b), shape)
         end
+    elseif kind == "embed"
+        w = _param(d, arrays, "w", where)
+        return x -> _embed(w, x, where)
+    elseif kind == "rnn"
+        w = _param(d, arrays, "w", where)
+        spec = _rnn_spec(d, w, where)
+        get(spec, "resetAfter", true) === false &&
+            _import_error("$where: rnn.resetAfter = false (Flux's GRUv3: the reset gate before the " *
+                          "recurrent matrix) is no Knet RNN; rebuild it with flux_model (using Flux)")
+        last = _rnn_output(d, where) == "last"
+        r = _knet_rnn(spec, w, where)
+        h0, c0 = _rnn_initial(d, arrays, "h", where), _rnn_initial(d, arrays, "c", where)
+        return function (x)
+            xk = permutedims(x, SEQ_TO_KNET)  # Knet's (X, B, T)
+            B = size(xk, 2)
+            # every call from the same initial state: Knet's RNN checks that r.h is (H, B, L)
+            # and overwrites it with the final state
+            r.h = h0 === nothing ? nothing : repeat(h0, 1, B, 1)
+            r.c = c0 === nothing ? nothing : repeat(c0, 1, B, 1)
+            y = r(xk)  # Knet's (Y, B, T)
+            return last ? y[:, :, end] : permutedims(y, KNET_TO_SEQ)
+        end
+    elseif kind == "timedense"
+        w, b = _param(d, arrays, "w", where), _param(d, arrays, "b", where; required=false)
+        return function (x)
+            yk = permutedims(x, SEQ_TO_KNET)  # (H, B, T)
+            h, nb, nt = size(yk)
+            z = reshape(_bias_add(w * reshape(yk, h, :), b), :, nb, nt)  # (V, B, T)
+            return permutedims(_apply(act, z, d), KNET_TO_SEQ)  # softmax over V: dims=1 here
+        end
     end
     _import_error("$where: kind $(repr(kind)) is not imported yet; expected one of " *
-                  join(IMPORT_KINDS, ", ") * " (embedding layers: export them from Julia " *
-                  "instead)")
+                  join(IMPORT_KINDS, ", "))
+end
+
+# --------------------------------------------------------------------------- sequences
+
+"""`(T, B)` 1-based tokens (a `(B,)` vector: one step) -> `w[:, x]` as `(T, dim, B)`."""
+function _embed(w, x, where)
+    tokens = ndims(x) == 1 ? reshape(x, 1, :) : x
+    vocab = size(w, 2)
+    all(t -> 1 <= t <= vocab, tokens) ||
+        _import_error("$where: token indices must be in 1:$vocab (Knet indexes from 1)")
+    return permutedims(w[:, tokens], EMBED_TO_SEQ)
+end
+
+"""The `rnn` object of an entry (Knet's RNN fields), its keys and the packed length checked;
+a state array is refused (it fixes the batch size); a zero or a constant initial state
+("initial": `_rnn_initial`) is taken."""
+function _rnn_spec(d, w, where)
+    spec = get(d, "rnn", nothing)
+    spec isa AbstractDict || _import_error("$where: rnn is missing (Knet's RNN fields)")
+    for k in RNN_KEYS
+        haskey(spec, k) || _import_error("$where: rnn.$k is missing")
+    end
+    haskey(RNN_GATES, spec["rnnType"]) ||
+        _import_error("$where: rnn.rnnType $(repr(spec["rnnType"])); expected relu, tanh, lstm or gru")
+    for k in ("h", "c")  # the policy; "initial" reads params.h / params.c (_rnn_initial)
+        spec[k] in ("nothing", "zero", 0, "initial") ||
+            _import_error("$where: rnn.$k = $(repr(spec[k])); expected \"nothing\", \"zero\" or " *
+                          "\"initial\" (a state array of the exporting session fixes the batch size)")
+    end
+    g, h, x = RNN_GATES[spec["rnnType"]], spec["hiddenSize"], spec["inputSize"]
+    dirs = spec["bidirectional"] ? 2 : 1
+    n = 0
+    for l in 1:spec["numLayers"]
+        nin = l == 1 ? (spec["skipInput"] ? 0 : x) : h * dirs
+        n += dirs * g * (h * nin + h * h + 2h)
+    end
+    length(w) == n || _import_error("$where: params.w has $(length(w)) values; rnn's fields need $n")
+    return spec
+end
+
+function _rnn_output(d, where)
+    output = something(get(d, "output", nothing), "sequence")
+    output in ("sequence", "last") ||
+        _import_error("$where: output = $(repr(output)); expected \"sequence\" or \"last\"")
+    return output
+end
+
+"""Knet's `RNN` (Knet.jl v1.4.10 src/ops20/rnn.jl: `RNN(inputSize, hiddenSize; rnnType,
+numLayers, bidirectional, skipInput, dropout, atype)`), its packed weights `r.w` (a
+`Param` of size `(1, 1, n)` in cuDNN's order, ../docs/knet.md#rnn-packing) replaced by the
+export's, which Python packs in that order (porting.rnn.params.pack). Needs Knet."""
+function _knet_rnn(spec, w, where)
+    K = knet_module()
+    K === nothing && _import_error("$where: an rnn layer needs Knet loaded (Knet's RNN); " *
+                                   "without Knet use flux_model (Flux's recurrent layers)")
+    T = eltype(w)
+    r = K.RNN(spec["inputSize"], spec["hiddenSize"]; rnnType=Symbol(spec["rnnType"]),
+              numLayers=spec["numLayers"], bidirectional=spec["bidirectional"],
+              skipInput=spec["skipInput"], dropout=spec["dropout"], atype=Array{T})
+    n = length(K.value(r.w))  # r.w is a Param (AutoGrad): its array is value(r.w)
+    n == length(w) || _import_error("$where: Knet's RNN holds $n weights, the export $(length(w))")
+    r.w = K.Param(reshape(Array{T}(vec(w)), 1, 1, :))
+    r.h, r.c = nothing, nothing  # zero initial states, final states not kept
+    return r
 end
 
 """

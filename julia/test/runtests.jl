@@ -572,4 +572,31 @@ end
     end
 end
 
+@testset "import_model and flux_model: embed and timedense" begin
+    # Python's twins of these rules: porting.rnn.julia (tests/test_julia_import_rnn.py)
+    mktempdir() do dir
+        w = reshape(Float32.(1:12), 3, 4)          # (dim 3, vocab 4)
+        v = reshape(Float32.(1:6), 2, 3)
+        b = Float32[10, 20]
+        entry(key, size) = Dict("key" => key, "size" => size, "eltype" => "Float32")
+        layers = [Dict("name" => "emb", "kind" => "embed", "params" => Dict("w" => entry("emb.w", [3, 4]))),
+                  Dict("name" => "td", "kind" => "timedense", "activation" => "identity",
+                       "params" => Dict("w" => entry("td.w", [2, 3]), "b" => entry("td.b", [2])))]
+        doc = Dict("format" => PortingKnet.EXPORT_FORMAT, "version" => 2, "name" => "seq", "layers" => layers)
+        write(joinpath(dir, "seq.json"), JSON.json(doc))
+        NPZ.npzwrite(joinpath(dir, "seq.npz"), Dict("emb.w" => w, "td.w" => v, "td.b" => b))
+        m = import_model(joinpath(dir, "seq"))
+        x = [1 4; 2 3; 3 1]                        # (T = 3, B = 2) 1-based tokens
+        y = m(x)
+        @test size(y) == (3, 2, 2)                 # (T, V, B)
+        @test all(y[t, :, j] == v * w[:, x[t, j]] .+ b for t in 1:3, j in 1:2)
+        @test_throws ArgumentError m([0 1; 1 1])   # token 0: Knet indexes from 1
+        if Base.find_package("Flux") !== nothing && VERSION >= v"1.9"
+            @eval import Flux
+            f = Base.invokelatest(flux_model, joinpath(dir, "seq"))
+            @test Base.invokelatest(f, x) ≈ y
+        end
+    end
+end
+
 end # @testset "PortingKnet"

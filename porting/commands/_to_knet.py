@@ -2,13 +2,17 @@
 
 The Keras model becomes the model description (porting.fromkeras.from_keras), written as the
 export pair (`PREFIX.npz` + `PREFIX.json`) that `julia/`'s importer reads. `--verify` checks
-it twice: every Knet layer against Keras layer by layer (`verify_model`, against the Keras
-model rebuilt from the Knet one, as for a Knet model), and the rebuilt Keras model against the
-original end to end: the same products summed in another order at most, so within
+it twice: every original Keras layer against the Knet layers it became, layer by layer
+(`verify_model` with the original as `keras_model`; a Keras layer that is several Knet layers,
+e.g. an asymmetric "same" padding + conv, is compared at the last, porting.model.fused), and
+the Keras model rebuilt from the Knet one (`to_keras`, the way Knet models go to Keras) against
+the original end to end: the same products summed in another order at most, so within
 `64 eps max|y|`, where a wrong padding, flip or flatten order moves outputs by their own size.
 """
 
 from __future__ import annotations
+
+import gc
 
 import numpy as np
 
@@ -31,9 +35,25 @@ def check_args(args) -> None:
         raise PortingError("nothing to do: give -o PREFIX (the Knet export pair) and/or --verify")
 
 
-def round_trip(original, rebuilt, x_tf) -> dict:
-    """The rebuilt Keras model against the original on the same TensorFlow-layout input."""
-    want = np.asarray(original(x_tf))
+def renamed_layers(keras_model, model) -> list[str]:
+    """The Keras layer names that `from_keras` had to change (Knet names are letters, digits
+    and `_.-`, without `__`): where there are any, the layer-by-layer comparison cannot find
+    the original's layers by name."""
+    import keras
+
+    knet = {str(layer.name) for layer in model.layers}
+    return [
+        str(lay.name)
+        for lay in keras_model.layers
+        if not isinstance(lay, keras.layers.InputLayer)
+        and (lay.name not in knet or "__" in lay.name)
+    ]
+
+
+def round_trip(want, rebuilt, x_tf) -> dict:
+    """The rebuilt Keras model on `x_tf` (TensorFlow layout) against `want`, the original's
+    output on it (the verification's end-to-end run of the original)."""
+    want = np.asarray(want)
     have = np.asarray(rebuilt(x_tf))
     eps = float(np.finfo(want.dtype).eps)
     bound = ROUND_TRIP_EPS * eps * float(np.max(np.abs(want))) if want.size else 0.0
@@ -64,18 +84,42 @@ def run(args, rich_report) -> int:
     files.check_distinct({"MODEL": args.model, "--input": args.input}, outputs)
     km = load_keras(args.model)
     model = from_keras(km, spatial=args.spatial)
+    in_dtype = km.inputs[0].dtype
     report = None
     trip: dict = {"ok": True}
     if args.verify:
         x = load_npy(args.input, "--input") if args.input else default_input(model)
-        report = verify_model(model, x, mode=args.mode, spatial=args.spatial, knet=args.knet)
         x_tf = layout.activations_to_tf(x, args.spatial) if x.ndim > 2 else x.T
         to_keras_input = getattr(model.layers[0], "keras_input", None)
         if to_keras_input is not None:  # Knet's 1-based token indices -> Keras's 0-based
             x_tf = to_keras_input(x_tf)
-        trip = round_trip(
-            km, to_keras(model, spatial=args.spatial), x_tf.astype(km.inputs[0].dtype)
+        x_tf = x_tf.astype(in_dtype)
+        renamed = renamed_layers(km, model)
+        report = verify_model(
+            model,
+            x,
+            keras_model=None if renamed else km,
+            mode=args.mode,
+            spatial=args.spatial,
+            knet=args.knet,
         )
+        assert report.outputs is not None  # verify_model always gives them
+        # the original's output on x: the verification's end-to-end run of it, or, where the
+        # layers were compared with the rebuilt model, the original run here
+        want = np.asarray(km(x_tf)) if renamed else report.outputs[1]
+        if renamed:
+            report.notes.append(
+                f"Keras layer names that are not Knet names ({', '.join(map(repr, renamed[:3]))}"
+                f"{', ...' if len(renamed) > 3 else ''}) were renamed: the layers are compared "
+                "with the Keras model rebuilt from the Knet one, and that one with the original "
+                "end to end"
+            )
+    # The original's weights are no longer needed (its output is in `want`): released before
+    # the rebuilt Keras model makes another copy (benchmarks/bench_fromkeras.py).
+    del km
+    gc.collect()
+    if report is not None:
+        trip = round_trip(want, to_keras(model, spatial=args.spatial), x_tf)
     ok = report is None or (report.ok and trip["ok"])
     written = {}
     if args.output and (ok or args.keep_on_mismatch):

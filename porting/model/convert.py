@@ -250,7 +250,10 @@ def spatial_of(keras_model: Any, default: str = "reverse") -> str:
 
 def keras_groups(keras_model: Any, model: KnetModel) -> list[list[Any]]:
     """For each Knet layer, its Keras layers in call order (found by name: `conv1`,
-    `conv1__pad`, ...). Raises `PortingError` when a Knet layer has no Keras counterpart."""
+    `conv1__pad`, ...). A Knet layer without one (`conv1_pad` of a Keras `conv1` that
+    `from_keras` made two Knet layers) gets `[]`: it is part of the next Knet layer's group,
+    the one that holds the Keras layer's name and output (`porting.model.verify` compares the
+    Keras layer there). Raises `PortingError` when the last Knet layer has no Keras counterpart."""
     import keras
 
     layers = [lay for lay in keras_model.layers if not isinstance(lay, keras.layers.InputLayer)]
@@ -261,12 +264,13 @@ def keras_groups(keras_model: Any, model: KnetModel) -> list[list[Any]]:
             for lay in layers
             if lay.name == layer.name or lay.name.startswith(layer.name + "__")
         ]
-        if not group:
-            raise PortingError(
-                f"{layer.label}: the Keras model has no layer named {layer.name!r} (or "
-                f"{layer.name}__*); was it converted from this Knet model?"
-            )
         groups.append(group)
+    if not groups[-1]:
+        layer = model.layers[-1]
+        raise PortingError(
+            f"{layer.label}: the Keras model has no layer named {layer.name!r} (or "
+            f"{layer.name}__*); was it converted from this Knet model?"
+        )
     return groups
 
 

@@ -43,7 +43,7 @@ from porting._checks import check_choice
 from porting.comparison import compare
 from porting.errors import PortingError
 from porting.model import convert as mconvert
-from porting.model import knet_side
+from porting.model import fused, knet_side
 from porting.model.forward import backend_of, check_input, forward_steps
 from porting.model.keras_side import per_sample, run_group, source_name
 from porting.model.kinds import kind_of
@@ -124,7 +124,8 @@ def verify_model(
 
     `x` is Julia-indexed `(X1, ..., C, N)` in the model's dtype (default: `default_input`).
     `keras_model` defaults to `to_keras(model, spatial=spatial)`; a model loaded from disk works
-    too (layers are matched by name). `spatial` defaults to the convention the Keras model was
+    too (layers are matched by name), and so does the original of a `from_keras` model: a Keras
+    layer that became several Knet layers is one row, at the last (porting.model.fused). `spatial` defaults to the convention the Keras model was
     converted with, else "reverse". `knet` picks the Knet backend (`porting.knet`). `progress`,
     if given, is called as `progress(description, done, total)` as the work advances (the CLI
     draws a bar with it). `plan` is the model's plan for `x`'s size (made here when not given).
@@ -146,6 +147,7 @@ def verify_model(
         spatial = spatial or mconvert.spatial_of(keras_model)
     check_choice(spatial, "spatial", layout.SPATIAL_CHOICES)
     groups = mconvert.keras_groups(keras_model, model)
+    heads = fused.heads(steps, groups)
     kdt = _keras_dtype(keras_model)
     if not np.issubdtype(kdt, np.floating):  # token indices in: the weights' type is the layers'
         kdt = np.dtype(keras_model.outputs[0].dtype)
@@ -160,6 +162,7 @@ def verify_model(
             f"(spatial={spatial!r}); was it converted with another spatial convention or input size?"
         )
     notes: list[str] = mconvert.conversion_notes(keras_model)
+    notes.extend(fused.group_notes(steps, groups, heads))
     timings: dict[str, float] = {}
     lower = kdt if kdt.itemsize <= model.dtype.itemsize else model.dtype
     wd = model.dtype
@@ -185,7 +188,18 @@ def verify_model(
         )
         try:
             run = _Run(
-                steps, groups, keras_model, model, x, mode, spatial, kdt, in_dt, lower, precision
+                steps,
+                groups,
+                heads,
+                keras_model,
+                model,
+                x,
+                mode,
+                spatial,
+                kdt,
+                in_dt,
+                lower,
+                precision,
             )
             rows, first_bad, diag_arrays, final_actual = _compare_layers(
                 run, side, knet_done, notes, timings, advance
@@ -194,7 +208,22 @@ def verify_model(
             side.close()
 
     diagnosis = None
-    first_i = next((i for i, r in enumerate(rows) if not r.ok), None)
+    first_i = next((r.index for r in rows if not r.ok), None)
+    if first_i is not None and heads[first_i] != first_i:  # several Knet layers: outputs only
+        diagnose = False
+        assert first_bad is not None and diag_arrays is not None  # set at the first row not ok
+        row = next(r for r in rows if r.index == first_i)
+        diagnosis = fused.diagnose_outputs(
+            steps,
+            heads[first_i],
+            first_i,
+            groups[first_i],
+            row,
+            diag_arrays,
+            first_bad,
+            spatial,
+            notes,
+        )
     if diagnose and first_i is not None:
         assert diag_arrays is not None  # set with first_bad, at the first row not ok
         diagnosis = _diagnose_layer_kind(
@@ -212,7 +241,7 @@ def verify_model(
             x_in,
             in_flat,
             y_first,
-            rows[first_i],
+            next(r for r in rows if r.index == first_i),
             first_bad,
             spatial,
             kdt,
@@ -262,6 +291,7 @@ class _Run:
 
     steps: Plan
     groups: list[list[Any]]
+    heads: list[int]  # each layer's first Knet layer of its Keras group (itself, mostly)
     keras_model: Any
     model: KnetModel
     x: np.ndarray
@@ -296,7 +326,10 @@ def _compare_layers(
     and (Knet inputs, Knet output), and the Keras model's final output."""
     steps, x = run.steps, run.x
     x_tf = _keras_input(run)
-    last_use = {k: i for i, st in enumerate(steps) for k in st.sources}
+    ends = list(range(len(steps)))  # where each layer's Keras group is compared
+    for i in reversed(range(len(steps) - 1)):
+        ends[i] = i if run.groups[i] else ends[i + 1]
+    last_use = {k: ends[i] for i, st in enumerate(steps) for k in st.sources}
     keras_side: _EachMode | _WholeMode = (
         _EachMode(run, x_tf, last_use)
         if run.mode == "each"
@@ -309,11 +342,21 @@ def _compare_layers(
     diag_arrays: tuple[list[np.ndarray], np.ndarray] | None = (
         None  # and its (Knet inputs, Knet output)
     )
+    carry: np.ndarray | None = None  # the error bound of a group's Knet layers so far
     for i, (step, group) in enumerate(zip(steps, run.groups, strict=True)):
         rec = next(side)
         t_knet += rec.knet_s
         x_ins = [x if k < 0 else knet_done[k] for k in step.sources]
-        a_i, mag_tf = keras_side.output(i, step, group, rec, x_ins)
+        if not group:  # compared with the Keras layer at the group's last Knet layer
+            e_ins = keras_side.incoming(step, x_ins, carry)
+            carry = fused.error_bound(
+                steps, step, rec, x_ins, e_ins, run.tol_dtype, run.model.dtype, run.precision
+            )
+            del x_ins, rec
+            advance(f"ran {step.layer.name}")
+            continue
+        a_i, mag_tf = keras_side.output(i, step, group, rec, x_ins, carry)
+        carry = None
         row = _row(run, i, step, group, rec, a_i, mag_tf)
         rows.append(row)
         layer = step.layer
@@ -322,10 +365,12 @@ def _compare_layers(
             notes.extend(layer.verify_notes(x_ins[0], a_j, str(layer.name)))
         if not row.ok and first_bad is None:
             first_bad = (a_i, mag_tf)
-            diag_arrays = (list(x_ins), rec.y)
+            h = run.heads[i]  # a group's first Knet layer's inputs (the layer's own, mostly)
+            diag_ins = x_ins if h == i else [x if k < 0 else knet_done[k] for k in steps[h].sources]
+            diag_arrays = (list(diag_ins), rec.y)
         expected = rec.expected
         del x_ins, rec
-        for j in {*step.sources, i}:  # outputs no later layer reads
+        for j in {*step.sources, *steps[run.heads[i]].sources, i}:  # no later layer reads
             if j >= 0 and last_use.get(j, -1) <= i:
                 keras_side.drop(j)
                 if j != run.last:
@@ -393,16 +438,21 @@ class _EachMode:
         group: list[Any],
         rec: knet_side.KnetRecord,
         x_ins: list[np.ndarray],
+        carry: np.ndarray | None = None,
     ) -> tuple[np.ndarray, Any]:
-        """Layer `i`'s Keras output on Knet's inputs, and its S (from the Knet record)."""
+        """Layer `i`'s Keras output on Knet's inputs (those of its group's first Knet layer),
+        and its S (from the Knet record, or with `carry`, the error bound of the group's Knet
+        layers before it)."""
         t0 = time.perf_counter()
-        steps, x_tf, kdt = self.run.steps, self.x_tf, self.run.kdt
+        run = self.run
+        steps, x_tf, kdt = run.steps, self.x_tf, run.kdt
+        sources = steps[run.heads[i]].sources
         feeds = {
             source_name(steps, j): x_tf if j < 0 else self.tf_done[j].astype(kdt, copy=False)
-            for j in step.sources
+            for j in sources
         }
-        if self.doubled and any(j >= 0 for j in step.sources):
-            for j in step.sources:
+        if self.doubled and any(j >= 0 for j in sources):
+            for j in sources:
                 name = source_name(steps, j)
                 feeds[name] = np.concatenate([feeds[name], x_tf if j < 0 else self.chain[j]])
             both = np.asarray(run_group(group, feeds))
@@ -414,7 +464,18 @@ class _EachMode:
             self.chain[i] = own
         del own
         self.seconds += time.perf_counter() - t0
-        return a_i, rec.mag_tf
+        if carry is None:
+            return a_i, rec.mag_tf
+        return a_i, fused.carried(
+            steps, step, rec, x_ins, carry, run.tol_dtype, run.model.dtype, run.spatial
+        )
+
+    def incoming(
+        self, step: Step, x_ins: list[np.ndarray], carry: np.ndarray | None
+    ) -> list[np.ndarray | None] | None:
+        """The error reaching a Knet layer inside a group: none at its first (each layer is
+        fed Knet's inputs), else the bound carried from the one before."""
+        return None if carry is None else [carry]
 
     def keep(self, i: int, step: Step, a_i: np.ndarray, expected: np.ndarray) -> None:
         if i in self.last_use:  # a later layer is fed Knet's output
@@ -457,10 +518,11 @@ class _WholeMode:
         self.run, self.last_use = run, last_use
         advance("Keras side")
         t0 = time.perf_counter()
-        probe = keras.Model(run.keras_model.inputs[0], [g[-1].output for g in run.groups])
+        compared = [i for i, g in enumerate(run.groups) if g]
+        probe = keras.Model(run.keras_model.inputs[0], [run.groups[i][-1].output for i in compared])
         outs = probe(x_tf, training=False)
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-        self.actual = [np.asarray(t) for t in outs]
+        self.actual = {i: np.asarray(t) for i, t in zip(compared, outs, strict=True)}
         timings["keras_forward_s"] = time.perf_counter() - t0
         x = run.x
         # x as Keras sees it (None: exactly Knet's, token indices or the same float type)
@@ -475,9 +537,33 @@ class _WholeMode:
         group: list[Any],
         rec: knet_side.KnetRecord,
         x_ins: list[np.ndarray],
+        carry: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Layer `i`'s output in the Keras model's own run, and its S with the incoming error."""
-        run, wd = self.run, self.run.model.dtype
+        """Layer `i`'s output in the Keras model's own run, and its S with the incoming error
+        (measured, or with `carry`, the bound carried through its group's Knet layers)."""
+        run = self.run
+        e_ins = self.incoming(step, x_ins, carry)
+        mag_tf = knet_side.magnitude_tf(
+            run.steps,
+            step,
+            x_ins,
+            e_ins,
+            rec.extra,
+            rec.y,
+            run.tol_dtype,
+            run.model.dtype,
+            run.spatial,
+        )
+        return self.actual[i], mag_tf
+
+    def incoming(
+        self, step: Step, x_ins: list[np.ndarray], carry: np.ndarray | None
+    ) -> list[np.ndarray | None]:
+        """The error reaching `step`: measured at its inputs (`|Keras - Knet|`), or inside a
+        group the bound carried from the Knet layer before."""
+        if carry is not None:
+            return [carry]
+        wd = self.run.model.dtype
         e_ins: list[np.ndarray | None] = []
         for j, x_in in zip(step.sources, x_ins, strict=True):
             a_src = self.x_j if j < 0 else self.actual_j.get(j)
@@ -486,10 +572,7 @@ class _WholeMode:
                 if a_src is None
                 else np.abs(a_src.astype(wd, copy=False) - np.asarray(x_in, dtype=wd))
             )
-        mag_tf = knet_side.magnitude_tf(
-            run.steps, step, x_ins, e_ins, rec.extra, rec.y, run.tol_dtype, wd, run.spatial
-        )
-        return self.actual[i], mag_tf
+        return e_ins
 
     def keep(self, i: int, step: Step, a_i: np.ndarray, expected: np.ndarray) -> None:
         if i in self.last_use:  # a later layer's incoming error reads it
@@ -499,7 +582,7 @@ class _WholeMode:
         self.actual_j.pop(j, None)
 
     def final(self, timings: dict[str, float], advance: AdvanceFn) -> np.ndarray:
-        return self.actual[-1]
+        return self.actual[self.run.last]
 
 
 def _diagnose_layer_kind(

@@ -45,6 +45,7 @@ from porting.errors import PortingError
 from porting.model import convert as mconvert
 from porting.model import knet_side
 from porting.model.forward import backend_of, check_input, forward_steps
+from porting.model.keras_graph import GraphSide
 from porting.model.keras_side import per_sample, run_group, source_name
 from porting.model.kinds import kind_of
 from porting.model.planning import Plan, Step, given_input_size
@@ -119,6 +120,7 @@ def verify_model(
     progress: ProgressFn | None = None,
     diagnose: bool = True,
     plan: Plan | None = None,
+    ulps: bool = True,
 ) -> ModelReport:
     """Run the Knet side and the Keras side of `model` on `x` and compare every layer.
 
@@ -128,6 +130,8 @@ def verify_model(
     converted with, else "reverse". `knet` picks the Knet backend (`porting.knet`). `progress`,
     if given, is called as `progress(description, done, total)` as the work advances (the CLI
     draws a bar with it). `plan` is the model's plan for `x`'s size (made here when not given).
+    `ulps=False` leaves out the rows' secondary ULP figure (`max_ulp` NaN; the end-to-end one
+    stays), for callers that do not report it (`verify_data`): a third fewer passes.
     Returns a `ModelReport`; `report.ok` is True when every layer is within its tolerance.
     """
     check_choice(mode, "mode", MODES)
@@ -185,7 +189,18 @@ def verify_model(
         )
         try:
             run = _Run(
-                steps, groups, keras_model, model, x, mode, spatial, kdt, in_dt, lower, precision
+                steps,
+                groups,
+                keras_model,
+                model,
+                x,
+                mode,
+                spatial,
+                kdt,
+                in_dt,
+                lower,
+                precision,
+                bool(ulps),
             )
             rows, first_bad, diag_arrays, final_actual = _compare_layers(
                 run, side, knet_done, notes, timings, advance
@@ -271,6 +286,7 @@ class _Run:
     in_dt: np.dtype[Any]  # the Keras input's type (int32 for token indices)
     tol_dtype: np.dtype[Any]  # the lower of the two precisions: the tolerances use its eps
     precision: str | None
+    ulps: bool  # the rows' ULP figure (compare's ulps=)
 
     @property
     def last(self) -> int:
@@ -309,30 +325,36 @@ def _compare_layers(
     diag_arrays: tuple[list[np.ndarray], np.ndarray] | None = (
         None  # and its (Knet inputs, Knet output)
     )
-    for i, (step, group) in enumerate(zip(steps, run.groups, strict=True)):
-        rec = next(side)
-        t_knet += rec.knet_s
-        x_ins = [x if k < 0 else knet_done[k] for k in step.sources]
-        a_i, mag_tf = keras_side.output(i, step, group, rec, x_ins)
-        row = _row(run, i, step, group, rec, a_i, mag_tf)
-        rows.append(row)
-        layer = step.layer
-        if layer.verify_notes_of_output:  # per-step figures (porting.model.kinds.rnn)
-            a_j = mconvert.tf_to_julia(a_i, step.flat_from, run.spatial)
-            notes.extend(layer.verify_notes(x_ins[0], a_j, str(layer.name)))
-        if not row.ok and first_bad is None:
-            first_bad = (a_i, mag_tf)
-            diag_arrays = (list(x_ins), rec.y)
-        expected = rec.expected
-        del x_ins, rec
-        for j in {*step.sources, i}:  # outputs no later layer reads
-            if j >= 0 and last_use.get(j, -1) <= i:
-                keras_side.drop(j)
-                if j != run.last:
-                    knet_done.pop(j, None)
-        keras_side.keep(i, step, a_i, expected)
-        del expected
-        advance(f"compared {layer.name}")
+    for seg in keras_side.segments:
+        # the segment's Knet records first (the compiled Keras side runs a segment at once)
+        recs: list[knet_side.KnetRecord | None] = [next(side) for _ in seg]
+        t_knet += sum(r.knet_s for r in recs if r is not None)
+        keras_side.prepare(seg, recs)
+        for pos, i in enumerate(seg):
+            rec, recs[pos] = recs[pos], None
+            assert rec is not None
+            step, group = steps[i], run.groups[i]
+            x_ins = [x if k < 0 else knet_done[k] for k in step.sources]
+            a_i, mag_tf = keras_side.output(i, step, group, rec, x_ins)
+            row = _row(run, i, step, group, rec, a_i, mag_tf)
+            rows.append(row)
+            layer = step.layer
+            if layer.verify_notes_of_output:  # per-step figures (porting.model.kinds.rnn)
+                a_j = mconvert.tf_to_julia(a_i, step.flat_from, run.spatial)
+                notes.extend(layer.verify_notes(x_ins[0], a_j, str(layer.name)))
+            if not row.ok and first_bad is None:
+                first_bad = (a_i, mag_tf)
+                diag_arrays = (list(x_ins), rec.y)
+            expected = rec.expected
+            del x_ins, rec
+            for j in {*step.sources, i}:  # outputs no later layer reads
+                if j >= 0 and last_use.get(j, -1) <= i:
+                    keras_side.drop(j)
+                    if j != run.last:
+                        knet_done.pop(j, None)
+            keras_side.keep(i, step, a_i, expected)
+            del expected
+            advance(f"compared {layer.name}")
     timings["knet_forward_s"] = t_knet
     final_actual = keras_side.final(timings, advance)
     return rows, first_bad, diag_arrays, final_actual
@@ -367,7 +389,9 @@ def _row(
             "layout); the Keras model does not match this Knet model"
         )
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # ULPs near 0
-        comp = compare(expected, a_i, k=step.k, magnitude=mag_tf, precision=run.precision)
+        comp = compare(
+            expected, a_i, k=step.k, magnitude=mag_tf, precision=run.precision, ulps=run.ulps
+        )
     return LayerRow(i, str(layer.name), layer.kind, tuple(rec.y.shape), step.k, comp)
 
 
@@ -377,14 +401,35 @@ class _EachMode:
 
     With per-sample layers (`keras_side.per_sample`) every group runs once on a doubled batch,
     Knet's input in the first half and the Keras chain's own in the second, so the end-to-end
-    run shares the isolated runs' calls; otherwise the whole model runs after the layers."""
+    run shares the isolated runs' calls, in compiled segments of layers
+    (porting.model.keras_graph); otherwise each group runs eagerly and the whole model runs
+    after the layers."""
 
     def __init__(self, run: _Run, x_tf: np.ndarray, last_use: dict[int, int]) -> None:
         self.run, self.x_tf, self.last_use = run, x_tf, last_use
-        self.doubled = per_sample(run.groups, run.keras_model)
         self.tf_done: dict[int, np.ndarray] = {}  # Knet outputs in TF layout still to be fed
-        self.chain: dict[int, Any] = {}  # the Keras chain's own outputs still to be read
         self.seconds = 0.0
+        self.graph = (
+            GraphSide(run.steps, run.groups, run.keras_model, x_tf, last_use, run.kdt)
+            if per_sample(run.groups, run.keras_model)
+            else None
+        )
+        self.segments: list[tuple[int, ...]] = (
+            self.graph.segments if self.graph is not None else _one_by_one(run.steps)
+        )
+        self.pending: dict[int, np.ndarray] = {}  # a segment's outputs still to be compared
+
+    def prepare(self, seg: tuple[int, ...], recs: list[knet_side.KnetRecord | None]) -> None:
+        """Run segment `seg` of the compiled side, its Knet records `recs` in hand."""
+        if self.graph is None:
+            return
+        t0 = time.perf_counter()
+        knet_tf = dict(self.tf_done)
+        for i, rec in zip(seg, recs, strict=True):
+            assert rec is not None
+            knet_tf[i] = rec.expected
+        self.pending = self.graph.run(seg, knet_tf)
+        self.seconds += time.perf_counter() - t0
 
     def output(
         self,
@@ -395,24 +440,15 @@ class _EachMode:
         x_ins: list[np.ndarray],
     ) -> tuple[np.ndarray, Any]:
         """Layer `i`'s Keras output on Knet's inputs, and its S (from the Knet record)."""
+        if self.graph is not None:
+            return self.pending.pop(i), rec.mag_tf
         t0 = time.perf_counter()
         steps, x_tf, kdt = self.run.steps, self.x_tf, self.run.kdt
         feeds = {
             source_name(steps, j): x_tf if j < 0 else self.tf_done[j].astype(kdt, copy=False)
             for j in step.sources
         }
-        if self.doubled and any(j >= 0 for j in step.sources):
-            for j in step.sources:
-                name = source_name(steps, j)
-                feeds[name] = np.concatenate([feeds[name], x_tf if j < 0 else self.chain[j]])
-            both = np.asarray(run_group(group, feeds))
-            n = x_tf.shape[0]
-            a_i, own = both[:n], both[n:]
-        else:  # the model's input is Knet's and Keras's alike
-            a_i = own = np.asarray(run_group(group, feeds))
-        if self.doubled and (i in self.last_use or i == self.run.last):
-            self.chain[i] = own
-        del own
+        a_i = np.asarray(run_group(group, feeds))
         self.seconds += time.perf_counter() - t0
         return a_i, rec.mag_tf
 
@@ -422,17 +458,16 @@ class _EachMode:
 
     def drop(self, j: int) -> None:
         self.tf_done.pop(j, None)
-        if j != self.run.last:
-            self.chain.pop(j, None)
+        if self.graph is not None:
+            self.graph.drop(j)
 
     def final(self, timings: dict[str, float], advance: AdvanceFn) -> np.ndarray:
         """The Keras model's own output, end to end."""
         run = self.run
         timings["keras_layers_s"] = self.seconds
         advance("Keras side, end to end")
-        if self.doubled:
-            chained: np.ndarray = self.chain[run.last]
-            return chained
+        if self.graph is not None:
+            return self.graph.final()
         # the whole Keras model, run last, for the end-to-end drift (its kernels warm)
         t0 = time.perf_counter()
         final_actual = np.asarray(run.keras_model(self.x_tf, training=False))
@@ -467,6 +502,10 @@ class _WholeMode:
         floating = np.issubdtype(x.dtype, np.floating)
         self.x_j = x.astype(run.kdt).astype(x.dtype) if floating and run.kdt != x.dtype else None
         self.actual_j: dict[int, np.ndarray] = {}  # Keras outputs still to be read (Julia layout)
+        self.segments = _one_by_one(run.steps)
+
+    def prepare(self, seg: tuple[int, ...], recs: list[knet_side.KnetRecord | None]) -> None:
+        """Nothing to do: the Keras model ran once, end to end."""
 
     def output(
         self,
@@ -500,6 +539,10 @@ class _WholeMode:
 
     def final(self, timings: dict[str, float], advance: AdvanceFn) -> np.ndarray:
         return self.actual[-1]
+
+
+def _one_by_one(steps: Plan) -> list[tuple[int, ...]]:
+    return [(i,) for i in range(len(steps))]
 
 
 def _diagnose_layer_kind(

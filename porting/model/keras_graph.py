@@ -6,11 +6,14 @@ layer's own error) and the Keras chain's own output in the second (the end-to-en
 Run eagerly, that is a Python call per layer and per TensorFlow op, and for small layers the
 calls cost more than the arithmetic (Keras's eager `Conv2D` alone builds a `tf.function`
 wrapper on every call, about 4 ms). Here consecutive layers are taken together as *segments*
-and each segment is one `tf.function` (traced once per model and input shape, kept for the
+and each segment is one `tf.function` (traced once per model, the batch dimension left open, kept for the
 life of the Keras model), with the same group calls (`keras_side.run_group`) and the same
 doubled batches inside, so the verification computes what the eager calls compute: the same
 ops on the same values. (Graph mode lets TensorFlow rewrite the graph; on every shipped example
-the outputs were checked bit for bit against the eager calls: tests/test_verify_data.py.)
+the outputs are checked bit for bit against the eager calls: tests/test_keras_graph.py.)
+Tracing costs a few seconds per model (docs/tensorflow.md#keras-graph), so `verify_model`
+compiles only when asked (`compiled=True`), as `verify_data` does for a data set of more than a
+few batches.
 
 A segment holds the outputs of its layers for one batch at a time (Knet's, in TensorFlow layout,
 and both halves of Keras's), so segments are cut at `SEGMENT_BYTES`: a small model is one

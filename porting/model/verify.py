@@ -121,6 +121,7 @@ def verify_model(
     diagnose: bool = True,
     plan: Plan | None = None,
     ulps: bool = True,
+    compiled: bool = False,
 ) -> ModelReport:
     """Run the Knet side and the Keras side of `model` on `x` and compare every layer.
 
@@ -132,6 +133,9 @@ def verify_model(
     draws a bar with it). `plan` is the model's plan for `x`'s size (made here when not given).
     `ulps=False` leaves out the rows' secondary ULP figure (`max_ulp` NaN; the end-to-end one
     stays), for callers that do not report it (`verify_data`): a third fewer passes.
+    `compiled=True` runs the Keras side of doubled "each" mode as compiled graphs
+    (porting.model.keras_graph: the same numbers, traced once per Keras model), for callers
+    that verify many batches with one model (`verify_data`); one call pays the trace.
     Returns a `ModelReport`; `report.ok` is True when every layer is within its tolerance.
     """
     check_choice(mode, "mode", MODES)
@@ -201,6 +205,7 @@ def verify_model(
                 lower,
                 precision,
                 bool(ulps),
+                bool(compiled),
             )
             rows, first_bad, diag_arrays, final_actual = _compare_layers(
                 run, side, knet_done, notes, timings, advance
@@ -287,6 +292,7 @@ class _Run:
     tol_dtype: np.dtype[Any]  # the lower of the two precisions: the tolerances use its eps
     precision: str | None
     ulps: bool  # the rows' ULP figure (compare's ulps=)
+    compiled: bool  # the doubled "each" mode's Keras side as compiled graphs (keras_graph)
 
     @property
     def last(self) -> int:
@@ -401,17 +407,18 @@ class _EachMode:
 
     With per-sample layers (`keras_side.per_sample`) every group runs once on a doubled batch,
     Knet's input in the first half and the Keras chain's own in the second, so the end-to-end
-    run shares the isolated runs' calls, in compiled segments of layers
-    (porting.model.keras_graph); otherwise each group runs eagerly and the whole model runs
-    after the layers."""
+    run shares the isolated runs' calls (with `compiled`, in compiled segments of layers:
+    porting.model.keras_graph); otherwise the whole model runs after the layers."""
 
     def __init__(self, run: _Run, x_tf: np.ndarray, last_use: dict[int, int]) -> None:
         self.run, self.x_tf, self.last_use = run, x_tf, last_use
+        self.doubled = per_sample(run.groups, run.keras_model)
         self.tf_done: dict[int, np.ndarray] = {}  # Knet outputs in TF layout still to be fed
+        self.chain: dict[int, Any] = {}  # the Keras chain's own outputs still to be read
         self.seconds = 0.0
         self.graph = (
             GraphSide(run.steps, run.groups, run.keras_model, x_tf, last_use, run.kdt)
-            if per_sample(run.groups, run.keras_model)
+            if run.compiled and self.doubled
             else None
         )
         self.segments: list[tuple[int, ...]] = (
@@ -448,7 +455,18 @@ class _EachMode:
             source_name(steps, j): x_tf if j < 0 else self.tf_done[j].astype(kdt, copy=False)
             for j in step.sources
         }
-        a_i = np.asarray(run_group(group, feeds))
+        if self.doubled and any(j >= 0 for j in step.sources):
+            for j in step.sources:
+                name = source_name(steps, j)
+                feeds[name] = np.concatenate([feeds[name], x_tf if j < 0 else self.chain[j]])
+            both = np.asarray(run_group(group, feeds))
+            n = x_tf.shape[0]
+            a_i, own = both[:n], both[n:]
+        else:  # the model's input is Knet's and Keras's alike
+            a_i = own = np.asarray(run_group(group, feeds))
+        if self.doubled and (i in self.last_use or i == self.run.last):
+            self.chain[i] = own
+        del own
         self.seconds += time.perf_counter() - t0
         return a_i, rec.mag_tf
 
@@ -458,6 +476,8 @@ class _EachMode:
 
     def drop(self, j: int) -> None:
         self.tf_done.pop(j, None)
+        if j != self.run.last:
+            self.chain.pop(j, None)
         if self.graph is not None:
             self.graph.drop(j)
 
@@ -468,6 +488,9 @@ class _EachMode:
         advance("Keras side, end to end")
         if self.graph is not None:
             return self.graph.final()
+        if self.doubled:
+            chained: np.ndarray = self.chain[run.last]
+            return chained
         # the whole Keras model, run last, for the end-to-end drift (its kernels warm)
         t0 = time.perf_counter()
         final_actual = np.asarray(run.keras_model(self.x_tf, training=False))

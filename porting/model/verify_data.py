@@ -50,6 +50,7 @@ __all__ = ["verify_data", "DataReport", "LayerSummary", "ULP_EDGES", "RATIO_EDGE
 
 MAX_LISTED = 1000  # disagreeing samples listed by index (the count is always exact)
 E2E_ROW = "(end to end)"  # the one row of an ONNX port's report
+COMPILE_AFTER = 4  # batches beyond which the Keras side is compiled (the same numbers)
 ULP_EDGES = np.array([0.0, 0.5] + [2.0**i + 0.5 for i in range(0, 24)] + [np.inf])
 """End-to-end error histogram bins, in ULPs of the Knet output: 0, 1, 2, (2, 4], ..., > 2^23."""
 RATIO_EDGES = np.concatenate([[0.0], 10.0 ** np.arange(-9, 4.01, 0.5), [np.inf]])
@@ -365,6 +366,9 @@ def verify_data(
     t_start = time.perf_counter()
     done = 0
     partial = False
+    # many batches: the Keras side as compiled graphs (traced once, then much cheaper per
+    # batch than eager calls; porting.model.keras_graph); a few: eagerly, as verify_model
+    compiled = n_total > COMPILE_AFTER * batch_size
     batches = src.batches(batch_size)
     try:
         while done < n_total:
@@ -401,6 +405,7 @@ def verify_data(
                     diagnose=diagnosis is None,
                     plan=plan,
                     ulps=False,  # the rows' ULP figure is not reported here
+                    compiled=compiled,
                 )
                 t["verify_s"] += time.perf_counter() - t0
                 # the end-to-end outputs verify_model compared (Knet's and the port's own chain)

@@ -110,3 +110,22 @@ def test_small_segment_budget_splits_the_model_and_changes_no_bit(monkeypatch):
     for a, b in zip(want, got, strict=True):
         assert np.array_equal(a, b)
     assert np.array_equal(want_final, got_final)
+
+
+def test_verify_data_compiled_and_eager_give_the_same_report(monkeypatch):
+    from porting.model import verify_data as vd
+
+    model = _model("resnet")
+    km = to_keras(model)
+    rng = np.random.default_rng(3)
+    x = np.asfortranarray(rng.random((*model.input_size, 23), dtype=np.float32))
+
+    def report(after):
+        monkeypatch.setattr(vd, "COMPILE_AFTER", after)
+        d = vd.verify_data(model, x, keras_model=km, batch_size=4, k_worst=4).to_dict()
+        return {k: v for k, v in d.items() if k not in ("timings", "environment")}
+
+    compiled, eager = report(0), report(10**9)  # 6 batches: compiled, then eagerly
+    assert compiled == eager
+    assert compiled["ok"] and compiled["n_samples"] == 23
+    assert any(k[0] == tuple(range(len(model.plan))) for k in keras_graph._TRACED[km])

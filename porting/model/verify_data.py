@@ -298,13 +298,15 @@ def verify_data(
     >>> r.ok, r.n_samples  # doctest: +SKIP
     (True, 10)
     """
+    from porting._checks import check_choice
     from porting.model import convert as mconvert
     from porting.model.forward import backend_of, check_input
     from porting.model.planning import plan_for
-    from porting.model.verify import verify_model
+    from porting.model.verify import MODES, verify_model
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise PortingError(f"batch_size {batch_size!r}: expected a positive integer")
+    check_choice(mode, "mode", MODES)
     if not isinstance(k_worst, int) or isinstance(k_worst, bool) or k_worst < 0:
         raise PortingError(f"k_worst {k_worst!r}: expected a non-negative integer")
     if model.input_size is None and plan is None and not isinstance(data, np.ndarray):
@@ -314,6 +316,7 @@ def verify_data(
         plan = plan_for(model, tuple(size), None)
     steps = list(plan)
     port = None
+    mode_note: str | None = None
     if onnx is not None:
         from porting.model.onnx_out import OnnxPort
 
@@ -323,6 +326,8 @@ def verify_data(
         port = OnnxPort(onnx, plan, spatial)
         out_dt = port.out_dtype
         summaries = [LayerSummary(len(steps) - 1, E2E_ROW, "onnx")]
+        if mode != "each":
+            mode_note = f"mode={mode!r} applies to a Keras port; an ONNX port is checked end to end"
         mode = "end-to-end"
     else:
         if keras_model is None:
@@ -352,6 +357,8 @@ def verify_data(
     first_bad: str | None = None
     diagnosis = None
     notes = list(src.notes)
+    if port is not None and mode_note is not None:
+        notes.append(mode_note)
     if port is not None:
         notes.append(
             f"ONNX port {port.path}: checked end to end under onnxruntime (the whole-model "

@@ -3,6 +3,7 @@
     python benchmarks/bench_verify_data.py                 # 2,000 samples; memory at 1,000 / 10,000
     python benchmarks/bench_verify_data.py --quick         # 300 samples; memory at 200 / 1,000
     python benchmarks/bench_verify_data.py --resnet50 8    # also 8 224x224 images, ResNet-50-sized
+    python benchmarks/bench_verify_data.py --repeat 3 --baseline ../old   # medians, old code too
 
 Data: inputs of the built-in `resnet` example (`porting.examples.models.resnet`, 16x16x3:
 the example's own input size, CIFAR-like at half resolution), uniform in [0, 1), float32,
@@ -13,9 +14,17 @@ imports, the model's conversion and one warm-up batch to the last batch done:
 - "verify": `verify_data(model, path, keras_model=km)` (every layer compared, end-to-end figures
   per sample);
 - "knet": `forward_knet` on the same batches read from the same map;
-- "keras": `keras_model(x, training=False)` on the same batches in TensorFlow layout (the call
-  `predict` makes per batch, without its tf.data overhead).
-The ratio reported is verify / (knet + keras). Peak memory is `verify`'s whole `ru_maxrss` at
+- "keras": `keras_model(x, training=False)` on the same batches in TensorFlow layout (an eager
+  call per batch);
+- "predict": `keras_model.predict_on_batch(x)` on the same batches (the compiled
+  `tf.function` that `predict` runs per batch, without its tf.data overhead; traced in the
+  warm-up).
+The ratio reported is verify / (knet + keras), and beside it verify / (knet + predict), the
+stricter one since verification's Keras side runs compiled too (porting.model.keras_graph). `--repeat R` runs the contestants R times,
+interleaved, and reports the medians (the machine is shared: single runs move by 30%);
+`--baseline DIR` adds "verify (baseline)", the same `verify_data` run from the checkout DIR
+(e.g. `git archive <commit> | tar -x -C DIR`), interleaved with the others, for before/after
+figures from one run. Peak memory is `verify`'s whole `ru_maxrss` at
 two data-set sizes (one fresh process each). `--resnet50 N` times `verify_data` on N 224x224x3
 images with the ResNet-50-sized model of bench_model_large.py, for the README's estimate.
 Figures are printed (and written with --json), never asserted.
@@ -36,7 +45,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# a baseline child runs another checkout's porting (--baseline)
+sys.path.insert(0, os.environ.get("BENCH_PORTING_ROOT") or str(ROOT))
 
 import numpy as np  # noqa: E402
 
@@ -59,6 +69,8 @@ def child(who: str, path: str, n: int, batch: int) -> dict:
     warm = np.asfortranarray(np.load(path, mmap_mode="r")[..., :batch])
     forward_knet(model, warm)
     km(layout.activations_to_tf(warm), training=False)
+    if who == "predict":
+        km.predict_on_batch(layout.activations_to_tf(warm))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     if who == "verify":
@@ -74,6 +86,8 @@ def child(who: str, path: str, n: int, batch: int) -> dict:
                 break
             if who == "knet":
                 forward_knet(model, x)
+            elif who == "predict":
+                km.predict_on_batch(layout.activations_to_tf(x))
             else:
                 km(layout.activations_to_tf(x), training=False)
             done += x.shape[-1]
@@ -115,15 +129,25 @@ def child_resnet50(n: int, batch: int) -> dict:
     }
 
 
-def run_child(*args) -> dict:
+def run_child(*args, root: str | None = None) -> dict:
+    env = dict(os.environ)
+    if root:
+        env["BENCH_PORTING_ROOT"] = str(Path(root).resolve())
     out = subprocess.run(
         [sys.executable, __file__, "--child", *map(str, args)],
         capture_output=True,
         text=True,
         check=True,
         cwd=ROOT,
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
 def main(argv=None) -> int:
@@ -133,6 +157,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--resnet50", type=int, default=0, metavar="N")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeat", type=int, default=1, metavar="R", help="interleaved repetitions")
+    p.add_argument("--baseline", metavar="DIR", help="also time verify_data from this checkout")
     p.add_argument("--json", metavar="OUT.json")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -152,16 +178,56 @@ def main(argv=None) -> int:
         path = os.path.join(d, "x.npy")
         rng = np.random.default_rng(0)
         np.save(path, np.asfortranarray(rng.random((16, 16, 3, total), dtype=np.float32)))
-        runs = {who: run_child(who, path, a.n, a.batch) for who in ("knet", "keras", "verify")}
+        who_all = ["knet", "keras", "predict", "verify"] + (["baseline"] if a.baseline else [])
+        reps: list[dict] = []
+        for _ in range(max(1, a.repeat)):
+            rep = {}
+            for who in who_all:
+                if who == "baseline":
+                    rep[who] = run_child("verify", path, a.n, a.batch, root=a.baseline)
+                else:
+                    rep[who] = run_child(who, path, a.n, a.batch)
+            both = rep["knet"]["seconds"] + rep["keras"]["seconds"]
+            both_p = rep["knet"]["seconds"] + rep["predict"]["seconds"]
+            rep["ratio"] = rep["verify"]["seconds"] / both
+            rep["ratio_predict"] = rep["verify"]["seconds"] / both_p
+            if a.baseline:
+                rep["baseline_ratio"] = rep["baseline"]["seconds"] / both
+                rep["baseline_ratio_predict"] = rep["baseline"]["seconds"] / both_p
+            print(
+                "repetition: "
+                + ", ".join(f"{w} {rep[w]['seconds']:.2f} s" for w in who_all)
+                + f"; ratio {rep['ratio']:.2f}x, vs predict {rep['ratio_predict']:.2f}x"
+                + (
+                    f" (baseline {rep['baseline_ratio']:.2f}x, "
+                    f"{rep['baseline_ratio_predict']:.2f}x)"
+                    if a.baseline
+                    else ""
+                ),
+                flush=True,
+            )
+            reps.append(rep)
+        runs = {}
+        for who in who_all:
+            runs[who] = dict(reps[0][who])
+            runs[who]["seconds"] = _median([r[who]["seconds"] for r in reps])
         for who, r in runs.items():
             print(
-                f"{who:>7}: {r['n']} samples in {r['seconds']:.2f} s "
-                f"({r['n'] / r['seconds']:.0f} samples/s), peak {r['peak_rss_mb']:.0f} MB "
+                f"{who:>8}: {r['n']} samples in {r['seconds']:.2f} s (median of {len(reps)}; "
+                f"{r['n'] / r['seconds']:.0f} samples/s), peak {r['peak_rss_mb']:.0f} MB "
                 f"{r['parts'] or ''}"
             )
-        ratio = runs["verify"]["seconds"] / (runs["knet"]["seconds"] + runs["keras"]["seconds"])
-        print(f"verify / (knet + keras) = {ratio:.2f}x")
-        results.update(throughput=runs, ratio=ratio)
+        ratio = _median([r["ratio"] for r in reps])
+        ratio_p = _median([r["ratio_predict"] for r in reps])
+        print(f"verify / (knet + keras) = {ratio:.2f}x (median of the repetitions' ratios)")
+        print(f"verify / (knet + predict) = {ratio_p:.2f}x")
+        results.update(throughput=runs, ratio=ratio, ratio_predict=ratio_p, repetitions=reps)
+        if a.baseline:
+            base = _median([r["baseline_ratio"] for r in reps])
+            base_p = _median([r["baseline_ratio_predict"] for r in reps])
+            print(f"baseline verify / (knet + keras) = {base:.2f}x ({a.baseline})")
+            print(f"baseline verify / (knet + predict) = {base_p:.2f}x")
+            results.update(baseline_ratio=base, baseline_ratio_predict=base_p)
         peaks = [run_child("verify", path, m, a.batch) for m in mem]
         for r in peaks:
             print(

@@ -103,7 +103,7 @@ def _ulp_hist(report) -> str:
     return _png(fig)
 
 
-def _error_map(em: dict) -> str:
+def _error_map(em: dict, port: str = "keras") -> str:
     img = np.asarray(em["image"], dtype=np.float64)
     fig = _figure(5, 4)
     ax = fig.add_subplot()
@@ -117,7 +117,7 @@ def _error_map(em: dict) -> str:
         vmin=0.0,
         vmax=top if top > 0 else 1.0,
     )
-    fig.colorbar(im, ax=ax, label="|Keras - Knet|")
+    fig.colorbar(im, ax=ax, label="|ONNX - Knet|" if port == "onnx" else "|Keras - Knet|")
     ax.set_title(f"{_label(em['layer'])}, sample {em['sample']}", fontsize=9)
     return _png(fig)
 
@@ -197,8 +197,13 @@ def _render(report, title: str) -> str:
             f"differ{': ' + page_text(differ) if differ else ''}), top-5 agreement {page_text(t5)} "
             f"({page_text(c['top5_rule'])}).</p>"
         )
+    port = getattr(report, "port", "keras")
     parts += [
-        "<h2>Per layer: worst error / tolerance</h2>",
+        "<h2>Per layer: worst error / tolerance</h2>"
+        if port != "onnx"
+        else "<h2>End to end: worst error / tolerance</h2><p>An ONNX port is checked end to "
+        "end under onnxruntime: per-layer rows are not available, the one bar is the output "
+        "(see the notes).</p>",
         f'<img id="layer-bars" alt="per-layer worst error over tolerance" src="{_layer_bars(report)}">',
         "<h2>End-to-end error histogram (ULPs)</h2>",
         f'<img id="ulp-histogram" alt="error histogram in ULPs" src="{_ulp_hist(report)}">',
@@ -217,9 +222,9 @@ def _render(report, title: str) -> str:
                 else ""
             )
             + ".</p>",
-            f'<img id="error-map" alt="error map" src="{_error_map(em)}">',
+            f'<img id="error-map" alt="error map" src="{_error_map(em, port)}">',
         ]
-    parts.append("<h2>Layers</h2>")
+    parts.append("<h2>Layers</h2>" if port != "onnx" else "<h2>End-to-end row</h2>")
     parts.append(
         _table(
             [

@@ -1,3 +1,4 @@
+import math
 import sys
 
 import numpy as np
@@ -309,3 +310,16 @@ def test_the_bare_rule_is_one_rule():
     # k alone: S = sqrt(k) max|expected|; magnitude alone: K = 4096
     assert compare(e, a, k=9).worst_tolerance == pytest.approx(5 * np.finfo(np.float32).eps * 3 * 3)
     assert compare(e, a, magnitude=np.ones_like(e)).tolerance.k == 4096
+
+
+def test_ulps_false_leaves_out_only_the_ulp_figure():
+    rng = np.random.default_rng(11)
+    e = rng.standard_normal(200_000).astype(np.float32)
+    a = (e * (1 + 1e-7 * rng.standard_normal(e.size))).astype(np.float32)  # ~1 ULP
+    a[7], a[9] = np.nan, e[9] * 2  # a NaN mismatch and a real one
+    m = np.abs(e).astype(np.float64) + 1.0
+    full, quick = compare(e, a, k=9, magnitude=m), compare(e, a, k=9, magnitude=m, ulps=False)
+    assert math.isnan(quick.max_ulp) and full.max_ulp > 0
+    df, dq = full.to_dict(), quick.to_dict()
+    df.pop("max_ulp"), dq.pop("max_ulp")
+    assert df == dq and not quick.ok and quick.n_mismatched == 2

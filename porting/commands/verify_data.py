@@ -20,7 +20,8 @@ ORDER = 15
 HELP = "verify a converted model on a data set (.npy/.npz, folders of them, or of images)"
 DESCRIPTION = (
     "Run the Knet model SOURCE (an export prefix, a Knet .jld2 file, or --example NAME) and its "
-    "Keras port PORT (a .keras file; omitted: converted here) on every sample of --data, a "
+    "port PORT (a .keras file; an .onnx file, run under onnxruntime and checked end to end "
+    "only; omitted: converted here) on every sample of --data, a "
     "batch at a time, comparing every layer against its floating-point tolerance. --data is a "
     ".npy or .npz file (memory-mapped) or a folder of them, Julia-indexed with the batch last "
     "(X1,X2,C,N) as NPZ.jl writes it (--layout nhwc for TensorFlow's (N,H,W,C)), or a folder "
@@ -57,7 +58,8 @@ def add_arguments(p) -> None:
         "port",
         nargs="?",
         metavar="PORT",
-        help="the .keras file (omitted: converted here); give the --spatial it was converted with",
+        help="the .keras or .onnx file (omitted: converted here); give the --spatial it was "
+        "converted with",
     )
     p.add_argument("--example", choices=EXAMPLE_CHOICES, help="a built-in model as SOURCE")
     p.add_argument("--data", required=True, metavar="PATH", help=".npy, .npz, or a folder")
@@ -173,13 +175,19 @@ def run(args) -> int:
         files.output_file(args.report, what="--report")
         inputs = {"--data": args.data, "PORT": args.port}
         files.check_distinct(inputs, {"--report": args.report})
-    if args.port is None and args.model and str(args.model).endswith(".keras") and args.example:
+    is_port = str(args.model or "").lower().endswith((".keras", ".onnx"))
+    if args.port is None and args.model and is_port and args.example:
         args.model, args.port = None, args.model
     model, source = _load(args)
     if model.input_size is None:
         raise PortingError(f"{source}: the model records no input size; verify-data needs one")
     plan = model.plan
-    if args.port:
+    onnx = None
+    km = None
+    if args.port and str(args.port).lower().endswith(".onnx"):
+        onnx = args.port  # run under onnxruntime (porting.model.onnx_out.OnnxPort)
+        spatial = args.spatial or "reverse"
+    elif args.port:
         km = mconvert.load_keras(args.port)
         spatial = args.spatial or "reverse"
     else:
@@ -205,6 +213,7 @@ def run(args) -> int:
             progress=progress,
             plan=plan,
             limit=args.limit,
+            onnx=onnx,
         )
     written = None
     if args.report:

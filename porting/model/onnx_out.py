@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 _StrPath = str | os.PathLike[str]
 
-__all__ = ["check_onnx_path", "export_onnx", "run_onnx", "verify_onnx", "OnnxCheck"]
+__all__ = ["check_onnx_path", "export_onnx", "run_onnx", "verify_onnx", "OnnxCheck", "OnnxPort"]
 
 INSTALL = "pip install 'porting[onnx]' (the packages onnx, onnxruntime and tf2onnx)"
 
@@ -293,10 +293,18 @@ class OnnxCheck:
 
 
 def end_to_end(
-    model: KnetModel, x: np.ndarray, steps: Plan, spatial: str, knet: str, dtype: npt.DTypeLike
+    model: KnetModel,
+    x: np.ndarray,
+    steps: Plan,
+    spatial: str,
+    knet: str,
+    dtype: npt.DTypeLike,
+    tags: list[Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Knet's final output in TensorFlow layout, its end-to-end `S` (see the module note) and
-    the last layer's K, for a checked Julia-indexed `x` computed against a model in `dtype`."""
+    the last layer's K, for a checked Julia-indexed `x` computed against a model in `dtype`;
+    `tags` (a list), when given, receives the first array that names the Knet backend
+    (`porting.model.forward.backend_of`)."""
     from porting.model import convert as mconvert
     from porting.model import knet_side
     from porting.model.forward import forward_steps
@@ -306,7 +314,7 @@ def end_to_end(
     lower = np.dtype(dtype) if np.dtype(dtype).itemsize <= wd.itemsize else wd
     done: dict[int, np.ndarray] = {}
     budget: dict[int, np.ndarray] = {}
-    tags: list[Any] = []
+    tags = [] if tags is None else tags
     e_x = None
     if np.issubdtype(x.dtype, np.floating) and np.dtype(dtype) != x.dtype:
         e_x = np.abs(x.astype(dtype).astype(wd) - x.astype(wd))  # the input's own rounding
@@ -378,3 +386,98 @@ def verify_onnx(
         "the later layers' bounds"
     )
     return OnnxCheck(str(path), comp, tuple(x.shape), np.dtype(out_dt).name)
+
+
+def _dim(d: Any) -> int | None:
+    """An ONNX input dimension: its size, or None when symbolic (a name) or unknown."""
+    return d if isinstance(d, int) and not isinstance(d, bool) and d > 0 else None
+
+
+class OnnxPort:
+    """An ONNX file opened once under onnxruntime as the port of `steps`' model, checked up
+    front: one input of a type porting feeds, of the TensorFlow-layout shape the model's
+    samples have under `spatial` (the batch dimension free), a floating-point output. Anything
+    else (not an ONNX file, a truncated one, another model's input) is a `PortingError` naming
+    the file and what was expected. `check(model, x, ...)` runs one batch against Knet, end to
+    end, under `verify_onnx`'s tolerance."""
+
+    def __init__(self, path: _StrPath, steps: Plan, spatial: str) -> None:
+        from porting.model import convert as mconvert
+
+        check_choice(spatial, "spatial", layout.SPATIAL_CHOICES)
+        self.path = str(path)
+        self.session = _session(path)
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or not outputs:
+            raise PortingError(
+                f"{path}: an ONNX model with {len(inputs)} inputs and {len(outputs)} outputs; "
+                "expected a converted model (one input, one output)"
+            )
+        inp, out = inputs[0], outputs[0]
+        in_dt, out_dt = _ORT_TYPES.get(inp.type), _ORT_TYPES.get(out.type)
+        if in_dt is None or out_dt is None or not np.issubdtype(out_dt, np.floating):
+            raise PortingError(
+                f"{path}: input {inp.type}, output {out.type}: not a converted model (expected "
+                "a float or integer input and a floating-point output)"
+            )
+        self.input_name = inp.name
+        self.in_dtype, self.out_dtype = np.dtype(in_dt), np.dtype(out_dt)
+        want = mconvert.tf_sample_shape(tuple(steps.input_size), spatial)
+        have = [_dim(d) for d in (inp.shape or [])]
+        if len(have) != len(want) + 1 or any(
+            h is not None and h != w for h, w in zip(have[1:], want, strict=True)
+        ):
+            shown = ["N" if d is None else d for d in have]
+            raise PortingError(
+                f"{path}: the ONNX model takes input {shown}, but the model's samples are "
+                f"{list(want)} in TensorFlow layout (spatial={spatial!r}, batch first); the "
+                "file is not a port of this model, or was converted with another --spatial"
+            )
+        self.spatial = spatial
+
+    def versions(self) -> dict[str, str]:
+        import onnxruntime
+
+        return {"onnxruntime": str(onnxruntime.__version__)}
+
+    def run(self, x_tf: np.ndarray) -> np.ndarray:
+        """The file's output for a TensorFlow-layout batch."""
+        x = np.ascontiguousarray(x_tf, dtype=self.in_dtype)
+        try:
+            return np.asarray(self.session.run(None, {self.input_name: x})[0])
+        except Exception as e:  # noqa: BLE001 - a batch the file does not take, said plainly
+            raise PortingError(
+                f"{self.path}: onnxruntime failed on input {x.shape}: {type(e).__name__}: {e}"[:500]
+            ) from None
+
+    def tf_input(self, model: KnetModel, x: np.ndarray) -> np.ndarray:
+        """The file's input for a checked Julia-indexed batch `x` of `model`."""
+        x_tf = (
+            layout.activations_to_tf(x, self.spatial) if x.ndim > 2 else np.ascontiguousarray(x.T)
+        )
+        to_keras_input = getattr(model.layers[0], "keras_input", None)
+        if to_keras_input is not None:  # Knet's 1-based token indices -> Keras's 0-based
+            x_tf = to_keras_input(x_tf)
+        return x_tf.astype(self.in_dtype, copy=False)
+
+    def check(
+        self,
+        model: KnetModel,
+        x: np.ndarray,
+        steps: Plan,
+        knet: str,
+        tags: list[Any],
+        ulps: bool = True,
+    ) -> tuple[Comparison, np.ndarray, np.ndarray]:
+        """The batch `x` (checked, Julia-indexed) through the file and through Knet: the
+        end-to-end comparison, Knet's output and the file's (TensorFlow layout)."""
+        actual = self.run(self.tf_input(model, x))
+        expected, mag, k = end_to_end(model, x, steps, self.spatial, knet, self.out_dtype, tags)
+        if actual.shape != expected.shape:
+            raise PortingError(
+                f"{self.path}: the ONNX output has shape {actual.shape}, Knet's is "
+                f"{expected.shape} in TensorFlow layout; the file does not match this model"
+            )
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            comp = compare(expected, actual, k=k, magnitude=mag, ulps=ulps)
+        return comp, expected, actual

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,11 +44,12 @@ from porting.errors import PortingError
 from porting.model import convert as mconvert
 from porting.model import fused, knet_side
 from porting.model.forward import backend_of, check_input, forward_steps
-from porting.model.keras_side import per_sample, run_group, source_name
+from porting.model.keras_side import run_group, source_name
 from porting.model.kinds import kind_of
 from porting.model.planning import Plan, Step, given_input_size
 from porting.model.report import LayerRow, ModelReport
 from porting.model.spec import KnetModel
+from porting.model.verify_sides import AdvanceFn, EachMode, Run, WholeMode
 
 __all__ = ["verify_model", "ModelReport", "LayerRow", "default_input", "MODES"]
 
@@ -104,7 +104,6 @@ def _keras_dtype(keras_model: Any) -> np.dtype[Any]:
 
 
 ProgressFn = Callable[[str, int, int], None]
-AdvanceFn = Callable[[str], None]
 
 
 def verify_model(
@@ -119,6 +118,8 @@ def verify_model(
     progress: ProgressFn | None = None,
     diagnose: bool = True,
     plan: Plan | None = None,
+    ulps: bool = True,
+    compiled: bool = False,
 ) -> ModelReport:
     """Run the Knet side and the Keras side of `model` on `x` and compare every layer.
 
@@ -129,6 +130,11 @@ def verify_model(
     converted with, else "reverse". `knet` picks the Knet backend (`porting.knet`). `progress`,
     if given, is called as `progress(description, done, total)` as the work advances (the CLI
     draws a bar with it). `plan` is the model's plan for `x`'s size (made here when not given).
+    `ulps=False` leaves out the rows' secondary ULP figure (`max_ulp` NaN; the end-to-end one
+    stays), for callers that do not report it (`verify_data`): a third fewer passes.
+    `compiled=True` runs the Keras side of doubled "each" mode as compiled graphs
+    (porting.model.keras_graph: the same numbers, traced once per Keras model), for callers
+    that verify many batches with one model (`verify_data`); one call pays the trace.
     Returns a `ModelReport`; `report.ok` is True when every layer is within its tolerance.
     """
     check_choice(mode, "mode", MODES)
@@ -187,7 +193,7 @@ def verify_model(
             steps, knet_steps, knet_done, x, tags, spatial, lower, wd, mode == "each"
         )
         try:
-            run = _Run(
+            run = Run(
                 steps,
                 groups,
                 heads,
@@ -200,6 +206,8 @@ def verify_model(
                 in_dt,
                 lower,
                 precision,
+                bool(ulps),
+                bool(compiled),
             )
             rows, first_bad, diag_arrays, final_actual = _compare_layers(
                 run, side, knet_done, notes, timings, advance
@@ -284,31 +292,8 @@ def verify_model(
     return report
 
 
-@dataclass(frozen=True)
-class _Run:
-    """What one `verify_model` call compares: the plan, the Keras groups and models, the input,
-    and the settings derived from them."""
-
-    steps: Plan
-    groups: list[list[Any]]
-    heads: list[int]  # each layer's first Knet layer of its Keras group (itself, mostly)
-    keras_model: Any
-    model: KnetModel
-    x: np.ndarray
-    mode: str
-    spatial: str
-    kdt: np.dtype[Any]  # the Keras layers' float type
-    in_dt: np.dtype[Any]  # the Keras input's type (int32 for token indices)
-    tol_dtype: np.dtype[Any]  # the lower of the two precisions: the tolerances use its eps
-    precision: str | None
-
-    @property
-    def last(self) -> int:
-        return len(self.steps) - 1
-
-
 def _compare_layers(
-    run: _Run,
+    run: Run,
     side: Generator[knet_side.KnetRecord, None, None],
     knet_done: dict[int, np.ndarray],
     notes: list[str],
@@ -322,7 +307,7 @@ def _compare_layers(
 ]:
     """The comparison loop of `verify_model`: one `LayerRow` per layer, from the Knet records
     `side` yields (porting.model.knet_side) and the Keras side that the mode's runner gives
-    (`_EachMode`, `_WholeMode`). Returns the rows, the first divergent layer's (Keras output, S)
+    (`EachMode`, `WholeMode`). Returns the rows, the first divergent layer's (Keras output, S)
     and (Knet inputs, Knet output), and the Keras model's final output."""
     steps, x = run.steps, run.x
     x_tf = _keras_input(run)
@@ -330,10 +315,10 @@ def _compare_layers(
     for i in reversed(range(len(steps) - 1)):
         ends[i] = i if run.groups[i] else ends[i + 1]
     last_use = {k: ends[i] for i, st in enumerate(steps) for k in st.sources}
-    keras_side: _EachMode | _WholeMode = (
-        _EachMode(run, x_tf, last_use)
+    keras_side: EachMode | WholeMode = (
+        EachMode(run, x_tf, last_use)
         if run.mode == "each"
-        else _WholeMode(run, x_tf, last_use, timings, advance)
+        else WholeMode(run, x_tf, last_use, timings, advance)
     )
     advance("comparing layers")
     rows: list[LayerRow] = []
@@ -343,47 +328,55 @@ def _compare_layers(
         None  # and its (Knet inputs, Knet output)
     )
     carry: np.ndarray | None = None  # the error bound of a group's Knet layers so far
-    for i, (step, group) in enumerate(zip(steps, run.groups, strict=True)):
-        rec = next(side)
-        t_knet += rec.knet_s
-        x_ins = [x if k < 0 else knet_done[k] for k in step.sources]
-        if not group:  # compared with the Keras layer at the group's last Knet layer
-            e_ins = keras_side.incoming(step, x_ins, carry)
-            carry = fused.error_bound(
-                steps, step, rec, x_ins, e_ins, run.tol_dtype, run.model.dtype, run.precision
-            )
+    for seg in keras_side.segments:
+        # the segment's Knet records first (the compiled Keras side runs a segment at once)
+        recs: list[knet_side.KnetRecord | None] = [next(side) for _ in seg]
+        t_knet += sum(r.knet_s for r in recs if r is not None)
+        keras_side.prepare(seg, recs)
+        for pos, i in enumerate(seg):
+            rec, recs[pos] = recs[pos], None
+            assert rec is not None
+            step, group = steps[i], run.groups[i]
+            x_ins = [x if k < 0 else knet_done[k] for k in step.sources]
+            if not group:  # compared with the Keras layer at the group's last Knet layer
+                e_ins = keras_side.incoming(step, x_ins, carry)
+                carry = fused.error_bound(
+                    steps, step, rec, x_ins, e_ins, run.tol_dtype, run.model.dtype, run.precision
+                )
+                del x_ins, rec
+                advance(f"ran {step.layer.name}")
+                continue
+            a_i, mag_tf = keras_side.output(i, step, group, rec, x_ins, carry)
+            carry = None
+            row = _row(run, i, step, group, rec, a_i, mag_tf)
+            rows.append(row)
+            layer = step.layer
+            if layer.verify_notes_of_output:  # per-step figures (porting.model.kinds.rnn)
+                a_j = mconvert.tf_to_julia(a_i, step.flat_from, run.spatial)
+                notes.extend(layer.verify_notes(x_ins[0], a_j, str(layer.name)))
+            if not row.ok and first_bad is None:
+                first_bad = (a_i, mag_tf)
+                h = run.heads[i]  # a group's first Knet layer's inputs (the layer's own, mostly)
+                diag_ins = (
+                    x_ins if h == i else [x if k < 0 else knet_done[k] for k in steps[h].sources]
+                )
+                diag_arrays = (list(diag_ins), rec.y)
+            expected = rec.expected
             del x_ins, rec
-            advance(f"ran {step.layer.name}")
-            continue
-        a_i, mag_tf = keras_side.output(i, step, group, rec, x_ins, carry)
-        carry = None
-        row = _row(run, i, step, group, rec, a_i, mag_tf)
-        rows.append(row)
-        layer = step.layer
-        if layer.verify_notes_of_output:  # per-step figures (porting.model.kinds.rnn)
-            a_j = mconvert.tf_to_julia(a_i, step.flat_from, run.spatial)
-            notes.extend(layer.verify_notes(x_ins[0], a_j, str(layer.name)))
-        if not row.ok and first_bad is None:
-            first_bad = (a_i, mag_tf)
-            h = run.heads[i]  # a group's first Knet layer's inputs (the layer's own, mostly)
-            diag_ins = x_ins if h == i else [x if k < 0 else knet_done[k] for k in steps[h].sources]
-            diag_arrays = (list(diag_ins), rec.y)
-        expected = rec.expected
-        del x_ins, rec
-        for j in {*step.sources, *steps[run.heads[i]].sources, i}:  # no later layer reads
-            if j >= 0 and last_use.get(j, -1) <= i:
-                keras_side.drop(j)
-                if j != run.last:
-                    knet_done.pop(j, None)
-        keras_side.keep(i, step, a_i, expected)
-        del expected
-        advance(f"compared {layer.name}")
+            for j in {*step.sources, *steps[run.heads[i]].sources, i}:  # no later layer reads
+                if j >= 0 and last_use.get(j, -1) <= i:
+                    keras_side.drop(j)
+                    if j != run.last:
+                        knet_done.pop(j, None)
+            keras_side.keep(i, step, a_i, expected)
+            del expected
+            advance(f"compared {layer.name}")
     timings["knet_forward_s"] = t_knet
     final_actual = keras_side.final(timings, advance)
     return rows, first_bad, diag_arrays, final_actual
 
 
-def _keras_input(run: _Run) -> np.ndarray:
+def _keras_input(run: Run) -> np.ndarray:
     """The Keras model's input for Knet's `x`: TensorFlow layout, the Keras input's type, and
     what the first layer makes of it (token indices: 0-based)."""
     x, in_dt = run.x, run.in_dt
@@ -394,7 +387,7 @@ def _keras_input(run: _Run) -> np.ndarray:
 
 
 def _row(
-    run: _Run,
+    run: Run,
     i: int,
     step: Step,
     group: list[Any],
@@ -412,177 +405,10 @@ def _row(
             "layout); the Keras model does not match this Knet model"
         )
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # ULPs near 0
-        comp = compare(expected, a_i, k=step.k, magnitude=mag_tf, precision=run.precision)
+        comp = compare(
+            expected, a_i, k=step.k, magnitude=mag_tf, precision=run.precision, ulps=run.ulps
+        )
     return LayerRow(i, str(layer.name), layer.kind, tuple(rec.y.shape), step.k, comp)
-
-
-class _EachMode:
-    """The Keras side in "each" mode: every group is fed the Knet outputs it reads (TensorFlow
-    layout), so a row measures that layer's own error; S comes with the Knet record.
-
-    With per-sample layers (`keras_side.per_sample`) every group runs once on a doubled batch,
-    Knet's input in the first half and the Keras chain's own in the second, so the end-to-end
-    run shares the isolated runs' calls; otherwise the whole model runs after the layers."""
-
-    def __init__(self, run: _Run, x_tf: np.ndarray, last_use: dict[int, int]) -> None:
-        self.run, self.x_tf, self.last_use = run, x_tf, last_use
-        self.doubled = per_sample(run.groups, run.keras_model)
-        self.tf_done: dict[int, np.ndarray] = {}  # Knet outputs in TF layout still to be fed
-        self.chain: dict[int, Any] = {}  # the Keras chain's own outputs still to be read
-        self.seconds = 0.0
-
-    def output(
-        self,
-        i: int,
-        step: Step,
-        group: list[Any],
-        rec: knet_side.KnetRecord,
-        x_ins: list[np.ndarray],
-        carry: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, Any]:
-        """Layer `i`'s Keras output on Knet's inputs (those of its group's first Knet layer),
-        and its S (from the Knet record, or with `carry`, the error bound of the group's Knet
-        layers before it)."""
-        t0 = time.perf_counter()
-        run = self.run
-        steps, x_tf, kdt = run.steps, self.x_tf, run.kdt
-        sources = steps[run.heads[i]].sources
-        feeds = {
-            source_name(steps, j): x_tf if j < 0 else self.tf_done[j].astype(kdt, copy=False)
-            for j in sources
-        }
-        if self.doubled and any(j >= 0 for j in sources):
-            for j in sources:
-                name = source_name(steps, j)
-                feeds[name] = np.concatenate([feeds[name], x_tf if j < 0 else self.chain[j]])
-            both = np.asarray(run_group(group, feeds))
-            n = x_tf.shape[0]
-            a_i, own = both[:n], both[n:]
-        else:  # the model's input is Knet's and Keras's alike
-            a_i = own = np.asarray(run_group(group, feeds))
-        if self.doubled and (i in self.last_use or i == self.run.last):
-            self.chain[i] = own
-        del own
-        self.seconds += time.perf_counter() - t0
-        if carry is None:
-            return a_i, rec.mag_tf
-        return a_i, fused.carried(
-            steps, step, rec, x_ins, carry, run.tol_dtype, run.model.dtype, run.spatial
-        )
-
-    def incoming(
-        self, step: Step, x_ins: list[np.ndarray], carry: np.ndarray | None
-    ) -> list[np.ndarray | None] | None:
-        """The error reaching a Knet layer inside a group: none at its first (each layer is
-        fed Knet's inputs), else the bound carried from the one before."""
-        return None if carry is None else [carry]
-
-    def keep(self, i: int, step: Step, a_i: np.ndarray, expected: np.ndarray) -> None:
-        if i in self.last_use:  # a later layer is fed Knet's output
-            self.tf_done[i] = expected
-
-    def drop(self, j: int) -> None:
-        self.tf_done.pop(j, None)
-        if j != self.run.last:
-            self.chain.pop(j, None)
-
-    def final(self, timings: dict[str, float], advance: AdvanceFn) -> np.ndarray:
-        """The Keras model's own output, end to end."""
-        run = self.run
-        timings["keras_layers_s"] = self.seconds
-        advance("Keras side, end to end")
-        if self.doubled:
-            chained: np.ndarray = self.chain[run.last]
-            return chained
-        # the whole Keras model, run last, for the end-to-end drift (its kernels warm)
-        t0 = time.perf_counter()
-        final_actual = np.asarray(run.keras_model(self.x_tf, training=False))
-        timings["keras_forward_s"] = time.perf_counter() - t0
-        return final_actual
-
-
-class _WholeMode:
-    """The Keras side in "whole" mode: the Keras model runs once, end to end, and every layer's
-    S adds the error measured at its inputs (`E = |Keras input - Knet input|`)."""
-
-    def __init__(
-        self,
-        run: _Run,
-        x_tf: np.ndarray,
-        last_use: dict[int, int],
-        timings: dict[str, float],
-        advance: AdvanceFn,
-    ) -> None:
-        import keras  # imported by to_keras / the caller's model already
-
-        self.run, self.last_use = run, last_use
-        advance("Keras side")
-        t0 = time.perf_counter()
-        compared = [i for i, g in enumerate(run.groups) if g]
-        probe = keras.Model(run.keras_model.inputs[0], [run.groups[i][-1].output for i in compared])
-        outs = probe(x_tf, training=False)
-        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
-        self.actual = {i: np.asarray(t) for i, t in zip(compared, outs, strict=True)}
-        timings["keras_forward_s"] = time.perf_counter() - t0
-        x = run.x
-        # x as Keras sees it (None: exactly Knet's, token indices or the same float type)
-        floating = np.issubdtype(x.dtype, np.floating)
-        self.x_j = x.astype(run.kdt).astype(x.dtype) if floating and run.kdt != x.dtype else None
-        self.actual_j: dict[int, np.ndarray] = {}  # Keras outputs still to be read (Julia layout)
-
-    def output(
-        self,
-        i: int,
-        step: Step,
-        group: list[Any],
-        rec: knet_side.KnetRecord,
-        x_ins: list[np.ndarray],
-        carry: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Layer `i`'s output in the Keras model's own run, and its S with the incoming error
-        (measured, or with `carry`, the bound carried through its group's Knet layers)."""
-        run = self.run
-        e_ins = self.incoming(step, x_ins, carry)
-        mag_tf = knet_side.magnitude_tf(
-            run.steps,
-            step,
-            x_ins,
-            e_ins,
-            rec.extra,
-            rec.y,
-            run.tol_dtype,
-            run.model.dtype,
-            run.spatial,
-        )
-        return self.actual[i], mag_tf
-
-    def incoming(
-        self, step: Step, x_ins: list[np.ndarray], carry: np.ndarray | None
-    ) -> list[np.ndarray | None]:
-        """The error reaching `step`: measured at its inputs (`|Keras - Knet|`), or inside a
-        group the bound carried from the Knet layer before."""
-        if carry is not None:
-            return [carry]
-        wd = self.run.model.dtype
-        e_ins: list[np.ndarray | None] = []
-        for j, x_in in zip(step.sources, x_ins, strict=True):
-            a_src = self.x_j if j < 0 else self.actual_j.get(j)
-            e_ins.append(
-                None
-                if a_src is None
-                else np.abs(a_src.astype(wd, copy=False) - np.asarray(x_in, dtype=wd))
-            )
-        return e_ins
-
-    def keep(self, i: int, step: Step, a_i: np.ndarray, expected: np.ndarray) -> None:
-        if i in self.last_use:  # a later layer's incoming error reads it
-            self.actual_j[i] = mconvert.tf_to_julia(a_i, step.flat_from, self.run.spatial)
-
-    def drop(self, j: int) -> None:
-        self.actual_j.pop(j, None)
-
-    def final(self, timings: dict[str, float], advance: AdvanceFn) -> np.ndarray:
-        return self.actual[self.run.last]
 
 
 def _diagnose_layer_kind(

@@ -13,6 +13,11 @@ for each batch
   final output `(classes, N)`) whether the top-1 class and the top-5 set agree. (No second
   forward pass on either side.)
 
+An ONNX port (`onnx=PATH`) runs under onnxruntime (porting.model.onnx_out.OnnxPort) and is
+checked end to end only, under `verify_onnx`'s whole-model tolerance: the file's intermediate
+tensors do not map to Knet layers, so the report has one row, the end-to-end output, and says
+so. Everything else (per-sample errors, top-1/top-5, the worst samples) is the same.
+
 Memory stays flat: one batch's arrays at a time, and fixed-size summaries (histograms, the k
 worst samples, at most `MAX_LISTED` disagreeing samples by index) accumulate across batches.
 
@@ -44,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["verify_data", "DataReport", "LayerSummary", "ULP_EDGES", "RATIO_EDGES", "MAX_LISTED"]
 
 MAX_LISTED = 1000  # disagreeing samples listed by index (the count is always exact)
+E2E_ROW = "(end to end)"  # the one row of an ONNX port's report
+COMPILE_AFTER = 4  # batches beyond which the Keras side is compiled (the same numbers)
 ULP_EDGES = np.array([0.0, 0.5] + [2.0**i + 0.5 for i in range(0, 24)] + [np.inf])
 """End-to-end error histogram bins, in ULPs of the Knet output: 0, 1, 2, (2, 4], ..., > 2^23."""
 RATIO_EDGES = np.concatenate([[0.0], 10.0 ** np.arange(-9, 4.01, 0.5), [np.inf]])
@@ -117,6 +124,7 @@ class DataReport:
     first_divergent: str | None = None
     diagnosis: Any = None
     notes: list[str] = field(default_factory=list)
+    port: str = "keras"  # "onnx": checked end to end only (one row, no per-layer rows)
 
     def verdict(self) -> str:
         seen = (
@@ -125,6 +133,12 @@ class DataReport:
             else f"{self.n_samples} samples"
         )
         part = "PARTIAL (interrupted): " if self.partial else ""
+        if self.port == "onnx":
+            within = "within" if self.ok else "outside"
+            return (
+                f"{part}{'OK' if self.ok else 'MISMATCH'}: the ONNX port's end-to-end output "
+                f"{within} its tolerance on {seen} (no per-layer rows for an ONNX port)"
+            )
         if self.ok:
             return f"{part}OK: every layer within its tolerance on {seen}"
         bad = sum(not s.ok for s in self.layers)
@@ -161,6 +175,8 @@ class DataReport:
             "timings": self.timings,
             "diagnosis": diag.to_dict() if hasattr(diag, "to_dict") else diag,
             "notes": self.notes,
+            "port_format": self.port,
+            "per_layer": self.port != "onnx",
         }
 
     def __str__(self) -> str:
@@ -200,13 +216,15 @@ class DataReport:
                     f"{ws['rel_error']:.3g}"
                 )
         t = self.timings
+        checking = "both sides" if self.port == "onnx" else "verify_model"
         out.append(
             f"{t.get('samples_per_s', 0):.1f} samples/s ({t.get('total_s', 0):.2f} s; "
-            f"verify_model {t.get('verify_s', 0):.2f} s, reading {t.get('read_s', 0):.2f} s)"
+            f"{checking} {t.get('verify_s', 0):.2f} s, reading {t.get('read_s', 0):.2f} s)"
         )
         env = self.environment
+        other = "ONNX port under onnxruntime" if self.port == "onnx" else "Keras side"
         out.append(
-            f"Knet side: backend {env.get('knet_backend')!r}; Keras side {env.get('dtypes')}; "
+            f"Knet side: backend {env.get('knet_backend')!r}; {other} {env.get('dtypes')}; "
             f"spatial={self.spatial!r}, mode={self.mode!r}, batch {self.batch_size}"
         )
         if self.diagnosis is not None:
@@ -258,6 +276,7 @@ def verify_data(
     progress: ProgressFn | None = None,
     plan: Plan | None = None,
     limit: int | None = None,
+    onnx: Any = None,
 ) -> DataReport:
     """Verify `keras_model` (default: `to_keras(model)`) against the Knet `model` on every
     sample of `data`: a path (porting.model.datasets.open_data), a `DataSource`, or an array of
@@ -267,6 +286,9 @@ def verify_data(
     an `ImageOptions` for a folder of images; `classifier` forces (True) or turns off (False) the
     top-1/top-5 figures (default: a final output `(classes, N)` with 2 or more classes);
     `progress(done, total)` is called after each batch; `limit` stops after that many samples.
+    `onnx`, the path of an ONNX file, checks that file under onnxruntime instead of a Keras
+    model, end to end only (`mode` does not apply; the report's one row is the end-to-end
+    output); `spatial` is then the convention it was converted with (default "reverse").
     A KeyboardInterrupt returns the report so far with `partial=True`.
 
     >>> import numpy as np
@@ -276,12 +298,15 @@ def verify_data(
     >>> r.ok, r.n_samples  # doctest: +SKIP
     (True, 10)
     """
+    from porting._checks import check_choice
     from porting.model import convert as mconvert
+    from porting.model.forward import backend_of, check_input
     from porting.model.planning import plan_for
-    from porting.model.verify import verify_model
+    from porting.model.verify import MODES, verify_model
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise PortingError(f"batch_size {batch_size!r}: expected a positive integer")
+    check_choice(mode, "mode", MODES)
     if not isinstance(k_worst, int) or isinstance(k_worst, bool) or k_worst < 0:
         raise PortingError(f"k_worst {k_worst!r}: expected a non-negative integer")
     if model.input_size is None and plan is None and not isinstance(data, np.ndarray):
@@ -289,15 +314,32 @@ def verify_data(
     if plan is None:
         size = model.input_size if model.input_size is not None else np.asarray(data).shape[:-1]
         plan = plan_for(model, tuple(size), None)
-    if keras_model is None:
-        keras_model = mconvert.to_keras(model, spatial=spatial or "reverse", plan=plan)
-    spatial = spatial or mconvert.spatial_of(keras_model)
+    steps = list(plan)
+    port = None
+    mode_note: str | None = None
+    if onnx is not None:
+        from porting.model.onnx_out import OnnxPort
+
+        if keras_model is not None:
+            raise PortingError("give keras_model= or onnx=, not both: one port at a time")
+        spatial = spatial or "reverse"
+        port = OnnxPort(onnx, plan, spatial)
+        out_dt = port.out_dtype
+        summaries = [LayerSummary(len(steps) - 1, E2E_ROW, "onnx")]
+        if mode != "each":
+            mode_note = f"mode={mode!r} applies to a Keras port; an ONNX port is checked end to end"
+        mode = "end-to-end"
+    else:
+        if keras_model is None:
+            keras_model = mconvert.to_keras(model, spatial=spatial or "reverse", plan=plan)
+        spatial = spatial or mconvert.spatial_of(keras_model)
+        kdt = np.dtype(keras_model.inputs[0].dtype) if keras_model.inputs else model.dtype
+        out_dt = np.dtype(np.float32) if kdt.kind != "f" else kdt
+        summaries = [
+            LayerSummary(i, str(st.layer.name), st.layer.kind) for i, st in enumerate(steps)
+        ]
     src = _as_source(data, model, plan, layout, spatial, images)
     n_total = src.n if limit is None else min(src.n, int(limit))
-    steps = list(plan)
-    summaries = [LayerSummary(i, str(st.layer.name), st.layer.kind) for i, st in enumerate(steps)]
-    kdt = np.dtype(keras_model.inputs[0].dtype) if keras_model.inputs else np.dtype(model.dtype)
-    out_dt = np.dtype(np.float32) if kdt.kind != "f" else kdt
     lower = model.dtype if np.dtype(model.dtype).itemsize <= out_dt.itemsize else out_dt
 
     ulp_hist = np.zeros(len(ULP_EDGES) - 1, np.int64)
@@ -315,6 +357,15 @@ def verify_data(
     first_bad: str | None = None
     diagnosis = None
     notes = list(src.notes)
+    if port is not None and mode_note is not None:
+        notes.append(mode_note)
+    if port is not None:
+        notes.append(
+            f"ONNX port {port.path}: checked end to end under onnxruntime (the whole-model "
+            "tolerance of porting.model.onnx_out: every layer's rounding budget carried through "
+            "the later layers); per-layer rows are not available (the file's intermediate "
+            "tensors do not map to Knet layers), so the one row is the end-to-end output"
+        )
     versions: dict[str, Any] = {}
     backend = ("", "")
     dtypes: dict[str, str] = {}
@@ -322,6 +373,9 @@ def verify_data(
     t_start = time.perf_counter()
     done = 0
     partial = False
+    # many batches: the Keras side as compiled graphs (traced once, then much cheaper per
+    # batch than eager calls; porting.model.keras_graph); a few: eagerly, as verify_model
+    compiled = n_total > COMPILE_AFTER * batch_size
     batches = src.batches(batch_size)
     try:
         while done < n_total:
@@ -336,47 +390,63 @@ def verify_data(
             nb = int(xb.shape[-1])
 
             t0 = time.perf_counter()
-            rep = verify_model(
-                model,
-                xb,
-                keras_model=keras_model,
-                mode=mode,
-                spatial=spatial,
-                knet=knet,
-                diagnose=diagnosis is None,
-                plan=plan,
-            )
-            t["verify_s"] += time.perf_counter() - t0
-            # the end-to-end outputs verify_model compared (Knet's and the port's own chain)
-            assert rep.outputs is not None
-            expected, actual = rep.outputs
+            if port is not None:
+                tags: list[Any] = []
+                xb, _ = check_input(model, xb, plan)
+                comp, expected, actual = port.check(model, xb, plan, knet, tags, ulps=False)
+                t["verify_s"] += time.perf_counter() - t0
+                checks = [(comp, comp.ok)]
+                if not comp.ok and first_bad is None:
+                    first_bad = E2E_ROW
+                versions = {**_versions(), **port.versions()}
+                backend = backend_of(tags)
+                dtypes = {"knet": str(model.dtype), "onnx": str(port.out_dtype)}
+            else:
+                rep = verify_model(
+                    model,
+                    xb,
+                    keras_model=keras_model,
+                    mode=mode,
+                    spatial=spatial,
+                    knet=knet,
+                    diagnose=diagnosis is None,
+                    plan=plan,
+                    ulps=False,  # the rows' ULP figure is not reported here
+                    compiled=compiled,
+                )
+                t["verify_s"] += time.perf_counter() - t0
+                # the end-to-end outputs verify_model compared (Knet's and the port's own chain)
+                assert rep.outputs is not None
+                expected, actual = rep.outputs
+                checks = [(row.comparison, row.ok) for row in rep.rows]
+                if not rep.ok and first_bad is None:
+                    first_bad = rep.first_divergent
+                    diagnosis = rep.diagnosis
+                for note in rep.notes:
+                    if note not in notes and len(notes) < 50:
+                        notes.append(note)
+                versions, backend, dtypes = (
+                    rep.versions,
+                    (rep.knet_backend, rep.knet_backend_reason),
+                    rep.dtypes,
+                )
+                del rep
 
             # ---- per layer
-            for s, row in zip(summaries, rep.rows, strict=True):
-                c = row.comparison
+            for s, (c, row_ok) in zip(summaries, checks, strict=True):
                 r = float(c.max_error_to_tolerance)
                 s.histogram[
                     min(
                         int(np.searchsorted(RATIO_EDGES, r, side="right")) - 1, len(s.histogram) - 1
                     )
                 ] += 1
-                if not row.ok:
+                if not row_ok:
                     s.batches_over += 1
                 if r > s.worst_ratio or s.worst_sample is None:
                     s.worst_ratio = r
                     s.worst_sample = lo + int(c.worst_index[0]) if c.worst_index else lo
                 s.worst_abs_error = max(s.worst_abs_error, float(c.max_abs_error))
-            if not rep.ok and first_bad is None:
-                first_bad = rep.first_divergent
-                diagnosis = rep.diagnosis
-            for note in rep.notes:
-                if note not in notes and len(notes) < 50:
-                    notes.append(note)
-            versions, backend, dtypes = (
-                rep.versions,
-                (rep.knet_backend, rep.knet_backend_reason),
-                rep.dtypes,
-            )
+            del checks
 
             # ---- end to end, per sample
             if expected.shape != actual.shape:
@@ -443,7 +513,7 @@ def verify_data(
                 elif k_worst and item[:2] > worst_heap[0][:2]:
                     heapq.heapreplace(worst_heap, item)
             done += nb
-            del xb, expected, actual, e64, a64, d, ulp, spacing, rep
+            del xb, expected, actual, e64, a64, d, ulp, spacing
             if progress is not None:
                 progress(done, n_total)
     except KeyboardInterrupt:
@@ -453,7 +523,7 @@ def verify_data(
     error_map = None
     if done and not partial:
         try:
-            error_map = _error_map(model, keras_model, src, summaries, plan, spatial, knet)
+            error_map = _error_map(model, keras_model, port, src, summaries, plan, spatial, knet)
         except KeyboardInterrupt:
             partial = True
     elif partial and done:
@@ -502,12 +572,27 @@ def verify_data(
         first_divergent=first_bad,
         diagnosis=diagnosis,
         notes=notes,
+        port="onnx" if port is not None else "keras",
     )
+
+
+def _versions() -> dict[str, Any]:
+    """Versions for an ONNX port's report: TensorFlow's only when it is loaded already (the
+    ONNX path never imports it)."""
+    import sys
+
+    from porting.verify import versions
+
+    try:
+        return versions(tensorflow="tensorflow" in sys.modules)
+    except Exception:  # noqa: BLE001 - versions are informative only
+        return versions(tensorflow=False)
 
 
 def _error_map(
     model: KnetModel,
     keras_model: Any,
+    port: Any,
     src: DataSource,
     summaries: list[LayerSummary],
     plan: Plan,
@@ -516,9 +601,7 @@ def _error_map(
 ) -> dict[str, Any] | None:
     """The worst layer's error at its worst sample, as a 2-D map (max over channels) of the
     absolute error (ULPs mislead near zero): the Keras model run up to that layer (errors
-    propagate), against Knet."""
-    import keras
-
+    propagate), against Knet; for an ONNX `port`, its end-to-end output."""
     from porting import layout as playout
     from porting.model import convert as mconvert
     from porting.model.forward import forward_knet
@@ -530,6 +613,11 @@ def _error_map(
     outs = forward_knet(model, x1, knet, plan=plan)
     step = list(plan)[worst.index]
     expected = mconvert.julia_to_tf(outs[worst.index], step.flat_from, spatial)
+    if port is not None:
+        actual = port.run(port.tf_input(model, x1))
+        return _map_of(expected, actual, worst, src, "|ONNX - Knet|", "the ONNX file end to end")
+    import keras
+
     groups = mconvert.keras_groups(keras_model, model)
     probe = keras.Model(keras_model.inputs[0], groups[worst.index][-1].output)
     x_tf = playout.activations_to_tf(x1, spatial) if x1.ndim > 2 else np.ascontiguousarray(x1.T)
@@ -539,7 +627,26 @@ def _error_map(
     else:
         x_tf = x_tf.astype(np.dtype(keras_model.inputs[0].dtype), copy=False)
     actual = np.asarray(probe(x_tf, training=False))
-    if actual.shape != expected.shape:
+    return _map_of(
+        expected,
+        actual,
+        worst,
+        src,
+        "|Keras - Knet|",
+        "the Keras model run end to end up to the layer",
+    )
+
+
+def _map_of(
+    expected: np.ndarray,
+    actual: np.ndarray,
+    worst: LayerSummary,
+    src: DataSource,
+    what_err: str,
+    how: str,
+) -> dict[str, Any] | None:
+    """The error map of one sample's `expected` and `actual` (TensorFlow layout, batch 1)."""
+    if actual.shape != expected.shape or worst.worst_sample is None:
         return None
     err = np.abs(expected[0].astype(np.float64) - actual[0].astype(np.float64))
     err = np.nan_to_num(err, nan=0.0, posinf=0.0)
@@ -556,7 +663,7 @@ def _error_map(
         "layer": worst.name,
         "sample": worst.worst_sample,
         "label": src.label(worst.worst_sample),
-        "what": f"absolute error |Keras - Knet|, the Keras model run end to end up to the layer; {what}",
+        "what": f"absolute error {what_err}, {how}; {what}",
         "max_abs_error": float(img.max()) if img.size else 0.0,
         "shape": list(img.shape),
         "image": img,

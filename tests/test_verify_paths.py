@@ -98,7 +98,7 @@ def test_verification_takes_the_doubled_path_and_agrees_with_separate_calls(
     doubled = verify_model(model, x, keras_model=km)
     assert doubled.ok, str(doubled)
     assert "keras_forward_s" not in doubled.timings  # no separate end-to-end run
-    monkeypatch.setattr("porting.model.verify.per_sample", lambda groups, km: False)
+    monkeypatch.setattr("porting.model.verify_sides.per_sample", lambda groups, km: False)
     separate = verify_model(model, x, keras_model=km)
     assert separate.ok and "keras_forward_s" in separate.timings
     for a, b in zip(doubled.rows, separate.rows, strict=True):

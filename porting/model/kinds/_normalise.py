@@ -25,11 +25,41 @@ import numpy as np
 import numpy.typing as npt
 
 from porting.errors import PortingError
+from porting.model.layer import check_real
 from porting.model.stages import Array, KerasContext, KerasTensor, Stage
 
-__all__ = ["FORMULAS", "CaptureStage", "NormStage", "group_view", "normalise"]
+__all__ = [
+    "FORMULAS",
+    "CaptureStage",
+    "NormStage",
+    "affine_params",
+    "check_dtype_and_eps",
+    "group_view",
+    "normalise",
+]
 
 FORMULAS = ("var", "eps2", "std")
+
+
+def check_dtype_and_eps(
+    scale: np.ndarray | None, bias: np.ndarray | None, eps: float, where: str
+) -> None:
+    """A norm layer's last checks: its scale and bias (checked arrays, both or neither) share
+    one element type, and its `eps` is a positive real number."""
+    if scale is not None and bias is not None and scale.dtype != bias.dtype:
+        raise PortingError(
+            f"{where}: scale is {scale.dtype}, bias {bias.dtype}; expected one element type"
+        )
+    check_real(eps, where, "eps")
+    if not eps > 0:
+        raise PortingError(f"{where}: eps={eps!r}: expected a positive number")
+
+
+def affine_params(scale: np.ndarray | None, bias: np.ndarray | None) -> dict[str, np.ndarray]:
+    """A norm layer's `params()`: its scale and bias, or nothing without the affine part."""
+    if scale is None or bias is None:
+        return {}
+    return {"scale": scale, "bias": bias}
 
 
 def group_view(x: Array, groups: int | None) -> Array:

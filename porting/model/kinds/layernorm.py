@@ -25,8 +25,14 @@ import numpy.typing as npt
 from porting import layout
 from porting.errors import PortingError
 from porting.model import schema
-from porting.model.kinds._normalise import FORMULAS, CaptureStage, NormStage
-from porting.model.layer import Example, KerasLayer, Kind, Layer, check_real, fmt_size, weight_array
+from porting.model.kinds._normalise import (
+    FORMULAS,
+    CaptureStage,
+    NormStage,
+    affine_params,
+    check_dtype_and_eps,
+)
+from porting.model.layer import Example, KerasLayer, Kind, Layer, fmt_size, weight_array
 from porting.model.stages import KerasContext, KerasTensor, Stage
 
 if TYPE_CHECKING:
@@ -103,20 +109,10 @@ class LayerNorm(Layer):
                         " (Flux's Scale holds one value per normalised element)"
                     )
                 object.__setattr__(self, key, a)
-            assert self.bias is not None
-            if self.scale.dtype != self.bias.dtype:
-                raise PortingError(
-                    f"{where}: scale is {self.scale.dtype}, bias {self.bias.dtype}; expected one "
-                    "element type"
-                )
-        check_real(self.eps, where, "eps")
-        if not self.eps > 0:
-            raise PortingError(f"{where}: eps={self.eps!r}: expected a positive number")
+        check_dtype_and_eps(self.scale, self.bias, self.eps, where)
 
     def params(self) -> dict[str, np.ndarray]:
-        if self.scale is None or self.bias is None:
-            return {}
-        return {"scale": self.scale, "bias": self.bias}
+        return affine_params(self.scale, self.bias)
 
     def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         size = tuple(size)

@@ -161,7 +161,14 @@ def BatchNorm(
     arrays: dict[str, tuple[int, ...]] = {"μ": (ch,), "σ²": (ch,)}
     if affine:
         arrays.update({"β": (ch,), "γ": (ch,)})
-    fields = {
+    fields = _norm_fields(eps, momentum, affine, track_stats, ch)
+    return _Layer("BatchNorm", fields, arrays, {"λ": λ})
+
+
+def _norm_fields(eps, momentum, affine: bool, track: bool, chs: int) -> dict[str, Any]:
+    """The fields of Flux's `BatchNorm`, `InstanceNorm` and (after its `G`) `GroupNorm`:
+    arrays as None (filled from the state), the numbers and flags as given."""
+    return {
         "λ": None,
         "β": None,
         "γ": None,
@@ -170,11 +177,10 @@ def BatchNorm(
         "ϵ": eps,
         "momentum": momentum,
         "affine": affine,
-        "track_stats": track_stats,
+        "track_stats": track,
         "active": None,
-        "chs": ch,
+        "chs": chs,
     }
-    return _Layer("BatchNorm", fields, arrays, {"λ": λ})
 
 
 def Upsample(mode: str = "nearest", *, scale=None, size=None) -> _Layer:  # noqa: N802
@@ -226,20 +232,7 @@ def _stats_norm(kind: str, chs: int, λ: str, affine: bool, track: bool, eps, mo
     arrays: dict[str, tuple[int, ...]] = {"β": (chs,), "γ": (chs,)} if affine else {}
     if track:
         arrays |= {"μ": (chs,), "σ²": (chs,)}
-    fields = {
-        "λ": None,
-        "β": None,
-        "γ": None,
-        "μ": None,
-        "σ²": None,
-        "ϵ": eps,
-        "momentum": momentum,
-        "affine": affine,
-        "track_stats": track,
-        "active": None,
-        "chs": chs,
-    }
-    return _Layer(kind, fields, arrays, {"λ": λ})
+    return _Layer(kind, _norm_fields(eps, momentum, affine, track, chs), arrays, {"λ": λ})
 
 
 def InstanceNorm(  # noqa: N802

@@ -43,6 +43,7 @@ __all__ = [
     "KerasTensor",
     "activate",
     "dilate_kernel",
+    "labelled_out_size",
     "sub_role",
     "zero_padding",
 ]
@@ -583,3 +584,12 @@ class DropoutStage(Stage):
         if self.p:
             return ctx.make("Dropout", self.role, float(self.p))(t)
         return ctx.make("Identity", self.role)(t)
+
+
+def labelled_out_size(label: str, stage: Stage, size: tuple[int, ...]) -> tuple[int, ...]:
+    """The output size of a one-stage layer (its `label`) on input `size`: `stage.out_size`,
+    its refusal prefixed with the layer's label."""
+    try:
+        return stage.out_size(tuple(size))
+    except PortingError as e:
+        raise PortingError(f"{label}: {e}") from None

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from porting.errors import PortingError
 from porting.model.layer import Example, KerasLayer, Kind, Layer, fmt_size, weight_array
-from porting.model.stages import Array, KerasContext, KerasTensor, Stage
+from porting.model.stages import Array, KerasContext, KerasTensor, Stage, labelled_out_size
 
 __all__ = ["Affine", "AffineStage", "KIND"]
 
@@ -123,10 +123,7 @@ class Affine(Layer):
         return [self.stage()]
 
     def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
-        try:
-            return self.stage().out_size(tuple(size))
-        except PortingError as e:
-            raise PortingError(f"{self.label}: {e}") from None
+        return labelled_out_size(self.label, self.stage(), size)
 
     def describe(self) -> str:
         n = self.scale.size

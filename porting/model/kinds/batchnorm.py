@@ -27,7 +27,7 @@ from porting import layout, magnitude
 from porting.errors import PortingError
 from porting.model import schema
 from porting.model.layer import Example, KerasLayer, Kind, Layer, check_real, fmt_size, weight_array
-from porting.model.stages import Array, KerasContext, KerasTensor, Stage
+from porting.model.stages import Array, KerasContext, KerasTensor, Stage, labelled_out_size
 
 if TYPE_CHECKING:
     from porting.diagnosis import Diagnosis
@@ -194,10 +194,7 @@ class BatchNorm(Layer):
         return [self.stage()]
 
     def output_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
-        try:
-            return self.stage().out_size(tuple(size))
-        except PortingError as e:
-            raise PortingError(f"{self.label}: {e}") from None
+        return labelled_out_size(self.label, self.stage(), size)
 
     def describe(self) -> str:
         affine = "" if self.bnparams is not None else ", non-affine"

@@ -18,15 +18,20 @@ from porting.model import forward_knet, load_export, save_export, to_keras, veri
 L = keras.layers
 
 
-def _randomise(model, seed=0):
-    """Keras' random kernels kept (scaled to their fan-in, so deep models stay finite), and
-    every bias, scale, offset and batchnorm statistic drawn too: zeros and ones hide errors."""
+def randomise(model, seed=0, *, draw_kernels=False):
+    """Keras' random kernels kept (scaled to their fan-in, so deep models stay finite; with
+    `draw_kernels`, drawn from `seed` too, normal over the square root of the fan-in), and
+    every bias, scale, offset and batchnorm statistic drawn too: zeros and ones hide errors.
+    Shared with tests/test_fromkeras_verify.py."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         new = []
         for w, v in zip(layer.get_weights(), layer.weights, strict=True):
             path = v.path.rsplit("/", 1)[-1]
-            if "kernel" in path:
+            if "kernel" in path and draw_kernels:
+                fan_in = int(np.prod(w.shape[:-1])) or 1
+                a = rng.standard_normal(w.shape) / np.sqrt(fan_in)
+            elif "kernel" in path:
                 a = w
             elif "variance" in path:
                 a = 0.5 + rng.random(w.shape)
@@ -54,7 +59,7 @@ def _cnn(dtype="float32"):
         x = L.Dropout(0.3, name="drop")(x)
         x = L.Dense(7, activation="tanh", name="d1")(x)
         out = L.Dense(4, activation="softmax", name="d2")(x)
-        return _randomise(keras.Model(inp, out, name="cnn"))
+        return randomise(keras.Model(inp, out, name="cnn"))
     finally:
         keras.config.set_dtype_policy("float32")
 
@@ -70,7 +75,7 @@ def _residual():
     c = L.ZeroPadding2D(((1, 0), (2, 1)), name="zp")(c)
     c = L.AveragePooling2D(2, name="avg")(c)
     out = L.GlobalAveragePooling2D(name="gap")(c)
-    return _randomise(keras.Model(inp, out, name="res"))
+    return randomise(keras.Model(inp, out, name="res"))
 
 
 def _conv1d():
@@ -79,7 +84,7 @@ def _conv1d():
     x = L.LeakyReLU(0.1, name="leaky")(x)
     x = L.Conv1D(4, 4, strides=3, padding="same", name="same1d")(x)
     out = L.GlobalMaxPooling1D(name="gmax")(x)
-    return _randomise(keras.Model(inp, out, name="seq1d"))
+    return randomise(keras.Model(inp, out, name="seq1d"))
 
 
 def _excite(dtype="float32"):
@@ -98,7 +103,7 @@ def _excite(dtype="float32"):
         x = L.Multiply(name="excite")([x, se])
         x = L.AveragePooling2D(3, strides=1, padding="same", name="avg")(x)
         out = L.GlobalMaxPooling2D(name="gmax")(x)
-        return _randomise(keras.Model(inp, out, name="excite"))
+        return randomise(keras.Model(inp, out, name="excite"))
     finally:
         keras.config.set_dtype_policy("float32")
 
@@ -265,7 +270,7 @@ def _application(app, shape, dtype):
     finally:
         keras.config.set_dtype_policy("float32")
         keras.config.set_floatx("float32")
-    return _randomise(km)
+    return randomise(km)
 
 
 @pytest.mark.parametrize(

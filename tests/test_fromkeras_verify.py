@@ -18,30 +18,9 @@ from porting.errors import PortingError  # noqa: E402
 from porting.fromkeras import from_keras  # noqa: E402
 from porting.model import Activation, Add, Conv, KnetModel, verify_model  # noqa: E402
 from porting.model.fused import keras_same_pads, same_split  # noqa: E402
+from tests.test_fromkeras import randomise  # noqa: E402 - the same weight drawing
 
 L = keras.layers
-
-
-def _randomise(model, seed=0):
-    """Every bias, scale, offset and batchnorm statistic drawn (zeros and ones hide errors);
-    kernels scaled to their fan-in so the outputs stay of order one."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        new = []
-        for w, v in zip(layer.get_weights(), layer.weights, strict=True):
-            path = v.path.rsplit("/", 1)[-1]
-            if "kernel" in path:
-                fan_in = int(np.prod(w.shape[:-1])) or 1
-                a = rng.standard_normal(w.shape) / np.sqrt(fan_in)
-            elif "variance" in path:
-                a = 0.5 + rng.random(w.shape)
-            elif path == "gamma":
-                a = 0.75 + 0.5 * rng.random(w.shape)
-            else:  # bias, beta, moving_mean
-                a = 0.1 * rng.standard_normal(w.shape)
-            new.append(np.asarray(a, dtype=w.dtype))
-        layer.set_weights(new)
-    return model
 
 
 def _resnet_like(dtype="float32"):
@@ -68,7 +47,7 @@ def _resnet_like(dtype="float32"):
         x = L.Activation("relu", name="b_out")(x)
         x = L.GlobalAveragePooling2D(name="avg_pool")(x)
         out = L.Dense(5, activation="softmax", name="predictions")(x)
-        return _randomise(keras.Model(inp, out, name="resnet_like"))
+        return randomise(keras.Model(inp, out, name="resnet_like"), draw_kernels=True)
     finally:
         keras.config.set_dtype_policy("float32")
 
@@ -92,7 +71,7 @@ def _mobilenet_like(dtype="float32"):
         x = L.ReLU(6.0, name="out_relu")(x)
         x = L.GlobalAveragePooling2D(name="gap")(x)
         out = L.Dense(4, activation="softmax", name="predictions")(x)
-        return _randomise(keras.Model(inp, out, name="mobilenet_like"))
+        return randomise(keras.Model(inp, out, name="mobilenet_like"), draw_kernels=True)
     finally:
         keras.config.set_dtype_policy("float32")
 
@@ -260,8 +239,9 @@ def test_keras_same_pads_are_in_julia_order():
 def test_keras_applications_verify_against_the_original(app):
     """keras.applications built with weights=None (no download here), weights and batchnorm
     statistics drawn: every Keras layer is a row, compared with the original's own output."""
-    km = _randomise(
-        getattr(keras.applications, app)(weights=None, input_shape=(64, 64, 3), classes=5)
+    km = randomise(
+        getattr(keras.applications, app)(weights=None, input_shape=(64, 64, 3), classes=5),
+        draw_kernels=True,
     )
     model = from_keras(km)
     report = verify_model(model, _x(km), keras_model=km)

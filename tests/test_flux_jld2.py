@@ -15,6 +15,7 @@ import pytest
 from golden_paths import golden_dir
 from test_flux import _cli, _lenet_oracle, flux_forward
 from test_flux_graph import assert_close, conv, julia, keras_run, nchw, t64
+from test_flux_state import lenet_builder as lenet
 
 from porting.errors import PortingError
 from porting.examples import flux as fx
@@ -26,19 +27,6 @@ F = torch.nn.functional
 REAL = golden_dir("real-models")
 UNET = "paul-vdl_ImageGenerationDiffusionModels.jl__trained_model.bson"
 STRUCTURE = __import__("pathlib").Path(__file__).resolve().parents[1] / "docs/structures"
-
-
-def lenet():
-    return B.Chain(
-        B.Conv((5, 5), (1, 6), "relu"),
-        B.MaxPool((2, 2)),
-        B.Conv((5, 5), (6, 16), "relu"),
-        B.MaxPool((2, 2)),
-        B.flatten,
-        B.Dense((256, 120), "relu"),
-        B.Dense((120, 10)),
-        "softmax",
-    )
 
 
 def test_reader_gives_back_the_tree_written():
@@ -154,6 +142,15 @@ HOSTILE = {
 }
 
 
+def _assert_refused(r, words, out):
+    """A CLI run refused: exit 2, no traceback, every one of `words` said, `out` not written."""
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    for w in words:
+        assert w in r.stderr, r.stderr
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_cli_hostile_state_exit_2_naming_the_path(tmp_path, case):
     edit, words = HOSTILE[case]
@@ -162,11 +159,7 @@ def test_cli_hostile_state_exit_2_naming_the_path(tmp_path, case):
         "convert", p, "--structure", "lenet.py", "--input-size", "28,28,1", "-o", "o.keras",
         cwd=tmp_path,
     )  # fmt: skip
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert "Traceback" not in r.stderr
-    for w in words:
-        assert w in r.stderr, r.stderr
-    assert not (tmp_path / "o.keras").exists()
+    _assert_refused(r, words, tmp_path / "o.keras")
 
 
 @pytest.mark.parametrize(
@@ -185,11 +178,7 @@ def test_cli_bad_structure_exit_2(tmp_path, structure, args, words):
         "convert", p, "--structure", "lenet.py", "--input-size", "28,28,1", "-o", "o.keras",
         *args, cwd=tmp_path,
     )  # fmt: skip
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert "Traceback" not in r.stderr
-    for w in words:
-        assert w in r.stderr, r.stderr
-    assert not (tmp_path / "o.keras").exists()
+    _assert_refused(r, words, tmp_path / "o.keras")
 
 
 def test_structure_for_the_wrong_file_kind(tmp_path):
@@ -308,11 +297,7 @@ def test_golden_unet_bad_structure_exit_2(tmp_path, edit, size, words):
         "convert", path, "--structure", "u.py", "--input-size", size, "-o", "u.keras",
         cwd=tmp_path,
     )  # fmt: skip
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert "Traceback" not in r.stderr
-    for w in words:
-        assert w in r.stderr, r.stderr
-    assert not (tmp_path / "u.keras").exists()
+    _assert_refused(r, words, tmp_path / "u.keras")
 
 
 def test_without_structure_the_file_is_named_as_flux_state(tmp_path):

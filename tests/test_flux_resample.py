@@ -14,12 +14,9 @@ NNlib's default, true) and `pixel_shuffle`): `Conv` is a true convolution (the k
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from test_flux import _cli  # the same subprocess runner
 
 from porting.errors import PortingError
 from porting.examples import flux as fx
@@ -27,7 +24,6 @@ from porting.model import forward_knet, to_keras, verify_model
 
 torch = pytest.importorskip("torch", reason="torch is the independent oracle")
 F = torch.nn.functional
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _torch(x):  # Julia-indexed (X1, X2, C, N) -> torch (N, C, X2, X1)
@@ -133,17 +129,6 @@ def test_scale_forms_and_refusals_in_bson(tmp_path):
         kinds(pixelshuffle_doc(True))
     with pytest.raises(PortingError, match="not divisible"):
         kinds(pixelshuffle_doc(3))
-
-
-def _cli(*args, cwd):
-    return subprocess.run(
-        [sys.executable, "-m", "porting", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
-        timeout=600,
-    )
 
 
 def test_cli_converts_and_verifies_and_hostile_input_exits_2(tmp_path):

@@ -176,12 +176,9 @@ def test_a_saved_preprocessing_and_excite_model_converts_in_its_dtype(tmp_path, 
     np.testing.assert_allclose(y, want, rtol=0, atol=64 * eps * np.abs(want).max())
 
 
-def test_keras_names_that_are_not_knet_names_are_verified_through_the_rebuilt_model(
-    tmp_path, capsys
-):
-    """'c 1' becomes the Knet name 'c_1': the original's layers cannot be found by name, so
-    the layers are compared with the rebuilt Keras model and that one with the original end to
-    end (the way every model was checked before), and the report says so."""
+def _renamed_model(tmp_path):
+    """A Keras model whose conv is named 'c 1' (Knet's name 'c_1'), weights drawn, saved to
+    tmp_path/odd.keras (its path returned)."""
     rng = np.random.default_rng(0)
     inp = keras.Input((8, 8, 3))
     x = L.Conv2D(4, 3, strides=2, padding="same", name="c 1")(inp)
@@ -189,6 +186,16 @@ def test_keras_names_that_are_not_knet_names_are_verified_through_the_rebuilt_mo
     km.set_weights([rng.standard_normal(w.shape).astype(w.dtype) for w in km.get_weights()])
     path = tmp_path / "odd.keras"
     km.save(path)
+    return path
+
+
+def test_keras_names_that_are_not_knet_names_are_verified_through_the_rebuilt_model(
+    tmp_path, capsys
+):
+    """'c 1' becomes the Knet name 'c_1': the original's layers cannot be found by name, so
+    the layers are compared with the rebuilt Keras model and that one with the original end to
+    end (the way every model was checked before), and the report says so."""
+    path = _renamed_model(tmp_path)
     assert main(["convert", str(path), "--to", "knet", "--verify", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] and doc["round_trip"]["ok"]
@@ -198,13 +205,7 @@ def test_keras_names_that_are_not_knet_names_are_verified_through_the_rebuilt_mo
 def test_the_end_to_end_check_of_renamed_models_reads_the_original(tmp_path, monkeypatch, capsys):
     """With the layers compared against the rebuilt model, only the end-to-end comparison sees
     the original: a kernel left unrotated is caught there (exit 1), not hidden."""
-    rng = np.random.default_rng(0)
-    inp = keras.Input((8, 8, 3))
-    x = L.Conv2D(4, 3, strides=2, padding="same", name="c 1")(inp)
-    km = keras.Model(inp, L.Flatten(name="f")(x))
-    km.set_weights([rng.standard_normal(w.shape).astype(w.dtype) for w in km.get_weights()])
-    path = tmp_path / "odd.keras"
-    km.save(path)
+    path = _renamed_model(tmp_path)
     import porting.fromkeras.layers as fl
 
     real = layout.kernel_from_tf

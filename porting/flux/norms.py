@@ -159,6 +159,13 @@ def _finish(out: list[Found], layer: Any, path: str, what: str, lam: Any, kind: 
         out.append(Found(Activation(act), path, f"{kind}'s λ = {act}"))
 
 
+def _running(mu: Any, var: Any, g: Any, b: Any, eps: float, momentum: Any) -> BatchNorm:
+    """An InstanceNorm's or GroupNorm's `track_stats=true` at inference: a `batchnorm` of the
+    per-channel running `μ`, `σ²` and, when affine, `γ`, `β`."""
+    p = None if g is None else np.concatenate([g.reshape(-1), b.reshape(-1)])
+    return BatchNorm(mu, var, p, eps=eps, momentum=float(momentum))
+
+
 def instancenorm(x: JuliaStruct, path: str, out: list[Found]) -> None:
     """``InstanceNorm(λ, β, γ, μ, σ², ϵ, momentum, affine, track_stats, active, chs)`` (Flux
     0.12 on, normalise.jl@v0.14.25): each sample's own statistics over the spatial dimensions,
@@ -179,8 +186,7 @@ def instancenorm(x: JuliaStruct, path: str, out: list[Found]) -> None:
     try:
         if track:
             mu, var = array(d[3], path, "μ"), array(d[4], path, "σ²")
-            p = None if g is None else np.concatenate([g.reshape(-1), b.reshape(-1)])
-            layer: Any = BatchNorm(mu, var, p, eps=eps, momentum=float(d[6]))
+            layer: Any = _running(mu, var, g, b, eps, d[6])
             what = f"Flux.InstanceNorm({chs}, track_stats=true): running statistics"
         else:
             layer = GroupNorm(chs, chs, g, b, eps=eps)
@@ -219,8 +225,7 @@ def groupnorm(x: JuliaStruct, path: str, out: list[Found]) -> None:
                 )
             rep = chs // groups
             mu, var = np.repeat(mu.reshape(-1), rep), np.repeat(var.reshape(-1), rep)
-            p = None if g is None else np.concatenate([g.reshape(-1), b.reshape(-1)])
-            layer: Any = BatchNorm(mu, var, p, eps=eps, momentum=float(d[7]))
+            layer: Any = _running(mu, var, g, b, eps, d[7])
             what = f"Flux.GroupNorm({chs}, {groups}, track_stats=true): running statistics"
         else:
             layer = GroupNorm(chs, groups, g, b, eps=eps)

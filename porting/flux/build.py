@@ -454,15 +454,7 @@ def _layer(spec: _Layer, node: Any, path: str) -> JuliaStruct:
         elif isinstance(want, _Layer):  # a layer inside (LayerNorm's Scale)
             values.append(_layer(want, v, where))
         elif name in spec.arrays:
-            shape = spec.arrays[name]
-            if not isinstance(v, np.ndarray) or v.dtype.kind != "f":
-                raise PortingError(f"{where}: a {type(v).__name__}; expected a float array {shape}")
-            if tuple(v.shape) != shape:
-                raise PortingError(
-                    f"{where}: size {tuple(v.shape)} in the state, {shape} in the model "
-                    "(Flux.loadmodel!: DimensionMismatch); check the layer's sizes"
-                )
-            values.append(v)
+            values.append(_array(v, where, spec.arrays[name]))
         elif want is None:  # a value the model does not fix (active, rng, dims)
             values.append(None if _empty(v) else v)
         elif want is False and name == "bias":

@@ -200,7 +200,8 @@ def to_keras(
     inp = keras.Input(
         shape=tf_sample_shape(steps.input_size, spatial), dtype=in_dtype, name="knet_input"
     )
-    ctx = KerasContext(keras, dts, spatial)
+    filled = frozenset(str(s.layer.name) for s in steps if kind_of(s.layer).weights is not None)
+    ctx = KerasContext(keras, dts, spatial, filled)
     ctx.used.add("knet_input")
     tensors: list[Any] = []
     t = inp
@@ -213,6 +214,7 @@ def to_keras(
             t = stage.build(ctx, t, s_in, s_out)
         tensors.append(t)
     km = keras.Model(inp, t, name=_keras_name(name or model.name))
+    ctx.restore_initializers()  # built with zeros: every weight of theirs is set just below
     # Converted and set one layer at a time: a single layer's Keras-layout copy is alive at once
     # (VGG-16's first dense kernel alone is 411 MB).
     for layer_name, ws in _layer_weights(steps, spatial, dt):

@@ -250,3 +250,34 @@ def test_the_round_trip_runs_the_rebuilt_model_on_slices_and_still_compares_ever
         assert not bad["ok"] and bad["max_abs_error"] > bad["bound"] > 0
     flat = round_trip(want.astype(dtype), lambda s: rebuilt(s, shape=(-1,)), x)
     assert not flat["ok"]
+
+
+def test_a_model_trained_with_an_unregistered_loss_converts(tmp_path, capsys):
+    """The training configuration is not loaded (`compile=False`): a loss Keras cannot find by
+    name (a plain function) does not stop the conversion, and the optimizer's state is not
+    built; the weights are the trained ones."""
+    rng = np.random.default_rng(3)
+
+    def my_loss(y, p):
+        return keras.ops.mean((y - p) ** 2)
+
+    inp = keras.Input((4,))
+    km = keras.Model(inp, L.Dense(3, name="d")(inp))
+    km.compile(optimizer="adam", loss=my_loss)
+    km.fit(rng.standard_normal((8, 4)), rng.standard_normal((8, 3)), verbose=0)
+    path = tmp_path / "trained.keras"
+    km.save(path)
+    with pytest.raises(TypeError, match="my_loss"):  # what the default load says
+        keras.saving.load_model(path)
+    prefix = tmp_path / "trained"
+    assert (
+        main(["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"]) == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] and doc["round_trip"]["ok"]
+    w, b = km.get_layer("d").get_weights()
+    loaded = load_export(prefix)
+    x = rng.standard_normal((4, 5)).astype(np.float32)  # Julia layout: (features, batch)
+    np.testing.assert_allclose(
+        forward_knet(loaded, x)[-1], (x.T.astype(np.float64) @ w + b).T, rtol=1e-5, atol=1e-6
+    )

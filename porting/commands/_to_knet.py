@@ -93,7 +93,7 @@ def run(args, rich_report) -> int:
         json_path, npz_path = export_paths(args.output)
         outputs = {"-o/--output (.json)": json_path, "-o/--output (.npz)": npz_path}
     files.check_distinct({"MODEL": args.model, "--input": args.input}, outputs)
-    km = load_keras(args.model)
+    km = load_keras(args.model, compile=False)  # the layers and weights are what is read
     model = from_keras(km, spatial=args.spatial)
     in_dtype = km.inputs[0].dtype
     report = None

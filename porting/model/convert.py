@@ -405,8 +405,12 @@ def export_savedmodel(keras_model: Any, directory: str | os.PathLike[str]) -> st
     return str(target)
 
 
-def load_keras(path: str | os.PathLike[str]) -> Any:
-    """Load a converted `.keras` model (registers porting's custom layer first)."""
+def load_keras(path: str | os.PathLike[str], *, compile: bool = True) -> Any:
+    """Load a converted `.keras` model (registers porting's custom layer first).
+    `compile=False` leaves out the training configuration (optimizer and its state, loss,
+    metrics): what a conversion reads is the layers and their weights; a model trained with a
+    loss Keras cannot find (an unregistered function) then loads, and an optimizer's slots
+    (Adam: two more copies of the weights) are never built."""
     p = files.input_file(path, "a .keras file (a converted Keras 3 model)")
     import_keras()
     import keras
@@ -414,7 +418,7 @@ def load_keras(path: str | os.PathLike[str]) -> Any:
     import porting.model.keras_layers  # noqa: F401 - registers KnetPool
 
     try:
-        return keras.saving.load_model(p)
+        return keras.saving.load_model(p, compile=compile)
     except Exception as e:  # noqa: BLE001 - a corrupt or foreign file is the user's input
         raise PortingError(
             f"{p}: cannot load as a Keras model ({type(e).__name__}: {e})"[:400]

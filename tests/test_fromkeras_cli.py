@@ -215,3 +215,70 @@ def test_the_end_to_end_check_of_renamed_models_reads_the_original(tmp_path, mon
     assert main(["convert", str(path), "--to", "knet", "--verify", "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["verification"]["ok"] and not doc["round_trip"]["ok"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [1, 3, 11])
+def test_the_round_trip_runs_the_rebuilt_model_on_slices_and_still_compares_every_sample(
+    batch, dtype
+):
+    """`round_trip` calls the rebuilt model on slices of the samples (at most
+    ROUND_TRIP_SLICES calls, every sample once, in order); a difference in any one sample, or an
+    output of another shape, is caught."""
+    from porting.commands._to_knet import ROUND_TRIP_SLICES, round_trip
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((5, 3)).astype(dtype)
+    x = rng.standard_normal((batch, 5)).astype(dtype)
+    want = x.astype(np.float64) @ w.astype(np.float64)  # float64 oracle, rounded to dtype
+    calls: list[int] = []
+
+    def rebuilt(s, wrong_sample=None, shape=None):
+        calls.append(len(s))
+        y = s @ w
+        if wrong_sample is not None:
+            lo = sum(calls[:-1])
+            if lo <= wrong_sample < lo + len(s):
+                y[wrong_sample - lo, 0] += 1e-2 * np.max(np.abs(want))
+        return y if shape is None else y.reshape(shape)
+
+    got = round_trip(want.astype(dtype), rebuilt, x)
+    assert got["ok"], got
+    assert sum(calls) == batch and len(calls) == min(batch, ROUND_TRIP_SLICES)
+    for k in range(batch):
+        calls.clear()
+        bad = round_trip(want.astype(dtype), lambda s, k=k: rebuilt(s, wrong_sample=k), x)
+        assert not bad["ok"] and bad["max_abs_error"] > bad["bound"] > 0
+    flat = round_trip(want.astype(dtype), lambda s: rebuilt(s, shape=(-1,)), x)
+    assert not flat["ok"]
+
+
+def test_a_model_trained_with_an_unregistered_loss_converts(tmp_path, capsys):
+    """The training configuration is not loaded (`compile=False`): a loss Keras cannot find by
+    name (a plain function) does not stop the conversion, and the optimizer's state is not
+    built; the weights are the trained ones."""
+    rng = np.random.default_rng(3)
+
+    def my_loss(y, p):
+        return keras.ops.mean((y - p) ** 2)
+
+    inp = keras.Input((4,))
+    km = keras.Model(inp, L.Dense(3, name="d")(inp))
+    km.compile(optimizer="adam", loss=my_loss)
+    km.fit(rng.standard_normal((8, 4)), rng.standard_normal((8, 3)), verbose=0)
+    path = tmp_path / "trained.keras"
+    km.save(path)
+    with pytest.raises(TypeError, match="my_loss"):  # what the default load says
+        keras.saving.load_model(path)
+    prefix = tmp_path / "trained"
+    assert (
+        main(["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"]) == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] and doc["round_trip"]["ok"]
+    w, b = km.get_layer("d").get_weights()
+    loaded = load_export(prefix)
+    x = rng.standard_normal((4, 5)).astype(np.float32)  # Julia layout: (features, batch)
+    np.testing.assert_allclose(
+        forward_knet(loaded, x)[-1], (x.T.astype(np.float64) @ w + b).T, rtol=1e-5, atol=1e-6
+    )

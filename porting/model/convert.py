@@ -200,7 +200,8 @@ def to_keras(
     inp = keras.Input(
         shape=tf_sample_shape(steps.input_size, spatial), dtype=in_dtype, name="knet_input"
     )
-    ctx = KerasContext(keras, dts, spatial)
+    filled = frozenset(str(s.layer.name) for s in steps if kind_of(s.layer).weights is not None)
+    ctx = KerasContext(keras, dts, spatial, filled)
     ctx.used.add("knet_input")
     tensors: list[Any] = []
     t = inp
@@ -213,6 +214,7 @@ def to_keras(
             t = stage.build(ctx, t, s_in, s_out)
         tensors.append(t)
     km = keras.Model(inp, t, name=_keras_name(name or model.name))
+    ctx.restore_initializers()  # built with zeros: every weight of theirs is set just below
     # Converted and set one layer at a time: a single layer's Keras-layout copy is alive at once
     # (VGG-16's first dense kernel alone is 411 MB).
     for layer_name, ws in _layer_weights(steps, spatial, dt):
@@ -403,8 +405,12 @@ def export_savedmodel(keras_model: Any, directory: str | os.PathLike[str]) -> st
     return str(target)
 
 
-def load_keras(path: str | os.PathLike[str]) -> Any:
-    """Load a converted `.keras` model (registers porting's custom layer first)."""
+def load_keras(path: str | os.PathLike[str], *, compile: bool = True) -> Any:
+    """Load a converted `.keras` model (registers porting's custom layer first).
+    `compile=False` leaves out the training configuration (optimizer and its state, loss,
+    metrics): what a conversion reads is the layers and their weights; a model trained with a
+    loss Keras cannot find (an unregistered function) then loads, and an optimizer's slots
+    (Adam: two more copies of the weights) are never built."""
     p = files.input_file(path, "a .keras file (a converted Keras 3 model)")
     import_keras()
     import keras
@@ -412,7 +418,7 @@ def load_keras(path: str | os.PathLike[str]) -> Any:
     import porting.model.keras_layers  # noqa: F401 - registers KnetPool
 
     try:
-        return keras.saving.load_model(p)
+        return keras.saving.load_model(p, compile=compile)
     except Exception as e:  # noqa: BLE001 - a corrupt or foreign file is the user's input
         raise PortingError(
             f"{p}: cannot load as a Keras model ({type(e).__name__}: {e})"[:400]

@@ -67,13 +67,25 @@ class KerasContext:
     """What a stage needs to build its Keras layers: the `keras` module, the dtype, the spatial
     convention, and the name of the Knet layer being built (every generated name is unique)."""
 
-    def __init__(self, keras: Any, dtype: str, spatial: str) -> None:
+    placeholder_init = True
+    """Build the layers named in `filled` with zeros in place of their random initialisers
+    (`restore_initializers` puts the layers' own back before the model is saved); False: the
+    layers' own from the start (tests compare the two saved configs)."""
+
+    def __init__(
+        self, keras: Any, dtype: str, spatial: str, filled: frozenset[str] = frozenset()
+    ) -> None:
         self.keras = keras
         self.dtype = dtype
         self.spatial = spatial
         self.base = ""
         self.used: set[str] = set()
         self.notes: list[str] = []  # what the built-in layers cannot do exactly (warned)
+        # the Keras layers whose every weight the caller sets after building (to_keras: the
+        # ones named after a Knet layer with weights): drawing random values for them, only to
+        # overwrite them, is ResNet50's largest cost in building (benchmarks/bench_fromkeras.py)
+        self.filled = filled
+        self._swapped: list[tuple[Any, str, Any]] = []
 
     def start(self, base: str) -> None:
         self.base = base
@@ -84,9 +96,24 @@ class KerasContext:
 
     def make(self, cls: str, role: str, *args: Any, **kwargs: Any) -> Any:
         """A new `keras.layers.<cls>` named for `role`, in the context's dtype."""
-        return getattr(self.keras.layers, cls)(
-            *args, name=self.name(role), dtype=self.dtype, **kwargs
-        )
+        name = self.name(role)
+        layer = getattr(self.keras.layers, cls)(*args, name=name, dtype=self.dtype, **kwargs)
+        if self.placeholder_init and name in self.filled:
+            zeros = self.keras.initializers.Zeros()
+            for attr, init in list(vars(layer).items()):
+                if attr.endswith("_initializer") and isinstance(
+                    init, self.keras.initializers.Initializer
+                ):
+                    self._swapped.append((layer, attr, init))
+                    setattr(layer, attr, zeros)
+        return layer
+
+    def restore_initializers(self) -> None:
+        """Give the layers built with zeros (`filled`) their own initialisers back: their
+        configs, and so a saved `.keras`, are what they would have been."""
+        for layer, attr, init in self._swapped:
+            setattr(layer, attr, init)
+        self._swapped.clear()
 
     def tf(self, t: tuple[int, ...]) -> tuple[int, ...]:
         return layout.spatial_to_tf(tuple(t), self.spatial)

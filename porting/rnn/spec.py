@@ -136,7 +136,7 @@ class RNNSpec:
         `inputMode`, `dropout`); snake_case names are accepted too.
 
         >>> RNNSpec.from_knet({"inputSize": 4, "hiddenSize": 4, "mode": 3, "direction": 1})
-        RNNSpec(input_size=4, hidden_size=4, rnn_type='gru', num_layers=1, bidirectional=True, skip_input=False, dropout=0.0)
+        RNNSpec(input_size=4, hidden_size=4, rnn_type='gru', num_layers=1, bidirectional=True, skip_input=False, dropout=0.0, reset_after=True)
         """
         if not isinstance(fields, Mapping):
             raise PortingError(

@@ -157,30 +157,6 @@ def _error_bounds(weights: RNNWeights, x, h, c, probes: int) -> Bounds:
                     Ec_fin[s] = Sc + np.abs(dc).max(axis=0)
                     pc = dc + rng.choice((-1.0, 1.0), dc.shape) * Sc
                     cc = c_new
-                elif spec.rnn_type == "gru" and not spec.reset_after:  # Flux's GRUv3
-                    a_rz = PX[t, :, : 2 * H] + rec[:, : 2 * H] + bW[: 2 * H] + bR[: 2 * H]
-                    S_rz = SX[t, :, : 2 * H] + Srec[:, : 2 * H]
-                    S_rz = S_rz + np.abs(bW[: 2 * H]) + np.abs(bR[: 2 * H])
-                    r, z = expit(a_rz[:, :H]), expit(a_rz[:, H:])
-                    Sr = 0.25 * S_rz[:, :H] + ROUND * r
-                    Sz = 0.25 * S_rz[:, H:] + ROUND * z
-                    dr, dz = r * (1 - r) * dq[..., :H], z * (1 - z) * dq[..., H : 2 * H]
-                    Rn, ARn = Rt[:, 2 * H :], ARt[:, 2 * H :]
-                    rh = r * hh  # the reset applies before the matrix: Rn (r .* h)
-                    S_rh = Sr * np.abs(hh) + ROUND * np.abs(rh)
-                    d_rh = dr * hh + r * ph
-                    b_n = bW[2 * H :] + bR[2 * H :]
-                    a_n = PX[t, :, 2 * H :] + b_n + rh @ Rn
-                    S_an = SX[t, :, 2 * H :] + np.abs(bW[2 * H :]) + np.abs(bR[2 * H :])
-                    S_an = S_an + (np.abs(rh) + S_rh) @ ARn
-                    d_an = (dq[..., 2 * H :] - ph @ Rn) + d_rh @ Rn
-                    n = np.tanh(a_n)
-                    Sn = S_an + ROUND * np.abs(n)
-                    dn = (1 - n * n) * d_an
-                    h_new = (1 - z) * n + z * hh
-                    Sh = Sz * (np.abs(n) + np.abs(hh)) + (1 - z) * Sn
-                    Sh = Sh + np.abs((1 - z) * n) + np.abs(z * hh)
-                    dh = dz * (hh - n) + (1 - z) * dn + z * ph
                 elif spec.rnn_type == "gru":
                     a_rz = PX[t, :, : 2 * H] + rec[:, : 2 * H] + bW[: 2 * H] + bR[: 2 * H]
                     S_rz = SX[t, :, : 2 * H] + Srec[:, : 2 * H]
@@ -189,13 +165,24 @@ def _error_bounds(weights: RNNWeights, x, h, c, probes: int) -> Bounds:
                     Sr = 0.25 * S_rz[:, :H] + ROUND * r
                     Sz = 0.25 * S_rz[:, H:] + ROUND * z
                     dr, dz = r * (1 - r) * dq[..., :H], z * (1 - z) * dq[..., H : 2 * H]
-                    inner = rec[:, 2 * H :] + bR[2 * H :]
-                    S_in = Srec[:, 2 * H :] + np.abs(bR[2 * H :])
-                    d_in = ph @ Rt[:, 2 * H :]
-                    a_n = PX[t, :, 2 * H :] + bW[2 * H :] + r * inner
-                    S_an = SX[t, :, 2 * H :] + np.abs(bW[2 * H :]) + Sr * np.abs(inner)
-                    S_an = S_an + r * S_in + np.abs(r * inner)
-                    d_an = (dq[..., 2 * H :] - d_in) + dr * inner + r * d_in
+                    if not spec.reset_after:  # Flux's GRUv3: Rn (r .* h), the reset first
+                        Rn, ARn = Rt[:, 2 * H :], ARt[:, 2 * H :]
+                        rh = r * hh
+                        S_rh = Sr * np.abs(hh) + ROUND * np.abs(rh)
+                        d_rh = dr * hh + r * ph
+                        b_n = bW[2 * H :] + bR[2 * H :]
+                        a_n = PX[t, :, 2 * H :] + b_n + rh @ Rn
+                        S_an = SX[t, :, 2 * H :] + np.abs(bW[2 * H :]) + np.abs(bR[2 * H :])
+                        S_an = S_an + (np.abs(rh) + S_rh) @ ARn
+                        d_an = (dq[..., 2 * H :] - ph @ Rn) + d_rh @ Rn
+                    else:  # Knet's (cuDNN's): r .* (Rn h + bRn)
+                        inner = rec[:, 2 * H :] + bR[2 * H :]
+                        S_in = Srec[:, 2 * H :] + np.abs(bR[2 * H :])
+                        d_in = ph @ Rt[:, 2 * H :]
+                        a_n = PX[t, :, 2 * H :] + bW[2 * H :] + r * inner
+                        S_an = SX[t, :, 2 * H :] + np.abs(bW[2 * H :]) + Sr * np.abs(inner)
+                        S_an = S_an + r * S_in + np.abs(r * inner)
+                        d_an = (dq[..., 2 * H :] - d_in) + dr * inner + r * d_in
                     n = np.tanh(a_n)
                     Sn = S_an + ROUND * np.abs(n)
                     dn = (1 - n * n) * d_an

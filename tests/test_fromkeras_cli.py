@@ -39,7 +39,8 @@ def test_convert_to_knet_verifies_and_writes_the_pair(keras_file, tmp_path, caps
         main(["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"]) == 0
     )
     doc = json.loads(capsys.readouterr().out)
-    assert doc["ok"] and doc["round_trip"]["ok"] and doc["verification"]["ok"]
+    assert doc["ok"] and doc["verification"]["ok"]
+    assert doc["round_trip"] is None  # asked for with --round-trip
     model = load_export(prefix)
     # the written pair computes what the original Keras model computes
     x = np.random.default_rng(2).standard_normal((10, 12, 3, 2)).astype(np.float32)
@@ -48,10 +49,24 @@ def test_convert_to_knet_verifies_and_writes_the_pair(keras_file, tmp_path, caps
     np.testing.assert_allclose(y, want, rtol=0, atol=64 * np.finfo(np.float32).eps)
 
 
+def test_the_round_trip_is_asked_for_and_reproduces_the_original(keras_file, tmp_path, capsys):
+    """--round-trip: the Keras model rebuilt from the Knet one against the original end to
+    end, within its bound, reported in the JSON and the text."""
+    path, _ = keras_file
+    argv = ["convert", str(path), "--to", "knet", "--verify", "--round-trip"]
+    assert main([*argv, "--json"]) == 0
+    trip = json.loads(capsys.readouterr().out)["round_trip"]
+    assert trip["ok"] and trip["rule"] == "64 eps max|y|"
+    assert 0 <= trip["max_abs_error"] <= trip["bound"] and trip["bound"] > 0
+    assert main(argv) == 0
+    assert "Keras rebuilt from the Knet model vs the original" in capsys.readouterr().out
+
+
 def test_a_kernel_left_unrotated_is_caught(keras_file, tmp_path, monkeypatch, capsys):
     """The usual hand-port mistake: Keras' kernel taken as is for conv4's default mode 0.
     Knet and the Keras model rebuilt from it agree with each other; the original does not, at
-    its layer c1 (Knet's c1_pad + c1), named kernel_flip."""
+    its layer c1 (Knet's c1_pad + c1), named kernel_flip, and end to end (with --round-trip,
+    the rebuilt model too)."""
     path, _ = keras_file
     import porting.fromkeras.layers as fl
 
@@ -60,12 +75,12 @@ def test_a_kernel_left_unrotated_is_caught(keras_file, tmp_path, monkeypatch, ca
         fl.layout, "kernel_from_tf", lambda k, mode=0, spatial="reverse": real(k, 1, spatial)
     )
     prefix = tmp_path / "m"
-    assert (
-        main(["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"]) == 1
-    )
+    argv = ["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"]
+    assert main([*argv, "--round-trip"]) == 1
     doc = json.loads(capsys.readouterr().out)
     v = doc["verification"]
     assert not v["ok"] and v["first_divergent"] == "c1" and v["diagnosis"]["cause"] == "kernel_flip"
+    assert v["end_to_end"]["max_rel_error"] > 0.1  # the outputs move by their own size
     assert not doc["round_trip"]["ok"]
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "m.npz").exists()
 
@@ -97,6 +112,8 @@ def test_a_padding_split_on_the_wrong_side_is_caught_at_its_keras_layer(
         (["--to", "knet", "-o", "out"], "expected a .keras file"),
         (["--to", "knet", "--tflite", "x.tflite", "-o", "out"], "--tflite is for --to keras"),
         (["--to", "knet"], "nothing to do"),
+        (["--to", "knet", "-o", "out", "--round-trip"], "give --verify too"),
+        (["--round-trip", "--verify"], "--round-trip checks the way back"),
     ],
 )
 def test_bad_arguments_exit_2(tmp_path, capsys, argv, match, monkeypatch):
@@ -157,9 +174,8 @@ def test_a_saved_preprocessing_and_excite_model_converts_in_its_dtype(tmp_path, 
     path = tmp_path / "e.keras"
     km.save(path)
     prefix = tmp_path / "e"
-    assert (
-        main(["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"]) == 0
-    )
+    argv = ["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--round-trip"]
+    assert main([*argv, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] and doc["round_trip"]["ok"] and doc["verification"]["ok"]
     model = load_export(prefix)
@@ -271,9 +287,8 @@ def test_a_model_trained_with_an_unregistered_loss_converts(tmp_path, capsys):
     with pytest.raises(TypeError, match="my_loss"):  # what the default load says
         keras.saving.load_model(path)
     prefix = tmp_path / "trained"
-    assert (
-        main(["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"]) == 0
-    )
+    argv = ["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--round-trip"]
+    assert main([*argv, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] and doc["round_trip"]["ok"]
     w, b = km.get_layer("d").get_weights()

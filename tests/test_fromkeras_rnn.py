@@ -312,7 +312,8 @@ def test_convert_cli_verifies_a_text_model_on_token_indices(tmp_path, capsys):
     path = tmp_path / "tagger.keras"
     km.save(path)
     prefix = tmp_path / "tagger"
-    code = main(["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--json"])
+    argv = ["convert", str(path), "--to", "knet", "-o", str(prefix), "--verify", "--round-trip"]
+    code = main([*argv, "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0, doc
     assert doc["verification"]["ok"] and doc["round_trip"]["ok"]

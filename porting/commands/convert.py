@@ -83,6 +83,13 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--verify", action="store_true", help="compare every layer with the Knet side")
     p.add_argument(
+        "--round-trip",
+        action="store_true",
+        help="with --to knet --verify: also rebuild a Keras model from the Knet one (the way "
+        "Knet models go to Keras) and check it against the original end to end (always done "
+        "when Keras layer names had to be renamed)",
+    )
+    p.add_argument(
         "--to",
         choices=("keras", "knet"),
         default="keras",
@@ -323,6 +330,11 @@ def run(args) -> int:
 
         _to_knet.check_args(args)
         return _to_knet.run(args, _rich_report)
+    if getattr(args, "round_trip", False):
+        raise PortingError(
+            "--round-trip checks the way back (MODEL.keras --to knet --verify); a Knet model "
+            "going to Keras is verified by --verify"
+        )
     if not (args.output or args.savedmodel or args.tflite or args.onnx or args.verify):
         raise PortingError(
             "nothing to do: give -o OUT.keras, --savedmodel DIR, --tflite OUT.tflite, "

@@ -205,8 +205,8 @@ def _convolution(node: Node, cx: Context, kernel, bias, groups: int) -> list[Lay
     name = cx.name(node.name, "" if separate is None else "_conv")
     layers.append(
         Conv(
-            layout.kernel_from_tf(kernel, mode=0, spatial=cx.spatial),
-            None if bias is None else layout.bias_from_tf(bias, ndims=nd + 2),
+            owned(layout.kernel_from_tf(kernel, mode=0, spatial=cx.spatial)),
+            None if bias is None else owned(layout.bias_from_tf(bias, ndims=nd + 2)),
             padding=padding,
             stride=cx.julia(stride),
             dilation=cx.julia(dilation),
@@ -222,7 +222,22 @@ def _convolution(node: Node, cx: Context, kernel, bias, groups: int) -> list[Lay
 
 
 def _weights(node: Node) -> list[np.ndarray]:
-    return [np.asarray(w) for w in node.layer.get_weights()]
+    return [owned(np.asarray(w)) for w in node.layer.get_weights()]
+
+
+def owned(a: np.ndarray) -> np.ndarray:
+    """`a`, made read-only, with the arrays it views, when they are fresh NumPy memory that
+    only the conversion holds (the copies `get_weights` makes, a layout conversion's output
+    or a view of one): the layer built from it keeps it as it is instead of making a read-only
+    copy (porting._checks.read_only). Memory NumPy does not own (a buffer of another library)
+    is left writable, so the layer copies it."""
+    chain = [a]
+    while isinstance(chain[-1].base, np.ndarray):
+        chain.append(chain[-1].base)
+    if chain[-1].base is None:
+        for b in reversed(chain):
+            b.flags.writeable = False
+    return a
 
 
 def conv(node: Node, cx: Context) -> list[Layer]:
@@ -259,7 +274,7 @@ def dense(node: Node, cx: Context) -> list[Layer]:
     fused, separate = _activation(node, cfg)
     # Knet's dense output is (features, N): softmax(x; dims=1) is over the features, as Keras'
     layer = Dense(
-        layout.dense_from_tf(w[0], input_shape=flat, spatial=cx.spatial),
+        owned(layout.dense_from_tf(w[0], input_shape=flat, spatial=cx.spatial)),
         w[1] if cfg.get("use_bias", True) else None,
         activation=separate or fused,
         name=cx.name(node.name),

@@ -263,3 +263,52 @@ def test_relu_outputs_are_their_own_magnitudes(converted, monkeypatch, mode):
     for a, b in zip(fast.rows, slow.rows, strict=True):
         assert a.comparison.worst_tolerance == b.comparison.worst_tolerance, a.name
         assert a.error_to_tolerance == b.error_to_tolerance, a.name
+
+
+@pytest.mark.parametrize("name", ["lenet", "resnet", "tagger"])
+def test_the_paired_calls_of_a_large_input_agree_with_the_doubled_batch(
+    converted, monkeypatch, name
+):
+    """From `PAIRED_ELEMENTS` input elements on, each group runs twice (Knet's input, then the
+    chain's own outputs kept as tensors) instead of once on a doubled batch: the same rows and
+    the same end-to-end output, up to the order of float operations."""
+    import porting.model.verify_sides as vs
+
+    model, x, km = converted[name]
+    monkeypatch.setattr(vs, "PAIRED_ELEMENTS", 1 << 60)
+    doubled = verify_model(model, x, keras_model=km)
+    monkeypatch.setattr(vs, "PAIRED_ELEMENTS", 0)
+    paired = verify_model(model, x, keras_model=km)
+    assert doubled.ok and paired.ok, str(paired)
+    assert "keras_forward_s" not in paired.timings  # the chain went along, not run again
+    assert [r.name for r in paired.rows] == [r.name for r in doubled.rows]
+    for a, b in zip(doubled.rows, paired.rows, strict=True):
+        assert a.error_to_tolerance <= 1 and b.error_to_tolerance <= 1
+    knet_a, keras_a = doubled.outputs
+    knet_b, keras_b = paired.outputs
+    np.testing.assert_array_equal(knet_a, knet_b)  # the Knet side is the same computation
+    tol = 64 * np.finfo(F32).eps * max(1.0, float(np.abs(keras_a).max()))
+    assert np.abs(np.asarray(keras_a) - np.asarray(keras_b)).max() <= tol
+
+
+def test_a_large_input_takes_the_paired_calls():
+    from porting.model.verify_sides import PAIRED_ELEMENTS
+
+    model = lenet()
+    x = np.random.default_rng(0).standard_normal((28, 28, 1, 1 + PAIRED_ELEMENTS // 784))
+    km = convert.to_keras(model)
+    from porting.model import verify_sides as vs
+
+    seen = []
+    real = vs.EachMode.__init__
+
+    def spy(self, *a, **k):
+        real(self, *a, **k)
+        seen.append(self.paired)
+
+    vs.EachMode.__init__ = spy
+    try:
+        report = verify_model(model, x.astype(F32), keras_model=km)
+    finally:
+        vs.EachMode.__init__ = real
+    assert report.ok and seen == [True]

@@ -24,6 +24,11 @@ __all__ = ["AdvanceFn", "Run", "EachMode", "WholeMode", "one_by_one"]
 
 AdvanceFn = Callable[[str], None]
 
+PAIRED_ELEMENTS = 1 << 17
+"""Elements of the Keras input (the whole batch) from which "each" mode runs a group's two
+inputs as two calls rather than one doubled batch (`EachMode`): about one 224x224x3 image, or
+a CIFAR-sized batch of 43 (benchmarks/bench_fromkeras.py, bench_model_large.py)."""
+
 
 @dataclass(frozen=True)
 class Run:
@@ -54,14 +59,19 @@ class EachMode:
     """The Keras side in "each" mode: every group is fed the Knet outputs it reads (TensorFlow
     layout), so a row measures that layer's own error; S comes with the Knet record.
 
-    With per-sample layers (`keras_side.per_sample`) every group runs once on a doubled batch,
-    Knet's input in the first half and the Keras chain's own in the second, so the end-to-end
-    run shares the isolated runs' calls (with `compiled`, in compiled segments of layers:
-    porting.model.keras_graph); otherwise the whole model runs after the layers."""
+    With per-sample layers (`keras_side.per_sample`) the Keras chain's own run goes along with
+    the isolated ones, group by group, so the original is never run whole: for a small input
+    every group runs once on a doubled batch, Knet's input in the first half and the chain's
+    own in the second (per-call overhead dominates; with `compiled`, in compiled segments of
+    layers: porting.model.keras_graph); for a large one (`PAIRED_ELEMENTS`) each group runs
+    twice, on Knet's input and on the chain's own outputs, which stay TensorFlow tensors (the
+    copies of a doubled batch and of converting it would cost more than a second call).
+    Otherwise the whole model runs after the layers."""
 
     def __init__(self, run: Run, x_tf: np.ndarray, last_use: dict[int, int]) -> None:
         self.run, self.x_tf, self.last_use = run, x_tf, last_use
         self.doubled = per_sample(run.groups, run.keras_model)
+        self.paired = self.doubled and x_tf.size >= PAIRED_ELEMENTS
         self.tf_done: dict[int, np.ndarray] = {}  # Knet outputs in TF layout still to be fed
         self.chain: dict[int, Any] = {}  # the Keras chain's own outputs still to be read
         self.seconds = 0.0
@@ -109,7 +119,12 @@ class EachMode:
             source_name(steps, j): x_tf if j < 0 else self.tf_done[j].astype(kdt, copy=False)
             for j in sources
         }
-        if self.doubled and any(j >= 0 for j in sources):
+        if self.paired and any(j >= 0 for j in sources):
+            a_i = np.asarray(run_group(group, feeds))
+            own = run_group(
+                group, {source_name(steps, j): x_tf if j < 0 else self.chain[j] for j in sources}
+            )
+        elif self.doubled and any(j >= 0 for j in sources):
             for j in sources:
                 name = source_name(steps, j)
                 feeds[name] = np.concatenate([feeds[name], x_tf if j < 0 else self.chain[j]])
@@ -154,7 +169,7 @@ class EachMode:
         if self.graph is not None:
             return self.graph.final()
         if self.doubled:
-            chained: np.ndarray = self.chain[run.last]
+            chained: np.ndarray = np.asarray(self.chain[run.last])
             return chained
         # the whole Keras model, run last, for the end-to-end drift (its kernels warm)
         t0 = time.perf_counter()

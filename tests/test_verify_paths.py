@@ -291,14 +291,12 @@ def test_the_paired_calls_of_a_large_input_agree_with_the_doubled_batch(
     assert np.abs(np.asarray(keras_a) - np.asarray(keras_b)).max() <= tol
 
 
-def test_a_large_input_takes_the_paired_calls():
-    from porting.model.verify_sides import PAIRED_ELEMENTS
-
-    model = lenet()
-    x = np.random.default_rng(0).standard_normal((28, 28, 1, 1 + PAIRED_ELEMENTS // 784))
-    km = convert.to_keras(model)
+def test_a_large_input_takes_the_paired_calls(monkeypatch):
     from porting.model import verify_sides as vs
 
+    model = lenet()
+    n = 1 + vs.PAIRED_ELEMENTS // (28 * 28)  # just above the threshold
+    x = np.random.default_rng(0).standard_normal((28, 28, 1, n)).astype(F32)
     seen = []
     real = vs.EachMode.__init__
 
@@ -306,9 +304,9 @@ def test_a_large_input_takes_the_paired_calls():
         real(self, *a, **k)
         seen.append(self.paired)
 
-    vs.EachMode.__init__ = spy
-    try:
-        report = verify_model(model, x.astype(F32), keras_model=km)
-    finally:
-        vs.EachMode.__init__ = real
+    monkeypatch.setattr(vs.EachMode, "__init__", spy)
+    report = verify_model(model, x, keras_model=convert.to_keras(model))
     assert report.ok and seen == [True]
+    seen.clear()
+    verify_model(model, x[..., :2], keras_model=convert.to_keras(model))
+    assert seen == [False]  # a small input keeps the doubled batch

@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         return 0
 
     from porting.geometry import ConvGeometry
-    from porting.knet import conv4
+    from porting.knet import conv4, mlas
 
     before = _load_before(args.before) if args.before else None
     print(
@@ -184,6 +184,13 @@ def main(argv=None) -> int:
         f"TensorFlow throughput = tf ms / reference ms, the median of the rounds' ratios "
         f"(best: of the best-of-all-rounds times); target >= {TARGET}; {_load()}"
     )
+    print(f"reference's Float32 convolutions: {mlas.describe()}")
+    if mlas.available():
+        print(
+            "'numpy': the reference on NumPy's kernel (PORTING_CONV_KERNEL=numpy); 'reused': "
+            "inside mlas.reusing_weights(), as verify-data runs it (a prepared session per "
+            "kernel, the kernel's bytes hashed each call)"
+        )
     if before is not None:
         print(f"'before': porting/knet/reference.py at {args.before}, in the same rounds")
     print()
@@ -205,7 +212,19 @@ def main(argv=None) -> int:
         def run_ref(w=w_knet, x=x_knet, p=p):
             return conv4(w, x, padding=p, backend="reference")
 
+        def run_numpy(w=w_knet, x=x_knet, p=p):
+            with mlas.kernel("numpy"):
+                return conv4(w, x, padding=p, backend="reference")
+
+        kept = mlas.WeightSessions()  # this shape's prepared session, kept over the rounds
+
+        def run_reused(w=w_knet, x=x_knet, p=p, kept=kept):
+            with mlas.reusing_weights(kept):
+                return conv4(w, x, padding=p, backend="reference")
+
         fns = {"tf": run_tf, "reference": run_ref}
+        if mlas.available():
+            fns.update(reused=run_reused, numpy=run_numpy)
         if before is not None:
             geom = ConvGeometry.from_knet(2, padding=p)
             fns["before"] = lambda w=w_knet, x=x_knet, g=geom: before.conv4(w, x, g)

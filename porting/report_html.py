@@ -269,6 +269,7 @@ def _render(report, title: str) -> str:
     env = report.environment
     rows = [
         ["Knet backend", f"{env.get('knet_backend')} ({env.get('knet_backend_reason')})"],
+        *([["convolutions", env["conv_kernel"]]] if env.get("conv_kernel") else []),
         ["dtypes", env.get("dtypes")],
         ["mode, spatial, batch", f"{report.mode}, {report.spatial}, {report.batch_size}"],
         ["platform", f"{env.get('platform')} ({env.get('cpus')} CPUs)"],

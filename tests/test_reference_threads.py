@@ -1,7 +1,8 @@
 """The reference conv4/deconv4 on several threads (porting.knet.reference: image batches, or one
 image's row batches, shared between threads, each with the BLAS kept to one thread): the same
 bits as on the calling thread alone, and within the float32 tolerance of the PyTorch float64
-oracle (tests/knet_torch.py, itself checked against NNlib's golden vectors)."""
+oracle (tests/knet_torch.py, itself checked against NNlib's golden vectors). These are NumPy's
+kernel's threads: PORTING_CONV_KERNEL=numpy throughout (onnxruntime's: tests/test_mlas.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ CASES = {  # name: (w size, x size, keywords); threaded below the size threshold
     "strided-dilated": ((3, 3, 8, 16), (33, 31, 8, 12), dict(padding=2, stride=2, dilation=2)),
     "crosscorrelation-3d": ((3, 3, 3, 4, 8), (14, 12, 10, 4, 3), dict(padding=1, mode=1)),
 }
+
+
+@pytest.fixture(autouse=True)
+def _numpy_kernel(monkeypatch):
+    monkeypatch.setenv("PORTING_CONV_KERNEL", "numpy")
 
 
 def _single(monkeypatch):

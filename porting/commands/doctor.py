@@ -157,6 +157,14 @@ def collect(julia: str | None = None, *, probe: bool = True) -> dict:
         )
     if worker_note:
         advice.append(worker_note)
+    conv = _conv_kernel()
+    if conv.get("problem"):
+        advice.append(conv["problem"])
+    elif conv["onnxruntime"] is None or conv["onnx"] is None:
+        advice.append(
+            "the NumPy side's Float32 convolutions run about twice as fast on onnxruntime's "
+            "kernels: pip install 'porting[fast]'"
+        )
     report = {
         "porting": porting.__version__,
         "python": {
@@ -188,6 +196,7 @@ def collect(julia: str | None = None, *, probe: bool = True) -> dict:
             if plan.backend != "reference"
             else "this process (NumPy)",
         },
+        "conv_kernel": conv,
         "advice": advice,
         "juliapkg_json": str(juliapkg_json()),
         "juliapkg_json_note": JULIAPKG_JSON_NOTE,
@@ -195,6 +204,30 @@ def collect(julia: str | None = None, *, probe: bool = True) -> dict:
         "ok": not missing,
     }
     return report
+
+
+def _conv_kernel() -> dict:
+    """Which kernels the reference's Float32 convolutions would use (porting.knet.mlas),
+    from the setting and the installed packages' metadata (nothing imported)."""
+    from porting.bridge.discovery import dist_version
+    from porting.knet import mlas
+
+    info: dict = {"onnxruntime": dist_version("onnxruntime"), "onnx": dist_version("onnx")}
+    try:
+        info["setting"] = mlas.setting()
+    except PortingError as e:
+        info["setting"], info["problem"] = None, str(e)
+        return info
+    usable = info["onnxruntime"] is not None and info["onnx"] is not None
+    if info["setting"] == "numpy" or not usable:
+        info["uses"] = "numpy"
+    else:
+        info["uses"] = (
+            f"onnxruntime {info['onnxruntime']} for Float32 convolutions"
+            + (f" of >= {mlas.MIN_MACS} multiply-adds" if info["setting"] == "auto" else "")
+            + "; numpy for the rest"
+        )
+    return info
 
 
 def _print_table(report: dict) -> None:
@@ -272,6 +305,13 @@ def _print_table(report: dict) -> None:
     )
     row('backend="auto"', f"{name}, {escape(a['runs_in'])}")
     row("why", escape(a["reason"]))
+    conv = report["conv_kernel"]
+    row(
+        "convolutions",
+        bad(conv["problem"])
+        if conv.get("problem")
+        else escape(f"{conv['uses']} (PORTING_CONV_KERNEL={conv['setting']!r})"),
+    )
     if report["advice"]:
         row("to do", escape("\n".join(f"- {line}" for line in report["advice"])))
     console.print(t)

@@ -29,6 +29,7 @@ from porting.geometry import (
     as_conv_dims,
     as_pool_dims,
 )
+from porting.knet import mlas
 
 NAME = "reference"
 DESCRIPTION = "NumPy reimplementation of Knet 1.4.10's CPU arithmetic (NNlib im2col + GEMM)"
@@ -292,6 +293,8 @@ def _correlate(
     outside its bounds (negative `pad` crops). `wt` is `(F, C, Kd..K1)`, `xt` `(N, C, Xd..X1)`,
     `out` a C-contiguous `(N, F, Yd..Y1)` array; tuples are in that same (reversed) order.
     """
+    if mlas.correlate(wt, xt, pad, stride, dil, out):  # Float32 on onnxruntime, if it can
+        return out
     n, c = xt.shape[:2]
     f, nd = wt.shape[0], xt.ndim - 2
     ks, ys = wt.shape[2:], out.shape[2:]

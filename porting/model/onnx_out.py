@@ -305,6 +305,7 @@ def end_to_end(
     the last layer's K, for a checked Julia-indexed `x` computed against a model in `dtype`;
     `tags` (a list), when given, receives the first array that names the Knet backend
     (`porting.model.forward.backend_of`)."""
+    from porting.knet import mlas
     from porting.model import convert as mconvert
     from porting.model import knet_side
     from porting.model.forward import forward_steps
@@ -320,22 +321,25 @@ def end_to_end(
         e_x = np.abs(x.astype(dtype).astype(wd) - x.astype(wd))  # the input's own rounding
     last_use = {k: i for i, st in enumerate(steps) for k in st.sources}
     mag = y = None
-    for i, y, extra in forward_steps(steps, x, knet, True, done, tags):
-        step = steps[i]
-        del tags[1:]
-        x_ins = [x if k < 0 else done[k] for k in step.sources]
-        e_ins = [e_x if k < 0 else budget[k] for k in step.sources]
-        scale = knet_side.tolerance_scale(step.k, lower)
-        nonneg = knet_side.nonnegative(steps, step)
-        mag = knet_side.magnitude_of(step, x_ins, e_ins, extra, y, scale, wd, nonneg)
-        if i in last_use:
-            tol = Tolerance.of(step.k, lower)
-            budget[i] = np.asarray(mag, dtype=wd) * wd.type(tol.scale) + wd.type(tol.floor)
-        for j in {*step.sources, i}:
-            if j >= 0 and last_use.get(j, -1) <= i and j != len(steps) - 1:
-                done.pop(j, None)
-                budget.pop(j, None)
-        del x_ins, e_ins
+    # The file runs on onnxruntime's kernels, so the Knet side's convolutions must not
+    # (porting.knet.mlas): NumPy's, a second implementation.
+    with mlas.kernel("numpy"):
+        for i, y, extra in forward_steps(steps, x, knet, True, done, tags):
+            step = steps[i]
+            del tags[1:]
+            x_ins = [x if k < 0 else done[k] for k in step.sources]
+            e_ins = [e_x if k < 0 else budget[k] for k in step.sources]
+            scale = knet_side.tolerance_scale(step.k, lower)
+            nonneg = knet_side.nonnegative(steps, step)
+            mag = knet_side.magnitude_of(step, x_ins, e_ins, extra, y, scale, wd, nonneg)
+            if i in last_use:
+                tol = Tolerance.of(step.k, lower)
+                budget[i] = np.asarray(mag, dtype=wd) * wd.type(tol.scale) + wd.type(tol.floor)
+            for j in {*step.sources, i}:
+                if j >= 0 and last_use.get(j, -1) <= i and j != len(steps) - 1:
+                    done.pop(j, None)
+                    budget.pop(j, None)
+            del x_ins, e_ins
     assert y is not None and mag is not None  # a plan has at least one step
     last = steps[-1]
     expected = mconvert.julia_to_tf(y, last.flat_from, spatial)

@@ -53,6 +53,13 @@ def _bound(w, x, kw):
     return exact, terms * EPS * abs(kw.get("alpha", 1)) * s
 
 
+@pytest.fixture(autouse=True)
+def _prepare_small_calls(monkeypatch):
+    """The cases here are small: let reusing_weights() prepare them all (a test below puts the
+    threshold back)."""
+    monkeypatch.setattr(mlas, "REUSE_MIN_POSITIONS", 1)
+
+
 @pytest.fixture
 def taken(monkeypatch):
     """The calls that onnxruntime ran (mlas.correlate returned True)."""
@@ -103,6 +110,19 @@ def test_prepared_sessions_are_within_the_bound_and_keyed_by_the_kernels_bytes(c
     exact3, bound3 = _bound(w, x, kw)
     assert np.all(np.abs(y3.astype(np.float64) - exact3) <= bound3)
     assert not np.allclose(y3, y1)
+
+
+def test_calls_with_few_output_positions_run_one_off_inside_a_reuse_block(monkeypatch, taken):
+    monkeypatch.setattr(mlas, "REUSE_MIN_POSITIONS", 4096)
+    w, x, kw = _draw("2d-same")  # 20 x 18 x 6 = 2160 output positions
+    with mlas.kernel("onnxruntime"), mlas.reusing_weights() as kept:
+        y = conv4(w, x, backend="reference", **kw)
+        assert taken == [True] and not kept.sessions
+        big = np.asfortranarray(np.tile(x, (1, 1, 1, 2)))  # 4320 positions
+        conv4(w, big, backend="reference", **kw)
+        assert len(kept.sessions) == 1
+    with mlas.kernel("onnxruntime"):
+        np.testing.assert_array_equal(y, conv4(w, x, backend="reference", **kw))  # one-off's
 
 
 def test_reuse_blocks_drop_their_sessions_and_nest():

@@ -21,8 +21,9 @@ Two ways to run, each giving the same bits for the same call whatever the thread
 batch it is part of (each image's sums are computed alone):
 - by default the kernel is an input of the session, one session per geometry (sizes are left
   free), so a one-off convolution costs no preparation;
-- inside `reusing_weights()` (verify-data over many batches; the benchmark) a session per
-  kernel holds its weights as a constant, which lets onnxruntime prepare them once (the
+- inside `reusing_weights()` (verify-data over many batches; the benchmark), for a call of
+  at least `REUSE_MIN_POSITIONS` output positions (so the choice follows from the call's
+  sizes, batch included), a session per kernel holds its weights as a constant, which lets onnxruntime prepare them once (the
   blocked layout); the kernel's bytes are its key (a SHA-1 digest per call, 1-3% of the
   convolution's time), so an array changed in place is never served a stale session. The two
   ways sum in different orders: their results differ by rounding, within the same bound.
@@ -47,6 +48,11 @@ KERNELS = ("auto", "numpy", "onnxruntime")
 # Below this many multiply-adds NumPy's own convolution takes well under a millisecond and
 # onnxruntime's per-call overhead (tens of microseconds) would be a fair part of it.
 MIN_MACS = 1 << 22
+# Inside `reusing_weights()`, a convolution with fewer output positions (batch x output
+# pixels) than this runs one-off: each kernel element serves that many multiply-adds, and
+# hashing it (about 2 ns a weight) would pass 4% of the convolution below 4096 (ResNet-50's
+# 7x7 stage at batch 4: 196 positions, the hash 3x the convolution; README "Performance").
+REUSE_MIN_POSITIONS = 4096
 # Constant-weight sessions are kept up to this many bytes of weights (each holds its prepared
 # copy); the least recently used go first.
 _REUSE_BYTES = 1 << 30
@@ -256,6 +262,8 @@ def correlate(
     w = np.ascontiguousarray(wt)
     x = np.ascontiguousarray(xt)
     held = _reuse.get()
+    if held is not None and out.size // wt.shape[0] < REUSE_MIN_POSITIONS:
+        held = None  # hashing the kernel would cost a fair part of the convolution: one-off
     if held is None:
         with _lock:
             sess = _geometry.get(geometry)

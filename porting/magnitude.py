@@ -36,6 +36,7 @@ __all__ = [
     "batchnorm",
     "bias",
     "conv4",
+    "grouped_conv4",
     "deconv4",
     "dense",
     "pool",
@@ -64,6 +65,22 @@ def conv4(
     `x` is taken as it is when it already holds magnitudes (a layer's input `S`)."""
     xa = np.asarray(x).astype(dtype, copy=False) if x_is_magnitude else absolute(x, dtype)
     return reference.conv4(absolute(w, dtype), xa, geom, abs(float(alpha)))
+
+
+def grouped_conv4(
+    w: ArrayLike,
+    x: ArrayLike,
+    geom: ConvGeometry,
+    alpha: float,
+    dtype: DTypeLike,
+    groups: int,
+    *,
+    x_is_magnitude: bool = False,
+) -> NDArray[np.floating[Any]] | None:
+    """`S` of a grouped conv4 in one call (`reference.grouped_conv4`), or None: then one
+    `conv4` per channel block."""
+    xa = np.asarray(x).astype(dtype, copy=False) if x_is_magnitude else absolute(x, dtype)
+    return reference.grouped_conv4(absolute(w, dtype), xa, geom, abs(float(alpha)), groups)
 
 
 def deconv4(

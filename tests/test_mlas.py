@@ -291,3 +291,33 @@ def test_doctor_says_which_kernel_and_names_a_bad_setting(monkeypatch):
     report = collect(probe=False)
     assert "PORTING_CONV_KERNEL='gpu'" in report["conv_kernel"]["problem"]
     assert report["conv_kernel"]["problem"] in report["advice"]
+
+
+@pytest.mark.parametrize("groups", [2, 8], ids=["groups2", "depthwise"])
+def test_a_grouped_conv_stage_is_one_call_within_the_bound_of_ops21s(groups, taken):
+    """Ops21's grouped conv (ConvStage with groups; depthwise when groups == Cin) in one
+    onnxruntime call, forward and S, against Ops21's grouped conv written in PyTorch."""
+    from porting.geometry import ConvGeometry
+    from porting.model.stages import ConvStage
+
+    rng = np.random.default_rng(40 + groups)
+    cin, cout = 8, 16
+    w = rng.standard_normal((3, 3, cin // groups, cout)).astype(F32)
+    x = np.asfortranarray(rng.standard_normal((14, 13, cin, 3)).astype(F32))
+    geom = ConvGeometry.from_knet(2, padding=1, stride=(1, 2), dilation=(2, 1), mode=0)
+    stage = ConvStage(w=w, b=None, geometry=geom, groups=groups)
+    tags: list = []
+    y = stage.forward(x, "reference", tags)  # "auto": a grouped call always goes
+    assert taken == [True] and len(tags) == 1 and tags[0].backend == "reference"
+    kw = dict(padding=1, stride=(1, 2), dilation=(2, 1), groups=groups, crosscorrelation=False)
+    exact = K.ops21_conv(w.astype(np.float64), x.astype(np.float64), **kw)
+    s = K.ops21_conv(np.abs(w).astype(np.float64), np.abs(x).astype(np.float64), **kw)
+    terms = 9 * cin // groups
+    assert y.dtype == F32 and y.shape == exact.shape
+    assert np.all(np.abs(y - exact) <= terms * EPS * s)
+    got_s = stage.magnitude(np.abs(x), None, F32)
+    assert taken == [True, True]
+    np.testing.assert_allclose(got_s, s, rtol=terms * EPS)
+    with mlas.kernel("numpy"):  # one conv4 per group: the same numbers within the bound
+        y_np = stage.forward(x, "reference", [])
+    assert taken[-1] is False and np.all(np.abs(y - y_np) <= 2 * terms * EPS * s)

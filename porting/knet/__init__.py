@@ -16,7 +16,16 @@ TensorFlow, Keras and PyTorch compute cross-correlation, Knet's `mode=1` (docs/k
 from __future__ import annotations
 
 from porting.knet._backends import BACKEND_CHOICES, KnetResult
-from porting.knet.ops import conv4, deconv4, mat, pool, run_conv4, run_deconv4, run_pool
+from porting.knet.ops import (
+    conv4,
+    deconv4,
+    mat,
+    pool,
+    run_conv4,
+    run_deconv4,
+    run_grouped_conv4,
+    run_pool,
+)
 
 __all__ = [
     "conv4",
@@ -25,6 +34,7 @@ __all__ = [
     "mat",
     "run_conv4",
     "run_deconv4",
+    "run_grouped_conv4",
     "run_pool",
     "KnetResult",
     "BACKEND_CHOICES",

@@ -11,8 +11,10 @@ weights fixed a direct convolution in a channel-blocked layout) runs them at Ten
 kernels (oneDNN, Eigen), so the check stays a comparison of two implementations.
 
 Used for Float32 cross-correlations with nonnegative padding of at least `MIN_MACS`
-multiply-adds when `onnxruntime` and `onnx` import (`pip install "porting[fast]"`); Float64 (no
-MLAS kernel), crops and small convolutions stay on NumPy. `PORTING_CONV_KERNEL`: "auto" (that
+multiply-adds, and for every grouped one (Ops21's groups, depthwise convolutions: NumPy runs
+one conv4 per channel block, hundreds of calls for a MobileNet layer), when `onnxruntime` and
+`onnx` import (`pip install "porting[fast]"`); Float64 (no MLAS kernel), crops and small
+convolutions stay on NumPy. `PORTING_CONV_KERNEL`: "auto" (that
 rule), "numpy" (never), "onnxruntime" (every Float32 convolution it can run; an error if it is
 missing). `kernel("numpy")` does the same for a block of code: checking an ONNX file under
 onnxruntime needs a Knet side computed by other code (porting.model.onnx_out).
@@ -175,7 +177,12 @@ def reusing_weights(sessions: WeightSessions | None = None) -> Iterator[WeightSe
 
 
 def _model(
-    nd: int, pad: Sequence[int], stride: Sequence[int], dil: Sequence[int], w: np.ndarray | None
+    nd: int,
+    pad: Sequence[int],
+    stride: Sequence[int],
+    dil: Sequence[int],
+    groups: int,
+    w: np.ndarray | None,
 ) -> bytes:
     from onnx import TensorProto, helper
 
@@ -198,6 +205,7 @@ def _model(
         pads=[*pad, *pad],  # begins then ends, both symmetric here
         strides=list(stride),
         dilations=list(dil),
+        group=groups,
     )
     out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     graph = helper.make_graph([node], "porting_conv", inputs, [out], initializer=init)
@@ -235,12 +243,15 @@ def correlate(
     stride: Sequence[int],
     dil: Sequence[int],
     out: np.ndarray,
+    groups: int = 1,
 ) -> bool:
     """`reference._correlate`'s cross-correlation on onnxruntime, written into `out`, when the
     kernel setting and the call allow it (see the module's note); False leaves it to NumPy.
 
-    Same arguments: `wt` `(F, C, Kd..K1)`, `xt` `(N, C, Xd..X1)`, `out` a C-contiguous
-    `(N, F, Yd..Y1)` Float32 array, tuples in that reversed order.
+    Same arguments: `wt` `(F, C / groups, Kd..K1)`, `xt` `(N, C, Xd..X1)`, `out` a C-contiguous
+    `(N, F, Yd..Y1)` Float32 array, tuples in that reversed order; `groups` splits the
+    channels into contiguous blocks, block g of the outputs reading block g of the inputs
+    (Ops21's and NNlib's groups, ONNX's `group`).
     """
     chosen = setting()
     if chosen == "numpy" or xt.dtype != np.float32 or wt.dtype != np.float32:
@@ -248,8 +259,8 @@ def correlate(
     if min(pad, default=0) < 0 or not 1 <= len(pad) <= 3 or out.size == 0:
         return False
     macs = out.size * (wt.size // wt.shape[0])
-    if chosen == "auto" and macs < MIN_MACS:
-        return False
+    if chosen == "auto" and macs < MIN_MACS and groups == 1:
+        return False  # (a grouped call always: NumPy's way is one conv4 per channel block)
     if _runtime() is None:
         if chosen == "onnxruntime":
             raise PortingError(
@@ -258,7 +269,7 @@ def correlate(
             )
         return False
     nd = len(pad)
-    geometry = (nd, tuple(pad), tuple(stride), tuple(dil), _threads())
+    geometry = (nd, tuple(pad), tuple(stride), tuple(dil), groups, _threads())
     w = np.ascontiguousarray(wt)
     x = np.ascontiguousarray(xt)
     held = _reuse.get()
@@ -270,7 +281,7 @@ def correlate(
             if sess is not None:
                 _geometry.move_to_end(geometry)
         if sess is None:
-            sess = _session(_model(nd, pad, stride, dil, None), geometry[-1])
+            sess = _session(_model(nd, pad, stride, dil, groups, None), geometry[-1])
             with _lock:
                 _geometry[geometry] = sess
                 while len(_geometry) > _GEOMETRY_SESSIONS:
@@ -282,7 +293,7 @@ def correlate(
         key = (geometry, w.shape, digest)
         sess = held.get(
             key,
-            lambda: _session(_model(nd, pad, stride, dil, w), geometry[-1]),
+            lambda: _session(_model(nd, pad, stride, dil, groups, w), geometry[-1]),
             w.nbytes,
         )
         feeds = {"x": x}

@@ -51,6 +51,21 @@ def run_conv4(op: ConvOp, backend: str = "auto") -> np.ndarray:
     return tag(b.impl.conv4(op.w, op.x, op.dims, op.alpha), b)
 
 
+def run_grouped_conv4(
+    w: np.ndarray, x: np.ndarray, geometry: Any, alpha: float, groups: int, backend: str = "auto"
+) -> np.ndarray | None:
+    """A grouped conv4 (Ops21's `groups`) of a model's checked arrays in one call, where the
+    backend chosen is the reference and onnxruntime's kernels take it (porting.knet.mlas);
+    None otherwise: the caller runs one conv4 per channel block."""
+    from porting.knet import reference
+
+    b = resolve(backend)
+    if b.name != reference.NAME:
+        return None
+    y = reference.grouped_conv4(w, x, geometry, float(alpha), int(groups))
+    return None if y is None else tag(y, b)
+
+
 def deconv4(
     w: Any,
     x: Any,

@@ -392,6 +392,25 @@ def conv4(
     return _scale(out, alpha).T
 
 
+def grouped_conv4(
+    w: np.ndarray, x: np.ndarray, geom: ConvGeometry, alpha: float, groups: int
+) -> np.ndarray | None:
+    """Ops21's grouped conv4 (`groups` contiguous channel blocks, as NNlib's) in one call on
+    onnxruntime's kernels (porting.knet.mlas), Julia-indexed like `conv4`; None where that
+    kernel does not take it (Float64, a crop, no onnxruntime, ...): the caller then runs one
+    conv4 per group. `w` is `(W..., Cin / groups, Cout)`."""
+    ci = x.shape[-2] // groups
+    dims = as_conv_dims(geom, w, x[..., :ci, :])  # sizes as one group's conv4 has them
+    xt, wt = x.T, w.T
+    if not dims.crosscorrelation:
+        wt = _flip_spatial(wt, dims.nd)
+    out = np.empty((xt.shape[0], wt.shape[0], *dims.y_spatial[::-1]), dtype=x.dtype)
+    pad, stride, dil = dims.padding[::-1], dims.stride[::-1], dims.dilation[::-1]
+    if not mlas.correlate(wt, xt, pad, stride, dil, out, groups=groups):
+        return None
+    return _scale(out, alpha).T
+
+
 def deconv4(
     w: np.ndarray, x: np.ndarray, geom: ConvGeometry | ConvDims, alpha: float = 1.0
 ) -> np.ndarray:

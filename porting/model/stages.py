@@ -262,8 +262,16 @@ class ConvStage(KernelStage):
             tags.append(y)
             return np.asarray(y)
 
+        grouped = None
+        if self.groups > 1:  # all groups in one call, where onnxruntime computes
+            grouped = pknet.run_grouped_conv4(
+                self.w, x, self.geometry, self.alpha, self.groups, backend
+            )
         if self.groups == 1:
             y = conv(self.w, x)
+        elif grouped is not None:
+            tags.append(grouped)
+            y = np.asarray(grouped)
         else:  # one conv4 per group, outputs side by side (NNlib's / Keras's groups)
             parts = [
                 conv(np.asfortranarray(self.w[..., o]), np.asfortranarray(x[..., i, :]))
@@ -277,8 +285,15 @@ class ConvStage(KernelStage):
     def magnitude(self, s: Array, out: Array | None, wd: npt.DTypeLike) -> Array:
         # conv4(|w|, |x|) in the model's element type: S only sets the scale of the bound (a
         # relative error of 1e-6 in S is immaterial) and float32 halves the cost of the check.
+        grouped = None
+        if self.groups > 1:
+            grouped = magnitude.grouped_conv4(
+                self.w, s, self.geometry, self.alpha, wd, self.groups, x_is_magnitude=True
+            )
         if self.groups == 1:
             s = magnitude.conv4(self.w, s, self.geometry, self.alpha, wd, x_is_magnitude=True)
+        elif grouped is not None:
+            s = grouped
         else:
             s = np.concatenate(
                 [

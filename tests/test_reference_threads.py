@@ -109,6 +109,39 @@ def test_concurrent_callers_share_one_blas_limit():
     assert _blas_threads() == before
 
 
+def test_blas_held_to_one_thread_whichever_thread_calls(monkeypatch):
+    """threadpoolctl 3.8 ignores limits set from any Python thread but the first that set one
+    (the main thread here, by the first call): a convolution called from another thread still
+    runs its GEMMs with OpenBLAS on one thread, and gives the main thread's bits."""
+    rng = np.random.default_rng(14)
+    w = np.asfortranarray(rng.standard_normal((3, 3, 16, 24), dtype=F32))
+    x = np.asfortranarray(rng.standard_normal((20, 18, 16, 6), dtype=F32))
+    want = conv4(w, x, padding=1, backend="reference")  # the main thread sets a limit first
+    seen: list[list[int]] = []
+    real = ref._run_jobs
+
+    def spy(work, jobs, n):
+        def counted(take):
+            seen.append(_blas_threads())
+            return work(take)
+
+        return real(counted, jobs, n)
+
+    monkeypatch.setattr(ref, "_run_jobs", spy)
+    before = _blas_threads()
+    got = {}
+    for threshold in (1 << 62, 1):  # one worker, then several
+        monkeypatch.setattr(ref, "_MIN_THREADED_MACS", threshold)
+        t = threading.Thread(
+            target=lambda: got.update(y=conv4(w, x, padding=1, backend="reference"))
+        )
+        t.start()
+        t.join()
+        np.testing.assert_array_equal(got["y"], want)
+    assert seen and all(n == [1] * len(n) for n in seen), seen
+    assert _blas_threads() == before
+
+
 # Every job a single output row (or a few), on two threads, against the PyTorch float64 oracle:
 # slabs at the top and bottom borders and between, with padding (also beyond the kernel, where
 # a slab can hold padding only), strides, dilations, 1-3 spatial dims and both modes.

@@ -124,7 +124,11 @@ def _run_jobs(work, jobs: list, workers: int) -> None:
         return jobs[i] if i < len(jobs) else None
 
     if workers == 1:
-        work(take)
+        # OpenBLAS's own threads share out a GEMM's columns, and where they do its kernels can
+        # round otherwise (seen on an AMD EPYC: 58% of a small conv's elements moved by an
+        # ULP): one BLAS thread here too, so the bits never depend on the thread count
+        with _blas_threads(1):
+            work(take)
         return
     from porting._transpose import _executor
 
@@ -141,7 +145,7 @@ def _run_jobs(work, jobs: list, workers: int) -> None:
 
 _blas_lock = threading.Lock()
 _blas_users = 0
-_blas_saved: Any = None
+_blas_saved: list[tuple[Any, int]] = []
 _controller: Any = None
 
 
@@ -158,25 +162,42 @@ def _blas_controller() -> Any:
     return _controller or None
 
 
+def _set_blas_threads(lib: Any, n: int) -> None:
+    """Set one BLAS library's thread count from whichever thread calls. threadpoolctl 3.8
+    lets only one Python thread (the first that ever sets a limit: the main thread, mostly)
+    change OpenBLAS's process-wide count and silently ignores the others, so a convolution
+    called from another thread would run its GEMMs on OpenBLAS's own threads, with other bits
+    (tests/test_reference_threads.py). `_blas_threads` counts its users under one lock, so the
+    fight that rule prevents does not arise here; the library's own setter is called
+    (threadpoolctl's unrestricted one where it has it)."""
+    setter = getattr(lib, "_real_set_num_threads", None) or lib.set_num_threads
+    setter(n)
+
+
 @contextlib.contextmanager
 def _blas_threads(n: int):
     """NumPy's BLAS limited to `n` threads while any convolution runs on its own threads
-    (threadpoolctl). Nested and concurrent uses share one limit, restored when the last one
-    ends."""
+    (threadpoolctl's view of the libraries). Nested and concurrent uses share one limit,
+    restored when the last one ends."""
     global _blas_users, _blas_saved
     controller = _blas_controller()
     with _blas_lock:
         if _blas_users == 0 and controller is not None:
-            _blas_saved = controller.limit(limits=n, user_api="blas")
+            libs = controller.select(user_api="blas").lib_controllers
+            _blas_saved = [(lib, lib.get_num_threads()) for lib in libs]
+            for lib, _ in _blas_saved:
+                _set_blas_threads(lib, n)
         _blas_users += 1
     try:
         yield
     finally:
         with _blas_lock:
             _blas_users -= 1
-            if _blas_users == 0 and _blas_saved is not None:
-                _blas_saved.restore_original_limits()
-                _blas_saved = None
+            if _blas_users == 0:
+                for lib, was in _blas_saved:
+                    if was is not None:
+                        _set_blas_threads(lib, was)
+                _blas_saved = []
 
 
 class _Scratch(threading.local):

@@ -5,6 +5,12 @@ buffer. Timings are interleaved and the best of several runs is kept; the peak e
 measured with tracemalloc (NumPy reports its allocations there). Reports, never asserts.
 
     python benchmarks/bench_compare.py [--quick] [--mb 256]
+    python benchmarks/bench_compare.py --layers [--chunks 65536,131072]
+
+`--layers`: `compare(e, a, k=, magnitude=)` as a verification calls it once per layer, on
+layer-sized float32 outputs (ResNet-50 at batch 2, the resnet example at batch 64) and a
+small one (its per-call cost), with each scan chunk size of `--chunks` (porting.comparison's
+`_CHUNK`, set for the run), interleaved, best of several: milliseconds per call.
 """
 
 from __future__ import annotations
@@ -29,11 +35,40 @@ def peak_extra(fn) -> int:
     return peak
 
 
+def layers(quick: bool, chunks: list[int]) -> None:
+    from porting import comparison
+
+    shapes = [(2, 112, 112, 64), (2, 56, 56, 256), (2, 28, 28, 512), (2, 7, 7, 2048)]
+    shapes += [(64, 16, 16, 16), (64, 8, 8, 32), (64, 10)]
+    rng = np.random.default_rng(0)
+    print(f"compare per layer, ms per call ({os.cpu_count()} CPUs); chunks {chunks}")
+    for shape in shapes:
+        e = rng.standard_normal(shape).astype(np.float32)
+        a = e + np.float32(1e-7) * rng.standard_normal(shape).astype(np.float32)
+        m = np.abs(e) * np.float32(3)
+        calls = max(3, int(2e7 // e.size)) // (3 if quick else 1) + 1
+        best = dict.fromkeys(chunks, float("inf"))
+        for _ in range(3 if quick else 5):
+            for chunk in chunks:  # interleaved
+                comparison._CHUNK = chunk
+                t = time.perf_counter()
+                for _ in range(calls):
+                    compare(e, a, k=576, magnitude=m)
+                best[chunk] = min(best[chunk], (time.perf_counter() - t) / calls)
+        figures = "  ".join(f"{c}: {1e3 * t:6.3f}" for c, t in best.items())
+        print(f"  {str(shape):18s} {e.size:>9,} elements  {figures}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--mb", type=int, default=256, help="size of each input array in MB")
+    ap.add_argument("--layers", action="store_true", help="layer-sized calls instead")
+    ap.add_argument("--chunks", default="65536,131072", help="with --layers: chunk sizes")
     args = ap.parse_args()
+    if args.layers:
+        layers(args.quick, [int(c) for c in args.chunks.split(",")])
+        return
     reps = 3 if args.quick else 7
     n = args.mb * (1 << 20) // 4
     rng = np.random.default_rng(0)

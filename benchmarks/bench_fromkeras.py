@@ -142,6 +142,9 @@ def main(argv=None) -> int:
     if a.child:
         print(json.dumps(child(a.child[0], a.child[1], a.child[2], int(a.child[3]))))
         return 0
+    from _bytecode import compile_porting
+
+    compile_porting()  # as an install would (benchmarks/_bytecode.py)
     with tempfile.TemporaryDirectory() as tmp:
         model_path = Path(tmp) / "resnet50.keras"
         n_weights = make_model(model_path, a.size)

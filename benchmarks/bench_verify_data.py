@@ -192,6 +192,11 @@ def main(argv=None) -> int:
         return 0
     if a.quick:
         a.n, a.mem = 300, "200,1000"
+    from _bytecode import compile_porting
+
+    compile_porting()  # as an install would (benchmarks/_bytecode.py)
+    if a.baseline:
+        compile_porting(a.baseline)
     mem = [int(m) for m in a.mem.split(",")]
     total = max([a.n, *mem])
     results: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "batch": a.batch}

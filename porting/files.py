@@ -17,6 +17,9 @@ Outputs (`atomic_write`): one durability rule for every file or directory `porti
 5. before writing, temporary files that a killed run (SIGKILL, power loss) left for the same
    target are removed: those whose process is gone from this host, or older than a day.
 
+`StagedFile` applies the same rule in two steps, for output written before it is known to be
+kept: the temporary is written (and flushed, from any thread) first, then moved in or removed.
+
 `check_distinct` refuses an output that is one of the inputs, or two outputs that are the same
 or nested, before any work is done. `loads_json` parses JSON the way every input file is read:
 no NaN/Infinity literals, no huge integers, no unbounded nesting.
@@ -59,6 +62,7 @@ __all__ = [
     "output_file",
     "output_dir",
     "atomic_write",
+    "StagedFile",
     "sweep_stale",
     "check_distinct",
     "loads_json",
@@ -505,6 +509,49 @@ def _remove(p: Path) -> None:
             p.unlink()
 
 
+def _install(tmp: Path, t: Path, *, directory: bool) -> None:
+    """Move the finished temporary `tmp` onto `t` under the rule in the module docstring (steps
+    2-4); on any failure `tmp` is removed and `t` left as it was (an old directory moved aside
+    is put back)."""
+    parent = t.parent if str(t.parent) else Path(".")
+    aside: Path | None = None
+    try:
+        if not tmp.exists():
+            raise PortingError(f"{t}: the writer produced no output")
+        try:
+            old_mode = stat.S_IMODE(os.stat(t).st_mode)
+        except FileNotFoundError:
+            old_mode = None
+        if directory:
+            _fsync_tree(tmp)
+            mode = old_mode if old_mode is not None else 0o777 & ~_umask()
+        else:
+            _fsync_path(tmp)
+            mode = old_mode if old_mode is not None else 0o666 & ~_umask()
+        os.chmod(tmp, mode)
+        if directory and old_mode is not None:
+            # swap atomically where possible (the target is never missing), else move the
+            # old directory aside first (a kill in between is repaired by `sweep_stale`)
+            aside = tmp.with_name(tmp.name.replace(TEMP_SUFFIX, ".old" + TEMP_SUFFIX, 1))
+            if _exchange(tmp, t):
+                os.replace(tmp, aside)
+            else:
+                os.replace(t, aside)
+                os.replace(tmp, t)
+        else:
+            os.replace(tmp, t)
+        _fsync_path(parent, directory=True)
+    except BaseException:
+        _remove(tmp)
+        if aside is not None and not os.path.lexists(t):
+            with contextlib.suppress(OSError):
+                os.replace(aside, t)
+            aside = None
+        raise
+    if aside is not None:
+        _remove(aside)
+
+
 @contextlib.contextmanager
 def atomic_write(target: Any, *, directory: bool = False, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `target`; when the block ends normally, move it onto
@@ -518,47 +565,51 @@ def atomic_write(target: Any, *, directory: bool = False, suffix: str = "") -> I
     the old one is removed. Callers check first that it holds nothing they did not write.
     """
     t = _real_target(Path(os.fspath(target)))
-    parent = t.parent if str(t.parent) else Path(".")
     sweep_stale(t)
     tmp = temp_path(t, suffix)
-    aside: Path | None = None
     with terminate_as_interrupt(redeliver=True):
         try:
             yield tmp
-            if not tmp.exists():
-                raise PortingError(f"{t}: the writer produced no output")
-            try:
-                old_mode = stat.S_IMODE(os.stat(t).st_mode)
-            except FileNotFoundError:
-                old_mode = None
-            if directory:
-                _fsync_tree(tmp)
-                mode = old_mode if old_mode is not None else 0o777 & ~_umask()
-            else:
-                _fsync_path(tmp)
-                mode = old_mode if old_mode is not None else 0o666 & ~_umask()
-            os.chmod(tmp, mode)
-            if directory and old_mode is not None:
-                # swap atomically where possible (the target is never missing), else move the
-                # old directory aside first (a kill in between is repaired by `sweep_stale`)
-                aside = tmp.with_name(tmp.name.replace(TEMP_SUFFIX, ".old" + TEMP_SUFFIX, 1))
-                if _exchange(tmp, t):
-                    os.replace(tmp, aside)
-                else:
-                    os.replace(t, aside)
-                    os.replace(tmp, t)
-            else:
-                os.replace(tmp, t)
-            _fsync_path(parent, directory=True)
         except BaseException:
             _remove(tmp)
-            if aside is not None and not os.path.lexists(t):
-                with contextlib.suppress(OSError):
-                    os.replace(aside, t)
-                aside = None
             raise
-        if aside is not None:
-            _remove(aside)
+        _install(tmp, t, directory=directory)
+
+
+class StagedFile:
+    """A file written ahead of the decision to keep it: `path` is a temporary beside `target`
+    (named as `atomic_write`'s, so `sweep_stale` removes it after a kill), `sync()` flushes it
+    to disk (from any thread), `commit()` moves it onto `target` under the rule in the module
+    docstring, and `discard()` removes it. For output that can be written while other work
+    decides whether it is kept (`convert --to knet --verify` writes its export during the
+    verification, and keeps it only if that passes: porting.model.export.stage_export).
+
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp(); staged = StagedFile(os.path.join(d, "out.txt"))
+    >>> _ = staged.path.write_text("hello"); staged.sync(); staged.commit()
+    >>> sorted(os.listdir(d))
+    ['out.txt']
+    """
+
+    def __init__(self, target: Any, suffix: str = "") -> None:
+        self.target = _real_target(Path(os.fspath(target)))
+        sweep_stale(self.target)
+        self.path = temp_path(self.target, suffix)
+
+    def sync(self) -> None:
+        """Flush the temporary's content to disk (`commit` does it too; this lets a background
+        writer take the wait)."""
+        _fsync_path(self.path)
+
+    def commit(self) -> None:
+        """Move the temporary onto the target; on a failure (or Ctrl-C, SIGTERM) it is removed
+        and the target left as it was."""
+        with terminate_as_interrupt(redeliver=True):
+            _install(self.path, self.target, directory=False)
+
+    def discard(self) -> None:
+        """Remove the temporary (nothing is written to the target)."""
+        _remove(self.path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ rounded products in a format with machine epsilon `eps` carries an error of orde
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, cast
@@ -56,6 +57,8 @@ def precision_dtype(precision: DTypeLike) -> np.dtype[np.floating[Any]]:
     >>> precision_dtype("float16")
     dtype('float16')
     """
+    if isinstance(precision, np.dtype) and precision.kind == "f":
+        return precision  # already one (compare passes its operands' dtype)
     if isinstance(precision, str) and precision in ("tf32", "TF32"):
         return np.dtype(np.float32)  # storage; eps handled by caller
     dt: np.dtype[Any] | None
@@ -69,6 +72,14 @@ def precision_dtype(precision: DTypeLike) -> np.dtype[np.floating[Any]]:
             "'float64', 'float16' or 'tf32'"
         )
     return cast("np.dtype[np.floating[Any]]", dt)  # np.issubdtype checked it
+
+
+@functools.lru_cache(maxsize=16)  # three formats in practice; compare asks once per call
+def _format(dt: np.dtype[np.floating[Any]]) -> tuple[str, float, float]:
+    """(name, eps, tiny) of a float format, in native byte order."""
+    dt = dt.newbyteorder("=")
+    fi = np.finfo(dt)
+    return str(dt), float(fi.eps), float(fi.tiny)
 
 
 @dataclass(frozen=True)
@@ -98,9 +109,7 @@ class Tolerance:
         if isinstance(dtype, str) and dtype.lower() == "tf32":
             name, eps, tiny = "tf32", 2.0**-10, float(np.finfo(np.float32).tiny)
         else:
-            dt = precision_dtype(dtype).newbyteorder("=")
-            fi = np.finfo(dt)
-            name, eps, tiny = str(dt), float(fi.eps), float(fi.tiny)
+            name, eps, tiny = _format(precision_dtype(dtype))
         return cls(
             k=k,
             precision=name,

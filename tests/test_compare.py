@@ -323,3 +323,30 @@ def test_ulps_false_leaves_out_only_the_ulp_figure():
     df, dq = full.to_dict(), quick.to_dict()
     df.pop("max_ulp"), dq.pop("max_ulp")
     assert df == dq and not quick.ok and quick.n_mismatched == 2
+
+
+@pytest.mark.parametrize("n", [10, 5 * (1 << 17) + 123])  # one chunk; two threads' halves
+@pytest.mark.parametrize("where", [0, -1])  # the first chunk, the last
+def test_given_magnitudes_are_checked_wherever_the_odd_one_is(n, where):
+    """A negative sum of magnitudes is refused; an infinite one bounds nothing, so that element
+    must match exactly: the magnitudes are checked chunk by chunk inside the scan, and the
+    element found in the first chunk or the last, on either thread."""
+    from porting import comparison
+
+    assert n < 4 * comparison._CHUNK or -(-n // (4 * comparison._CHUNK)) == 2
+    e = np.linspace(1.0, 2.0, n, dtype=np.float32)
+    up = np.nextafter(e, np.float32(3))  # one ULP off everywhere: within 5 eps * |e|
+    m = e.copy()
+    assert compare(e, up, k=9, magnitude=m).ok
+    bad = m.copy()
+    bad[where] = -1e-40  # a negative subnormal: its tolerance rounds to the floor
+    with pytest.raises(PortingError, match="negative values"):
+        compare(e, up, k=9, magnitude=bad)
+    inf = m.copy()
+    inf[where] = np.inf
+    c = compare(e, up, k=9, magnitude=inf)
+    assert not c.ok and c.n_mismatched == 1
+    assert c.worst_index == (np.arange(n)[where],)
+    exact = up.copy()
+    exact[where] = e[where]  # matches exactly where S is infinite
+    assert compare(e, exact, k=9, magnitude=inf).ok

@@ -259,3 +259,71 @@ def test_temporary_names_fit_and_are_recognised(tmp_path):
         assert files.sweep_stale(target) == [tmp]
     with pytest.raises(ValueError):
         files.temp_path(tmp_path / "a", "../evil")
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. A staged write (written ahead, kept or dropped later): convert --to knet --verify's export
+
+
+def _small_model():
+    from porting.model.spec import Dense, KnetModel
+
+    rng = np.random.default_rng(0)
+    return KnetModel([Dense(rng.standard_normal((4, 3)).astype(np.float32), None)])
+
+
+def test_a_staged_file_is_moved_in_on_commit_and_leaves_nothing_on_discard(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    target.chmod(0o600)
+    kept = files.StagedFile(target)
+    kept.path.write_bytes(b"new")
+    assert target.read_bytes() == b"old"  # nothing changes before the commit
+    kept.sync()
+    kept.commit()
+    assert target.read_bytes() == b"new" and _mode(target) == 0o600
+    dropped = files.StagedFile(target)
+    dropped.path.write_bytes(b"never")
+    dropped.discard()
+    assert target.read_bytes() == b"new" and _names(tmp_path) == ["out.bin"]
+    # a commit with nothing written is an error, and the target stays
+    with pytest.raises(PortingError, match="produced no output"):
+        files.StagedFile(target).commit()
+    assert target.read_bytes() == b"new" and _names(tmp_path) == ["out.bin"]
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_staged_export_writes_what_save_export_writes_or_nothing(tmp_path, background):
+    from porting.model import load_export, save_export
+    from porting.model.export import stage_export
+
+    model = _small_model()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    save_export(model, tmp_path / "a" / "m")
+    staged = stage_export(model, tmp_path / "b" / "m", background=background)
+    assert staged.commit() == (str(tmp_path / "b" / "m.json"), str(tmp_path / "b" / "m.npz"))
+    for name in ("m.json", "m.npz"):  # byte for byte what the one-step writer writes
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    np.testing.assert_array_equal(load_export(tmp_path / "b" / "m").layers[0].w, model.layers[0].w)
+    (tmp_path / "c").mkdir()
+    stage_export(model, tmp_path / "c" / "m", background=background).discard()
+    assert _names(tmp_path / "c") == []
+
+
+def test_a_failed_background_write_is_raised_at_commit_and_leaves_nothing(tmp_path, monkeypatch):
+    from porting.model import export
+
+    def full_disk(f, **arrays):
+        f.write(b"PK partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export.np, "savez", full_disk)
+    staged = export.stage_export(_small_model(), tmp_path / "m", background=True)
+    with pytest.raises(OSError, match="No space left"):
+        staged.commit()
+    assert _names(tmp_path) == []
+    # and the one-step writer says the same, leaving nothing
+    with pytest.raises(OSError, match="No space left"):
+        export.save_export(_small_model(), tmp_path / "m")
+    assert _names(tmp_path) == []

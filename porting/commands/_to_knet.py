@@ -87,13 +87,10 @@ def round_trip(want, rebuilt, x_tf) -> dict:
 def run(args, rich_report) -> int:
     """Convert and (with --verify) check; `rich_report` is convert's table printer (passed in:
     convert imports this module, so this one does not import convert)."""
-    from porting import files, layout
-    from porting.commands._common import load_npy, print_json, print_text
+    from porting import files
     from porting.fromkeras import from_keras
-    from porting.model import save_export, to_keras
     from porting.model.convert import load_keras
-    from porting.model.export import export_paths
-    from porting.model.verify import default_input, verify_model
+    from porting.model.export import export_paths, stage_export
 
     outputs = {}
     if args.output:
@@ -102,6 +99,28 @@ def run(args, rich_report) -> int:
     files.check_distinct({"MODEL": args.model, "--input": args.input}, outputs)
     km = load_keras(args.model, compile=False)  # the layers and weights are what is read
     model = from_keras(km, spatial=args.spatial)
+    # the export is written (to temporaries) while the model verifies, and put in place only
+    # if it passes: the disk's time overlaps the verification's (benchmarks/bench_fromkeras.py)
+    staged = stage_export(model, args.output, background=bool(args.verify)) if args.output else None
+    held = [km]  # _checked drops the original once read; this frame must not keep it
+    del km
+    try:
+        return _checked(args, rich_report, held, model, staged)
+    except BaseException:
+        if staged is not None:
+            staged.discard()
+        raise
+
+
+def _checked(args, rich_report, held, model, staged) -> int:
+    """`run` once the model is converted (and its export `staged`, when -o was given); `held`
+    holds the original Keras model, released here once it is no longer needed."""
+    from porting import layout
+    from porting.commands._common import load_npy, print_json, print_text
+    from porting.model import to_keras
+    from porting.model.verify import default_input, verify_model
+
+    km = held.pop()
     in_dtype = km.inputs[0].dtype
     report = None
     trip: dict | None = None
@@ -141,8 +160,10 @@ def run(args, rich_report) -> int:
         trip = round_trip(want, to_keras(model, spatial=args.spatial), x_tf)
     ok = report is None or (report.ok and (trip is None or trip["ok"]))
     written = {}
-    if args.output and (ok or args.keep_on_mismatch):
-        written = dict(zip(("json", "npz"), save_export(model, args.output), strict=True))
+    if staged is not None and (ok or args.keep_on_mismatch):
+        written = dict(zip(("json", "npz"), staged.commit(), strict=True))
+    elif staged is not None:
+        staged.discard()
     if args.json:
         print_json(
             {

@@ -530,16 +530,31 @@ def pool(x: np.ndarray, geom: PoolGeometry | PoolDims, alpha: float = 1.0) -> np
         if any(pad)
         else src
     )
-    cols = sliding_window_view(xp, win, axis=tuple(range(2, 2 + nd)))
-    cols = cols[(slice(None), slice(None), *(slice(None, None, s) for s in stride))]
-    axes = tuple(range(2 + nd, 2 + 2 * nd))
     if geom.is_max:
         # NNlib's maxpool_direct! starts each window at nextfloat(typemin(T)) = -floatmax and
         # keeps `xv > m`: NaN and -Inf never win, and a window of only those gives -floatmax
-        # (docs/knet.md#pool-nan).
-        y = np.maximum(cols.max(axis=axes), np.finfo(x.dtype).min)
-    else:
-        y = cols.sum(axis=axes, dtype=x.dtype) * x.dtype.type(1.0 / np.prod(win))
+        # (docs/knet.md#pool-nan). A max is exact in any order, so it is taken one window
+        # offset at a time: one strided slice per offset into the output (3x3 windows: 9
+        # passes), several times faster than reducing a strided window view.
+        out_size = [(n - w) // st + 1 for n, w, st in zip(xp.shape[2:], win, stride, strict=True)]
+        y = np.full((*xp.shape[:2], *out_size), np.finfo(x.dtype).min, dtype=x.dtype)
+        for offset in np.ndindex(*win):
+            part = xp[
+                (
+                    slice(None),
+                    slice(None),
+                    *(
+                        slice(o, o + (m - 1) * st + 1, st)
+                        for o, m, st in zip(offset, out_size, stride, strict=True)
+                    ),
+                )
+            ]
+            np.maximum(y, part, out=y)
+        return _scale(np.asfortranarray(y.T), alpha)
+    cols = sliding_window_view(xp, win, axis=tuple(range(2, 2 + nd)))
+    cols = cols[(slice(None), slice(None), *(slice(None, None, s) for s in stride))]
+    axes = tuple(range(2 + nd, 2 + 2 * nd))
+    y = cols.sum(axis=axes, dtype=x.dtype) * x.dtype.type(1.0 / np.prod(win))
     return _scale(np.asfortranarray(y.T), alpha)
 
 

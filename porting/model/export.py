@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,16 @@ __doc__ = (__doc__ or "").replace(
     "<one item per kind: porting.model.kinds.schema_list()>", schema_list()
 )
 
-__all__ = ["load_export", "save_export", "export_paths", "model_from_doc", "FORMAT", "VERSION"]
+__all__ = [
+    "load_export",
+    "save_export",
+    "stage_export",
+    "StagedExport",
+    "export_paths",
+    "model_from_doc",
+    "FORMAT",
+    "VERSION",
+]
 
 FORMAT = "porting-knet-export"
 # 2: the kinds batchnorm, deconv, reshape, zeropad, rnn, embed, timedense, add, concat and the
@@ -312,9 +322,72 @@ def _dumps(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_export(model: KnetModel, prefix: str | os.PathLike[str]) -> tuple[str, str]:
-    """Write `model` as `<prefix>.npz` (Fortran-ordered arrays, Julia sizes, as NPZ.jl writes
-    them) and `<prefix>.json` (schema above); both atomically. Returns the two paths."""
+class StagedExport:
+    """`save_export`'s pair, its `.npz` written (and flushed to disk) under a temporary name
+    as soon as `stage_export` makes it, on a background thread when asked: `commit()` puts
+    both files in place (the `.npz`, then the `.json`) and returns their paths, `discard()`
+    leaves nothing behind. Either waits for the writer, and `commit` raises what it raised."""
+
+    def __init__(
+        self,
+        json_path: Path,
+        npz_path: Path,
+        doc: dict[str, Any],
+        keys: dict[str, np.ndarray],
+        background: bool,
+    ) -> None:
+        self.json_path, self.npz_path, self._doc = json_path, npz_path, doc
+        self._npz = files.StagedFile(npz_path, ".npz")
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(
+                target=self._write, args=(keys,), name="porting-export", daemon=True
+            )
+            self._thread.start()
+        else:
+            self._write(keys)
+
+    def _write(self, keys: dict[str, np.ndarray]) -> None:
+        try:
+            with open(self._npz.path, "wb") as f:
+                np.savez(f, **{k: np.asfortranarray(v) for k, v in keys.items()})  # type: ignore[arg-type]
+            self._npz.sync()  # the disk's wait, on this thread
+        except BaseException as e:  # handed to commit(), which raises it
+            self._error = e
+
+    def _wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def commit(self) -> tuple[str, str]:
+        """Put the pair in place; returns (json path, npz path)."""
+        try:
+            self._wait()
+            if self._error is not None:
+                raise self._error
+        except BaseException:
+            self._npz.discard()
+            raise
+        self._npz.commit()
+        with atomic_path(self.json_path, ".json") as tmp:
+            tmp.write_text(_dumps(self._doc), encoding="utf-8")
+        return str(self.json_path), str(self.npz_path)
+
+    def discard(self) -> None:
+        """Write nothing: the `.npz` temporary is removed once its writer is done."""
+        self._wait()
+        self._npz.discard()
+
+
+def stage_export(
+    model: KnetModel, prefix: str | os.PathLike[str], *, background: bool = False
+) -> StagedExport:
+    """`save_export` in two steps: the model and both paths are checked and the `.npz` is
+    written to a temporary now (on a background thread with `background=True`, so that other
+    work runs meanwhile: `convert --to knet --verify` verifies while it writes), and the
+    returned `StagedExport` puts the pair in place (`commit`) or removes it (`discard`)."""
     check_model(model)
     json_path, npz_path = export_paths(prefix)
     files.output_file(json_path, suffix=".json", what="export")
@@ -329,9 +402,11 @@ def save_export(model: KnetModel, prefix: str | os.PathLike[str]) -> tuple[str, 
     }
     if model.input_size is not None:
         doc["input_size"] = list(model.input_size)
-    with atomic_path(npz_path, ".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **{k: np.asfortranarray(v) for k, v in keys.items()})  # type: ignore[arg-type]
-    with atomic_path(json_path, ".json") as tmp:
-        tmp.write_text(_dumps(doc), encoding="utf-8")
-    return str(json_path), str(npz_path)
+    return StagedExport(json_path, npz_path, doc, keys, background)
+
+
+def save_export(model: KnetModel, prefix: str | os.PathLike[str]) -> tuple[str, str]:
+    """Write `model` as `<prefix>.npz` (Fortran-ordered arrays, Julia sizes, as NPZ.jl writes
+    them) and `<prefix>.json` (schema above); both atomically. Returns the two paths."""
+    with files.terminate_as_interrupt(redeliver=True):  # SIGTERM cleans up as Ctrl-C does
+        return stage_export(model, prefix).commit()

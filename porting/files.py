@@ -17,8 +17,7 @@ Outputs (`atomic_write`): one durability rule for every file or directory `porti
 5. before writing, temporary files that a killed run (SIGKILL, power loss) left for the same
    target are removed: those whose process is gone from this host, or older than a day.
 
-`StagedFile` applies the same rule in two steps, for output written before it is known to be
-kept: the temporary is written (and flushed, from any thread) first, then moved in or removed.
+`StagedFile`: the same rule in two steps, for output written before it is known to be kept.
 
 `check_distinct` refuses an output that is one of the inputs, or two outputs that are the same
 or nested, before any work is done. `loads_json` parses JSON the way every input file is read:
@@ -510,9 +509,8 @@ def _remove(p: Path) -> None:
 
 
 def _install(tmp: Path, t: Path, *, directory: bool) -> None:
-    """Move the finished temporary `tmp` onto `t` under the rule in the module docstring (steps
-    2-4); on any failure `tmp` is removed and `t` left as it was (an old directory moved aside
-    is put back)."""
+    """Move the finished `tmp` onto `t` (the module docstring's steps 2-4); on any failure
+    `tmp` is removed and `t` left as it was."""
     parent = t.parent if str(t.parent) else Path(".")
     aside: Path | None = None
     try:
@@ -522,13 +520,9 @@ def _install(tmp: Path, t: Path, *, directory: bool) -> None:
             old_mode = stat.S_IMODE(os.stat(t).st_mode)
         except FileNotFoundError:
             old_mode = None
-        if directory:
-            _fsync_tree(tmp)
-            mode = old_mode if old_mode is not None else 0o777 & ~_umask()
-        else:
-            _fsync_path(tmp)
-            mode = old_mode if old_mode is not None else 0o666 & ~_umask()
-        os.chmod(tmp, mode)
+        _fsync_tree(tmp) if directory else _fsync_path(tmp)
+        default = (0o777 if directory else 0o666) & ~_umask()
+        os.chmod(tmp, old_mode if old_mode is not None else default)
         if directory and old_mode is not None:
             # swap atomically where possible (the target is never missing), else move the
             # old directory aside first (a kill in between is repaired by `sweep_stale`)
@@ -554,42 +548,26 @@ def _install(tmp: Path, t: Path, *, directory: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_write(target: Any, *, directory: bool = False, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside `target`; when the block ends normally, move it onto
-    `target` under the rule in the module docstring. The writer creates the temporary (a file,
-    or a directory when `directory=True`); on any failure it is removed and `target` is left as
-    it was. `suffix` ends the temporary's name, for writers that insist on one.
-
-    A directory target is replaced as a whole: swapped with the new one in one step where the
-    system allows (Linux ``renameat2``), else moved aside just before the new one is renamed in
-    (a run killed in between leaves the old one aside, and the next write puts it back); then
-    the old one is removed. Callers check first that it holds nothing they did not write.
-    """
-    t = _real_target(Path(os.fspath(target)))
-    sweep_stale(t)
-    tmp = temp_path(t, suffix)
+    """Yield a temporary path beside `target` (ending in `suffix`), which the writer creates (a
+    directory with `directory=True`); when the block ends normally it is moved onto `target`
+    under the module docstring's rule, on any failure removed. A directory is replaced whole:
+    swapped in one step where Linux ``renameat2`` allows, else the old one is moved aside first
+    (a kill in between is repaired by the next write), then removed; callers check first that
+    it holds nothing they did not write."""
+    staged = StagedFile(target, suffix)
     with terminate_as_interrupt(redeliver=True):
         try:
-            yield tmp
+            yield staged.path
         except BaseException:
-            _remove(tmp)
+            staged.discard()
             raise
-        _install(tmp, t, directory=directory)
+        _install(staged.path, staged.target, directory=directory)
 
 
 class StagedFile:
-    """A file written ahead of the decision to keep it: `path` is a temporary beside `target`
-    (named as `atomic_write`'s, so `sweep_stale` removes it after a kill), `sync()` flushes it
-    to disk (from any thread), `commit()` moves it onto `target` under the rule in the module
-    docstring, and `discard()` removes it. For output that can be written while other work
-    decides whether it is kept (`convert --to knet --verify` writes its export during the
-    verification, and keeps it only if that passes: porting.model.export.stage_export).
-
-    >>> import os, tempfile
-    >>> d = tempfile.mkdtemp(); staged = StagedFile(os.path.join(d, "out.txt"))
-    >>> _ = staged.path.write_text("hello"); staged.sync(); staged.commit()
-    >>> sorted(os.listdir(d))
-    ['out.txt']
-    """
+    """A file written before it is known to be kept (module docstring): `path`, a temporary
+    beside `target` named as `atomic_write`'s; `sync()` flushes it (from any thread),
+    `commit()` moves it onto `target` under the rule above, `discard()` removes it."""
 
     def __init__(self, target: Any, suffix: str = "") -> None:
         self.target = _real_target(Path(os.fspath(target)))
@@ -597,18 +575,13 @@ class StagedFile:
         self.path = temp_path(self.target, suffix)
 
     def sync(self) -> None:
-        """Flush the temporary's content to disk (`commit` does it too; this lets a background
-        writer take the wait)."""
         _fsync_path(self.path)
 
     def commit(self) -> None:
-        """Move the temporary onto the target; on a failure (or Ctrl-C, SIGTERM) it is removed
-        and the target left as it was."""
         with terminate_as_interrupt(redeliver=True):
             _install(self.path, self.target, directory=False)
 
     def discard(self) -> None:
-        """Remove the temporary (nothing is written to the target)."""
         _remove(self.path)
 
 

@@ -299,3 +299,23 @@ def test_a_model_trained_with_an_unregistered_loss_converts(tmp_path, capsys):
     np.testing.assert_allclose(
         forward_knet(loaded, x)[-1], (x.T.astype(np.float64) @ w + b).T, rtol=1e-5, atol=1e-6
     )
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_verification(
+    keras_file, tmp_path, capsys, monkeypatch
+):
+    """The export is staged before the model verifies: a missing directory exits 2 at once,
+    the verification never runs, and nothing is written."""
+    import porting.model.verify as mverify
+
+    path, _ = keras_file
+
+    def never(*a, **k):
+        raise AssertionError("verified before the output was checked")
+
+    monkeypatch.setattr(mverify, "verify_model", never)
+    argv = ["convert", str(path), "--to", "knet", "-o", str(tmp_path / "nodir" / "m"), "--verify"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "directory" in err and "nodir" in err and "does not exist" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]

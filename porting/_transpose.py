@@ -40,6 +40,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -98,11 +99,14 @@ def transpose_copy(a, perm, *, threads: int | None = None) -> np.ndarray:
            [1, 4],
            [2, 5]])
     """
-    workers = _threads(threads)
+    workers = _threads(threads)  # a bad setting is an error whatever the array
     v = np.asarray(a).transpose(perm)  # validates perm exactly as NumPy does
-    if v.nbytes < _MIN_BYTES or v.dtype.hasobject or v.flags.c_contiguous:
+    if v.dtype.hasobject:
         return v.copy(order="C")
-    out = np.empty(v.shape, dtype=v.dtype)
+    out = aligned_empty(v.shape, v.dtype)
+    if v.nbytes < _MIN_BYTES or v.flags.c_contiguous:
+        np.copyto(out, v)
+        return out
     shape, strides = _reduce(v.shape, v.strides)
     src = np.lib.stride_tricks.as_strided(v, shape, strides, writeable=False)
     dst = out.reshape(shape)
@@ -369,6 +373,22 @@ def _executor(workers: int) -> ThreadPoolExecutor:
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="porting-copy")
             _pool_size = workers
         return _pool
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """`np.empty(shape, dtype)` starting on a 64-byte boundary (a cache line; the alignment
+    TensorFlow needs to take an array's memory as it is: porting.model.keras_graph)."""
+    dt = np.dtype(dtype)
+    nbytes = math.prod(shape) * dt.itemsize
+    buf = np.empty(nbytes + _LINE, dtype=np.uint8)
+    skip = -address(buf) % _LINE
+    return buf[skip : skip + nbytes].view(dt).reshape(shape)
+
+
+def address(a: np.ndarray) -> int:
+    """Where `a`'s first element lies in memory (cheaper than `a.ctypes.data`)."""
+    addr: int = a.__array_interface__["data"][0]
+    return addr
 
 
 def _scratch(nbytes: int) -> np.ndarray:

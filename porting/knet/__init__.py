@@ -38,4 +38,14 @@ __all__ = [
     "run_pool",
     "KnetResult",
     "BACKEND_CHOICES",
+    "backend_name",
 ]
+
+
+def backend_name(backend: str = "auto") -> str:
+    """The implementation `backend` picks, as a call would pick it ("reference" for the NumPy
+    reimplementation, "julia" / "julia-nnlib" / "worker" for Knet), without running anything
+    and never downloading."""
+    from porting.knet._backends import resolve
+
+    return resolve(backend).name

@@ -56,6 +56,7 @@ import numpy.typing as npt
 
 from porting import files, layout
 from porting._checks import check_choice
+from porting._transpose import transpose_copy
 from porting.errors import PortingError
 from porting.model import kinds
 from porting.model.export import atomic_path
@@ -112,9 +113,10 @@ def julia_to_tf(y: np.ndarray, flat_from: tuple[int, ...] | None, spatial: str) 
         return (
             layout.activations_to_tf(full, spatial).reshape(n, -1)
             if len(flat_from) > 1
-            else y.T.copy()
+            else transpose_copy(y, (1, 0))
         )
-    return np.ascontiguousarray(y.T)
+    # a new array on a cache line (TensorFlow can share it: keras_graph.as_tensor)
+    return transpose_copy(y, tuple(range(y.ndim))[::-1])
 
 
 def tf_to_julia(t: np.ndarray, flat_from: tuple[int, ...] | None, spatial: str) -> np.ndarray:

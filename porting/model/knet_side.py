@@ -6,14 +6,21 @@ of magnitudes `S` of its tolerance) depends only on the Knet side of earlier lay
 Keras: `records` yields it layer by layer, so that verification holds only the arrays that
 later layers still read.
 
-(Running this side on a second thread, to overlap it with Keras, was measured and rejected:
-TensorFlow and NumPy's BLAS each already use every core, so it saved nothing, and the second
-thread's malloc arena raised peak memory by 20-40 MB on a ResNet-50-sized model.)
+`Ahead` runs it on a second thread, a record or two ahead of the comparison, when the NumPy
+reference computes it: on two cores TensorFlow's calls on a batch of two and the reference's
+(onnxruntime's convolutions, NumPy between them) each keep one core busy for much of the time,
+so Keras's layer i overlaps Knet's layer i+1. (An earlier measurement, when NumPy's BLAS ran
+the convolutions on every core, found no gain.) Julia is called only from the thread that
+started it, so the Julia backends stay on the caller's thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import queue
+import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +41,8 @@ __all__ = [
     "magnitude_of",
     "magnitude_tf",
     "nonnegative",
+    "Ahead",
+    "ON_CALLER",
 ]
 
 # The incoming error is carried into the tolerance through float arithmetic of its own (divided
@@ -144,3 +153,73 @@ def records(
             mag_tf = magnitude_tf(steps, step, x_ins, None, extra, y, dtype, wd, spatial)
             del x_ins
         yield KnetRecord(y, extra, expected, mag_tf, knet_s)
+
+
+ON_CALLER = contextvars.ContextVar("porting_knet_side_on_caller", default=False)
+"""True where the Knet side stays on the calling thread (verify_data's batches run two at a
+time already: a thread each is enough)."""
+
+
+class Ahead:
+    """Iterate a generator on a worker thread, at most `depth` items beyond the one being
+    made: `next()` gives them in order, an exception raised there is raised here, and `close()`
+    stops the worker (after the item in hand) and closes the generator. The worker runs in a
+    copy of the caller's context (porting.knet.mlas's kernel choice and prepared weights)."""
+
+    _END = object()
+
+    def __init__(self, gen: Generator[Any, None, None], depth: int = 1) -> None:
+        self.gen = gen
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        ctx = contextvars.copy_context()
+        self.thread = threading.Thread(
+            target=ctx.run, args=(self._fill,), name="porting-knet-side", daemon=True
+        )
+        self.thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fill(self) -> None:
+        try:
+            for item in self.gen:
+                if not self._put((True, item)):
+                    return
+                del item
+            self._put((True, self._END))
+        except BaseException as e:  # noqa: BLE001 - raised again on the caller's thread
+            self._put((False, e))
+
+    def __iter__(self) -> Ahead:
+        return self
+
+    def __next__(self) -> Any:
+        if self.stop.is_set():
+            raise StopIteration
+        ok, item = self.q.get()
+        if not ok:
+            self.stop.set()
+            raise item
+        if item is self._END:
+            self.stop.set()
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        while self.thread.is_alive():  # it may be waiting to put an item
+            with contextlib.suppress(queue.Empty):
+                self.q.get(timeout=0.05)
+        self.gen.close()
+        while True:  # what it left behind is freed now
+            try:
+                self.q.get_nowait()
+            except queue.Empty:
+                break

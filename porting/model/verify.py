@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -189,9 +189,13 @@ def verify_model(
         knet_done: dict[int, np.ndarray] = {}
         tags: list[Any] = []
         knet_steps = forward_steps(steps, x, knet, True, knet_done, tags)
-        side = knet_side.records(
+        side: Any = knet_side.records(
             steps, knet_steps, knet_done, x, tags, spatial, lower, wd, mode == "each"
         )
+        if not knet_side.ON_CALLER.get() and _overlapped(
+            knet
+        ):  # on a second thread with Keras (knet_side.Ahead)
+            side = knet_side.Ahead(side, depth=2)
         try:
             run = Run(
                 steps,
@@ -294,7 +298,7 @@ def verify_model(
 
 def _compare_layers(
     run: Run,
-    side: Generator[knet_side.KnetRecord, None, None],
+    side: Iterator[knet_side.KnetRecord],
     knet_done: dict[int, np.ndarray],
     notes: list[str],
     timings: dict[str, float],
@@ -374,6 +378,16 @@ def _compare_layers(
     timings["knet_forward_s"] = t_knet
     final_actual = keras_side.final(timings, advance)
     return rows, first_bad, diag_arrays, final_actual
+
+
+def _overlapped(knet: str) -> bool:
+    """Whether the Knet side runs beside the Keras side (knet_side.Ahead): with two threads
+    to spare (PORTING_THREADS, the CPUs this process may use) and the NumPy reference as the
+    backend (which any thread may call; Julia stays on its own thread)."""
+    from porting._transpose import _threads
+    from porting.knet import backend_name, reference
+
+    return _threads(None) > 1 and backend_name(knet) == reference.NAME
 
 
 def _keras_input(run: Run) -> np.ndarray:

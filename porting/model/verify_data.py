@@ -28,9 +28,10 @@ the report of the batches finished so far comes back, marked `partial`.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
-import heapq
-import math
+import contextvars
 import os
 import platform
 import time
@@ -42,6 +43,15 @@ import numpy as np
 
 from porting.errors import PortingError
 from porting.knet import mlas
+from porting.model import knet_side
+from porting.model.data_tally import (
+    MAX_LISTED,
+    RATIO_EDGES,
+    ULP_EDGES,
+    Batch,
+    LayerSummary,
+    Tally,
+)
 
 if TYPE_CHECKING:
     from porting.model.datasets import DataSource, ImageOptions
@@ -50,57 +60,12 @@ if TYPE_CHECKING:
 
 __all__ = ["verify_data", "DataReport", "LayerSummary", "ULP_EDGES", "RATIO_EDGES", "MAX_LISTED"]
 
-MAX_LISTED = 1000  # disagreeing samples listed by index (the count is always exact)
 E2E_ROW = "(end to end)"  # the one row of an ONNX port's report
 COMPILE_AFTER = 4  # batches beyond which the Keras side is compiled (the same numbers)
-ULP_EDGES = np.array([0.0, 0.5] + [2.0**i + 0.5 for i in range(0, 24)] + [np.inf])
-"""End-to-end error histogram bins, in ULPs of the Knet output: 0, 1, 2, (2, 4], ..., > 2^23."""
-RATIO_EDGES = np.concatenate([[0.0], 10.0 ** np.arange(-9, 4.01, 0.5), [np.inf]])
-"""Per-layer histogram bins of a batch's worst error / tolerance (half-decades, 1e-9..1e4)."""
+_THREADS = 2  # batches checked at once (two threads) once the Keras side is compiled
+_AHEAD = 1  # batches submitted beyond the one being summarised
 
 ProgressFn = Callable[[int, int], None]
-
-
-@dataclass
-class LayerSummary:
-    """One layer over the whole data set."""
-
-    index: int
-    name: str
-    kind: str
-    worst_ratio: float = 0.0  # worst error / tolerance over every sample
-    worst_sample: int | None = None
-    worst_abs_error: float = 0.0
-    batches_over: int = 0  # batches with some element outside its tolerance
-    histogram: np.ndarray = field(default_factory=lambda: np.zeros(len(RATIO_EDGES) - 1, np.int64))
-
-    @property
-    def ok(self) -> bool:
-        return self.batches_over == 0
-
-    def quantile(self, q: float) -> float:
-        """The `q` quantile of the batches' worst error / tolerance, as the upper edge of its
-        histogram bin (an upper bound, within half a decade)."""
-        total = int(self.histogram.sum())
-        if not total:
-            return 0.0
-        i = int(np.searchsorted(np.cumsum(self.histogram), q * total, side="left"))
-        return float(min(RATIO_EDGES[i + 1], self.worst_ratio))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "name": self.name,
-            "kind": self.kind,
-            "ok": self.ok,
-            "worst_error_to_tolerance": self.worst_ratio,
-            "worst_sample": self.worst_sample,
-            "worst_abs_error": self.worst_abs_error,
-            "batches_over_tolerance": self.batches_over,
-            "median_error_to_tolerance_at_most": self.quantile(0.5),
-            "p99_error_to_tolerance_at_most": self.quantile(0.99),
-            "histogram": {"edges": RATIO_EDGES.tolist(), "counts": self.histogram.tolist()},
-        }
 
 
 @dataclass
@@ -344,18 +309,7 @@ def verify_data(
     n_total = src.n if limit is None else min(src.n, int(limit))
     lower = model.dtype if np.dtype(model.dtype).itemsize <= out_dt.itemsize else out_dt
 
-    ulp_hist = np.zeros(len(ULP_EDGES) - 1, np.int64)
-    worst_heap: list[tuple[float, int, dict[str, Any]]] = []
-    e2e: dict[str, Any] = {
-        "max_abs_error": 0.0,
-        "max_ulp": 0.0,
-        "max_rel_error": 0.0,
-        "worst_sample": None,
-        "max_abs_expected": 0.0,
-    }
-    cls: dict[str, Any] | None = None
-    disagree: list[int] = []
-    n_disagree = n_top5 = n_top5_checked = 0
+    tally = Tally(summaries, src.label, lower, classifier, k_worst)
     first_bad: str | None = None
     diagnosis = None
     notes = list(src.notes)
@@ -384,149 +338,134 @@ def verify_data(
     prepared = contextlib.ExitStack()
     if n_total > batch_size:
         prepared.enter_context(mlas.reusing_weights())
+
+    def check(lo: int, xb: np.ndarray, diagnose: bool) -> Batch:
+        """One batch through both sides (any thread: nothing here is shared but read-only)."""
+        if port is not None:
+            tags: list[Any] = []
+            xb, _ = check_input(model, xb, plan)
+            comp, expected, actual = port.check(model, xb, plan, knet, tags, ulps=False)
+            return Batch(
+                lo,
+                int(xb.shape[-1]),
+                [(comp, comp.ok)],
+                expected,
+                actual,
+                None if comp.ok else E2E_ROW,
+                None,
+                [],
+                {**_versions(), **port.versions()},
+                backend_of(tags),
+                {"knet": str(model.dtype), "onnx": str(port.out_dtype)},
+            )
+        rep = verify_model(
+            model,
+            xb,
+            keras_model=keras_model,
+            mode=mode,
+            spatial=spatial,
+            knet=knet,
+            diagnose=diagnose,
+            plan=plan,
+            ulps=False,  # the rows' ULP figure is not reported here
+            compiled=compiled,
+        )
+        # the end-to-end outputs verify_model compared (Knet's and the port's own chain)
+        assert rep.outputs is not None
+        return Batch(
+            lo,
+            int(xb.shape[-1]),
+            [(row.comparison, row.ok) for row in rep.rows],
+            *rep.outputs,
+            None if rep.ok else rep.first_divergent,
+            rep.diagnosis,
+            rep.notes,
+            rep.versions,
+            (rep.knet_backend, rep.knet_backend_reason),
+            rep.dtypes,
+        )
+
+    # Two batches in flight once the Keras side is compiled (its graphs are traced by the
+    # first batch, alone): each side leaves the other core mostly idle on a batch of its own
+    # (small calls, Python between them), so batch b+1's Knet side runs beside batch b's Keras
+    # side and comparisons. The same numbers: each batch is checked on its own, and the
+    # results are taken in order.
+    ahead = (
+        _AHEAD
+        if compiled
+        and n_total > 2 * batch_size
+        and _threads() > 1
+        and _shareable(model, keras_model, port, mode, knet)
+        else 0
+    )
+    pool = (
+        concurrent.futures.ThreadPoolExecutor(_threads(), thread_name_prefix="porting-verify-data")
+        if ahead
+        else None
+    )
+    in_flight: collections.deque[concurrent.futures.Future[Batch]] = collections.deque()
+    read = 0  # samples read so far
+
+    def next_batch() -> tuple[int, np.ndarray] | None:
+        nonlocal read
+        if read >= n_total:
+            return None
+        t0 = time.perf_counter()
+        try:
+            lo, xb = next(batches)
+        except StopIteration:
+            read = n_total
+            return None
+        if lo + xb.shape[-1] > n_total:
+            xb = xb[..., : n_total - lo]
+        read = lo + int(xb.shape[-1])
+        t["read_s"] += time.perf_counter() - t0
+        return lo, xb
+
+    t_loop = time.perf_counter()
     try:
         while done < n_total:
-            t0 = time.perf_counter()
-            try:
-                lo, xb = next(batches)
-            except StopIteration:
-                break
-            if lo + xb.shape[-1] > n_total:
-                xb = xb[..., : n_total - lo]
-            t["read_s"] += time.perf_counter() - t0
-            nb = int(xb.shape[-1])
-
-            t0 = time.perf_counter()
-            if port is not None:
-                tags: list[Any] = []
-                xb, _ = check_input(model, xb, plan)
-                comp, expected, actual = port.check(model, xb, plan, knet, tags, ulps=False)
-                t["verify_s"] += time.perf_counter() - t0
-                checks = [(comp, comp.ok)]
-                if not comp.ok and first_bad is None:
-                    first_bad = E2E_ROW
-                versions = {**_versions(), **port.versions()}
-                backend = backend_of(tags)
-                dtypes = {"knet": str(model.dtype), "onnx": str(port.out_dtype)}
+            if pool is None or done == 0:  # the first batch alone: it traces the graphs
+                got = next_batch()
+                if got is None:
+                    break
+                b = check(*got, diagnosis is None)
             else:
-                rep = verify_model(
-                    model,
-                    xb,
-                    keras_model=keras_model,
-                    mode=mode,
-                    spatial=spatial,
-                    knet=knet,
-                    diagnose=diagnosis is None,
-                    plan=plan,
-                    ulps=False,  # the rows' ULP figure is not reported here
-                    compiled=compiled,
-                )
-                t["verify_s"] += time.perf_counter() - t0
-                # the end-to-end outputs verify_model compared (Knet's and the port's own chain)
-                assert rep.outputs is not None
-                expected, actual = rep.outputs
-                checks = [(row.comparison, row.ok) for row in rep.rows]
-                if not rep.ok and first_bad is None:
-                    first_bad = rep.first_divergent
-                    diagnosis = rep.diagnosis
-                for note in rep.notes:
-                    if note not in notes and len(notes) < 50:
-                        notes.append(note)
-                versions, backend, dtypes = (
-                    rep.versions,
-                    (rep.knet_backend, rep.knet_backend_reason),
-                    rep.dtypes,
-                )
-                del rep
+                while len(in_flight) <= ahead:
+                    got = next_batch()
+                    if got is None:
+                        break
+                    ctx = contextvars.copy_context()  # reusing_weights() holds in the worker
+                    ctx.run(knet_side.ON_CALLER.set, True)  # one thread per batch
+                    lo_b, x_b = got
+                    in_flight.append(pool.submit(ctx.run, check, lo_b, x_b, diagnosis is None))
+                    del got, x_b
+                if not in_flight:
+                    break
+                b = in_flight.popleft().result()
+            lo, nb, checks, expected, actual = b.lo, b.n, b.checks, b.expected, b.actual
+            if b.first_bad is not None and first_bad is None:
+                first_bad, diagnosis = b.first_bad, b.diagnosis
+            for note in b.notes:
+                if note not in notes and len(notes) < 50:
+                    notes.append(note)
+            versions, backend, dtypes = b.versions, b.backend, b.dtypes
+            del b
 
-            # ---- per layer
-            for s, (c, row_ok) in zip(summaries, checks, strict=True):
-                r = float(c.max_error_to_tolerance)
-                s.histogram[
-                    min(
-                        int(np.searchsorted(RATIO_EDGES, r, side="right")) - 1, len(s.histogram) - 1
-                    )
-                ] += 1
-                if not row_ok:
-                    s.batches_over += 1
-                if r > s.worst_ratio or s.worst_sample is None:
-                    s.worst_ratio = r
-                    s.worst_sample = lo + int(c.worst_index[0]) if c.worst_index else lo
-                s.worst_abs_error = max(s.worst_abs_error, float(c.max_abs_error))
-            del checks
-
-            # ---- end to end, per sample
-            if expected.shape != actual.shape:
-                raise PortingError(
-                    f"the Keras model's output has shape {actual.shape}, the Knet model's "
-                    f"{expected.shape} (TensorFlow layout); not the same model"
-                )
-            e64 = expected.astype(np.float64).reshape(nb, -1)
-            a64 = actual.astype(np.float64).reshape(nb, -1)
-            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-                d = np.abs(e64 - a64)
-                # NaN on both sides agrees; NaN on one side is an infinite error
-                d = np.where(np.isnan(e64) & np.isnan(a64), 0.0, np.where(np.isnan(d), np.inf, d))
-                spacing = (
-                    np.spacing(np.abs(expected.astype(lower))).astype(np.float64).reshape(nb, -1)
-                )
-                ulp = d / spacing
-            ulp_hist += np.histogram(np.nan_to_num(ulp, nan=np.inf, posinf=np.inf), ULP_EDGES)[0]
-            per_abs = d.max(axis=1)
-            per_ulp = ulp.max(axis=1)
-            peak = np.abs(e64).max(axis=1)
-            per_rel = np.where(peak > 0, per_abs / np.where(peak > 0, peak, 1.0), per_abs)
-            j = int(np.nanargmax(per_rel)) if np.isfinite(per_rel).any() else 0
-            if per_rel[j] >= e2e["max_rel_error"] or e2e["worst_sample"] is None:
-                e2e["worst_sample"] = lo + j
-            e2e["max_abs_error"] = max(e2e["max_abs_error"], float(np.nanmax(per_abs)))
-            e2e["max_ulp"] = max(e2e["max_ulp"], float(np.nanmax(per_ulp)))
-            e2e["max_rel_error"] = max(e2e["max_rel_error"], float(np.nanmax(per_rel)))
-            e2e["max_abs_expected"] = max(e2e["max_abs_expected"], float(np.nanmax(peak)))
-
-            is_cls = (
-                classifier
-                if classifier is not None
-                else (expected.ndim == 2 and expected.shape[1] >= 2)
-            )
-            top1_k = top1_a = None
-            if is_cls:
-                classes = int(e64.shape[1])
-                top1_k, top1_a = e64.argmax(axis=1), a64.argmax(axis=1)
-                diff = np.flatnonzero(top1_k != top1_a)
-                n_disagree += int(diff.size)
-                room = MAX_LISTED - len(disagree)
-                disagree.extend(lo + int(ii) for ii in diff[: max(room, 0)])
-                if classes > 5:
-                    t5k = np.sort(np.argpartition(-e64, 5, axis=1)[:, :5], axis=1)
-                    t5a = np.sort(np.argpartition(-a64, 5, axis=1)[:, :5], axis=1)
-                    n_top5 += int((t5k == t5a).all(axis=1).sum())
-                    n_top5_checked += nb
-                cls = {"classes": classes}
-            for i in range(nb):
-                entry = {
-                    "index": lo + i,
-                    "label": src.label(lo + i),
-                    "max_abs_error": float(per_abs[i]),
-                    "max_ulp": float(per_ulp[i]),
-                    "rel_error": float(per_rel[i]),
-                }
-                if top1_k is not None and top1_a is not None:
-                    entry["top1_knet"], entry["top1_keras"] = int(top1_k[i]), int(top1_a[i])
-                key = float(per_rel[i]) if np.isfinite(per_rel[i]) else math.inf
-                item = (key, -(lo + i), entry)
-                if len(worst_heap) < k_worst:
-                    heapq.heappush(worst_heap, item)
-                elif k_worst and item[:2] > worst_heap[0][:2]:
-                    heapq.heapreplace(worst_heap, item)
+            tally.add(lo, nb, checks, expected, actual)
+            del checks, expected, actual
             done += nb
-            del xb, expected, actual, e64, a64, d, ulp, spacing
             if progress is not None:
                 progress(done, n_total)
     except KeyboardInterrupt:
         partial = True
     finally:
+        if pool is not None:  # a batch still running finishes before its sessions close
+            for fut in in_flight:
+                fut.cancel()
+            pool.shutdown(wait=True)
         prepared.close()
+        t["verify_s"] = time.perf_counter() - t_loop - t["read_s"]
     if done == 0 and not partial:
         raise PortingError(f"{src.path}: no samples were read")
     error_map = None
@@ -538,19 +477,9 @@ def verify_data(
     elif partial and done:
         notes.append("interrupted: no error map (it needs one more forward pass)")
 
-    if cls is not None:
-        cls.update(
-            top1_agreement=(done - n_disagree) / done if done else None,
-            top1_disagree=n_disagree,
-            top1_disagree_samples=disagree,
-            top1_disagree_listed=len(disagree),
-            top5_agreement=n_top5 / n_top5_checked if n_top5_checked else None,
-            top5_rule="the same set of 5 classes on both sides (classes > 5 only)",
-        )
     total_s = time.perf_counter() - t_start
     t["total_s"] = total_s
     t["samples_per_s"] = done / total_s if total_s > 0 else 0.0
-    worst = [e for _, _, e in sorted(worst_heap, key=lambda it: (-it[0], -it[1]))]
     ok = done > 0 and all(s.ok for s in summaries)
     env = {
         "knet_backend": backend[0],
@@ -577,10 +506,10 @@ def verify_data(
         mode=mode,
         spatial=spatial,
         layers=summaries,
-        end_to_end=e2e,
-        classifier=cls,
-        worst_samples=worst,
-        ulp_histogram=ulp_hist,
+        end_to_end=tally.end_to_end,
+        classifier=tally.classifier_figures(done),
+        worst_samples=tally.worst(),
+        ulp_histogram=tally.ulp_histogram,
         error_map=error_map,
         environment=env,
         timings=t,
@@ -589,6 +518,30 @@ def verify_data(
         notes=notes,
         port="onnx" if port is not None else "keras",
     )
+
+
+def _shareable(model: KnetModel, keras_model: Any, port: Any, mode: str, knet: str) -> bool:
+    """Whether two batches may be checked at once: the Knet side on the NumPy reference (Julia
+    is called from its own thread only) and the port an ONNX file (onnxruntime's sessions run
+    from any thread) or the compiled graphs of "each" mode (porting.model.keras_graph); eager
+    Keras calls and "whole" mode's probe models stay on one thread."""
+    from porting.model import convert as mconvert
+    from porting.model.keras_side import per_sample
+    from porting.model.verify import _overlapped
+
+    if not _overlapped(knet):
+        return False
+    if port is not None:
+        return True
+    groups = mconvert.keras_groups(keras_model, model)
+    return mode == "each" and all(groups) and per_sample(groups, keras_model)
+
+
+def _threads() -> int:
+    """Batches checked at once: `_THREADS`, at most PORTING_THREADS or the usable CPUs."""
+    from porting._transpose import _threads as usable
+
+    return min(_THREADS, usable(None))
 
 
 def _versions() -> dict[str, Any]:

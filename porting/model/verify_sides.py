@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from porting._transpose import aligned_empty
 from porting.model import convert as mconvert
 from porting.model import fused, knet_side
-from porting.model.keras_graph import GraphSide
+from porting.model.keras_graph import GraphSide, as_tensor
 from porting.model.keras_side import per_sample, run_group, source_name
 from porting.model.planning import Plan, Step
 from porting.model.spec import KnetModel
@@ -122,19 +123,19 @@ class EachMode:
             for j in sources
         }
         if self.paired and any(j >= 0 for j in sources):
-            a_i = np.asarray(run_group(group, feeds))
+            a_i = np.asarray(run_group(group, _tensors(feeds)))
             own = run_group(
                 group, {source_name(steps, j): x_tf if j < 0 else self.chain[j] for j in sources}
             )
         elif self.doubled and any(j >= 0 for j in sources):
             for j in sources:
                 name = source_name(steps, j)
-                feeds[name] = np.concatenate([feeds[name], x_tf if j < 0 else self.chain[j]])
-            both = np.asarray(run_group(group, feeds))
+                feeds[name] = _stacked(feeds[name], x_tf if j < 0 else self.chain[j])
+            both = np.asarray(run_group(group, _tensors(feeds)))
             n = x_tf.shape[0]
             a_i, own = both[:n], both[n:]
         else:  # the model's input is Knet's and Keras's alike
-            a_i = own = np.asarray(run_group(group, feeds))
+            a_i = own = np.asarray(run_group(group, _tensors(feeds)))
         if self.doubled and (i in self.last_use or i == self.run.last):
             self.chain[i] = own
         del own
@@ -266,6 +267,20 @@ class WholeMode:
 
     def final(self, timings: dict[str, float], advance: AdvanceFn) -> np.ndarray:
         return self.actual[self.run.last]
+
+
+def _tensors(feeds: dict[str, Any]) -> dict[str, Any]:
+    """The NumPy feeds of a group as tensors, sharing memory where TensorFlow can take it
+    (keras_graph.as_tensor: no copy made holding the GIL, which the Knet side's thread needs)."""
+    return {k: as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in feeds.items()}
+
+
+def _stacked(a: np.ndarray, b: Any) -> np.ndarray:
+    """`np.concatenate([a, b])` (the doubled batch) into memory TensorFlow can share."""
+    b = np.asarray(b)
+    out = aligned_empty((a.shape[0] + b.shape[0], *a.shape[1:]), np.result_type(a, b))
+    np.concatenate([a, b], out=out)
+    return out
 
 
 def one_by_one(steps: Plan) -> list[tuple[int, ...]]:

@@ -78,6 +78,11 @@ def _knet_or_keras(who, it, n, model, km, layout, forward_knet) -> None:
 
 
 def child(who: str, path: str, n: int, batch: int) -> dict:
+    # glibc's malloc as the `porting` command sets it (porting._malloc), for every contestant
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _cli_malloc import as_the_command
+
+    as_the_command()
     from porting import layout
     from porting.examples.models import resnet
     from porting.model import forward_knet, to_keras

@@ -96,6 +96,14 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     name = f"porting {args.command}"
+    if argv is None:  # the `porting` command's own process, not a caller's (porting._malloc)
+        try:
+            from porting._malloc import keep_freed_memory
+
+            keep_freed_memory()
+        except PortingError as e:
+            print(f"{name}: error: {printable(str(e))}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     import warnings
 
     def _warning_line(message, category, filename, lineno, line=None) -> str:

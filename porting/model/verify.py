@@ -135,6 +135,9 @@ def verify_model(
     `compiled=True` runs the Keras side of doubled "each" mode as compiled graphs
     (porting.model.keras_graph: the same numbers, traced once per Keras model), for callers
     that verify many batches with one model (`verify_data`); one call pays the trace.
+    The Knet side runs on a second thread, a few layers ahead of the comparison, when the NumPy
+    reference computes it (porting.model.knet_side.Ahead; the same numbers;
+    `PORTING_THREADS=1` keeps it on the calling thread).
     Returns a `ModelReport`; `report.ok` is True when every layer is within its tolerance.
     """
     check_choice(mode, "mode", MODES)

@@ -256,7 +256,9 @@ def verify_data(
     `onnx`, the path of an ONNX file, checks that file under onnxruntime instead of a Keras
     model, end to end only (`mode` does not apply; the report's one row is the end-to-end
     output); `spatial` is then the convention it was converted with (default "reverse").
-    A KeyboardInterrupt returns the report so far with `partial=True`.
+    Once the Keras side is compiled, two batches are checked at once on two threads (the NumPy
+    reference and a compiled or ONNX port; `PORTING_THREADS=1` for one); the report is the
+    same. A KeyboardInterrupt returns the report so far with `partial=True`.
 
     >>> import numpy as np
     >>> from porting.model import KnetModel, Dense

@@ -42,6 +42,8 @@ SEGMENT_BYTES = 48 << 20
 
 # traced segment functions, per Keras model (they hold its layers; dropped with the model)
 _TRACED: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+# each traced function's concrete function (the input signature gives it exactly one)
+_CONCRETE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 class GraphSide:
@@ -103,7 +105,12 @@ class GraphSide:
                 autograph=False,
             )
             fn = self.cache.setdefault(key, fn)
-        outs, owns = fn(as_tensor(self.x_tf), feeds, chains)
+        # its one concrete function, called directly: the polymorphic call would match the
+        # arguments against its traces every time (about half of a small segment's Python)
+        call = _CONCRETE.get(fn)
+        if call is None:
+            call = _CONCRETE.setdefault(fn, fn.get_concrete_function())
+        outs, owns = call(as_tensor(self.x_tf), feeds, chains)
         for i, own in zip(chain_out, owns, strict=True):
             self.chain[i] = own
         return {i: np.asarray(a) for i, a in zip(seg, outs, strict=True)}

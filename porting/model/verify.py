@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import numpy as np
@@ -192,13 +192,15 @@ def verify_model(
         knet_done: dict[int, np.ndarray] = {}
         tags: list[Any] = []
         knet_steps = forward_steps(steps, x, knet, True, knet_done, tags)
-        side: Any = knet_side.records(
+        records = knet_side.records(
             steps, knet_steps, knet_done, x, tags, spatial, lower, wd, mode == "each"
         )
-        if not knet_side.ON_CALLER.get() and _overlapped(
-            knet
-        ):  # on a second thread with Keras (knet_side.Ahead)
-            side = knet_side.Ahead(side, depth=2)
+        # on a second thread beside Keras (unless verify_data already gives each batch one)
+        side: Generator[knet_side.KnetRecord, None, None] | knet_side.Ahead = (
+            knet_side.Ahead(records, depth=2)
+            if not knet_side.ON_CALLER.get() and _overlapped(knet)
+            else records
+        )
         try:
             run = Run(
                 steps,

@@ -445,18 +445,15 @@ def verify_data(
                 if not in_flight:
                     break
                 b = in_flight.popleft().result()
-            lo, nb, checks, expected, actual = b.lo, b.n, b.checks, b.expected, b.actual
             if b.first_bad is not None and first_bad is None:
                 first_bad, diagnosis = b.first_bad, b.diagnosis
             for note in b.notes:
                 if note not in notes and len(notes) < 50:
                     notes.append(note)
             versions, backend, dtypes = b.versions, b.backend, b.dtypes
+            tally.add(b.lo, b.n, b.checks, b.expected, b.actual)
+            done += b.n
             del b
-
-            tally.add(lo, nb, checks, expected, actual)
-            del checks, expected, actual
-            done += nb
             if progress is not None:
                 progress(done, n_total)
     except KeyboardInterrupt:
